@@ -1,0 +1,202 @@
+# cython: language_level=3
+# Declarations of the data plane (C structs and cdef classes of netmem._core).
+#
+# Cython finds a module's .pxd by its dotted name, so this file lives in the package while the
+# implementation is pyx/_core.pyx and the .pxi parts it includes.
+
+from cpython.ref cimport PyObject
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+
+ctypedef uint64_t netmem_ref
+
+# One descriptor per buffer, shared by struct page and struct net_iov as in the kernel, where the
+# fields a page_pool touches sit at the same offsets in both (56 bytes; struct page is 64).
+cdef struct nm_desc:
+    uint64_t pp_magic           # PP_SIGNATURE | dma index << PP_DMA_INDEX_SHIFT while pool-owned
+    void *pp                    # owning nm_pool, or NULL
+    uint64_t dma_addr
+    int64_t pp_ref_count        # atomic_long_t pp_ref_count
+    int32_t refcount            # page _refcount (a net_iov always reads 1)
+    uint32_t owner              # net_iov: area id; tail page: head pfn
+    uint32_t next               # buddy free-list links (pfn); NM_NIL at the ends
+    uint32_t prev
+    uint8_t order               # buddy block / compound order
+    uint8_t nid
+    uint8_t flags               # NM_PG_* bits
+    uint8_t state               # model ownership state (NM_ST_*): not in the kernel
+
+cdef struct nm_node:
+    uint64_t start_pfn
+    uint64_t end_pfn
+    uint64_t managed_pages
+    uint32_t free_head[11]
+    uint32_t free_tail[11]
+    uint64_t nr_free[11]
+
+cdef struct pp_alloc_stats:
+    uint64_t fast
+    uint64_t slow
+    uint64_t slow_high_order
+    uint64_t empty
+    uint64_t refill
+    uint64_t waive
+
+cdef struct pp_recycle_stats:
+    uint64_t cached
+    uint64_t cache_full
+    uint64_t ring
+    uint64_t ring_full
+    uint64_t released_refcnt
+
+cdef struct nm_trace_rec:
+    uint64_t ts_ns
+    uint32_t type
+    uint32_t pool_id
+    netmem_ref netmem
+    int64_t a
+    int64_t b
+    int64_t c
+
+cdef struct nm_warn_rec:
+    int code
+    uint32_t pool_id
+    netmem_ref netmem
+    int64_t val
+
+cdef struct nm_machine:
+    nm_desc *pages
+    uint64_t npages
+    char *mem
+    uint64_t mem_bytes
+    nm_desc *niovs
+    uint64_t nr_niovs
+    uint64_t max_niovs
+    int nr_nodes
+    nm_node nodes[8]
+    int nr_cpus
+    int cpu                     # the CPU the caller runs on (m.on_cpu)
+    int in_softirq
+    int cpu_nid[64]
+    uint64_t clock_ns
+    pp_recycle_stats system_recycle_stats   # shared by PP_FLAG_SYSTEM_POOL pools
+    uint32_t trace_mask
+    nm_trace_rec *trace_buf
+    uint64_t trace_n
+    uint64_t trace_cap
+    nm_warn_rec warn[64]
+    uint32_t nr_warn
+    uint64_t nr_warn_lost
+
+cdef struct nm_device:
+    uint64_t dma_mask
+    int need_sync               # !dev->dma_skip_sync
+    uint64_t nr_mapped          # live mappings
+    uint64_t nr_map_errors
+
+cdef struct nm_napi:
+    int list_owner              # CPU that owns the NAPI instance's poll list
+    uint32_t napi_id
+
+cdef struct ptr_ring:
+    int producer
+    int consumer_head
+    int consumer_tail
+    int size
+    int batch
+    netmem_ref *queue
+
+cdef struct nm_pool
+
+ctypedef netmem_ref (*mp_alloc_fn)(nm_pool *pool) noexcept nogil
+ctypedef bint (*mp_release_fn)(nm_pool *pool, netmem_ref netmem) noexcept nogil
+
+# The C-level fast variant of struct memory_provider_ops (the two ops the data plane calls).
+cdef struct nm_mp_ops:
+    mp_alloc_fn alloc_netmems
+    mp_release_fn release_netmem
+
+cdef struct nm_pool:
+    # Hot, alloc side: read by every alloc (softirq only, no lock).
+    uint32_t alloc_count
+    uint32_t pages_state_hold_cnt
+    nm_machine *m
+    pp_recycle_stats *recycle_stats
+    pp_alloc_stats alloc_stats
+    netmem_ref alloc_cache[128]
+    # Recycle side.
+    ptr_ring ring
+    # Frag group.
+    int64_t frag_users
+    netmem_ref frag_page
+    uint32_t frag_offset
+    # Params (pool->p and pool->slow).
+    uint32_t order
+    uint32_t pool_size
+    int nid
+    nm_device *dev
+    nm_napi *napi
+    int dma_dir
+    uint32_t max_len
+    uint32_t offset
+    uint32_t flags
+    int cpuid
+    bint dma_map
+    bint dma_sync
+    bint dma_sync_for_cpu
+    bint system
+    # Release side.
+    uint32_t pages_state_release_cnt
+    uint32_t destroy_cnt
+    uint32_t user_cnt
+    uint32_t id
+    # Memory provider.
+    nm_mp_ops *mp_ops
+    void *mp_priv
+    PyObject *mp_py             # a Python provider (borrowed; the PagePool object holds it)
+    PyObject *pyobj             # the PagePool object (borrowed; the Machine lists it)
+    # pool->dma_mapped: id -> netmem, ids from 1 (XA_FLAGS_ALLOC1).
+    netmem_ref *dma_mapped
+    uint32_t dma_mapped_cap
+    uint32_t dma_mapped_n
+    uint32_t *dma_free_ids
+    uint32_t dma_free_n
+    pp_recycle_stats own_recycle_stats
+    # Model-only DMA counters.
+    uint64_t nr_dma_map
+    uint64_t nr_dma_unmap
+    uint64_t nr_sync_for_device
+    uint64_t sync_for_device_bytes
+    uint64_t nr_sync_for_cpu
+
+
+cdef class CoreMachine:
+    cdef nm_machine *m
+    cdef object __weakref__
+    cdef int _check_page(self, netmem_ref netmem, str fn) except -1
+
+
+cdef class CoreDevice:
+    cdef nm_device dev
+    cdef readonly CoreMachine machine
+
+
+cdef class CoreNapi:
+    cdef nm_napi napi
+    cdef readonly CoreMachine machine
+
+
+cdef class CorePagePool:
+    cdef nm_pool *pool
+    cdef readonly CoreMachine machine
+    cdef object _provider
+    cdef object _dev
+    cdef object _napi
+    cdef object _mp_error
+    cdef int _check_alive(self) except -1
+    cdef int _check_ref(self, netmem_ref netmem) except -1
+
+
+cdef class CoreMemoryProvider:
+    # A built-in provider points c_ops at its C fast variant; NULL means the Python ops.
+    cdef nm_mp_ops *c_ops
+    cdef void *c_priv

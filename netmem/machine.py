@@ -1,0 +1,183 @@
+"""The Machine: physical memory, the page allocator, execution context, a virtual clock.
+
+One Machine is one simulated computer. It owns everything the other modules build on (the buddy
+allocator and struct page table, net_iov descriptors, page pools, NAPI and DMA devices, the
+virtual clock and its timers, tracepoints and the kernel log); there is no module-level state, so
+two Machines never see each other.
+"""
+import contextlib
+import heapq
+import itertools
+import logging
+import re
+import warnings
+
+from netmem import _core
+from netmem.errors import NetmemError, NetmemWarning
+from netmem.trace import Trace
+
+__all__ = ["Machine", "parse_size"]
+
+_UNITS = {"": 1, "B": 1, "KIB": 1 << 10, "MIB": 1 << 20, "GIB": 1 << 30, "TIB": 1 << 40,
+          "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_log = logging.getLogger("netmem.kernel")
+
+NSEC_PER_SEC = 1_000_000_000
+
+
+def parse_size(size):
+    """``"1GiB"``, ``"512M"``, ``4096`` -> bytes."""
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(size))
+    if not m or m.group(2).upper() not in _UNITS:
+        raise NetmemError(22, f"Machine: cannot read size {size!r} (use e.g. '1GiB')")
+    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+
+
+class Machine(_core.CoreMachine):
+    """A simulated computer.
+
+    ``Machine(memory="1GiB", numa_nodes=1, cpus=2)``: memory is split evenly over the nodes in
+    4 MiB blocks and lazily committed (a machine may declare more than this computer has); the
+    first 1 MiB is reserved, as on x86. CPUs are spread over the nodes in order.
+    """
+
+    def __new__(cls, memory="1GiB", numa_nodes=1, cpus=2, **kwargs):
+        return super().__new__(cls, parse_size(memory), numa_nodes, cpus)
+
+    def __init__(self, memory="1GiB", numa_nodes=1, cpus=2):
+        self.dmesg = []
+        self.trace = Trace(self)
+        self._timers = []
+        self._timer_seq = itertools.count()
+        self._pools = {}
+        self._next_pool_id = 1
+        self._next_napi_id = _core.MIN_NAPI_ID_
+        self._niov_areas = {}
+        self._next_area_id = 1
+
+    def __repr__(self):
+        return (f"<Machine {self.memory >> 20} MiB, {self.numa_nodes} node(s), {self.cpus} CPUs,"
+                f" {len(self._pools)} page pool(s)>")
+
+    # -- descriptors -----------------------------------------------------------------------------
+
+    def netmem(self, ref):
+        """A view of the descriptor behind a netmem_ref (page or net_iov)."""
+        from netmem.netmem import NetmemView
+        return NetmemView(self, ref)
+
+    # -- execution context -----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def on_cpu(self, cpu, softirq=True):
+        """Run the block on ``cpu``, in softirq (NAPI) context unless ``softirq=False``.
+        Outside any such block the caller is process context on CPU 0."""
+        old = self._set_context(cpu, softirq)
+        try:
+            yield self
+        finally:
+            self._set_context(*old)
+
+    # -- virtual clock and timers ----------------------------------------------------------------
+
+    def advance(self, seconds):
+        """Move the virtual clock forward, firing due timers in order (each sees its own time)."""
+        if seconds < 0:
+            raise NetmemError(22, "advance: time only moves forward")
+        target = self.clock_ns + int(round(seconds * NSEC_PER_SEC))
+        while self._timers and self._timers[0][0] <= target:
+            when, _, fn = heapq.heappop(self._timers)
+            self._set_clock(when)
+            fn()
+        self._set_clock(target)
+
+    def add_timer(self, seconds, fn):
+        """Call ``fn()`` once the clock has moved ``seconds`` ahead (schedule_delayed_work)."""
+        when = self.clock_ns + int(round(seconds * NSEC_PER_SEC))
+        heapq.heappush(self._timers, (when, next(self._timer_seq), fn))
+
+    @property
+    def pending_timers(self):
+        return len(self._timers)
+
+    def quiesce(self, max_seconds=120):
+        """Let deferred work run: advance the clock until no timer is pending, at most
+        ``max_seconds`` of virtual time. Returns the seconds advanced."""
+        start = self.clock_ns
+        while self._timers and self.clock_ns - start < max_seconds * NSEC_PER_SEC:
+            self.advance(max(0, self._timers[0][0] - self.clock_ns) / NSEC_PER_SEC)
+        return (self.clock_ns - start) / NSEC_PER_SEC
+
+    # -- kernel log and warnings -----------------------------------------------------------------
+
+    def pr_warn(self, msg):
+        self.dmesg.append(msg)
+        _log.warning(msg)
+
+    def pr_crit(self, msg):
+        self.dmesg.append(msg)
+        _log.critical(msg)
+
+    def _warn(self, msg):
+        warnings.warn(NetmemWarning(msg), stacklevel=3)
+
+    def _flush_warnings(self):
+        recs, lost = self._take_warnings()
+        for code, pool_id, netmem, val in recs:
+            state = _core.STATE_NAMES.get(val, val)
+            self._warn(_core.WARNINGS[code].format(pool=pool_id, netmem=netmem, val=val,
+                                                   state=state))
+        if lost:
+            self._warn(f"{lost} more kernel warnings were lost (64 per call are kept)")
+
+    # -- registries ------------------------------------------------------------------------------
+
+    def _page_pool_list(self, pool):
+        """Models ``page_pool_list()``: a cyclic id from 1 (xa_alloc_cyclic)."""
+        pool_id = self._next_pool_id
+        while pool_id in self._pools:
+            pool_id = pool_id % 0xffffffff + 1
+        self._next_pool_id = pool_id % 0xffffffff + 1
+        pool._list(pool_id)
+        self._pools[pool_id] = pool
+        return pool_id
+
+    def _page_pool_unlist(self, pool):
+        self._pools.pop(pool.id, None)
+
+    @property
+    def page_pools(self):
+        """Pools listed on the machine (created and not yet freed), in id order."""
+        return [self._pools[k] for k in sorted(self._pools)]
+
+    def page_pool_by_id(self, pool_id):
+        return self._pools.get(pool_id)
+
+    def _alloc_napi_id(self):
+        napi_id = self._next_napi_id
+        self._next_napi_id += 1
+        return napi_id
+
+    # -- accounting ------------------------------------------------------------------------------
+
+    def leak_report(self):
+        """What is not back where it started: pools not freed (with their inflight), pages
+        missing from the buddy allocator, net_iovs still attached to a pool. Empty when clean."""
+        out = []
+        for pool in self.page_pools:
+            state = "destroyed, waiting" if pool.destroy_cnt else "not destroyed"
+            out.append(f"page_pool {pool.id} {state}: inflight {pool.inflight} "
+                       f"(cache {pool.alloc_count}, ring {pool.ring_count})")
+        missing = self.managed_pages() - self.nr_free_pages()
+        if missing:
+            pages, _ = self._ledger()
+            held = ", ".join(f"{n} {_core.STATE_NAMES[s]}" for s, n in enumerate(pages) if n)
+            out.append(f"{missing} pages missing from the buddy allocator"
+                       + (f" (page_pool buffers: {held})" if held else ""))
+        _, niovs = self._ledger()
+        attached = sum(niovs[1:])
+        if attached:
+            out.append(f"{attached} net_iovs still attached to a page_pool")
+        return out

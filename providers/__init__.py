@@ -1,0 +1,1 @@
+"""Built-in memory providers, installed as ``netmem.providers``."""

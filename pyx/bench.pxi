@@ -1,0 +1,83 @@
+# Benchmark loops that run inside the extension (numpy.random's _benchmark shape): each returns
+# the elapsed monotonic ns of ``loops`` iterations; the Python runner takes medians and ratios.
+
+
+cdef struct _lifo:
+    uint32_t count
+    netmem_ref stack[128]
+
+
+def bench_floor_lifo(uint64_t loops):
+    """The floor: a plain C array push/pop pair, with a compiler barrier so nothing is elided."""
+    cdef _lifo *s = <_lifo *>calloc(1, sizeof(_lifo))
+    cdef uint64_t i, t0, t1
+    cdef netmem_ref v
+    if s == NULL:
+        raise MemoryError()
+    for i in range(64):
+        s.stack[s.count] = (i + 256) << 1
+        s.count += 1
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            s.count -= 1
+            v = s.stack[s.count]
+            barrier()
+            s.stack[s.count] = v
+            s.count += 1
+            barrier()
+        t1 = nm_now_ns()
+    free(s)
+    return t1 - t0
+
+
+def bench_pool_fast(CorePagePool pp, uint64_t loops):
+    """The kernel bench's test 01: alloc + page_pool_recycle_direct (the alloc cache)."""
+    cdef nm_pool *pool = pp.pool
+    cdef uint64_t i, t0, t1
+    cdef netmem_ref netmem
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            netmem = page_pool_alloc_netmems(pool)
+            if unlikely(not netmem):
+                break
+            page_pool_put_netmem(pool, netmem, <uint32_t>-1, True)
+        t1 = nm_now_ns()
+    return t1 - t0
+
+
+def bench_pool_ring(CorePagePool pp, uint64_t loops):
+    """Test 02: alloc + put without direct recycling (the ptr_ring, refilled 64 at a time)."""
+    cdef nm_pool *pool = pp.pool
+    cdef uint64_t i, t0, t1
+    cdef netmem_ref netmem
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            netmem = page_pool_alloc_netmems(pool)
+            if unlikely(not netmem):
+                break
+            page_pool_put_netmem(pool, netmem, <uint32_t>-1, False)
+        t1 = nm_now_ns()
+    return t1 - t0
+
+
+def bench_pool_slow(CorePagePool pp, uint64_t loops):
+    """Test 03: alloc + get_page + put + put_page, so every buffer goes back to the page
+    allocator and every 64th alloc takes the slow path."""
+    cdef nm_pool *pool = pp.pool
+    cdef nm_machine *m = pool.m
+    cdef uint64_t i, t0, t1
+    cdef netmem_ref netmem
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            netmem = page_pool_alloc_netmems(pool)
+            if unlikely(not netmem):
+                break
+            m.pages[netmem >> 1].refcount += 1
+            page_pool_put_netmem(pool, netmem, <uint32_t>-1, False)
+            nm_put_page(m, netmem)
+        t1 = nm_now_ns()
+    return t1 - t0

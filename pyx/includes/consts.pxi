@@ -1,0 +1,102 @@
+# Constants of the kernel the core models, each with its source and reason.
+
+cdef extern from *:
+    """
+    #ifndef NETMEM_DEBUG
+    #define NETMEM_DEBUG 0
+    #endif
+    #define nm_likely(x)   __builtin_expect(!!(x), 1)
+    #define nm_unlikely(x) __builtin_expect(!!(x), 0)
+    #define nm_barrier()   __asm__ __volatile__("" ::: "memory")
+    """
+    const int NETMEM_DEBUG
+    bint likely "nm_likely"(bint) noexcept nogil
+    bint unlikely "nm_unlikely"(bint) noexcept nogil
+    void barrier "nm_barrier"() noexcept nogil
+
+cdef enum:
+    PAGE_SHIFT = 12
+    PAGE_SIZE = 4096
+    MAX_PAGE_ORDER = 10             # include/linux/mmzone.h: 4 MiB blocks with 4 KiB pages
+    NR_PAGE_ORDERS = 11
+    NUMA_NO_NODE = -1
+    NM_MAX_NODES = 8
+    NM_MAX_CPUS = 64
+    NR_CPUS = 8192                  # CONFIG_NR_CPUS of distribution kernels
+    MIN_NAPI_ID = 8193              # include/net/busy_poll.h: NR_CPUS + 1
+    NET_IOV = 1                     # include/net/netmem.h: bit 0 of netmem_ref
+
+    # include/net/page_pool/types.h
+    PP_FLAG_DMA_MAP = 1 << 0
+    PP_FLAG_DMA_SYNC_DEV = 1 << 1
+    PP_FLAG_SYSTEM_POOL = 1 << 2
+    PP_FLAG_ALLOW_UNREADABLE_NETMEM = 1 << 3
+    PP_FLAG_ALL = 0xf
+    PP_ALLOC_CACHE_SIZE = 128       # twice the NAPI budget
+    PP_ALLOC_CACHE_REFILL = 64      # the NAPI budget
+    PP_RING_DEFAULT = 1024          # page_pool_init(): ring size when pool_size is 0
+    PP_RING_MAX = 16384             # page_pool_init(): min(pool_size, 16384)
+    XDP_BULK_QUEUE_SIZE = 16        # include/net/xdp.h: page_pool_put_netmem_bulk()'s stack array
+    SMP_CACHE_BYTES = 64
+
+    # include/linux/dma-direction.h
+    DMA_BIDIRECTIONAL = 0
+    DMA_TO_DEVICE = 1
+    DMA_FROM_DEVICE = 2
+    DMA_NONE = 3
+
+    # include/net/netmem.h: enum net_iov_type
+    NET_IOV_DMABUF = 0
+    NET_IOV_IOURING = 1
+
+    # Page flags of the model (struct page flags the core needs).
+    NM_PG_BUDDY = 1 << 0
+    NM_PG_HEAD = 1 << 1
+    NM_PG_TAIL = 1 << 2
+    NM_PG_RESERVED = 1 << 3
+    NM_PG_PFMEMALLOC = 1 << 4
+
+    # Who holds a buffer (the model's ledger; the kernel cannot tell).
+    NM_ST_NONE = 0                  # not a page_pool buffer (free, or a plain page)
+    NM_ST_OWNED = 1                 # handed out by a pool
+    NM_ST_CACHE = 2                 # in the pool's alloc cache
+    NM_ST_RING = 3                  # in the pool's ptr_ring
+    NM_ST_PUTTING = 4               # unrefed to 0 inside one bulk put, not yet placed
+
+    # Warnings recorded on the hot path and raised as NetmemWarning at the Python boundary.
+    NM_W_NOT_PP = 1                 # put of a buffer that is not a page_pool buffer
+    NM_W_WRONG_POOL = 2             # put to a pool that does not own the buffer
+    NM_W_DOUBLE_PUT = 3             # put of a buffer the pool already holds
+    NM_W_PP_REF_NEG = 4             # page_pool_unref_netmem(): WARN_ON(ret < 0)
+    NM_W_FRAG_SIZE = 5              # page_pool_alloc_frag_netmem(): WARN_ON(size > max_size)
+    NM_W_CACHE_FULL = 6             # net_mp_netmem_place_in_cache(): WARN_ON_ONCE(count >= 128)
+    NM_W_INFLIGHT_NEG = 7           # page_pool_inflight(): WARN(inflight < 0)
+    NM_W_DIRECT_AFTER_DESTROY = 8   # allow_direct put on a destroyed pool (would strand the page)
+    NM_W_PROVIDER_BAD = 9           # a provider returned a buffer it did not attach to the pool
+
+    # Tracepoints (include/trace/events/page_pool.h).
+    TP_PAGE_POOL_RELEASE = 1 << 0
+    TP_PAGE_POOL_STATE_RELEASE = 1 << 1
+    TP_PAGE_POOL_STATE_HOLD = 1 << 2
+    TP_PAGE_POOL_UPDATE_NID = 1 << 3
+
+cdef extern from *:
+    """
+    #define NM_NIL 0xffffffffu
+    /* include/linux/poison.h (x86-64) and net/core/netmem_priv.h */
+    #define POISON_POINTER_DELTA 0xdead000000000000ULL
+    #define PP_SIGNATURE (0x40ULL + POISON_POINTER_DELTA)
+    #define PP_DMA_INDEX_SHIFT 7        /* 1 + __fls(PP_SIGNATURE - POISON_POINTER_DELTA) */
+    #define PP_DMA_INDEX_BITS 32        /* MIN(32, __ffs(POISON_POINTER_DELTA) - shift) */
+    #define PP_DMA_INDEX_MASK (((1ULL << PP_DMA_INDEX_BITS) - 1) << PP_DMA_INDEX_SHIFT)
+    #define PP_MAGIC_MASK (~(PP_DMA_INDEX_MASK | 0x3ULL))
+    #define DMA_MAPPING_ERROR (~0ULL)
+    #define BIAS_MAX (0x7fffffffffffffffLL >> 1)  /* LONG_MAX >> 1 */
+    """
+    const uint32_t NM_NIL
+    const uint64_t PP_SIGNATURE
+    const int PP_DMA_INDEX_SHIFT
+    const uint64_t PP_DMA_INDEX_MASK
+    const uint64_t PP_MAGIC_MASK
+    const uint64_t DMA_MAPPING_ERROR
+    const int64_t BIAS_MAX

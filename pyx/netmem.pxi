@@ -1,0 +1,116 @@
+# netmem_ref encoding, the descriptor tables of pages and net_iovs, warnings and tracepoints.
+#
+# Models include/net/netmem.h: a netmem_ref is a page (pfn << 1) or, with bit 0 (NET_IOV) set, a
+# net_iov ((global niov index << 1) | 1). Descriptors are C structs in two tables owned by the
+# machine; both are anonymous mappings, so only touched descriptors cost memory.
+
+
+cdef inline bint netmem_is_net_iov(netmem_ref netmem) noexcept nogil:
+    return netmem & NET_IOV
+
+
+cdef inline nm_desc *__netmem_desc(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """The shared descriptor of a page or net_iov (``__netmem_clear_lsb()``)."""
+    if netmem & NET_IOV:
+        return &m.niovs[netmem >> 1]
+    return &m.pages[netmem >> 1]
+
+
+cdef inline netmem_ref page_to_netmem(uint64_t pfn) noexcept nogil:
+    return pfn << 1
+
+
+cdef inline uint64_t netmem_pfn(netmem_ref netmem) noexcept nogil:
+    return netmem >> 1
+
+
+cdef inline netmem_ref netmem_compound_head(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """Models ``netmem_compound_head()``: a tail page resolves to its head, a net_iov to itself."""
+    if netmem & NET_IOV:
+        return netmem
+    cdef nm_desc *d = &m.pages[netmem >> 1]
+    if d.flags & NM_PG_TAIL:
+        return page_to_netmem(d.owner)
+    return netmem
+
+
+cdef inline int netmem_ref_count(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """Models ``netmem_ref_count()``: a net_iov always reads 1."""
+    if netmem & NET_IOV:
+        return 1
+    return m.pages[netmem >> 1].refcount
+
+
+cdef inline bint netmem_is_pfmemalloc(nm_desc *d, netmem_ref netmem) noexcept nogil:
+    if netmem & NET_IOV:
+        return False
+    return d.flags & NM_PG_PFMEMALLOC
+
+
+cdef inline int numa_mem_id(nm_machine *m) noexcept nogil:
+    return m.cpu_nid[m.cpu]
+
+
+cdef inline bint netmem_is_pref_nid(nm_machine *m, netmem_ref netmem, int pref_nid) noexcept nogil:
+    """Models ``netmem_is_pref_nid()``: a net_iov always matches."""
+    if netmem & NET_IOV:
+        return True
+    return m.pages[netmem >> 1].nid == pref_nid
+
+
+cdef inline uint64_t netmem_phys(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """Physical address of a page (pfn << PAGE_SHIFT); net_iovs have none here (0)."""
+    if netmem & NET_IOV:
+        return 0
+    return (netmem >> 1) << PAGE_SHIFT
+
+
+cdef inline bint netmem_valid(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """Whether a ref names an existing descriptor (the facade refuses anything else)."""
+    if netmem == 0:
+        return False
+    if netmem & NET_IOV:
+        return (netmem >> 1) < m.nr_niovs
+    return (netmem >> 1) < m.npages
+
+
+cdef inline void nm_warn(nm_machine *m, int code, uint32_t pool_id, netmem_ref netmem,
+                         int64_t val) noexcept nogil:
+    """Record a kernel WARN for the Python boundary to raise as a NetmemWarning."""
+    cdef nm_warn_rec *w
+    if m.nr_warn >= 64:
+        m.nr_warn_lost += 1
+        return
+    w = &m.warn[m.nr_warn]
+    w.code = code
+    w.pool_id = pool_id
+    w.netmem = netmem
+    w.val = val
+    m.nr_warn += 1
+
+
+cdef void __nm_trace(nm_machine *m, uint32_t type, uint32_t pool_id, netmem_ref netmem,
+                     int64_t a, int64_t b, int64_t c) noexcept nogil:
+    cdef nm_trace_rec *t
+    cdef void *buf
+    if m.trace_n == m.trace_cap:
+        buf = realloc(m.trace_buf, (m.trace_cap * 2 + 1024) * sizeof(nm_trace_rec))
+        if buf == NULL:
+            return
+        m.trace_buf = <nm_trace_rec *>buf
+        m.trace_cap = m.trace_cap * 2 + 1024
+    t = &m.trace_buf[m.trace_n]
+    t.ts_ns = m.clock_ns
+    t.type = type
+    t.pool_id = pool_id
+    t.netmem = netmem
+    t.a = a
+    t.b = b
+    t.c = c
+    m.trace_n += 1
+
+
+cdef inline void nm_trace(nm_machine *m, uint32_t type, uint32_t pool_id, netmem_ref netmem,
+                          int64_t a, int64_t b, int64_t c) noexcept nogil:
+    if unlikely(m.trace_mask & type):
+        __nm_trace(m, type, pool_id, netmem, a, b, c)
