@@ -39,7 +39,7 @@ replay: $(CORE)
 
 lint: $(STAMP)
 	$(VPY) -m ruff check netmem providers tools tests
-	$(VPY) -m cython_lint pyx netmem/_core.pxd
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH cython-lint pyx netmem/_core.pxd
 
 clean:
 	rm -rf build $(CORE) netmem/*.so pyx/*.c pyx/*.html

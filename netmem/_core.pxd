@@ -10,7 +10,7 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 ctypedef uint64_t netmem_ref
 
 # One descriptor per buffer, shared by struct page and struct net_iov as in the kernel, where the
-# fields a page_pool touches sit at the same offsets in both (56 bytes; struct page is 64).
+# fields a page_pool touches sit at the same offsets in both (64 bytes, as struct page).
 cdef struct nm_desc:
     uint64_t pp_magic           # PP_SIGNATURE | dma index << PP_DMA_INDEX_SHIFT while pool-owned
     void *pp                    # owning nm_pool, or NULL
@@ -24,6 +24,7 @@ cdef struct nm_desc:
     uint8_t nid
     uint8_t flags               # NM_PG_* bits
     uint8_t state               # model ownership state (NM_ST_*): not in the kernel
+    uint64_t _pad               # 64 bytes, as struct page: a descriptor is one cache line
 
 cdef struct nm_node:
     uint64_t start_pfn
@@ -119,6 +120,7 @@ cdef struct nm_pool:
     # Hot, alloc side: read by every alloc (softirq only, no lock).
     uint32_t alloc_count
     uint32_t pages_state_hold_cnt
+    uint32_t alloc_cache_limit  # PP_ALLOC_CACHE_SIZE; 0 once destroy has emptied the cache
     nm_machine *m
     pp_recycle_stats *recycle_stats
     pp_alloc_stats alloc_stats

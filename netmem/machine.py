@@ -86,7 +86,7 @@ class Machine(_core.CoreMachine):
         """Move the virtual clock forward, firing due timers in order (each sees its own time)."""
         if seconds < 0:
             raise NetmemError(22, "advance: time only moves forward")
-        target = self.clock_ns + int(round(seconds * NSEC_PER_SEC))
+        target = self.clock_ns + round(seconds * NSEC_PER_SEC)
         while self._timers and self._timers[0][0] <= target:
             when, _, fn = heapq.heappop(self._timers)
             self._set_clock(when)
@@ -95,7 +95,7 @@ class Machine(_core.CoreMachine):
 
     def add_timer(self, seconds, fn):
         """Call ``fn()`` once the clock has moved ``seconds`` ahead (schedule_delayed_work)."""
-        when = self.clock_ns + int(round(seconds * NSEC_PER_SEC))
+        when = self.clock_ns + round(seconds * NSEC_PER_SEC)
         heapq.heappush(self._timers, (when, next(self._timer_seq), fn))
 
     @property

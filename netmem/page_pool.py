@@ -6,18 +6,32 @@ DMA, release) is C in ``netmem._core``; this module is the facade: ``PagePoolPar
 """
 import dataclasses
 
-import numpy as np
-
 from netmem import _core
 from netmem.errors import NetmemError
 from netmem.machine import NSEC_PER_SEC
 
-__all__ = ["DMA_BIDIRECTIONAL", "DMA_FROM_DEVICE", "DMA_NONE", "DMA_TO_DEVICE",
-           "MAX_PAGE_ORDER", "PAGE_SHIFT", "PAGE_SIZE", "PP_ALLOC_CACHE_REFILL",
-           "PP_ALLOC_CACHE_SIZE", "PP_FLAG_ALL", "PP_FLAG_ALLOW_UNREADABLE_NETMEM",
-           "PP_FLAG_DMA_MAP", "PP_FLAG_DMA_SYNC_DEV", "PP_FLAG_SYSTEM_POOL", "PagePool",
-           "PagePoolParams", "STATS_KEYS", "page_pool_create", "page_pool_create_percpu",
-           "page_pool_put_netmem_bulk"]
+__all__ = [
+    "DMA_BIDIRECTIONAL",
+    "DMA_FROM_DEVICE",
+    "DMA_NONE",
+    "DMA_TO_DEVICE",
+    "MAX_PAGE_ORDER",
+    "PAGE_SHIFT",
+    "PAGE_SIZE",
+    "PP_ALLOC_CACHE_REFILL",
+    "PP_ALLOC_CACHE_SIZE",
+    "PP_FLAG_ALL",
+    "PP_FLAG_ALLOW_UNREADABLE_NETMEM",
+    "PP_FLAG_DMA_MAP",
+    "PP_FLAG_DMA_SYNC_DEV",
+    "PP_FLAG_SYSTEM_POOL",
+    "STATS_KEYS",
+    "PagePool",
+    "PagePoolParams",
+    "page_pool_create",
+    "page_pool_create_percpu",
+    "page_pool_put_netmem_bulk",
+]
 
 PAGE_SIZE = _core.PAGE_SIZE_
 PAGE_SHIFT = _core.PAGE_SHIFT_
@@ -39,6 +53,9 @@ ALLOC_KEYS = ("alloc_fast", "alloc_slow", "alloc_slow_high_order", "alloc_empty"
 RECYCLE_KEYS = ("recycle_cached", "recycle_cache_full", "recycle_ring", "recycle_ring_full",
                 "recycle_released_refcnt")
 STATS_KEYS = ALLOC_KEYS + RECYCLE_KEYS
+
+#: Models ``page_pool_put_netmem_bulk()``; takes the machine first (a ref alone names none).
+page_pool_put_netmem_bulk = _core.page_pool_put_netmem_bulk_core
 
 
 @dataclasses.dataclass
@@ -86,13 +103,13 @@ class PagePool(_core.CorePagePool):
     @property
     def stats(self):
         """The eleven counters of ``page_pool_get_stats()``, with the kernel's names."""
-        return dict(zip(STATS_KEYS, self._alloc_stats() + self._recycle_stats()))
+        return dict(zip(STATS_KEYS, self._alloc_stats() + self._recycle_stats(), strict=True))
 
     @property
     def dma_stats(self):
         """Model counters of the pool's DMA work (not kernel counters)."""
         keys = ("map", "unmap", "sync_for_device", "sync_for_device_bytes", "sync_for_cpu")
-        return dict(zip(keys, self._dma_stats()))
+        return dict(zip(keys, self._dma_stats(), strict=True))
 
     @property
     def detach_time(self):
@@ -183,14 +200,6 @@ def page_pool_create(machine, params, provider=None):
     """Models ``page_pool_create()`` (``page_pool_create_percpu(params, -1)``). ``provider``
     stands for the RX queue's memory provider until pools are made by RX queues."""
     return page_pool_create_percpu(machine, params, -1, provider)
-
-
-def page_pool_put_netmem_bulk(machine, refs):
-    """Models ``page_pool_put_netmem_bulk()``: refs (any sequence of ints, or a uint64 array)
-    may mix pools. Takes the machine first, as a ref alone does not name one."""
-    arr = refs if isinstance(refs, np.ndarray) and refs.dtype == np.uint64 \
-        else np.ascontiguousarray(refs, dtype=np.uint64)
-    _core.page_pool_put_netmem_bulk_core(machine, np.ascontiguousarray(arr))
 
 
 def _core_of(obj):

@@ -9,10 +9,11 @@ refs (netmem.pxi), the buddy allocator (buddy.pxi), the ptr_ring (ptr_ring.pxi),
 
 cimport cython
 cimport numpy as cnp
+import numpy as _np
 from cpython.ref cimport PyObject
-from libc.errno cimport EEXIST, EFAULT, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
+from libc.errno cimport EEXIST, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
@@ -405,7 +406,6 @@ cdef tuple _recycle_stats_tuple(pp_recycle_stats *s):
     return (s.cached, s.cache_full, s.ring, s.ring_full, s.released_refcnt)
 
 
-@cython.final
 cdef class CoreDevice:
     """The compiled half of a DMA device (dma-direct, identity mapping for now)."""
 
@@ -435,7 +435,6 @@ cdef class CoreDevice:
         return bool(self.dev.need_sync)
 
 
-@cython.final
 cdef class CoreNapi:
     """The compiled half of a NAPI instance: the CPU that owns its poll list and its id."""
 

@@ -11,9 +11,7 @@ cdef inline bint netmem_is_net_iov(netmem_ref netmem) noexcept nogil:
 
 cdef inline nm_desc *__netmem_desc(nm_machine *m, netmem_ref netmem) noexcept nogil:
     """The shared descriptor of a page or net_iov (``__netmem_clear_lsb()``)."""
-    if netmem & NET_IOV:
-        return &m.niovs[netmem >> 1]
-    return &m.pages[netmem >> 1]
+    return (m.niovs if netmem & NET_IOV else m.pages) + (netmem >> 1)
 
 
 cdef inline netmem_ref page_to_netmem(uint64_t pfn) noexcept nogil:

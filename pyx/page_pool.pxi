@@ -8,6 +8,11 @@
 # instead of stranding the buffer in the alloc cache.
 
 
+cdef inline int64_t __trace_pfn(netmem_ref netmem) noexcept nogil:
+    """``netmem_pfn_trace()``: the pfn of a page, 0 for a net_iov."""
+    return 0 if netmem & NET_IOV else <int64_t>netmem_pfn(netmem)
+
+
 # ---- pp info, DMA -----------------------------------------------------------------------------
 
 cdef inline void page_pool_fragment_netmem(nm_desc *d, int64_t nr) noexcept nogil:
@@ -129,8 +134,7 @@ cdef void page_pool_return_netmem(nm_pool *pool, netmem_ref netmem) noexcept nog
         __page_pool_release_netmem_dma(pool, netmem, d)
     pool.pages_state_release_cnt += 1
     nm_trace(pool.m, TP_PAGE_POOL_STATE_RELEASE, pool.id, netmem,
-             pool.pages_state_release_cnt, <int64_t>netmem_pfn(netmem) if not netmem & NET_IOV else 0,
-             0)
+             pool.pages_state_release_cnt, __trace_pfn(netmem), 0)
     d.state = NM_ST_NONE
     if put:
         page_pool_clear_pp_info(d)
@@ -172,22 +176,11 @@ cdef netmem_ref page_pool_refill_alloc_cache(nm_pool *pool) noexcept nogil:
     return netmem
 
 
-cdef inline netmem_ref __page_pool_get_cached(nm_pool *pool) noexcept nogil:
-    cdef netmem_ref netmem
-    if likely(pool.alloc_count):
-        pool.alloc_count -= 1
-        netmem = pool.alloc_cache[pool.alloc_count]
-        pool.alloc_stats.fast += 1
-    else:
-        netmem = page_pool_refill_alloc_cache(pool)
-    return netmem
-
-
 cdef inline void __pp_account_hold(nm_pool *pool, netmem_ref netmem, nm_desc *d) noexcept nogil:
     page_pool_set_pp_info(pool, d)
     pool.pages_state_hold_cnt += 1
     nm_trace(pool.m, TP_PAGE_POOL_STATE_HOLD, pool.id, netmem, pool.pages_state_hold_cnt,
-             <int64_t>netmem_pfn(netmem) if not netmem & NET_IOV else 0, 0)
+             __trace_pfn(netmem), 0)
 
 
 cdef netmem_ref __page_pool_alloc_page_order(nm_pool *pool) noexcept nogil:
@@ -239,10 +232,11 @@ cdef netmem_ref __page_pool_alloc_netmems_slow(nm_pool *pool) noexcept nogil:
     return netmem
 
 
-cdef inline netmem_ref page_pool_alloc_netmems(nm_pool *pool) noexcept nogil:
-    """Models ``page_pool_alloc_netmems()``: cache, ring refill, then provider or slow path."""
-    cdef netmem_ref netmem = __page_pool_get_cached(pool)
-    if unlikely(not netmem):
+cdef netmem_ref __page_pool_alloc_netmems_refill(nm_pool *pool) noexcept nogil:
+    """The part of ``page_pool_alloc_netmems()`` after an empty cache: ring refill, then the
+    provider or the slow path."""
+    cdef netmem_ref netmem = page_pool_refill_alloc_cache(pool)
+    if not netmem:
         if pool.mp_ops != NULL:
             netmem = pool.mp_ops.alloc_netmems(pool)
         else:
@@ -253,14 +247,28 @@ cdef inline netmem_ref page_pool_alloc_netmems(nm_pool *pool) noexcept nogil:
     return netmem
 
 
+cdef inline netmem_ref page_pool_alloc_netmems(nm_pool *pool) noexcept nogil:
+    """Models ``page_pool_alloc_netmems()``: the alloc cache (``__page_pool_get_cached()``),
+    else ring refill, then provider or slow path."""
+    cdef netmem_ref netmem
+    if likely(pool.alloc_count):
+        pool.alloc_count -= 1
+        netmem = pool.alloc_cache[pool.alloc_count]
+        pool.alloc_stats.fast += 1
+        __netmem_desc(pool.m, netmem).state = NM_ST_OWNED
+        return netmem
+    return __page_pool_alloc_netmems_refill(pool)
+
+
 # ---- recycle ------------------------------------------------------------------------------------
 
 cdef inline int64_t page_pool_unref_netmem(nm_pool *pool, netmem_ref netmem, nm_desc *d,
                                            int64_t nr) noexcept nogil:
     """Models ``page_pool_unref_netmem()``."""
     cdef int64_t ret
-    if d.pp_ref_count == nr:
-        d.pp_ref_count = 1
+    if likely(d.pp_ref_count == nr):
+        if nr != 1:
+            d.pp_ref_count = 1
         return 0
     ret = d.pp_ref_count - nr
     d.pp_ref_count = ret
@@ -278,8 +286,12 @@ cdef inline bint __page_pool_page_can_be_recycled(nm_machine *m, netmem_ref netm
 
 cdef inline bint page_pool_recycle_in_cache(netmem_ref netmem, nm_pool *pool,
                                             nm_desc *d) noexcept nogil:
-    if unlikely(pool.alloc_count == PP_ALLOC_CACHE_SIZE):
-        pool.recycle_stats.cache_full += 1
+    if unlikely(pool.alloc_count >= pool.alloc_cache_limit):
+        if pool.destroy_cnt:
+            # Departs: the kernel would cache it and never look at the cache again.
+            nm_warn(pool.m, NM_W_DIRECT_AFTER_DESTROY, pool.id, netmem, 0)
+        else:
+            pool.recycle_stats.cache_full += 1
         return False
     d.state = NM_ST_CACHE
     pool.alloc_cache[pool.alloc_count] = netmem
@@ -298,7 +310,8 @@ cdef inline bint page_pool_recycle_in_ring(nm_pool *pool, netmem_ref netmem,
 
 
 cdef inline netmem_ref __page_pool_put_page(nm_pool *pool, netmem_ref netmem, nm_desc *d,
-                                            uint32_t dma_sync_size, bint allow_direct) noexcept nogil:
+                                            uint32_t dma_sync_size,
+                                            bint allow_direct) noexcept nogil:
     """Models ``__page_pool_put_page()``: recyclable buffers go to the cache (direct) or are
     returned to the caller for the ring; the rest are released."""
     if likely(__page_pool_page_can_be_recycled(pool.m, netmem, d)):
@@ -327,9 +340,6 @@ cdef inline void page_pool_put_unrefed_netmem(nm_pool *pool, netmem_ref netmem, 
     """Models ``page_pool_put_unrefed_netmem()``."""
     if not allow_direct:
         allow_direct = page_pool_napi_local(pool)
-    elif unlikely(pool.destroy_cnt):
-        nm_warn(pool.m, NM_W_DIRECT_AFTER_DESTROY, pool.id, netmem, 0)
-        allow_direct = False
     netmem = __page_pool_put_page(pool, netmem, d, dma_sync_size, allow_direct)
     if netmem and not page_pool_recycle_in_ring(pool, netmem, d):
         pool.recycle_stats.ring_full += 1
@@ -379,7 +389,8 @@ cdef void page_pool_recycle_ring_bulk(nm_pool *pool, netmem_ref *bulk,
         i += 1
 
 
-cdef void __page_pool_put_netmem_bulk(nm_machine *m, netmem_ref *data, uint32_t count) noexcept nogil:
+cdef void __page_pool_put_netmem_bulk(nm_machine *m, netmem_ref *data,
+                                      uint32_t count) noexcept nogil:
     """Models ``page_pool_put_netmem_bulk()`` for at most XDP_BULK_QUEUE_SIZE netmems."""
     cdef netmem_ref bulk[XDP_BULK_QUEUE_SIZE]
     cdef uint32_t i, bulk_len = 0, foreign
@@ -457,7 +468,9 @@ cdef void page_pool_free_frag(nm_pool *pool) noexcept nogil:
     cdef int64_t drain_count = BIAS_MAX - pool.frag_users
     cdef netmem_ref netmem = pool.frag_page
     pool.frag_page = 0
-    if not netmem or page_pool_unref_netmem(pool, netmem, __netmem_desc(pool.m, netmem), drain_count):
+    if not netmem:
+        return
+    if page_pool_unref_netmem(pool, netmem, __netmem_desc(pool.m, netmem), drain_count):
         return
     page_pool_return_netmem(pool, netmem)
 
@@ -565,6 +578,7 @@ cdef int page_pool_scrub(nm_pool *pool, int32_t *bad, int nbad) noexcept nogil:
     page, in flight or not; then empty the ring."""
     cdef uint32_t id
     page_pool_empty_alloc_cache_once(pool)
+    pool.alloc_cache_limit = 0
     if pool.destroy_cnt == 0 and pool.dma_map:
         pool.destroy_cnt += 1
         pool.dma_sync = False

@@ -70,6 +70,7 @@ cdef class CorePagePool:
         pool.flags = flags
         pool.cpuid = cpuid
         pool.dma_sync_for_cpu = True
+        pool.alloc_cache_limit = PP_ALLOC_CACHE_SIZE
         pool.dma_map = (flags & PP_FLAG_DMA_MAP) != 0
         pool.dma_sync = (flags & PP_FLAG_DMA_SYNC_DEV) != 0
         pool.system = (flags & PP_FLAG_SYSTEM_POOL) != 0
@@ -450,16 +451,19 @@ cdef class CorePagePool:
                     raise AssertionError(f"ring slot {j}: {r.queue[j]:#x} state {d.state}")
 
 
-def page_pool_put_netmem_bulk_core(CoreMachine machine, cnp.ndarray refs):
-    """Models ``page_pool_put_netmem_bulk()`` over a uint64 array that may mix pools."""
+def page_pool_put_netmem_bulk_core(CoreMachine machine, refs):
+    """Models ``page_pool_put_netmem_bulk()``: ``refs`` (a uint64 array, or any sequence of
+    ints) may mix pools. Takes the machine first, as a ref alone does not name one."""
+    cdef cnp.ndarray arr
     cdef netmem_ref *buf
     cdef Py_ssize_t i, n
-    if (cnp.PyArray_TYPE(refs) != cnp.NPY_UINT64 or cnp.PyArray_NDIM(refs) != 1
-            or not cnp.PyArray_IS_C_CONTIGUOUS(refs)):
-        raise NetmemError(EINVAL, "page_pool_put_netmem_bulk: refs must be a contiguous uint64 "
-                                  "array")
-    n = cnp.PyArray_DIMS(refs)[0]
-    buf = <netmem_ref *>cnp.PyArray_DATA(refs)
+    if (type(refs) is cnp.ndarray and cnp.PyArray_TYPE(refs) == cnp.NPY_UINT64
+            and cnp.PyArray_NDIM(refs) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(refs)):
+        arr = refs
+    else:
+        arr = _np.ascontiguousarray(refs, dtype=_np.uint64).reshape(-1)
+    n = cnp.PyArray_DIMS(arr)[0]
+    buf = <netmem_ref *>cnp.PyArray_DATA(arr)
     for i in range(n):
         if unlikely(not netmem_valid(machine.m, buf[i])):
             raise NetmemError(EINVAL, f"page_pool_put_netmem_bulk: refs[{i}] = {buf[i]:#x} is "

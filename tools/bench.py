@@ -1,0 +1,215 @@
+"""netmem-bench: the project's benchmarks, with a floor measured in the same run.
+
+``netmem-bench pool [--json] [--runs N]`` runs the page_pool loops inside the extension (the shape
+of the kernel's bench_page_pool_simple tests 01-03) and two Python-boundary loops, pinned to one
+CPU when the OS allows, and prints medians of N runs (at least 5) with their spread and the ratio
+to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench all --markdown FILE``
+runs every suite and rewrites the benchmark report.
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import netmem
+from netmem import _core
+
+__all__ = ["main", "run_pool"]
+
+TARGETS = {  # figure -> (limit, what the limit is measured against)
+    "pool_fast_ns": (2.5, "x floor_lifo_ns"),
+    "pool_ring_ns": (12.0, "ns"),
+    "pool_slow_ns": (60.0, "ns"),
+    "pool_bulk64_ns": (10.0, "ns"),
+    "pool_py_pair_ns": (60.0, "ns"),
+}
+DESCRIPTIONS = {
+    "floor_lifo_ns": "plain C array push/pop pair (the floor)",
+    "pool_fast_ns": "alloc + recycle_direct, alloc cache (kernel bench test 01)",
+    "pool_ring_ns": "alloc + put, ptr_ring (test 02)",
+    "pool_slow_ns": "alloc + get_page + put + put_page, page allocator (test 03)",
+    "pool_bulk64_ns": "per buffer: alloc_netmems_bulk(64) + page_pool_put_netmem_bulk, from Python",
+    "pool_py_pair_ns": "one Python alloc_netmem() + recycle_direct() pair",
+}
+
+
+def pin_cpu():
+    """Pin to the last CPU (the Makefile also runs us under taskset); returns the CPU or None."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cpus[-1]})
+        return cpus[-1]
+    except (AttributeError, OSError):
+        return None
+
+
+def _bench_pool(m, fill):
+    """A pool as the kernel bench makes one: order 0, pool_size 1024, no DMA, and ``fill``
+    buffers pushed through the ring first."""
+    pool = netmem.page_pool_create(m, netmem.PagePoolParams(pool_size=1024))
+    refs = pool.alloc_netmems_bulk(fill)
+    netmem.page_pool_put_netmem_bulk(m, refs)
+    return pool
+
+
+def _teardown(m, pool):
+    pool.destroy()
+    m.quiesce()
+
+
+def _c_loop(fn, loops, fill=64):
+    m = netmem.Machine(memory="64MiB")
+    pool = _bench_pool(m, fill)
+    fn(pool, loops // 10)  # warm up
+    ns = fn(pool, loops) / loops
+    _teardown(m, pool)
+    return ns
+
+
+def _py_pair(loops):
+    m = netmem.Machine(memory="64MiB")
+    pool = _bench_pool(m, 64)
+    alloc, recycle = pool.alloc_netmem, pool.recycle_direct
+    t0 = time.perf_counter_ns()
+    for _ in range(loops):
+        recycle(alloc())
+    ns = (time.perf_counter_ns() - t0) / loops
+    _teardown(m, pool)
+    return ns
+
+
+def _py_bulk64(loops):
+    m = netmem.Machine(memory="64MiB")
+    pool = _bench_pool(m, 64)
+    out = np.empty(64, dtype=np.uint64)
+    bulk_alloc, bulk_put = pool.alloc_netmems_bulk, netmem.page_pool_put_netmem_bulk
+    t0 = time.perf_counter_ns()
+    for _ in range(loops):
+        bulk_put(m, bulk_alloc(64, out))
+    ns = (time.perf_counter_ns() - t0) / (loops * 64)
+    _teardown(m, pool)
+    return ns
+
+
+def _floor(loops):
+    return _core.bench_floor_lifo(loops) / loops
+
+
+POOL_FIGURES = {
+    "floor_lifo_ns": lambda scale: _floor(int(20_000_000 * scale)),
+    "pool_fast_ns": lambda scale: _c_loop(_core.bench_pool_fast, int(20_000_000 * scale)),
+    "pool_ring_ns": lambda scale: _c_loop(_core.bench_pool_ring, int(10_000_000 * scale)),
+    "pool_slow_ns": lambda scale: _c_loop(_core.bench_pool_slow, int(2_000_000 * scale)),
+    "pool_bulk64_ns": lambda scale: _py_bulk64(int(20_000 * scale)),
+    "pool_py_pair_ns": lambda scale: _py_pair(int(500_000 * scale)),
+}
+
+
+def _summarise(samples):
+    med = statistics.median(samples)
+    return {"median": round(med, 3), "min": round(min(samples), 3),
+            "max": round(max(samples), 3), "runs": len(samples)}
+
+
+def run_suite(figures, runs, scale):
+    """Interleave the figures run by run (so drift hits them alike); medians per figure."""
+    samples = {k: [] for k in figures}
+    for _ in range(runs):
+        for name, fn in figures.items():
+            samples[name].append(fn(scale))
+    return {k: _summarise(v) for k, v in samples.items()}
+
+
+def run_pool(runs=5, scale=1):
+    res = run_suite(POOL_FIGURES, runs, scale)
+    floor = res["floor_lifo_ns"]["median"]
+    for r in res.values():
+        r["ratio_to_floor"] = round(r["median"] / floor, 2) if floor else None
+    return res
+
+
+SUITES = {"pool": run_pool}
+
+
+def _verdict(name, r):
+    if name not in TARGETS:
+        return ""
+    limit, unit = TARGETS[name]
+    value = r["ratio_to_floor"] if unit.startswith("x") else r["median"]
+    return f"{'ok' if value <= limit else 'MISSED'} (<= {limit:g} {unit})"
+
+
+def format_table(suite, res):
+    lines = [f"{'figure':<18} {'median':>9} {'min':>9} {'max':>9} {'x floor':>8}  target"]
+    for name, r in res.items():
+        lines.append(f"{name:<18} {r['median']:>9.2f} {r['min']:>9.2f} {r['max']:>9.2f} "
+                     f"{r['ratio_to_floor']:>8.2f}  {_verdict(name, r)}")
+    return f"[{suite}]\n" + "\n".join(lines)
+
+
+def _environment(cpu):
+    return {"python": platform.python_version(), "machine": platform.machine(),
+            "cpu": platform.processor() or _cpu_model(), "pinned_cpu": cpu,
+            "numpy": np.__version__, "debug_build": bool(_core.NETMEM_DEBUG_)}
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def format_markdown(results, env, runs):
+    intro = ("Regenerated by `make bench` (`taskset -c 1 python -m netmem.tools.bench all "
+             f"--markdown BENCHMARKS.md`). Each figure is the median of {runs} interleaved runs, "
+             "with the spread (min to max) and the ratio to the floor measured in the same run. "
+             "Notes on the figures live in `docs/benchmarks.md`: this file is overwritten.")
+    env_line = (f"Environment: {env['cpu']}, Python {env['python']}, numpy {env['numpy']}, "
+                f"pinned to CPU {env['pinned_cpu']}, debug build {env['debug_build']}.")
+    out = ["# Benchmarks", "", intro, "", env_line, ""]
+    for suite, res in results.items():
+        out += [f"## {suite}", "", f"Command: `netmem-bench {suite} --runs {runs}`", "",
+                "| figure | what | median ns | min | max | x floor | target |",
+                "|---|---|---:|---:|---:|---:|---|"]
+        for name, r in res.items():
+            out.append(f"| `{name}` | {DESCRIPTIONS.get(name, '')} | {r['median']:.2f} | "
+                       f"{r['min']:.2f} | {r['max']:.2f} | {r['ratio_to_floor']:.2f} | "
+                       f"{_verdict(name, r)} |")
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="netmem-bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("suite", choices=[*sorted(SUITES), "all"])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--runs", type=int, default=5, help="runs per figure (median; >= 5)")
+    ap.add_argument("--scale", type=float, default=1, help="loop count multiplier")
+    ap.add_argument("--markdown", metavar="FILE", help="write the report (BENCHMARKS.md)")
+    args = ap.parse_args(argv)
+    if args.runs < 5:
+        ap.error("--runs must be at least 5 (figures are medians)")
+    cpu = pin_cpu()
+    suites = sorted(SUITES) if args.suite == "all" else [args.suite]
+    results = {s: SUITES[s](runs=args.runs, scale=args.scale) for s in suites}
+    env = _environment(cpu)
+    if args.json:
+        json.dump({"environment": env, **results}, sys.stdout, indent=2)
+        print()
+    else:
+        print("\n\n".join(format_table(s, r) for s, r in results.items()))
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(format_markdown(results, env, args.runs) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
