@@ -1,0 +1,39 @@
+"""The command-line tools and the package's import guard: they run and report what they should
+(no timing is asserted here; figures belong to ``netmem-bench``)."""
+import json
+import subprocess
+import sys
+
+from netmem.tools import bench, demo
+
+
+def test_bench_pool_reports_every_figure():
+    res = bench.run_pool(runs=5, scale=0.001)
+    assert set(res) == set(bench.POOL_FIGURES)
+    for r in res.values():
+        assert r["runs"] == 5 and r["min"] <= r["median"] <= r["max"]
+    assert res["floor_lifo_ns"]["ratio_to_floor"] == 1.0
+
+
+def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "pin_cpu", lambda: None)
+    out = tmp_path / "BENCH.md"
+    assert bench.main(["pool", "--json", "--scale", "0.001", "--markdown", str(out)]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc) == {"environment", "pool"}
+    assert "pool_fast_ns" in doc["pool"]
+    text = out.read_text()
+    assert "| `pool_slow_ns` |" in text and "netmem-bench pool --runs 5" in text
+
+
+def test_demo_returns_every_page(capsys):
+    assert demo.main(["--polls", "300", "--queues", "2", "--memory", "32MiB"]) == 0
+    out = capsys.readouterr().out
+    assert "pages back in the buddy allocator" in out and "recycle_ring" in out
+
+
+def test_import_without_the_core_says_make_compile():
+    code = "import sys; sys.modules['netmem._core'] = None; import netmem"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "make compile" in proc.stderr
