@@ -10,6 +10,21 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("NETMEM_DEBUG", "0") == "1"
+MODE_FILE = os.path.join("pyx", ".build-mode")
+
+
+def _mode_changed():
+    """Regenerate the C when switching between debug and release (the .pyx did not change)."""
+    mode = "debug" if DEBUG else "release"
+    try:
+        with open(MODE_FILE) as f:
+            old = f.read().strip()
+    except OSError:
+        old = None
+    with open(MODE_FILE, "w") as f:
+        f.write(mode)
+    return old != mode
+
 
 ext = Extension(
     "netmem._core",
@@ -32,6 +47,6 @@ setup(
             "initializedcheck": DEBUG,
             "embedsignature": True,
         },
-        force=DEBUG,
+        force=_mode_changed(),
     ),
 )

@@ -28,6 +28,8 @@ NSEC_PER_SEC = 1_000_000_000
 def parse_size(size):
     """``"1GiB"``, ``"512M"``, ``4096`` -> bytes."""
     if isinstance(size, int):
+        if not 0 < size < 1 << 64:
+            raise NetmemError(22, f"Machine: memory size {size} out of range")
         return size
     m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(size))
     if not m or m.group(2).upper() not in _UNITS:

@@ -190,7 +190,8 @@ cdef class CoreMachine:
     cdef int _check_page(self, netmem_ref netmem, str fn) except -1:
         if not netmem_valid(self.m, netmem) or netmem & NET_IOV:
             raise NetmemError(EINVAL, f"{fn}: {netmem:#x} is not a page of this machine")
-        if self.m.pages[netmem >> 1].flags & (NM_PG_BUDDY | NM_PG_RESERVED):
+        cdef nm_desc *head = &self.m.pages[netmem_compound_head(self.m, netmem) >> 1]
+        if head.flags & (NM_PG_BUDDY | NM_PG_RESERVED) or head.refcount <= 0:
             raise NetmemError(EINVAL, f"{fn}: page {netmem:#x} is free or reserved "
                                       "(BUG: Bad page state)")
         return 0

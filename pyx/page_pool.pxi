@@ -516,7 +516,7 @@ cdef netmem_ref page_pool_alloc_netmem(nm_pool *pool, uint32_t *offset,
     stretched to the end of the page when no other frag would fit (truesize stays honest)."""
     cdef uint32_t max_size = PAGE_SIZE << pool.order
     cdef netmem_ref netmem
-    if (<uint64_t>size[0] << 1) > max_size:
+    if <uint32_t>(size[0] << 1) > max_size:   # unsigned int arithmetic, as the kernel's
         size[0] = max_size
         offset[0] = 0
         return page_pool_alloc_netmems(pool)

@@ -112,7 +112,10 @@ cdef class CorePagePool:
         return 0
 
     def _raise_pending(self):
-        """Raise what the C side recorded: a provider's exception, then kernel WARNs."""
+        """Raise what the C side recorded: a provider's exception, then kernel WARNs. In a
+        debug build (``make debug``), check the pool's invariants first."""
+        if NETMEM_DEBUG:
+            self._check_invariants()
         err = self._mp_error
         self._mp_error = None
         if self.pool.m.nr_warn:
@@ -127,7 +130,7 @@ cdef class CorePagePool:
         if unlikely(pool == NULL or pool.user_cnt == 0):
             return self._alloc_dead()
         netmem = page_pool_alloc_netmems(pool)
-        if unlikely(pool.m.nr_warn != 0 or self._mp_error is not None):
+        if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
         return netmem
 
@@ -164,7 +167,7 @@ cdef class CorePagePool:
                 break
             buf[k] = netmem
             k += 1
-        if unlikely(pool.m.nr_warn != 0 or self._mp_error is not None):
+        if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
         if k == cnp.PyArray_DIMS(out)[0]:
             return out
@@ -177,7 +180,7 @@ cdef class CorePagePool:
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
         page_pool_put_netmem(pool, netmem, _sync_size(dma_sync_size), allow_direct)
-        if unlikely(pool.m.nr_warn != 0 or self._mp_error is not None):
+        if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
     def put_full_netmem(self, netmem_ref netmem, bint allow_direct=False):
@@ -186,7 +189,7 @@ cdef class CorePagePool:
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
         page_pool_put_netmem(pool, netmem, <uint32_t>-1, allow_direct)
-        if unlikely(pool.m.nr_warn != 0 or self._mp_error is not None):
+        if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
     def recycle_direct(self, netmem_ref netmem):
@@ -195,7 +198,7 @@ cdef class CorePagePool:
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
         page_pool_put_netmem(pool, netmem, <uint32_t>-1, True)
-        if unlikely(pool.m.nr_warn != 0 or self._mp_error is not None):
+        if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
     def alloc_frag(self, uint32_t size):
@@ -469,5 +472,8 @@ def page_pool_put_netmem_bulk_core(CoreMachine machine, refs):
             raise NetmemError(EINVAL, f"page_pool_put_netmem_bulk: refs[{i}] = {buf[i]:#x} is "
                                       "not a buffer of this machine")
     page_pool_put_netmem_bulk(machine.m, buf, n)
+    if NETMEM_DEBUG:
+        for pool in machine.page_pools:
+            pool._check_invariants()
     if machine.m.nr_warn:
         machine._flush_warnings()
