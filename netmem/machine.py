@@ -34,7 +34,7 @@ def parse_size(size):
     m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", str(size))
     if not m or m.group(2).upper() not in _UNITS:
         raise NetmemError(22, f"Machine: cannot read size {size!r} (use e.g. '1GiB')")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
+    return parse_size(int(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
 class Machine(_core.CoreMachine):
@@ -97,6 +97,8 @@ class Machine(_core.CoreMachine):
 
     def add_timer(self, seconds, fn):
         """Call ``fn()`` once the clock has moved ``seconds`` ahead (schedule_delayed_work)."""
+        if seconds < 0:
+            raise NetmemError(22, "add_timer: the delay is unsigned (jiffies never go back)")
         when = self.clock_ns + round(seconds * NSEC_PER_SEC)
         heapq.heappush(self._timers, (when, next(self._timer_seq), fn))
 

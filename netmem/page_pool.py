@@ -131,13 +131,13 @@ class PagePool(_core.CorePagePool):
             return
         self.disable_direct_recycling()
         self._free_frag()
-        if not self._page_pool_release():
-            return
-        m = self.machine
-        self._detach_ns = m.clock_ns                   # page_pool_detached()
-        self._defer_start = m.clock_ns
-        self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-        m.add_timer(DEFER_TIME, self._release_retry)
+        if self._page_pool_release():
+            m = self.machine
+            self._detach_ns = m.clock_ns                   # page_pool_detached()
+            self._defer_start = m.clock_ns
+            self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
+            m.add_timer(DEFER_TIME, self._release_retry)
+        self._raise_pending()   # a Python provider's error, once the release is done
 
     def _page_pool_release(self):
         inflight, bad = self._release()
@@ -156,8 +156,11 @@ class PagePool(_core.CorePagePool):
 
     def _release_retry(self):
         inflight = self._page_pool_release()
-        if inflight <= 0:
-            return
+        if inflight > 0:
+            self._reschedule(inflight)
+        self._raise_pending()
+
+    def _reschedule(self, inflight):
         m = self.machine
         # Like the kernel, warn only for pools users cannot see through netlink.
         if m.clock_ns >= self._defer_warn and self.netdev is None:

@@ -10,6 +10,8 @@ refs (netmem.pxi), the buddy allocator (buddy.pxi), the ptr_ring (ptr_ring.pxi),
 cimport cython
 cimport numpy as cnp
 import numpy as _np
+from cpython.exc cimport PyErr_Clear
+from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
 from libc.errno cimport EEXIST, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
@@ -23,6 +25,11 @@ cnp.import_array()
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) noexcept nogil
+
+cdef extern from "Python.h":
+    # Unchecked: _ref() tests the error itself and raises EINVAL instead of OverflowError.
+    unsigned long long PyLong_AsUnsignedLongLong(object) noexcept
+    PyObject *PyErr_Occurred() noexcept
 
 include "includes/consts.pxi"
 include "netmem.pxi"
@@ -196,16 +203,18 @@ cdef class CoreMachine:
                                       "(BUG: Bad page state)")
         return 0
 
-    def get_page(self, netmem_ref netmem):
+    def get_page(self, object ref):
         """Models ``get_page()``: one more reference on the (head) page."""
+        cdef netmem_ref netmem = _ref(ref)
         self._check_page(netmem, "get_page")
         self.m.pages[netmem_pfn(netmem_compound_head(self.m, netmem))].refcount += 1
 
-    def put_page(self, netmem_ref netmem):
+    def put_page(self, object ref):
         """Models ``put_page()``: drop a reference; the last one frees the page to the buddy
         allocator. Refuses the put that would free a page a page_pool still holds."""
         cdef netmem_ref head
         cdef nm_desc *d
+        cdef netmem_ref netmem = _ref(ref)
         self._check_page(netmem, "put_page")
         head = netmem_compound_head(self.m, netmem)
         d = &self.m.pages[head >> 1]
@@ -215,9 +224,10 @@ cdef class CoreMachine:
         if nm_put_page(self.m, head) < 0:
             raise NetmemError(EINVAL, f"put_page: page {netmem:#x} has refcount 0")
 
-    def set_pfmemalloc(self, netmem_ref netmem, bint flag=True):
+    def set_pfmemalloc(self, object ref, bint flag=True):
         """Models ``set_page_pfmemalloc()``/``clear_page_pfmemalloc()``: mark a page as taken
         from the emergency reserves (a page_pool will not recycle it)."""
+        cdef netmem_ref netmem = _ref(ref)
         self._check_page(netmem, "set_pfmemalloc")
         d = &self.m.pages[netmem_pfn(netmem_compound_head(self.m, netmem))]
         if flag:
@@ -264,10 +274,11 @@ cdef class CoreMachine:
 
     # -- descriptors -----------------------------------------------------------------------------
 
-    def _desc(self, netmem_ref netmem):
+    def _desc(self, object ref):
         """(pp id, pp_ref_count, refcount, dma_addr, phys, order, nid, flags, state, pp_magic,
         owner) of a descriptor, for the Python views."""
         cdef nm_desc *d
+        cdef netmem_ref netmem = _ref(ref)
         if not netmem_valid(self.m, netmem):
             raise NetmemError(EINVAL, f"netmem {netmem:#x} is not a buffer of this machine")
         d = __netmem_desc(self.m, netmem)
@@ -275,10 +286,11 @@ cdef class CoreMachine:
                 netmem_ref_count(self.m, netmem), d.dma_addr, netmem_phys(self.m, netmem),
                 d.order, d.nid, d.flags, d.state, d.pp_magic, d.owner)
 
-    def _page_buffer(self, netmem_ref netmem):
+    def _page_buffer(self, object ref):
         cdef _PageBuffer b
         cdef nm_desc *d
         cdef netmem_ref head
+        cdef netmem_ref netmem = _ref(ref)
         if not netmem_valid(self.m, netmem) or netmem & NET_IOV:
             return None
         head = netmem_compound_head(self.m, netmem)
@@ -306,14 +318,16 @@ cdef class CoreMachine:
         self.m.nr_niovs = base + n
         return base
 
-    def _niov_set_dma_addr(self, netmem_ref netmem, uint64_t addr):
+    def _niov_set_dma_addr(self, object ref, uint64_t addr):
         """Models ``net_mp_niov_set_dma_addr()``."""
+        cdef netmem_ref netmem = _ref(ref)
         if not netmem_valid(self.m, netmem) or not netmem & NET_IOV:
             raise NetmemError(EINVAL, f"net_mp_niov_set_dma_addr: {netmem:#x} is not a net_iov")
         self.m.niovs[netmem >> 1].dma_addr = addr
 
-    def _niov_clear_page_pool(self, netmem_ref netmem):
+    def _niov_clear_page_pool(self, object ref):
         """Models ``net_mp_niov_clear_page_pool()``."""
+        cdef netmem_ref netmem = _ref(ref)
         if not netmem_valid(self.m, netmem) or not netmem & NET_IOV:
             raise NetmemError(EINVAL, f"net_mp_niov_clear_page_pool: {netmem:#x} is not a net_iov")
         net_mp_niov_clear_page_pool(self.m, netmem)

@@ -67,8 +67,8 @@ cdef inline bint netmem_valid(nm_machine *m, netmem_ref netmem) noexcept nogil:
     """Whether a ref names an existing descriptor (the facade refuses anything else)."""
     if netmem == 0:
         return False
-    if netmem & NET_IOV:
-        return (netmem >> 1) < m.nr_niovs
+    if netmem & NET_IOV:    # index 0 is never handed out: ref 1 is NULL | NET_IOV
+        return 0 < (netmem >> 1) < m.nr_niovs
     return (netmem >> 1) < m.npages
 
 

@@ -8,6 +8,25 @@ cdef inline uint32_t _sync_size(long dma_sync_size) noexcept:
     return <uint32_t>dma_sync_size if dma_sync_size >= 0 else <uint32_t>-1
 
 
+cdef netmem_ref _ref_slow(object o) except? 0:
+    try:
+        return <netmem_ref>o
+    except (OverflowError, TypeError):
+        raise NetmemError(EINVAL, f"{o!r} is not a netmem_ref") from None
+
+
+cdef inline netmem_ref _ref(object o) except? 0:
+    """A netmem_ref from a Python int (or numpy integer); anything else is EINVAL."""
+    cdef unsigned long long v
+    if likely(PyLong_CheckExact(o)):
+        v = PyLong_AsUnsignedLongLong(o)
+        if likely(v != <unsigned long long>-1) or PyErr_Occurred() == NULL:
+            return v
+        PyErr_Clear()
+        raise NetmemError(EINVAL, f"{o!r} is not a netmem_ref")
+    return _ref_slow(o)
+
+
 cdef class CorePagePool:
 
     def __cinit__(self, *args, **kwargs):
@@ -167,15 +186,22 @@ cdef class CorePagePool:
                 break
             buf[k] = netmem
             k += 1
+        if unlikely(self._mp_error is not None):
+            # Departs (the kernel has no bulk netmem alloc): the buffers this call got before the
+            # provider failed go back to the pool, so raising loses none of them.
+            while k:
+                k -= 1
+                page_pool_put_netmem(pool, buf[k], <uint32_t>-1, True)
         if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
         if k == cnp.PyArray_DIMS(out)[0]:
             return out
         return out[:k]
 
-    def put_netmem(self, netmem_ref netmem, long dma_sync_size=-1, bint allow_direct=False):
+    def put_netmem(self, object ref, long dma_sync_size=-1, bint allow_direct=False):
         """Models ``page_pool_put_netmem()``: drop one pp reference; the last one recycles
         (alloc cache when ``allow_direct`` or NAPI-local, else the ptr_ring) or releases."""
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_pool *pool = self.pool
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
@@ -183,8 +209,9 @@ cdef class CorePagePool:
         if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
-    def put_full_netmem(self, netmem_ref netmem, bint allow_direct=False):
+    def put_full_netmem(self, object ref, bint allow_direct=False):
         """Models ``page_pool_put_full_netmem()`` (dma_sync_size -1)."""
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_pool *pool = self.pool
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
@@ -192,8 +219,9 @@ cdef class CorePagePool:
         if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
-    def recycle_direct(self, netmem_ref netmem):
+    def recycle_direct(self, object ref):
         """Models ``page_pool_recycle_direct_netmem()``: a full put with allow_direct."""
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_pool *pool = self.pool
         if unlikely(pool == NULL or not netmem_valid(pool.m, netmem)):
             self._check_ref(netmem)
@@ -228,8 +256,9 @@ cdef class CorePagePool:
             return 0, 0, 0
         return netmem, offset, size
 
-    def ref_netmem(self, netmem_ref netmem):
+    def ref_netmem(self, object ref):
         """Models ``page_pool_ref_netmem()``: one more pp reference (a frag shared by a clone)."""
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_desc *d
         self._check_ref(netmem)
         netmem = netmem_compound_head(self.pool.m, netmem)
@@ -239,16 +268,17 @@ cdef class CorePagePool:
                                       f"page_pool {self.pool.id}")
         d.pp_ref_count += 1
 
-    def dma_sync_for_cpu(self, netmem_ref netmem, uint32_t offset, uint32_t size):
+    def dma_sync_for_cpu(self, object ref, uint32_t offset, uint32_t size):
         """Models ``page_pool_dma_sync_netmem_for_cpu()``: a no-op when the pool does not sync
         for the CPU (a devmem provider turns it off); else syncs ``dma_addr + offset +
         p.offset``. Returns that DMA address (0 when nothing was synced)."""
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_desc *d
         self._check_ref(netmem)
         if not self.pool.dma_sync_for_cpu or not self.pool.dma_map:
             return 0
         d = __netmem_desc(self.pool.m, netmem)
-        if offset + size > (PAGE_SIZE << self.pool.order):
+        if <uint64_t>offset + size > (<uint64_t>PAGE_SIZE << self.pool.order):
             raise NetmemError(EINVAL, "dma_sync_for_cpu: range beyond the buffer")
         self.pool.nr_sync_for_cpu += 1
         return d.dma_addr + offset + self.pool.offset
@@ -292,22 +322,21 @@ cdef class CorePagePool:
 
     def _free_frag(self):
         page_pool_free_frag(self.pool)
-        self._raise_pending()
 
     def _release(self):
         """``page_pool_release()`` minus the unlist: scrub, strict inflight, and on 0 free the
-        ring and the DMA index. Returns (inflight, the bad refcounts met in the ring)."""
+        ring. Raises nothing: the caller finishes the release, then raises what was recorded. Returns (inflight, the bad refcounts met in the ring)."""
         cdef int32_t bad[16]
         cdef int nbad = page_pool_scrub(self.pool, bad, 16)
         cdef int32_t inflight = page_pool_inflight(self.pool, True)
         if inflight == 0:
             ptr_ring_cleanup(&self.pool.ring)
-        self._raise_pending()
         return inflight, [bad[i] for i in range(min(nbad, 16))]
 
     # -- provider helpers ------------------------------------------------------------------------
 
-    def _niov_set_page_pool(self, netmem_ref netmem):
+    def _niov_set_page_pool(self, object ref):
+        cdef netmem_ref netmem = _ref(ref)
         self._check_ref(netmem)
         if not netmem & NET_IOV:
             raise NetmemError(EINVAL, f"net_mp_niov_set_page_pool: {netmem:#x} is not a net_iov")
@@ -316,7 +345,8 @@ cdef class CorePagePool:
                                       "to a page_pool")
         net_mp_niov_set_page_pool(self.pool, netmem)
 
-    def _place_in_cache(self, netmem_ref netmem):
+    def _place_in_cache(self, object ref):
+        cdef netmem_ref netmem = _ref(ref)
         cdef nm_desc *d
         self._check_ref(netmem)
         d = __netmem_desc(self.pool.m, netmem)
@@ -464,7 +494,10 @@ def page_pool_put_netmem_bulk_core(CoreMachine machine, refs):
             and cnp.PyArray_NDIM(refs) == 1 and cnp.PyArray_IS_C_CONTIGUOUS(refs)):
         arr = refs
     else:
-        arr = _np.ascontiguousarray(refs, dtype=_np.uint64).reshape(-1)
+        try:
+            arr = _np.ascontiguousarray(refs, dtype=_np.uint64).reshape(-1)
+        except (OverflowError, TypeError, ValueError) as e:
+            raise NetmemError(EINVAL, f"page_pool_put_netmem_bulk: refs are not netmem_refs ({e})")
     n = cnp.PyArray_DIMS(arr)[0]
     buf = <netmem_ref *>cnp.PyArray_DATA(arr)
     for i in range(n):

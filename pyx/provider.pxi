@@ -32,7 +32,7 @@ cdef netmem_ref __mp_py_alloc_gil(nm_pool *pool) noexcept with gil:
                                            "of this machine")
         return 0
     d = __netmem_desc(pool.m, netmem)
-    if d.pp != <void *>pool or d.state == NM_ST_OWNED or d.state == NM_ST_RING:
+    if d.pp != <void *>pool or d.state != NM_ST_NONE:
         nm_warn(pool.m, NM_W_PROVIDER_BAD, pool.id, netmem, d.state)
         return 0
     return netmem
