@@ -121,6 +121,8 @@ cdef struct nm_pool:
     uint32_t alloc_count
     uint32_t pages_state_hold_cnt
     uint32_t alloc_cache_limit  # PP_ALLOC_CACHE_SIZE; 0 once destroy has emptied the cache
+    nm_desc *pages              # the machine's descriptor tables, one load closer
+    nm_desc *niovs
     nm_machine *m
     pp_recycle_stats *recycle_stats
     pp_alloc_stats alloc_stats

@@ -8,6 +8,11 @@
 # instead of stranding the buffer in the alloc cache.
 
 
+cdef inline nm_desc *__pp_desc(nm_pool *pool, netmem_ref netmem) noexcept nogil:
+    """``__netmem_desc()`` through the pool's copy of the table pointers."""
+    return (pool.niovs if netmem & NET_IOV else pool.pages) + (netmem >> 1)
+
+
 cdef inline int64_t __trace_pfn(netmem_ref netmem) noexcept nogil:
     """``netmem_pfn_trace()``: the pfn of a page, 0 for a net_iov."""
     return 0 if netmem & NET_IOV else <int64_t>netmem_pfn(netmem)
@@ -81,7 +86,7 @@ cdef inline uint32_t netmem_get_dma_index(nm_desc *d) noexcept nogil:
 
 cdef void __page_pool_unmap_netmem_dma(nm_pool *pool, netmem_ref netmem) noexcept nogil:
     """Models ``__page_pool_unmap_netmem_dma()``: xa_cmpxchg the index out, then unmap."""
-    cdef nm_desc *d = __netmem_desc(pool.m, netmem)
+    cdef nm_desc *d = __pp_desc(pool, netmem)
     cdef uint32_t id
     if not pool.dma_map:
         return
@@ -125,7 +130,7 @@ cdef bint page_pool_dma_map(nm_pool *pool, netmem_ref netmem, nm_desc *d) noexce
 cdef void page_pool_return_netmem(nm_pool *pool, netmem_ref netmem) noexcept nogil:
     """Models ``page_pool_return_netmem()``: provider release or DMA unmap, release count,
     trace, then clear pp info and put_page when the core owns the page."""
-    cdef nm_desc *d = __netmem_desc(pool.m, netmem)
+    cdef nm_desc *d = __pp_desc(pool, netmem)
     cdef bint put = True
     if pool.mp_ops != NULL:
         d.state = NM_ST_NONE
@@ -158,7 +163,7 @@ cdef netmem_ref page_pool_refill_alloc_cache(nm_pool *pool) noexcept nogil:
         if unlikely(not netmem):
             break
         if likely(netmem_is_pref_nid(pool.m, netmem, pref_nid)):
-            __netmem_desc(pool.m, netmem).state = NM_ST_CACHE
+            __pp_desc(pool, netmem).state = NM_ST_CACHE
             pool.alloc_cache[pool.alloc_count] = netmem
             pool.alloc_count += 1
         else:
@@ -191,7 +196,7 @@ cdef netmem_ref __page_pool_alloc_page_order(nm_pool *pool) noexcept nogil:
     if unlikely(pfn == NM_NIL):
         return 0
     netmem = page_to_netmem(pfn)
-    d = &pool.m.pages[pfn]
+    d = &pool.pages[pfn]
     if pool.dma_map and unlikely(not page_pool_dma_map(pool, netmem, d)):
         nm_put_page(pool.m, netmem)
         return 0
@@ -215,7 +220,7 @@ cdef netmem_ref __page_pool_alloc_netmems_slow(nm_pool *pool) noexcept nogil:
         return 0
     for i in range(nr_pages):
         netmem = pool.alloc_cache[i]
-        d = &pool.m.pages[netmem >> 1]
+        d = &pool.pages[netmem >> 1]
         if pool.dma_map and unlikely(not page_pool_dma_map(pool, netmem, d)):
             nm_put_page(pool.m, netmem)
             continue
@@ -243,7 +248,7 @@ cdef netmem_ref __page_pool_alloc_netmems_refill(nm_pool *pool) noexcept nogil:
             netmem = __page_pool_alloc_netmems_slow(pool)
         if not netmem:
             return 0
-    __netmem_desc(pool.m, netmem).state = NM_ST_OWNED
+    __pp_desc(pool, netmem).state = NM_ST_OWNED
     return netmem
 
 
@@ -255,7 +260,7 @@ cdef inline netmem_ref page_pool_alloc_netmems(nm_pool *pool) noexcept nogil:
         pool.alloc_count -= 1
         netmem = pool.alloc_cache[pool.alloc_count]
         pool.alloc_stats.fast += 1
-        __netmem_desc(pool.m, netmem).state = NM_ST_OWNED
+        __pp_desc(pool, netmem).state = NM_ST_OWNED
         return netmem
     return __page_pool_alloc_netmems_refill(pool)
 
@@ -364,7 +369,7 @@ cdef int __pp_bad_put(nm_machine *m, nm_pool *pool, netmem_ref netmem, nm_desc *
 cdef inline int page_pool_put_netmem(nm_pool *pool, netmem_ref netmem, uint32_t dma_sync_size,
                                      bint allow_direct) noexcept nogil:
     """Models ``page_pool_put_netmem()``: drop one pp reference; the last one recycles."""
-    cdef nm_desc *d = __netmem_desc(pool.m, netmem)
+    cdef nm_desc *d = __pp_desc(pool, netmem)
     if unlikely(d.pp != <void *>pool or d.state != NM_ST_OWNED):
         return __pp_bad_put(pool.m, pool, netmem, d)
     if page_pool_unref_netmem(pool, netmem, d, 1) != 0:
@@ -381,7 +386,7 @@ cdef void page_pool_recycle_ring_bulk(nm_pool *pool, netmem_ref *bulk,
         if __ptr_ring_produce(&pool.ring, bulk[i]):
             pool.recycle_stats.ring_full += 1
             break
-        __netmem_desc(pool.m, bulk[i]).state = NM_ST_RING
+        __pp_desc(pool, bulk[i]).state = NM_ST_RING
         i += 1
     pool.recycle_stats.ring += i
     while i < bulk_len:
@@ -454,7 +459,7 @@ cdef void page_pool_put_netmem_bulk(nm_machine *m, const netmem_ref *data,
 
 cdef netmem_ref page_pool_drain_frag(nm_pool *pool, netmem_ref netmem) noexcept nogil:
     cdef int64_t drain_count = BIAS_MAX - pool.frag_users
-    cdef nm_desc *d = __netmem_desc(pool.m, netmem)
+    cdef nm_desc *d = __pp_desc(pool, netmem)
     if likely(page_pool_unref_netmem(pool, netmem, d, drain_count)):
         return 0
     if __page_pool_page_can_be_recycled(pool.m, netmem, d):
@@ -470,7 +475,7 @@ cdef void page_pool_free_frag(nm_pool *pool) noexcept nogil:
     pool.frag_page = 0
     if not netmem:
         return
-    if page_pool_unref_netmem(pool, netmem, __netmem_desc(pool.m, netmem), drain_count):
+    if page_pool_unref_netmem(pool, netmem, __pp_desc(pool, netmem), drain_count):
         return
     page_pool_return_netmem(pool, netmem)
 
@@ -492,7 +497,7 @@ cdef netmem_ref page_pool_alloc_frag_netmem(nm_pool *pool, uint32_t *offset,
             pool.frag_users = 1
             offset[0] = 0
             pool.frag_offset = size
-            page_pool_fragment_netmem(__netmem_desc(pool.m, netmem), BIAS_MAX)
+            page_pool_fragment_netmem(__pp_desc(pool, netmem), BIAS_MAX)
             return netmem
     if not netmem:
         netmem = page_pool_alloc_netmems(pool)
@@ -503,7 +508,7 @@ cdef netmem_ref page_pool_alloc_frag_netmem(nm_pool *pool, uint32_t *offset,
         pool.frag_users = 1
         offset[0] = 0
         pool.frag_offset = size
-        page_pool_fragment_netmem(__netmem_desc(pool.m, netmem), BIAS_MAX)
+        page_pool_fragment_netmem(__pp_desc(pool, netmem), BIAS_MAX)
         return netmem
     pool.frag_users += 1
     pool.frag_offset = offset[0] + size
@@ -605,7 +610,7 @@ cdef void page_pool_update_nid(nm_pool *pool, int new_nid) noexcept nogil:
 
 cdef void net_mp_niov_set_page_pool(nm_pool *pool, netmem_ref netmem) noexcept nogil:
     """Models ``net_mp_niov_set_page_pool()``: pp info, hold count, trace."""
-    __pp_account_hold(pool, netmem, __netmem_desc(pool.m, netmem))
+    __pp_account_hold(pool, netmem, __pp_desc(pool, netmem))
 
 
 cdef void net_mp_niov_clear_page_pool(nm_machine *m, netmem_ref netmem) noexcept nogil:
@@ -617,7 +622,7 @@ cdef int net_mp_netmem_place_in_cache(nm_pool *pool, netmem_ref netmem) noexcept
     if unlikely(pool.alloc_count >= PP_ALLOC_CACHE_SIZE):
         nm_warn(pool.m, NM_W_CACHE_FULL, pool.id, netmem, pool.alloc_count)
         return -ENOSPC
-    __netmem_desc(pool.m, netmem).state = NM_ST_CACHE
+    __pp_desc(pool, netmem).state = NM_ST_CACHE
     pool.alloc_cache[pool.alloc_count] = netmem
     pool.alloc_count += 1
     return 0

@@ -78,6 +78,8 @@ cdef class CorePagePool:
             free(pool)
             raise NetmemError(ENOMEM, "page_pool_init: ptr_ring_init failed")
         pool.m = machine.m
+        pool.pages = machine.m.pages
+        pool.niovs = machine.m.niovs
         pool.order = order
         pool.pool_size = pool_size
         pool.nid = nid
@@ -262,7 +264,7 @@ cdef class CorePagePool:
         cdef nm_desc *d
         self._check_ref(netmem)
         netmem = netmem_compound_head(self.pool.m, netmem)
-        d = __netmem_desc(self.pool.m, netmem)
+        d = __pp_desc(self.pool, netmem)
         if d.pp != <void *>self.pool or d.state != NM_ST_OWNED:
             raise NetmemError(EINVAL, f"page_pool_ref_netmem: {netmem:#x} is not handed out by "
                                       f"page_pool {self.pool.id}")
@@ -277,7 +279,7 @@ cdef class CorePagePool:
         self._check_ref(netmem)
         if not self.pool.dma_sync_for_cpu or not self.pool.dma_map:
             return 0
-        d = __netmem_desc(self.pool.m, netmem)
+        d = __pp_desc(self.pool, netmem)
         if <uint64_t>offset + size > (<uint64_t>PAGE_SIZE << self.pool.order):
             raise NetmemError(EINVAL, "dma_sync_for_cpu: range beyond the buffer")
         self.pool.nr_sync_for_cpu += 1
@@ -340,7 +342,7 @@ cdef class CorePagePool:
         self._check_ref(netmem)
         if not netmem & NET_IOV:
             raise NetmemError(EINVAL, f"net_mp_niov_set_page_pool: {netmem:#x} is not a net_iov")
-        if __netmem_desc(self.pool.m, netmem).pp != NULL:
+        if __pp_desc(self.pool, netmem).pp != NULL:
             raise NetmemError(EEXIST, f"net_mp_niov_set_page_pool: {netmem:#x} already belongs "
                                       "to a page_pool")
         net_mp_niov_set_page_pool(self.pool, netmem)
@@ -349,7 +351,7 @@ cdef class CorePagePool:
         cdef netmem_ref netmem = _ref(ref)
         cdef nm_desc *d
         self._check_ref(netmem)
-        d = __netmem_desc(self.pool.m, netmem)
+        d = __pp_desc(self.pool, netmem)
         if d.pp != <void *>self.pool or d.state != NM_ST_NONE:
             raise NetmemError(EINVAL, f"net_mp_netmem_place_in_cache: {netmem:#x} is not a free "
                                       f"buffer of page_pool {self.pool.id}")
@@ -471,7 +473,7 @@ cdef class CorePagePool:
         cdef nm_desc *d
         cdef ptr_ring *r = &self.pool.ring
         for i in range(self.pool.alloc_count):
-            d = __netmem_desc(self.pool.m, self.pool.alloc_cache[i])
+            d = __pp_desc(self.pool, self.pool.alloc_cache[i])
             if d.state != NM_ST_CACHE or d.pp != <void *>self.pool:
                 raise AssertionError(f"alloc cache slot {i}: {self.pool.alloc_cache[i]:#x} "
                                      f"state {d.state}")
@@ -479,7 +481,7 @@ cdef class CorePagePool:
             return
         for j in range(r.size):
             if r.queue[j] and not (r.consumer_tail <= j < r.consumer_head):
-                d = __netmem_desc(self.pool.m, r.queue[j])
+                d = __pp_desc(self.pool, r.queue[j])
                 if d.state != NM_ST_RING or d.pp != <void *>self.pool:
                     raise AssertionError(f"ring slot {j}: {r.queue[j]:#x} state {d.state}")
 

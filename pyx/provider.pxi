@@ -31,7 +31,7 @@ cdef netmem_ref __mp_py_alloc_gil(nm_pool *pool) noexcept with gil:
         pp._mp_error = NetmemError(EINVAL, f"alloc_netmems returned {netmem:#x}, not a buffer "
                                            "of this machine")
         return 0
-    d = __netmem_desc(pool.m, netmem)
+    d = __pp_desc(pool, netmem)
     if d.pp != <void *>pool or d.state != NM_ST_NONE:
         nm_warn(pool.m, NM_W_PROVIDER_BAD, pool.id, netmem, d.state)
         return 0
