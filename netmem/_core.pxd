@@ -20,10 +20,13 @@ cdef struct nm_desc:
     uint32_t owner              # net_iov: area id; tail page: head pfn
     uint32_t next               # buddy free-list links (pfn); NM_NIL at the ends
     uint32_t prev
+    # Model ownership state (NM_ST_*), not in the kernel. Not a char type, so that its stores on
+    # the fast path do not alias (and force reloads of) the pool's fields.
+    uint32_t state
     uint8_t order               # buddy block / compound order
     uint8_t nid
     uint8_t flags               # NM_PG_* bits
-    uint8_t state               # model ownership state (NM_ST_*): not in the kernel
+    uint8_t _pad8
     uint64_t _pad               # 64 bytes, as struct page: a descriptor is one cache line
 
 cdef struct nm_node:
