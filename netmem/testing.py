@@ -8,8 +8,9 @@ machine's own report. Mark a test ``@pytest.mark.netmem_leaks_ok`` to skip the c
 import pytest
 
 from netmem.machine import Machine
+from netmem.page_pool import PagePoolParams, page_pool_create_percpu
 
-__all__ = ["machine"]
+__all__ = ["machine", "make_pool"]
 
 
 def pytest_configure(config):
@@ -41,3 +42,21 @@ def _netmem_leak_check(request, monkeypatch):
 def machine():
     """A small machine: 64 MiB, one node, two CPUs."""
     return Machine(memory="64MiB", numa_nodes=1, cpus=2)
+
+
+@pytest.fixture
+def make_pool(machine):
+    """``make_pool(cpuid=-1, provider=None, m=None, **params)``: a page pool on the test's
+    machine (or ``m``) from ``PagePoolParams(**params)``; pools the test did not destroy are
+    destroyed at teardown (the leak check then quiesces the machine)."""
+    made = []
+
+    def make(cpuid=-1, provider=None, m=None, **params):
+        pool = page_pool_create_percpu(m or machine, PagePoolParams(**params), cpuid, provider)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        if pool.user_cnt:
+            pool.destroy()

@@ -15,8 +15,6 @@ from netmem import (
     PP_FLAG_DMA_MAP,
     PP_FLAG_DMA_SYNC_DEV,
     NetmemError,
-    PagePoolParams,
-    page_pool_create,
 )
 from netmem.dma import Device
 from netmem.netdev import Napi
@@ -43,36 +41,29 @@ class DmabufTag(MemoryProvider):
 
 
 @pytest.fixture
-def make_pool(machine):
-    made = []
-
+def nl_pool(make_pool):
+    """``nl_pool(ifindex=None, provider=None, **params)``: a pool with a stand-in netdev."""
     def make(ifindex=None, provider=None, **params):
         netdev = NetdevStub(ifindex) if ifindex is not None else None
-        pool = page_pool_create(machine, PagePoolParams(netdev=netdev, **params), provider)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        if pool.user_cnt:
-            pool.destroy()
+        return make_pool(provider=provider, netdev=netdev, **params)
+    return make
 
 
-def test_only_pools_with_a_netdev_are_listed(machine, make_pool):
-    make_pool()
+def test_only_pools_with_a_netdev_are_listed(machine, nl_pool):
+    nl_pool()
     assert page_pool_get(machine) == []
     assert page_pool_stats_get(machine) == []
-    shown = make_pool(ifindex=3)
+    shown = nl_pool(ifindex=3)
     assert [p["id"] for p in page_pool_get(machine)] == [shown.id] == [2]
     with pytest.raises(NetmemError) as e:
         page_pool_get(machine, id=1)
     assert e.value.errno == errno.ENOENT
 
 
-def test_page_pool_get_attributes(machine, make_pool):
+def test_page_pool_get_attributes(machine, nl_pool):
     napi = Napi(machine, cpu=1)
-    eth = make_pool(ifindex=3, napi=napi)
-    lo = make_pool(ifindex=1, order=2)
+    eth = nl_pool(ifindex=3, napi=napi)
+    lo = nl_pool(ifindex=1, order=2)
     assert page_pool_get(machine) == [
         {"id": 1, "ifindex": 3, "napi-id": MIN_NAPI_ID, "inflight": 0, "inflight-mem": 0},
         {"id": 2, "inflight": 0, "inflight-mem": 0}]
@@ -85,8 +76,8 @@ def test_page_pool_get_attributes(machine, make_pool):
     lo.put_netmem(b)
 
 
-def test_detach_time_after_destroy(machine, make_pool):
-    pool = make_pool(ifindex=4, napi=Napi(machine))
+def test_detach_time_after_destroy(machine, nl_pool):
+    pool = nl_pool(ifindex=4, napi=Napi(machine))
     ref = pool.alloc_netmem()
     machine.advance(7)
     pool.destroy()
@@ -98,16 +89,16 @@ def test_detach_time_after_destroy(machine, make_pool):
     assert page_pool_get(machine) == []
 
 
-def test_provider_attributes(machine, make_pool):
+def test_provider_attributes(machine, nl_pool):
     flags = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV | PP_FLAG_ALLOW_UNREADABLE_NETMEM
-    make_pool(ifindex=5, provider=DmabufTag(), flags=flags, dev=Device(machine), max_len=PAGE_SIZE)
+    nl_pool(ifindex=5, provider=DmabufTag(), flags=flags, dev=Device(machine), max_len=PAGE_SIZE)
     assert page_pool_get(machine) == [{"id": 1, "ifindex": 5, "inflight": 0, "inflight-mem": 0,
                                        "dmabuf": 7}]
 
 
-def test_page_pool_stats_get(machine, make_pool):
-    eth = make_pool(ifindex=3)
-    lo = make_pool(ifindex=1)
+def test_page_pool_stats_get(machine, nl_pool):
+    eth = nl_pool(ifindex=3)
+    lo = nl_pool(ifindex=1)
     ref = eth.alloc_netmem()
     eth.recycle_direct(ref)
     assert eth.alloc_netmem() == ref

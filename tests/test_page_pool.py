@@ -29,7 +29,6 @@ from netmem import (
     NetmemWarning,
     PagePoolParams,
     page_pool_create,
-    page_pool_create_percpu,
     page_pool_put_netmem_bulk,
 )
 from netmem.dma import Device
@@ -82,20 +81,6 @@ class NeverCalled(MemoryProvider):
         raise AssertionError("init must not run")
 
 
-@pytest.fixture
-def make_pool(machine):
-    """``make_pool(cpuid=-1, **params)`` on the test's machine; destroys what is left."""
-    made = []
-
-    def make(cpuid=-1, m=None, **params):
-        pool = page_pool_create_percpu(m or machine, PagePoolParams(**params), cpuid)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        if pool.user_cnt:
-            pool.destroy()
 
 
 @pytest.fixture

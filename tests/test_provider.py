@@ -19,8 +19,6 @@ from netmem import (
     NetIovArea,
     NetmemError,
     NetmemWarning,
-    PagePoolParams,
-    page_pool_create,
 )
 from netmem.dma import Device
 from netmem.page_pool import STATS_KEYS
@@ -123,20 +121,12 @@ def dev(machine):
 
 
 @pytest.fixture
-def mp_pool(machine, dev):
-    """``mp_pool(provider, **params)``: a pool over ``provider``; destroyed at teardown."""
-    made = []
-
+def mp_pool(make_pool, dev):
+    """``mp_pool(provider, **params)``: a DMA-mapped pool over ``provider``."""
     def make(provider, m=None, **params):
-        params = {"flags": MP_FLAGS, "dev": dev, "max_len": 4096, **params}
-        pool = page_pool_create(m or machine, PagePoolParams(**params), provider=provider)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        if pool.user_cnt:
-            pool.destroy()
+        return make_pool(provider=provider, m=m,
+                         **{"flags": MP_FLAGS, "dev": dev, "max_len": 4096, **params})
+    return make
 
 
 @pytest.fixture
