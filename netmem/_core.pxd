@@ -207,3 +207,116 @@ cdef class CoreMemoryProvider:
     # A built-in provider points c_ops at its C fast variant; NULL means the Python ops.
     cdef nm_mp_ops *c_ops
     cdef void *c_priv
+
+
+# ---- IOVA allocator (pyx/iova.pxi) -------------------------------------------------------------
+# Models drivers/iommu/iova.c (struct iova_domain with its range tree and rcache) and the flush
+# queue of drivers/iommu/dma-iommu.c. The functions over these structs are the C API of iova.pxi.
+
+# One allocated range (struct iova with its rb_node). The tree is a red-black tree over a node
+# array: links are indices, index 0 is the NIL sentinel and index 1 the anchor node.
+cdef struct nm_iova:
+    unsigned long pfn_lo
+    unsigned long pfn_hi
+    uint32_t rb_left
+    uint32_t rb_right
+    uint32_t rb_parent
+    uint32_t rb_color           # NM_RB_RED or NM_RB_BLACK; on a free node, unused
+
+# struct iova_magazine: the kernel overlays size and next in a union (1 KiB); kept apart here.
+cdef struct nm_iova_magazine:
+    unsigned long size
+    nm_iova_magazine *next      # depot and free-list link
+    unsigned long pfns[127]     # IOVA_MAG_SIZE
+
+cdef struct nm_iova_cpu_rcache:
+    nm_iova_magazine *loaded    # NULL until the CPU first uses this bin (then both are set)
+    nm_iova_magazine *prev
+
+cdef struct nm_iova_rcache:
+    nm_iova_magazine *depot     # full magazines, a singly linked list
+    uint32_t depot_size
+    uint32_t work_pending       # iova_depot_work_func() is scheduled (100 ms)
+    nm_iova_cpu_rcache *cpu_rcaches     # NM_MAX_CPUS of them
+
+cdef struct nm_iova_domain:
+    # rcache: what alloc_iova_fast()/free_iova_fast() touch on a hit.
+    nm_iova_rcache rcaches[6]   # IOVA_RANGE_CACHE_MAX_SIZE bins: 1, 2, 4, 8, 16, 32 pages
+    uint64_t rcache_hits        # alloc_iova_fast() served by a magazine
+    uint64_t rcache_misses      # alloc_iova_fast() that went to the tree
+    uint64_t rcache_inserts     # free_iova_fast() into a magazine
+    uint64_t rcache_fallbacks   # free_iova_fast() to the tree (too big, or no magazine)
+    uint64_t rcache_flushes     # alloc_iova_fast() flushed every cache and retried
+    uint64_t mag_swaps          # loaded/prev swaps
+    uint64_t depot_pushes
+    uint64_t depot_pops
+    uint64_t depot_trimmed      # magazines freed by iova_depot_trim()
+    nm_iova_magazine *mag_free  # freed magazines, reused before malloc (the kmem_cache)
+    uint64_t nr_magazines       # magazines allocated (in use or on mag_free)
+    # The range tree (iovad->rbroot and the nodes' slab).
+    nm_iova *nodes
+    uint32_t root
+    uint32_t cached_node        # iovad->cached_node
+    uint32_t cached32_node      # iovad->cached32_node
+    uint32_t free_node          # free nodes, linked through rb_right
+    uint32_t nr_nodes           # node slots used so far (NIL and anchor included)
+    uint32_t cap_nodes
+    uint64_t nr_ranges          # ranges in the tree, the anchor excluded
+    unsigned long granule
+    unsigned long start_pfn
+    unsigned long dma_32bit_pfn
+    unsigned long max32_alloc_size
+    uint64_t alloc_failures     # alloc_iova() that returned -ENOMEM
+    uint64_t max32_shortcuts    # of those, refused at once by max32_alloc_size
+    uint64_t alloc_retries      # second walks, from iova_find_limit()
+    uint64_t warn_missing       # iova_magazine_free_pfns(): WARN_ON(!iova)
+
+# struct iova_fq_entry, without the page-table freelist (no page tables in the model).
+cdef struct nm_fq_entry:
+    unsigned long iova_pfn
+    unsigned long pages
+    uint64_t counter            # fq_flush_start_cnt when queued
+
+# struct iova_fq: one ring.
+cdef struct nm_iova_fq:
+    uint32_t head
+    uint32_t tail
+    uint32_t mod_mask
+    nm_fq_entry *entries
+
+# The IOTLB flush a flush queue calls (domain->ops->flush_iotlb_all); NULL for none.
+ctypedef void (*nm_flush_iotlb_fn)(void *cookie) noexcept nogil
+
+# The flush-queue half of struct iommu_dma_cookie.
+cdef struct nm_fq:
+    nm_iova_fq *queues          # one per CPU, or one (single)
+    int ncpus
+    bint single
+    uint32_t fq_size
+    uint64_t fq_timeout_ns
+    uint64_t fq_flush_start_cnt
+    uint64_t fq_flush_finish_cnt
+    bint fq_timer_on
+    int fq_timer_cpu            # the CPU that armed the timer (it runs there)
+    uint64_t fq_timer_expires_ns
+    nm_flush_iotlb_fn flush_iotlb_all
+    void *flush_cookie
+    uint64_t fq_flushes         # fq_flush_iotlb() calls
+    uint64_t iotlb_syncs        # IOTLB flushes issued (one per fq_flush_iotlb())
+    uint64_t fq_full_flushes    # of the flushes, those forced by a full ring
+    uint64_t fq_timeouts        # fq_flush_timeout() runs
+    uint64_t fq_queued          # queue_iova() calls
+    uint64_t fq_freed           # entries freed to the allocator
+
+
+cdef class CoreIovaDomain:
+    cdef nm_iova_domain iovad
+    cdef object _fqs            # weakref.WeakSet of the CoreFlushQueues over this domain
+    cdef int _check_fast_free(self, unsigned long pfn, unsigned long size, str fn) except -1
+    cdef int _check_not_held(self, unsigned long pfn, str fn) except -1
+
+
+cdef class CoreFlushQueue:
+    cdef nm_fq fq
+    cdef readonly CoreIovaDomain domain
+    cdef object __weakref__

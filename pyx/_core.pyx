@@ -3,19 +3,21 @@
 
 One extension built from this file and the parts it includes (uvloop's shape): descriptors and
 refs (netmem.pxi), the buddy allocator (buddy.pxi), the ptr_ring (ptr_ring.pxi), the DMA seam
-(dma.pxi), page_pool (page_pool.pxi) and benchmark loops (bench.pxi). The Python API lives in the
-``netmem`` package; the classes here are the compiled halves it subclasses.
+(dma.pxi), the IOVA allocator and flush queue (iova.pxi), page_pool (page_pool.pxi) and benchmark
+loops (bench.pxi). The Python API lives in the ``netmem`` package; the classes here are the
+compiled halves it subclasses.
 """
 
 cimport cython
 cimport numpy as cnp
 import numpy as _np
+import weakref
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
-from libc.errno cimport EEXIST, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
+from libc.errno cimport EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
@@ -36,6 +38,7 @@ include "netmem.pxi"
 include "buddy.pxi"
 include "ptr_ring.pxi"
 include "dma.pxi"
+include "iova.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
 include "bench.pxi"

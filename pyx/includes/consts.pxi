@@ -100,3 +100,23 @@ cdef extern from *:
     const uint64_t PP_MAGIC_MASK
     const uint64_t DMA_MAPPING_ERROR
     const int64_t BIAS_MAX
+
+# drivers/iommu/iova.c and drivers/iommu/dma-iommu.c (the IOVA allocator and the flush queue).
+cdef enum:
+    IOVA_RANGE_CACHE_MAX_SIZE = 6   # iova.c: log2 of the largest cached range + 1 (1..32 pages)
+    IOVA_MAG_SIZE = 127             # iova.c: makes struct iova_magazine 1 KiB with its size word
+    IOVA_DEPOT_DELAY_MS = 100       # iova.c: period of iova_depot_work_func()
+    IOVA_DEFAULT_FQ_SIZE = 256      # dma-iommu.c: per-CPU flush queue ring (255 usable entries)
+    IOVA_SINGLE_FQ_SIZE = 32768     # dma-iommu.c: the one queue of shadow_on_flush IOMMUs
+    IOVA_DEFAULT_FQ_TIMEOUT = 10    # dma-iommu.c: ms until fq_flush_timeout() empties the queues
+    IOVA_SINGLE_FQ_TIMEOUT = 1000   # dma-iommu.c: ms, for the single queue
+    NM_RB_RED = 0                   # the range tree's node colours (lib/rbtree.c)
+    NM_RB_BLACK = 1
+    NM_IOVA_NIL = 0                 # index of the tree's NIL sentinel (no node)
+    NM_IOVA_ANCHOR_NODE = 1         # index of the anchor node, [IOVA_ANCHOR, IOVA_ANCHOR]
+
+cdef extern from *:
+    """
+    #define IOVA_ANCHOR (~0UL)          /* iova.c: the anchor node sits above the address space */
+    """
+    const unsigned long IOVA_ANCHOR
