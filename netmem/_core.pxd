@@ -67,6 +67,47 @@ cdef struct nm_warn_rec:
     netmem_ref netmem
     int64_t val
 
+cdef struct nm_machine
+
+cdef struct nm_device:
+    nm_machine *m
+    uint64_t dma_mask
+    uint64_t max_seg_size       # dma_set_max_seg_size(); 64 KiB without dma_parms
+    uint64_t seg_boundary_mask  # dma_set_seg_boundary(); ULONG_MAX by default
+    void *domain                # the device's IOMMU domain under dma-iommu, else NULL
+    uint32_t id
+    int coherent
+    int dma_skip_sync           # starts as coherent; the first swiotlb mapping clears it
+    int is_pci
+    int overflow_warned         # dev_WARN_ONCE in dma_direct_map_phys()
+    uint64_t nr_mapped          # live streaming mappings
+    uint64_t nr_map_errors
+
+cdef struct nm_swiotlb:
+    uint64_t start              # physical address of the bounce area (low memory, contiguous)
+    uint32_t nslots             # IO_TLB_SIZE (2 KiB) slots
+    uint32_t used
+    uint8_t *busy
+    uint64_t *orig_addr         # per first slot of a mapping: the original physical address
+    uint32_t *span              # per first slot: slots of the mapping
+    uint64_t *mapping_size
+
+cdef struct nm_fault:
+    uint64_t ts_ns
+    uint64_t addr
+    uint32_t dev_id
+    int write
+
+cdef struct nm_dma_stats:
+    uint64_t maps
+    uint64_t unmaps
+    uint64_t iotlb_syncs
+    uint64_t fq_flushes
+    uint64_t rcache_hits
+    uint64_t rcache_misses
+    uint64_t bounces
+    uint64_t faults
+
 cdef struct nm_machine:
     nm_desc *pages
     uint64_t npages
@@ -90,12 +131,12 @@ cdef struct nm_machine:
     nm_warn_rec warn[64]
     uint32_t nr_warn
     uint64_t nr_warn_lost
-
-cdef struct nm_device:
-    uint64_t dma_mask
-    int need_sync               # !dev->dma_skip_sync
-    uint64_t nr_mapped          # live mappings
-    uint64_t nr_map_errors
+    int iommu_mode              # NM_IOMMU_NONE, NM_IOMMU_PASSTHROUGH, NM_IOMMU_DMA
+    nm_swiotlb swiotlb
+    nm_dma_stats dma_stats
+    nm_fault *fault_buf         # faults not yet taken by the Python side
+    uint64_t fault_n
+    uint64_t fault_cap
 
 cdef struct nm_napi:
     int list_owner              # CPU that owns the NAPI instance's poll list
@@ -168,6 +209,12 @@ cdef struct nm_pool:
     uint32_t *dma_free_ids
     uint32_t dma_free_n
     pp_recycle_stats own_recycle_stats
+    # The host provider's IOVA window (two-step API): one IOVA range, a slot per page.
+    uint64_t win_addr
+    uint32_t win_slots
+    uint32_t win_free_n
+    uint32_t *win_free
+    uint32_t win_unsynced          # linked since the last IOTLB sync
     # Model-only DMA counters.
     uint64_t nr_dma_map
     uint64_t nr_dma_unmap

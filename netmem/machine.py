@@ -25,6 +25,19 @@ _log = logging.getLogger("netmem.kernel")
 NSEC_PER_SEC = 1_000_000_000
 
 
+IO_TLB_DEFAULT_SIZE = 64 << 20   # kernel/dma/swiotlb.c: the default bounce area
+
+
+def _swiotlb_size(swiotlb, memory, iommu):
+    """The bounce area: x86 sets one up only when memory reaches beyond 4 GiB and no IOMMU
+    translates (pci_swiotlb_detect()); ``swiotlb=`` forces a size (0 for none)."""
+    if swiotlb is not None:
+        return parse_size(swiotlb) if swiotlb else 0
+    if memory > 1 << 32 and iommu != "dma-iommu":
+        return IO_TLB_DEFAULT_SIZE
+    return 0
+
+
 def parse_size(size):
     """``"1GiB"``, ``"512M"``, ``4096`` -> bytes."""
     if isinstance(size, int):
@@ -40,15 +53,30 @@ def parse_size(size):
 class Machine(_core.CoreMachine):
     """A simulated computer.
 
-    ``Machine(memory="1GiB", numa_nodes=1, cpus=2)``: memory is split evenly over the nodes in
-    4 MiB blocks and lazily committed (a machine may declare more than this computer has); the
-    first 1 MiB is reserved, as on x86. CPUs are spread over the nodes in order.
+    ``Machine(memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
+    swiotlb=None)``: memory is split evenly over the nodes in 4 MiB blocks and lazily committed
+    (a machine may declare more than this computer has); the first 1 MiB is reserved, as on x86.
+    CPUs are spread over the nodes in order. ``iommu`` is ``none`` (dma-direct, swiotlb bouncing
+    when a device cannot reach memory), ``passthrough`` (identity domains: dma-direct too) or
+    ``dma-iommu`` (every device translates through its own domain; lazy flush queue unless
+    ``iommu_strict``).
     """
 
-    def __new__(cls, memory="1GiB", numa_nodes=1, cpus=2, **kwargs):
-        return super().__new__(cls, parse_size(memory), numa_nodes, cpus)
+    def __new__(cls, memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
+                swiotlb=None):
+        if iommu not in _core.IOMMU_MODES:
+            raise NetmemError(22, f"Machine: iommu must be one of {', '.join(_core.IOMMU_MODES)}")
+        size = parse_size(memory)
+        self = super().__new__(cls, size, numa_nodes, cpus, _core.IOMMU_MODES[iommu],
+                               _swiotlb_size(swiotlb, size, iommu))
+        self._iommu_strict = bool(iommu_strict)
+        self._devices = {}
+        return self
 
-    def __init__(self, memory="1GiB", numa_nodes=1, cpus=2):
+    def __init__(self, memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
+                 swiotlb=None):
+        from netmem.dma import Iommu
+        self.iommu = Iommu(self)
         self.dmesg = []
         self.trace = Trace(self)
         self._timers = []
@@ -85,15 +113,33 @@ class Machine(_core.CoreMachine):
     # -- virtual clock and timers ----------------------------------------------------------------
 
     def advance(self, seconds):
-        """Move the virtual clock forward, firing due timers in order (each sees its own time)."""
+        """Move the virtual clock forward, firing due timers in order (each sees its own time):
+        the machine's timers and the IOMMU flush-queue timers of its devices."""
         if seconds < 0:
             raise NetmemError(22, "advance: time only moves forward")
         target = self.clock_ns + round(seconds * NSEC_PER_SEC)
-        while self._timers and self._timers[0][0] <= target:
-            when, _, fn = heapq.heappop(self._timers)
-            self._set_clock(when)
-            fn()
+        while True:
+            when, fire = self._next_event()
+            if when is None or when > target:
+                break
+            self._set_clock(max(when, self.clock_ns))
+            fire()
         self._set_clock(target)
+
+    def _next_event(self):
+        best, fire = None, None
+        if self._timers:
+            best = self._timers[0][0]
+            fire = self._fire_timer
+        for dev in self._devices.values():
+            when = dev._fq_deadline()
+            if when and (best is None or when < best):
+                best, fire = when, dev._fq_timeout
+        return best, fire
+
+    def _fire_timer(self):
+        _, _, fn = heapq.heappop(self._timers)
+        fn()
 
     def add_timer(self, seconds, fn):
         """Call ``fn()`` once the clock has moved ``seconds`` ahead (schedule_delayed_work)."""
@@ -110,8 +156,11 @@ class Machine(_core.CoreMachine):
         """Let deferred work run: advance the clock until no timer is pending, at most
         ``max_seconds`` of virtual time. Returns the seconds advanced."""
         start = self.clock_ns
-        while self._timers and self.clock_ns - start < max_seconds * NSEC_PER_SEC:
-            self.advance(max(0, self._timers[0][0] - self.clock_ns) / NSEC_PER_SEC)
+        while self.clock_ns - start < max_seconds * NSEC_PER_SEC:
+            when, _ = self._next_event()
+            if when is None:
+                break
+            self.advance(max(0, when - self.clock_ns) / NSEC_PER_SEC)
         return (self.clock_ns - start) / NSEC_PER_SEC
 
     # -- kernel log and warnings -----------------------------------------------------------------
@@ -119,6 +168,10 @@ class Machine(_core.CoreMachine):
     def pr_warn(self, msg):
         self.dmesg.append(msg)
         _log.warning(msg)
+
+    def pr_info(self, msg):
+        self.dmesg.append(msg)
+        _log.info(msg)
 
     def pr_crit(self, msg):
         self.dmesg.append(msg)
@@ -130,6 +183,9 @@ class Machine(_core.CoreMachine):
     def _flush_warnings(self):
         recs, lost = self._take_warnings()
         for code, pool_id, netmem, val in recs:
+            if code in _core.PRINTK:
+                self.pr_info(_core.PRINTK[code].format(pool=self._device_name(pool_id), val=val))
+                continue
             state = _core.STATE_NAMES.get(val, val)
             self._warn(_core.WARNINGS[code].format(pool=pool_id, netmem=netmem, val=val,
                                                    state=state))
@@ -158,6 +214,20 @@ class Machine(_core.CoreMachine):
 
     def page_pool_by_id(self, pool_id):
         return self._pools.get(pool_id)
+
+    def _register_device(self, dev):
+        dev_id = len(self._devices) + 1
+        self._devices[dev_id] = dev
+        return dev_id
+
+    def _device_name(self, dev_id):
+        dev = self._devices.get(dev_id)
+        return getattr(dev, "name", dev_id)
+
+    @property
+    def devices(self):
+        """The DMA devices of the machine, in creation order."""
+        return list(self._devices.values())
 
     def _alloc_napi_id(self):
         napi_id = self._next_napi_id

@@ -186,6 +186,8 @@ def page_pool_create_percpu(machine, params, cpuid, provider=None):
         pool._init(machine, params.order, params.pool_size, params.nid,
                    _core_of(params.dev), _core_of(params.napi), params.dma_dir, params.max_len,
                    params.offset, params.flags, cpuid, mp)
+        if mp is None and getattr(provider, "is_host", False):
+            provider.setup_pool(pool)
         if mp is not None:
             err = mp.init(pool) or 0
             if err:

@@ -5,14 +5,29 @@ path is ``__page_pool_alloc_netmems_slow()`` (bulk 64 order-0 pages, or one high
 buffers returned through ``put_page()``. Installing it on a pool is the same as installing nothing;
 it exists so that ``--provider host`` and the registry name the default like any other provider.
 """
+from netmem.page_pool import PP_ALLOC_CACHE_SIZE
 from netmem.provider import MemoryProvider
 
 __all__ = ["HostPagesProvider"]
 
 
 class HostPagesProvider(MemoryProvider):
+    """``HostPagesProvider(iova_window=False)``. With ``iova_window=True`` (the seed proposal,
+    not in the kernel) a DMA-mapping pool under dma-iommu reserves one IOVA range for all the
+    buffers it can hold (ring + alloc cache) with ``dma_iova_try_alloc()`` and links each page as
+    it enters the pool, one IOTLB sync per slow-path batch; where the two-step API is not
+    available it maps pages one by one as usual."""
+
     name = "host"
     is_host = True
+
+    def __init__(self, iova_window=False):
+        self.iova_window = iova_window
+
+    def setup_pool(self, pool):
+        """Called by page_pool_create for a pool on the host-pages path."""
+        if self.iova_window:
+            pool._iova_window_init(pool.ring_size + PP_ALLOC_CACHE_SIZE)
 
     def alloc_netmems(self, pool):   # never called: the core's slow path runs instead
         raise AssertionError("the host-pages path runs in the core")

@@ -15,10 +15,10 @@ import weakref
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
-from libc.errno cimport EEXIST, EINVAL, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP
+from libc.errno cimport EEXIST, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
                            PROT_WRITE, mmap, munmap, nm_now_ns)
@@ -27,6 +27,7 @@ cnp.import_array()
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) noexcept nogil
+    int __builtin_clzll(unsigned long long) noexcept nogil
 
 cdef extern from "Python.h":
     # Unchecked: _ref() tests the error itself and raises EINVAL instead of OverflowError.
@@ -39,6 +40,7 @@ include "buddy.pxi"
 include "ptr_ring.pxi"
 include "dma.pxi"
 include "iova.pxi"
+include "iommu.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
 include "bench.pxi"
@@ -60,6 +62,10 @@ DMA_MAPPING_ERROR_ = DMA_MAPPING_ERROR
 PP_SIGNATURE_ = PP_SIGNATURE
 NETMEM_DEBUG_ = NETMEM_DEBUG
 DESC_SIZE = sizeof(nm_desc)
+DMA_ATTR_SKIP_CPU_SYNC_ = DMA_ATTR_SKIP_CPU_SYNC
+DMA_ATTR_WEAK_ORDERING_ = DMA_ATTR_WEAK_ORDERING
+DMA_ATTR_MMIO_ = DMA_ATTR_MMIO
+IOMMU_MODES = {"none": NM_IOMMU_NONE, "passthrough": NM_IOMMU_PASSTHROUGH, "dma-iommu": NM_IOMMU_DMA}
 
 STATE_NAMES = {NM_ST_NONE: "none", NM_ST_OWNED: "owned", NM_ST_CACHE: "cache",
                NM_ST_RING: "ring", NM_ST_PUTTING: "putting"}
@@ -87,7 +93,12 @@ WARNINGS = {
                                "it in the alloc cache)",
     NM_W_PROVIDER_BAD: "memory provider of page_pool {pool} returned netmem {netmem:#x} without "
                        "net_mp_niov_set_page_pool(): refused",
+    NM_W_DMA_OVERFLOW: "dma_direct_map_phys(): device {pool}: DMA addr {netmem:#x}+{val} overflow "
+                       "(dev_WARN_ONCE)",
 }
+
+#: Records that are kernel log lines (printk), not WARNs: code -> format.
+PRINTK = {NM_P_DAC_NOTICE: "device {pool}: Using {val}-bit DMA addresses"}
 
 
 class NetmemError(OSError):
@@ -130,8 +141,9 @@ cdef class CoreMachine:
     """The compiled half of ``netmem.Machine``: physical memory, descriptor tables, buddy
     allocator, execution context, tracepoint and warning buffers."""
 
-    def __cinit__(self, uint64_t memory, int numa_nodes=1, int cpus=2, *args, **kwargs):
-        cdef uint64_t node_pages, npages, i
+    def __cinit__(self, uint64_t memory, int numa_nodes=1, int cpus=2, int iommu_mode=0,
+                  uint64_t swiotlb=0, *args, **kwargs):
+        cdef uint64_t node_pages, npages, i, low
         cdef nm_machine *m
         if numa_nodes < 1 or numa_nodes > NM_MAX_NODES:
             raise NetmemError(EINVAL, f"Machine: numa_nodes must be 1..{NM_MAX_NODES}")
@@ -162,13 +174,20 @@ cdef class CoreMachine:
             m.cpu_nid[i] = <int>(i * numa_nodes // cpus)
         for i in range(numa_nodes):
             _node_init(m, <int>i, i * node_pages, (i + 1) * node_pages)
-        # The first 1 MiB stays reserved, as x86 does (and pfn 0 can never be a netmem_ref).
-        for i in range(256):
+        m.iommu_mode = iommu_mode
+        # The first 1 MiB stays reserved, as x86 does (and pfn 0 can never be a netmem_ref);
+        # the swiotlb bounce area, when there is one, is carved from low memory right above it.
+        low = 256 + (swiotlb >> PAGE_SHIFT)
+        if low >= m.nodes[0].end_pfn or (low << PAGE_SHIFT) > (1ULL << 32):
+            raise NetmemError(EINVAL, "Machine: the swiotlb area must fit in node 0 below 4 GiB")
+        for i in range(low):
             m.pages[i].flags = NM_PG_RESERVED
             m.pages[i].refcount = 1
+        if swiotlb and swiotlb_init(m, 256 << PAGE_SHIFT, swiotlb) < 0:
+            raise MemoryError()
         for i in range(numa_nodes):
-            nm_free_range_boot(m, <int>i, max(256, m.nodes[i].start_pfn), m.nodes[i].end_pfn)
-            m.nodes[i].managed_pages = m.nodes[i].end_pfn - max(256, m.nodes[i].start_pfn)
+            nm_free_range_boot(m, <int>i, max(low, m.nodes[i].start_pfn), m.nodes[i].end_pfn)
+            m.nodes[i].managed_pages = m.nodes[i].end_pfn - max(low, m.nodes[i].start_pfn)
 
     def __dealloc__(self):
         cdef nm_machine *m = self.m
@@ -181,6 +200,8 @@ cdef class CoreMachine:
         if m.niovs != NULL:
             munmap(m.niovs, m.max_niovs * sizeof(nm_desc))
         free(m.trace_buf)
+        free(m.fault_buf)
+        swiotlb_exit(m)
         free(m)
         self.m = NULL
 
@@ -396,6 +417,27 @@ cdef class CoreMachine:
         self.m.nr_warn_lost = 0
         return out, lost
 
+    def _take_faults(self):
+        cdef uint64_t i
+        out = [(self.m.fault_buf[i].ts_ns, self.m.fault_buf[i].dev_id, self.m.fault_buf[i].addr,
+                bool(self.m.fault_buf[i].write)) for i in range(self.m.fault_n)]
+        self.m.fault_n = 0
+        return out
+
+    def _dma_stats(self):
+        cdef nm_dma_stats *s = &self.m.dma_stats
+        return {"maps": s.maps, "unmaps": s.unmaps, "iotlb_syncs": s.iotlb_syncs,
+                "fq_flushes": s.fq_flushes, "rcache_hits": s.rcache_hits,
+                "rcache_misses": s.rcache_misses, "bounces": s.bounces, "faults": s.faults}
+
+    def _swiotlb(self):
+        """(start, slots, used slots) of the bounce area; slots 0 when there is none."""
+        return self.m.swiotlb.start, self.m.swiotlb.nslots, self.m.swiotlb.used
+
+    @property
+    def iommu_mode(self):
+        return ("none", "passthrough", "dma-iommu")[self.m.iommu_mode]
+
     def _system_recycle_stats(self):
         return _recycle_stats_tuple(&self.m.system_recycle_stats)
 
@@ -425,32 +467,210 @@ cdef tuple _recycle_stats_tuple(pp_recycle_stats *s):
 
 
 cdef class CoreDevice:
-    """The compiled half of a DMA device (dma-direct, identity mapping for now)."""
+    """The compiled half of a DMA device (``struct device``): mask, coherence, segment limits,
+    and under dma-iommu its own IOMMU domain."""
 
-    def __cinit__(self, CoreMachine machine, int dma_mask_bits=64, bint coherent=True):
+    def __cinit__(self, CoreMachine machine, int dma_mask_bits=64, bint coherent=True,
+                  bint is_pci=True, *args, **kwargs):
         if dma_mask_bits < 12 or dma_mask_bits > 64:
-            raise NetmemError(EINVAL, f"dma_set_mask: {dma_mask_bits} bits is not a DMA mask")
+            raise NetmemError(EIO, f"dma_set_mask: {dma_mask_bits} bits is not a DMA mask")
         self.machine = machine
-        self.dev.dma_mask = 0xffffffffffffffff if dma_mask_bits == 64 \
-            else ((1 << dma_mask_bits) - 1)
-        self.dev.need_sync = not coherent
+        self.dev.m = machine.m
+        self.dev.dma_mask = _mask_of(dma_mask_bits)
+        self.dev.coherent = coherent
+        self.dev.dma_skip_sync = coherent
+        self.dev.is_pci = is_pci
+        self.dev.max_seg_size = 65536           # no dma_parms: 64 KiB
+        self.dev.seg_boundary_mask = 0xffffffffffffffff
+        self.dev.id = machine._register_device(self)
+        if machine.m.iommu_mode == NM_IOMMU_DMA:
+            self.dev.domain = iommu_domain_alloc(machine.m, not machine._iommu_strict, is_pci)
+            if self.dev.domain == NULL:
+                raise NetmemError(ENOMEM, "iommu_dma_init_domain: out of memory")
+
+    def __dealloc__(self):
+        if self.dev.domain != NULL:
+            iommu_domain_free(<nm_domain *>self.dev.domain)
+            self.dev.domain = NULL
+
+    @property
+    def id(self):
+        return self.dev.id
 
     @property
     def dma_mask(self):
         return self.dev.dma_mask
 
     @property
+    def coherent(self):
+        return bool(self.dev.coherent)
+
+    @property
     def nr_mapped(self):
-        """Live streaming mappings of this device (0 when every pool has unmapped)."""
+        """Live streaming mappings of this device (0 when every mapping is undone)."""
         return self.dev.nr_mapped
 
     @property
     def nr_map_errors(self):
         return self.dev.nr_map_errors
 
-    def dma_need_sync(self):
-        """Models ``dma_dev_need_sync()``: false for a coherent device."""
-        return bool(self.dev.need_sync)
+    @property
+    def max_seg_size(self):
+        return self.dev.max_seg_size
+
+    @property
+    def seg_boundary_mask(self):
+        return self.dev.seg_boundary_mask
+
+    def dma_set_mask(self, int bits):
+        """Models ``dma_set_mask()``: -EIO for a mask the platform cannot honour."""
+        if bits < 12 or bits > 64:
+            raise NetmemError(EIO, f"dma_set_mask: {bits} bits is not a DMA mask")
+        self.dev.dma_mask = _mask_of(bits)
+
+    def dma_set_max_seg_size(self, uint64_t size):
+        """Models ``dma_set_max_seg_size()``."""
+        if size == 0:
+            raise NetmemError(EINVAL, "dma_set_max_seg_size: size 0")
+        self.dev.max_seg_size = size
+
+    def dma_set_seg_boundary(self, uint64_t mask):
+        """Models ``dma_set_seg_boundary()``: a mask of the form 2^n - 1."""
+        if mask & (mask + 1):
+            raise NetmemError(EINVAL, f"dma_set_seg_boundary: {mask:#x} is not 2^n - 1")
+        self.dev.seg_boundary_mask = mask
+
+    def dma_dev_need_sync(self):
+        """Models ``dma_dev_need_sync()``: false for a coherent device until swiotlb is used."""
+        return not self.dev.dma_skip_sync
+
+    def _map(self, uint64_t phys, uint64_t size, int dir, unsigned long attrs):
+        cdef uint64_t dma = nm_dma_map_phys(&self.dev, phys, size, dir, attrs)
+        if self.dev.m.nr_warn:
+            self.machine._flush_warnings()
+        return dma
+
+    def _unmap(self, uint64_t addr, uint64_t size, int dir, unsigned long attrs):
+        nm_dma_unmap_phys(&self.dev, addr, size, dir, attrs)
+
+    def _sync(self, uint64_t addr, uint64_t size, int dir, bint for_cpu):
+        if for_cpu:
+            nm_dma_sync_for_cpu(&self.dev, addr, size, dir)
+        else:
+            nm_dma_sync_for_device(&self.dev, addr, size, dir)
+
+    def _is_swiotlb(self, uint64_t addr):
+        return is_swiotlb_buffer(self.dev.m, addr)
+
+    def _access(self, uint64_t addr, buf, bint write):
+        """Device access of ``len(buf)`` bytes: 0, -EFAULT (fault recorded) or -ENXIO."""
+        cdef const unsigned char[::1] src
+        cdef unsigned char[::1] dst
+        if write:
+            src = buf
+            return nm_dev_access(&self.dev, addr, <char *>&src[0] if len(src) else NULL,
+                                 len(src), True)
+        dst = buf
+        return nm_dev_access(&self.dev, addr, <char *>&dst[0] if len(dst) else NULL,
+                             len(dst), False)
+
+    def _translate(self, uint64_t addr, bint write):
+        """The physical address a device access at ``addr`` reaches, or None (a fault)."""
+        cdef uint64_t phys
+        if self.dev.domain == NULL:
+            return addr if dma_capable(&self.dev, addr, 1) else None
+        if iommu_iova_to_phys(&self.dev, addr, write, &phys):
+            return None
+        return phys
+
+    def _fault(self, uint64_t addr, bint write):
+        nm_record_fault(&self.dev, addr, write)
+
+    def _fq_deadline(self):
+        """When the domain's next deferred work runs (flush-queue timer, rcache depot work), in
+        virtual ns; 0 when none is pending."""
+        cdef nm_domain *d = <nm_domain *>self.dev.domain
+        cdef uint64_t when = 0
+        cdef int i
+        if d == NULL:
+            return 0
+        if d.lazy and d.fq.fq_timer_on:
+            when = d.fq.fq_timer_expires_ns
+        if d.depot_deadline_ns == 0:
+            for i in range(6):
+                if d.iovad.rcaches[i].work_pending:
+                    d.depot_deadline_ns = self.dev.m.clock_ns + 100 * 1000000  # IOVA_DEPOT_DELAY
+                    break
+        if d.depot_deadline_ns and (not when or d.depot_deadline_ns < when):
+            when = d.depot_deadline_ns
+        return when
+
+    def _fq_timeout(self):
+        """Run the domain's due deferred work: ``fq_flush_timeout()`` (flush the IOTLB, free
+        every queued IOVA) and ``iova_depot_work_func()``."""
+        cdef nm_domain *d = <nm_domain *>self.dev.domain
+        cdef uint64_t now = self.dev.m.clock_ns
+        if d.lazy and d.fq.fq_timer_on and d.fq.fq_timer_expires_ns <= now:
+            iommu_dma_fq_timeout(&d.fq, &d.iovad, now)
+        if d.depot_deadline_ns and d.depot_deadline_ns <= now:
+            d.depot_deadline_ns = 0
+            iova_depot_trim(&d.iovad, self.dev.m.nr_cpus)
+
+    # -- IOMMU primitives for the Python-level API (scatterlists, the two-step API) -----------
+
+    def _iova_alloc(self, uint64_t size):
+        """``iommu_dma_alloc_iova()`` of a granule-aligned size: the IOVA or 0."""
+        cdef uint64_t iova = iommu_dma_alloc_iova(&self.dev, _dev_domain(self), size,
+                                                  self.dev.dma_mask)
+        if self.dev.m.nr_warn:
+            self.machine._flush_warnings()
+        return iova
+
+    def _iova_free(self, uint64_t iova, uint64_t size):
+        """``iommu_dma_free_iova()`` (through the flush queue in lazy mode)."""
+        iommu_dma_free_iova(&self.dev, _dev_domain(self), iova, size)
+
+    def _iommu_map(self, uint64_t iova, uint64_t phys, uint64_t size, int dir, bint sync):
+        """``iommu_map()`` (``iommu_map_nosync()`` without ``sync``): 0 or -ENOMEM/-EEXIST."""
+        return iommu_map(&self.dev, _dev_domain(self), iova, phys, size, dma_info_to_prot(dir),
+                         sync)
+
+    def _iommu_unmap(self, uint64_t iova, uint64_t size, bint sync):
+        """``iommu_unmap_fast()`` plus, with ``sync``, ``iommu_iotlb_sync()``: bytes unmapped."""
+        cdef uint64_t done = iommu_unmap(_dev_domain(self), iova, size)
+        if sync:
+            self.dev.m.dma_stats.iotlb_syncs += 1
+        return done
+
+    def _iotlb_sync(self):
+        """``iommu_sync_map()``: one IOTLB sync."""
+        _dev_domain(self)
+        self.dev.m.dma_stats.iotlb_syncs += 1
+
+    def _count_map(self, int maps, int unmaps, int live):
+        """Count mappings made or undone by the Python-level API (scatterlists, the two-step
+        API); ``live`` moves ``nr_mapped`` (streaming mappings only)."""
+        self.dev.m.dma_stats.maps += maps
+        self.dev.m.dma_stats.unmaps += unmaps
+        self.dev.nr_mapped += live
+
+    def _domain_stats(self):
+        """(rcache_hits, rcache_misses, fq_flushes, iotlb_syncs, live PTEs) of the domain."""
+        cdef nm_domain *d = <nm_domain *>self.dev.domain
+        if d == NULL:
+            return (0, 0, 0, 0, 0)
+        return (d.iovad.rcache_hits, d.iovad.rcache_misses,
+                d.fq.fq_flushes if d.lazy else 0, d.fq.iotlb_syncs if d.lazy else 0, d.live)
+
+
+cdef nm_domain *_dev_domain(CoreDevice dev) except NULL:
+    if dev.dev.domain == NULL:
+        raise NetmemError(EOPNOTSUPP, "not a dma-iommu device")
+    return <nm_domain *>dev.dev.domain
+
+
+cdef uint64_t _mask_of(int bits):
+    return 0xffffffffffffffff if bits == 64 else ((<uint64_t>1 << bits) - 1)
 
 
 cdef class CoreNapi:

@@ -1,22 +1,251 @@
-# The DMA mapping calls the page_pool makes, over dma-direct with an identity mapping.
+# The DMA API under the data plane: dma-direct with swiotlb bouncing, device-side access with
+# faults, and (under dma-iommu) the IOMMU path.
 #
-# Models kernel/dma/direct.h for a coherent device without swiotlb: dma_addr == phys, a mapping
-# fails (DMA_MAPPING_ERROR) when the buffer lies beyond the device's mask, and
-# dma_dev_need_sync() is false unless the device is non-coherent. The IOMMU, swiotlb and the
-# two-step API arrive with the DMA layer; these four calls are the seam they replace.
+# Models kernel/dma/direct.{c,h}, kernel/dma/swiotlb.c and kernel/dma/mapping.c. A mapping is a
+# DMA address the device may use; the device reaches memory only through nm_dev_access(), which
+# checks the address the way the platform would (the mask without an IOMMU, the IOMMU's page table
+# with one) and records a fault instead of touching memory it may not. Departures: swiotlb has one
+# area (the kernel keeps one per CPU) and no min_align_mask; its "buffer is full" message is
+# counted (nr_map_errors), not logged.
+
+cdef enum:
+    NM_IOMMU_NONE = 0
+    NM_IOMMU_PASSTHROUGH = 1
+    NM_IOMMU_DMA = 2
+    IO_TLB_SHIFT = 11               # include/linux/swiotlb.h: 2 KiB slots
+    IO_TLB_SIZE = 1 << 11
+    IO_TLB_SEGSIZE = 128            # a mapping never crosses 128 slots (256 KiB)
+    DMA_ATTR_WEAK_ORDERING = 1 << 1     # include/linux/dma-mapping.h
+    DMA_ATTR_SKIP_CPU_SYNC = 1 << 5
+    DMA_ATTR_MMIO = 1 << 10
 
 
-cdef inline uint64_t nm_dma_map_page(nm_device *dev, uint64_t phys, uint64_t size) noexcept nogil:
-    if phys + size - 1 > dev.dma_mask:
-        dev.nr_map_errors += 1
+# ---- swiotlb ------------------------------------------------------------------------------------
+
+cdef int swiotlb_init(nm_machine *m, uint64_t start, uint64_t size) noexcept nogil:
+    cdef nm_swiotlb *t = &m.swiotlb
+    t.start = start
+    t.nslots = <uint32_t>(size >> IO_TLB_SHIFT)
+    t.used = 0
+    t.busy = <uint8_t *>calloc(t.nslots + 1, 1)
+    t.orig_addr = <uint64_t *>calloc(t.nslots + 1, sizeof(uint64_t))
+    t.span = <uint32_t *>calloc(t.nslots + 1, sizeof(uint32_t))
+    t.mapping_size = <uint64_t *>calloc(t.nslots + 1, sizeof(uint64_t))
+    if t.busy == NULL or t.orig_addr == NULL or t.span == NULL or t.mapping_size == NULL:
+        return -ENOMEM
+    return 0
+
+
+cdef void swiotlb_exit(nm_machine *m) noexcept nogil:
+    free(m.swiotlb.busy)
+    free(m.swiotlb.orig_addr)
+    free(m.swiotlb.span)
+    free(m.swiotlb.mapping_size)
+    m.swiotlb.nslots = 0
+
+
+cdef inline bint is_swiotlb_buffer(nm_machine *m, uint64_t phys) noexcept nogil:
+    return m.swiotlb.nslots and m.swiotlb.start <= phys < \
+        m.swiotlb.start + (<uint64_t>m.swiotlb.nslots << IO_TLB_SHIFT)
+
+
+cdef inline char *nm_phys_to_virt(nm_machine *m, uint64_t phys) noexcept nogil:
+    return m.mem + phys
+
+
+cdef void swiotlb_bounce(nm_machine *m, uint64_t tlb_addr, uint64_t size, int dir) noexcept nogil:
+    """Models ``swiotlb_bounce()``: copy between the original buffer and its bounce slots."""
+    cdef uint32_t index = <uint32_t>((tlb_addr - m.swiotlb.start) >> IO_TLB_SHIFT)
+    cdef uint32_t head = index
+    cdef uint64_t orig
+    while head and not m.swiotlb.span[head]:
+        head -= 1           # the slot that starts the mapping holds its original address
+    orig = m.swiotlb.orig_addr[head] + (tlb_addr - (m.swiotlb.start +
+                                                    (<uint64_t>head << IO_TLB_SHIFT)))
+    if dir == DMA_TO_DEVICE:
+        memcpy(nm_phys_to_virt(m, tlb_addr), nm_phys_to_virt(m, orig), size)
+    else:
+        memcpy(nm_phys_to_virt(m, orig), nm_phys_to_virt(m, tlb_addr), size)
+
+
+cdef uint64_t swiotlb_tbl_map_single(nm_device *dev, uint64_t orig, uint64_t size,
+                                     int dir, unsigned long attrs) noexcept nogil:
+    """Models ``swiotlb_tbl_map_single()``: next-fit over 2 KiB slots, page-aligned for a
+    mapping of a page or more, never across a 128-slot segment; the original is copied to the
+    slots at once (so a partial device write cannot expose stale bounce data)."""
+    cdef nm_machine *m = dev.m
+    cdef nm_swiotlb *t = &m.swiotlb
+    cdef uint32_t nslots = <uint32_t>((size + IO_TLB_SIZE - 1) >> IO_TLB_SHIFT)
+    cdef uint32_t stride = (PAGE_SIZE >> IO_TLB_SHIFT) if size >= PAGE_SIZE else 1
+    cdef uint32_t i, j, tries
+    cdef uint64_t tlb
+    if nslots == 0 or nslots > IO_TLB_SEGSIZE or t.nslots == 0:
         return DMA_MAPPING_ERROR
-    dev.nr_mapped += 1
-    return phys
+    i = 0
+    tries = 0
+    while tries < t.nslots:
+        if i % stride == 0 and i // IO_TLB_SEGSIZE == (i + nslots - 1) // IO_TLB_SEGSIZE \
+                and i + nslots <= t.nslots:
+            j = 0
+            while j < nslots and not t.busy[i + j]:
+                j += 1
+            if j == nslots:
+                for j in range(nslots):
+                    t.busy[i + j] = 1
+                t.span[i] = nslots
+                t.orig_addr[i] = orig
+                t.mapping_size[i] = size
+                t.used += nslots
+                tlb = t.start + (<uint64_t>i << IO_TLB_SHIFT)
+                swiotlb_bounce(m, tlb, size, DMA_TO_DEVICE)
+                return tlb
+        i += 1
+        tries += 1
+    return DMA_MAPPING_ERROR
 
 
-cdef inline void nm_dma_unmap_page(nm_device *dev, uint64_t addr, uint64_t size) noexcept nogil:
-    dev.nr_mapped -= 1
+cdef void swiotlb_tbl_unmap_single(nm_device *dev, uint64_t tlb, uint64_t size, int dir,
+                                   unsigned long attrs) noexcept nogil:
+    """Models ``swiotlb_tbl_unmap_single()``: bounce back for the CPU, then free the slots."""
+    cdef nm_machine *m = dev.m
+    cdef uint32_t i = <uint32_t>((tlb - m.swiotlb.start) >> IO_TLB_SHIFT)
+    cdef uint32_t j, n = m.swiotlb.span[i]
+    if not (attrs & DMA_ATTR_SKIP_CPU_SYNC) and (dir == DMA_FROM_DEVICE or
+                                                 dir == DMA_BIDIRECTIONAL):
+        swiotlb_bounce(m, tlb, size, DMA_FROM_DEVICE)
+    for j in range(n):
+        m.swiotlb.busy[i + j] = 0
+    m.swiotlb.span[i] = 0
+    m.swiotlb.used -= n
+
+
+# ---- dma-direct ---------------------------------------------------------------------------------
+
+cdef inline bint dma_capable(nm_device *dev, uint64_t addr, uint64_t size) noexcept nogil:
+    return size == 0 or addr + size - 1 <= dev.dma_mask
+
+
+cdef uint64_t dma_direct_map_phys(nm_device *dev, uint64_t phys, uint64_t size, int dir,
+                                  unsigned long attrs) noexcept nogil:
+    """Models ``dma_direct_map_phys()``: the physical address itself when the device can reach
+    it, else a swiotlb bounce slot, else DMA_MAPPING_ERROR with the kernel's WARN_ONCE."""
+    cdef uint64_t tlb
+    if likely(dma_capable(dev, phys, size)):
+        return phys
+    if dev.m.swiotlb.nslots:
+        tlb = swiotlb_tbl_map_single(dev, phys, size, dir, attrs)
+        if tlb == DMA_MAPPING_ERROR:
+            return DMA_MAPPING_ERROR
+        dev.m.dma_stats.bounces += 1
+        dev.dma_skip_sync = 0          # the first swiotlb mapping turns syncs on
+        return tlb
+    if not dev.overflow_warned:
+        dev.overflow_warned = 1
+        nm_warn(dev.m, NM_W_DMA_OVERFLOW, dev.id, phys, <int64_t>size)
+    return DMA_MAPPING_ERROR
 
 
 cdef inline bint dma_dev_need_sync(nm_device *dev) noexcept nogil:
-    return dev != NULL and dev.need_sync
+    """Models ``dma_dev_need_sync()``: ``!dev->dma_skip_sync``."""
+    return dev != NULL and not dev.dma_skip_sync
+
+
+# ---- the mapping API the core uses --------------------------------------------------------------
+
+cdef uint64_t nm_dma_map_phys(nm_device *dev, uint64_t phys, uint64_t size, int dir,
+                              unsigned long attrs) noexcept nogil:
+    """Models ``dma_map_phys()``/``dma_map_page_attrs()``: DMA_MAPPING_ERROR on failure."""
+    cdef uint64_t dma
+    if dev.m.iommu_mode == NM_IOMMU_DMA:
+        dma = iommu_dma_map_phys(dev, phys, size, dir, attrs)
+    else:
+        dma = dma_direct_map_phys(dev, phys, size, dir, attrs)
+    if dma == DMA_MAPPING_ERROR:
+        dev.nr_map_errors += 1
+        return dma
+    dev.nr_mapped += 1
+    dev.m.dma_stats.maps += 1
+    return dma
+
+
+cdef void nm_dma_unmap_phys(nm_device *dev, uint64_t addr, uint64_t size, int dir,
+                            unsigned long attrs) noexcept nogil:
+    """Models ``dma_unmap_phys()``/``dma_unmap_page_attrs()``; the caller checked the mapping."""
+    if dev.m.iommu_mode == NM_IOMMU_DMA:
+        iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
+    elif is_swiotlb_buffer(dev.m, addr):
+        swiotlb_tbl_unmap_single(dev, addr, size, dir, attrs)
+    dev.nr_mapped -= 1
+    dev.m.dma_stats.unmaps += 1
+
+
+cdef void nm_dma_sync_for_cpu(nm_device *dev, uint64_t addr, uint64_t size,
+                              int dir) noexcept nogil:
+    """Models ``dma_sync_single_for_cpu()``: a bounced buffer is copied back for the CPU."""
+    cdef uint64_t phys = addr
+    if dev.m.iommu_mode == NM_IOMMU_DMA:
+        return
+    if is_swiotlb_buffer(dev.m, phys) and dir != DMA_TO_DEVICE:
+        swiotlb_bounce(dev.m, phys, size, DMA_FROM_DEVICE)
+
+
+cdef void nm_dma_sync_for_device(nm_device *dev, uint64_t addr, uint64_t size,
+                                 int dir) noexcept nogil:
+    """Models ``dma_sync_single_for_device()``: a bounced buffer is copied out to its slots."""
+    if dev.m.iommu_mode == NM_IOMMU_DMA:
+        return
+    if is_swiotlb_buffer(dev.m, addr) and dir != DMA_FROM_DEVICE:
+        swiotlb_bounce(dev.m, addr, size, DMA_TO_DEVICE)
+
+
+cdef inline uint64_t nm_dma_map_page(nm_device *dev, uint64_t phys, uint64_t size) noexcept nogil:
+    """The page_pool's mapping: whole buffer, FROM_DEVICE, no CPU sync, weak ordering."""
+    return nm_dma_map_phys(dev, phys, size, DMA_FROM_DEVICE,
+                           DMA_ATTR_SKIP_CPU_SYNC | DMA_ATTR_WEAK_ORDERING)
+
+
+cdef inline void nm_dma_unmap_page(nm_device *dev, uint64_t addr, uint64_t size) noexcept nogil:
+    nm_dma_unmap_phys(dev, addr, size, DMA_FROM_DEVICE,
+                      DMA_ATTR_SKIP_CPU_SYNC | DMA_ATTR_WEAK_ORDERING)
+
+
+# ---- device-side access -------------------------------------------------------------------------
+
+cdef void nm_record_fault(nm_device *dev, uint64_t addr, bint write) noexcept nogil:
+    cdef nm_machine *m = dev.m
+    cdef void *buf
+    m.dma_stats.faults += 1
+    if m.fault_n == m.fault_cap:
+        buf = realloc(m.fault_buf, (m.fault_cap * 2 + 64) * sizeof(nm_fault))
+        if buf == NULL:
+            return
+        m.fault_buf = <nm_fault *>buf
+        m.fault_cap = m.fault_cap * 2 + 64
+    m.fault_buf[m.fault_n].ts_ns = m.clock_ns
+    m.fault_buf[m.fault_n].addr = addr
+    m.fault_buf[m.fault_n].dev_id = dev.id
+    m.fault_buf[m.fault_n].write = write
+    m.fault_n += 1
+
+
+cdef int nm_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
+                       bint write) noexcept nogil:
+    """A device's read or write of ``n`` bytes at DMA address ``addr``: 0, -EFAULT after
+    recording a fault (nothing is touched), or -ENXIO when the target is not RAM (a BAR: the
+    caller resolves it)."""
+    cdef uint64_t phys
+    if n == 0:
+        return 0
+    if dev.m.iommu_mode == NM_IOMMU_DMA:
+        return iommu_dev_access(dev, addr, buf, n, write)
+    if not dma_capable(dev, addr, n):
+        nm_record_fault(dev, addr, write)
+        return -EFAULT
+    phys = addr
+    if phys + n > dev.m.mem_bytes:
+        return -ENXIO
+    if write:
+        memcpy(nm_phys_to_virt(dev.m, phys), buf, n)
+    else:
+        memcpy(buf, nm_phys_to_virt(dev.m, phys), n)
+    return 0

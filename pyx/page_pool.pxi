@@ -96,7 +96,8 @@ cdef void __page_pool_unmap_netmem_dma(nm_pool *pool, netmem_ref netmem) noexcep
     pool.dma_mapped[id] = 0
     pool.dma_free_ids[pool.dma_free_n] = id
     pool.dma_free_n += 1
-    nm_dma_unmap_page(pool.dev, d.dma_addr, PAGE_SIZE << pool.order)
+    if not pp_iova_window_unlink(pool, d.dma_addr, PAGE_SIZE << pool.order):
+        nm_dma_unmap_page(pool.dev, d.dma_addr, PAGE_SIZE << pool.order)
     pool.nr_dma_unmap += 1
 
 
@@ -112,13 +113,19 @@ cdef inline void __page_pool_release_netmem_dma(nm_pool *pool, netmem_ref netmem
 cdef bint page_pool_dma_map(nm_pool *pool, netmem_ref netmem, nm_desc *d) noexcept nogil:
     """Models ``page_pool_dma_map()``: map the whole page once, track it, sync for the device."""
     cdef uint64_t size = PAGE_SIZE << pool.order
-    cdef uint64_t dma = nm_dma_map_page(pool.dev, netmem_phys(pool.m, netmem), size)
+    cdef uint64_t phys = netmem_phys(pool.m, netmem)
+    cdef uint64_t dma = DMA_MAPPING_ERROR
+    if pool.win_slots:
+        dma = pp_iova_window_link(pool, phys, size)
+    if dma == DMA_MAPPING_ERROR:
+        dma = nm_dma_map_page(pool.dev, phys, size)
     if dma == DMA_MAPPING_ERROR:
         return False
     d.dma_addr = dma
     if page_pool_register_dma_index(pool, netmem, d):
         d.dma_addr = 0
-        nm_dma_unmap_page(pool.dev, dma, size)
+        if not pp_iova_window_unlink(pool, dma, size):
+            nm_dma_unmap_page(pool.dev, dma, size)
         return False
     pool.nr_dma_map += 1
     page_pool_dma_sync_for_device(pool, d, pool.max_len)
@@ -200,6 +207,7 @@ cdef netmem_ref __page_pool_alloc_page_order(nm_pool *pool) noexcept nogil:
     if pool.dma_map and unlikely(not page_pool_dma_map(pool, netmem, d)):
         nm_put_page(pool.m, netmem)
         return 0
+    pp_iova_window_sync(pool)
     pool.alloc_stats.slow_high_order += 1
     __pp_account_hold(pool, netmem, d)
     return netmem
@@ -228,6 +236,7 @@ cdef netmem_ref __page_pool_alloc_netmems_slow(nm_pool *pool) noexcept nogil:
         d.state = NM_ST_CACHE
         pool.alloc_cache[pool.alloc_count] = netmem
         pool.alloc_count += 1
+    pp_iova_window_sync(pool)
     if likely(pool.alloc_count > 0):
         pool.alloc_count -= 1
         netmem = pool.alloc_cache[pool.alloc_count]

@@ -115,6 +115,20 @@ cdef class CorePagePool:
             else:
                 pool.mp_ops = &mp_py_ops
 
+    def _iova_window_init(self, uint32_t slots):
+        """Reserve the pool's IOVA window; False where the two-step API is not available."""
+        cdef int err = pp_iova_window_init(self.pool, slots)
+        if err == -ENOMEM:
+            raise NetmemError(ENOMEM, f"page_pool: no IOVA range for a window of {slots} pages")
+        return err == 0
+
+    @property
+    def iova_window(self):
+        """(DMA address, slots, free slots) of the pool's IOVA window, or None."""
+        if not self.pool.win_slots:
+            return None
+        return self.pool.win_addr, self.pool.win_slots, self.pool.win_free_n
+
     def _list(self, uint32_t pool_id):
         self.pool.id = pool_id
 
@@ -334,6 +348,7 @@ cdef class CorePagePool:
         cdef int32_t inflight = page_pool_inflight(self.pool, True)
         if inflight == 0:
             ptr_ring_cleanup(&self.pool.ring)
+            pp_iova_window_free(self.pool)
         return inflight, [bad[i] for i in range(min(nbad, 16))]
 
     # -- provider helpers ------------------------------------------------------------------------

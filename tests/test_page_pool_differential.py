@@ -31,7 +31,8 @@ RING_SIZES = (4, 5, 8, 16, 31, 32, 64)      # batch 1 below 32 entries, 16 from 
 FRAG_SIZES = (0, 64, 256, 1024, 1536, 2048, 4096, 9000)
 WARNING_KINDS = {"not a page_pool buffer": "not_pp", "belongs to another pool": "wrong_pool",
                  "double put": "double_put", "into destroyed page_pool": "direct_after_destroy",
-                 "WARN_ON(size > max_size)": "frag_size", "WARN_ON(ret < 0)": "pp_ref_neg"}
+                 "WARN_ON(size > max_size)": "frag_size", "WARN_ON(ret < 0)": "pp_ref_neg",
+                 "overflow (dev_WARN_ONCE)": "dma_overflow"}
 ALLOC_OPS = {"alloc": 10, "alloc_bulk": 2, "alloc_frag": 8, "alloc_sized": 6}
 OTHER_OPS = {"put": 14, "recycle_direct": 5, "bulk_put": 4, "ref": 2, "get_page": 2,
              "put_page": 2, "pfmemalloc": 1, "context": 4, "double_put": 1, "wrong_pool": 1,

@@ -73,6 +73,8 @@ cdef enum:
     NM_W_INFLIGHT_NEG = 7           # page_pool_inflight(): WARN(inflight < 0)
     NM_W_DIRECT_AFTER_DESTROY = 8   # allow_direct put on a destroyed pool (would strand the page)
     NM_W_PROVIDER_BAD = 9           # a provider returned a buffer it did not attach to the pool
+    NM_W_DMA_OVERFLOW = 10          # dma_direct_map_phys(): dev_WARN_ONCE(overflow)
+    NM_P_DAC_NOTICE = 100           # printk, not WARN: dev_notice("Using %d-bit DMA addresses")
 
     # Tracepoints (include/trace/events/page_pool.h).
     TP_PAGE_POOL_RELEASE = 1 << 0

@@ -110,6 +110,7 @@ class RefMachine:
         self.bufs = {}
         self.pools = []
         self.warnings = []
+        self.overflow_warned = set()   # devices whose dev_WARN_ONCE already fired
 
     @classmethod
     def like(cls, machine):
@@ -235,6 +236,7 @@ class RefPagePool:
         self.napi = params.napi
         self.cpuid = cpuid
         self.dma_mask = params.dev.dma_mask if params.flags & PP_FLAG_DMA_MAP else None
+        self.dev = id(params.dev)
         pool_size = params.pool_size
         self.ring = PtrRing(min(pool_size, PTR_RING_MAX_SIZE) if pool_size else
                             PTR_RING_DEFAULT_SIZE)
@@ -324,10 +326,14 @@ class RefPagePool:
 
     def _dma_map(self, ref):
         """``page_pool_dma_map()`` over dma-direct without swiotlb: the mapping fails when the
-        buffer ends beyond the device's mask, and the page is put back."""
+        buffer ends beyond the device's mask (``dma_direct_map_phys()`` WARNs once per device),
+        and the page is put back."""
         last_byte = ((ref >> 1) << PAGE_SHIFT) + self.max_size - 1
         if self.dma_mask is None or last_byte <= self.dma_mask:
             return True
+        if self.dev not in self.rm.overflow_warned:
+            self.rm.overflow_warned.add(self.dev)
+            self.rm.warn("dma_overflow")
         self.rm.put_page(ref)
         return False
 
