@@ -15,6 +15,13 @@ def test_bench_pool_reports_every_figure():
     assert res["floor_lifo_ns"]["ratio_to_floor"] == 1.0
 
 
+def test_bench_iova_reports_every_figure():
+    res = bench.run_iova(runs=5, scale=0.001)
+    assert set(res) == set(bench.IOVA_FIGURES)
+    for r in res.values():
+        assert r["runs"] == 5 and r["min"] <= r["median"] <= r["max"]
+
+
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "pin_cpu", lambda: None)
     out = tmp_path / "BENCH.md"

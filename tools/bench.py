@@ -3,8 +3,9 @@
 ``netmem-bench pool [--json] [--runs N]`` runs the page_pool loops inside the extension (the shape
 of the kernel's bench_page_pool_simple tests 01-03) and two Python-boundary loops, pinned to one
 CPU when the OS allows, and prints medians of N runs (at least 5) with their spread and the ratio
-to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench all --markdown FILE``
-runs every suite and rewrites the benchmark report.
+to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench iova`` does the same for the
+IOVA allocator's rcache and tree. ``netmem-bench all --markdown FILE`` runs every suite and
+rewrites the benchmark report.
 """
 import argparse
 import json
@@ -18,8 +19,9 @@ import numpy as np
 
 import netmem
 from netmem import _core
+from netmem.iova import IovaDomain
 
-__all__ = ["main", "run_pool"]
+__all__ = ["main", "run_iova", "run_pool"]
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
     "pool_fast_ns": (2.5, "x floor_lifo_ns"),
@@ -35,6 +37,8 @@ DESCRIPTIONS = {
     "pool_slow_ns": "alloc + get_page + put + put_page, page allocator (test 03)",
     "pool_bulk64_ns": "per buffer: alloc_netmems_bulk(64) + page_pool_put_netmem_bulk, from Python",
     "pool_py_pair_ns": "one Python alloc_netmem() + recycle_direct() pair",
+    "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
+    "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
 }
 
 
@@ -110,6 +114,31 @@ POOL_FIGURES = {
 }
 
 
+IOVA_LIVE_RANGES = 10_000
+
+
+def _iova_fast(loops):
+    d = IovaDomain()
+    _core.bench_iova_fast(d, loops // 10)  # warm up: the first pair misses, then the rcache
+    return _core.bench_iova_fast(d, loops) / loops
+
+
+def _iova_tree(loops):
+    d = IovaDomain()
+    limit = d.dma_32bit_pfn - 1
+    for _ in range(IOVA_LIVE_RANGES):
+        d.alloc_iova(1, limit)
+    _core.bench_iova_tree(d, loops // 10)
+    return _core.bench_iova_tree(d, loops) / loops
+
+
+IOVA_FIGURES = {
+    "floor_lifo_ns": POOL_FIGURES["floor_lifo_ns"],
+    "iova_alloc_free_fast_ns": lambda scale: _iova_fast(int(20_000_000 * scale)),
+    "iova_alloc_free_tree_ns": lambda scale: _iova_tree(int(2_000_000 * scale)),
+}
+
+
 def _summarise(samples):
     med = statistics.median(samples)
     return {"median": round(med, 3), "min": round(min(samples), 3),
@@ -125,15 +154,22 @@ def run_suite(figures, runs, scale):
     return {k: _summarise(v) for k, v in samples.items()}
 
 
-def run_pool(runs=5, scale=1):
-    res = run_suite(POOL_FIGURES, runs, scale)
+def _with_ratios(res):
     floor = res["floor_lifo_ns"]["median"]
     for r in res.values():
         r["ratio_to_floor"] = round(r["median"] / floor, 2) if floor else None
     return res
 
 
-SUITES = {"pool": run_pool}
+def run_pool(runs=5, scale=1):
+    return _with_ratios(run_suite(POOL_FIGURES, runs, scale))
+
+
+def run_iova(runs=5, scale=1):
+    return _with_ratios(run_suite(IOVA_FIGURES, runs, scale))
+
+
+SUITES = {"iova": run_iova, "pool": run_pool}
 
 
 def _verdict(name, r):
@@ -145,9 +181,10 @@ def _verdict(name, r):
 
 
 def format_table(suite, res):
-    lines = [f"{'figure':<18} {'median':>9} {'min':>9} {'max':>9} {'x floor':>8}  target"]
+    w = max(18, *map(len, res))
+    lines = [f"{'figure':<{w}} {'median':>9} {'min':>9} {'max':>9} {'x floor':>8}  target"]
     for name, r in res.items():
-        lines.append(f"{name:<18} {r['median']:>9.2f} {r['min']:>9.2f} {r['max']:>9.2f} "
+        lines.append(f"{name:<{w}} {r['median']:>9.2f} {r['min']:>9.2f} {r['max']:>9.2f} "
                      f"{r['ratio_to_floor']:>8.2f}  {_verdict(name, r)}")
     return f"[{suite}]\n" + "\n".join(lines)
 
