@@ -65,7 +65,8 @@ DESC_SIZE = sizeof(nm_desc)
 DMA_ATTR_SKIP_CPU_SYNC_ = DMA_ATTR_SKIP_CPU_SYNC
 DMA_ATTR_WEAK_ORDERING_ = DMA_ATTR_WEAK_ORDERING
 DMA_ATTR_MMIO_ = DMA_ATTR_MMIO
-IOMMU_MODES = {"none": NM_IOMMU_NONE, "passthrough": NM_IOMMU_PASSTHROUGH, "dma-iommu": NM_IOMMU_DMA}
+IOMMU_MODES = {"none": NM_IOMMU_NONE, "passthrough": NM_IOMMU_PASSTHROUGH,
+               "dma-iommu": NM_IOMMU_DMA}
 
 STATE_NAMES = {NM_ST_NONE: "none", NM_ST_OWNED: "owned", NM_ST_CACHE: "cache",
                NM_ST_RING: "ring", NM_ST_PUTTING: "putting"}
