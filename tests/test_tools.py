@@ -22,6 +22,13 @@ def test_bench_iova_reports_every_figure():
         assert r["runs"] == 5 and r["min"] <= r["median"] <= r["max"]
 
 
+def test_bench_dma_and_iova_suites_report_every_figure():
+    for suite, figures in (("dma", bench.DMA_FIGURES), ("iova", bench.IOVA_FIGURES)):
+        res = bench.SUITES[suite](runs=5, scale=0.001)
+        assert set(res) == set(figures)
+        assert all(r["median"] > 0 for r in res.values())
+
+
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "pin_cpu", lambda: None)
     out = tmp_path / "BENCH.md"

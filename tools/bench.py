@@ -19,6 +19,7 @@ import numpy as np
 
 import netmem
 from netmem import _core
+from netmem.dma import Device, DmaIovaState, dma_iova_destroy, dma_iova_try_alloc
 from netmem.iova import IovaDomain
 
 __all__ = ["main", "run_iova", "run_pool"]
@@ -139,6 +140,52 @@ IOVA_FIGURES = {
 }
 
 
+def _dma_map_unmap(loops):
+    m = netmem.Machine(memory="64MiB", iommu="dma-iommu")
+    dev = Device(m, "nic")
+    ref = m.alloc_pages()
+    _core.bench_dma_map_unmap(dev, m.netmem(ref).phys, loops // 10)   # rcache and queue warm
+    ns = _core.bench_dma_map_unmap(dev, m.netmem(ref).phys, loops) / loops
+    m.quiesce()
+    m.put_page(ref)
+    return ns
+
+
+def _dma_iova_link(rounds):
+    m = netmem.Machine(memory="64MiB", iommu="dma-iommu")
+    dev = Device(m, "nic")
+    block = m.alloc_pages(6)                     # 64 physically contiguous pages
+    state = DmaIovaState()
+    dma_iova_try_alloc(dev, state, 0, 64 * 4096)
+    _core.bench_dma_iova_link(dev, state.addr, m.netmem(block).phys, rounds // 10)
+    ns = _core.bench_dma_iova_link(dev, state.addr, m.netmem(block).phys, rounds) / (rounds * 64)
+    dma_iova_destroy(dev, state, 0, netmem.DMA_FROM_DEVICE)
+    m.quiesce()
+    m.put_page(block)
+    return ns
+
+
+def _pool_fast_iommu(loops):
+    m = netmem.Machine(memory="64MiB", iommu="dma-iommu")
+    params = netmem.PagePoolParams(pool_size=1024, flags=netmem.PP_FLAG_DMA_MAP,
+                                   dev=Device(m, "nic"))
+    pool = netmem.page_pool_create(m, params)
+    netmem.page_pool_put_netmem_bulk(m, pool.alloc_netmems_bulk(64))
+    _core.bench_pool_fast(pool, loops // 10)
+    ns = _core.bench_pool_fast(pool, loops) / loops
+    _teardown(m, pool)
+    return ns
+
+
+DMA_FIGURES = {
+    "floor_lifo_ns": POOL_FIGURES["floor_lifo_ns"],
+    "pool_fast_ns": POOL_FIGURES["pool_fast_ns"],
+    "dma_map_unmap_ns": lambda scale: _dma_map_unmap(int(2_000_000 * scale)),
+    "dma_iova_link_ns": lambda scale: _dma_iova_link(int(20_000 * scale)),
+    "pool_fast_ns_iommu": lambda scale: _pool_fast_iommu(int(20_000_000 * scale)),
+}
+
+
 def _summarise(samples):
     med = statistics.median(samples)
     return {"median": round(med, 3), "min": round(min(samples), 3),
@@ -169,7 +216,11 @@ def run_iova(runs=5, scale=1):
     return _with_ratios(run_suite(IOVA_FIGURES, runs, scale))
 
 
-SUITES = {"iova": run_iova, "pool": run_pool}
+def run_dma(runs=5, scale=1):
+    return _with_ratios(run_suite(DMA_FIGURES, runs, scale))
+
+
+SUITES = {"dma": run_dma, "iova": run_iova, "pool": run_pool}
 
 
 def _verdict(name, r):
