@@ -327,7 +327,8 @@ cdef class CorePagePool:
 
     def _release(self):
         """``page_pool_release()`` minus the unlist: scrub, strict inflight, and on 0 free the
-        ring. Raises nothing: the caller finishes the release, then raises what was recorded. Returns (inflight, the bad refcounts met in the ring)."""
+        ring. Raises nothing: the caller finishes the release, then raises what was recorded.
+        Returns (inflight, the bad refcounts met in the ring)."""
         cdef int32_t bad[16]
         cdef int nbad = page_pool_scrub(self.pool, bad, 16)
         cdef int32_t inflight = page_pool_inflight(self.pool, True)
