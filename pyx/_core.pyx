@@ -3,8 +3,9 @@
 
 One extension built from this file and the parts it includes (uvloop's shape): descriptors and
 refs (netmem.pxi), the buddy allocator (buddy.pxi), the ptr_ring (ptr_ring.pxi), the DMA seam
-(dma.pxi), page_pool (page_pool.pxi) and benchmark loops (bench.pxi). The Python API lives in the
-``netmem`` package; the classes here are the compiled halves it subclasses.
+(dma.pxi), genalloc (genalloc.pxi), page_pool (page_pool.pxi) and benchmark loops (bench.pxi).
+The Python API lives in the ``netmem`` package; the classes here are the compiled halves it
+subclasses.
 """
 
 cimport cython
@@ -13,7 +14,7 @@ import numpy as _np
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
-from libc.errno cimport EEXIST, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
+from libc.errno cimport EBUSY, EEXIST, EINVAL, ENOMEM, ENOSPC, EOPNOTSUPP
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, realloc
 from libc.string cimport memset
@@ -36,6 +37,7 @@ include "netmem.pxi"
 include "buddy.pxi"
 include "ptr_ring.pxi"
 include "dma.pxi"
+include "genalloc.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
 include "bench.pxi"
