@@ -15,6 +15,16 @@ def test_bench_pool_reports_every_figure():
     assert res["floor_lifo_ns"]["ratio_to_floor"] == 1.0
 
 
+def test_bench_genalloc_reports_every_figure_and_frees_its_pools():
+    res = bench.run_genalloc(runs=5, scale=0.001)
+    assert set(res) == set(bench.GENALLOC_FIGURES)
+    for name in ("genalloc_first_fit_10pct_ns", "genalloc_first_fit_90pct_ns",
+                 "genalloc_hole_90pct_ns"):
+        assert res[name]["runs"] == 5 and res[name]["median"] > 0
+    table = bench.format_table("genalloc", res)
+    assert "genalloc_first_fit_90pct_ns" in table and "x genalloc_first_fit_10pct_ns" in table
+
+
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(bench, "pin_cpu", lambda: None)
     out = tmp_path / "BENCH.md"
