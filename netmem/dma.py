@@ -18,6 +18,10 @@ class Device(_core.CoreDevice):
     syncs (``dma_dev_need_sync()`` is false), as on x86 without swiotlb.
     """
 
+    def __new__(cls, machine, name="dev0", dma_mask_bits=64, coherent=True, *args, **kwargs):
+        # The compiled half takes no name: pass it only what it knows (as Machine does).
+        return super().__new__(cls, machine, dma_mask_bits, coherent)
+
     def __init__(self, machine, name="dev0", dma_mask_bits=64, coherent=True):
         self.name = name
 

@@ -431,7 +431,7 @@ cdef class CoreDevice:
             raise NetmemError(EINVAL, f"dma_set_mask: {dma_mask_bits} bits is not a DMA mask")
         self.machine = machine
         self.dev.dma_mask = 0xffffffffffffffff if dma_mask_bits == 64 \
-            else ((1 << dma_mask_bits) - 1)
+            else ((<uint64_t>1 << dma_mask_bits) - 1)
         self.dev.need_sync = not coherent
 
     @property
