@@ -367,3 +367,68 @@ cdef class CoreFlushQueue:
     cdef nm_fq fq
     cdef readonly CoreIovaDomain domain
     cdef object __weakref__
+
+# ---- genalloc (pyx/genalloc.pxi) ---------------------------------------------------------------
+
+cdef struct nm_gen_pool
+cdef struct nm_gen_pool_chunk
+
+# include/linux/genalloc.h: genpool_algo_t. Departs: the algorithm gets the chunk (its bitmap and
+# the summary levels over it) where the kernel passes the bitmap alone.
+ctypedef unsigned long (*genpool_algo_t)(nm_gen_pool_chunk *chunk, unsigned long size,
+                                         unsigned long start, unsigned int nr, void *data,
+                                         nm_gen_pool *pool,
+                                         unsigned long start_addr) noexcept nogil
+
+cdef struct genpool_data_align:
+    int align                   # alignment in bytes of the start address
+
+cdef struct genpool_data_fixed:
+    unsigned long offset        # offset in bytes of the region inside a chunk
+
+cdef struct nm_gen_pool_chunk:
+    nm_gen_pool_chunk *next_chunk   # list_add_rcu() at the head: the newest chunk comes first
+    int64_t avail               # atomic_long_t avail: bytes, a partial last unit included
+    uint64_t phys_addr
+    void *owner                 # private data handed back by the _owner calls
+    unsigned long start_addr
+    unsigned long end_addr      # inclusive
+    unsigned long nbits         # chunk_size >> min_alloc_order: the algorithms' size
+    unsigned long first_zero    # model-only hint: every bit below it is set
+    int nid
+    int nlevels                 # 1 + the summary levels
+    # level[0] is the kernel's bits[]; bit i of level[k] is set when word i of level[k - 1] is
+    # all ones. Bits past the end of each level are kept set, so a full word means full.
+    unsigned long nwords[8]
+    unsigned long *level[8]
+
+cdef struct nm_gen_pool:
+    nm_gen_pool_chunk *chunks
+    int min_alloc_order
+    int nid
+    genpool_algo_t algo
+    void *data
+    uint32_t nr_chunks
+    uint64_t nr_warn_fixed      # gen_pool_fixed_alloc(): WARN_ON(unaligned offset), counted
+
+
+cdef class GenPoolAlgo:
+    cdef genpool_algo_t fn
+    cdef readonly str name
+    cdef int data_kind          # 0: no data, 1: genpool_data_align, 2: genpool_data_fixed
+
+
+cdef class GenPoolDataAlign:
+    cdef genpool_data_align d
+
+
+cdef class GenPoolDataFixed:
+    cdef genpool_data_fixed d
+
+
+cdef class CoreGenPool:
+    cdef nm_gen_pool *pool
+    cdef list _owners           # the Python owners the C chunks point at (borrowed there)
+    cdef readonly GenPoolAlgo algo
+    cdef readonly object data
+    cdef int _check_alive(self) except -1

@@ -3,9 +3,9 @@
 
 One extension built from this file and the parts it includes (uvloop's shape): descriptors and
 refs (netmem.pxi), the buddy allocator (buddy.pxi), the ptr_ring (ptr_ring.pxi), the DMA seam
-(dma.pxi), the IOVA allocator and flush queue (iova.pxi), page_pool (page_pool.pxi) and benchmark
-loops (bench.pxi). The Python API lives in the ``netmem`` package; the classes here are the
-compiled halves it subclasses.
+(dma.pxi), the IOVA allocator and flush queue (iova.pxi), the IOMMU path (iommu.pxi), genalloc
+(genalloc.pxi), page_pool (page_pool.pxi) and benchmark loops (bench.pxi). The Python API lives in
+the ``netmem`` package; the classes here are the compiled halves it subclasses.
 """
 
 cimport cython
@@ -15,7 +15,8 @@ import weakref
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
-from libc.errno cimport EEXIST, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP
+from libc.errno cimport (EBUSY, EEXIST, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC, ENXIO,
+                         EOPNOTSUPP)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
@@ -28,6 +29,8 @@ cnp.import_array()
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) noexcept nogil
     int __builtin_clzll(unsigned long long) noexcept nogil
+    int __builtin_clzl(unsigned long) noexcept nogil
+    int __builtin_ctzl(unsigned long) noexcept nogil
 
 cdef extern from "Python.h":
     # Unchecked: _ref() tests the error itself and raises EINVAL instead of OverflowError.
@@ -41,6 +44,7 @@ include "ptr_ring.pxi"
 include "dma.pxi"
 include "iova.pxi"
 include "iommu.pxi"
+include "genalloc.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
 include "bench.pxi"

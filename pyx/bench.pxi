@@ -149,3 +149,96 @@ def bench_dma_iova_link(CoreDevice dev, uint64_t iova, uint64_t phys, uint64_t l
             dev.dev.m.dma_stats.iotlb_syncs += 1
         t1 = nm_now_ns()
     return t1 - t0
+
+
+def bench_genalloc_fill(CoreGenPool gp, uint64_t units):
+    """Allocate ``units`` single units with the pool's algorithm (with first fit, a prefix of
+    the newest chunk); returns how many it got."""
+    cdef nm_gen_pool *pool = gp.pool
+    cdef size_t unit
+    cdef uint64_t i, n = 0
+    gp._check_alive()
+    unit = 1UL << pool.min_alloc_order
+    with nogil:
+        for i in range(units):
+            if nm_gen_pool_alloc_owner(pool, unit, NULL) == 0:
+                break
+            n += 1
+    return n
+
+
+def bench_genalloc_first_fit(CoreGenPool gp, uint64_t loops):
+    """``nm_gen_pool_alloc_owner()`` of one unit + ``nm_gen_pool_free_owner()`` of it."""
+    cdef nm_gen_pool *pool = gp.pool
+    cdef size_t unit
+    cdef unsigned long addr
+    cdef void *owner
+    cdef uint64_t i, t0, t1
+    gp._check_alive()
+    unit = 1UL << pool.min_alloc_order
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            addr = nm_gen_pool_alloc_owner(pool, unit, &owner)
+            if unlikely(addr == 0):
+                break
+            nm_gen_pool_free_owner(pool, addr, unit, &owner)
+        t1 = nm_now_ns()
+    return t1 - t0
+
+
+def bench_genalloc_first_fit_hole(CoreGenPool gp, uint64_t loops):
+    """With unit 0 free in front of a full prefix: alloc (unit 0, which leaves the hint at 1),
+    alloc (the search climbs the summary levels over the prefix), free both. The elapsed ns of
+    ``loops`` iterations, each two alloc + free pairs."""
+    cdef nm_gen_pool *pool = gp.pool
+    cdef size_t unit
+    cdef unsigned long a, b
+    cdef void *owner
+    cdef uint64_t i, t0, t1
+    gp._check_alive()
+    unit = 1UL << pool.min_alloc_order
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            a = nm_gen_pool_alloc_owner(pool, unit, &owner)
+            b = nm_gen_pool_alloc_owner(pool, unit, &owner)
+            if unlikely(a == 0 or b == 0):
+                break
+            nm_gen_pool_free_owner(pool, a, unit, &owner)
+            nm_gen_pool_free_owner(pool, b, unit, &owner)
+        t1 = nm_now_ns()
+    return t1 - t0
+
+
+def bench_genalloc_linear_scan(CoreGenPool gp, uint64_t loops):
+    """For contrast, the kernel's cost: ``find_next_zero_bit()`` scanning the newest chunk's
+    bitmap word by word from bit 0, then set and clear the bit found (one unit alloc + free,
+    the summary levels left alone: the bit is back before anyone looks)."""
+    cdef nm_gen_pool_chunk *chunk
+    cdef unsigned long *map
+    cdef unsigned long nwords, w, bit
+    cdef uint64_t i, t0, t1
+    gp._check_alive()
+    chunk = gp.pool.chunks
+    if chunk == NULL:
+        raise NetmemError(EINVAL, "bench_genalloc_linear_scan: the pool has no chunk")
+    map = chunk.level[0]
+    nwords = chunk.nwords[0]
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            w = 0
+            while w < nwords and map[w] == ~0UL:
+                w += 1
+            if unlikely(w == nwords):
+                break
+            bit = __ffz(map[w])
+            map[w] |= 1UL << bit
+            chunk.avail -= 1
+            barrier()
+            map[w] &= ~(1UL << bit)
+            chunk.avail += 1
+            barrier()
+        t1 = nm_now_ns()
+    return t1 - t0

@@ -19,28 +19,9 @@
 #   rounding), the IOTLB flush an optional callback, and a flush-queue entry has no page
 #   freelist (no page tables in the model); iommu_dma_fq_destroy() frees what is still queued.
 
-cdef extern from *:
-    int __builtin_clzl(unsigned long) noexcept nogil
-    int __builtin_ctzl(unsigned long) noexcept nogil
-
 
 cdef enum:
     NM_IOVA_INIT_NODES = 64         # first node array: NIL, anchor and 62 ranges; doubles
-
-
-# ---- bit helpers (include/linux/bitops.h, log2.h) ------------------------------------------------
-
-cdef inline unsigned long fls_long(unsigned long x) noexcept nogil:
-    return 0 if x == 0 else <unsigned long>(64 - __builtin_clzl(x))
-
-
-cdef inline unsigned long order_base_2(unsigned long n) noexcept nogil:
-    """``order_base_2()``: ceil(log2(n)); 0 for n <= 1, as the kernel's."""
-    return fls_long(n - 1) if n > 1 else 0
-
-
-cdef inline unsigned long roundup_pow_of_two(unsigned long n) noexcept nogil:
-    return 1UL << fls_long(n - 1)
 
 
 cdef inline unsigned long iova_shift(nm_iova_domain *iovad) noexcept nogil:
@@ -1060,17 +1041,6 @@ FQ_STATS_KEYS = ("fq_flushes", "iotlb_syncs", "fq_full_flushes", "fq_timeouts", 
                  "fq_freed", "fq_pending", "fq_flush_start_cnt", "fq_flush_finish_cnt")
 
 
-cdef unsigned long _ulong(object o, str fn, str what) except? 0:
-    """An unsigned long argument; anything else is EINVAL."""
-    try:
-        v = o.__index__()
-    except (AttributeError, TypeError):
-        raise NetmemError(EINVAL, f"{fn}: {what} {o!r} is not an integer") from None
-    if not 0 <= v <= <unsigned long>-1:
-        raise NetmemError(EINVAL, f"{fn}: {what} {v} is out of range")
-    return <unsigned long>v
-
-
 cdef inline unsigned long _fast_size(unsigned long size) noexcept nogil:
     """The range size ``alloc_iova_fast(size)`` allocates."""
     if size < (1 << (IOVA_RANGE_CACHE_MAX_SIZE - 1)):
@@ -1087,8 +1057,8 @@ cdef class CoreIovaDomain:
     rcache. Each method checks its arguments, then runs one C function of pyx/iova.pxi."""
 
     def __cinit__(self, granule=PAGE_SIZE, start_pfn=1, *args, **kwargs):
-        cdef unsigned long g = _ulong(granule, "init_iova_domain", "granule")
-        cdef unsigned long s = _ulong(start_pfn, "init_iova_domain", "start_pfn")
+        cdef unsigned long g = _ulong(granule, "init_iova_domain: granule")
+        cdef unsigned long s = _ulong(start_pfn, "init_iova_domain: start_pfn")
         cdef int ret
         if s == 0:
             raise NetmemError(EINVAL, "init_iova_domain: start_pfn 0 would let alloc_iova_fast() "
@@ -1132,8 +1102,8 @@ cdef class CoreIovaDomain:
     def alloc_iova(self, size, limit_pfn, bint size_aligned=True):
         """Models ``alloc_iova()``: the first pfn of ``size`` pfns at or below ``limit_pfn``,
         or None."""
-        cdef unsigned long s = _ulong(size, "alloc_iova", "size")
-        cdef unsigned long limit = _ulong(limit_pfn, "alloc_iova", "limit_pfn")
+        cdef unsigned long s = _ulong(size, "alloc_iova: size")
+        cdef unsigned long limit = _ulong(limit_pfn, "alloc_iova: limit_pfn")
         cdef unsigned long pfn = 0
         if s == 0:
             raise NetmemError(EINVAL, "alloc_iova: size 0")
@@ -1141,7 +1111,7 @@ cdef class CoreIovaDomain:
 
     def free_iova(self, pfn):
         """Models ``free_iova()``: free the range holding ``pfn``."""
-        cdef unsigned long p = _ulong(pfn, "free_iova", "pfn")
+        cdef unsigned long p = _ulong(pfn, "free_iova: pfn")
         cdef unsigned long lo = 0
         if find_iova(&self.iovad, p, &lo, NULL):
             raise NetmemError(ENOENT, f"free_iova: no IOVA holds pfn {p:#x}")
@@ -1150,14 +1120,14 @@ cdef class CoreIovaDomain:
 
     def find_iova(self, pfn):
         """Models ``find_iova()``: (pfn_lo, pfn_hi) of the range holding ``pfn``, or None."""
-        cdef unsigned long p = _ulong(pfn, "find_iova", "pfn")
+        cdef unsigned long p = _ulong(pfn, "find_iova: pfn")
         cdef unsigned long lo = 0, hi = 0
         return (lo, hi) if find_iova(&self.iovad, p, &lo, &hi) == 0 else None
 
     def reserve_iova(self, pfn_lo, pfn_hi):
         """Models ``reserve_iova()``: keep [pfn_lo, pfn_hi] from the allocator."""
-        cdef unsigned long lo = _ulong(pfn_lo, "reserve_iova", "pfn_lo")
-        cdef unsigned long hi = _ulong(pfn_hi, "reserve_iova", "pfn_hi")
+        cdef unsigned long lo = _ulong(pfn_lo, "reserve_iova: pfn_lo")
+        cdef unsigned long hi = _ulong(pfn_hi, "reserve_iova: pfn_hi")
         cdef int ret = reserve_iova(&self.iovad, lo, hi)
         if ret == -EINVAL:
             raise NetmemError(EINVAL, f"reserve_iova: [{lo:#x}, {hi:#x}] is not a range of the "
@@ -1167,8 +1137,8 @@ cdef class CoreIovaDomain:
 
     def alloc_iova_fast(self, size, limit_pfn, bint flush_rcache=True, int cpu=0):
         """Models ``alloc_iova_fast()`` on ``cpu``: a pfn, or 0."""
-        cdef unsigned long s = _ulong(size, "alloc_iova_fast", "size")
-        cdef unsigned long limit = _ulong(limit_pfn, "alloc_iova_fast", "limit_pfn")
+        cdef unsigned long s = _ulong(size, "alloc_iova_fast: size")
+        cdef unsigned long limit = _ulong(limit_pfn, "alloc_iova_fast: limit_pfn")
         if s == 0:
             raise NetmemError(EINVAL, "alloc_iova_fast: size 0")
         _check_cpu(cpu, NM_MAX_CPUS, "alloc_iova_fast")
@@ -1177,8 +1147,8 @@ cdef class CoreIovaDomain:
     def free_iova_fast(self, pfn, size, int cpu=0):
         """Models ``free_iova_fast()`` on ``cpu``. Refuses (EINVAL, ENOENT) what
         ``alloc_iova_fast(size)`` did not hand out, or what is already free."""
-        cdef unsigned long p = _ulong(pfn, "free_iova_fast", "pfn")
-        cdef unsigned long s = _ulong(size, "free_iova_fast", "size")
+        cdef unsigned long p = _ulong(pfn, "free_iova_fast: pfn")
+        cdef unsigned long s = _ulong(size, "free_iova_fast: size")
         _check_cpu(cpu, NM_MAX_CPUS, "free_iova_fast")
         self._check_fast_free(p, s, "free_iova_fast")
         free_iova_fast(&self.iovad, p, s, cpu)
@@ -1362,9 +1332,9 @@ cdef class CoreFlushQueue:
         """Models ``queue_iova()`` on ``cpu`` at ``now_ns``: defer the free of the IOVA of
         ``pages`` pfns at ``pfn`` (as ``alloc_iova_fast(pages)`` gave it) until an IOTLB
         flush."""
-        cdef unsigned long p = _ulong(pfn, "queue_iova", "pfn")
-        cdef unsigned long n = _ulong(pages, "queue_iova", "pages")
-        cdef uint64_t now = _ulong(now_ns, "queue_iova", "now_ns")
+        cdef unsigned long p = _ulong(pfn, "queue_iova: pfn")
+        cdef unsigned long n = _ulong(pages, "queue_iova: pages")
+        cdef uint64_t now = _ulong(now_ns, "queue_iova: now_ns")
         self._check_alive("queue_iova")
         _check_cpu(cpu, NM_MAX_CPUS if self.fq.single else self.fq.ncpus, "queue_iova")
         self.domain._check_fast_free(p, n, "queue_iova")
@@ -1373,7 +1343,7 @@ cdef class CoreFlushQueue:
     def timeout(self, now_ns):
         """Models the timer (``fq_flush_timeout()``) at ``now_ns``: does nothing before
         ``timer_expires_ns`` or with the timer off."""
-        cdef uint64_t now = _ulong(now_ns, "fq_flush_timeout", "now_ns")
+        cdef uint64_t now = _ulong(now_ns, "fq_flush_timeout: now_ns")
         self._check_alive("fq_flush_timeout")
         iommu_dma_fq_timeout(&self.fq, &self.domain.iovad, now)
 

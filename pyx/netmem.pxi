@@ -5,6 +5,22 @@
 # machine; both are anonymous mappings, so only touched descriptors cost memory.
 
 
+# ---- bit helpers (include/linux/bitops.h, log2.h) ------------------------------------------------
+
+cdef inline unsigned long fls_long(unsigned long x) noexcept nogil:
+    return 0 if x == 0 else <unsigned long>(64 - __builtin_clzl(x))
+
+
+cdef inline unsigned long order_base_2(unsigned long n) noexcept nogil:
+    """``order_base_2()``: ceil(log2(n)); 0 for n <= 1, as the kernel's."""
+    return fls_long(n - 1) if n > 1 else 0
+
+
+cdef inline unsigned long roundup_pow_of_two(unsigned long n) noexcept nogil:
+    """``roundup_pow_of_two()``: 1 for n <= 1."""
+    return 1UL << fls_long(n - 1) if n > 1 else 1
+
+
 cdef inline bint netmem_is_net_iov(netmem_ref netmem) noexcept nogil:
     return netmem & NET_IOV
 

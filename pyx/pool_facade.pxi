@@ -8,6 +8,18 @@ cdef inline uint32_t _sync_size(long dma_sync_size) noexcept:
     return <uint32_t>dma_sync_size if dma_sync_size >= 0 else <uint32_t>-1
 
 
+cdef unsigned long _ulong(object o, str what) except? 0:
+    """An unsigned long from a Python (or numpy) integer; anything else is EINVAL, naming
+    ``what`` (``"fn: argument"``)."""
+    try:
+        v = o.__index__()
+    except (AttributeError, TypeError):
+        raise NetmemError(EINVAL, f"{what} {o!r} is not an integer") from None
+    if not 0 <= v <= <unsigned long>-1:
+        raise NetmemError(EINVAL, f"{what} {v} is out of range")
+    return <unsigned long>v
+
+
 cdef netmem_ref _ref_slow(object o) except? 0:
     try:
         return <netmem_ref>o

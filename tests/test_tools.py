@@ -27,6 +27,14 @@ def test_bench_dma_and_iova_suites_report_every_figure():
         res = bench.SUITES[suite](runs=5, scale=0.001)
         assert set(res) == set(figures)
         assert all(r["median"] > 0 for r in res.values())
+def test_bench_genalloc_reports_every_figure_and_frees_its_pools():
+    res = bench.run_genalloc(runs=5, scale=0.001)
+    assert set(res) == set(bench.GENALLOC_FIGURES)
+    for name in ("genalloc_first_fit_10pct_ns", "genalloc_first_fit_90pct_ns",
+                 "genalloc_hole_90pct_ns"):
+        assert res[name]["runs"] == 5 and res[name]["median"] > 0
+    table = bench.format_table("genalloc", res)
+    assert "genalloc_first_fit_90pct_ns" in table and "x genalloc_first_fit_10pct_ns" in table
 
 
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
