@@ -363,3 +363,30 @@ def test_device_refuses_a_mask_that_is_not_one(machine, bits):
 @pytest.mark.parametrize("bits", [12, 24, 31, 32, 39, 48, 63, 64])
 def test_dma_mask_has_the_low_bits_set(machine, bits):
     assert Device(machine, dma_mask_bits=bits).dma_mask == (1 << bits) - 1
+
+
+@pytest.mark.parametrize("boundary, nents", [(None, 1), (0xFFFF, 2)])
+def test_iommu_sg_segment_boundary_pads_and_splits(iommu, boundary, nents):
+    dev = Device(iommu, "nic")
+    dev.dma_set_max_seg_size(1 << 20)
+    if boundary is not None:
+        dev.dma_set_seg_boundary(boundary)
+    small, block = iommu.alloc_pages(0), iommu.alloc_pages(4)       # 4 KiB, then 64 KiB
+    sgt = SgTable.from_pages(iommu, [(small, 0, PAGE), (block, 0, 16 * PAGE)])
+    dma_map_sgtable(dev, sgt, FROM)
+    assert sgt.nents == nents
+    if nents == 1:
+        assert sgt.sgl[0].dma_length == 17 * PAGE
+    else:           # the first segment is padded to the 64 KiB boundary the second may not cross
+        assert sgt.sgl[1].dma_address == sgt.sgl[0].dma_address + 16 * PAGE
+        assert [s.dma_length for s in sgt.sgl[:2]] == [PAGE, 16 * PAGE]
+    dev.dma_write(sgt.sgl[nents - 1].dma_address + (PAGE if nents == 1 else 0), b"blk")
+    assert bytes(iommu.netmem(block).address()[:3]) == b"blk"
+    dma_unmap_sgtable(dev, sgt, FROM)
+    free(iommu, [small, block])
+
+
+def test_seg_boundary_must_be_a_power_of_two_minus_one(machine):
+    with pytest.raises(NetmemError) as e:
+        Device(machine).dma_set_seg_boundary(0x1000)
+    assert e.value.errno == errno.EINVAL
