@@ -199,4 +199,5 @@ class Machine(_core.CoreMachine):
         attached = sum(niovs[1:])
         if attached:
             out.append(f"{attached} net_iovs still attached to a page_pool")
+        out += self.pci._p2pmem_leaks()
         return out

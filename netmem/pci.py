@@ -1,43 +1,81 @@
-"""PCI: the machine's topology and its BARs.
+"""PCI: the machine's topology, its BARs, and the p2pdma core.
 
 Models the parts of drivers/pci the receive path reads: host bridges, root ports, switches and
-endpoints (``struct pci_dev`` with ``pci_name()`` and ``pci_upstream_bridge()``), and memory BARs
-placed in the machine's physical address map above RAM and backed by lazily committed memory.
-Endpoints are the DMA devices (``netmem.dma.Device``). Every machine has a topology, ``m.pci``,
-with one host bridge, a root port and a NIC, ``eth0``.
+endpoints (``struct pci_dev`` with ``pci_name()`` and ``pci_upstream_bridge()``), memory BARs placed
+in the machine's physical address map above RAM and backed by lazily committed memory, and
+drivers/pci/p2pdma.c (Linux 6.18): ``pci_p2pdma_add_resource()`` over a genalloc pool of pages,
+publishing and finding providers, ``calc_map_type_and_dist()`` with its distances, ACS redirect
+and host-bridge whitelist, and the map types cached per client. Endpoints are the DMA devices
+(``netmem.dma.Device``). Every machine has a topology, ``m.pci``, with one host bridge, a root port
+and a NIC, ``eth0``.
 
 Departures (also in the docstrings): bus numbers are handed out in creation order and devices are
 listed (``for_each_pci_dev``) in that order; BARs are 64-bit memory BARs of a power-of-two size of
 at least a page, placed at naturally aligned addresses from ``mmio_base`` upward, with bus
-address == physical address (x86); there are no virtual functions, no driver binding and no hot
-removal.
+address == physical address (x86); the p2pmem virtual address is the x86-64 direct map,
+``PAGE_OFFSET + phys``; there are no virtual functions, no driver binding and no hot removal;
+``pci_p2pdma_map_type()`` takes the provider ``pci_dev`` where the kernel takes its pagemap; where
+the kernel dereferences NULL or BUG()s, the model raises ``NetmemError``.
 """
 import bisect
 import dataclasses
 import errno
 import mmap
+import warnings
 
+from netmem import genalloc
 from netmem.dma import Device
-from netmem.errors import NetmemError
+from netmem.errors import NetmemError, NetmemWarning
 
 __all__ = [
     "IORESOURCE_MEM",
+    "PAGE_OFFSET",
+    "PCI_P2PDMA_MAP_BUS_ADDR",
+    "PCI_P2PDMA_MAP_NONE",
+    "PCI_P2PDMA_MAP_NOT_SUPPORTED",
+    "PCI_P2PDMA_MAP_THRU_HOST_BRIDGE",
+    "PCI_P2PDMA_MAP_UNKNOWN",
     "PCI_VENDOR_ID_AMD",
     "PCI_VENDOR_ID_INTEL",
+    "X86_VENDOR_AMD",
+    "X86_VENDOR_INTEL",
     "PciBridge",
     "PciDev",
     "PciEndpoint",
     "PciHostBridge",
     "PciSwitch",
     "PciTopology",
+    "calc_map_type_and_dist",
+    "pci_alloc_p2pmem",
     "pci_bus_address",
+    "pci_free_p2pmem",
+    "pci_has_p2pmem",
+    "pci_p2pdma_add_resource",
+    "pci_p2pdma_distance",
+    "pci_p2pdma_distance_many",
+    "pci_p2pdma_map_type",
+    "pci_p2pmem_find",
+    "pci_p2pmem_find_many",
+    "pci_p2pmem_publish",
+    "pci_p2pmem_virt_to_bus",
     "pci_resource_flags",
     "pci_resource_len",
     "pci_resource_start",
 ]
 
+# include/linux/pci-p2pdma.h: enum pci_p2pdma_map_type
+PCI_P2PDMA_MAP_UNKNOWN = 0          # not computed yet (never returned by the API)
+PCI_P2PDMA_MAP_NONE = 1             # not a p2pdma transfer
+PCI_P2PDMA_MAP_NOT_SUPPORTED = 2    # through a host bridge that does not allow it
+PCI_P2PDMA_MAP_BUS_ADDR = 3         # through a switch: program PCI bus addresses
+PCI_P2PDMA_MAP_THRU_HOST_BRIDGE = 4  # through the host bridge: map as usual
+MAP_TYPE_NAMES = {0: "UNKNOWN", 1: "NONE", 2: "NOT_SUPPORTED", 3: "BUS_ADDR",
+                  4: "THRU_HOST_BRIDGE"}
+
 PCI_VENDOR_ID_INTEL = 0x8086        # include/linux/pci_ids.h
 PCI_VENDOR_ID_AMD = 0x1022
+X86_VENDOR_INTEL = 0                # arch/x86/include/asm/processor.h: cpuinfo_x86.x86_vendor
+X86_VENDOR_AMD = 2
 
 # include/uapi/linux/pci_regs.h: PCI Express device/port types
 PCI_EXP_TYPE_ENDPOINT = 0x0
@@ -50,7 +88,24 @@ PCI_STD_NUM_BARS = 6
 IORESOURCE_MEM = 0x00000200         # include/linux/ioport.h
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+PAGE_OFFSET = 0xffff888000000000    # x86-64 direct map base (4-level paging, no KASLR)
+SUBSECTION_SIZE = 2 << 20           # PAGES_PER_SUBSECTION << PAGE_SHIFT: memremap granularity
 MAP_NORESERVE = 0x4000              # <sys/mman.h> on Linux (Python's mmap module lacks it)
+
+# drivers/pci/p2pdma.c: pci_p2pdma_whitelist[] of Linux 6.18.
+REQ_SAME_HOST_BRIDGE = 1 << 0
+PCI_P2PDMA_WHITELIST = (
+    (PCI_VENDOR_ID_INTEL, 0x3c00, REQ_SAME_HOST_BRIDGE),    # Xeon E5 / Core i7
+    (PCI_VENDOR_ID_INTEL, 0x3c01, REQ_SAME_HOST_BRIDGE),
+    (PCI_VENDOR_ID_INTEL, 0x2f00, REQ_SAME_HOST_BRIDGE),    # Xeon E7 v3 / E5 v3 / Core i7
+    (PCI_VENDOR_ID_INTEL, 0x2f01, REQ_SAME_HOST_BRIDGE),
+    (PCI_VENDOR_ID_INTEL, 0x2030, 0),                       # Skylake-E
+    (PCI_VENDOR_ID_INTEL, 0x2031, 0),
+    (PCI_VENDOR_ID_INTEL, 0x2032, 0),
+    (PCI_VENDOR_ID_INTEL, 0x2033, 0),
+    (PCI_VENDOR_ID_INTEL, 0x2020, 0),
+    (PCI_VENDOR_ID_INTEL, 0x09a2, 0),
+)
 
 # Vendor and device ids an endpoint gets by kind unless told (real parts, for lspci).
 KIND_IDS = {"nic": (0x15b3, 0x101d),      # Mellanox ConnectX-6 Dx
@@ -111,6 +166,7 @@ class PciDev:
         self.pcie_type = pcie_type
         self.acs_redirect = acs_redirect  # ACS Ctrl has RR, CR or EC set
         self.resources = {}
+        self.p2pdma = None
         bus.devices.append(self)
         topo._devices.append(self)
 
@@ -189,16 +245,69 @@ class PciEndpoint(Device, PciDev):
                 f"{self.kind}>")
 
 
+@dataclasses.dataclass(eq=False)
+class P2pdmaPagemap:
+    """``struct pci_p2pdma_pagemap``: the ZONE_DEVICE range of one ``pci_p2pdma_add_resource()``
+    and its ``percpu_ref`` (``refs``: p2pmem allocations out of it)."""
+    provider: PciEndpoint
+    start: int
+    end: int
+    bus_offset: int
+    refs: int = 0
+    live: bool = True
+
+    def tryget_live(self):
+        """``percpu_ref_tryget_live_rcu()``."""
+        if not self.live:
+            return False
+        self.refs += 1
+        return True
+
+    def put(self):
+        """``percpu_ref_put()``."""
+        self.refs -= 1
+
+
+class PciP2pdma:
+    """``struct pci_p2pdma``: the genalloc pool of p2pmem (one unit per page), whether it is
+    published, and the map type per client (``map_types``, keyed by ``map_types_idx()``)."""
+
+    def __init__(self, pdev):
+        self.pool = genalloc.gen_pool_create(PAGE_SHIFT, pdev.numa_node)
+        self.p2pmem_published = False
+        self.map_types = {}
+        self.pgmaps = []
+
+    @property
+    def size(self):
+        """sysfs ``p2pmem/size``."""
+        return genalloc.gen_pool_size(self.pool)
+
+    @property
+    def available(self):
+        """sysfs ``p2pmem/available``."""
+        return genalloc.gen_pool_avail(self.pool)
+
+    @property
+    def published(self):
+        """sysfs ``p2pmem/published``."""
+        return self.p2pmem_published
+
+
 class PciTopology:
-    """The machine's PCI hierarchy (``m.pci``) and its BARs in the physical address map.
+    """The machine's PCI hierarchy (``m.pci``), its BARs in the physical address map, and the
+    CPU the p2pdma core asks about (``cpu_vendor``, ``cpu_family``: AMD family 0x19 by default,
+    as this machine; settable).
 
     Build it with ``add_host_bridge``, ``add_root_port``, ``add_switch`` and ``add_endpoint``.
     Bus numbers are handed out in creation order and ``devices`` lists every ``pci_dev`` in
-    creation order (``for_each_pci_dev``).
+    creation order, which is the order ``pci_p2pmem_find_many()`` walks (``for_each_pci_dev``).
     """
 
-    def __init__(self, machine):
+    def __init__(self, machine, cpu_vendor=X86_VENDOR_AMD, cpu_family=0x19):
         self.machine = machine
+        self.cpu_vendor = cpu_vendor
+        self.cpu_family = cpu_family
         self.host_bridges = []
         self._devices = []
         self._nr_buses = 0
@@ -355,6 +464,19 @@ class PciTopology:
             out.append(f"{d.pci_name} {what} [{d.vendor:04x}:{d.device:04x}]{acs}")
         return out
 
+    def cpu_supports_p2pdma(self):
+        """Models ``cpu_supports_p2pdma()``: any AMD CPU of family 0x17 (Zen) or later."""
+        return self.cpu_vendor == X86_VENDOR_AMD and self.cpu_family >= 0x17
+
+    def _p2pmem_leaks(self):
+        out = []
+        for ep in self.endpoints:
+            p = ep.p2pdma
+            if p is not None and p.available < p.size:
+                out.append(f"pci {ep.pci_name} ({ep.name}): {p.size - p.available} bytes of "
+                           "p2pmem still allocated")
+        return out
+
 
 # ---- resources -----------------------------------------------------------------------------------
 
@@ -381,3 +503,291 @@ def pci_bus_address(pdev, bar):
     """``pci_bus_address()``: the BAR's address on the bus. Departs: equal to its physical
     address (x86, no bus offset)."""
     return pci_resource_start(pdev, bar)
+
+
+# ---- the p2pdma core -----------------------------------------------------------------------------
+
+def _pci_warn(pdev, msg):
+    """``pci_warn()``: ``dev_warn()`` with the bus name, no driver being bound."""
+    pdev.topo.machine.pr_warn(f"pci {pdev.pci_name}: {msg}")
+
+
+def _check_endpoint(pdev, fn):
+    if not isinstance(pdev, PciEndpoint):
+        raise NetmemError(errno.EINVAL, f"{fn}: {pdev!r} is not a PCI endpoint")
+
+
+def pci_p2pdma_add_resource(pdev, bar, size, offset):
+    """Models ``pci_p2pdma_add_resource()``: offer ``size`` bytes of BAR ``bar`` from ``offset``
+    (``size`` 0: the rest of the BAR) as p2pmem, a chunk of the device's genalloc pool (one unit
+    per page) whose virtual address is the direct map of the BAR range and whose "physical"
+    address is its bus address. Returns 0. Raises EINVAL as the kernel returns it: not a memory
+    BAR, ``offset`` past its end, ``size + offset`` past its end, and (``devm_memremap_pages()``)
+    a range not aligned to 2 MiB subsections; ENOMEM (with the kernel's WARN) when the range
+    starts or ends in one added before, EEXIST when it contains one."""
+    _check_endpoint(pdev, "pci_p2pdma_add_resource")
+    if not pci_resource_flags(pdev, bar) & IORESOURCE_MEM:
+        raise NetmemError(errno.EINVAL, f"pci_p2pdma_add_resource: BAR {bar} of "
+                                        f"{pdev.pci_name} is not a memory BAR")
+    length = pci_resource_len(pdev, bar)
+    if offset < 0 or offset >= length:
+        raise NetmemError(errno.EINVAL, f"pci_p2pdma_add_resource: offset {offset:#x} is past "
+                                        f"BAR {bar} ({length:#x} bytes)")
+    if not size:
+        size = length - offset
+    if size < 0 or size + offset > length:
+        raise NetmemError(errno.EINVAL, f"pci_p2pdma_add_resource: {size:#x} bytes at "
+                                        f"{offset:#x} run past BAR {bar} ({length:#x} bytes)")
+    if pdev.p2pdma is None:                     # pcim_p2pdma_init() + pci_p2pdma_setup_pool()
+        pdev.p2pdma = PciP2pdma(pdev)
+    p2pdma = pdev.p2pdma
+    start = pci_resource_start(pdev, bar) + offset
+    end = start + size - 1
+    for pg in p2pdma.pgmaps:                    # memremap_pages(): get_dev_pagemap() conflicts
+        if pg.start <= start <= pg.end or pg.start <= end <= pg.end:
+            warnings.warn(NetmemWarning("memremap_pages(): WARN(1, \"Conflicting mapping in "
+                                        f"same section\"): {start:#x}-{end:#x}"), stacklevel=2)
+            raise NetmemError(errno.ENOMEM, "pci_p2pdma_add_resource: range already mapped")
+        if start < pg.start and pg.end < end:   # sparse_add_section(): subsection present
+            raise NetmemError(errno.EEXIST, "pci_p2pdma_add_resource: range contains a mapped "
+                                            "one")
+    if (start | size) % SUBSECTION_SIZE:        # __add_pages(): check_pfn_span()
+        raise NetmemError(errno.EINVAL, f"pci_p2pdma_add_resource: {start:#x}+{size:#x} is not "
+                                        "aligned to 2 MiB subsections (devm_memremap_pages)")
+    pgmap = P2pdmaPagemap(pdev, start, end, pci_bus_address(pdev, bar) - pci_resource_start(
+        pdev, bar))
+    genalloc.gen_pool_add_owner(p2pdma.pool, PAGE_OFFSET + start,
+                                pci_bus_address(pdev, bar) + offset, size, pdev.numa_node, pgmap)
+    p2pdma.pgmaps.append(pgmap)
+    pdev.topo.machine.pr_info(f"pci {pdev.pci_name}: added peer-to-peer DMA memory "
+                              f"{start:#x}-{end:#x}")
+    return 0
+
+
+def pci_p2pmem_publish(pdev, publish):
+    """Models ``pci_p2pmem_publish()``: let ``pci_p2pmem_find_many()`` offer this device's
+    p2pmem to other drivers (nothing happens before ``pci_p2pdma_add_resource()``)."""
+    if isinstance(pdev, PciDev) and pdev.p2pdma is not None:
+        pdev.p2pdma.p2pmem_published = bool(publish)
+
+
+def pci_has_p2pmem(pdev):
+    """Models ``pci_has_p2pmem()``: p2pmem added and published."""
+    return isinstance(pdev, PciDev) and pdev.p2pdma is not None and pdev.p2pdma.p2pmem_published
+
+
+def pci_alloc_p2pmem(pdev, size):
+    """Models ``pci_alloc_p2pmem()``: ``size`` bytes (whole pages) of the device's p2pmem, by
+    first fit over its chunks, newest first, with a reference on the chunk's pagemap. Returns
+    the virtual address, or 0."""
+    _check_endpoint(pdev, "pci_alloc_p2pmem")
+    p2pdma = pdev.p2pdma
+    if p2pdma is None:
+        return 0
+    addr, ref = genalloc.gen_pool_alloc_owner(p2pdma.pool, size)
+    if not addr:
+        return 0
+    if not ref.tryget_live():
+        genalloc.gen_pool_free(p2pdma.pool, addr, size)
+        return 0
+    return addr
+
+
+def pci_free_p2pmem(pdev, addr, size):
+    """Models ``pci_free_p2pmem()``: give the pages back and drop the pagemap reference.
+    Departs: raises EINVAL (nothing changed) where the kernel would dereference NULL (no
+    p2pmem) or BUG() (a bad free)."""
+    _check_endpoint(pdev, "pci_free_p2pmem")
+    if pdev.p2pdma is None:
+        raise NetmemError(errno.EINVAL, f"pci_free_p2pmem: {pdev.pci_name} has no p2pmem")
+    ref = genalloc.gen_pool_free_owner(pdev.p2pdma.pool, addr, size)
+    ref.put()
+
+
+def pci_p2pmem_virt_to_bus(pdev, addr):
+    """Models ``pci_p2pmem_virt_to_bus()``: the PCI bus address of p2pmem at ``addr`` (the pool
+    holds bus addresses as its "physical" ones); 0 for address 0 or a device without p2pmem,
+    -1 for an address outside it."""
+    _check_endpoint(pdev, "pci_p2pmem_virt_to_bus")
+    if not addr or pdev.p2pdma is None:
+        return 0
+    return genalloc.gen_pool_virt_to_phys(pdev.p2pdma.pool, addr)
+
+
+def map_types_idx(client):
+    """``map_types_idx()``: ``(domain << 16) | pci_dev_id(client)``."""
+    return client.domain << 16 | client.bus.number << 8 | client.devfn
+
+
+def _host_bridge_dev(host):
+    """``pci_host_bridge_dev()``: the first device on the root bus if it is 00.0 or a root
+    port."""
+    root = host.bus.devices[0] if host.bus.devices else None
+    if root is not None and (root.devfn == 0 or root.pcie_type == PCI_EXP_TYPE_ROOT_PORT):
+        return root
+    return None
+
+
+def __host_bridge_whitelist(host, same_host_bridge, warn):
+    root = _host_bridge_dev(host)
+    if root is None:
+        return False
+    for vendor, device, flags in PCI_P2PDMA_WHITELIST:
+        if root.vendor != vendor or root.device != device:
+            continue
+        return not (flags & REQ_SAME_HOST_BRIDGE and not same_host_bridge)
+    if warn:
+        _pci_warn(root, f"Host bridge not in P2PDMA whitelist: {root.vendor:04x}:"
+                        f"{root.device:04x}")
+    return False
+
+
+def host_bridge_whitelist(a, b, warn):
+    """Models ``host_bridge_whitelist()``: both host bridges allow p2p (one whitelisted host
+    bridge, or two that do not need to be the same)."""
+    host_a, host_b = a.host_bridge, b.host_bridge
+    if host_a is host_b:
+        return __host_bridge_whitelist(host_a, True, warn)
+    return (__host_bridge_whitelist(host_a, False, warn)
+            and __host_bridge_whitelist(host_b, False, warn))
+
+
+def calc_map_type_and_dist(provider, client, verbose=False):
+    """Models ``calc_map_type_and_dist()``: ``(map type, distance)`` between two PCI functions.
+
+    The distance counts the hops to their nearest common upstream bridge and back: 0 for the
+    same function, 2 for two functions of one device (up to the port and down), 4 across a
+    switch; without a common bridge, the lengths of both paths to their root buses. With a
+    common bridge and no ACS redirect on either path (the common bridge included), the map type
+    is BUS_ADDR; otherwise the traffic goes through the host bridge, which is allowed
+    (THRU_HOST_BRIDGE) on an AMD CPU of family 0x17 or later or by the whitelist, and is
+    NOT_SUPPORTED elsewhere. ``verbose`` logs the kernel's explanation to the machine's dmesg (the
+    whitelist's own warning is logged when ACS redirect sent the traffic up, verbose or not).
+    The result is cached in the provider's ``map_types`` when it has p2pmem."""
+    topo = provider.topo
+    map_type = PCI_P2PDMA_MAP_THRU_HOST_BRIDGE
+    a, b = provider, client
+    acs_list = []
+    dist_a = dist_b = 0
+    common = None
+    while a is not None:
+        dist_b = 0
+        if a.acs_redirect:
+            acs_list.append(a.pci_name)
+        bb = b
+        while bb is not None:
+            if a is bb:
+                common = a
+                break
+            bb = bb.upstream
+            dist_b += 1
+        if common is not None:
+            break
+        a = a.upstream
+        dist_a += 1
+    dist = dist_a + dist_b
+    acs_redirects = False
+    if common is not None:
+        bb = b
+        while bb is not None and bb is not a:
+            if bb.acs_redirect:
+                acs_list.append(bb.pci_name)
+            bb = bb.upstream
+        if not acs_list:
+            map_type = PCI_P2PDMA_MAP_BUS_ADDR
+        else:
+            if verbose:
+                _pci_warn(client, "ACS redirect is set between the client and provider "
+                                  f"({provider.pci_name})")
+                _pci_warn(client, "to disable ACS redirect for this path, add the kernel "
+                                  f"parameter: pci=disable_acs_redir={';'.join(acs_list)}")
+            acs_redirects = True
+    if map_type != PCI_P2PDMA_MAP_BUS_ADDR and not topo.cpu_supports_p2pdma() and \
+            not host_bridge_whitelist(provider, client, acs_redirects):
+        if verbose:
+            _pci_warn(client, "cannot be used for peer-to-peer DMA as the client and provider "
+                              f"({provider.pci_name}) do not share an upstream bridge or "
+                              "whitelisted host bridge")
+        map_type = PCI_P2PDMA_MAP_NOT_SUPPORTED
+    if provider.p2pdma is not None:
+        provider.p2pdma.map_types[map_types_idx(client)] = map_type
+    return map_type, dist
+
+
+def _find_parent_pci_dev(dev):
+    """``find_parent_pci_dev()``: a PCI function is its own; other devices have none here."""
+    return dev if isinstance(dev, PciDev) else None
+
+
+def pci_p2pdma_distance_many(provider, clients, verbose=False):
+    """Models ``pci_p2pdma_distance_many()``: the sum of the distances from ``provider`` to each
+    client, or -1 when there is no client, one is not a PCI device, or one cannot reach the
+    provider (``verbose`` goes on through the clients to log every reason)."""
+    _check_endpoint(provider, "pci_p2pdma_distance_many")
+    clients = list(clients)
+    if not clients:
+        return -1
+    not_supported = False
+    total = 0
+    for c in clients:
+        pci_client = _find_parent_pci_dev(c)
+        if pci_client is None:
+            if verbose:
+                provider.topo.machine.pr_warn(f"{getattr(c, 'name', c)}: cannot be used for "
+                                              "peer-to-peer DMA as it is not a PCI device")
+            return -1
+        map_type, distance = calc_map_type_and_dist(provider, pci_client, verbose)
+        if map_type == PCI_P2PDMA_MAP_NOT_SUPPORTED:
+            not_supported = True
+        if not_supported and not verbose:
+            break
+        total += distance
+    return -1 if not_supported else total
+
+
+def pci_p2pdma_distance(provider, client, verbose=False):
+    """Models ``pci_p2pdma_distance()``: ``pci_p2pdma_distance_many()`` of one client."""
+    return pci_p2pdma_distance_many(provider, [client], verbose)
+
+
+def pci_p2pmem_find_many(clients):
+    """Models ``pci_p2pmem_find_many()``: among devices with published p2pmem (in
+    ``for_each_pci_dev`` order), those at the least total distance from the clients; one of them
+    at random (``get_random_u32_below()``, from the machine's seeded ``random``), or None."""
+    clients = list(clients)
+    topo = next((c.topo for c in clients if isinstance(c, PciDev)), None)
+    if topo is None:
+        return None
+    closest, closest_distance = [], None
+    for pdev in topo.devices:
+        if not pci_has_p2pmem(pdev):
+            continue
+        distance = pci_p2pdma_distance_many(pdev, clients, False)
+        if distance < 0 or (closest_distance is not None and distance > closest_distance):
+            continue
+        if closest_distance is None or distance < closest_distance:
+            closest, closest_distance = [], distance
+        closest.append(pdev)
+    if not closest:
+        return None
+    return closest[topo.machine.random.randrange(len(closest))]
+
+
+def pci_p2pmem_find(client):
+    """Models ``pci_p2pmem_find()``: ``pci_p2pmem_find_many()`` of one client."""
+    return pci_p2pmem_find_many([client])
+
+
+def pci_p2pdma_map_type(provider, client):
+    """Models ``pci_p2pdma_map_type()``: the cached map type of ``client`` for ``provider``'s
+    p2pmem, computed (verbosely) on a miss; NOT_SUPPORTED when the provider has no p2pmem or
+    the client is not a PCI device. Departs: takes the provider ``pci_dev`` where the kernel
+    takes its ``dev_pagemap``."""
+    if not isinstance(provider, PciDev) or provider.p2pdma is None:
+        return PCI_P2PDMA_MAP_NOT_SUPPORTED
+    if not isinstance(client, PciDev):
+        return PCI_P2PDMA_MAP_NOT_SUPPORTED
+    map_type = provider.p2pdma.map_types.get(map_types_idx(client), PCI_P2PDMA_MAP_UNKNOWN)
+    if map_type == PCI_P2PDMA_MAP_UNKNOWN:
+        return calc_map_type_and_dist(provider, client, True)[0]
+    return map_type
