@@ -61,7 +61,10 @@ class Device(_core.CoreDevice):
         return bytes(buf)
 
     def _do_access(self, addr, buf, write):
-        rc = self._access(addr, buf, write)
+        if self.machine.iommu_mode == "dma-iommu" and self._peer_bus_addr(addr):
+            rc = self._access_bar(addr, buf, write, bus=True)
+        else:
+            rc = self._access(addr, buf, write)
         if rc == -_ENXIO:
             rc = self._access_bar(addr, buf, write)
         if rc == -_EFAULT:
@@ -69,14 +72,21 @@ class Device(_core.CoreDevice):
             raise NetmemError(_EFAULT, f"{self.name}: IOMMU fault on DMA {what} of {len(buf)} "
                                        f"bytes at {addr:#x}")
 
-    def _access_bar(self, addr, buf, write):
-        """The slow path for targets outside RAM (PCI BAR memory): page by page."""
-        pci = getattr(self.machine, "pci", None)
+    def _peer_bus_addr(self, addr):
+        """Whether ``addr`` is a peer's p2pdma memory this device reaches by bus address
+        (through a switch): such a transaction never reaches the IOMMU."""
+        kind = _p2p_state(self, addr)[0]
+        return kind == "bus_addr"
+
+    def _access_bar(self, addr, buf, write, bus=False):
+        """The slow path for targets outside RAM (PCI BAR memory): page by page; ``bus``
+        addresses go to the BAR without translation."""
+        pci = self.machine.pci
         done = 0
         while done < len(buf):
             chunk = min(len(buf) - done, 4096 - ((addr + done) & 4095))
-            phys = self._translate(addr + done, write)
-            mem = pci.bar_memory(phys, chunk) if pci is not None and phys is not None else None
+            phys = addr + done if bus else self._translate(addr + done, write)
+            mem = pci.bar_memory(phys, chunk) if phys is not None else None
             if mem is None:
                 self._fault(addr + done, write)
                 return -_EFAULT
@@ -374,11 +384,14 @@ class SgTable:
                    for phys, length in ranges)
 
 
-def _p2p_map_type(dev, phys):
-    """``pci_p2pdma_state()``: how ``dev`` reaches ``phys``; NONE for RAM."""
-    pci = getattr(dev.machine, "pci", None)
-    find = getattr(pci, "p2pdma_map_type_of", None)
-    return find(dev, phys) if find is not None else "none"
+_P2P_KIND = {1: "none", 2: "not_supported", 3: "bus_addr", 4: "thru_host_bridge"}
+
+
+def _p2p_state(dev, phys):
+    """``pci_p2pdma_state()``: ``(kind, bus address)`` of a segment for ``dev``; ``"none"``
+    for memory that is not p2pdma's (RAM)."""
+    map_type, bus = dev.machine.pci.p2pdma_state(dev, phys)
+    return _P2P_KIND[map_type], bus
 
 
 def _unmap_direct(dev, sgl, dir, attrs):
@@ -391,9 +404,9 @@ def _unmap_direct(dev, sgl, dir, attrs):
 def _map_sg_direct(dev, sgt, dir, attrs):
     """Models ``dma_direct_map_sg()``: segment by segment, never merged."""
     for s in sgt.sgl:
-        kind = _p2p_map_type(dev, s.phys)
+        kind, bus = _p2p_state(dev, s.phys)
         if kind == "bus_addr":
-            s.dma_address, s.dma_length, s._bus = dev.machine.pci.bus_addr(s.phys), s.length, True
+            s.dma_address, s.dma_length, s._bus = bus, s.length, True
             continue
         if kind == "not_supported":
             _unmap_direct(dev, sgt.sgl, dir, attrs)
@@ -412,9 +425,9 @@ def _map_sg_iommu(dev, sgt, dir, attrs):
     mask = dev.seg_boundary_mask
     iova_len, prev, layout = 0, None, []
     for s in sgt.sgl:
-        kind = _p2p_map_type(dev, s.phys)
+        kind, bus = _p2p_state(dev, s.phys)
         if kind == "bus_addr":
-            s.dma_address, s.dma_length, s._bus = dev.machine.pci.bus_addr(s.phys), s.length, True
+            s.dma_address, s.dma_length, s._bus = bus, s.length, True
             layout.append(None)
             continue
         if kind == "not_supported":

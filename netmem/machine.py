@@ -1,19 +1,21 @@
 """The Machine: physical memory, the page allocator, execution context, a virtual clock.
 
 One Machine is one simulated computer. It owns everything the other modules build on (the buddy
-allocator and struct page table, net_iov descriptors, page pools, NAPI and DMA devices, the
-virtual clock and its timers, tracepoints and the kernel log); there is no module-level state, so
-two Machines never see each other.
+allocator and struct page table, net_iov descriptors, page pools, NAPI and DMA devices, the PCI
+topology, the virtual clock and its timers, seeded randomness, tracepoints and the kernel log);
+there is no module-level state, so two Machines never see each other.
 """
 import contextlib
 import heapq
 import itertools
 import logging
+import random
 import re
 import warnings
 
 from netmem import _core
 from netmem.errors import NetmemError, NetmemWarning
+from netmem.pci import PCI_VENDOR_ID_AMD, PciTopology
 from netmem.trace import Trace
 
 __all__ = ["Machine", "parse_size"]
@@ -54,16 +56,19 @@ class Machine(_core.CoreMachine):
     """A simulated computer.
 
     ``Machine(memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
-    swiotlb=None)``: memory is split evenly over the nodes in 4 MiB blocks and lazily committed
-    (a machine may declare more than this computer has); the first 1 MiB is reserved, as on x86.
-    CPUs are spread over the nodes in order. ``iommu`` is ``none`` (dma-direct, swiotlb bouncing
-    when a device cannot reach memory), ``passthrough`` (identity domains: dma-direct too) or
-    ``dma-iommu`` (every device translates through its own domain; lazy flush queue unless
-    ``iommu_strict``).
+    swiotlb=None, seed=0)``: memory is split evenly over the nodes in 4 MiB blocks and lazily
+    committed (a machine may declare more than this computer has); the first 1 MiB is reserved,
+    as on x86. CPUs are spread over the nodes in order. ``iommu`` is ``none`` (dma-direct, swiotlb
+    bouncing when a device cannot reach memory), ``passthrough`` (identity domains: dma-direct
+    too) or ``dma-iommu`` (every device translates through its own domain; lazy flush queue
+    unless ``iommu_strict``). ``random`` is the machine's ``random.Random(seed)``, for whatever
+    the kernel picks at random. ``pci`` is its PCI topology: one host bridge (an AMD root
+    complex, the CPU being AMD family 0x19), a root port and a NIC endpoint named ``eth0`` with a
+    32 MiB BAR 0.
     """
 
     def __new__(cls, memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
-                swiotlb=None):
+                swiotlb=None, seed=0):
         if iommu not in _core.IOMMU_MODES:
             raise NetmemError(22, f"Machine: iommu must be one of {', '.join(_core.IOMMU_MODES)}")
         size = parse_size(memory)
@@ -74,9 +79,11 @@ class Machine(_core.CoreMachine):
         return self
 
     def __init__(self, memory="1GiB", numa_nodes=1, cpus=2, iommu="none", iommu_strict=False,
-                 swiotlb=None):
+                 swiotlb=None, seed=0):
         from netmem.dma import Iommu
         self.iommu = Iommu(self)
+        self.seed = seed
+        self.random = random.Random(seed)
         self.dmesg = []
         self.trace = Trace(self)
         self._timers = []
@@ -86,6 +93,10 @@ class Machine(_core.CoreMachine):
         self._next_napi_id = _core.MIN_NAPI_ID_
         self._niov_areas = {}
         self._next_area_id = 1
+        self.pci = PciTopology(self)
+        host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
+        self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
+                              bars={0: 32 << 20})
 
     def __repr__(self):
         return (f"<Machine {self.memory >> 20} MiB, {self.numa_nodes} node(s), {self.cpus} CPUs,"
@@ -165,13 +176,13 @@ class Machine(_core.CoreMachine):
 
     # -- kernel log and warnings -----------------------------------------------------------------
 
-    def pr_warn(self, msg):
-        self.dmesg.append(msg)
-        _log.warning(msg)
-
     def pr_info(self, msg):
         self.dmesg.append(msg)
         _log.info(msg)
+
+    def pr_warn(self, msg):
+        self.dmesg.append(msg)
+        _log.warning(msg)
 
     def pr_crit(self, msg):
         self.dmesg.append(msg)
@@ -254,4 +265,5 @@ class Machine(_core.CoreMachine):
         attached = sum(niovs[1:])
         if attached:
             out.append(f"{attached} net_iovs still attached to a page_pool")
+        out += self.pci._p2pmem_leaks()
         return out
