@@ -32,7 +32,8 @@ IO_TLB_DEFAULT_SIZE = 64 << 20   # kernel/dma/swiotlb.c: the default bounce area
 
 def _swiotlb_size(swiotlb, memory, iommu):
     """The bounce area: x86 sets one up only when memory reaches beyond 4 GiB and no IOMMU
-    translates (pci_swiotlb_detect()); ``swiotlb=`` forces a size (0 for none)."""
+    translates (pci_swiotlb_detect()); ``swiotlb=`` forces a size (0 for none). It is placed
+    top-down below 4 GiB, as memblock_alloc_low() places it."""
     if swiotlb is not None:
         return parse_size(swiotlb) if swiotlb else 0
     if memory > 1 << 32 and iommu != "dma-iommu":

@@ -148,7 +148,7 @@ cdef class CoreMachine:
 
     def __cinit__(self, uint64_t memory, int numa_nodes=1, int cpus=2, int iommu_mode=0,
                   uint64_t swiotlb=0, *args, **kwargs):
-        cdef uint64_t node_pages, npages, i, low
+        cdef uint64_t node_pages, npages, i, sw_pages, sw_start, sw_end
         cdef nm_machine *m
         if numa_nodes < 1 or numa_nodes > NM_MAX_NODES:
             raise NetmemError(EINVAL, f"Machine: numa_nodes must be 1..{NM_MAX_NODES}")
@@ -180,19 +180,24 @@ cdef class CoreMachine:
         for i in range(numa_nodes):
             _node_init(m, <int>i, i * node_pages, (i + 1) * node_pages)
         m.iommu_mode = iommu_mode
-        # The first 1 MiB stays reserved, as x86 does (and pfn 0 can never be a netmem_ref);
-        # the swiotlb bounce area, when there is one, is carved from low memory right above it.
-        low = 256 + (swiotlb >> PAGE_SHIFT)
-        if low >= m.nodes[0].end_pfn or (low << PAGE_SHIFT) > (1ULL << 32):
-            raise NetmemError(EINVAL, "Machine: the swiotlb area must fit in node 0 below 4 GiB")
-        for i in range(low):
-            m.pages[i].flags = NM_PG_RESERVED
-            m.pages[i].refcount = 1
-        if swiotlb and swiotlb_init(m, 256 << PAGE_SHIFT, swiotlb) < 0:
+        # The first 1 MiB stays reserved, as x86 does (and pfn 0 can never be a netmem_ref).
+        # The swiotlb bounce area, when there is one, is memblock_alloc_low()'s: top-down, so
+        # right below 4 GiB (or the end of memory), within one node.
+        sw_pages = swiotlb >> PAGE_SHIFT
+        sw_end = min(npages, 1ULL << (32 - PAGE_SHIFT))
+        sw_start = sw_end - sw_pages
+        if swiotlb and (sw_pages > sw_end or sw_start < 256
+                        or (sw_start // node_pages) != ((sw_end - 1) // node_pages)):
+            raise NetmemError(EINVAL, "Machine: the swiotlb area must fit in one node, below "
+                                      "4 GiB and above the first 1 MiB")
+        for i in range(256):
+            _reserve_page(m, i)
+        for i in range(sw_start, sw_end if swiotlb else sw_start):
+            _reserve_page(m, i)
+        if swiotlb and swiotlb_init(m, sw_start << PAGE_SHIFT, swiotlb) < 0:
             raise MemoryError()
         for i in range(numa_nodes):
-            nm_free_range_boot(m, <int>i, max(low, m.nodes[i].start_pfn), m.nodes[i].end_pfn)
-            m.nodes[i].managed_pages = m.nodes[i].end_pfn - max(low, m.nodes[i].start_pfn)
+            _node_boot_free(m, <int>i, 256, sw_start if swiotlb else 0, sw_end if swiotlb else 0)
 
     def __dealloc__(self):
         cdef nm_machine *m = self.m
@@ -454,6 +459,25 @@ cdef void *_map_lazy(uint64_t size) except NULL:
     if p == MAP_FAILED:
         raise MemoryError(f"mmap of {size} bytes failed")
     return p
+
+
+cdef inline void _reserve_page(nm_machine *m, uint64_t pfn) noexcept nogil:
+    m.pages[pfn].flags = NM_PG_RESERVED
+    m.pages[pfn].refcount = 1
+
+
+cdef void _node_boot_free(nm_machine *m, int nid, uint64_t low, uint64_t hole_start,
+                          uint64_t hole_end) noexcept nogil:
+    """Hand a node's memory to its buddy allocator, less the first ``low`` pfns of the machine
+    and the hole [hole_start, hole_end) (memblock reservations)."""
+    cdef nm_node *n = &m.nodes[nid]
+    cdef uint64_t start = max(low, n.start_pfn), end = n.end_pfn
+    cdef uint64_t hs = max(start, min(hole_start, end)), he = max(start, min(hole_end, end))
+    if hole_end <= hole_start or he <= hs:
+        hs = he = end
+    nm_free_range_boot(m, nid, start, hs)
+    nm_free_range_boot(m, nid, he, end)
+    n.managed_pages = (hs - start) + (end - he)
 
 
 cdef void _node_init(nm_machine *m, int nid, uint64_t start, uint64_t end) noexcept nogil:

@@ -136,13 +136,23 @@ cdef uint64_t dma_direct_map_phys(nm_device *dev, uint64_t phys, uint64_t size, 
         tlb = swiotlb_tbl_map_single(dev, phys, size, dir, attrs)
         if tlb == DMA_MAPPING_ERROR:
             return DMA_MAPPING_ERROR
+        if unlikely(not dma_capable(dev, tlb, size)):
+            # swiotlb_map(): the bounce slot itself is out of reach (a mask below 32 bits).
+            swiotlb_tbl_unmap_single(dev, tlb, size, dir, attrs | DMA_ATTR_SKIP_CPU_SYNC)
+            __dma_overflow_warn(dev, tlb, size)
+            return DMA_MAPPING_ERROR
         dev.m.dma_stats.bounces += 1
         dev.dma_skip_sync = 0          # the first swiotlb mapping turns syncs on
         return tlb
+    __dma_overflow_warn(dev, phys, size)
+    return DMA_MAPPING_ERROR
+
+
+cdef void __dma_overflow_warn(nm_device *dev, uint64_t addr, uint64_t size) noexcept nogil:
+    """The dev_WARN_ONCE of an address the device's mask cannot reach."""
     if not dev.overflow_warned:
         dev.overflow_warned = 1
-        nm_warn(dev.m, NM_W_DMA_OVERFLOW, dev.id, phys, <int64_t>size)
-    return DMA_MAPPING_ERROR
+        nm_warn(dev.m, NM_W_DMA_OVERFLOW, dev.id, addr, <int64_t>size)
 
 
 cdef inline bint dma_dev_need_sync(nm_device *dev) noexcept nogil:

@@ -74,8 +74,8 @@ def test_direct_mapping_is_the_physical_address(machine):
 
 def test_swiotlb_only_when_memory_reaches_past_4g(machine, big):
     assert machine._swiotlb()[1] == 0
-    start, slots, used = big._swiotlb()
-    assert start == 1 << 20 and slots == (64 << 20) // 2048 and used == 0
+    start, slots, used = big._swiotlb()           # memblock_alloc_low(): top-down below 4 GiB
+    assert start == (4 << 30) - (64 << 20) and slots == (64 << 20) // 2048 and used == 0
     assert big.managed_pages() == 2 * (4 << 30) // PAGE - 256 - (64 << 20) // PAGE
 
 
@@ -86,7 +86,7 @@ def test_swiotlb_bounces_what_the_mask_cannot_reach(big):
     assert phys >= 1 << 32 and not dev.dma_dev_need_sync()
     big.netmem(ref).address()[:4] = b"orig"
     addr = dma_map_page(dev, ref, 0, PAGE, FROM)
-    assert (1 << 20) <= addr < (65 << 20) and big.iommu.stats["bounces"] == 1
+    assert (4 << 30) - (64 << 20) <= addr < 4 << 30 and big.iommu.stats["bounces"] == 1
     assert dev.dma_dev_need_sync() and dma_need_sync(dev, addr)
     assert dev.dma_read(addr, 4) == b"orig"            # the original is copied in at map time
     dev.dma_write(addr, b"data")
@@ -98,6 +98,21 @@ def test_swiotlb_bounces_what_the_mask_cannot_reach(big):
     assert bytes(big.netmem(ref).address()[:4]) == b"more"
     assert big._swiotlb()[2] == 0
     big.put_page(ref)
+
+
+def test_a_bounce_slot_beyond_the_mask_is_a_mapping_error():
+    m = netmem.Machine(memory="64MiB", swiotlb="4MiB")   # forced: the top 4 MiB of memory
+    assert m._swiotlb()[0] == (60 << 20)
+    dev = Device(m, "isa", dma_mask_bits=24)
+    far = [m.alloc_pages(10) for _ in range(5)]           # the fifth block starts at 16 MiB
+    with pytest.warns(NetmemWarning, match="overflow"):   # the slot at 60 MiB is out of reach
+        assert dma_map_page(dev, far[4], 0, PAGE, FROM) == DMA_MAPPING_ERROR
+    assert m._swiotlb()[2] == 0 and m.iommu.stats["bounces"] == 0
+    nic = Device(m, "nic32", dma_mask_bits=32)
+    near = dma_map_page(nic, far[4], 0, PAGE, FROM)
+    assert near == m.netmem(far[4]).phys                  # reachable: no bounce
+    dma_unmap_page(nic, near, PAGE, FROM)
+    free(m, far)
 
 
 def test_no_swiotlb_means_mapping_error_with_one_warning(machine):
