@@ -5,7 +5,7 @@
 # implementation is pyx/_core.pyx and the .pxi parts it includes.
 
 from cpython.ref cimport PyObject
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 ctypedef uint64_t netmem_ref
 
@@ -68,6 +68,7 @@ cdef struct nm_warn_rec:
     int64_t val
 
 cdef struct nm_machine
+cdef struct nm_net
 
 cdef struct nm_device:
     nm_machine *m
@@ -137,6 +138,7 @@ cdef struct nm_machine:
     nm_fault *fault_buf         # faults not yet taken by the Python side
     uint64_t fault_n
     uint64_t fault_cap
+    nm_net *net                 # the RX stack (skbs, sockets, MIBs): pyx/skb.pxi, tcp_rx.pxi
 
 cdef struct nm_napi:
     int list_owner              # CPU that owns the NAPI instance's poll list
@@ -432,3 +434,246 @@ cdef class CoreGenPool:
     cdef readonly GenPoolAlgo algo
     cdef readonly object data
     cdef int _check_alive(self) except -1
+
+# ---- the RX stack: skbs, NAPI, GRO, TCP (pyx/skb.pxi, napi.pxi, gro.pxi, tcp_rx.pxi) -------------
+
+# skb_frag_t (include/linux/skbuff.h): a netmem, its length and offset.
+cdef struct nm_frag:
+    netmem_ref netmem
+    uint32_t len
+    uint32_t offset
+
+# struct skb_shared_info, with the head it sits under. A head is either kmalloc'ed (its bytes in
+# `linear`, as napi_alloc_skb() gives) or a page_pool frag (napi_build_skb() over a header buffer).
+cdef struct nm_shinfo:
+    uint8_t nr_frags
+    uint8_t head_frag           # skb->head_frag: the head is a page frag (head_netmem)
+    uint16_t _pad
+    int32_t dataref             # atomic_t dataref: the skb and its clones
+    netmem_ref head_netmem
+    uint32_t head_off           # offset of the head in its page
+    uint32_t next_free
+    nm_frag frags[17]           # MAX_SKB_FRAGS (CONFIG_MAX_SKB_FRAGS default)
+    uint8_t linear[256]         # a kmalloc'ed head (headers copied by the driver)
+
+# struct sk_buff: the fields the RX path reads, and TCP_SKB_CB.
+cdef struct nm_skb:
+    uint32_t shinfo             # index of the shared info (clones share it)
+    uint32_t next               # list links (GRO bucket, socket queues, defer list)
+    uint32_t prev
+    uint32_t data               # skb->data, as an offset from skb->head
+    uint32_t len
+    uint32_t data_len
+    uint32_t truesize
+    uint32_t seq                # TCP_SKB_CB(skb)->seq
+    uint32_t end_seq
+    uint32_t ack_seq
+    uint32_t hash               # skb->hash (the RSS hash from the device)
+    uint32_t sk                 # owning socket index, NM_NIL for none
+    uint32_t napi_id
+    uint16_t mac_header         # offsets from skb->head
+    uint16_t network_header
+    uint16_t transport_header
+    uint16_t vlan_tci
+    uint16_t alloc_cpu
+    uint16_t gso_size           # GRO: the first segment's payload (the MSS GRO saw)
+    uint16_t gso_segs
+    uint8_t tcp_flags
+    uint8_t pp_recycle
+    uint8_t unreadable
+    uint8_t cloned
+    uint8_t protocol            # model: 4 or 6 for IP, 0 otherwise
+    uint8_t ip_proto
+    uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
+    uint8_t _pad
+
+# The device's view of a frame, from its parser (and the flow dissector's eth_get_headlen()).
+cdef struct nm_pkt:
+    int status                  # NM_PKT_*: what the parser found
+    uint32_t len                # frame length on the wire
+    uint16_t l3_off             # offsets in the wire frame (VLAN tags included)
+    uint16_t l4_off
+    uint16_t hdr_len            # L2..L4 headers (where header split cuts), 0 when not TCP
+    uint16_t vlan_off           # offset of the first VLAN tag, 0 for none
+    uint8_t nr_vlans
+    uint8_t family              # 4, 6 or 0
+    uint8_t ip_proto
+    uint8_t _pad
+    uint16_t vlan_tci
+    uint16_t ethertype          # after the VLAN tags (host order)
+
+cdef struct nm_ntuple:
+    int32_t loc                 # rule id (ethtool location); -1 for a free slot
+    uint8_t family              # 4 (tcp4) or 6 (tcp6)
+    uint8_t has_src
+    uint8_t has_dst
+    uint8_t has_sport
+    uint8_t has_dport
+    uint8_t src[16]
+    uint8_t dst[16]
+    uint16_t sport
+    uint16_t dport
+    uint32_t queue
+
+# One posted RX buffer (a descriptor of the device's ring).
+cdef struct nm_rx_buf:
+    netmem_ref netmem           # 0: the slot is empty (the refill failed)
+    uint32_t offset
+    uint32_t size
+    uint64_t dma                # DMA address of the buffer (page DMA address + offset)
+
+cdef struct nm_rxq_stats:
+    uint64_t packets            # netdev qstats rx-packets / rx-bytes: frames given to the stack
+    uint64_t bytes
+    uint64_t alloc_fail         # rx-alloc-fail: refills the page pool could not serve
+    uint64_t hw_drops           # rx-hw-drops: every frame the device dropped
+    uint64_t hw_drop_overruns   # rx-hw-drop-overruns: no posted buffer for the frame
+    uint64_t length_errors      # frames above the MTU (also in hw_drops)
+    uint64_t faults             # IOMMU faults on the frame's DMA (also in hw_drops)
+    uint64_t polls
+    uint64_t hds_split          # frames whose headers went to a header buffer
+    uint64_t skb_alloc_fail     # no skb could be built (also a drop)
+
+cdef struct nm_gro_stats:
+    uint64_t merged             # GRO_MERGED and GRO_MERGED_FREE
+    uint64_t held               # GRO_HELD
+    uint64_t normal             # GRO_NORMAL: passed up unmerged (not GRO-able)
+    uint64_t flushes            # skbs flushed up the stack
+    uint64_t flush_e2big        # skb_gro_receive(): -E2BIG (64 KiB or MAX_SKB_FRAGS)
+    uint64_t flush_toomanyrefs  # skb_gro_receive(): -ETOOMANYREFS (pp_recycle mismatch)
+
+# A descriptor ring of posted buffers: the device fills at ``head``, the driver refills at
+# ``tail``; ``nr_empty`` slots (from tail) wait for a refill.
+cdef struct nm_rx_ring:
+    nm_rx_buf *slots
+    uint32_t size
+    uint32_t head
+    uint32_t tail
+    uint32_t nr_empty
+
+cdef struct nm_rxq:
+    void *dev                   # the nm_netdev
+    uint32_t idx
+    int cpu                     # the CPU the queue's NAPI runs on
+    nm_napi *napi               # the RxQueue's Napi (list_owner is set while it polls)
+    nm_pool *hdr_pool           # header split: the header buffers (host pages)
+    nm_pool *pool               # payload buffers (the queue's memory provider, if any)
+    nm_rx_ring ring             # payload (or only) buffers
+    nm_rx_ring hdr_ring         # header buffers (header split)
+    uint32_t buf_size           # payload buffer size
+    int started
+    int hds                     # header split on
+    uint32_t hds_thresh
+    uint32_t *pending           # frame indices steered to this queue, not yet polled
+    uint32_t npending
+    uint32_t pending_pos
+    uint32_t pending_cap
+    uint32_t gro_head[8]        # GRO_HASH_BUCKETS lists of held skbs (oldest first)
+    uint32_t gro_count[8]
+    nm_gro_stats gro
+    nm_rxq_stats stats
+
+cdef struct nm_netdev:
+    nm_machine *m
+    nm_device *dma_dev
+    uint32_t ifindex
+    uint32_t mtu
+    uint32_t num_rxq            # real_num_rx_queues
+    nm_rxq *rxq                 # num_rx_queues of them (the maximum)
+    uint32_t max_rxq
+    uint32_t indir[128]         # the RSS indirection table
+    uint32_t indir_size
+    uint8_t key[40]
+    uint32_t toeplitz[9216]     # 36 input byte positions x 256 values: the hash contributions
+    nm_ntuple *rules
+    uint32_t nr_rules
+    uint64_t rx_nohandler       # dev core stats: frames no protocol took
+    uint64_t rx_dropped         # dev core stats: frames the stack could not take
+    uint64_t rx_length_errors
+
+# The socket's receive side (struct tcp_sock, the parts receive touches).
+cdef struct nm_sock:
+    uint8_t family
+    uint8_t state               # NM_TCP_*
+    uint8_t used
+    uint8_t sack_ok             # SACK permitted (from the SYN's options)
+    uint8_t laddr[16]
+    uint8_t raddr[16]
+    uint16_t lport
+    uint16_t rport
+    uint32_t hnext              # hash chain (socket index, NM_NIL at the end)
+    uint32_t rcv_nxt
+    uint32_t copied_seq
+    uint32_t rq_head            # sk_receive_queue (skb indices, NM_NIL when empty)
+    uint32_t rq_tail
+    uint32_t ofo_head           # out_of_order_queue, sorted by seq
+    uint32_t ofo_tail
+    int err                     # sk->sk_err
+    uint32_t shutdown           # RCV_SHUTDOWN once the FIN is taken
+    uint64_t rmem_alloc         # sk_rmem_alloc: truesize of queued skbs
+    uint64_t rcvbuf
+    uint64_t bytes_received     # tcpi_bytes_received
+    uint64_t segs_in
+    uint64_t data_segs_in
+    uint64_t ofo_len            # skbs on the out-of-order queue
+    uint64_t dmabuf_bytes       # model: bytes handed out as dmabuf frags (devmem)
+
+cdef struct nm_tcp_mib:
+    uint64_t InSegs
+    uint64_t InErrs
+    uint64_t OutRsts
+    uint64_t PassiveOpens
+    uint64_t TCPOFOQueue
+    uint64_t TCPOFOMerge
+    uint64_t TCPOFODrop
+    uint64_t TCPRcvCoalesce
+    uint64_t TCPRcvQDrop
+    uint64_t DelayedACKLost
+    uint64_t TCPDSACKOldSent
+    uint64_t TCPDSACKOfoSent
+    uint64_t TCPAbortOnData
+    uint64_t TCPZeroWindowDrop
+    uint64_t TCPChallengeACK
+    uint64_t TCPSYNChallenge
+
+cdef struct nm_ip_mib:
+    uint64_t InReceives
+    uint64_t InHdrErrors
+    uint64_t InTruncatedPkts
+    uint64_t InUnknownProtos
+    uint64_t InDelivers
+    uint64_t ReasmReqds
+    uint64_t ReasmFails
+
+cdef struct nm_net:
+    nm_machine *m
+    nm_skb *skbs                # lazily committed tables, never moved
+    nm_shinfo *shinfos
+    uint32_t skb_cap
+    uint32_t skb_free           # free lists (NM_NIL when empty)
+    uint32_t shinfo_free
+    uint32_t skb_next           # first never-used index
+    uint32_t shinfo_next
+    uint64_t skbs_live
+    nm_sock *socks
+    uint32_t nr_socks
+    uint32_t cap_socks
+    uint32_t *sk_hash           # buckets of socket indices (NM_NIL when empty)
+    uint32_t sk_hash_mask
+    uint32_t sk_free            # closed socket slots for reuse (NM_NIL when none)
+    int open_on_data            # open a socket on the first segment of a flow seen mid-way
+    uint64_t rcvbuf
+    uint32_t defer_head[64]     # per-CPU skb defer lists (skb_attempt_defer_free())
+    uint32_t defer_count[64]
+    uint32_t defer_max          # net.core.skb_defer_max
+    uint64_t defer_kicks
+    nm_tcp_mib tcp
+    nm_ip_mib ip
+    nm_ip_mib ip6
+    uint64_t drop_reasons[32]   # SKB_DROP_REASON_* the model uses (NM_DROP_*)
+
+
+cdef class CoreNetDevice:
+    cdef nm_netdev *nd
+    cdef readonly CoreMachine machine
+    cdef object _keep               # the pools, napis and device the C side points at

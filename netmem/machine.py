@@ -94,10 +94,33 @@ class Machine(_core.CoreMachine):
         self._next_napi_id = _core.MIN_NAPI_ID_
         self._niov_areas = {}
         self._next_area_id = 1
+        self.netdevs = {}               # ifindex -> NetDevice; 1 is the loopback's
+        self._next_ifindex = 2
+        self._tcp = None
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
                               bars={0: 32 << 20})
+
+    @property
+    def tcp(self):
+        """The machine's TCP receive stack (``netmem.tcp.TcpStack``)."""
+        if self._tcp is None:
+            from netmem.tcp import TcpStack
+            self._tcp = TcpStack(self)
+        return self._tcp
+
+    def _register_netdev(self, nic):
+        """Models ``register_netdevice()``'s ifindex (``dev_index_reserve()``: the lowest free
+        from 2 upward; 1 is lo)."""
+        if any(d.name == nic.name for d in self.netdevs.values()):
+            raise NetmemError(17, f"register_netdevice: a device is already named {nic.name!r}")
+        ifindex = self._next_ifindex
+        while ifindex in self.netdevs:
+            ifindex += 1
+        self.netdevs[ifindex] = nic
+        self._next_ifindex = ifindex + 1
+        return ifindex
 
     def __repr__(self):
         return (f"<Machine {self.memory >> 20} MiB, {self.numa_nodes} node(s), {self.cpus} CPUs,"
@@ -167,6 +190,7 @@ class Machine(_core.CoreMachine):
     def quiesce(self, max_seconds=120):
         """Let deferred work run: advance the clock until no timer is pending, at most
         ``max_seconds`` of virtual time. Returns the seconds advanced."""
+        _core._defer_flush_all(self)    # the CPUs' softirqs run their deferred skb frees
         start = self.clock_ns
         while self.clock_ns - start < max_seconds * NSEC_PER_SEC:
             when, _ = self._next_event()
@@ -251,7 +275,9 @@ class Machine(_core.CoreMachine):
     def leak_report(self):
         """What is not back where it started: pools not freed (with their inflight), pages
         missing from the buddy allocator, net_iovs still attached to a pool. Empty when clean."""
-        out = []
+        out = [f"netdev {d.name} (ifindex {i}) still registered" for i, d in self.netdevs.items()]
+        if self._tcp is not None:
+            out += self._tcp._leaks()
         for pool in self.page_pools:
             state = "destroyed, waiting" if pool.destroy_cnt else "not destroyed"
             out.append(f"page_pool {pool.id} {state}: inflight {pool.inflight} "

@@ -1,23 +1,522 @@
-"""Network devices and NAPI.
+"""Network devices: NetDevice, RX queues with NAPI, ethtool-like configuration, the queue
+management ops and memory-provider binding.
 
-For now: ``Napi``, the NAPI instance a page_pool may be tied to for lockless direct recycling
-(``PagePoolParams(napi=...)``); its ``list_owner`` is the CPU that polls it. NetDevice, RX queues
-and the queue management ops extend this module.
+Models the receive side of a netdev and its driver (shaped after the devmem-capable drivers:
+bnxt, gve, mlx5), ethtool's ring/channel/ntuple/RSS settings (net/ethtool/rings.c,
+channels.c, ioctl.c), the queue API (``struct netdev_queue_mgmt_ops``,
+``netdev_rx_queue_restart()``) and ``__net_mp_open_rxq()`` / ``__net_mp_close_rxq()``
+(net/core/netdev_rx_queue.c). Frames go through the device in C: ``nic.receive(trace)``.
+
+Each RX queue has a NAPI instance on a CPU (queue i on CPU i % cpus, as irq affinity spreads
+them), a payload page pool created with ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` (it takes the
+queue's memory provider) and, with header split, a header page pool of host pages.
 """
-from netmem import _core
+import ipaddress
 
-__all__ = ["Napi"]
+import numpy as np
+
+from netmem import _core
+from netmem.errors import NetmemError
+from netmem.page_pool import (
+    DMA_FROM_DEVICE,
+    PAGE_SIZE,
+    PP_FLAG_ALLOW_UNREADABLE_NETMEM,
+    PP_FLAG_DMA_MAP,
+    PP_FLAG_DMA_SYNC_DEV,
+    PagePoolParams,
+    page_pool_create,
+)
+
+__all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_mp_open_rxq",
+           "netdev_rx_queue_restart"]
+
+EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
+ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
+RX_MAX_PENDING = 8192                       # ethtool -g: the model driver's rx maximum
+DEFAULT_RING_SIZE = 1024
+RECEIVE_CHUNK = 8192                        # frames per call into C (clock and errors between)
+TCP_DATA_SPLIT = ("auto", "off", "on")      # ETHTOOL_TCP_DATA_SPLIT_{UNKNOWN,DISABLED,ENABLED}
 
 
 class Napi(_core.CoreNapi):
     """Models the parts of ``struct napi_struct`` a page_pool reads: ``list_owner`` (the CPU
-    running its poll) and ``napi_id`` (from MIN_NAPI_ID, as ``napi_hash_add()`` gives them)."""
+    running its poll) and ``napi_id`` (from MIN_NAPI_ID, as ``napi_hash_add()`` gives them).
+    A standalone Napi reads as scheduled on its CPU; an RX queue's is scheduled (list_owner set)
+    only while it polls, as ``____napi_schedule()`` / ``napi_complete_done()`` do."""
 
     def __new__(cls, machine, cpu=0):
         return super().__new__(cls, machine, cpu, machine._alloc_napi_id())
 
     def __init__(self, machine, cpu=0):
-        pass
+        self.cpu = cpu
 
     def __repr__(self):
-        return f"<Napi {self.napi_id} on CPU {self.list_owner}>"
+        return f"<Napi {self.napi_id} on CPU {self.cpu}>"
+
+
+class QueueMem:
+    """What ``ndo_queue_mem_alloc()`` makes for a queue: its page pools."""
+
+    def __init__(self, pool, hdr_pool):
+        self.pool = pool
+        self.hdr_pool = hdr_pool
+
+
+class RxQueue:
+    """``struct netdev_rx_queue`` with its driver ring: ``idx``, ``napi``, ``cpu``,
+    ``mp`` (the installed memory provider, or None), ``page_pool`` and ``header_pool``."""
+
+    def __init__(self, nic, idx):
+        self.nic = nic
+        self.idx = idx
+        self.cpu = idx % nic.machine.cpus
+        self.napi = Napi(nic.machine, self.cpu)
+        self.napi.list_owner = -1           # idle until it polls
+        self.mp = None                      # rxq->mp_params
+        self.mem = None
+        self.af_xdp = False                 # rxq->pool (an AF_XDP socket's)
+
+    def __repr__(self):
+        return f"<RxQueue {self.nic.name}:{self.idx} cpu {self.cpu}>"
+
+    @property
+    def page_pool(self):
+        return self.mem.pool if self.mem else None
+
+    @property
+    def header_pool(self):
+        return self.mem.hdr_pool if self.mem else None
+
+    @property
+    def posted(self):
+        """Buffers posted to the device: (payload, header)."""
+        return self.nic._rxq_posted(self.idx)
+
+    def attach_af_xdp(self):
+        """Bind an AF_XDP socket to the queue (refused while a memory provider is bound)."""
+        if self.mp is not None:
+            raise NetmemError(EBUSY, "xsk_bind: queue has a memory provider")
+        self.af_xdp = True
+
+    def detach_af_xdp(self):
+        self.af_xdp = False
+
+    def stats(self):
+        """Per-queue counters: the netdev qstats (packets, bytes, alloc_fail, hw_drops, ...),
+        the model's drop breakdown and GRO's."""
+        s = self.nic._rxq_stats(self.idx)
+        s["gro"] = self.nic._gro_stats(self.idx)
+        return s
+
+
+class NetDevice(_core.CoreNetDevice):
+    """A network device: ``NetDevice(m, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500)``.
+
+    ``pcidev`` is the PCI function that does its DMA (default: the machine's endpoint of that
+    name, or a new NIC endpoint). ``ethtool`` configures it; ``receive(trace)`` runs frames
+    through it; ``unregister()`` tears it down. ``mp_aware=False`` makes a driver that ignores
+    memory providers (its pools never take one), for the ENODATA check.
+    """
+
+    def __new__(cls, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
+                mp_aware=True):
+        if not 1 <= num_rx_queues <= 64:
+            raise NetmemError(EINVAL, f"NetDevice: num_rx_queues {num_rx_queues} not in 1..64")
+        _check_mtu(mtu)
+        pcidev = _pcidev(machine, name, pcidev)
+        self = super().__new__(cls, machine, pcidev, 0, mtu, num_rx_queues)
+        self.pcidev = pcidev
+        return self
+
+    def __init__(self, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
+                 mp_aware=True):
+        self.name = name
+        self.mtu = mtu
+        self.num_rx_queues = num_rx_queues
+        self.real_num_rx_queues = num_rx_queues
+        self.mp_aware = mp_aware
+        self.queue_mgmt_ops = True          # drivers without the queue API: set False
+        self.xdp_prog = False
+        self.registered = True
+        self.tcp_data_split = "auto"
+        self.hds_thresh = 0
+        self.rx_ring_size = DEFAULT_RING_SIZE
+        self.ifindex = machine._register_netdev(self)
+        self.rx_queues = [RxQueue(self, i) for i in range(num_rx_queues)]
+        self.ethtool = Ethtool(self)
+        self._indir = [i % num_rx_queues for i in range(_core.INDIR_SIZE)]
+        self._key = _core.RSS_DEFAULT_KEY
+        self._rules = {}
+        for q in self.rx_queues:
+            self._start(q.idx, self.ndo_queue_mem_alloc(q.idx))
+
+    def __repr__(self):
+        return f"<NetDevice {self.name} ifindex {self.ifindex} rxq {self.real_num_rx_queues}>"
+
+    @property
+    def hds_enabled(self):
+        """Header split as the driver runs it: only when set "on" (auto means off here)."""
+        return self.tcp_data_split == "on"
+
+    # -- queue management ops ------------------------------------------------------------------
+
+    def ndo_queue_mem_alloc(self, idx):
+        """Models ``ndo_queue_mem_alloc()``: the queue's new page pools (a payload pool that
+        takes the queue's memory provider, and a header pool with header split)."""
+        q = self.rx_queues[idx]
+        m = self.machine
+        nid = max(getattr(self.pcidev, "numa_node", -1), -1)
+        hds = self.hds_enabled
+        flags = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV
+        buf = PAGE_SIZE if hds else _core.RX_BUF_SIZE
+        mp = q.mp if self.mp_aware else None
+        pool = page_pool_create(m, PagePoolParams(
+            order=0, pool_size=self.rx_ring_size, nid=nid, dev=self.pcidev, napi=q.napi,
+            dma_dir=DMA_FROM_DEVICE, max_len=buf, flags=flags | (
+                PP_FLAG_ALLOW_UNREADABLE_NETMEM if self.mp_aware else 0),
+            netdev=self, queue_idx=idx), provider=mp)
+        hdr_pool = None
+        if hds:
+            try:
+                hdr_pool = page_pool_create(m, PagePoolParams(
+                    order=0, pool_size=self.rx_ring_size, nid=nid, dev=self.pcidev, napi=q.napi,
+                    dma_dir=DMA_FROM_DEVICE, max_len=_core.HDR_BUF_SIZE, flags=flags,
+                    netdev=self, queue_idx=idx))
+            except NetmemError:
+                pool.destroy()
+                raise
+        return QueueMem(pool, hdr_pool)
+
+    def ndo_queue_mem_free(self, mem):
+        """Models ``ndo_queue_mem_free()``: destroy the pools (deferred while buffers are out)."""
+        for pool in (mem.pool, mem.hdr_pool):
+            if pool is not None:
+                pool.destroy()
+
+    def ndo_queue_start(self, idx, mem):
+        """Models ``ndo_queue_start()``: post the rings from ``mem``'s pools."""
+        self._start(idx, mem)
+
+    def ndo_queue_stop(self, idx):
+        """Models ``ndo_queue_stop()``: take every posted buffer back; returns the old mem."""
+        q = self.rx_queues[idx]
+        self._rxq_stop(idx)
+        mem, q.mem = q.mem, None
+        return mem
+
+    def _start(self, idx, mem):
+        q = self.rx_queues[idx]
+        q.mem = mem
+        self._rxq_start(idx, q.cpu, q.napi, mem.hdr_pool, mem.pool, self.rx_ring_size,
+                        mem.hdr_pool is not None, self.hds_thresh)
+        for pool in (mem.pool, mem.hdr_pool):
+            if pool is not None:
+                pool._raise_pending()
+
+    def _restart_all(self):
+        for q in self.rx_queues[:self.real_num_rx_queues]:
+            netdev_rx_queue_restart(self, q.idx)
+
+    # -- receive ---------------------------------------------------------------------------------
+
+    def receive(self, trace, start=0, count=None, clock=True):
+        """Frames ``[start, start + count)`` of a ``PacketTrace`` arrive: steering (ntuple,
+        then RSS), NAPI polls of 64 on each queue's CPU, the device's DMA writes, skbs, GRO and
+        TCP all run in C. With ``clock``, the virtual clock follows the trace's timestamps
+        (from where it stands at the call), so timers (page-pool release, IOMMU flush queues)
+        fire as the replay goes. Returns the frames given to the device."""
+        self._check_registered("receive")
+        n = len(trace.offsets)
+        end = n if count is None else min(n, start + count)
+        if not 0 <= start <= end:
+            raise NetmemError(EINVAL, f"receive: frames [{start}, {end}) outside the trace")
+        hashes = np.zeros(n, dtype=np.uint32)
+        ts = trace.timestamps
+        t0, base = self.machine.clock_ns, (int(ts[start]) if end > start else 0)
+        pos = start
+        while pos < end:
+            nxt = min(end, pos + RECEIVE_CHUNK)
+            self._receive(trace.arena, trace.offsets, trace.lengths, hashes, pos, nxt)
+            self._raise_pending()
+            if clock:
+                due = t0 + int(ts[nxt - 1]) - base
+                if due > self.machine.clock_ns:
+                    self.machine.advance((due - self.machine.clock_ns) / 1e9)
+            pos = nxt
+        return end - start
+
+    def _raise_pending(self):
+        for q in self.rx_queues:
+            if q.mem is not None:
+                for pool in (q.mem.pool, q.mem.hdr_pool):
+                    if pool is not None:
+                        pool._raise_pending()
+        self.machine._flush_warnings()
+
+    def stats(self):
+        """Device counters (rx_nohandler, rx_dropped, rx_length_errors)."""
+        return self._dev_stats()
+
+    # -- XDP -------------------------------------------------------------------------------------
+
+    def attach_xdp(self):
+        """Attach an XDP program (refused while a memory provider is bound: EBUSY)."""
+        if any(q.mp is not None for q in self.rx_queues):
+            raise NetmemError(EBUSY, "dev_xdp_attach: device has a memory provider bound")
+        if self.hds_enabled:
+            raise NetmemError(EINVAL, "dev_xdp_attach: single buffer XDP with tcp-data-split")
+        self.xdp_prog = True
+
+    def detach_xdp(self):
+        self.xdp_prog = False
+
+    # -- teardown ------------------------------------------------------------------------------
+
+    def unregister(self):
+        """Models ``unregister_netdevice()``: providers' ``uninstall`` (dev_memory_provider_
+        uninstall()), every queue stopped and its pools destroyed, the ifindex released."""
+        if not self.registered:
+            return
+        for q in self.rx_queues:
+            if q.mp is not None:
+                q.mp.uninstall(q)
+        self.registered = False
+        for q in self.rx_queues:
+            if q.mem is not None:
+                self.ndo_queue_mem_free(self.ndo_queue_stop(q.idx))
+        del self.machine.netdevs[self.ifindex]
+        self.machine._flush_warnings()
+
+    def _check_registered(self, fn):
+        if not self.registered:
+            raise NetmemError(19, f"{fn}: {self.name} is unregistered")
+
+
+def _check_mtu(mtu):
+    if not ETH_MIN_MTU <= mtu <= ETH_MAX_MTU:
+        raise NetmemError(EINVAL, f"dev_set_mtu: mtu {mtu} not in {ETH_MIN_MTU}..{ETH_MAX_MTU}")
+
+
+def _pcidev(machine, name, pcidev):
+    if pcidev is not None:
+        return pcidev
+    try:
+        return machine.pci[name]
+    except KeyError:
+        pass
+    root = next(d for d in machine.pci.devices if d.__class__.__name__ == "PciBridge")
+    return machine.pci.add_endpoint(root, name, kind="nic")
+
+
+# ---- the queue API ------------------------------------------------------------------------------
+
+def netdev_rx_queue_restart(dev, idx):
+    """Models ``netdev_rx_queue_restart()``: new memory (checked by
+    ``page_pool_check_memory_provider()``: ENODATA when the driver ignored the provider), stop,
+    start on the new memory, free the old (its pools live while their buffers are in flight)."""
+    dev._check_registered("netdev_rx_queue_restart")
+    if not dev.queue_mgmt_ops:
+        raise NetmemError(EOPNOTSUPP, "netdev_rx_queue_restart: no queue_mgmt_ops")
+    q = dev.rx_queues[idx]
+    new_mem = dev.ndo_queue_mem_alloc(idx)
+    if q.mp is not None and (new_mem.pool.provider is not q.mp):
+        dev.ndo_queue_mem_free(new_mem)
+        raise NetmemError(ENODATA, "page_pool_check_memory_provider: no page pool of queue "
+                                   f"{idx} took the memory provider")
+    old_mem = dev.ndo_queue_stop(idx)
+    dev.ndo_queue_start(idx, new_mem)
+    if old_mem is not None:
+        dev.ndo_queue_mem_free(old_mem)
+
+
+def net_mp_open_rxq(dev, idx, provider):
+    """Models ``__net_mp_open_rxq()``: every check and errno, then a queue restart with the
+    provider installed (undone if the restart fails)."""
+    if not dev.queue_mgmt_ops:
+        raise NetmemError(EOPNOTSUPP, "net_mp_open_rxq: driver has no queue_mgmt_ops")
+    if not 0 <= idx < dev.real_num_rx_queues:
+        raise NetmemError(ERANGE, "net_mp_open_rxq: rx queue index out of range")
+    if dev.tcp_data_split != "on":
+        raise NetmemError(EINVAL, "net_mp_open_rxq: tcp-data-split is disabled")
+    if dev.hds_thresh:
+        raise NetmemError(EINVAL, "net_mp_open_rxq: hds-thresh is not zero")
+    if dev.xdp_prog:
+        raise NetmemError(EEXIST, "net_mp_open_rxq: unable to custom memory provider to device "
+                                  "with XDP program attached")
+    q = dev.rx_queues[idx]
+    if q.mp is not None:
+        raise NetmemError(EEXIST, "net_mp_open_rxq: designated queue already memory provider "
+                                  "bound")
+    if q.af_xdp:
+        raise NetmemError(EBUSY, "net_mp_open_rxq: designated queue already in use by AF_XDP")
+    q.mp = provider
+    try:
+        netdev_rx_queue_restart(dev, idx)
+    except NetmemError:
+        q.mp = None
+        raise
+
+
+def net_mp_close_rxq(dev, idx, provider):
+    """Models ``__net_mp_close_rxq()``: clear the provider and restart the queue on pages.
+    Quietly nothing after unregister; a provider that is not the installed one is a WARN."""
+    if not 0 <= idx < dev.real_num_rx_queues:
+        dev.machine._warn(f"net_mp_close_rxq: queue {idx} out of range (WARN_ON_ONCE)")
+        return
+    q = dev.rx_queues[idx]
+    if not dev.registered and q.mp is None:
+        return
+    if q.mp is not provider:
+        dev.machine._warn(f"net_mp_close_rxq: queue {idx} has another provider (WARN_ON_ONCE)")
+        return
+    q.mp = None
+    if dev.registered:
+        netdev_rx_queue_restart(dev, idx)
+
+
+# ---- ethtool ------------------------------------------------------------------------------------
+
+class Ethtool:
+    """ethtool-like configuration of a NetDevice (``nic.ethtool``)."""
+
+    def __init__(self, nic):
+        self.nic = nic
+
+    def get_ringparam(self):
+        n = self.nic
+        return {"rx_pending": n.rx_ring_size, "rx_max_pending": RX_MAX_PENDING,
+                "tcp_data_split": n.tcp_data_split, "hds_thresh": n.hds_thresh,
+                "hds_thresh_max": _core.HDS_THRESH_MAX}
+
+    def set_ringparam(self, tcp_data_split=None, hds_thresh=None, rx_ring_size=None):
+        """Models ``ethnl_set_rings()``: checks, then every queue restarts on the new rings."""
+        n = self.nic
+        n._check_registered("set_ringparam")
+        split = n.tcp_data_split if tcp_data_split is None else tcp_data_split
+        thresh = n.hds_thresh if hds_thresh is None else hds_thresh
+        size = n.rx_ring_size if rx_ring_size is None else rx_ring_size
+        if split not in TCP_DATA_SPLIT:
+            raise NetmemError(EINVAL, f"set_ringparam: tcp_data_split {split!r} is not one of "
+                                      f"{', '.join(TCP_DATA_SPLIT)}")
+        if not isinstance(thresh, int) or not 0 <= thresh <= _core.HDS_THRESH_MAX:
+            raise NetmemError(EINVAL, f"set_ringparam: hds_thresh {thresh!r} exceeds the "
+                                      f"maximum {_core.HDS_THRESH_MAX}")
+        if not isinstance(size, int) or not 1 <= size <= RX_MAX_PENDING:
+            raise NetmemError(EINVAL, f"set_ringparam: requested ring size {size!r} exceeds "
+                                      f"maximum {RX_MAX_PENDING}")
+        bound = any(q.mp is not None for q in n.rx_queues)
+        if bound and split != "on":
+            raise NetmemError(EINVAL, "set_ringparam: can't disable tcp-data-split while "
+                                      "device has memory provider enabled")
+        if bound and thresh:
+            raise NetmemError(EINVAL, "set_ringparam: can't set non-zero hds_thresh while "
+                                      "device is memory provider enabled")
+        if split == "on" and n.xdp_prog:
+            raise NetmemError(EINVAL, "set_ringparam: tcp-data-split can not be enabled with "
+                                      "single buffer XDP")
+        if (split, thresh, size) == (n.tcp_data_split, n.hds_thresh, n.rx_ring_size):
+            return
+        n.tcp_data_split, n.hds_thresh, n.rx_ring_size = split, thresh, size
+        n._restart_all()
+
+    def get_channels(self):
+        return {"rx": self.nic.real_num_rx_queues, "max_rx": self.nic.num_rx_queues}
+
+    def set_channels(self, rx):
+        """Models ``ethnl_set_channels()``: refuses counts that would drop a queue a memory
+        provider, the indirection table or an ntuple rule uses; stops or starts queues."""
+        n = self.nic
+        n._check_registered("set_channels")
+        if not isinstance(rx, int) or not 1 <= rx <= n.num_rx_queues:
+            raise NetmemError(EINVAL, f"set_channels: requested channel count {rx!r} exceeds "
+                                      f"maximum {n.num_rx_queues}")
+        if any(q.mp is not None for q in n.rx_queues[rx:]):
+            raise NetmemError(EINVAL, "set_channels: requested channel counts are too low for "
+                                      "existing memory provider setting")
+        if max(n._indir) >= rx:
+            raise NetmemError(EINVAL, "set_channels: requested channel counts are too low for "
+                                      "existing indirection table settings")
+        if any(r[-1] >= rx for r in n._rules.values()):
+            raise NetmemError(EINVAL, "set_channels: requested channel counts are too low for "
+                                      "existing ntuple filter settings")
+        old = n.real_num_rx_queues
+        for q in n.rx_queues[rx:old]:
+            n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
+        n.real_num_rx_queues = rx
+        n._set_num_rxq(rx)
+        for q in n.rx_queues[old:rx]:
+            n._start(q.idx, n.ndo_queue_mem_alloc(q.idx))
+
+    def add_ntuple(self, flow_type, src_ip=None, dst_ip=None, src_port=None, dst_port=None,
+                   queue=0):
+        """``ethtool -N ... action queue``: a steering rule; returns its id (location, the
+        lowest free). Rules match in id order, before RSS."""
+        n = self.nic
+        if flow_type not in ("tcp4", "tcp6"):
+            raise NetmemError(EINVAL, f"add_ntuple: flow_type {flow_type!r} is not tcp4 or tcp6")
+        family = 4 if flow_type == "tcp4" else 6
+        src, dst = _addr(src_ip, family), _addr(dst_ip, family)
+        for port in (src_port, dst_port):
+            if port is not None and not (isinstance(port, int) and 0 <= port <= 0xffff):
+                raise NetmemError(EINVAL, f"add_ntuple: port {port!r} out of range")
+        if not isinstance(queue, int) or not 0 <= queue < n.real_num_rx_queues:
+            raise NetmemError(EINVAL, f"add_ntuple: queue {queue!r} out of range")
+        loc = next(i for i in range(len(n._rules) + 1) if i not in n._rules)
+        n._rules[loc] = (loc, family, src, dst, src_port, dst_port, queue)
+        n._set_rules([n._rules[k] for k in sorted(n._rules)])
+        return loc
+
+    def del_ntuple(self, rule_id):
+        n = self.nic
+        if rule_id not in n._rules:
+            raise NetmemError(ENOENT, f"del_ntuple: no rule {rule_id}")
+        del n._rules[rule_id]
+        n._set_rules([n._rules[k] for k in sorted(n._rules)])
+
+    def get_ntuple(self):
+        return {loc: {"flow_type": f"tcp{r[1]}", "queue": r[6]} for loc, r in
+                self.nic._rules.items()}
+
+    def set_rxfh(self, equal=None, indir=None, key=None):
+        """``ethtool -X``: ``equal=N`` spreads the table over queues 0..N-1; ``indir`` gives
+        all its entries; ``key`` the 40-byte Toeplitz key."""
+        n = self.nic
+        size = _core.INDIR_SIZE
+        if equal is not None and indir is not None:
+            raise NetmemError(EINVAL, "set_rxfh: equal and indir exclude each other")
+        table = list(n._indir)
+        if equal is not None:
+            if not isinstance(equal, int) or not 1 <= equal <= n.real_num_rx_queues:
+                raise NetmemError(EINVAL, f"set_rxfh: equal {equal!r} out of range")
+            table = [i % equal for i in range(size)]
+        if indir is not None:
+            table = list(indir)
+            if len(table) != size or not all(isinstance(x, int) and
+                                              0 <= x < n.real_num_rx_queues for x in table):
+                raise NetmemError(EINVAL, f"set_rxfh: indir must be {size} queue numbers below "
+                                          f"{n.real_num_rx_queues}")
+        k = n._key if key is None else bytes(key)
+        if len(k) != 40:
+            raise NetmemError(EINVAL, "set_rxfh: the key must be 40 bytes")
+        n._indir, n._key = table, k
+        n._set_rss(table, k)
+
+    def get_rxfh(self):
+        return {"indir": list(self.nic._indir), "key": self.nic._key}
+
+    def stats(self):
+        """Per-queue counters (``ethtool -S``-like): packets, bytes, alloc failures, drops,
+        faults, and GRO's."""
+        return [q.stats() for q in self.nic.rx_queues[:self.nic.real_num_rx_queues]]
+
+
+def _addr(ip, family):
+    if ip is None:
+        return None
+    try:
+        a = ipaddress.ip_address(ip)
+    except ValueError:
+        raise NetmemError(EINVAL, f"add_ntuple: {ip!r} is not an IP address") from None
+    if a.version != family:
+        raise NetmemError(EINVAL, f"add_ntuple: {ip} is not an IPv{family} address")
+    return a.packed

@@ -15,11 +15,11 @@ import weakref
 from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
-from libc.errno cimport (EBUSY, EEXIST, EFAULT, EINVAL, EIO, ENOENT, ENOMEM, ENOSPC, ENXIO,
-                         EOPNOTSUPP)
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
+                         ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, ETOOMANYREFS)
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcpy, memset
+from libc.string cimport memcmp, memcpy, memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
                            PROT_WRITE, mmap, munmap, nm_now_ns)
@@ -47,6 +47,10 @@ include "iommu.pxi"
 include "genalloc.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
+include "skb.pxi"
+include "napi.pxi"
+include "gro.pxi"
+include "tcp_rx.pxi"
 include "bench.pxi"
 
 # Python-visible constants (the package re-exports them).
@@ -198,6 +202,7 @@ cdef class CoreMachine:
             raise MemoryError()
         for i in range(numa_nodes):
             _node_boot_free(m, <int>i, 256, sw_start if swiotlb else 0, sw_end if swiotlb else 0)
+        nm_net_init(m)
 
     def __dealloc__(self):
         cdef nm_machine *m = self.m
@@ -211,6 +216,7 @@ cdef class CoreMachine:
             munmap(m.niovs, m.max_niovs * sizeof(nm_desc))
         free(m.trace_buf)
         free(m.fault_buf)
+        nm_net_free(m.net)
         swiotlb_exit(m)
         free(m)
         self.m = NULL
@@ -726,3 +732,4 @@ cdef class CoreNapi:
 
 
 include "pool_facade.pxi"
+include "rx_facade.pxi"

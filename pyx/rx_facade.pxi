@@ -1,0 +1,343 @@
+# The Python boundary of the RX path: CoreNetDevice (the device, its queues and steering) and
+# the machine-wide stack calls (sockets, MIBs, skbs for tests). netmem.netdev, netmem.tcp and
+# netmem.skb build on these.
+
+# A fixed default RSS key: netdev_rss_key_fill() draws a random one at boot; this one is the
+# Microsoft verification key, so hashes are reproducible and checkable against the spec.
+RSS_DEFAULT_KEY = bytes.fromhex(
+    "6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c6a42b73bbeac01fa")
+
+TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "TCPOFOMerge",
+                "TCPOFODrop", "TCPRcvCoalesce", "TCPRcvQDrop", "DelayedACKLost",
+                "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
+                "TCPChallengeACK", "TCPSYNChallenge")
+IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
+               "ReasmReqds", "ReasmFails")
+DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
+                "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
+                "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
+                "FRAG_REASM_TIMEOUT", "TCP_CLOSE")
+RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
+                  "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
+GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
+HDR_BUF_SIZE = NM_HDR_BUF_SIZE
+HDS_THRESH_MAX = NM_HDS_THRESH_MAX
+RX_BUF_SIZE = NM_RX_BUF_SIZE
+MAX_SKB_FRAGS_ = MAX_SKB_FRAGS
+NAPI_POLL_WEIGHT_ = NAPI_POLL_WEIGHT
+INDIR_SIZE = NM_INDIR_SIZE
+TCP_STATES = {NM_TCP_ESTABLISHED: "ESTABLISHED", NM_TCP_CLOSE_WAIT: "CLOSE_WAIT",
+              NM_TCP_CLOSE: "CLOSE"}
+
+
+cdef nm_pool *_pool_of(object pool) except? NULL:
+    if pool is None:
+        return NULL
+    return (<CorePagePool?>pool).pool
+
+
+cdef class CoreNetDevice:
+    """The compiled half of ``netmem.NetDevice``."""
+
+    def __cinit__(self, CoreMachine machine, CoreDevice dma_dev, uint32_t ifindex, uint32_t mtu,
+                  uint32_t max_rxq, *args, **kwargs):
+        cdef nm_netdev *nd = <nm_netdev *>calloc(1, sizeof(nm_netdev))
+        cdef uint32_t i
+        if nd == NULL:
+            raise MemoryError()
+        self.nd = nd
+        self.machine = machine
+        self._keep = {"dev": dma_dev}
+        nd.m = machine.m
+        nd.dma_dev = &dma_dev.dev
+        nd.ifindex = ifindex
+        nd.mtu = mtu
+        nd.max_rxq = max_rxq
+        nd.num_rxq = max_rxq
+        nd.rxq = <nm_rxq *>calloc(max_rxq, sizeof(nm_rxq))
+        if nd.rxq == NULL:
+            raise MemoryError()
+        for i in range(max_rxq):
+            nd.rxq[i].dev = nd
+            nd.rxq[i].idx = i
+            memset(nd.rxq[i].gro_head, 0xff, sizeof(nd.rxq[i].gro_head))
+        self._set_rss([i % max_rxq for i in range(NM_INDIR_SIZE)], RSS_DEFAULT_KEY)
+
+    def __dealloc__(self):
+        cdef nm_netdev *nd = self.nd
+        cdef uint32_t i
+        if nd == NULL:
+            return
+        if nd.rxq != NULL:
+            for i in range(nd.max_rxq):
+                free(nd.rxq[i].ring.slots)
+                free(nd.rxq[i].hdr_ring.slots)
+                free(nd.rxq[i].pending)
+            free(nd.rxq)
+        free(nd.rules)
+        free(nd)
+        self.nd = NULL
+
+    def _set_mtu(self, uint32_t mtu):
+        self.nd.mtu = mtu
+
+    def _set_num_rxq(self, uint32_t n):
+        self.nd.num_rxq = n
+
+    def _set_rss(self, indir, bytes key):
+        """The indirection table (NM_INDIR_SIZE entries) and the 40-byte Toeplitz key."""
+        cdef uint32_t i
+        if len(indir) != NM_INDIR_SIZE or len(key) != NM_RSS_KEY_LEN:
+            raise NetmemError(EINVAL, "set_rxfh: bad table or key size")
+        for i in range(NM_INDIR_SIZE):
+            self.nd.indir[i] = indir[i]
+        self.nd.indir_size = NM_INDIR_SIZE
+        memcpy(self.nd.key, <const char *>key, NM_RSS_KEY_LEN)
+        netdev_rss_key_fill_toeplitz(self.nd)
+
+    def _rss_hash(self, bytes frame):
+        """(queue, hash) the device picks for one frame."""
+        cdef nm_pkt p
+        cdef uint32_t h = 0, q
+        nm_parse(<const uint8_t *><const char *>frame, len(frame), &p)
+        q = nm_steer(self.nd, <const uint8_t *><const char *>frame, &p, &h)
+        return q, h
+
+    def _set_rules(self, rules):
+        """Ntuple rules, in match order: (loc, family, src, dst, sport, dport, queue), with
+        None for a wildcard and addresses as packed bytes."""
+        cdef nm_ntuple *r = <nm_ntuple *>calloc(max(len(rules), 1), sizeof(nm_ntuple))
+        cdef uint32_t i
+        if r == NULL:
+            raise MemoryError()
+        for i, (loc, family, src, dst, sport, dport, queue) in enumerate(rules):
+            r[i].loc = loc
+            r[i].family = family
+            if src is not None:
+                r[i].has_src = 1
+                memcpy(r[i].src, <const char *>src, len(src))
+            if dst is not None:
+                r[i].has_dst = 1
+                memcpy(r[i].dst, <const char *>dst, len(dst))
+            if sport is not None:
+                r[i].has_sport = 1
+                r[i].sport = sport
+            if dport is not None:
+                r[i].has_dport = 1
+                r[i].dport = dport
+            r[i].queue = queue
+        free(self.nd.rules)
+        self.nd.rules = r
+        self.nd.nr_rules = len(rules)
+
+    def _rxq_start(self, uint32_t idx, int cpu, CoreNapi napi, hdr_pool, pool,
+                   uint32_t ring_size, bint hds, uint32_t hds_thresh):
+        """Models ``ndo_queue_start()``: rings posted from the new pools. Returns the buffers
+        posted (payload, header)."""
+        cdef nm_rxq *q = &self.nd.rxq[idx]
+        cdef uint32_t posted, hdr_posted = 0
+        q.cpu = cpu
+        q.napi = &napi.napi
+        q.pool = _pool_of(pool)
+        q.hdr_pool = _pool_of(hdr_pool)
+        q.hds = hds
+        q.hds_thresh = hds_thresh
+        q.buf_size = PAGE_SIZE if hds else NM_RX_BUF_SIZE
+        q.ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
+        q.ring.size = q.ring.nr_empty = ring_size
+        q.ring.head = q.ring.tail = 0
+        if hds:
+            q.hdr_ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
+            q.hdr_ring.size = q.hdr_ring.nr_empty = ring_size
+            q.hdr_ring.head = q.hdr_ring.tail = 0
+        if q.ring.slots == NULL or (hds and q.hdr_ring.slots == NULL):
+            raise MemoryError()
+        self._keep[idx] = (napi, hdr_pool, pool)
+        posted = nm_rx_ring_refill(q, &q.ring, q.pool, q.buf_size)
+        if hds:
+            hdr_posted = nm_rx_ring_refill(q, &q.hdr_ring, q.hdr_pool, NM_HDR_BUF_SIZE)
+        q.started = 1
+        return posted, hdr_posted
+
+    def _rxq_stop(self, uint32_t idx):
+        """Models ``ndo_queue_stop()`` + ``ndo_queue_mem_free()``: every posted buffer goes back
+        to its pool."""
+        cdef nm_rxq *q = &self.nd.rxq[idx]
+        if not q.started:
+            return
+        q.started = 0
+        nm_rx_ring_drain(&q.ring, q.pool)
+        free(q.ring.slots)
+        q.ring.slots = NULL
+        if q.hdr_ring.slots != NULL:
+            nm_rx_ring_drain(&q.hdr_ring, q.hdr_pool)
+            free(q.hdr_ring.slots)
+            q.hdr_ring.slots = NULL
+        q.pool = q.hdr_pool = NULL
+        q.napi = NULL
+        self._keep.pop(idx, None)
+
+    def _rxq_posted(self, uint32_t idx):
+        cdef nm_rxq *q = &self.nd.rxq[idx]
+        if not q.started:
+            return 0, 0
+        return (q.ring.size - q.ring.nr_empty,
+                q.hdr_ring.size - q.hdr_ring.nr_empty if q.hds else 0)
+
+    def _receive(self, const uint8_t[::1] arena, const uint64_t[::1] offsets,
+                 const uint32_t[::1] lengths, uint32_t[::1] hashes, uint32_t start, uint32_t end):
+        """Frames [start, end) of a trace through the device, its NAPI polls, GRO and the
+        stack (one call runs in C)."""
+        cdef nm_netdev *nd = self.nd
+        cdef uint32_t i, n = end - start
+        cdef void *p
+        cdef uint64_t total = arena.shape[0]
+        if end > offsets.shape[0] or end > lengths.shape[0] or end > hashes.shape[0] \
+                or start > end:
+            raise NetmemError(EINVAL, "receive: frame range outside the trace")
+        for i in range(start, end):
+            if offsets[i] + lengths[i] > total:
+                raise NetmemError(EINVAL, f"receive: frame {i} runs past the arena")
+        for i in range(nd.num_rxq):
+            if nd.rxq[i].pending_cap < n:
+                p = realloc(nd.rxq[i].pending, max(n, 1) * sizeof(uint32_t))
+                if p == NULL:
+                    raise MemoryError()
+                nd.rxq[i].pending = <uint32_t *>p
+                nd.rxq[i].pending_cap = n
+        if n == 0:
+            return
+        with nogil:
+            nm_netdev_receive(self.machine.m.net, nd, &arena[0], &offsets[0], &lengths[0],
+                              &hashes[0], start, end)
+
+    def _rxq_stats(self, uint32_t idx):
+        cdef nm_rxq_stats *s = &self.nd.rxq[idx].stats
+        return dict(zip(RXQ_STATS_KEYS, (s.packets, s.bytes, s.alloc_fail, s.hw_drops,
+                                         s.hw_drop_overruns, s.length_errors, s.faults, s.polls,
+                                         s.hds_split, s.skb_alloc_fail)))
+
+    def _gro_stats(self, uint32_t idx):
+        cdef nm_gro_stats *g = &self.nd.rxq[idx].gro
+        return dict(zip(GRO_STATS_KEYS, (g.merged, g.held, g.normal, g.flushes, g.flush_e2big,
+                                         g.flush_toomanyrefs)))
+
+    def _dev_stats(self):
+        return {"rx_nohandler": self.nd.rx_nohandler, "rx_dropped": self.nd.rx_dropped,
+                "rx_length_errors": self.nd.rx_length_errors}
+
+
+# ---- the stack, machine-wide --------------------------------------------------------------------
+
+cdef nm_net *_net(CoreMachine machine):
+    return machine.m.net
+
+
+def _tcp_mib(CoreMachine machine):
+    cdef nm_tcp_mib *t = &_net(machine).tcp
+    return dict(zip(TCP_MIB_KEYS, (t.InSegs, t.InErrs, t.OutRsts, t.PassiveOpens, t.TCPOFOQueue,
+                                   t.TCPOFOMerge, t.TCPOFODrop, t.TCPRcvCoalesce, t.TCPRcvQDrop,
+                                   t.DelayedACKLost, t.TCPDSACKOldSent, t.TCPDSACKOfoSent,
+                                   t.TCPAbortOnData, t.TCPZeroWindowDrop, t.TCPChallengeACK,
+                                   t.TCPSYNChallenge)))
+
+
+def _ip_mib(CoreMachine machine, bint v6):
+    cdef nm_ip_mib *s = &_net(machine).ip6 if v6 else &_net(machine).ip
+    return dict(zip(IP_MIB_KEYS, (s.InReceives, s.InHdrErrors, s.InTruncatedPkts,
+                                  s.InUnknownProtos, s.InDelivers, s.ReasmReqds, s.ReasmFails)))
+
+
+def _drop_reasons(CoreMachine machine):
+    cdef nm_net *n = _net(machine)
+    return {DROP_REASONS[i]: n.drop_reasons[i] for i in range(NM_DROP_REASONS)
+            if n.drop_reasons[i]}
+
+
+def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=None):
+    cdef nm_net *n = _net(machine)
+    if open_on_data is not None:
+        n.open_on_data = bool(open_on_data)
+    if rcvbuf is not None:
+        n.rcvbuf = rcvbuf
+    if defer_max is not None:
+        n.defer_max = defer_max
+    return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
+            "defer_max": n.defer_max, "defer_kicks": n.defer_kicks,
+            "skbs_live": n.skbs_live}
+
+
+def _sockets(CoreMachine machine):
+    """Every socket in use: (index, family, laddr, raddr, lport, rport)."""
+    cdef nm_net *n = _net(machine)
+    cdef uint32_t i
+    cdef nm_sock *sk
+    out = []
+    for i in range(n.nr_socks):
+        sk = &n.socks[i]
+        if sk.used:
+            alen = 4 if sk.family == 4 else 16
+            out.append((i, sk.family, bytes(sk.laddr[:alen]), bytes(sk.raddr[:alen]),
+                        sk.lport, sk.rport))
+    return out
+
+
+cdef nm_sock *_sock(CoreMachine machine, uint32_t ski) except NULL:
+    cdef nm_net *n = _net(machine)
+    if ski >= n.nr_socks or not n.socks[ski].used:
+        raise NetmemError(EBADF, f"socket {ski} is closed")
+    return &n.socks[ski]
+
+
+def _sk_info(CoreMachine machine, uint32_t ski):
+    cdef nm_sock *sk = _sock(machine, ski)
+    cdef uint32_t si
+    cdef uint64_t queued = 0
+    si = sk.rq_head
+    while si != NM_NIL:
+        queued += 1
+        si = SKB(machine.m.net, si).next
+    return {"state": TCP_STATES[sk.state], "rcv_nxt": sk.rcv_nxt, "copied_seq": sk.copied_seq,
+            "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf,
+            "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
+            "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
+            "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1}
+
+
+def _sk_recv(CoreMachine machine, uint32_t ski, uint64_t bufsize):
+    """Models ``tcp_recvmsg()`` (non-blocking): bytes, b"" at the end of the stream; raises
+    EAGAIN with nothing to read and the socket's error after the queued data."""
+    cdef int64_t rc
+    cdef bytearray out
+    _sock(machine, ski)
+    out = bytearray(bufsize)
+    if bufsize == 0:
+        return b""
+    rc = tcp_recvmsg_copy(machine.m.net, ski, <uint8_t *><char *>out, bufsize)
+    if machine.m.nr_warn:
+        machine._flush_warnings()
+    if rc < 0:
+        raise NetmemError(-rc, f"recvmsg: {_errname(-rc)}")
+    del out[rc:]
+    return bytes(out)
+
+
+def _sk_close(CoreMachine machine, uint32_t ski):
+    _sock(machine, ski)
+    tcp_close_rx(machine.m.net, ski)
+    if machine.m.nr_warn:
+        machine._flush_warnings()
+
+
+def _defer_flush_all(CoreMachine machine):
+    """Run every CPU's deferred skb frees (their softirqs ran): used when the machine goes
+    quiet."""
+    cdef int cpu
+    for cpu in range(machine.m.nr_cpus):
+        if machine.m.net.defer_head[cpu] != NM_NIL:
+            __free_softirq_flush(machine.m.net, cpu)
+
+
+cdef str _errname(int e):
+    import errno as _errno
+    return _errno.errorcode.get(e, str(e))

@@ -1,0 +1,782 @@
+# The receive half of the IP and TCP stack, and the socket's receive queue.
+#
+# Models net/core/dev.c (__netif_receive_skb_core()'s protocol dispatch), net/ipv4/ip_input.c
+# (ip_rcv_core(), ip_local_deliver()), net/ipv6/ip6_input.c (ip6_rcv_core()), net/ipv4/tcp_ipv4.c
+# (tcp_v4_rcv()), net/ipv4/tcp_input.c (tcp_validate_incoming(), tcp_data_queue(),
+# tcp_data_queue_ofo(), tcp_ofo_queue(), tcp_try_coalesce(), tcp_fin(), tcp_reset()) and
+# net/ipv4/tcp.c (tcp_recvmsg_locked(), tcp_eat_recv_skb()) with skb_attempt_defer_free().
+#
+# Departs (each documented in docs/design.md): no checksums (the device reports
+# CHECKSUM_UNNECESSARY); every address is local; no receive window (nothing is sent, so nothing
+# is advertised) and sk_rcvbuf is fixed at tcp_rmem[2] (no autotuning); a socket opens on a SYN
+# (or SYN-ACK) of its direction, or, when asked, on the first segment of a flow seen mid-way;
+# no TIME_WAIT: a new SYN on a finished connection opens a new socket; no IP reassembly.
+
+
+cdef enum:
+    NM_TCP_ESTABLISHED = 1
+    NM_TCP_CLOSE_WAIT = 2
+    NM_TCP_CLOSE = 3
+    RCV_SHUTDOWN = 1
+    NM_SK_HASH_MIN = 1 << 12
+    NM_SK_CREATE_SYN = 1            # why a socket opened (for the Python side)
+    NM_SK_CREATE_MIDFLOW = 2
+
+
+cdef inline bint before(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b) < 0
+
+
+cdef inline bint after(uint32_t a, uint32_t b) noexcept nogil:
+    return before(b, a)
+
+
+cdef inline void __drop(nm_net *n, uint32_t si, int reason) noexcept nogil:
+    """``kfree_skb_reason()``: counted by reason."""
+    n.drop_reasons[reason] += 1
+    __kfree_skb(n, si)
+
+
+# ---- the socket table ---------------------------------------------------------------------------
+
+cdef inline uint32_t __sk_hashfn(uint8_t family, const uint8_t *laddr, const uint8_t *raddr,
+                                 uint16_t lport, uint16_t rport) noexcept nogil:
+    cdef uint64_t h = (<uint64_t>lport << 16 | rport) * 0x9E3779B97F4A7C15ULL
+    cdef int i, alen = 4 if family == 4 else 16
+    for i in range(0, alen, 4):
+        h = (h ^ _be32(laddr + i)) * 0xff51afd7ed558ccdULL
+        h = (h ^ _be32(raddr + i)) * 0xc4ceb9fe1a85ec53ULL
+    return <uint32_t>(h >> 32)
+
+
+cdef int __sk_hash_resize(nm_net *n, uint32_t nbuckets) noexcept nogil:
+    cdef uint32_t *tbl = <uint32_t *>malloc(nbuckets * sizeof(uint32_t))
+    cdef uint32_t i, b
+    cdef nm_sock *sk
+    if tbl == NULL:
+        return -ENOMEM
+    memset(tbl, 0xff, nbuckets * sizeof(uint32_t))
+    for i in range(n.nr_socks):
+        sk = &n.socks[i]
+        if sk.used and sk.hnext != NM_NIL - 1:
+            b = __sk_hashfn(sk.family, sk.laddr, sk.raddr, sk.lport, sk.rport) & (nbuckets - 1)
+            sk.hnext = tbl[b]
+            tbl[b] = i
+    free(n.sk_hash)
+    n.sk_hash = tbl
+    n.sk_hash_mask = nbuckets - 1
+    return 0
+
+
+cdef uint32_t __inet_lookup(nm_net *n, uint8_t family, const uint8_t *laddr,
+                            const uint8_t *raddr, uint16_t lport, uint16_t rport) noexcept nogil:
+    """Models ``__inet_lookup_established()``: the socket of this 4-tuple, or NM_NIL."""
+    cdef uint32_t i
+    cdef int alen = 4 if family == 4 else 16
+    cdef nm_sock *sk
+    if n.sk_hash == NULL:
+        return NM_NIL
+    i = n.sk_hash[__sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask]
+    while i != NM_NIL:
+        sk = &n.socks[i]
+        if (sk.lport == lport and sk.rport == rport and sk.family == family
+                and memcmp(sk.laddr, laddr, alen) == 0 and memcmp(sk.raddr, raddr, alen) == 0):
+            return i
+        i = sk.hnext
+    return NM_NIL
+
+
+cdef void inet_unhash(nm_net *n, uint32_t si) noexcept nogil:
+    """Take a socket out of the lookup table (it stays readable until closed)."""
+    cdef nm_sock *sk = &n.socks[si]
+    cdef uint32_t *pp
+    if sk.hnext == NM_NIL - 1:
+        return
+    pp = &n.sk_hash[__sk_hashfn(sk.family, sk.laddr, sk.raddr, sk.lport, sk.rport)
+                    & n.sk_hash_mask]
+    while pp[0] != NM_NIL:
+        if pp[0] == si:
+            pp[0] = sk.hnext
+            break
+        pp = &n.socks[pp[0]].hnext
+    sk.hnext = NM_NIL - 1               # unhashed
+
+
+cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const uint8_t *raddr,
+                          uint16_t lport, uint16_t rport, uint32_t rcv_nxt) noexcept nogil:
+    """A receiving socket in ESTABLISHED, hashed. NM_NIL when out of memory."""
+    cdef uint32_t i, b, cap
+    cdef nm_sock *sk
+    cdef void *p
+    if n.sk_free != NM_NIL:
+        i = n.sk_free
+        n.sk_free = n.socks[i].hnext
+    else:
+        if n.nr_socks == n.cap_socks:
+            cap = n.cap_socks * 2 + 64
+            p = realloc(n.socks, cap * sizeof(nm_sock))
+            if p == NULL:
+                return NM_NIL
+            n.socks = <nm_sock *>p
+            n.cap_socks = cap
+        i = n.nr_socks
+        n.nr_socks += 1
+    if n.sk_hash == NULL or n.nr_socks > (n.sk_hash_mask + 1) * 2:
+        if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
+                                   <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
+            return NM_NIL
+    sk = &n.socks[i]
+    memset(sk, 0, sizeof(nm_sock))
+    sk.used = 1
+    sk.family = family
+    memcpy(sk.laddr, laddr, 4 if family == 4 else 16)
+    memcpy(sk.raddr, raddr, 4 if family == 4 else 16)
+    sk.lport = lport
+    sk.rport = rport
+    sk.state = NM_TCP_ESTABLISHED
+    sk.rcv_nxt = rcv_nxt
+    sk.copied_seq = rcv_nxt
+    sk.rq_head = sk.rq_tail = NM_NIL
+    sk.ofo_head = sk.ofo_tail = NM_NIL
+    sk.rcvbuf = n.rcvbuf
+    b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
+    sk.hnext = n.sk_hash[b]
+    n.sk_hash[b] = i
+    return i
+
+
+# ---- the socket's queues ------------------------------------------------------------------------
+
+cdef inline void skb_set_owner_r(nm_net *n, nm_skb *skb, uint32_t ski) noexcept nogil:
+    skb.sk = ski
+    n.socks[ski].rmem_alloc += skb.truesize
+
+
+cdef inline void sock_rfree(nm_net *n, nm_skb *skb) noexcept nogil:
+    if skb.sk != NM_NIL:
+        n.socks[skb.sk].rmem_alloc -= skb.truesize
+        skb.sk = NM_NIL
+
+
+cdef inline void __q_unlink(nm_net *n, uint32_t *head, uint32_t *tail, uint32_t si) noexcept nogil:
+    cdef nm_skb *skb = SKB(n, si)
+    if skb.prev != NM_NIL:
+        SKB(n, skb.prev).next = skb.next
+    else:
+        head[0] = skb.next
+    if skb.next != NM_NIL:
+        SKB(n, skb.next).prev = skb.prev
+    else:
+        tail[0] = skb.prev
+    skb.next = skb.prev = NM_NIL
+
+
+cdef inline void __q_insert_after(nm_net *n, uint32_t *head, uint32_t *tail, uint32_t at,
+                                  uint32_t si) noexcept nogil:
+    """Insert ``si`` after ``at`` (NM_NIL: at the front)."""
+    cdef nm_skb *skb = SKB(n, si)
+    skb.prev = at
+    if at == NM_NIL:
+        skb.next = head[0]
+        head[0] = si
+    else:
+        skb.next = SKB(n, at).next
+        SKB(n, at).next = si
+    if skb.next != NM_NIL:
+        SKB(n, skb.next).prev = si
+    else:
+        tail[0] = si
+
+
+cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail) noexcept nogil:
+    cdef uint32_t si
+    while head[0] != NM_NIL:
+        si = head[0]
+        __q_unlink(n, head, tail, si)
+        sock_rfree(n, SKB(n, si))
+        __kfree_skb(n, si)
+
+
+cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogil:
+    """Whether the skb may be charged: sk_rmem_alloc within sk_rcvbuf (no pruning)."""
+    return sk.rmem_alloc + skb.truesize <= sk.rcvbuf
+
+
+cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
+    """Models ``tcp_try_coalesce()``."""
+    cdef int delta
+    if frm.seq != to.end_seq:
+        return False
+    if not skb_try_coalesce(n, to, frm, fragstolen, &delta):
+        return False
+    if to.sk != NM_NIL:
+        n.socks[to.sk].rmem_alloc += delta
+    n.tcp.TCPRcvCoalesce += 1
+    to.end_seq = frm.end_seq
+    to.ack_seq = frm.ack_seq
+    to.tcp_flags |= frm.tcp_flags
+    return True
+
+
+cdef inline void tcp_rcv_nxt_update(nm_sock *sk, uint32_t seq) noexcept nogil:
+    sk.bytes_received += seq - sk.rcv_nxt
+    sk.rcv_nxt = seq
+
+
+cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+    """The MIB half of ``tcp_dsack_set()`` (a D-SACK is only sent when SACK is on)."""
+    if not sk.sack_ok:
+        return
+    if before(seq, sk.rcv_nxt):
+        n.tcp.TCPDSACKOldSent += 1
+    else:
+        n.tcp.TCPDSACKOfoSent += 1
+
+
+cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``tcp_fin()`` for ESTABLISHED: CLOSE_WAIT, and what sits after the FIN in the
+    out-of-order queue is dropped."""
+    if sk.state == NM_TCP_ESTABLISHED:
+        sk.state = NM_TCP_CLOSE_WAIT
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    sk.ofo_len = 0
+
+
+cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
+    cdef nm_sock *sk = &n.socks[ski]
+    skb_set_owner_r(n, SKB(n, si), ski)
+    __q_insert_after(n, &sk.rq_head, &sk.rq_tail, sk.rq_tail, si)
+
+
+cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
+    """Models ``tcp_ofo_queue()``: move what became in order to the receive queue."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef uint32_t si
+    cdef nm_skb *skb
+    cdef bint fragstolen, eaten, fin
+    while sk.ofo_head != NM_NIL:
+        si = sk.ofo_head
+        skb = SKB(n, si)
+        if after(skb.seq, sk.rcv_nxt):
+            break
+        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
+        sk.ofo_len -= 1
+        if not after(skb.end_seq, sk.rcv_nxt):
+            sock_rfree(n, skb)
+            __drop(n, si, NM_DROP_TCP_OFO_DROP)
+            continue
+        eaten = sk.rq_tail != NM_NIL and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb,
+                                                           &fragstolen)
+        tcp_rcv_nxt_update(sk, skb.end_seq)
+        fin = skb.tcp_flags & TCPHDR_FIN
+        if not eaten:
+            __q_insert_after(n, &sk.rq_head, &sk.rq_tail, sk.rq_tail, si)
+        else:
+            sock_rfree(n, skb)
+            kfree_skb_partial(n, si, fragstolen)
+        if fin:
+            tcp_fin(n, sk)
+            break
+
+
+cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
+    """Models ``tcp_data_queue_ofo()`` over a sorted list (the kernel's rbtree): coalesce at the
+    tail, drop what is covered, replace what the new segment covers."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef nm_skb *skb = SKB(n, si)
+    cdef nm_skb *s1
+    cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, p, nxt
+    cdef bint fragstolen
+    if not tcp_try_rmem_schedule(n, sk, skb):
+        n.tcp.TCPOFODrop += 1
+        __drop(n, si, NM_DROP_PROTO_MEM)
+        return
+    n.tcp.TCPOFOQueue += 1
+    if sk.ofo_head == NM_NIL:
+        __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, NM_NIL, si)
+        sk.ofo_len += 1
+        skb_set_owner_r(n, skb, ski)
+        return
+    if tcp_try_coalesce(n, SKB(n, sk.ofo_tail), skb, &fragstolen):
+        kfree_skb_partial(n, si, fragstolen)
+        return
+    if not before(seq, SKB(n, sk.ofo_tail).end_seq):
+        p = sk.ofo_tail
+    else:
+        # Walk back to the last skb starting at or before seq.
+        p = sk.ofo_tail
+        while p != NM_NIL and before(seq, SKB(n, p).seq):
+            p = SKB(n, p).prev
+        if p != NM_NIL:
+            s1 = SKB(n, p)
+            if before(seq, s1.end_seq):
+                if not after(end_seq, s1.end_seq):
+                    n.tcp.TCPOFOMerge += 1
+                    tcp_dsack_set(n, sk, seq)
+                    __drop(n, si, NM_DROP_TCP_OFOMERGE)
+                    return
+                if after(seq, s1.seq):
+                    tcp_dsack_set(n, sk, seq)
+                else:
+                    # Same start and it covers s1: s1 goes.
+                    nxt = s1.prev
+                    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, p)
+                    sk.ofo_len -= 1
+                    sock_rfree(n, s1)
+                    n.tcp.TCPOFOMerge += 1
+                    __drop(n, p, NM_DROP_TCP_OFOMERGE)
+                    p = nxt
+            elif tcp_try_coalesce(n, s1, skb, &fragstolen):
+                kfree_skb_partial(n, si, fragstolen)
+                return
+    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, p, si)
+    sk.ofo_len += 1
+    # merge_right: remove the segments the new one covers.
+    while skb.next != NM_NIL:
+        nxt = skb.next
+        s1 = SKB(n, nxt)
+        if not after(end_seq, s1.seq):
+            break
+        if before(end_seq, s1.end_seq):
+            break
+        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, nxt)
+        sk.ofo_len -= 1
+        sock_rfree(n, s1)
+        n.tcp.TCPOFOMerge += 1
+        __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
+    skb_set_owner_r(n, skb, ski)
+
+
+cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
+    """Models ``tcp_data_queue()``: in order (with coalescing into the tail), old data,
+    partial overlap, or out of order."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef nm_skb *skb = SKB(n, si)
+    cdef bint fragstolen = False, eaten
+    if skb.seq == skb.end_seq:
+        __kfree_skb(n, si)              # a pure ACK: consumed
+        return
+    if skb.seq == sk.rcv_nxt or (before(skb.seq, sk.rcv_nxt)
+                                  and after(skb.end_seq, sk.rcv_nxt)):
+        if skb.seq != sk.rcv_nxt:
+            tcp_dsack_set(n, sk, skb.seq)       # partial packet, seq < rcv_nxt < end_seq
+        if not tcp_try_rmem_schedule(n, sk, skb):
+            n.tcp.TCPRcvQDrop += 1
+            __drop(n, si, NM_DROP_PROTO_MEM)
+            return
+        eaten = (sk.rq_tail != NM_NIL
+                 and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
+        tcp_rcv_nxt_update(sk, skb.end_seq)
+        if skb.tcp_flags & TCPHDR_FIN:
+            tcp_fin(n, sk)
+        if not eaten:
+            __tcp_queue_tail(n, ski, si)
+        if sk.ofo_head != NM_NIL:
+            tcp_ofo_queue(n, ski)
+        if eaten:
+            kfree_skb_partial(n, si, fragstolen)
+        return
+    if not after(skb.end_seq, sk.rcv_nxt):
+        n.tcp.DelayedACKLost += 1
+        tcp_dsack_set(n, sk, skb.seq)
+        __drop(n, si, NM_DROP_TCP_OLD_DATA)
+        return
+    tcp_data_queue_ofo(n, ski, si)
+
+
+# ---- the protocol layers ------------------------------------------------------------------------
+
+cdef inline bint pskb_may_pull(nm_skb *skb, uint32_t len) noexcept nogil:
+    """Whether ``len`` bytes from skb->data are in the head. Departs: the kernel would pull
+    readable frag bytes into the head; the model's drivers put every header in the head, so
+    only a frame whose headers are not there (unreadable, or cut short) fails."""
+    return skb_headlen(skb) >= len
+
+
+cdef void pskb_trim_rcsum(nm_net *n, nm_skb *skb, uint32_t len) noexcept nogil:
+    """Trim Ethernet padding: the skb ends ``len`` bytes after skb->data (frags that fall
+    beyond go home)."""
+    cdef nm_shinfo *sh = skb_shinfo(n, skb)
+    cdef uint32_t hl = skb_headlen(skb), off, i, keep = 0
+    if len >= skb.len:
+        return
+    if len <= hl:
+        for i in range(sh.nr_frags):
+            skb_page_unref(n.m, sh.frags[i].netmem, skb.pp_recycle)
+        sh.nr_frags = 0
+        skb.data_len = 0
+        skb.len = len
+        return
+    off = hl
+    for i in range(sh.nr_frags):
+        if off >= len:
+            skb_page_unref(n.m, sh.frags[i].netmem, skb.pp_recycle)
+            continue
+        if off + sh.frags[i].len > len:
+            sh.frags[i].len = len - off
+        off += sh.frags[i].len
+        keep = i + 1
+    sh.nr_frags = <uint8_t>keep
+    skb.data_len = len - hl
+    skb.len = len
+
+
+cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
+                  const uint8_t *daddr) noexcept nogil:
+    """Models ``tcp_v4_rcv()`` / ``tcp_v6_rcv()`` and ``tcp_rcv_established()`` for the receive
+    side: header checks, socket lookup (opening one on a SYN, or mid-flow when asked), RST,
+    SYN, then ``tcp_data_queue()``."""
+    cdef nm_skb *skb = SKB(n, si)
+    cdef uint8_t *th
+    cdef uint32_t doff, ski, seq
+    cdef uint16_t sport, dport
+    cdef uint8_t flags
+    cdef nm_sock *sk
+    n.tcp.InSegs += 1
+    if not pskb_may_pull(skb, 20):
+        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        return
+    th = skb_transport_hdr(n, skb)
+    doff = (th[12] >> 4) * 4
+    if doff < 20:
+        n.tcp.InErrs += 1
+        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        return
+    if not pskb_may_pull(skb, doff):
+        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        return
+    sport = _be16(th)
+    dport = _be16(th + 2)
+    seq = _be32(th + 4)
+    flags = th[13]
+    # TCP_SKB_CB(): the payload starts after the header (__skb_pull() of doff bytes).
+    skb.data += doff
+    skb.len -= doff
+    skb.seq = seq
+    skb.end_seq = seq + skb.len + ((flags & TCPHDR_SYN) != 0) + ((flags & TCPHDR_FIN) != 0)
+    skb.ack_seq = _be32(th + 8)
+    skb.tcp_flags = flags
+    ski = __inet_lookup(n, family, daddr, saddr, dport, sport)
+    if ski != NM_NIL and flags & TCPHDR_SYN and not (flags & TCPHDR_RST):
+        sk = &n.socks[ski]
+        if sk.state != NM_TCP_ESTABLISHED and skb.seq + 1 != sk.rcv_nxt:
+            inet_unhash(n, ski)                 # a new connection on a finished tuple
+            ski = NM_NIL
+    if ski == NM_NIL:
+        if flags & TCPHDR_SYN and not (flags & TCPHDR_RST):
+            ski = __sk_create(n, family, daddr, saddr, dport, sport, seq + 1)
+            if ski == NM_NIL:
+                __drop(n, si, NM_DROP_PROTO_MEM)
+                return
+            n.tcp.PassiveOpens += 1
+            n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
+            n.socks[ski].segs_in += 1
+            skb.seq += 1                        # the SYN is taken; data on a SYN is queued
+            if skb.seq == skb.end_seq:
+                __kfree_skb(n, si)
+                return
+            tcp_data_queue(n, ski, si)
+            return
+        if n.open_on_data and not (flags & TCPHDR_RST):
+            ski = __sk_create(n, family, daddr, saddr, dport, sport, seq)
+            if ski == NM_NIL:
+                __drop(n, si, NM_DROP_PROTO_MEM)
+                return
+        else:
+            if not (flags & TCPHDR_RST):
+                n.tcp.OutRsts += 1              # tcp_v4_send_reset()
+            __drop(n, si, NM_DROP_NO_SOCKET)
+            return
+    sk = &n.socks[ski]
+    sk.segs_in += 1
+    if skb.len:
+        sk.data_segs_in += 1
+    if flags & TCPHDR_RST:
+        # tcp_validate_incoming(): RFC 5961, only an exact match resets.
+        if seq == sk.rcv_nxt:
+            sk.err = ECONNRESET
+            sk.state = NM_TCP_CLOSE
+            inet_unhash(n, ski)                 # tcp_done()
+            __drop(n, si, NM_DROP_TCP_RESET)
+        elif after(seq, sk.rcv_nxt):
+            n.tcp.TCPChallengeACK += 1
+            __drop(n, si, NM_DROP_TCP_RESET)
+        else:
+            __drop(n, si, NM_DROP_TCP_INVALID_SEQUENCE)
+        return
+    if flags & TCPHDR_SYN:
+        if not after(skb.end_seq, sk.rcv_nxt):
+            n.tcp.DelayedACKLost += 1           # tcp_send_dupack() for an old SYN
+            tcp_dsack_set(n, sk, seq)
+            __drop(n, si, NM_DROP_TCP_OLD_DATA)
+        else:
+            n.tcp.TCPSYNChallenge += 1
+            n.tcp.TCPChallengeACK += 1
+            __drop(n, si, NM_DROP_TCP_FLAGS)
+        return
+    if not (flags & TCPHDR_ACK):
+        __drop(n, si, NM_DROP_TCP_FLAGS)        # tcp_rcv_established(): no ACK, discard
+        return
+    if sk.state == NM_TCP_CLOSE:
+        __drop(n, si, NM_DROP_TCP_CLOSE)
+        return
+    tcp_data_queue(n, ski, si)
+
+
+cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
+    """Whether a SYN's options carry SACK_PERM (kind 4)."""
+    cdef uint32_t i = 20, l
+    while i < doff:
+        if th[i] == 0:
+            break
+        if th[i] == 1:
+            i += 1
+            continue
+        if i + 1 >= doff:
+            break
+        if th[i] == 4:
+            return True
+        l = th[i + 1]
+        if l < 2:
+            break
+        i += l
+    return False
+
+
+cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
+    """Models ``ip_rcv_core()`` and ``ip_local_deliver()``: header checks with the kernel's
+    MIB counters, padding trimmed, fragments refused (no reassembly), TCP delivered."""
+    cdef nm_skb *skb = SKB(n, si)
+    cdef uint8_t *iph
+    cdef uint32_t ihl, tot
+    n.ip.InReceives += 1
+    if not pskb_may_pull(skb, 20):
+        n.ip.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    iph = skb_network_header(n, skb)
+    ihl = (iph[0] & 0xf) * 4
+    if ihl < 20 or iph[0] >> 4 != 4 or not pskb_may_pull(skb, ihl):
+        n.ip.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    tot = _be16(iph + 2)
+    if skb.len < tot:
+        n.ip.InTruncatedPkts += 1
+        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        return
+    if tot < ihl:
+        n.ip.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    pskb_trim_rcsum(n, skb, tot)
+    skb.transport_header = <uint16_t>(skb.network_header + ihl)
+    skb.data += ihl
+    skb.len -= ihl
+    if _be16(iph + 6) & 0x3fff:
+        n.ip.ReasmReqds += 1
+        n.ip.ReasmFails += 1
+        __drop(n, si, NM_DROP_FRAG_REASM)
+        return
+    if iph[9] != IPPROTO_TCP:
+        n.ip.InUnknownProtos += 1
+        __drop(n, si, NM_DROP_IP_NOPROTO)
+        return
+    n.ip.InDelivers += 1
+    tcp_rcv(n, si, 4, iph + 12, iph + 16)
+
+
+cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
+    """Models ``ip6_rcv_core()`` and ``ip6_input_finish()``: header checks, padding trimmed,
+    extension headers 0/43/60 walked, fragments refused, TCP delivered."""
+    cdef nm_skb *skb = SKB(n, si)
+    cdef uint8_t *iph
+    cdef uint8_t *h
+    cdef uint32_t plen, off
+    cdef uint8_t nh
+    n.ip6.InReceives += 1
+    if not pskb_may_pull(skb, 40):
+        n.ip6.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    iph = skb_network_header(n, skb)
+    if iph[0] >> 4 != 6:
+        n.ip6.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    plen = _be16(iph + 4)
+    if plen + 40 > skb.len:
+        n.ip6.InTruncatedPkts += 1
+        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        return
+    pskb_trim_rcsum(n, skb, plen + 40)
+    nh = iph[6]
+    off = 40
+    while ipv6_ext_hdr(nh):
+        if not pskb_may_pull(skb, off + 8):
+            n.ip6.InHdrErrors += 1
+            __drop(n, si, NM_DROP_IP_INHDR)
+            return
+        h = iph + off
+        nh = h[0]
+        off += (h[1] + 1) * 8
+    if off > skb.len or not pskb_may_pull(skb, off):
+        n.ip6.InHdrErrors += 1
+        __drop(n, si, NM_DROP_IP_INHDR)
+        return
+    skb.transport_header = <uint16_t>(skb.network_header + off)
+    skb.data += off
+    skb.len -= off
+    if nh == 44:
+        n.ip6.ReasmReqds += 1
+        n.ip6.ReasmFails += 1
+        __drop(n, si, NM_DROP_FRAG_REASM)
+        return
+    if nh != IPPROTO_TCP:
+        n.ip6.InUnknownProtos += 1
+        __drop(n, si, NM_DROP_IP_NOPROTO)
+        return
+    n.ip6.InDelivers += 1
+    tcp_rcv(n, si, 6, iph + 8, iph + 24)
+
+
+cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
+    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: frames no handler takes
+    count in rx_nohandler."""
+    cdef nm_skb *skb = SKB(n, si)
+    if skb.protocol == 4:
+        ip_rcv(n, si)
+    elif skb.protocol == 6:
+        ipv6_rcv(n, si)
+    else:
+        nd.rx_nohandler += 1
+        __drop(n, si, NM_DROP_UNHANDLED_PROTO)
+
+
+# ---- freeing skbs the application consumed ------------------------------------------------------
+
+cdef void __free_in_softirq(nm_net *n, uint32_t si, int cpu) noexcept nogil:
+    """Free an skb in softirq context on ``cpu`` (``napi_consume_skb()``)."""
+    cdef nm_machine *m = n.m
+    cdef int c = m.cpu, s = m.in_softirq
+    m.cpu = cpu
+    m.in_softirq = 1
+    __kfree_skb(n, si)
+    m.cpu = c
+    m.in_softirq = s
+
+
+cdef void skb_defer_free_flush(nm_net *n, int cpu) noexcept nogil:
+    """Models ``skb_defer_free_flush()``: free the skbs other CPUs deferred to ``cpu``; the
+    caller is in softirq on ``cpu``."""
+    cdef uint32_t si, nxt
+    si = n.defer_head[cpu]
+    n.defer_head[cpu] = NM_NIL
+    n.defer_count[cpu] = 0
+    while si != NM_NIL:
+        nxt = SKB(n, si).next
+        __kfree_skb(n, si)
+        si = nxt
+
+
+cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
+    """Models ``skb_attempt_defer_free()``: an skb consumed on another CPU than the one that
+    built it is queued for that CPU, whose next ``net_rx_action()`` frees it; at half of
+    skb_defer_max the CPU is kicked (the IPI runs its softirq at once here). On the same CPU
+    (or with a full list) it is freed with BHs off (``kfree_skb_napi_cache()``)."""
+    cdef nm_machine *m = n.m
+    cdef nm_skb *skb = SKB(n, si)
+    cdef int cpu = skb.alloc_cpu
+    if n.defer_max == 0 or cpu == m.cpu or cpu >= m.nr_cpus or n.defer_count[cpu] >= n.defer_max:
+        __free_in_softirq(n, si, m.cpu)
+        return
+    skb.next = n.defer_head[cpu]
+    n.defer_head[cpu] = si
+    n.defer_count[cpu] += 1
+    if n.defer_count[cpu] == n.defer_max >> 1:
+        n.defer_kicks += 1
+        __free_softirq_flush(n, cpu)
+
+
+cdef void __free_softirq_flush(nm_net *n, int cpu) noexcept nogil:
+    cdef nm_machine *m = n.m
+    cdef int c = m.cpu, s = m.in_softirq
+    m.cpu = cpu
+    m.in_softirq = 1
+    skb_defer_free_flush(n, cpu)
+    m.cpu = c
+    m.in_softirq = s
+
+
+cdef inline void tcp_eat_recv_skb(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
+    """Models ``tcp_eat_recv_skb()``."""
+    __q_unlink(n, &sk.rq_head, &sk.rq_tail, si)
+    sock_rfree(n, SKB(n, si))
+    skb_attempt_defer_free(n, si)
+
+
+cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t len) noexcept nogil:
+    """Models ``tcp_recvmsg_locked()`` without MSG_PEEK/MSG_WAITALL, non-blocking: copy up to
+    ``len`` bytes in order, eating consumed skbs. Returns the bytes copied, 0 at end of stream,
+    -EAGAIN with nothing to read, -EFAULT on unreadable data with nothing copied, or the
+    socket's error (once) after the queued data."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef uint64_t copied = 0
+    cdef uint32_t si, offset, used
+    cdef nm_skb *skb
+    cdef int rc
+    while copied < len:
+        si = sk.rq_head
+        if si == NM_NIL:
+            break
+        skb = SKB(n, si)
+        offset = sk.copied_seq - skb.seq
+        if offset < skb.len:
+            used = <uint32_t>min(<uint64_t>(skb.len - offset), len - copied)
+            rc = skb_copy_bits(n, skb, offset, buf + copied, used)
+            if rc < 0:
+                if copied == 0:
+                    return rc
+                break
+            sk.copied_seq += used
+            copied += used
+            if used + offset < skb.len:
+                break
+            if skb.tcp_flags & TCPHDR_FIN:
+                sk.copied_seq += 1
+                sk.shutdown |= RCV_SHUTDOWN
+                tcp_eat_recv_skb(n, sk, si)
+                break
+            tcp_eat_recv_skb(n, sk, si)
+            continue
+        if skb.tcp_flags & TCPHDR_FIN:
+            sk.copied_seq += 1
+            sk.shutdown |= RCV_SHUTDOWN
+            tcp_eat_recv_skb(n, sk, si)
+            break
+        tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
+    if copied:
+        return <int64_t>copied
+    if sk.shutdown & RCV_SHUTDOWN:
+        return 0
+    if sk.err:
+        rc = sk.err
+        sk.err = 0
+        sk.shutdown |= RCV_SHUTDOWN
+        return -rc
+    if sk.state == NM_TCP_CLOSE:
+        return 0
+    return -EAGAIN
+
+
+cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
+    """The receive half of ``tcp_close()``: purge both queues (in process context), unhash,
+    free the slot."""
+    cdef nm_sock *sk = &n.socks[ski]
+    __sk_purge(n, &sk.rq_head, &sk.rq_tail)
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    sk.ofo_len = 0
+    inet_unhash(n, ski)
+    sk.used = 0
+    sk.hnext = n.sk_free
+    n.sk_free = ski
