@@ -1,14 +1,15 @@
 """The netdev netlink family, as dicts.
 
-Models the page-pool part of Documentation/netlink/specs/netdev.yaml and net/core/page_pool_user.c:
-``page_pool_get`` (``page-pool-get`` dump) and ``page_pool_stats_get`` (``page-pool-stats-get``
-dump). Attribute names are the family's; like the kernel, only pools with a netdev are listed.
+Models Documentation/netlink/specs/netdev.yaml with net/core/page_pool_user.c and
+net/core/netdev-genl.c: ``page_pool_get`` (``page-pool-get``), ``page_pool_stats_get``
+(``page-pool-stats-get``), ``queue_get`` (``queue-get``) and ``qstats_get`` (``qstats-get``).
+Attribute names are the family's; like the kernel, only pools with a netdev are listed.
 Departs: ``detach-time`` is shown whenever a pool is detached, also at virtual second 0 (the
 kernel omits a 0, which its boot clock never reads).
 """
 from netmem import _core
 
-__all__ = ["LOOPBACK_IFINDEX", "page_pool_get", "page_pool_stats_get"]
+__all__ = ["LOOPBACK_IFINDEX", "page_pool_get", "page_pool_stats_get", "qstats_get", "queue_get"]
 
 LOOPBACK_IFINDEX = 1
 
@@ -60,4 +61,60 @@ def page_pool_stats_get(machine):
         rsp = {"info": info}
         rsp.update({k.replace("_", "-"): v for k, v in p.stats.items()})
         out.append(rsp)
+    return out
+
+
+def _queue_fill(nic, q):
+    """Models ``netdev_nl_queue_fill_one()`` for an RX queue."""
+    rsp = {"id": q.idx, "type": "rx", "ifindex": nic.ifindex, "napi-id": q.napi.napi_id}
+    if q.mp is not None:
+        rsp.update(q.mp.nl_fill(q))
+    if q.af_xdp:
+        rsp["xsk"] = {}
+    return rsp
+
+
+def queue_get(machine, ifindex=None, id=None):
+    """``queue-get``: a dump of the RX queues of every device (or of ``ifindex``), or one
+    queue's dict with ``ifindex`` and ``id``. Only queues below real_num_rx_queues exist."""
+    out = []
+    for idx, nic in sorted(machine.netdevs.items()):
+        if ifindex is not None and idx != ifindex:
+            continue
+        out += [_queue_fill(nic, q) for q in nic.rx_queues[:nic.real_num_rx_queues]]
+    if id is None:
+        return out
+    for q in out:
+        if q["id"] == id:
+            return q
+    raise _core.NetmemError(22, f"queue-get: no rx queue {id} on ifindex {ifindex}")
+
+
+QSTATS = (("rx-packets", "packets"), ("rx-bytes", "bytes"), ("rx-alloc-fail", "alloc_fail"),
+          ("rx-hw-drops", "hw_drops"), ("rx-hw-drop-overruns", "hw_drop_overruns"))
+
+
+def qstats_get(machine, ifindex=None, scope="device"):
+    """``qstats-get``: per device (``scope="device"``: the sum over every queue it has had,
+    as the kernel adds the base stats of disabled queues) or per live queue
+    (``scope="queue"``, with queue-type and queue-id), the counters the model keeps."""
+    if scope not in ("device", "queue"):
+        raise _core.NetmemError(22, f"qstats-get: scope {scope!r} is not device or queue")
+    out = []
+    for idx, nic in sorted(machine.netdevs.items()):
+        if ifindex is not None and idx != ifindex:
+            continue
+        rows = []
+        for q in nic.rx_queues:
+            if scope == "queue" and q.idx >= nic.real_num_rx_queues:
+                continue
+            s = q.stats()
+            row = {"ifindex": idx, "queue-type": "rx", "queue-id": q.idx}
+            row.update({name: s[key] for name, key in QSTATS})
+            rows.append(row)
+        if scope == "queue":
+            out += rows
+        else:
+            out.append({"ifindex": idx, **{name: sum(r[name] for r in rows)
+                                           for name, _ in QSTATS}})
     return out

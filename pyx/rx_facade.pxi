@@ -341,3 +341,117 @@ def _defer_flush_all(CoreMachine machine):
 cdef str _errname(int e):
     import errno as _errno
     return _errno.errorcode.get(e, str(e))
+
+
+# ---- skbs for tests and debugging (netmem.skb) --------------------------------------------------
+
+cdef nm_skb *_skb(CoreMachine machine, uint32_t si) except NULL:
+    if si >= machine.m.net.skb_next:
+        raise NetmemError(EINVAL, f"no skb {si}")
+    return SKB(machine.m.net, si)
+
+
+def _skb_alloc(CoreMachine machine, int cpu):
+    cdef uint32_t si = napi_alloc_skb(machine.m.net, cpu)
+    if si == NM_NIL:
+        raise NetmemError(ENOMEM, "napi_alloc_skb: the skb table is full")
+    return si
+
+
+def _skb_build(CoreMachine machine, object ref, uint32_t offset, uint32_t frag_size, int cpu):
+    cdef netmem_ref netmem = _ref(ref)
+    cdef uint32_t si
+    machine._check_page(netmem, "napi_build_skb")
+    if frag_size <= SKB_DATA_ALIGN_SHINFO or frag_size > NM_HDR_BUF_SIZE \
+            or offset + frag_size > PAGE_SIZE:
+        raise NetmemError(EINVAL, f"napi_build_skb: frag_size {frag_size} must be in "
+                                  f"({SKB_DATA_ALIGN_SHINFO}, {NM_HDR_BUF_SIZE}] within the page")
+    si = napi_build_skb(machine.m.net, netmem, offset, frag_size, cpu)
+    if si == NM_NIL:
+        raise NetmemError(ENOMEM, "napi_build_skb: the skb table is full")
+    return si
+
+
+def _skb_info(CoreMachine machine, uint32_t si):
+    cdef nm_skb *skb = _skb(machine, si)
+    cdef nm_shinfo *sh = skb_shinfo(machine.m.net, skb)
+    return {"len": skb.len, "data_len": skb.data_len, "headlen": skb_headlen(skb),
+            "truesize": skb.truesize, "pp_recycle": bool(skb.pp_recycle),
+            "unreadable": bool(skb.unreadable), "cloned": bool(skb.cloned),
+            "head_frag": bool(sh.head_frag), "dataref": sh.dataref,
+            "frags": [(sh.frags[i].netmem, sh.frags[i].offset, sh.frags[i].len)
+                      for i in range(sh.nr_frags)],
+            "seq": skb.seq, "end_seq": skb.end_seq, "tcp_flags": skb.tcp_flags,
+            "gso_segs": skb.gso_segs, "hash": skb.hash, "napi_id": skb.napi_id,
+            "alloc_cpu": skb.alloc_cpu}
+
+
+def _skb_add_rx_frag(CoreMachine machine, uint32_t si, object ref, uint32_t offset,
+                     uint32_t size, uint32_t truesize):
+    cdef nm_skb *skb = _skb(machine, si)
+    cdef netmem_ref netmem = _ref(ref)
+    cdef uint8_t nr = skb_shinfo(machine.m.net, skb).nr_frags
+    if not netmem_valid(machine.m, netmem):
+        raise NetmemError(EINVAL, f"skb_add_rx_frag_netmem: {netmem:#x} is not a netmem")
+    if nr >= MAX_SKB_FRAGS:
+        raise NetmemError(EINVAL, f"skb_add_rx_frag_netmem: the skb has MAX_SKB_FRAGS "
+                                  f"({MAX_SKB_FRAGS}) frags")
+    if offset + size > PAGE_SIZE << __netmem_desc(machine.m, netmem).order:
+        raise NetmemError(EINVAL, "skb_add_rx_frag_netmem: the frag runs past its buffer")
+    skb_add_rx_frag_netmem(machine.m.net, skb, nr, netmem, offset, size, truesize)
+
+
+def _skb_put(CoreMachine machine, uint32_t si, bytes data):
+    """``skb_put_data()`` into the head."""
+    cdef nm_skb *skb = _skb(machine, si)
+    cdef nm_shinfo *sh = skb_shinfo(machine.m.net, skb)
+    cdef uint32_t tail = skb.data + skb_headlen(skb)
+    if skb.data_len or tail + len(data) > skb_end_offset(sh):
+        raise NetmemError(EINVAL, "skb_put: no tailroom (skb_over_panic)")
+    memcpy(skb_head(machine.m, sh) + tail, <const char *>data, len(data))
+    skb.len += len(data)
+
+
+def _skb_mark_for_recycle(CoreMachine machine, uint32_t si):
+    _skb(machine, si).pp_recycle = 1
+
+
+def _skb_clone(CoreMachine machine, uint32_t si):
+    _skb(machine, si)
+    cdef uint32_t c = skb_clone(machine.m.net, si)
+    if c == NM_NIL:
+        raise NetmemError(ENOMEM, "skb_clone: the skb table is full")
+    return c
+
+
+def _skb_pp_frag_ref(CoreMachine machine, uint32_t si):
+    cdef int rc = skb_pp_frag_ref(machine.m.net, _skb(machine, si))
+    if rc:
+        raise NetmemError(-rc, "skb_pp_frag_ref: the skb is not pp_recycle")
+
+
+def _skb_try_coalesce(CoreMachine machine, uint32_t to, uint32_t frm):
+    cdef bint stolen = False
+    cdef int delta = 0
+    cdef bint ok = skb_try_coalesce(machine.m.net, _skb(machine, to), _skb(machine, frm),
+                                    &stolen, &delta)
+    return ok, stolen, delta
+
+
+def _skb_copy_bits(CoreMachine machine, uint32_t si, uint32_t offset, uint32_t n):
+    cdef bytearray out = bytearray(n)
+    cdef int rc = skb_copy_bits(machine.m.net, _skb(machine, si), offset,
+                                <uint8_t *><char *>out, n)
+    if rc:
+        raise NetmemError(-rc, "skb_copy_bits: range past the data or unreadable frags")
+    return bytes(out)
+
+
+def _skb_free(CoreMachine machine, uint32_t si, bint partial, bint stolen):
+    _skb(machine, si)
+    if partial:
+        kfree_skb_partial(machine.m.net, si, stolen)
+    else:
+        __kfree_skb(machine.m.net, si)
+    if machine.m.nr_warn:
+        machine._flush_warnings()
