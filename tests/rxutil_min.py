@@ -21,7 +21,6 @@ def tcp_trace(nsegs=10, mss=1448, src="10.0.0.1", dst="10.0.0.2", sport=1234, dp
                      TCP(sport=sport, dport=dport, flags=flags, seq=seq, ack=1) / Raw(payload))
 
     frames = [seg(0, "S", 999)]
-    for i in range(nsegs):
-        frames.append(seg(i + 1, "A", 1000 + i * mss, bytes([i & 0xff]) * mss))
+    frames += [seg(i + 1, "A", 1000 + i * mss, bytes([i & 0xff]) * mss) for i in range(nsegs)]
     frames.append(seg(nsegs + 1, "FA", 1000 + nsegs * mss))
     return Trace(frames)

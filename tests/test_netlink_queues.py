@@ -1,7 +1,8 @@
 """queue-get and qstats-get in the netdev family's names."""
+from rxutil_min import tcp_trace
+
 from netmem.netdev import NetDevice
 from netmem.netlink import qstats_get, queue_get
-from rxutil_min import tcp_trace
 
 
 def test_queue_get_lists_live_rx_queues(machine):

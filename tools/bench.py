@@ -24,7 +24,7 @@ from netmem import _core, genalloc
 from netmem.dma import Device, DmaIovaState, dma_iova_destroy, dma_iova_try_alloc
 from netmem.iova import IovaDomain
 
-__all__ = ["main", "run_dma", "run_genalloc", "run_iova", "run_pool"]
+__all__ = ["main", "run_dma", "run_genalloc", "run_iova", "run_pool", "run_rx"]
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
     "pool_fast_ns": (2.5, "x floor_lifo_ns"),
@@ -39,6 +39,7 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     "genalloc_hole_90pct_ns": (1.5, "x genalloc_hole_10pct_ns"),
     # The pool's fast path must not pay for the IOMMU once its pages are mapped.
     "pool_fast_ns_iommu": (1.2, "x pool_fast_ns"),
+    "rx_host_ns_per_pkt": (300.0, "ns"),
 }
 DESCRIPTIONS = {
     "floor_lifo_ns": "plain C array push/pop pair (the floor)",
@@ -47,6 +48,10 @@ DESCRIPTIONS = {
     "pool_slow_ns": "alloc + get_page + put + put_page, page allocator (test 03)",
     "pool_bulk64_ns": "per buffer: alloc_netmems_bulk(64) + page_pool_put_netmem_bulk, from Python",
     "pool_py_pair_ns": "one Python alloc_netmem() + recycle_direct() pair",
+    "memcpy_1500_ns": "memcpy of 1500 hot bytes (the floor of one frame copy)",
+    "rx_host_ns_per_pkt": "per 1500-byte frame: steering, NAPI poll, DMA write, skb, GRO, TCP, "
+                          "recvmsg copy and freeing; host pages, 8 in-order flows on 2 queues, "
+                          "hot data, one core",
     "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
     "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
     "genalloc_first_fit_10pct_ns": "gen_pool_alloc + gen_pool_free of one unit, 1 GiB pool of "
@@ -245,6 +250,66 @@ GENALLOC_FIGURES = {
 }
 
 
+RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD = 8, 32, 1460     # 256 hot frames per round, MTU 1500
+
+
+def _rx_frames(nflows, per_flow, payload):
+    """SYNs, then flow-major data frames (IPv4 + TCP, DF, no options) of ``payload`` bytes."""
+    import struct
+
+    def frame(f, flags, seq, ipid, data):
+        tcp = struct.pack("!HHIIBBHHH", 40000 + f, 5201, seq, 1, 5 << 4, flags, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40 + len(data), ipid, 0x4000, 64, 6, 0,
+                         bytes([10, 0, 0, 1]), bytes([10, 0, 1, f]))
+        return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01\x08\x00" + ip + tcp + data
+    syns = [frame(f, 0x02, 999, 0, b"") for f in range(nflows)]
+    data = bytes(range(256)) * (payload // 256 + 1)
+    frames = [frame(f, 0x10, 1000 + j * payload, j + 1, data[:payload])
+              for f in range(nflows) for j in range(per_flow)]
+    return syns, frames
+
+
+def _arrays(frames):
+    lens = np.array([len(x) for x in frames], dtype=np.uint32)
+    offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.uint64)
+    return np.frombuffer(b"".join(frames), dtype=np.uint8).copy(), offs, lens
+
+
+def _rx_host(rounds):
+    """ns per frame through NAPI, GRO, TCP and recvmsg copies to freeing (host pages)."""
+    from netmem.netdev import NetDevice
+    m = netmem.Machine(memory="1GiB", cpus=2)
+    nic = NetDevice(m, num_rx_queues=2)
+    syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
+    arena, offs, lens = _arrays(syns)
+    nic._receive(arena, offs, lens, np.zeros(len(syns), np.uint32), 0, len(syns))
+    arena, offs, lens = _arrays(frames)
+    hashes = np.zeros(len(frames), np.uint32)
+    nic._receive(arena, offs, lens, hashes, 0, len(frames))          # round 0: warm up
+    for sk in m.tcp.sockets():
+        sk.read_all()
+    seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
+    ns = _core.bench_rx(nic, arena, offs, lens, hashes, seq_base, RX_PER_FLOW, 1, rounds,
+                        RX_PAYLOAD, 65536)
+    got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
+    want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
+    for sk in m.tcp.sockets():
+        sk.close()
+    nic.unregister()
+    m.quiesce()
+    if got != want or m.leak_report():
+        raise RuntimeError(f"rx bench lost data: {got} of {want} bytes; {m.leak_report()}")
+    return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
+
+
+RX_FIGURES = {
+    "floor_lifo_ns": lambda scale: _floor(int(20_000_000 * scale)),
+    "memcpy_1500_ns": lambda scale: _core.bench_memcpy(1500, int(5_000_000 * scale))
+    / int(5_000_000 * scale),
+    "rx_host_ns_per_pkt": lambda scale: _rx_host(int(2000 * scale)),
+}
+
+
 def _summarise(samples):
     med = statistics.median(samples)
     return {"median": round(med, 3), "min": round(min(samples), 3),
@@ -283,7 +348,12 @@ def run_genalloc(runs=5, scale=1):
     return _with_ratios(run_suite(GENALLOC_FIGURES, runs, scale))
 
 
-SUITES = {"dma": run_dma, "genalloc": run_genalloc, "iova": run_iova, "pool": run_pool}
+def run_rx(runs=5, scale=1):
+    return _with_ratios(run_suite(RX_FIGURES, runs, scale))
+
+
+SUITES = {"dma": run_dma, "genalloc": run_genalloc, "iova": run_iova, "pool": run_pool,
+          "rx": run_rx}
 
 
 def _verdict(name, r, res):
