@@ -1,10 +1,10 @@
 """skbs: frags, readability, coalescing, cloning and freeing (net/core/skbuff.c rules)."""
 import pytest
+from test_provider import MP_FLAGS, FreelistProvider
 
 from netmem import NetmemError
 from netmem.dma import Device
 from netmem.skb import MAX_SKB_FRAGS, napi_alloc_skb, napi_build_skb, skb_try_coalesce
-from test_provider import MP_FLAGS, FreelistProvider
 
 
 def _niov_pool(machine, make_pool):
