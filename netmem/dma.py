@@ -20,7 +20,7 @@ __all__ = ["DMA_ATTR_MMIO", "DMA_ATTR_SKIP_CPU_SYNC", "DMA_ATTR_WEAK_ORDERING",
            "dma_iova_sync", "dma_iova_try_alloc", "dma_iova_unlink", "dma_map_page",
            "dma_map_sgtable", "dma_mapping_error", "dma_need_sync", "dma_sync_single_for_cpu",
            "dma_sync_single_for_device", "dma_unmap_page", "dma_unmap_sgtable", "dma_use_iova",
-           "iova_extents"]
+           "for_each_sgtable_dma_sg", "iova_extents", "sg_dma_address", "sg_dma_len"]
 
 DMA_MAPPING_ERROR = _core.DMA_MAPPING_ERROR_
 DMA_ATTR_SKIP_CPU_SYNC = _core.DMA_ATTR_SKIP_CPU_SYNC_
@@ -353,6 +353,22 @@ class SgTable:
         """From physical ranges ``[(phys, length), ...]`` (RAM or PCI BAR memory)."""
         return cls(Scatterlist(phys, length, None, phys & (_GRANULE - 1))
                    for phys, length in ranges)
+
+
+def for_each_sgtable_dma_sg(sgt):
+    """Models ``for_each_sgtable_dma_sg()``: the DMA segments of a mapped table, the first
+    ``sgt.nents`` entries of ``sgl`` (none before ``dma_map_sgtable()``)."""
+    yield from sgt.sgl[:sgt.nents]
+
+
+def sg_dma_address(sg):
+    """Models ``sg_dma_address()``."""
+    return sg.dma_address
+
+
+def sg_dma_len(sg):
+    """Models ``sg_dma_len()``."""
+    return sg.dma_length
 
 
 _P2P_KIND = {1: "none", 2: "not_supported", 3: "bus_addr", 4: "thru_host_bridge"}

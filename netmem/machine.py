@@ -94,6 +94,8 @@ class Machine(_core.CoreMachine):
         self._next_napi_id = _core.MIN_NAPI_ID_
         self._niov_areas = {}
         self._next_area_id = 1
+        self._dmabufs = {}          # fd -> netmem.dmabuf.DmaBuf, until the dma-buf is released
+        self._next_dmabuf_fd = 3    # fds 0-2 are the standard streams'
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
@@ -250,7 +252,8 @@ class Machine(_core.CoreMachine):
 
     def leak_report(self):
         """What is not back where it started: pools not freed (with their inflight), pages
-        missing from the buddy allocator, net_iovs still attached to a pool. Empty when clean."""
+        missing from the buddy allocator, net_iovs still attached to a pool, dma-bufs not
+        released, p2pmem still allocated. Empty when clean."""
         out = []
         for pool in self.page_pools:
             state = "destroyed, waiting" if pool.destroy_cnt else "not destroyed"
@@ -266,5 +269,6 @@ class Machine(_core.CoreMachine):
         attached = sum(niovs[1:])
         if attached:
             out.append(f"{attached} net_iovs still attached to a page_pool")
+        out += [b._leak_report() for b in self._dmabufs.values()]
         out += self.pci._p2pmem_leaks()
         return out

@@ -414,6 +414,7 @@ class PciTopology:
                      ids[1] if device is None else device, pcie_type)
         ep.kind = kind
         ep.numa_node = numa_node
+        ep.device_memory = None
         for bar, size in sorted(bars.items()):
             self._place_bar(ep, bar, size)
         self._update_bar_routes()
