@@ -330,7 +330,7 @@ cdef inline bint nm_bar_bus_route(nm_bar *b, uint32_t dev_id) noexcept nogil:
     return (dev_id >> 6) < b.bus_route_words and (b.bus_route[dev_id >> 6] >> (dev_id & 63)) & 1
 
 
-cdef char *nm_phys_to_ptr(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
+cdef inline char *nm_phys_to_ptr(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
     """Where the CPU finds ``[phys, phys + n)``: in RAM or inside one BAR; NULL otherwise."""
     cdef nm_bar *b
     if __is_ram(m, phys, n):
