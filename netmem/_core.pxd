@@ -99,6 +99,18 @@ cdef struct nm_fault:
     uint32_t dev_id
     int write
 
+# One memory BAR in the machine's physical address map (pyx/dma.pxi): where its lazily committed
+# mapping is, and which devices reach it by bus address (through a switch, no ACS redirect) rather
+# than through their IOMMU.
+cdef struct nm_bar:
+    uint64_t start              # physical == bus address (x86)
+    uint64_t end                # exclusive
+    char *mem                   # the BAR's memory: a lazily committed mapping of end - start bytes
+    uint64_t *bus_route         # bitmap by device id: the device's accesses bypass its IOMMU
+    uint32_t bus_route_words
+    uint32_t dev_id             # the endpoint that owns the BAR
+    int bar                     # its BAR number (0..5)
+
 cdef struct nm_dma_stats:
     uint64_t maps
     uint64_t unmaps
@@ -139,6 +151,10 @@ cdef struct nm_machine:
     uint64_t fault_n
     uint64_t fault_cap
     nm_net *net                 # the RX stack (skbs, sockets, MIBs): pyx/skb.pxi, tcp_rx.pxi
+    # PCI BAR memory (pyx/dma.pxi): every memory BAR, sorted by address, for device access in C.
+    nm_bar *bars
+    uint32_t nr_bars
+    uint32_t bars_cap
 
 cdef struct nm_napi:
     int list_owner              # CPU that owns the NAPI instance's poll list

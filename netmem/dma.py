@@ -20,14 +20,14 @@ __all__ = ["DMA_ATTR_MMIO", "DMA_ATTR_SKIP_CPU_SYNC", "DMA_ATTR_WEAK_ORDERING",
            "dma_iova_sync", "dma_iova_try_alloc", "dma_iova_unlink", "dma_map_page",
            "dma_map_sgtable", "dma_mapping_error", "dma_need_sync", "dma_sync_single_for_cpu",
            "dma_sync_single_for_device", "dma_unmap_page", "dma_unmap_sgtable", "dma_use_iova",
-           "iova_extents"]
+           "for_each_sgtable_dma_sg", "iova_extents", "sg_dma_address", "sg_dma_len"]
 
 DMA_MAPPING_ERROR = _core.DMA_MAPPING_ERROR_
 DMA_ATTR_SKIP_CPU_SYNC = _core.DMA_ATTR_SKIP_CPU_SYNC_
 DMA_ATTR_WEAK_ORDERING = _core.DMA_ATTR_WEAK_ORDERING_
 DMA_ATTR_MMIO = _core.DMA_ATTR_MMIO_
 _DIRS = {0: "DMA_BIDIRECTIONAL", 1: "DMA_TO_DEVICE", 2: "DMA_FROM_DEVICE"}
-_EFAULT, _ENXIO = 14, 6
+_EFAULT = 14
 
 
 class Device(_core.CoreDevice):
@@ -61,41 +61,12 @@ class Device(_core.CoreDevice):
         return bytes(buf)
 
     def _do_access(self, addr, buf, write):
-        if self.machine.iommu_mode == "dma-iommu" and self._peer_bus_addr(addr):
-            rc = self._access_bar(addr, buf, write, bus=True)
-        else:
-            rc = self._access(addr, buf, write)
-        if rc == -_ENXIO:
-            rc = self._access_bar(addr, buf, write)
-        if rc == -_EFAULT:
+        """``nm_dev_write``/``nm_dev_read`` of the core: RAM or BAR memory, through the IOMMU
+        or (a peer's BAR behind the same switch) by bus address, all decided in C."""
+        if self._access(addr, buf, write) == -_EFAULT:
             what = "write" if write else "read"
             raise NetmemError(_EFAULT, f"{self.name}: IOMMU fault on DMA {what} of {len(buf)} "
                                        f"bytes at {addr:#x}")
-
-    def _peer_bus_addr(self, addr):
-        """Whether ``addr`` is a peer's p2pdma memory this device reaches by bus address
-        (through a switch): such a transaction never reaches the IOMMU."""
-        kind = _p2p_state(self, addr)[0]
-        return kind == "bus_addr"
-
-    def _access_bar(self, addr, buf, write, bus=False):
-        """The slow path for targets outside RAM (PCI BAR memory): page by page; ``bus``
-        addresses go to the BAR without translation."""
-        pci = self.machine.pci
-        done = 0
-        while done < len(buf):
-            chunk = min(len(buf) - done, 4096 - ((addr + done) & 4095))
-            phys = addr + done if bus else self._translate(addr + done, write)
-            mem = pci.bar_memory(phys, chunk) if phys is not None else None
-            if mem is None:
-                self._fault(addr + done, write)
-                return -_EFAULT
-            if write:
-                mem[:] = buf[done:done + chunk]
-            else:
-                buf[done:done + chunk] = mem
-            done += chunk
-        return 0
 
 
 class Iommu:
@@ -382,6 +353,22 @@ class SgTable:
         """From physical ranges ``[(phys, length), ...]`` (RAM or PCI BAR memory)."""
         return cls(Scatterlist(phys, length, None, phys & (_GRANULE - 1))
                    for phys, length in ranges)
+
+
+def for_each_sgtable_dma_sg(sgt):
+    """Models ``for_each_sgtable_dma_sg()``: the DMA segments of a mapped table, the first
+    ``sgt.nents`` entries of ``sgl`` (none before ``dma_map_sgtable()``)."""
+    yield from sgt.sgl[:sgt.nents]
+
+
+def sg_dma_address(sg):
+    """Models ``sg_dma_address()``."""
+    return sg.dma_address
+
+
+def sg_dma_len(sg):
+    """Models ``sg_dma_len()``."""
+    return sg.dma_length
 
 
 _P2P_KIND = {1: "none", 2: "not_supported", 3: "bus_addr", 4: "thru_host_bridge"}

@@ -97,6 +97,8 @@ class Machine(_core.CoreMachine):
         self.netdevs = {}               # ifindex -> NetDevice; 1 is the loopback's
         self._next_ifindex = 2
         self._tcp = None
+        self._dmabufs = {}          # fd -> netmem.dmabuf.DmaBuf, until the dma-buf is released
+        self._next_dmabuf_fd = 3    # fds 0-2 are the standard streams'
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
@@ -273,8 +275,10 @@ class Machine(_core.CoreMachine):
     # -- accounting ------------------------------------------------------------------------------
 
     def leak_report(self):
-        """What is not back where it started: pools not freed (with their inflight), pages
-        missing from the buddy allocator, net_iovs still attached to a pool. Empty when clean."""
+        """What is not back where it started: netdevs still registered, sockets holding
+        skbs, pools not freed (with their inflight), pages missing from the buddy allocator,
+        net_iovs still attached to a pool, dma-bufs not released, p2pmem still allocated.
+        Empty when clean."""
         out = [f"netdev {d.name} (ifindex {i}) still registered" for i, d in self.netdevs.items()]
         if self._tcp is not None:
             out += self._tcp._leaks()
@@ -292,5 +296,6 @@ class Machine(_core.CoreMachine):
         attached = sum(niovs[1:])
         if attached:
             out.append(f"{attached} net_iovs still attached to a page_pool")
+        out += [b._leak_report() for b in self._dmabufs.values()]
         out += self.pci._p2pmem_leaks()
         return out

@@ -17,10 +17,8 @@ address == physical address (x86); the p2pmem virtual address is the x86-64 dire
 ``pci_p2pdma_map_type()`` takes the provider ``pci_dev`` where the kernel takes its pagemap; where
 the kernel dereferences NULL or BUG()s, the model raises ``NetmemError``.
 """
-import bisect
 import dataclasses
 import errno
-import mmap
 import warnings
 
 from netmem import genalloc
@@ -90,7 +88,6 @@ PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 PAGE_OFFSET = 0xffff888000000000    # x86-64 direct map base (4-level paging, no KASLR)
 SUBSECTION_SIZE = 2 << 20           # PAGES_PER_SUBSECTION << PAGE_SHIFT: memremap granularity
-MAP_NORESERVE = 0x4000              # <sys/mman.h> on Linux (Python's mmap module lacks it)
 
 # drivers/pci/p2pdma.c: pci_p2pdma_whitelist[] of Linux 6.18.
 REQ_SAME_HOST_BRIDGE = 1 << 0
@@ -125,11 +122,11 @@ def _is_pow2(x):
 
 @dataclasses.dataclass
 class PciResource:
-    """One memory BAR (``struct resource``): ``end`` inclusive, ``flags`` IORESOURCE_*."""
+    """One memory BAR (``struct resource``): ``end`` inclusive, ``flags`` IORESOURCE_*. Its
+    memory is the machine's (the BAR table of the core, ``m.pci.bar_memory()``)."""
     start: int
     end: int
     flags: int
-    mem: mmap.mmap = dataclasses.field(repr=False)
 
     @property
     def size(self):
@@ -164,11 +161,22 @@ class PciDev:
         self.vendor = vendor
         self.device = device
         self.pcie_type = pcie_type
-        self.acs_redirect = acs_redirect  # ACS Ctrl has RR, CR or EC set
+        self._acs_redirect = acs_redirect
         self.resources = {}
         self.p2pdma = None
         bus.devices.append(self)
         topo._devices.append(self)
+
+    @property
+    def acs_redirect(self):
+        """ACS Ctrl has RR, CR or EC set: peer-to-peer requests go up to the root complex.
+        Setting it re-routes the devices' accesses to BARs (the core's BAR table)."""
+        return self._acs_redirect
+
+    @acs_redirect.setter
+    def acs_redirect(self, value):
+        self._acs_redirect = value
+        self.topo._update_bar_routes()
 
     @property
     def domain(self):
@@ -314,7 +322,7 @@ class PciTopology:
         # 64-bit BARs above RAM and above the 32-bit MMIO hole.
         self.mmio_base = max(1 << 32, _align_up(machine.memory, 1 << 30))
         self._mmio_next = self.mmio_base
-        self._bars = []             # (start, end, PciResource), sorted by start
+        self._bars = []             # (endpoint, bar, PciResource) of every BAR placed
 
     def __repr__(self):
         return (f"<PciTopology {len(self.host_bridges)} host bridge(s), {len(self._devices)} "
@@ -406,17 +414,53 @@ class PciTopology:
                      ids[1] if device is None else device, pcie_type)
         ep.kind = kind
         ep.numa_node = numa_node
+        ep.device_memory = None
         for bar, size in sorted(bars.items()):
-            ep.resources[bar] = self._place_bar(size)
+            self._place_bar(ep, bar, size)
+        self._update_bar_routes()
         return ep
 
-    def _place_bar(self, size):
-        start = _align_up(self._mmio_next, size)
-        mem = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
-        res = PciResource(start, start + size - 1, IORESOURCE_MEM, mem)
-        self._mmio_next = start + size
-        bisect.insort(self._bars, (start, res.end, res), key=lambda t: t[0])
+    def add_bar(self, ep, bar, size):
+        """Give endpoint ``ep`` a new memory BAR ``bar`` of ``size`` bytes (a power of two of
+        at least a page), placed and backed as ``add_endpoint()``'s are (what the PCI core's
+        resource assignment does for a BAR resized at run time). Returns its resource. EINVAL for
+        a bad BAR number or size, EBUSY when ``ep`` already has that BAR."""
+        if not isinstance(ep, PciEndpoint):
+            raise NetmemError(errno.EINVAL, f"add_bar: {ep!r} is not a PCI endpoint")
+        if not isinstance(bar, int) or not 0 <= bar < PCI_STD_NUM_BARS:
+            raise NetmemError(errno.EINVAL, f"add_bar: BAR {bar!r} is not 0..5")
+        if not isinstance(size, int) or not _is_pow2(size) or size < PAGE_SIZE:
+            raise NetmemError(errno.EINVAL, f"add_bar: BAR {bar} size {size!r} is not a power "
+                                            "of two of at least 4 KiB")
+        if bar in ep.resources:
+            raise NetmemError(errno.EBUSY, f"add_bar: {ep.pci_name} already has BAR {bar}")
+        res = self._place_bar(ep, bar, size)
+        self._update_bar_routes()
         return res
+
+    def _place_bar(self, ep, bar, size):
+        """Naturally aligned from ``mmio_base`` up; its memory lives in the core's BAR table."""
+        start = _align_up(self._mmio_next, size)
+        self.machine._bar_add(start, size, ep.id, bar)
+        res = PciResource(start, start + size - 1, IORESOURCE_MEM)
+        self._mmio_next = start + size
+        ep.resources[bar] = res
+        self._bars.append((ep, bar, res))
+        return res
+
+    def _update_bar_routes(self):
+        """Tell the core, for every BAR, which endpoints reach it by bus address: those that
+        share an upstream bridge with its owner and see no ACS redirect on the way (where
+        ``calc_map_type_and_dist()`` answers BUS_ADDR), as a switch routes their requests to
+        the peer before any IOMMU sees them. Run whenever the topology or an ACS flag changes."""
+        eps = self.endpoints
+        for owner, _, res in self._bars:
+            routed = []
+            for client in eps:
+                common, _, acs = _upstream_walk(owner, client)
+                if common is not None and not acs:
+                    routed.append(client.id)
+            self.machine._bar_set_routes(res.start, routed)
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -437,17 +481,17 @@ class PciTopology:
         raise KeyError(name)
 
     def bar_memory(self, phys, n):
-        """The ``n`` bytes at physical address ``phys`` inside a BAR, as a writable memoryview;
-        None when ``phys`` is in no BAR. A range running past the end of its BAR is EINVAL."""
-        i = bisect.bisect_right(self._bars, phys, key=lambda t: t[0]) - 1
-        if i < 0 or phys > self._bars[i][1]:
+        """The ``n`` bytes at physical address ``phys`` inside a BAR, as a writable memoryview
+        (the memory device accesses reach, in the core's BAR table); None when ``phys`` is in no
+        BAR. A range running past the end of its BAR is EINVAL."""
+        if phys < self.mmio_base:
             return None
-        start, end, res = self._bars[i]
-        if n < 0 or phys + n - 1 > end:
-            raise NetmemError(errno.EINVAL, f"bar_memory: [{phys:#x}, +{n:#x}) runs past the "
-                                            f"end of its BAR at {end:#x}")
-        off = phys - start
-        return memoryview(res.mem)[off:off + n]
+        if n < 0:
+            raise NetmemError(errno.EINVAL, f"bar_memory: negative length {n}")
+        try:
+            return self.machine._phys_buffer(phys, n)
+        except NetmemError as e:
+            raise NetmemError(errno.EINVAL, f"bar_memory: {e.strerror}") from None
 
     def p2pdma_pagemap(self, phys):
         """The p2pdma pagemap (``is_pci_p2pdma_page()``) holding ``phys``, or None."""
@@ -668,20 +712,10 @@ def host_bridge_whitelist(a, b, warn):
             and __host_bridge_whitelist(host_b, False, warn))
 
 
-def calc_map_type_and_dist(provider, client, verbose=False):
-    """Models ``calc_map_type_and_dist()``: ``(map type, distance)`` between two PCI functions.
-
-    The distance counts the hops to their nearest common upstream bridge and back: 0 for the
-    same function, 2 for two functions of one device (up to the port and down), 4 across a
-    switch; without a common bridge, the lengths of both paths to their root buses. With a
-    common bridge and no ACS redirect on either path (the common bridge included), the map type
-    is BUS_ADDR; otherwise the traffic goes through the host bridge, which is allowed
-    (THRU_HOST_BRIDGE) on an AMD CPU of family 0x17 or later or by the whitelist, and is
-    NOT_SUPPORTED elsewhere. ``verbose`` logs the kernel's explanation to the machine's dmesg (the
-    whitelist's own warning is logged when ACS redirect sent the traffic up, verbose or not).
-    The result is cached in the provider's ``map_types`` when it has p2pmem."""
-    topo = provider.topo
-    map_type = PCI_P2PDMA_MAP_THRU_HOST_BRIDGE
+def _upstream_walk(provider, client):
+    """The walk of ``calc_map_type_and_dist()``: ``(common upstream bridge or None, distance,
+    names of the bridges with ACS redirect on the way)``; the names count only with a common
+    bridge (the provider's side up to and with it, then the client's side below it)."""
     a, b = provider, client
     acs_list = []
     dist_a = dist_b = 0
@@ -701,14 +735,32 @@ def calc_map_type_and_dist(provider, client, verbose=False):
             break
         a = a.upstream
         dist_a += 1
-    dist = dist_a + dist_b
-    acs_redirects = False
     if common is not None:
         bb = b
-        while bb is not None and bb is not a:
+        while bb is not None and bb is not common:
             if bb.acs_redirect:
                 acs_list.append(bb.pci_name)
             bb = bb.upstream
+    return common, dist_a + dist_b, acs_list
+
+
+def calc_map_type_and_dist(provider, client, verbose=False):
+    """Models ``calc_map_type_and_dist()``: ``(map type, distance)`` between two PCI functions.
+
+    The distance counts the hops to their nearest common upstream bridge and back: 0 for the
+    same function, 2 for two functions of one device (up to the port and down), 4 across a
+    switch; without a common bridge, the lengths of both paths to their root buses. With a
+    common bridge and no ACS redirect on either path (the common bridge included), the map type
+    is BUS_ADDR; otherwise the traffic goes through the host bridge, which is allowed
+    (THRU_HOST_BRIDGE) on an AMD CPU of family 0x17 or later or by the whitelist, and is
+    NOT_SUPPORTED elsewhere. ``verbose`` logs the kernel's explanation to the machine's dmesg (the
+    whitelist's own warning is logged when ACS redirect sent the traffic up, verbose or not).
+    The result is cached in the provider's ``map_types`` when it has p2pmem."""
+    topo = provider.topo
+    map_type = PCI_P2PDMA_MAP_THRU_HOST_BRIDGE
+    common, dist, acs_list = _upstream_walk(provider, client)
+    acs_redirects = False
+    if common is not None:
         if not acs_list:
             map_type = PCI_P2PDMA_MAP_BUS_ADDR
         else:

@@ -16,10 +16,10 @@ from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
 from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
-                         ENOENT, ENOMEM, ENOSPC, ENXIO, EOPNOTSUPP, ETOOMANYREFS)
+                         ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
-from libc.string cimport memcmp, memcpy, memset
+from libc.string cimport memcmp, memcpy, memmove, memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
                            PROT_WRITE, mmap, munmap, nm_now_ns)
@@ -217,6 +217,7 @@ cdef class CoreMachine:
         free(m.trace_buf)
         free(m.fault_buf)
         nm_net_free(m.net)
+        nm_bar_table_free(m)
         swiotlb_exit(m)
         free(m)
         self.m = NULL
@@ -450,6 +451,63 @@ cdef class CoreMachine:
         """(start, slots, used slots) of the bounce area; slots 0 when there is none."""
         return self.m.swiotlb.start, self.m.swiotlb.nslots, self.m.swiotlb.used
 
+    # -- PCI BAR memory (the BAR table of dma.pxi) -----------------------------------------------
+
+    def _bar_add(self, uint64_t start, uint64_t size, uint32_t dev_id, int bar):
+        """Give the BAR ``bar`` of device ``dev_id`` at ``[start, start + size)`` its memory (a
+        lazily committed mapping) and enter it in the table device accesses search."""
+        cdef char *mem
+        cdef int err
+        if size == 0 or start + size < start or start < self.m.mem_bytes:
+            raise NetmemError(EINVAL, f"pci: BAR at {start:#x}+{size:#x} overlaps RAM or wraps")
+        mem = <char *>_map_lazy(size)
+        err = nm_bar_add(self.m, start, size, mem, dev_id, bar)
+        if err:
+            munmap(mem, size)
+            raise NetmemError(-err, f"pci: BAR at {start:#x}+{size:#x} overlaps another")
+
+    def _bar_set_routes(self, uint64_t start, object dev_ids):
+        """The devices (ids) that reach the BAR at ``start`` by bus address, untranslated: those
+        a switch connects to its owner with no ACS redirect on the way. Others use their IOMMU."""
+        cdef nm_bar *b = nm_bar_find(self.m, start)
+        cdef uint32_t w
+        if b == NULL or b.start != start:
+            raise NetmemError(EINVAL, f"pci: no BAR at {start:#x}")
+        for w in range(b.bus_route_words):
+            b.bus_route[w] = 0
+        for dev_id in dev_ids:
+            if nm_bar_set_route(b, <uint32_t>dev_id, True):
+                raise NetmemError(ENOMEM, "pci: out of memory for the BAR's routes")
+
+    def _bar_table(self):
+        """The BAR table, in address order: ``(start, size, owner device id, bar, [device ids
+        routed by bus address])``."""
+        cdef uint32_t i, d
+        cdef nm_bar *b
+        out = []
+        for i in range(self.m.nr_bars):
+            b = &self.m.bars[i]
+            out.append((b.start, b.end - b.start, b.dev_id, b.bar,
+                        [d for d in range(b.bus_route_words * 64) if nm_bar_bus_route(b, d)]))
+        return out
+
+    def _phys_buffer(self, uint64_t phys, uint64_t n):
+        """The CPU's view of ``[phys, phys + n)`` in RAM or in one BAR, as a writable
+        memoryview; None when ``phys`` is in neither. A range that runs past the end of its
+        region is EINVAL."""
+        cdef _PageBuffer buf
+        cdef char *p = nm_phys_to_ptr(self.m, phys, n)
+        if p == NULL:
+            if nm_phys_to_ptr(self.m, phys, 1) == NULL:
+                return None
+            raise NetmemError(EINVAL, f"[{phys:#x}, +{n:#x}) runs past the end of its region at "
+                                      f"{__phys_end(self.m, phys):#x}")
+        buf = _PageBuffer.__new__(_PageBuffer)
+        buf.machine = self
+        buf.ptr = p
+        buf.size = <Py_ssize_t>n
+        return memoryview(buf)
+
     @property
     def iommu_mode(self):
         return ("none", "passthrough", "dma-iommu")[self.m.iommu_mode]
@@ -598,16 +656,16 @@ cdef class CoreDevice:
         return is_swiotlb_buffer(self.dev.m, addr)
 
     def _access(self, uint64_t addr, buf, bint write):
-        """Device access of ``len(buf)`` bytes: 0, -EFAULT (fault recorded) or -ENXIO."""
+        """Device access of ``len(buf)`` bytes (``nm_dev_write``/``nm_dev_read``): 0, or -EFAULT
+        with the fault recorded."""
         cdef const unsigned char[::1] src
         cdef unsigned char[::1] dst
         if write:
             src = buf
-            return nm_dev_access(&self.dev, addr, <char *>&src[0] if len(src) else NULL,
-                                 len(src), True)
+            return nm_dev_write(&self.dev, addr, <const char *>&src[0] if len(src) else NULL,
+                                len(src))
         dst = buf
-        return nm_dev_access(&self.dev, addr, <char *>&dst[0] if len(dst) else NULL,
-                             len(dst), False)
+        return nm_dev_read(&self.dev, addr, <char *>&dst[0] if len(dst) else NULL, len(dst))
 
     def _translate(self, uint64_t addr, bint write):
         """The physical address a device access at ``addr`` reaches, or None (a fault)."""
@@ -617,9 +675,6 @@ cdef class CoreDevice:
         if iommu_iova_to_phys(&self.dev, addr, write, &phys):
             return None
         return phys
-
-    def _fault(self, uint64_t addr, bint write):
-        nm_record_fault(&self.dev, addr, write)
 
     def _fq_deadline(self):
         """When the domain's next deferred work runs (flush-queue timer, rcache depot work), in

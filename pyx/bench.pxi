@@ -151,6 +151,23 @@ def bench_dma_iova_link(CoreDevice dev, uint64_t iova, uint64_t phys, uint64_t l
     return t1 - t0
 
 
+def bench_dev_write(CoreDevice dev, uint64_t addr, uint32_t n, uint64_t loops):
+    """``nm_dev_write()`` of an ``n``-byte frame at DMA address ``addr``, ``loops`` times: the
+    device side of RX (RAM or BAR memory, through the IOMMU or by bus address)."""
+    cdef char *frame = <char *>calloc(n, 1)
+    cdef uint64_t i, t0, t1
+    if frame == NULL:
+        raise MemoryError()
+    with nogil:
+        t0 = nm_now_ns()
+        for i in range(loops):
+            if unlikely(nm_dev_write(&dev.dev, addr, frame, n)):
+                break
+        t1 = nm_now_ns()
+    free(frame)
+    return t1 - t0
+
+
 def bench_genalloc_fill(CoreGenPool gp, uint64_t units):
     """Allocate ``units`` single units with the pool's algorithm (with first fit, a prefix of
     the newest chunk); returns how many it got."""

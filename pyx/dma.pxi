@@ -2,11 +2,17 @@
 # faults, and (under dma-iommu) the IOMMU path.
 #
 # Models kernel/dma/direct.{c,h}, kernel/dma/swiotlb.c and kernel/dma/mapping.c. A mapping is a
-# DMA address the device may use; the device reaches memory only through nm_dev_access(), which
-# checks the address the way the platform would (the mask without an IOMMU, the IOMMU's page table
-# with one) and records a fault instead of touching memory it may not. Departures: swiotlb has one
-# area (the kernel keeps one per CPU) and no min_align_mask; its "buffer is full" message is
-# counted (nr_map_errors), not logged.
+# DMA address the device may use; the device reaches memory only through nm_dev_write() and
+# nm_dev_read() (the data plane's entry points; nm_dev_access() underneath), which check the
+# address the way the platform would (the mask without an IOMMU, the IOMMU's page table with one)
+# and record a fault instead of touching memory it may not. The target is RAM or PCI BAR memory:
+# every memory BAR sits in the machine's BAR table (m.bars, sorted by address) with the base of
+# its lazily committed mapping, so a BAR target is a memcpy as RAM is. A device that reaches a
+# peer's BAR through a switch (no ACS redirect: pci_p2pdma_map_type() would say BUS_ADDR) sends
+# the bus address itself, which the switch routes before any IOMMU sees it; the topology records
+# those (device, BAR) pairs in the table. Departures: swiotlb has one area (the kernel keeps one
+# per CPU) and no min_align_mask; its "buffer is full" message is counted (nr_map_errors), not
+# logged; memory that is not RAM is never bounced (DMA_ATTR_MMIO's rule, whatever the attrs).
 
 cdef enum:
     NM_IOMMU_NONE = 0
@@ -128,11 +134,12 @@ cdef inline bint dma_capable(nm_device *dev, uint64_t addr, uint64_t size) noexc
 cdef uint64_t dma_direct_map_phys(nm_device *dev, uint64_t phys, uint64_t size, int dir,
                                   unsigned long attrs) noexcept nogil:
     """Models ``dma_direct_map_phys()``: the physical address itself when the device can reach
-    it, else a swiotlb bounce slot, else DMA_MAPPING_ERROR with the kernel's WARN_ONCE."""
+    it, else a swiotlb bounce slot (never for MMIO: DMA_ATTR_MMIO, or any target that is not
+    RAM), else DMA_MAPPING_ERROR with the kernel's WARN_ONCE."""
     cdef uint64_t tlb
     if likely(dma_capable(dev, phys, size)):
         return phys
-    if dev.m.swiotlb.nslots:
+    if dev.m.swiotlb.nslots and not (attrs & DMA_ATTR_MMIO) and __is_ram(dev.m, phys, size):
         tlb = swiotlb_tbl_map_single(dev, phys, size, dir, attrs)
         if tlb == DMA_MAPPING_ERROR:
             return DMA_MAPPING_ERROR
@@ -238,24 +245,170 @@ cdef void nm_record_fault(nm_device *dev, uint64_t addr, bint write) noexcept no
     m.fault_n += 1
 
 
+cdef inline bint __is_ram(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
+    return n <= m.mem_bytes and phys <= m.mem_bytes - n
+
+
+cdef inline void __dev_copy(char *target, char *buf, uint64_t n, bint write) noexcept nogil:
+    if write:
+        memcpy(target, buf, n)
+    else:
+        memcpy(buf, target, n)
+
+
+cdef int __dev_access_bus(nm_device *dev, nm_bar *b, uint64_t addr, char *buf, uint64_t n,
+                          bint write) noexcept nogil:
+    """An access a switch routes to a peer's BAR by bus address: no IOMMU, no mask. Running
+    past the end of the BAR is a fault at its end, and nothing moves."""
+    if n > b.end - addr:
+        nm_record_fault(dev, b.end, write)
+        return -EFAULT
+    __dev_copy(b.mem + (addr - b.start), buf, n, write)
+    return 0
+
+
 cdef int nm_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
                        bint write) noexcept nogil:
-    """A device's read or write of ``n`` bytes at DMA address ``addr``: 0, -EFAULT after
-    recording a fault (nothing is touched), or -ENXIO when the target is not RAM (a BAR: the
-    caller resolves it)."""
-    cdef uint64_t phys
+    """A device's read or write of ``n`` bytes at DMA address ``addr`` into RAM or BAR memory:
+    0, or -EFAULT after recording a fault at the first address it may not reach (nothing is
+    touched then). Under dma-iommu a bus address of a peer's BAR behind the same switch goes
+    to the BAR untranslated; everything else goes through the IOMMU. Without one, the address
+    is the physical address and must fit the device's mask."""
+    cdef nm_machine *m = dev.m
+    cdef nm_bar *b
+    cdef char *p
     if n == 0:
         return 0
-    if dev.m.iommu_mode == NM_IOMMU_DMA:
+    if m.iommu_mode == NM_IOMMU_DMA:
+        if m.nr_bars and addr >= m.bars[0].start:      # BARs sit above RAM: IOVAs skip this
+            b = nm_bar_find(m, addr)
+            if b != NULL and nm_bar_bus_route(b, dev.id):
+                return __dev_access_bus(dev, b, addr, buf, n, write)
         return iommu_dev_access(dev, addr, buf, n, write)
     if not dma_capable(dev, addr, n):
         nm_record_fault(dev, addr, write)
         return -EFAULT
-    phys = addr
-    if phys + n > dev.m.mem_bytes:
-        return -ENXIO
-    if write:
-        memcpy(nm_phys_to_virt(dev.m, phys), buf, n)
-    else:
-        memcpy(buf, nm_phys_to_virt(dev.m, phys), n)
+    p = nm_phys_to_ptr(m, addr, n)
+    if p == NULL:
+        nm_record_fault(dev, __phys_end(m, addr), write)
+        return -EFAULT
+    __dev_copy(p, buf, n, write)
     return 0
+
+
+cdef int nm_dev_write(nm_device *dev, uint64_t dma_addr, const char *buf,
+                      uint64_t n) noexcept nogil:
+    """The device DMA-writes ``n`` bytes of ``buf`` at ``dma_addr`` (an RX frame): 0, or
+    -EFAULT after recording the fault (nothing written)."""
+    return nm_dev_access(dev, dma_addr, <char *>buf, n, True)
+
+
+cdef int nm_dev_read(nm_device *dev, uint64_t dma_addr, char *buf, uint64_t n) noexcept nogil:
+    """The device DMA-reads ``n`` bytes at ``dma_addr`` into ``buf``: 0, or -EFAULT after
+    recording the fault (``buf`` untouched)."""
+    return nm_dev_access(dev, dma_addr, buf, n, False)
+
+
+# ---- the BAR table ------------------------------------------------------------------------------
+
+cdef nm_bar *nm_bar_find(nm_machine *m, uint64_t phys) noexcept nogil:
+    """The BAR holding ``phys``, or NULL: a binary search (BARs never overlap)."""
+    cdef uint32_t lo = 0, hi = m.nr_bars, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if m.bars[mid].end <= phys:
+            lo = mid + 1
+        elif m.bars[mid].start > phys:
+            hi = mid
+        else:
+            return &m.bars[mid]
+    return NULL
+
+
+cdef inline bint nm_bar_bus_route(nm_bar *b, uint32_t dev_id) noexcept nogil:
+    """Whether device ``dev_id`` reaches BAR ``b`` by bus address (bypassing its IOMMU)."""
+    return (dev_id >> 6) < b.bus_route_words and (b.bus_route[dev_id >> 6] >> (dev_id & 63)) & 1
+
+
+cdef inline char *nm_phys_to_ptr(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
+    """Where the CPU finds ``[phys, phys + n)``: in RAM or inside one BAR; NULL otherwise."""
+    cdef nm_bar *b
+    if __is_ram(m, phys, n):
+        return m.mem + phys
+    b = nm_bar_find(m, phys)
+    if b != NULL and n <= b.end - phys:
+        return b.mem + (phys - b.start)
+    return NULL
+
+
+cdef uint64_t __phys_end(nm_machine *m, uint64_t phys) noexcept nogil:
+    """The first address past the region (RAM or a BAR) that holds ``phys``: where an access
+    from ``phys`` that does not fit its region faults. ``phys`` itself when no region holds it."""
+    cdef nm_bar *b
+    if phys < m.mem_bytes:
+        return m.mem_bytes
+    b = nm_bar_find(m, phys)
+    return b.end if b != NULL else phys
+
+
+cdef int nm_bar_add(nm_machine *m, uint64_t start, uint64_t size, char *mem, uint32_t dev_id,
+                    int bar) noexcept nogil:
+    """Enter a BAR in the table, kept sorted: 0, -EINVAL (empty, wrapping, overlapping RAM or
+    another BAR) or -ENOMEM."""
+    cdef uint32_t i
+    cdef void *p
+    if size == 0 or start + size < start or start < m.mem_bytes:
+        return -EINVAL
+    i = 0
+    while i < m.nr_bars and m.bars[i].start < start:
+        i += 1
+    if (i and m.bars[i - 1].end > start) or (i < m.nr_bars and m.bars[i].start < start + size):
+        return -EINVAL
+    if m.nr_bars == m.bars_cap:
+        p = realloc(m.bars, (m.bars_cap * 2 + 8) * sizeof(nm_bar))
+        if p == NULL:
+            return -ENOMEM
+        m.bars = <nm_bar *>p
+        m.bars_cap = m.bars_cap * 2 + 8
+    memmove(&m.bars[i + 1], &m.bars[i], (m.nr_bars - i) * sizeof(nm_bar))
+    memset(&m.bars[i], 0, sizeof(nm_bar))
+    m.bars[i].start = start
+    m.bars[i].end = start + size
+    m.bars[i].mem = mem
+    m.bars[i].dev_id = dev_id
+    m.bars[i].bar = bar
+    m.nr_bars += 1
+    return 0
+
+
+cdef int nm_bar_set_route(nm_bar *b, uint32_t dev_id, bint bus) noexcept nogil:
+    """Record whether device ``dev_id`` reaches ``b`` by bus address: 0 or -ENOMEM."""
+    cdef uint32_t w = dev_id >> 6, n
+    cdef void *p
+    if w >= b.bus_route_words:
+        if not bus:
+            return 0
+        n = w + 1
+        p = realloc(b.bus_route, n * sizeof(uint64_t))
+        if p == NULL:
+            return -ENOMEM
+        b.bus_route = <uint64_t *>p
+        memset(&b.bus_route[b.bus_route_words], 0, (n - b.bus_route_words) * sizeof(uint64_t))
+        b.bus_route_words = n
+    if bus:
+        b.bus_route[w] |= 1ULL << (dev_id & 63)
+    else:
+        b.bus_route[w] &= ~(1ULL << (dev_id & 63))
+    return 0
+
+
+cdef void nm_bar_table_free(nm_machine *m) noexcept nogil:
+    """Unmap every BAR's memory and free the table (the machine is going)."""
+    cdef uint32_t i
+    for i in range(m.nr_bars):
+        munmap(m.bars[i].mem, m.bars[i].end - m.bars[i].start)
+        free(m.bars[i].bus_route)
+    free(m.bars)
+    m.bars = NULL
+    m.nr_bars = 0
+    m.bars_cap = 0

@@ -255,24 +255,20 @@ cdef int iommu_iova_to_phys(nm_device *dev, uint64_t addr, bint write,
 
 cdef int iommu_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
                           bint write) noexcept nogil:
-    """A device access through its IOMMU: every page is translated and checked before any
-    byte moves; the first bad page is the fault."""
+    """A device access through its IOMMU: every page is translated, checked and resolved (RAM
+    or a BAR) before any byte moves; the first bad page is the fault."""
     cdef uint64_t off = 0, chunk, phys
     cdef uint64_t page = addr & ~<uint64_t>(PAGE_SIZE - 1)
     while page < addr + n:
-        if iommu_iova_to_phys(dev, page, write, &phys):
+        if iommu_iova_to_phys(dev, page, write, &phys) or \
+                nm_phys_to_ptr(dev.m, phys, PAGE_SIZE) == NULL:
             nm_record_fault(dev, max(page, addr), write)
             return -EFAULT
-        if phys + PAGE_SIZE > dev.m.mem_bytes:
-            return -ENXIO
         page += PAGE_SIZE
     while off < n:
         iommu_iova_to_phys(dev, addr + off, write, &phys)
         chunk = min(n - off, PAGE_SIZE - ((addr + off) & (PAGE_SIZE - 1)))
-        if write:
-            memcpy(nm_phys_to_virt(dev.m, phys), buf + off, chunk)
-        else:
-            memcpy(buf + off, nm_phys_to_virt(dev.m, phys), chunk)
+        __dev_copy(nm_phys_to_ptr(dev.m, phys, chunk), buf + off, chunk, write)
         off += chunk
     return 0
 

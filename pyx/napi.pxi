@@ -253,11 +253,11 @@ cdef int __dev_write_stripped(nm_device *dev, uint64_t dma, const uint8_t *f, nm
     cdef uint32_t strip = p.nr_vlans * VLAN_HLEN, cut = p.vlan_off, k
     cdef int rc
     if strip == 0 or start >= cut:
-        return nm_dev_access(dev, dma, <char *>(f + start + strip), n, True)
+        return nm_dev_write(dev, dma, <const char *>(f + start + strip), n)
     k = min(n, cut - start)
-    rc = nm_dev_access(dev, dma, <char *>(f + start), k, True)
+    rc = nm_dev_write(dev, dma, <const char *>(f + start), k)
     if rc == 0 and n > k:
-        rc = nm_dev_access(dev, dma + k, <char *>(f + cut + strip), n - k, True)
+        rc = nm_dev_write(dev, dma + k, <const char *>(f + cut + strip), n - k)
     return rc
 
 

@@ -318,7 +318,8 @@ cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
     head when the frags are unreadable."""
     cdef nm_machine *m = n.m
     cdef nm_shinfo *sh = skb_shinfo(n, skb)
-    cdef uint32_t start = skb_headlen(skb), copy, end, fo
+    cdef uint32_t start = skb_headlen(skb), copy, end
+    cdef uint64_t fo
     cdef int i
     if offset > skb.len or skb.len - offset < len:
         return -EFAULT
@@ -337,8 +338,8 @@ cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
         if end > offset:
             fo = offset - start
             copy = min(end - offset, len)
-            memcpy(to, nm_phys_to_virt(m, netmem_phys(m, sh.frags[i].netmem)
-                                          + sh.frags[i].offset + fo), copy)
+            fo += netmem_phys(m, sh.frags[i].netmem) + sh.frags[i].offset
+            memcpy(to, nm_phys_to_virt(m, fo), copy)
             len -= copy
             if len == 0:
                 return 0

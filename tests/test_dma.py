@@ -115,6 +115,17 @@ def test_a_bounce_slot_beyond_the_mask_is_a_mapping_error():
     free(m, far)
 
 
+def test_bar_memory_is_never_bounced():
+    m = netmem.Machine(memory="64MiB", swiotlb="4MiB")
+    dev = Device(m, "nic32", dma_mask_bits=32)
+    bar = m.pci.bar_memory(m.pci.mmio_base, 4)            # eth0's BAR 0, at 4 GiB: MMIO
+    bar[:] = b"mmio"
+    with pytest.warns(NetmemWarning, match="overflow"):   # DMA_ATTR_MMIO's rule: no swiotlb
+        assert dev._map(m.pci.mmio_base, PAGE, FROM, 0) == DMA_MAPPING_ERROR
+    assert m.iommu.stats["bounces"] == 0 and m._swiotlb()[2] == 0
+    assert dev.nr_map_errors == 1 and bytes(bar) == b"mmio"
+
+
 def test_no_swiotlb_means_mapping_error_with_one_warning(machine):
     dev = Device(machine, "nic24", dma_mask_bits=24)
     far = [machine.alloc_pages(10) for _ in range(5)]  # the fifth block starts at 16 MiB

@@ -571,3 +571,75 @@ def test_sg_to_a_peer_the_host_bridge_refuses_is_eremoteio():
         dma_map_sgtable(m.pci["eth0"], SgTable.from_phys([(bus, 4096)]), 2)
     assert e.value.errno == errno.EREMOTEIO
     pci_free_p2pmem(gpu, virt, 4096)
+
+
+# ---- BAR memory in the core: the table device accesses search, and its routes ------------------
+
+def test_bar_table_lists_every_bar_in_address_order_with_its_bus_routes(m):
+    _, sw, gpu, nic = lab(m)
+    eth0 = m.pci["eth0"]
+    table = m._bar_table()
+    assert [(start, size, dev, bar) for start, size, dev, bar, _ in table] == [
+        (pci_resource_start(eth0, 0), 32 * MiB, eth0.id, 0),
+        (pci_resource_start(gpu, 0), 64 * MiB, gpu.id, 0),
+        (pci_resource_start(gpu, 2), 2 * MiB, gpu.id, 2)]
+    # eth0 reaches its own BAR by bus address; gpu0 and eth1 share a switch
+    assert [routes for *_, routes in table] == [[eth0.id], [gpu.id, nic.id], [gpu.id, nic.id]]
+    sw.downstream_ports[1].acs_redirect = True            # eth1's port redirects upstream
+    assert [routes for *_, routes in m._bar_table()][1:] == [[gpu.id], [gpu.id]]
+    sw.downstream_ports[1].acs_redirect = False
+    assert [routes for *_, routes in m._bar_table()][1] == [gpu.id, nic.id]
+
+
+def test_add_bar_places_a_bar_and_routes_to_it(m):
+    _, _, gpu, nic = lab(m)
+    res = m.pci.add_bar(gpu, 4, 1 << 30)
+    assert res.start == 5 << 30 and res.size == 1 << 30    # after gpu0's BARs, aligned
+    assert pci_resource_start(gpu, 4) == res.start
+    assert m._bar_table()[-1] == (res.start, 1 << 30, gpu.id, 4, [gpu.id, nic.id])
+    m.pci.bar_memory(res.end - 3, 4)[:] = b"last"
+    assert bytes(m._phys_buffer(res.end - 3, 4)) == b"last"
+    for bar, size, err in ((4, 1 << 20, errno.EBUSY), (6, 1 << 20, errno.EINVAL),
+                           (5, 3 << 20, errno.EINVAL), (5, 1024, errno.EINVAL)):
+        with pytest.raises(NetmemError) as e:
+            m.pci.add_bar(gpu, bar, size)
+        assert e.value.errno == err
+    with pytest.raises(NetmemError) as e:
+        m.pci.add_bar(m.pci["0000:00:01.0"], 0, 1 << 20)
+    assert e.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("iommu", ["none", "dma-iommu"])
+def test_device_access_to_bar_memory_is_checked_before_a_byte_moves(iommu):
+    m = Machine(memory="64MiB", iommu=iommu)
+    _, _, gpu, nic = lab(m)
+    bar2 = pci_resource_start(gpu, 2)
+    end = bar2 + 2 * MiB
+    nic.dma_write(end - 4, b"tail")                       # bus route (a peer behind the switch)
+    assert bytes(m.pci.bar_memory(end - 4, 4)) == b"tail"
+    assert nic.dma_read(end - 4, 4) == b"tail"
+    with pytest.raises(NetmemError) as e:                 # runs past the BAR: nothing written
+        nic.dma_write(end - 2, b"over")
+    assert e.value.errno == errno.EFAULT
+    assert bytes(m.pci.bar_memory(end - 4, 4)) == b"tail"
+    with pytest.raises(NetmemError):                      # between BARs: nothing there
+        nic.dma_write(end, b"gap")
+    assert [f["address"] for f in m.iommu.faults] == [end, end]
+
+
+def test_a_device_with_acs_redirect_on_its_path_goes_through_its_iommu():
+    from netmem.dma import SgTable, dma_map_sgtable, dma_unmap_sgtable
+    m = Machine(memory="64MiB", iommu="dma-iommu")
+    _, sw, gpu, nic = lab(m)
+    virt, bus = p2p_buffer(m, gpu, 4096)
+    nic.dma_write(bus, b"switch")                         # routed by the switch, no IOMMU
+    sw.downstream_ports[1].acs_redirect = True
+    with pytest.raises(NetmemError) as e:                 # now an IOVA nobody mapped
+        nic.dma_write(bus, b"iommu")
+    assert e.value.errno == errno.EFAULT and len(m.iommu.faults) == 1
+    sgt = SgTable.from_phys([(bus, 4096)])
+    dma_map_sgtable(nic, sgt, 2)                          # THRU_HOST_BRIDGE now (AMD): an IOVA
+    nic.dma_write(sgt.sgl[0].dma_address + 6, b"iommu")
+    assert bytes(m.pci.bar_memory(bus, 11)) == b"switchiommu"
+    dma_unmap_sgtable(nic, sgt, 2)
+    pci_free_p2pmem(gpu, virt, 4096)

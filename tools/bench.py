@@ -4,9 +4,10 @@
 of the kernel's bench_page_pool_simple tests 01-03) and two Python-boundary loops, pinned to one
 CPU when the OS allows, and prints medians of N runs (at least 5) with their spread and the ratio
 to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench iova`` does the same for the
-IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths, and
-``netmem-bench genalloc`` times a one-unit first-fit alloc + free in a 1 GiB pool of 4 KiB units at
-10%, 50% and 90% occupancy (and, for contrast, the kernel's linear bitmap scan at 90%).
+IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths and device
+writes (RAM, BAR memory, bus addresses), and ``netmem-bench genalloc`` times a one-unit
+first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupancy (and, for
+contrast, the kernel's linear bitmap scan at 90%).
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
@@ -20,7 +21,7 @@ import time
 import numpy as np
 
 import netmem
-from netmem import _core, genalloc
+from netmem import _core, dmabuf, genalloc
 from netmem.dma import Device, DmaIovaState, dma_iova_destroy, dma_iova_try_alloc
 from netmem.iova import IovaDomain
 
@@ -40,6 +41,9 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     # The pool's fast path must not pay for the IOMMU once its pages are mapped.
     "pool_fast_ns_iommu": (1.2, "x pool_fast_ns"),
     "rx_host_ns_per_pkt": (300.0, "ns"),
+    # A device write into BAR memory costs what one into RAM does (devmem RX into a GPU).
+    "dev_write_bar_ns": (1.5, "x dev_write_ram_ns"),
+    "dev_write_bus_ns": (1.5, "x dev_write_ram_ns"),
 }
 DESCRIPTIONS = {
     "floor_lifo_ns": "plain C array push/pop pair (the floor)",
@@ -54,6 +58,9 @@ DESCRIPTIONS = {
                           "hot data, one core",
     "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
     "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
+    "dev_write_ram_ns": "nm_dev_write of a 1500-byte frame through the IOMMU into a page",
+    "dev_write_bar_ns": "the same into device memory (a GPU BAR) through the IOMMU",
+    "dev_write_bus_ns": "the same into a peer's BAR by bus address (same switch, no IOMMU)",
     "genalloc_first_fit_10pct_ns": "gen_pool_alloc + gen_pool_free of one unit, 1 GiB pool of "
                                    "4 KiB units 10% full (a prefix), in C",
     "genalloc_first_fit_50pct_ns": "the same at 50% occupancy",
@@ -200,12 +207,42 @@ def _pool_fast_iommu(loops):
     return ns
 
 
+FRAME = 1500
+
+
+def _dev_write(target, loops):
+    """A NIC and a GPU behind one switch under dma-iommu; the NIC writes frames into a mapped
+    page (``ram``), into the GPU's device memory through an IOVA (``bar``) or into it by bus
+    address (``bus``, a BAR of p2pdma memory)."""
+    m = netmem.Machine(memory="64MiB", iommu="dma-iommu")
+    sw = m.pci.add_switch(m.pci.add_root_port(m.pci.host_bridges[0]))
+    gpu = m.pci.add_endpoint(sw, "gpu0", kind="gpu", bars={0: 2 << 20})
+    nic = m.pci.add_endpoint(sw, "eth1", kind="nic")
+    export = {"ram": lambda: dmabuf.udmabuf_create(m, 4096),
+              "bar": lambda: dmabuf.export_device_memory(gpu, 4096),
+              "bus": lambda: dmabuf.export_p2p(gpu, 0, 4096)}[target]
+    buf = export()
+    attach = dmabuf.dma_buf_attach(buf, nic)
+    sgt = dmabuf.dma_buf_map_attachment(attach, netmem.DMA_FROM_DEVICE)
+    addr = sgt.sgl[0].dma_address
+    _core.bench_dev_write(nic, addr, FRAME, loops // 10)
+    ns = _core.bench_dev_write(nic, addr, FRAME, loops) / loops
+    dmabuf.dma_buf_unmap_attachment(attach, sgt, netmem.DMA_FROM_DEVICE)
+    dmabuf.dma_buf_detach(buf, attach)
+    buf.close()
+    m.quiesce()
+    return ns
+
+
 DMA_FIGURES = {
     "floor_lifo_ns": POOL_FIGURES["floor_lifo_ns"],
     "pool_fast_ns": POOL_FIGURES["pool_fast_ns"],
     "dma_map_unmap_ns": lambda scale: _dma_map_unmap(int(2_000_000 * scale)),
     "dma_iova_link_ns": lambda scale: _dma_iova_link(int(20_000 * scale)),
     "pool_fast_ns_iommu": lambda scale: _pool_fast_iommu(int(20_000_000 * scale)),
+    "dev_write_ram_ns": lambda scale: _dev_write("ram", int(2_000_000 * scale)),
+    "dev_write_bar_ns": lambda scale: _dev_write("bar", int(2_000_000 * scale)),
+    "dev_write_bus_ns": lambda scale: _dev_write("bus", int(2_000_000 * scale)),
 }
 
 
