@@ -940,8 +940,7 @@ class Flows:
         ``cached_trace``)."""
         path = os.fspath(path)
         _write_capture(self.trace, path, pcapng)
-        meta = {"params": self.params.key(), "pcapng": bool(pcapng),
-                "size": os.path.getsize(path)}
+        meta = _cache_key(self.params, pcapng, path)
         self.trace._save(path + ".npz", meta)
 
 
@@ -950,7 +949,7 @@ def cached_trace(path, pcapng=False, params=None, **kwargs):
     ``path`` beside it, for these parameters (``params``, or a ``FlowParams(**kwargs)``);
     None otherwise. So a second run with the same parameters reuses the capture and its trace
     instead of generating them again (``netmem-flows`` does); a capture replaced since (its
-    size differs) or a cache of other parameters is not reused."""
+    size differs), a cache of other parameters or written with another numpy is not reused."""
     path = os.fspath(path)
     params = params if params is not None else FlowParams(**kwargs)
     if not (os.path.isfile(path) and os.path.isfile(path + ".npz")):
@@ -959,8 +958,13 @@ def cached_trace(path, pcapng=False, params=None, **kwargs):
         trace, meta = PacketTrace._load(path + ".npz")
     except NetmemError:
         return None
-    want = {"params": params.key(), "pcapng": bool(pcapng), "size": os.path.getsize(path)}
-    return trace if meta == want else None
+    return trace if meta == _cache_key(params, pcapng, path) else None
+
+
+def _cache_key(params, pcapng, path):
+    # numpy's version: a release may change what Generator methods draw from the same seed.
+    return {"params": params.key(), "pcapng": bool(pcapng), "numpy": np.__version__,
+            "size": os.path.getsize(path)}
 
 
 def _write_capture(trace, path, pcapng):
@@ -1097,7 +1101,7 @@ def generate(params=None, **kwargs):
     ``struct`` and numpy (the tests check them against scapy's), padded to 60 bytes, IPv4 with
     DF and an incrementing id, checksums correct. Timestamps are virtual: 0 for the first
     frame, then each frame's wire time at ``link_gbps``. The same parameters give the same
-    bytes.
+    bytes with the same numpy.
     """
     if params is None:
         params = FlowParams(**kwargs)
