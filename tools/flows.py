@@ -7,6 +7,7 @@ A second run with the same parameters finds both, keyed by the parameters, and w
 See ``netmem.flows.FlowParams`` for what each option does.
 """
 import argparse
+import dataclasses
 import re
 import sys
 import time
@@ -64,7 +65,7 @@ def _parser():
 def main(argv=None):
     args = _parser().parse_args(argv)
     pcapng = args.pcapng or args.out.endswith(".pcapng")
-    fields = {f.name for f in flows.dataclasses.fields(flows.FlowParams)}
+    fields = {f.name for f in dataclasses.fields(flows.FlowParams)}
     try:
         params = flows.FlowParams(**{k: v for k, v in vars(args).items() if k in fields})
         trace = None if args.force else flows.cached_trace(args.out, pcapng, params)
