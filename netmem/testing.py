@@ -4,13 +4,43 @@ Every test gets a leak check: each Machine made during the test is quiesced at t
 deferred work runs, up to two virtual minutes) and must have no page pool left, no page missing
 from the buddy allocator and no net_iov still attached; otherwise the test fails with the
 machine's own report. Mark a test ``@pytest.mark.netmem_leaks_ok`` to skip the check.
+
+It also has the tshark oracle, plain functions for tests that check TCP reassembly:
+``tshark_streams(pcap)``, ``tshark_follow(pcap, n)`` and ``tshark_follow_all(pcap)`` (``make
+tshark`` installs tshark).
 """
+import errno
+import os
+import shutil
+import subprocess
+from typing import NamedTuple
+
 import pytest
 
+from netmem.errors import NetmemError
 from netmem.machine import Machine
 from netmem.page_pool import PagePoolParams, page_pool_create_percpu
 
-__all__ = ["machine", "make_pool"]
+__all__ = ["TsharkFollow", "TsharkStream", "machine", "make_pool", "tshark_follow",
+           "tshark_follow_all", "tshark_streams"]
+
+
+class TsharkStream(NamedTuple):
+    """A TCP stream as tshark numbers it; ``node0`` sent its first packet."""
+
+    index: int
+    node0: tuple
+    node1: tuple
+
+
+class TsharkFollow(NamedTuple):
+    """A stream's two directions as tshark reassembles them: ``dataK`` is what ``nodeK`` sent."""
+
+    index: int
+    node0: tuple
+    node1: tuple
+    data0: bytes
+    data1: bytes
 
 
 def pytest_configure(config):
@@ -60,3 +90,94 @@ def make_pool(machine):
     for pool in made:
         if pool.user_cnt:
             pool.destroy()
+
+
+# --------------------------------------------------------------------------------------------
+# tshark, the oracle for TCP reassembly: plain functions a test calls on a capture file.
+
+def _tshark(who, args):
+    """Run tshark (stdout as text); a missing tshark is an error that says how to get it, so a
+    test that needs it fails rather than skips."""
+    exe = shutil.which("tshark")
+    if exe is None:
+        raise NetmemError(errno.ENOENT, f"{who}: tshark not found on PATH: run `make tshark` "
+                                        f"(Debian's tshark package)")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise NetmemError(errno.EIO, f"{who}: tshark {' '.join(args)} exited with "
+                                     f"{proc.returncode}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
+def _endpoint(text):
+    """``192.0.2.1:5201`` or ``[2001:db8::1]:5201`` -> ("192.0.2.1", 5201); ``:0`` (no such
+    stream) -> ("", 0)."""
+    host, _, port = text.strip().rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def tshark_streams(pcap):
+    """The TCP streams tshark sees in ``pcap``, in its stream index order: a list of
+    ``TsharkStream(index, node0, node1)`` where each node is (address, port) and ``node0`` is
+    the side that sent the stream's first packet (as in ``tshark_follow``)."""
+    out = _tshark("tshark_streams", ["-r", os.fspath(pcap), "-Y", "tcp", "-T", "fields",
+                                     "-e", "tcp.stream", "-e", "ip.src", "-e", "ipv6.src",
+                                     "-e", "tcp.srcport", "-e", "ip.dst", "-e", "ipv6.dst",
+                                     "-e", "tcp.dstport"])
+    streams = {}
+    for line in out.splitlines():
+        # A field of a packet with two headers of a kind (an ICMP error quoting the segment,
+        # a tunnel) holds both values: the outer one comes first.
+        idx, s4, s6, sport, d4, d6, dport = (f.split(",")[0] for f in line.split("\t"))
+        if int(idx) not in streams:
+            streams[int(idx)] = TsharkStream(int(idx), (s4 or s6, int(sport)),
+                                             (d4 or d6, int(dport)))
+    return [streams[i] for i in sorted(streams)]
+
+
+def tshark_follow(pcap, n):
+    """Stream ``n`` of ``pcap`` as tshark reassembles it (``tshark -r F -q -z
+    follow,tcp,raw,N``): ``TsharkFollow(index, node0, node1, data0, data1)``, each node
+    (address, port) and each data the bytes that node sent, in sequence order, retransmitted
+    and overlapping bytes once.
+
+    Which side is node 0: the one that sent the first packet tshark saw of the stream (usually
+    the SYN, so the client), even when that packet carries no data. In the raw output node 1's
+    chunks are the lines indented with a tab.
+
+    tshark drops a segment it takes for a spurious retransmission (all of it below an ACK the
+    other side already sent), so the oracle is only as good as the capture's ACK numbers: a
+    capture that ACKs bytes it never carried loses them here."""
+    follows = _follow(pcap, [n], "tshark_follow")
+    if not follows:
+        raise NetmemError(errno.ENOENT, f"tshark_follow: {pcap} has no TCP stream {n}")
+    return follows[0]
+
+
+def tshark_follow_all(pcap):
+    """``tshark_follow`` for every stream of ``pcap`` (two tshark runs in all), in stream
+    order."""
+    return _follow(pcap, [s.index for s in tshark_streams(pcap)], "tshark_follow_all")
+
+
+def _follow(pcap, indices, who):
+    if not indices:
+        return []
+    args = ["-r", os.fspath(pcap), "-q"]
+    for n in indices:
+        args += ["-z", f"follow,tcp,raw,{int(n)}"]
+    out = _tshark(who, args)
+    follows, nodes, data, index = [], {}, ([], []), None
+    for line in out.splitlines():
+        if line.startswith("Filter: tcp.stream eq "):
+            index, nodes, data = int(line.rsplit(" ", 1)[1]), {}, ([], [])
+        elif line.startswith(("Node 0:", "Node 1:")):
+            nodes[int(line[5])] = _endpoint(line[8:])
+        elif line.startswith("====="):
+            if index is not None and len(nodes) == 2 and nodes[0][0]:  # "Node 0: :0": none
+                follows.append(TsharkFollow(index, nodes[0], nodes[1], b"".join(data[0]),
+                                            b"".join(data[1])))
+            index = None
+        elif index is not None and len(nodes) == 2 and line.strip():
+            data[1 if line.startswith("\t") else 0].append(bytes.fromhex(line.strip()))
+    return sorted(follows)  # tshark prints the last -z first
