@@ -11,6 +11,7 @@ except ImportError as e:  # no silent pure-Python fallback
 
 from netmem.errors import NetmemError, NetmemWarning
 from netmem.machine import Machine
+from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq, netdev_rx_queue_restart
 from netmem.netmem import (
     NET_IOV,
     NET_IOV_DMABUF,
@@ -45,12 +46,39 @@ from netmem.page_pool import (
 )
 
 __all__ = [
-    "DMA_BIDIRECTIONAL", "DMA_FROM_DEVICE", "DMA_NONE", "DMA_TO_DEVICE", "MAX_PAGE_ORDER",
-    "NET_IOV", "NET_IOV_DMABUF", "NET_IOV_IOURING", "PAGE_SHIFT", "PAGE_SIZE",
-    "PP_ALLOC_CACHE_REFILL", "PP_ALLOC_CACHE_SIZE", "PP_FLAG_ALL",
-    "PP_FLAG_ALLOW_UNREADABLE_NETMEM", "PP_FLAG_DMA_MAP", "PP_FLAG_DMA_SYNC_DEV",
-    "PP_FLAG_SYSTEM_POOL", "Machine", "NetIovArea", "NetmemError", "NetmemWarning", "PagePool",
-    "PagePoolParams", "netmem_get_dma_addr", "netmem_get_pp", "netmem_is_net_iov",
-    "netmem_to_net_iov", "netmem_to_page", "page_pool_create", "page_pool_create_percpu",
+    "DMA_BIDIRECTIONAL",
+    "DMA_FROM_DEVICE",
+    "DMA_NONE",
+    "DMA_TO_DEVICE",
+    "MAX_PAGE_ORDER",
+    "NET_IOV",
+    "NET_IOV_DMABUF",
+    "NET_IOV_IOURING",
+    "PAGE_SHIFT",
+    "PAGE_SIZE",
+    "PP_ALLOC_CACHE_REFILL",
+    "PP_ALLOC_CACHE_SIZE",
+    "PP_FLAG_ALL",
+    "PP_FLAG_ALLOW_UNREADABLE_NETMEM",
+    "PP_FLAG_DMA_MAP",
+    "PP_FLAG_DMA_SYNC_DEV",
+    "PP_FLAG_SYSTEM_POOL",
+    "Machine",
+    "NetDevice",
+    "NetIovArea",
+    "NetmemError",
+    "NetmemWarning",
+    "PagePool",
+    "PagePoolParams",
+    "net_mp_close_rxq",
+    "net_mp_open_rxq",
+    "netdev_rx_queue_restart",
+    "netmem_get_dma_addr",
+    "netmem_get_pp",
+    "netmem_is_net_iov",
+    "netmem_to_net_iov",
+    "netmem_to_page",
+    "page_pool_create",
+    "page_pool_create_percpu",
     "page_pool_put_netmem_bulk",
 ]
