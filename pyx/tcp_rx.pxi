@@ -434,16 +434,16 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     cdef nm_sock *sk
     n.tcp.InSegs += 1
     if not pskb_may_pull(skb, 20):
-        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        __drop(n, si, NM_DROP_NOT_SPECIFIED)    # discard_it
         return
     th = skb_transport_hdr(n, skb)
     doff = (th[12] >> 4) * 4
     if doff < 20:
-        n.tcp.InErrs += 1
+        n.tcp.InErrs += 1                       # bad_packet
         __drop(n, si, NM_DROP_PKT_TOO_SMALL)
         return
     if not pskb_may_pull(skb, doff):
-        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        __drop(n, si, NM_DROP_NOT_SPECIFIED)    # discard_it
         return
     sport = _be16(th)
     dport = _be16(th + 2)
