@@ -641,15 +641,16 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
 
 
 cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
-    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: frames no handler takes
-    count in rx_nohandler."""
+    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: a frame no handler takes
+    counts in rx_dropped (rx_nohandler is only for exact delivery, which an rx_handler such as
+    bonding asks for; the model has none)."""
     cdef nm_skb *skb = SKB(n, si)
     if skb.protocol == 4:
         ip_rcv(n, si)
     elif skb.protocol == 6:
         ipv6_rcv(n, si)
     else:
-        nd.rx_nohandler += 1
+        nd.rx_dropped += 1
         __drop(n, si, NM_DROP_UNHANDLED_PROTO)
 
 
