@@ -198,8 +198,11 @@ cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail) noexcept 
 
 
 cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogil:
-    """Whether the skb may be charged: sk_rmem_alloc within sk_rcvbuf (no pruning)."""
-    return sk.rmem_alloc + skb.truesize <= sk.rcvbuf
+    """Models ``tcp_try_rmem_schedule()`` (true when the kernel's returns 0): the skb may be
+    charged unless sk_rmem_alloc is already above sk_rcvbuf. Departs: the kernel then collapses
+    the queues and prunes the out-of-order queue (``tcp_prune_queue()``) and may find room;
+    the model does neither (sk_rmem_schedule() against tcp_mem always succeeds)."""
+    return sk.rmem_alloc <= sk.rcvbuf
 
 
 cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
@@ -360,10 +363,11 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
                                   and after(skb.end_seq, sk.rcv_nxt)):
         if skb.seq != sk.rcv_nxt:
             tcp_dsack_set(n, sk, skb.seq)       # partial packet, seq < rcv_nxt < end_seq
-        if not tcp_try_rmem_schedule(n, sk, skb):
+        if not tcp_try_rmem_schedule(n, sk, skb) and sk.rq_head != NM_NIL and skb.len:
             n.tcp.TCPRcvQDrop += 1
             __drop(n, si, NM_DROP_PROTO_MEM)
             return
+        # Else sk_forced_mem_schedule(): an empty queue (or a bare FIN) always takes it.
         eaten = (sk.rq_tail != NM_NIL
                  and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
         tcp_rcv_nxt_update(sk, skb.end_seq)
