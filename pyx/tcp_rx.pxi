@@ -245,6 +245,17 @@ cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     sk.ofo_len = 0
 
 
+cdef void tcp_reset(nm_net *n, uint32_t ski) noexcept nogil:
+    """Models ``tcp_reset()``: sk_err is EPIPE in CLOSE_WAIT, ECONNRESET otherwise; then
+    ``tcp_done()``: CLOSE and unhashed (the queued data stays for recvmsg())."""
+    cdef nm_sock *sk = &n.socks[ski]
+    if sk.state == NM_TCP_CLOSE:
+        return
+    sk.err = EPIPE if sk.state == NM_TCP_CLOSE_WAIT else ECONNRESET
+    sk.state = NM_TCP_CLOSE
+    inet_unhash(n, ski)
+
+
 cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     cdef nm_sock *sk = &n.socks[ski]
     skb_set_owner_r(n, SKB(n, si), ski)
@@ -496,17 +507,15 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     if skb.len:
         sk.data_segs_in += 1
     if flags & TCPHDR_RST:
-        # tcp_validate_incoming(): RFC 5961, only an exact match resets.
-        if seq == sk.rcv_nxt:
-            sk.err = ECONNRESET
-            sk.state = NM_TCP_CLOSE
-            inet_unhash(n, ski)                 # tcp_done()
-            __drop(n, si, NM_DROP_TCP_RESET)
-        elif after(seq, sk.rcv_nxt):
-            n.tcp.TCPChallengeACK += 1
-            __drop(n, si, NM_DROP_TCP_RESET)
+        # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
+        # FIN (tcp_reset_check()); any other sequence draws a challenge ACK. No ACK is ever
+        # sent, so rcv_wup is not modelled and tcp_sequence() passes an old RST too.
+        if seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT):
+            tcp_reset(n, ski)
+            __kfree_skb(n, si)
         else:
-            __drop(n, si, NM_DROP_TCP_INVALID_SEQUENCE)
+            n.tcp.TCPChallengeACK += 1          # tcp_send_challenge_ack()
+            __drop(n, si, NM_DROP_TCP_RESET)
         return
     if flags & TCPHDR_SYN:
         if not after(skb.end_seq, sk.rcv_nxt):
