@@ -518,14 +518,14 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_TCP_RESET)
         return
     if flags & TCPHDR_SYN:
-        if not after(skb.end_seq, sk.rcv_nxt):
-            n.tcp.DelayedACKLost += 1           # tcp_send_dupack() for an old SYN
-            tcp_dsack_set(n, sk, seq)
-            __drop(n, si, NM_DROP_TCP_OLD_DATA)
-        else:
-            n.tcp.TCPSYNChallenge += 1
-            n.tcp.TCPChallengeACK += 1
-            __drop(n, si, NM_DROP_TCP_FLAGS)
+        # tcp_validate_incoming(): a SYN, old (step 1's syn_challenge) or new (step 4), is
+        # answered with a challenge ACK; tcp_rcv_established() passes syn_inerr, so in
+        # ESTABLISHED it also counts in InErrs.
+        if sk.state == NM_TCP_ESTABLISHED:
+            n.tcp.InErrs += 1
+        n.tcp.TCPSYNChallenge += 1
+        n.tcp.TCPChallengeACK += 1
+        __drop(n, si, NM_DROP_TCP_INVALID_SYN)
         return
     if not (flags & TCPHDR_ACK):
         __drop(n, si, NM_DROP_TCP_FLAGS)        # tcp_rcv_established(): no ACK, discard
