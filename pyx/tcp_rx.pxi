@@ -533,6 +533,19 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     if sk.state == NM_TCP_CLOSE:
         __drop(n, si, NM_DROP_TCP_CLOSE)
         return
+    if sk.state == NM_TCP_CLOSE_WAIT:
+        # tcp_rcv_state_process(), step 7: after the FIN nothing at or past rcv_nxt is queued
+        # (not even a pure ACK: it is discarded as NOT_SPECIFIED); a segment that starts
+        # before rcv_nxt but brings data past it aborts the connection.
+        if not before(skb.seq, sk.rcv_nxt):
+            __drop(n, si, NM_DROP_NOT_SPECIFIED)
+            return
+        if skb.end_seq != skb.seq and after(skb.end_seq - ((flags & TCPHDR_FIN) != 0),
+                                            sk.rcv_nxt):
+            n.tcp.TCPAbortOnData += 1
+            tcp_reset(n, ski)
+            __drop(n, si, NM_DROP_TCP_ABORT_ON_DATA)
+            return
     tcp_data_queue(n, ski, si)
 
 
