@@ -503,9 +503,10 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_NO_SOCKET)
             return
     sk = &n.socks[ski]
-    sk.segs_in += 1
+    # tcp_segs_in(): a GRO packet counts its segments.
+    sk.segs_in += max(<uint16_t>1, skb.gso_segs)
     if skb.len:
-        sk.data_segs_in += 1
+        sk.data_segs_in += max(<uint16_t>1, skb.gso_segs)
     if flags & TCPHDR_RST:
         # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
         # FIN (tcp_reset_check()); any other sequence draws a challenge ACK. No ACK is ever
