@@ -234,6 +234,14 @@ cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
         n.tcp.TCPDSACKOldSent += 1
     else:
         n.tcp.TCPDSACKOfoSent += 1
+    sk.dsack = 1
+
+
+cdef inline void tcp_dsack_extend(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+    """Models ``tcp_dsack_extend()``: the first D-SACK of a segment is set (and counted),
+    later ones only widen it."""
+    if not sk.dsack:
+        tcp_dsack_set(n, sk, seq)
 
 
 cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
@@ -265,7 +273,7 @@ cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
 cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
     """Models ``tcp_ofo_queue()``: move what became in order to the receive queue."""
     cdef nm_sock *sk = &n.socks[ski]
-    cdef uint32_t si
+    cdef uint32_t si, dsack_high = sk.rcv_nxt
     cdef nm_skb *skb
     cdef bint fragstolen, eaten, fin
     while sk.ofo_head != NM_NIL:
@@ -273,6 +281,10 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
         skb = SKB(n, si)
         if after(skb.seq, sk.rcv_nxt):
             break
+        if before(skb.seq, dsack_high):
+            if before(skb.end_seq, dsack_high):
+                dsack_high = skb.end_seq
+            tcp_dsack_extend(n, sk, skb.seq)
         __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
         sk.ofo_len -= 1
         if not after(skb.end_seq, sk.rcv_nxt):
@@ -337,6 +349,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
                     __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, p)
                     sk.ofo_len -= 1
                     sock_rfree(n, s1)
+                    tcp_dsack_extend(n, sk, s1.seq)
                     n.tcp.TCPOFOMerge += 1
                     __drop(n, p, NM_DROP_TCP_OFOMERGE)
                     p = nxt
@@ -352,10 +365,12 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         if not after(end_seq, s1.seq):
             break
         if before(end_seq, s1.end_seq):
+            tcp_dsack_extend(n, sk, s1.seq)
             break
         __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, nxt)
         sk.ofo_len -= 1
         sock_rfree(n, s1)
+        tcp_dsack_extend(n, sk, s1.seq)
         n.tcp.TCPOFOMerge += 1
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
     skb_set_owner_r(n, skb, ski)
@@ -370,6 +385,7 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     if skb.seq == skb.end_seq:
         __kfree_skb(n, si)              # a pure ACK: consumed
         return
+    sk.dsack = 0                        # tp->rx_opt.dsack = 0
     if skb.seq == sk.rcv_nxt or (before(skb.seq, sk.rcv_nxt)
                                   and after(skb.end_seq, sk.rcv_nxt)):
         if skb.seq != sk.rcv_nxt:
