@@ -725,19 +725,22 @@ cdef void skb_defer_free_flush(nm_net *n, int cpu) noexcept nogil:
 
 cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``skb_attempt_defer_free()``: an skb consumed on another CPU than the one that
-    built it is queued for that CPU, whose next ``net_rx_action()`` frees it; at half of
-    skb_defer_max the CPU is kicked (the IPI runs its softirq at once here). On the same CPU
-    (or with a full list) it is freed with BHs off (``kfree_skb_napi_cache()``)."""
+    built it is queued for that CPU, whose next ``net_rx_action()`` frees it; when the list
+    already held half of skb_defer_max the CPU is kicked (the IPI runs its softirq at once
+    here). On the same CPU (or with a full list) it is freed with BHs off
+    (``kfree_skb_napi_cache()``)."""
     cdef nm_machine *m = n.m
     cdef nm_skb *skb = SKB(n, si)
     cdef int cpu = skb.alloc_cpu
+    cdef bint kick
     if n.defer_max == 0 or cpu == m.cpu or cpu >= m.nr_cpus or n.defer_count[cpu] >= n.defer_max:
         __free_in_softirq(n, si, m.cpu)
         return
+    kick = n.defer_count[cpu] == n.defer_max >> 1
     skb.next = n.defer_head[cpu]
     n.defer_head[cpu] = si
     n.defer_count[cpu] += 1
-    if n.defer_count[cpu] == n.defer_max >> 1:
+    if kick:
         n.defer_kicks += 1
         __free_softirq_flush(n, cpu)
 
