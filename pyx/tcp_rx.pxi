@@ -645,7 +645,7 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
     iph = skb_network_header(n, skb)
     if iph[0] >> 4 != 6:
         n.ip6.InHdrErrors += 1
-        __drop(n, si, NM_DROP_IP_INHDR)
+        __drop(n, si, NM_DROP_UNHANDLED_PROTO)  # ip6_rcv_core() sets this reason first
         return
     plen = _be16(iph + 4)
     if plen + 40 > skb.len:
