@@ -83,10 +83,12 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
             p.ip_proto = 0
             return
     elif et == ETH_P_IPV6:
-        if off + 40 > len or f[off] >> 4 != 6:
+        if off + 40 > len:
+            return
+        p.hdr_len = <uint16_t>(off + 40)    # the flow dissector takes it, whatever the version
+        if f[off] >> 4 != 6:
             return
         p.family = 6
-        p.hdr_len = <uint16_t>(off + 40)
         nh = f[off + 6]
         l4 = off + 40
         while ipv6_ext_hdr(nh) and l4 + 8 <= len:
