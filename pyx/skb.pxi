@@ -339,8 +339,8 @@ cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
         if end > offset:
             fo = offset - start
             copy = min(end - offset, len)
-            memcpy(to, nm_phys_to_virt(m, netmem_phys(m, sh.frags[i].netmem)
-                                          + sh.frags[i].offset + fo), copy)
+            memcpy(to, nm_phys_to_virt(
+                m, netmem_phys(m, sh.frags[i].netmem) + sh.frags[i].offset + fo), copy)
             len -= copy
             if len == 0:
                 return 0

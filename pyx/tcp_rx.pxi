@@ -291,8 +291,8 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
             sock_rfree(n, skb)
             __drop(n, si, NM_DROP_TCP_OFO_DROP)
             continue
-        eaten = sk.rq_tail != NM_NIL and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb,
-                                                           &fragstolen)
+        eaten = (sk.rq_tail != NM_NIL
+                 and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
         tcp_rcv_nxt_update(sk, skb.end_seq)
         fin = skb.tcp_flags & TCPHDR_FIN
         if not eaten:
@@ -386,8 +386,8 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
         __kfree_skb(n, si)              # a pure ACK: consumed
         return
     sk.dsack = 0                        # tp->rx_opt.dsack = 0
-    if skb.seq == sk.rcv_nxt or (before(skb.seq, sk.rcv_nxt)
-                                  and after(skb.end_seq, sk.rcv_nxt)):
+    if skb.seq == sk.rcv_nxt or (before(skb.seq, sk.rcv_nxt) and
+                                 after(skb.end_seq, sk.rcv_nxt)):
         if skb.seq != sk.rcv_nxt:
             tcp_dsack_set(n, sk, skb.seq)       # partial packet, seq < rcv_nxt < end_seq
         if not tcp_try_rmem_schedule(n, sk, skb) and sk.rq_head != NM_NIL and skb.len:
@@ -568,7 +568,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
 
 cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
     """Whether a SYN's options carry SACK_PERM (kind 4)."""
-    cdef uint32_t i = 20, l
+    cdef uint32_t i = 20, optlen
     while i < doff:
         if th[i] == 0:
             break
@@ -579,10 +579,10 @@ cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
             break
         if th[i] == 4:
             return True
-        l = th[i + 1]
-        if l < 2:
+        optlen = th[i + 1]
+        if optlen < 2:
             break
-        i += l
+        i += optlen
     return False
 
 
