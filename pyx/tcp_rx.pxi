@@ -502,11 +502,10 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             n.tcp.PassiveOpens += 1
             n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
             n.socks[ski].segs_in += 1
-            skb.seq += 1                        # the SYN is taken; data on a SYN is queued
-            if skb.seq == skb.end_seq:
-                __kfree_skb(n, si)
-                return
-            tcp_data_queue(n, ski, si)
+            # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
+            # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
+            # again after the handshake. The SYN is consumed.
+            __kfree_skb(n, si)
             return
         if n.open_on_data and not (flags & TCPHDR_RST):
             ski = __sk_create(n, family, daddr, saddr, dport, sport, seq)
