@@ -499,7 +499,8 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             if ski == NM_NIL:
                 __drop(n, si, NM_DROP_PROTO_MEM)
                 return
-            n.tcp.PassiveOpens += 1
+            if not (flags & TCPHDR_ACK):
+                n.tcp.PassiveOpens += 1         # a SYN-ACK opens the active side
             n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
