@@ -636,6 +636,7 @@ cdef struct nm_tcp_mib:
     uint64_t TCPZeroWindowDrop
     uint64_t TCPChallengeACK
     uint64_t TCPSYNChallenge
+    uint64_t TCPAbortOnClose
 
 cdef struct nm_ip_mib:
     uint64_t InReceives

@@ -10,7 +10,7 @@ RSS_DEFAULT_KEY = bytes.fromhex(
 TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "TCPOFOMerge",
                 "TCPOFODrop", "TCPRcvCoalesce", "TCPRcvQDrop", "DelayedACKLost",
                 "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
-                "TCPChallengeACK", "TCPSYNChallenge")
+                "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
@@ -239,7 +239,7 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPOFOMerge, t.TCPOFODrop, t.TCPRcvCoalesce, t.TCPRcvQDrop,
                                    t.DelayedACKLost, t.TCPDSACKOldSent, t.TCPDSACKOfoSent,
                                    t.TCPAbortOnData, t.TCPZeroWindowDrop, t.TCPChallengeACK,
-                                   t.TCPSYNChallenge)))
+                                   t.TCPSYNChallenge, t.TCPAbortOnClose)))
 
 
 def _ip_mib(CoreMachine machine, bint v6):

@@ -188,13 +188,20 @@ cdef inline void __q_insert_after(nm_net *n, uint32_t *head, uint32_t *tail, uin
         tail[0] = si
 
 
-cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail) noexcept nogil:
+cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail,
+                            int reason) noexcept nogil:
+    """Empty a socket queue: ``__kfree_skb()`` each skb (``reason`` -1, as ``tcp_close()``
+    does with the receive queue) or ``kfree_skb()`` it (``skb_rbtree_purge()`` of the
+    out-of-order queue: a drop, NOT_SPECIFIED)."""
     cdef uint32_t si
     while head[0] != NM_NIL:
         si = head[0]
         __q_unlink(n, head, tail, si)
         sock_rfree(n, SKB(n, si))
-        __kfree_skb(n, si)
+        if reason < 0:
+            __kfree_skb(n, si)
+        else:
+            __drop(n, si, reason)
 
 
 cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogil:
@@ -249,7 +256,7 @@ cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     out-of-order queue is dropped."""
     if sk.state == NM_TCP_ESTABLISHED:
         sk.state = NM_TCP_CLOSE_WAIT
-    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
 
 
@@ -817,11 +824,23 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
 
 
 cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
-    """The receive half of ``tcp_close()``: purge both queues (in process context), unhash,
-    free the slot."""
+    """The receive half of ``tcp_close()`` (in process context): free the receive queue;
+    if it held data and the connection was not reset, abort it (TCPAbortOnClose, and the RST
+    ``tcp_send_active_reset()`` counts in OutRsts); drop the out-of-order queue
+    (``skb_rbtree_purge()`` in ``tcp_v4_destroy_sock()``); unhash, free the slot."""
     cdef nm_sock *sk = &n.socks[ski]
-    __sk_purge(n, &sk.rq_head, &sk.rq_tail)
-    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    cdef uint64_t unread = 0
+    cdef uint32_t si = sk.rq_head
+    cdef nm_skb *skb
+    while si != NM_NIL:
+        skb = SKB(n, si)
+        unread += skb.end_seq - skb.seq - ((skb.tcp_flags & TCPHDR_FIN) != 0)
+        si = skb.next
+    __sk_purge(n, &sk.rq_head, &sk.rq_tail, -1)
+    if unread and sk.state != NM_TCP_CLOSE:
+        n.tcp.TCPAbortOnClose += 1
+        n.tcp.OutRsts += 1
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
     inet_unhash(n, ski)
     sk.used = 0
