@@ -108,6 +108,9 @@ def test_close_frees_everything(nic, m):
     # Four frags on two pages held by the socket go home (the SYN's went in the poll).
     assert pool.inflight == held
     assert pool.stats["recycle_ring"] == 2
+    # Unread data: tcp_close() aborts (TCPAbortOnClose, a RST); the ofo skb is a drop.
+    assert (m.tcp.mib["TCPAbortOnClose"], m.tcp.mib["OutRsts"]) == (1, 1)
+    assert m.tcp.drop_reasons == {"NOT_SPECIFIED": 1}
     assert m.tcp.sockets() == [] and m.tcp._leaks() == []
     raises(errno.EBADF, sk.info)
     raises(errno.EBADF, sk.recv, 1)
@@ -238,6 +241,25 @@ def test_fin_ends_the_stream_after_the_data(nic, m):
     assert sk.recv(10) == b""
     assert sk.recv(10) == b""
     assert sk.info()["copied_seq"] == sk.info()["rcv_nxt"]
+
+
+def test_close_after_reading_everything_sends_no_rst(nic, m):
+    f = Flow()
+    receive(nic, [f.syn(), seg(f, 0)])
+    sk = sock(m, f)
+    sk.read_all()
+    sk.close()
+    assert (m.tcp.mib["TCPAbortOnClose"], m.tcp.mib["OutRsts"]) == (0, 0)
+
+
+def test_fin_drops_what_the_ofo_queue_holds_past_it(nic, m):
+    f = Flow()
+    receive(nic, [f.syn(), seg(f, 0), seg(f, 2), f.frame("FA", f.isn + 1 + MSS)])
+    sk = sock(m, f)
+    # tcp_fin(): skb_rbtree_purge() of the out-of-order queue (a kfree_skb() each).
+    assert (sk.info()["state"], sk.info()["ofo_skbs"]) == ("CLOSE_WAIT", 0)
+    assert m.tcp.drop_reasons == {"NOT_SPECIFIED": 1}
+    assert sk.read_all() == payload(MSS, seed=0)
 
 
 def test_fin_out_of_order_waits_for_the_data(nic, m):
