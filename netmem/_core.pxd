@@ -613,6 +613,7 @@ cdef struct nm_sock:
     uint8_t state               # NM_TCP_*
     uint8_t used
     uint8_t sack_ok             # SACK permitted (from the SYN's options)
+    uint8_t dsack               # tp->rx_opt.dsack: a D-SACK is set for the segment at hand
     uint8_t laddr[16]
     uint8_t raddr[16]
     uint16_t lport
@@ -651,6 +652,7 @@ cdef struct nm_tcp_mib:
     uint64_t TCPZeroWindowDrop
     uint64_t TCPChallengeACK
     uint64_t TCPSYNChallenge
+    uint64_t TCPAbortOnClose
 
 cdef struct nm_ip_mib:
     uint64_t InReceives

@@ -145,6 +145,7 @@ class NetDevice(_core.CoreNetDevice):
         self.rx_queues = [RxQueue(self, i) for i in range(num_rx_queues)]
         self.ethtool = Ethtool(self)
         self._indir = [i % num_rx_queues for i in range(_core.INDIR_SIZE)]
+        self._rxfh_configured = False       # IFF_RXFH_CONFIGURED: the user set the table
         self._key = _core.RSS_DEFAULT_KEY
         self._rules = {}
         for q in self.rx_queues:
@@ -424,7 +425,10 @@ class Ethtool:
 
     def set_channels(self, rx):
         """Models ``ethnl_set_channels()``: refuses counts that would drop a queue a memory
-        provider, the indirection table or an ntuple rule uses; stops or starts queues."""
+        provider, a user-set indirection table (``ethtool_get_max_rxfh_channel()`` looks only
+        at a table with IFF_RXFH_CONFIGURED) or an ntuple rule uses; stops or starts queues. A
+        default table is spread again over the new count, as drivers do with
+        ``ethtool_rxfh_indir_default()``."""
         n = self.nic
         n._check_registered("set_channels")
         if not isinstance(rx, int) or not 1 <= rx <= n.num_rx_queues:
@@ -433,7 +437,7 @@ class Ethtool:
         if any(q.mp is not None for q in n.rx_queues[rx:]):
             raise NetmemError(EINVAL, "set_channels: requested channel counts are too low for "
                                       "existing memory provider setting")
-        if max(n._indir) >= rx:
+        if n._rxfh_configured and max(n._indir) >= rx:
             raise NetmemError(EINVAL, "set_channels: requested channel counts are too low for "
                                       "existing indirection table settings")
         if any(r[-1] >= rx for r in n._rules.values()):
@@ -443,6 +447,9 @@ class Ethtool:
         for q in n.rx_queues[rx:old]:
             n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
         n.real_num_rx_queues = rx
+        if not n._rxfh_configured:
+            n._indir = [i % rx for i in range(_core.INDIR_SIZE)]
+            n._set_rss(n._indir, n._key)
         n._set_num_rxq(rx)
         for q in n.rx_queues[old:rx]:
             n._start(q.idx, n.ndo_queue_mem_alloc(q.idx))
@@ -479,7 +486,8 @@ class Ethtool:
 
     def set_rxfh(self, equal=None, indir=None, key=None):
         """``ethtool -X``: ``equal=N`` spreads the table over queues 0..N-1; ``indir`` gives
-        all its entries; ``key`` the 40-byte Toeplitz key."""
+        all its entries (either marks the table as the user's: IFF_RXFH_CONFIGURED); ``key``
+        the 40-byte Toeplitz key."""
         n = self.nic
         size = _core.INDIR_SIZE
         if equal is not None and indir is not None:
@@ -500,6 +508,8 @@ class Ethtool:
             raise NetmemError(EINVAL, "set_rxfh: the key must be 40 bytes")
         n._indir, n._key = table, k
         n._set_rss(table, k)
+        if equal is not None or indir is not None:
+            n._rxfh_configured = True
 
     def get_rxfh(self):
         return {"indir": list(self.nic._indir), "key": self.nic._key}

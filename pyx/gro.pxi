@@ -41,11 +41,13 @@ cdef inline uint32_t skb_gro_len(nm_net *n, nm_skb *skb) noexcept nogil:
 
 cdef bint __gro_tcp_candidate(nm_net *n, nm_skb *skb) noexcept nogil:
     """Whether inet_gro_receive()/ipv6_gro_receive() and tcp4/6_gro_receive() take the skb:
-    plain TCP over IPv4 without options or fragments, or over IPv6 without extension headers,
-    its headers in the head. An IP length that does not match the skb (Ethernet padding) sets
-    NAPI_GRO_CB(skb)->flush."""
+    plain TCP over IPv4 without options or fragments, or over IPv6 behind nothing but
+    destination options and routing headers (the INET6_PROTO_GSO_EXTHDR ones
+    ``ipv6_gro_pull_exthdrs()`` walks; hop-by-hop has no offload), its headers in the head. An
+    IP length that does not match the skb (Ethernet padding) sets NAPI_GRO_CB(skb)->flush."""
     cdef uint8_t *iph
-    cdef uint32_t hl = skb_headlen(skb), need
+    cdef uint32_t hl = skb_headlen(skb), need, off
+    cdef uint8_t nh
     if skb.transport_header == 0 or skb.protocol == 0:
         return False
     if skb.transport_header + 20 > skb.data + hl:
@@ -59,22 +61,39 @@ cdef bint __gro_tcp_candidate(nm_net *n, nm_skb *skb) noexcept nogil:
             return False
         skb.gro_flush = _be16(iph + 2) != skb.len
         return True
-    if iph[6] != IPPROTO_TCP:
+    nh = iph[6]
+    off = 40
+    while (nh == 43 or nh == 60) and skb.network_header + off < skb.transport_header:
+        nh = iph[off]
+        off += (iph[off + 1] + 1) * 8
+    if nh != IPPROTO_TCP or skb.network_header + off != skb.transport_header:
         return False
     skb.gro_flush = _be16(iph + 4) + 40 != skb.len
     return True
 
 
 cdef inline bint __gro_same_flow(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
+    """``gro_list_prepare()`` (the RSS hash, the VLAN tag, ``compare_ether_header()``), then
+    the IP layer's and ``tcp_gro_lookup()``'s checks. Departs: a priority tag (VLAN id 0,
+    priority 0) reads as no tag."""
     cdef uint8_t *a = skb_network_header(n, p)
     cdef uint8_t *b = skb_network_header(n, skb)
-    if p.protocol != skb.protocol:
+    if p.hash != skb.hash or p.vlan_tci != skb.vlan_tci or p.protocol != skb.protocol:
+        return False
+    if memcmp(skb_head(n.m, skb_shinfo(n, p)) + p.mac_header,
+              skb_head(n.m, skb_shinfo(n, skb)) + skb.mac_header, ETH_HLEN) != 0:
         return False
     if skb.protocol == 4:
         if memcmp(a + 12, b + 12, 8) != 0:
             return False
     else:
         if (_be32(a) ^ _be32(b)) & <uint32_t>0xF00FFFFFU or memcmp(a + 8, b + 8, 32) != 0:
+            return False
+        # ipv6_gro_receive(): the next header, and the extension headers byte for byte.
+        if a[6] != b[6] or p.transport_header - p.network_header != \
+                skb.transport_header - skb.network_header:
+            return False
+        if memcmp(a + 40, b + 40, skb.transport_header - skb.network_header - 40) != 0:
             return False
     return memcmp(skb_transport_hdr(n, p), skb_transport_hdr(n, skb), 4) == 0
 

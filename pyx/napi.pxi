@@ -43,8 +43,10 @@ cdef inline bint ipv6_ext_hdr(uint8_t nexthdr) noexcept nogil:
 cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
     """The device's parser (and the flow dissector's ``eth_get_headlen()``): Ethernet, up to two
     VLAN tags, IPv4/IPv6 (walking IPv6 extension headers 0/43/60) and TCP. ``hdr_len`` is where
-    header split cuts and how many bytes a driver copies into the linear part: the end of the
-    TCP header when it is inside the frame, else as far as the parse got."""
+    header split cuts and how many bytes a driver copies into the linear part: as
+    ``__skb_get_poff()``, the TCP header's offset plus ``max(20, doff * 4)`` when its first 20
+    bytes are in the frame (at most the frame), else as far as the parse got (the IP header
+    included)."""
     cdef uint32_t off, ihl, doff, l4
     cdef uint16_t et
     cdef uint8_t nh
@@ -81,7 +83,10 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
             p.ip_proto = 0
             return
     elif et == ETH_P_IPV6:
-        if off + 40 > len or f[off] >> 4 != 6:
+        if off + 40 > len:
+            return
+        p.hdr_len = <uint16_t>(off + 40)    # the flow dissector takes it, whatever the version
+        if f[off] >> 4 != 6:
             return
         p.family = 6
         nh = f[off + 6]
@@ -96,9 +101,8 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
         return
     p.l4_off = <uint16_t>l4
     if p.ip_proto == IPPROTO_TCP and l4 + 20 <= len:
-        doff = (f[l4 + 12] >> 4) * 4
-        if doff >= 20 and l4 + doff <= len:
-            p.hdr_len = <uint16_t>(l4 + doff)
+        doff = max((f[l4 + 12] >> 4) * 4, 20)
+        p.hdr_len = <uint16_t>min(l4 + doff, len)
 
 
 # ---- RSS and ntuple -----------------------------------------------------------------------------

@@ -38,7 +38,9 @@ cdef enum:
     NM_DROP_TCP_FLAGS = 13
     NM_DROP_FRAG_REASM = 14
     NM_DROP_TCP_CLOSE = 15
-    NM_DROP_REASONS = 16
+    NM_DROP_TCP_INVALID_SYN = 16
+    NM_DROP_TCP_ABORT_ON_DATA = 17
+    NM_DROP_REASONS = 18
 
 
 cdef inline uint32_t SKB_TRUESIZE(uint32_t x) noexcept nogil:

@@ -188,18 +188,28 @@ cdef inline void __q_insert_after(nm_net *n, uint32_t *head, uint32_t *tail, uin
         tail[0] = si
 
 
-cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail) noexcept nogil:
+cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail,
+                            int reason) noexcept nogil:
+    """Empty a socket queue: ``__kfree_skb()`` each skb (``reason`` -1, as ``tcp_close()``
+    does with the receive queue) or ``kfree_skb()`` it (``skb_rbtree_purge()`` of the
+    out-of-order queue: a drop, NOT_SPECIFIED)."""
     cdef uint32_t si
     while head[0] != NM_NIL:
         si = head[0]
         __q_unlink(n, head, tail, si)
         sock_rfree(n, SKB(n, si))
-        __kfree_skb(n, si)
+        if reason < 0:
+            __kfree_skb(n, si)
+        else:
+            __drop(n, si, reason)
 
 
 cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogil:
-    """Whether the skb may be charged: sk_rmem_alloc within sk_rcvbuf (no pruning)."""
-    return sk.rmem_alloc + skb.truesize <= sk.rcvbuf
+    """Models ``tcp_try_rmem_schedule()`` (true when the kernel's returns 0): the skb may be
+    charged unless sk_rmem_alloc is already above sk_rcvbuf. Departs: the kernel then collapses
+    the queues and prunes the out-of-order queue (``tcp_prune_queue()``) and may find room;
+    the model does neither (sk_rmem_schedule() against tcp_mem always succeeds)."""
+    return sk.rmem_alloc <= sk.rcvbuf
 
 
 cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
@@ -231,6 +241,14 @@ cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
         n.tcp.TCPDSACKOldSent += 1
     else:
         n.tcp.TCPDSACKOfoSent += 1
+    sk.dsack = 1
+
+
+cdef inline void tcp_dsack_extend(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+    """Models ``tcp_dsack_extend()``: the first D-SACK of a segment is set (and counted),
+    later ones only widen it."""
+    if not sk.dsack:
+        tcp_dsack_set(n, sk, seq)
 
 
 cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
@@ -238,8 +256,19 @@ cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     out-of-order queue is dropped."""
     if sk.state == NM_TCP_ESTABLISHED:
         sk.state = NM_TCP_CLOSE_WAIT
-    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
+
+
+cdef void tcp_reset(nm_net *n, uint32_t ski) noexcept nogil:
+    """Models ``tcp_reset()``: sk_err is EPIPE in CLOSE_WAIT, ECONNRESET otherwise; then
+    ``tcp_done()``: CLOSE and unhashed (the queued data stays for recvmsg())."""
+    cdef nm_sock *sk = &n.socks[ski]
+    if sk.state == NM_TCP_CLOSE:
+        return
+    sk.err = EPIPE if sk.state == NM_TCP_CLOSE_WAIT else ECONNRESET
+    sk.state = NM_TCP_CLOSE
+    inet_unhash(n, ski)
 
 
 cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
@@ -251,7 +280,7 @@ cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
 cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
     """Models ``tcp_ofo_queue()``: move what became in order to the receive queue."""
     cdef nm_sock *sk = &n.socks[ski]
-    cdef uint32_t si
+    cdef uint32_t si, dsack_high = sk.rcv_nxt
     cdef nm_skb *skb
     cdef bint fragstolen, eaten, fin
     while sk.ofo_head != NM_NIL:
@@ -259,6 +288,10 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
         skb = SKB(n, si)
         if after(skb.seq, sk.rcv_nxt):
             break
+        if before(skb.seq, dsack_high):
+            if before(skb.end_seq, dsack_high):
+                dsack_high = skb.end_seq
+            tcp_dsack_extend(n, sk, skb.seq)
         __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
         sk.ofo_len -= 1
         if not after(skb.end_seq, sk.rcv_nxt):
@@ -323,6 +356,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
                     __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, p)
                     sk.ofo_len -= 1
                     sock_rfree(n, s1)
+                    tcp_dsack_extend(n, sk, s1.seq)
                     n.tcp.TCPOFOMerge += 1
                     __drop(n, p, NM_DROP_TCP_OFOMERGE)
                     p = nxt
@@ -338,10 +372,12 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         if not after(end_seq, s1.seq):
             break
         if before(end_seq, s1.end_seq):
+            tcp_dsack_extend(n, sk, s1.seq)
             break
         __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, nxt)
         sk.ofo_len -= 1
         sock_rfree(n, s1)
+        tcp_dsack_extend(n, sk, s1.seq)
         n.tcp.TCPOFOMerge += 1
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
     skb_set_owner_r(n, skb, ski)
@@ -356,14 +392,16 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     if skb.seq == skb.end_seq:
         __kfree_skb(n, si)              # a pure ACK: consumed
         return
+    sk.dsack = 0                        # tp->rx_opt.dsack = 0
     partial = before(skb.seq, sk.rcv_nxt) and after(skb.end_seq, sk.rcv_nxt)
     if skb.seq == sk.rcv_nxt or partial:
         if skb.seq != sk.rcv_nxt:
             tcp_dsack_set(n, sk, skb.seq)       # partial packet, seq < rcv_nxt < end_seq
-        if not tcp_try_rmem_schedule(n, sk, skb):
+        if not tcp_try_rmem_schedule(n, sk, skb) and sk.rq_head != NM_NIL and skb.len:
             n.tcp.TCPRcvQDrop += 1
             __drop(n, si, NM_DROP_PROTO_MEM)
             return
+        # Else sk_forced_mem_schedule(): an empty queue (or a bare FIN) always takes it.
         eaten = (sk.rq_tail != NM_NIL
                  and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
         tcp_rcv_nxt_update(sk, skb.end_seq)
@@ -434,16 +472,16 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     cdef nm_sock *sk
     n.tcp.InSegs += 1
     if not pskb_may_pull(skb, 20):
-        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        __drop(n, si, NM_DROP_NOT_SPECIFIED)    # discard_it
         return
     th = skb_transport_hdr(n, skb)
     doff = (th[12] >> 4) * 4
     if doff < 20:
-        n.tcp.InErrs += 1
+        n.tcp.InErrs += 1                       # bad_packet
         __drop(n, si, NM_DROP_PKT_TOO_SMALL)
         return
     if not pskb_may_pull(skb, doff):
-        __drop(n, si, NM_DROP_PKT_TOO_SMALL)
+        __drop(n, si, NM_DROP_NOT_SPECIFIED)    # discard_it
         return
     sport = _be16(th)
     dport = _be16(th + 2)
@@ -468,14 +506,14 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             if ski == NM_NIL:
                 __drop(n, si, NM_DROP_PROTO_MEM)
                 return
-            n.tcp.PassiveOpens += 1
+            if not (flags & TCPHDR_ACK):
+                n.tcp.PassiveOpens += 1         # a SYN-ACK opens the active side
             n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
             n.socks[ski].segs_in += 1
-            skb.seq += 1                        # the SYN is taken; data on a SYN is queued
-            if skb.seq == skb.end_seq:
-                __kfree_skb(n, si)
-                return
-            tcp_data_queue(n, ski, si)
+            # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
+            # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
+            # again after the handshake. The SYN is consumed.
+            __kfree_skb(n, si)
             return
         if n.open_on_data and not (flags & TCPHDR_RST):
             ski = __sk_create(n, family, daddr, saddr, dport, sport, seq)
@@ -488,31 +526,30 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_NO_SOCKET)
             return
     sk = &n.socks[ski]
-    sk.segs_in += 1
+    # tcp_segs_in(): a GRO packet counts its segments.
+    sk.segs_in += max(<uint16_t>1, skb.gso_segs)
     if skb.len:
-        sk.data_segs_in += 1
+        sk.data_segs_in += max(<uint16_t>1, skb.gso_segs)
     if flags & TCPHDR_RST:
-        # tcp_validate_incoming(): RFC 5961, only an exact match resets.
-        if seq == sk.rcv_nxt:
-            sk.err = ECONNRESET
-            sk.state = NM_TCP_CLOSE
-            inet_unhash(n, ski)                 # tcp_done()
-            __drop(n, si, NM_DROP_TCP_RESET)
-        elif after(seq, sk.rcv_nxt):
-            n.tcp.TCPChallengeACK += 1
-            __drop(n, si, NM_DROP_TCP_RESET)
+        # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
+        # FIN (tcp_reset_check()); any other sequence draws a challenge ACK. No ACK is ever
+        # sent, so rcv_wup is not modelled and tcp_sequence() passes an old RST too.
+        if seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT):
+            tcp_reset(n, ski)
+            __kfree_skb(n, si)
         else:
-            __drop(n, si, NM_DROP_TCP_INVALID_SEQUENCE)
+            n.tcp.TCPChallengeACK += 1          # tcp_send_challenge_ack()
+            __drop(n, si, NM_DROP_TCP_RESET)
         return
     if flags & TCPHDR_SYN:
-        if not after(skb.end_seq, sk.rcv_nxt):
-            n.tcp.DelayedACKLost += 1           # tcp_send_dupack() for an old SYN
-            tcp_dsack_set(n, sk, seq)
-            __drop(n, si, NM_DROP_TCP_OLD_DATA)
-        else:
-            n.tcp.TCPSYNChallenge += 1
-            n.tcp.TCPChallengeACK += 1
-            __drop(n, si, NM_DROP_TCP_FLAGS)
+        # tcp_validate_incoming(): a SYN, old (step 1's syn_challenge) or new (step 4), is
+        # answered with a challenge ACK; tcp_rcv_established() passes syn_inerr, so in
+        # ESTABLISHED it also counts in InErrs.
+        if sk.state == NM_TCP_ESTABLISHED:
+            n.tcp.InErrs += 1
+        n.tcp.TCPSYNChallenge += 1
+        n.tcp.TCPChallengeACK += 1
+        __drop(n, si, NM_DROP_TCP_INVALID_SYN)
         return
     if not (flags & TCPHDR_ACK):
         __drop(n, si, NM_DROP_TCP_FLAGS)        # tcp_rcv_established(): no ACK, discard
@@ -520,6 +557,19 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     if sk.state == NM_TCP_CLOSE:
         __drop(n, si, NM_DROP_TCP_CLOSE)
         return
+    if sk.state == NM_TCP_CLOSE_WAIT:
+        # tcp_rcv_state_process(), step 7: after the FIN nothing at or past rcv_nxt is queued
+        # (not even a pure ACK: it is discarded as NOT_SPECIFIED); a segment that starts
+        # before rcv_nxt but brings data past it aborts the connection.
+        if not before(skb.seq, sk.rcv_nxt):
+            __drop(n, si, NM_DROP_NOT_SPECIFIED)
+            return
+        if skb.end_seq != skb.seq and after(skb.end_seq - ((flags & TCPHDR_FIN) != 0),
+                                            sk.rcv_nxt):
+            n.tcp.TCPAbortOnData += 1
+            tcp_reset(n, ski)
+            __drop(n, si, NM_DROP_TCP_ABORT_ON_DATA)
+            return
     tcp_data_queue(n, ski, si)
 
 
@@ -602,7 +652,7 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
     iph = skb_network_header(n, skb)
     if iph[0] >> 4 != 6:
         n.ip6.InHdrErrors += 1
-        __drop(n, si, NM_DROP_IP_INHDR)
+        __drop(n, si, NM_DROP_UNHANDLED_PROTO)  # ip6_rcv_core() sets this reason first
         return
     plen = _be16(iph + 4)
     if plen + 40 > skb.len:
@@ -641,15 +691,16 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
 
 
 cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
-    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: frames no handler takes
-    count in rx_nohandler."""
+    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: a frame no handler takes
+    counts in rx_dropped (rx_nohandler is only for exact delivery, which an rx_handler such as
+    bonding asks for; the model has none)."""
     cdef nm_skb *skb = SKB(n, si)
     if skb.protocol == 4:
         ip_rcv(n, si)
     elif skb.protocol == 6:
         ipv6_rcv(n, si)
     else:
-        nd.rx_nohandler += 1
+        nd.rx_dropped += 1
         __drop(n, si, NM_DROP_UNHANDLED_PROTO)
 
 
@@ -681,19 +732,22 @@ cdef void skb_defer_free_flush(nm_net *n, int cpu) noexcept nogil:
 
 cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``skb_attempt_defer_free()``: an skb consumed on another CPU than the one that
-    built it is queued for that CPU, whose next ``net_rx_action()`` frees it; at half of
-    skb_defer_max the CPU is kicked (the IPI runs its softirq at once here). On the same CPU
-    (or with a full list) it is freed with BHs off (``kfree_skb_napi_cache()``)."""
+    built it is queued for that CPU, whose next ``net_rx_action()`` frees it; when the list
+    already held half of skb_defer_max the CPU is kicked (the IPI runs its softirq at once
+    here). On the same CPU (or with a full list) it is freed with BHs off
+    (``kfree_skb_napi_cache()``)."""
     cdef nm_machine *m = n.m
     cdef nm_skb *skb = SKB(n, si)
     cdef int cpu = skb.alloc_cpu
+    cdef bint kick
     if n.defer_max == 0 or cpu == m.cpu or cpu >= m.nr_cpus or n.defer_count[cpu] >= n.defer_max:
         __free_in_softirq(n, si, m.cpu)
         return
+    kick = n.defer_count[cpu] == n.defer_max >> 1
     skb.next = n.defer_head[cpu]
     n.defer_head[cpu] = si
     n.defer_count[cpu] += 1
-    if n.defer_count[cpu] == n.defer_max >> 1:
+    if kick:
         n.defer_kicks += 1
         __free_softirq_flush(n, cpu)
 
@@ -770,11 +824,23 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
 
 
 cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
-    """The receive half of ``tcp_close()``: purge both queues (in process context), unhash,
-    free the slot."""
+    """The receive half of ``tcp_close()`` (in process context): free the receive queue;
+    if it held data and the connection was not reset, abort it (TCPAbortOnClose, and the RST
+    ``tcp_send_active_reset()`` counts in OutRsts); drop the out-of-order queue
+    (``skb_rbtree_purge()`` in ``tcp_v4_destroy_sock()``); unhash, free the slot."""
     cdef nm_sock *sk = &n.socks[ski]
-    __sk_purge(n, &sk.rq_head, &sk.rq_tail)
-    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail)
+    cdef uint64_t unread = 0
+    cdef uint32_t si = sk.rq_head
+    cdef nm_skb *skb
+    while si != NM_NIL:
+        skb = SKB(n, si)
+        unread += skb.end_seq - skb.seq - ((skb.tcp_flags & TCPHDR_FIN) != 0)
+        si = skb.next
+    __sk_purge(n, &sk.rq_head, &sk.rq_tail, -1)
+    if unread and sk.state != NM_TCP_CLOSE:
+        n.tcp.TCPAbortOnClose += 1
+        n.tcp.OutRsts += 1
+    __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
     inet_unhash(n, ski)
     sk.used = 0

@@ -1,0 +1,170 @@
+"""Helpers of the RX-path tests: a packet trace built from scapy packets (the attributes of
+``netmem.flows.PacketTrace``: ``arena`` uint8, ``offsets`` uint64, ``lengths`` uint32,
+``timestamps`` uint64 ns), flow builders that make segments as a Linux sender does (DF set, the
+IP ID incrementing by one per segment, ACK on every segment after the SYN), and fixtures: ``m``,
+a small machine, and ``make_nic``/``nic``, devices that are unregistered at teardown after every
+socket is closed.
+"""
+import ipaddress
+
+import numpy as np
+import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
+from scapy.layers.l2 import Dot1Q, Ether
+from scapy.packet import Raw
+
+from netmem import Machine
+from netmem.netdev import NetDevice
+
+MAC_SRC, MAC_DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
+MSS = 1448                          # a 1500 MTU with timestamps, as Linux senders cut
+
+
+class Trace:
+    """A packet trace over ``frames`` (bytes or scapy packets), ``gap_ns`` apart."""
+
+    def __init__(self, frames, gap_ns=1000):
+        frames = [bytes(f) for f in frames]
+        lens = [len(f) for f in frames]
+        self.frames = frames
+        self.arena = np.frombuffer(b"".join(frames) or b"\0", dtype=np.uint8)
+        self.lengths = np.array(lens, dtype=np.uint32)
+        self.offsets = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(np.uint64) \
+            if lens else np.zeros(0, dtype=np.uint64)
+        self.timestamps = np.arange(len(frames), dtype=np.uint64) * gap_ns
+
+    def __len__(self):
+        return len(self.frames)
+
+
+def payload(n, seed=0):
+    """``n`` bytes that differ from position to position (a misplaced byte shows)."""
+    return bytes((i * 7 + seed + (i >> 8)) & 0xff for i in range(n))
+
+
+class Flow:
+    """One direction of a TCP connection, as its sender emits it: ``syn()``, ``data()``,
+    ``segments()``, ``fin()``, ``rst()`` give frames (bytes) and advance the sequence number and
+    the IP ID the way a Linux sender does (DF, ID + 1 per segment)."""
+
+    def __init__(self, src="10.0.0.1", dst="10.0.0.2", sport=40000, dport=5201, isn=1000,
+                 ip_id=0x100, vlan=None, tsopt=False, mac_src=MAC_SRC):
+        self.src, self.dst, self.sport, self.dport = src, dst, sport, dport
+        self.v6 = ipaddress.ip_address(src).version == 6
+        self.isn = isn
+        self.seq = isn
+        self.ip_id = ip_id
+        self.vlan = vlan
+        self.tsval = 1 if tsopt else None
+        self.mac_src = mac_src
+
+    @property
+    def local(self):
+        return (self.dst, self.dport)
+
+    @property
+    def remote(self):
+        return (self.src, self.sport)
+
+    def frame(self, flags, seq, data=b"", options=(), ip_id=None, df=True, ttl=64, tos=0,
+              ext=None, pad_to=0, tsval=None, ip_options=None, flowlabel=0, ack=1,
+              mac_src=None):
+        """One frame with the flow's addresses; ``ip_id`` None takes the next ID; ``tsval``
+        overrides the flow's timestamp; ``ext`` is an IPv6 extension header; ``pad_to`` pads
+        the frame with zeros (Ethernet padding)."""
+        if ip_id is None:
+            ip_id = self.ip_id & 0xffff
+            self.ip_id += 1
+        opts = list(options)
+        ts = self.tsval if tsval is None else tsval
+        if ts is not None and "S" not in flags:
+            opts = [("NOP", None), ("NOP", None), ("Timestamp", (ts, 1)), *opts]
+        tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, seq=seq & 0xffffffff,
+                  ack=ack if "A" in flags else 0, window=502, options=opts)
+        if self.v6:
+            l3 = IPv6(src=self.src, dst=self.dst, hlim=ttl, tc=tos, fl=flowlabel)
+            if ext is not None:
+                l3 = l3 / ext
+        else:
+            l3 = IP(src=self.src, dst=self.dst, id=ip_id, flags="DF" if df else 0, ttl=ttl,
+                    tos=tos, options=ip_options or [])
+        eth = Ether(src=mac_src or self.mac_src, dst=MAC_DST)
+        if self.vlan is not None:
+            eth = eth / Dot1Q(vlan=self.vlan)
+        pkt = eth / l3 / tcp
+        if data:
+            pkt = pkt / Raw(data)
+        out = bytes(pkt)
+        return out + b"\0" * max(0, pad_to - len(out))
+
+    def syn(self, sack=False):
+        opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else [])
+        f = self.frame("S", self.seq, options=opts)
+        self.seq += 1
+        return f
+
+    def data(self, data, flags="A", seq=None, **kw):
+        """One segment; without ``seq`` it is the next in order and the flow advances."""
+        if seq is None:
+            seq = self.seq
+            self.seq += len(data) + ("F" in flags)
+        return self.frame(flags, seq, data, **kw)
+
+    def segments(self, data, mss=MSS, flags="A", last_flags=None, **kw):
+        """``data`` cut in MSS-sized segments; ``last_flags`` for the last one (e.g. "PA")."""
+        chunks = [data[i:i + mss] for i in range(0, len(data), mss)]
+        return [self.data(c, flags=last_flags if last_flags and i == len(chunks) - 1 else flags,
+                          **kw)
+                for i, c in enumerate(chunks)]
+
+    def fin(self, data=b""):
+        return self.data(data, flags="FA")
+
+    def rst(self, seq=None):
+        return self.frame("R", self.seq if seq is None else seq)
+
+
+def receive(nic, frames, **kw):
+    """Run ``frames`` through ``nic``; returns the trace."""
+    tr = Trace(frames)
+    nic.receive(tr, **kw)
+    return tr
+
+
+def close_all(m):
+    for sk in m.tcp.sockets():
+        sk.close()
+
+
+@pytest.fixture
+def m():
+    """A machine with room for the RX path: 256 MiB, two CPUs."""
+    return Machine(memory="256MiB", cpus=2)
+
+
+@pytest.fixture
+def make_nic(m):
+    """``make_nic(machine=None, **kw)``: a NetDevice (one RX queue unless told); at teardown
+    every socket of its machine is closed and the device unregistered."""
+    made = []
+
+    def make(machine=None, **kw):
+        kw.setdefault("num_rx_queues", 1)
+        nic = NetDevice(machine or m, **kw)
+        made.append(nic)
+        return nic
+
+    yield make
+    for nic in made:
+        close_all(nic.machine)
+        nic.unregister()
+
+
+@pytest.fixture
+def nic(make_nic):
+    return make_nic()
+
+
+__all__ = ["MSS", "Dot1Q", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all", "m",
+           "make_nic", "nic", "payload", "receive"]
