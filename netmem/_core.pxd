@@ -583,7 +583,6 @@ cdef struct nm_rxq:
     uint32_t *pending           # frame indices steered to this queue, not yet polled
     uint32_t npending
     uint32_t pending_pos
-    uint32_t pending_cap
     uint32_t gro_head[8]        # GRO_HASH_BUCKETS lists of held skbs (oldest first)
     uint32_t gro_count[8]
     nm_gro_stats gro
@@ -606,6 +605,9 @@ cdef struct nm_netdev:
     uint64_t rx_nohandler       # dev core stats: frames no protocol took
     uint64_t rx_dropped         # dev core stats: frames the stack could not take
     uint64_t rx_length_errors
+    nm_pkt *pkts                # per frame of the chunk at hand: what the parser found
+    uint32_t *hashes            # and its RSS hash
+    uint32_t scratch_cap        # frames the scratch arrays and every queue's pending hold
 
 # The socket's receive side (struct tcp_sock, the parts receive touches).
 cdef struct nm_sock:

@@ -13,8 +13,6 @@ queue's memory provider) and, with header split, a header page pool of host page
 """
 import ipaddress
 
-import numpy as np
-
 from netmem import _core
 from netmem.errors import NetmemError
 from netmem.page_pool import (
@@ -231,13 +229,12 @@ class NetDevice(_core.CoreNetDevice):
         end = n if count is None else min(n, start + count)
         if not 0 <= start <= end:
             raise NetmemError(EINVAL, f"receive: frames [{start}, {end}) outside the trace")
-        hashes = np.zeros(n, dtype=np.uint32)
         ts = trace.timestamps
         t0, base = self.machine.clock_ns, (int(ts[start]) if end > start else 0)
         pos = start
         while pos < end:
             nxt = min(end, pos + RECEIVE_CHUNK)
-            self._receive(trace.arena, trace.offsets, trace.lengths, hashes, pos, nxt)
+            self._receive(trace.arena, trace.offsets, trace.lengths, pos, nxt)
             self._raise_pending()
             if clock:
                 due = t0 + int(ts[nxt - 1]) - base
@@ -305,8 +302,8 @@ def _pcidev(machine, name, pcidev):
         return machine.pci[name]
     except KeyError:
         pass
-    root = next(d for d in machine.pci.devices if d.__class__.__name__ == "PciBridge")
-    return machine.pci.add_endpoint(root, name, kind="nic")
+    pci = machine.pci
+    return pci.add_endpoint(pci.add_root_port(pci.host_bridges[0]), name, kind="nic")
 
 
 # ---- the queue API ------------------------------------------------------------------------------

@@ -290,15 +290,15 @@ cdef inline void __put_be32(uint8_t *p, uint32_t v) noexcept nogil:
 
 
 def bench_rx(CoreNetDevice nic, uint8_t[::1] arena, const uint64_t[::1] offs,
-             const uint32_t[::1] lens, uint32_t[::1] hashes, const uint32_t[::1] seq_base,
+             const uint32_t[::1] lens, const uint32_t[::1] seq_base,
              uint32_t per_flow, uint64_t first, uint64_t rounds, uint32_t payload,
              uint32_t bufsize):
     """End-to-end receive: each round rewrites the sequence numbers and IP IDs of a small hot
     set of IPv4 frames (flow-major, ``per_flow`` segments of ``payload`` bytes per flow) to
     continue every stream, runs them through the device, NAPI, GRO and TCP, then reads every
     socket to empty with ``recvmsg`` copies of ``bufsize`` (the application, process context).
-    Rounds ``first`` .. ``first + rounds - 1``; the caller ran the earlier ones (and sized the
-    queues with ``_receive``). Returns the elapsed ns."""
+    Rounds ``first`` .. ``first + rounds - 1``; the caller ran the earlier ones. Returns the
+    elapsed ns."""
     cdef nm_net *n = nic.machine.m.net
     cdef uint32_t nflows = seq_base.shape[0], k, f, j, s
     cdef uint64_t r, t0, t1, seg
@@ -306,6 +306,7 @@ def bench_rx(CoreNetDevice nic, uint8_t[::1] arena, const uint64_t[::1] offs,
     cdef uint8_t *scratch = <uint8_t *>malloc(bufsize)
     if scratch == NULL:
         raise MemoryError()
+    _nd_reserve(nic.nd, nflows * per_flow)
     with nogil:
         t0 = nm_now_ns()
         for r in range(first, first + rounds):
@@ -317,8 +318,7 @@ def bench_rx(CoreNetDevice nic, uint8_t[::1] arena, const uint64_t[::1] offs,
                     __put_be32(p + 38, <uint32_t>(seq_base[f] + seg * payload))
                     p[18] = <uint8_t>((seg + 1) >> 8)
                     p[19] = <uint8_t>(seg + 1)
-            nm_netdev_receive(n, nic.nd, &arena[0], &offs[0], &lens[0], &hashes[0], 0,
-                              nflows * per_flow)
+            nm_netdev_receive(n, nic.nd, &arena[0], &offs[0], &lens[0], 0, nflows * per_flow)
             for s in range(n.nr_socks):
                 if n.socks[s].used:
                     while tcp_recvmsg_copy(n, s, scratch, bufsize) > 0:

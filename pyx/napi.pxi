@@ -328,11 +328,12 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
     return si
 
 
-cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, uint32_t len,
+cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_pkt *p,
                       uint32_t hash) noexcept nogil:
     """One frame through the device and the driver: DMA into posted buffers, build the skb,
-    give it to GRO. Drops are counted; no buffer is lost."""
-    cdef nm_pkt p
+    give it to GRO. ``p`` is the parse steering made of the frame. Drops are counted; no
+    buffer is lost."""
+    cdef uint32_t len = p.len
     cdef nm_rx_buf hdr
     cdef nm_rx_buf bufs[64]
     cdef uint32_t dlen, split = 0, nbufs, i, done, chunk, si
@@ -340,7 +341,6 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, uin
     cdef nm_device *dev = nd.dma_dev
     cdef int rc = 0
     hdr.netmem = 0
-    nm_parse(f, len, &p)
     if p.status == NM_PKT_RUNT or len > nd.mtu + ETH_HLEN + p.nr_vlans * VLAN_HLEN:
         q.stats.length_errors += 1
         q.stats.hw_drops += 1
@@ -361,12 +361,12 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, uin
         return
     # The device writes the frame; a fault aborts it and the buffers stay posted.
     if split:
-        rc = __dev_write_stripped(dev, q.hdr_ring.slots[q.hdr_ring.head].dma, f, &p, 0, split)
+        rc = __dev_write_stripped(dev, q.hdr_ring.slots[q.hdr_ring.head].dma, f, p, 0, split)
     done = split
     i = q.ring.head
     while rc == 0 and done < dlen:
         chunk = min(dlen - done, q.buf_size)
-        rc = __dev_write_stripped(dev, q.ring.slots[i].dma, f, &p, done, chunk)
+        rc = __dev_write_stripped(dev, q.ring.slots[i].dma, f, p, done, chunk)
         done += chunk
         i = i + 1 if i + 1 < q.ring.size else 0
     if rc != 0:
@@ -383,7 +383,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, uin
         chunk = min(dlen - done, q.buf_size)
         __sync_for_cpu(q.pool, &bufs[i], chunk)
         done += chunk
-    si = __rx_build_skb(n, q, &p, split, &hdr, bufs, nbufs, dlen)
+    si = __rx_build_skb(n, q, p, split, &hdr, bufs, nbufs, dlen)
     if si == NM_NIL:
         q.stats.skb_alloc_fail += 1
         __rx_drop_bufs(q, &hdr if split else NULL, bufs, nbufs)
@@ -404,8 +404,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, uin
 
 
 cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *arena,
-                           const uint64_t *offs, const uint32_t *lens,
-                           const uint32_t *hashes) noexcept nogil:
+                           const uint64_t *offs, uint32_t start) noexcept nogil:
     """One NAPI poll of a queue, budget 64, on its CPU in softirq: flush the CPU's deferred skbs
     (``net_rx_action()``), take up to 64 frames, flush GRO, refill the rings. Returns the work
     done. The caller sets the CPU context."""
@@ -415,7 +414,7 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     while work < NAPI_POLL_WEIGHT and q.pending_pos < q.npending:
         fi = q.pending[q.pending_pos]
         q.pending_pos += 1
-        nm_rx_frame(n, nd, q, arena + offs[fi], lens[fi], hashes[fi])
+        nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start])
         work += 1
     napi_gro_flush(n, nd, q)
     if q.hds:
@@ -428,22 +427,22 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
 
 
 cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, const uint64_t *offs,
-                            const uint32_t *lens, uint32_t *hashes, uint32_t start,
-                            uint32_t end) noexcept nogil:
-    """Frames [start, end) arrive: the device steers each to a queue, then every queue's NAPI
-    polls (budget 64 each, round robin over the queues) until all are taken. The caller makes
-    ``end - start`` at most the queues' pending capacity."""
+                            const uint32_t *lens, uint32_t start, uint32_t end) noexcept nogil:
+    """Frames [start, end) arrive: the device parses and steers each to a queue, then every
+    queue's NAPI polls (budget 64 each, round robin over the queues) until all are taken. The
+    caller makes ``end - start`` at most ``nd.scratch_cap`` (``_nd_reserve()``)."""
     cdef nm_machine *m = n.m
     cdef uint32_t fi, qi, busy
-    cdef nm_pkt p
+    cdef nm_pkt *p
     cdef nm_rxq *q
     cdef int cpu = m.cpu, softirq = m.in_softirq
     for qi in range(nd.num_rxq):
         nd.rxq[qi].npending = 0
         nd.rxq[qi].pending_pos = 0
     for fi in range(start, end):
-        nm_parse(arena + offs[fi], lens[fi], &p)
-        qi = nm_steer(nd, arena + offs[fi], &p, &hashes[fi])
+        p = &nd.pkts[fi - start]
+        nm_parse(arena + offs[fi], lens[fi], p)
+        qi = nm_steer(nd, arena + offs[fi], p, &nd.hashes[fi - start])
         if qi >= nd.num_rxq or not nd.rxq[qi].started:
             # A rule (or table) naming a queue that is not running: the device drops.
             nd.rx_dropped += 1
@@ -459,7 +458,7 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
             if q.pending_pos < q.npending:
                 m.cpu = q.cpu
                 m.in_softirq = 1
-                nm_napi_poll(n, nd, q, arena, offs, lens, hashes)
+                nm_napi_poll(n, nd, q, arena, offs, start)
                 busy = 1
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:

@@ -30,6 +30,30 @@ TCP_STATES = {NM_TCP_ESTABLISHED: "ESTABLISHED", NM_TCP_CLOSE_WAIT: "CLOSE_WAIT"
               NM_TCP_CLOSE: "CLOSE"}
 
 
+cdef int _nd_reserve(nm_netdev *nd, uint32_t n) except -1:
+    """Room for ``n`` frames per receive call: the parse and hash scratch arrays, and every
+    queue's pending list."""
+    cdef uint32_t i
+    cdef void *p
+    if nd.scratch_cap >= n:
+        return 0
+    p = realloc(nd.pkts, n * sizeof(nm_pkt))
+    if p == NULL:
+        raise MemoryError()
+    nd.pkts = <nm_pkt *>p
+    p = realloc(nd.hashes, n * sizeof(uint32_t))
+    if p == NULL:
+        raise MemoryError()
+    nd.hashes = <uint32_t *>p
+    for i in range(nd.max_rxq):
+        p = realloc(nd.rxq[i].pending, n * sizeof(uint32_t))
+        if p == NULL:
+            raise MemoryError()
+        nd.rxq[i].pending = <uint32_t *>p
+    nd.scratch_cap = n
+    return 0
+
+
 cdef nm_pool *_pool_of(object pool) except? NULL:
     if pool is None:
         return NULL
@@ -75,6 +99,8 @@ cdef class CoreNetDevice:
                 free(nd.rxq[i].pending)
             free(nd.rxq)
         free(nd.rules)
+        free(nd.pkts)
+        free(nd.hashes)
         free(nd)
         self.nd = NULL
 
@@ -185,31 +211,23 @@ cdef class CoreNetDevice:
                 q.hdr_ring.size - q.hdr_ring.nr_empty if q.hds else 0)
 
     def _receive(self, const uint8_t[::1] arena, const uint64_t[::1] offsets,
-                 const uint32_t[::1] lengths, uint32_t[::1] hashes, uint32_t start, uint32_t end):
+                 const uint32_t[::1] lengths, uint32_t start, uint32_t end):
         """Frames [start, end) of a trace through the device, its NAPI polls, GRO and the
         stack (one call runs in C)."""
         cdef nm_netdev *nd = self.nd
-        cdef uint32_t i, n = end - start
-        cdef void *p
+        cdef uint32_t i
         cdef uint64_t total = arena.shape[0]
-        if end > offsets.shape[0] or end > lengths.shape[0] or end > hashes.shape[0] \
-                or start > end:
+        if end > offsets.shape[0] or end > lengths.shape[0] or start > end:
             raise NetmemError(EINVAL, "receive: frame range outside the trace")
         for i in range(start, end):
             if offsets[i] + lengths[i] > total:
                 raise NetmemError(EINVAL, f"receive: frame {i} runs past the arena")
-        for i in range(nd.num_rxq):
-            if nd.rxq[i].pending_cap < n:
-                p = realloc(nd.rxq[i].pending, max(n, 1) * sizeof(uint32_t))
-                if p == NULL:
-                    raise MemoryError()
-                nd.rxq[i].pending = <uint32_t *>p
-                nd.rxq[i].pending_cap = n
-        if n == 0:
+        if end == start:
             return
+        _nd_reserve(nd, end - start)
         with nogil:
             nm_netdev_receive(self.machine.m.net, nd, &arena[0], &offsets[0], &lengths[0],
-                              &hashes[0], start, end)
+                              start, end)
 
     def _rxq_stats(self, uint32_t idx):
         cdef nm_rxq_stats *s = &self.nd.rxq[idx].stats

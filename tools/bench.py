@@ -319,14 +319,13 @@ def _rx_host(rounds):
     nic = NetDevice(m, num_rx_queues=2)
     syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
     arena, offs, lens = _arrays(syns)
-    nic._receive(arena, offs, lens, np.zeros(len(syns), np.uint32), 0, len(syns))
+    nic._receive(arena, offs, lens, 0, len(syns))
     arena, offs, lens = _arrays(frames)
-    hashes = np.zeros(len(frames), np.uint32)
-    nic._receive(arena, offs, lens, hashes, 0, len(frames))          # round 0: warm up
+    nic._receive(arena, offs, lens, 0, len(frames))                  # round 0: warm up
     for sk in m.tcp.sockets():
         sk.read_all()
     seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
-    ns = _core.bench_rx(nic, arena, offs, lens, hashes, seq_base, RX_PER_FLOW, 1, rounds,
+    ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 1, rounds,
                         RX_PAYLOAD, 65536)
     got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
     want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
