@@ -9,7 +9,6 @@ import ipaddress
 import pytest
 
 from netmem.flows import PacketTrace, generate
-from netmem.netdev import NetDevice
 from netmem.testing import tshark_follow_all
 
 CASES = {
@@ -32,23 +31,18 @@ def _end(addr, port):
 
 @pytest.mark.parametrize("hds", [False, True], ids=["no_split", "header_split"])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_streams_equal_tshark(machine, tmp_path, case, hds):
+def test_streams_equal_tshark(m, make_nic, tmp_path, case, hds):
     flows = generate(payload=40_000, seed=7, **CASES[case])
     pcap = tmp_path / "f.pcap"
     flows.write_pcap(pcap)
     trace = PacketTrace.from_pcap(pcap)
-    nic = NetDevice(machine, num_rx_queues=2)
+    nic = make_nic(num_rx_queues=2)
     if hds:
         nic.ethtool.set_ringparam(tcp_data_split="on")
-    try:
-        nic.receive(trace)
-        got = {(sk.remote, sk.local): sk.read_all() for sk in machine.tcp.sockets()}
-        for f in tshark_follow_all(pcap):
-            n0, n1 = _end(*f.node0), _end(*f.node1)
-            assert got.get((n0, n1), b"") == f.data0, f"{n0} -> {n1}"
-            assert got.get((n1, n0), b"") == f.data1, f"{n1} -> {n0}"
-            assert f.data0 or f.data1
-    finally:
-        for sk in machine.tcp.sockets():
-            sk.close()
-        nic.unregister()
+    nic.receive(trace)
+    got = {(sk.remote, sk.local): sk.read_all() for sk in m.tcp.sockets()}
+    for f in tshark_follow_all(pcap):
+        n0, n1 = _end(*f.node0), _end(*f.node1)
+        assert got.get((n0, n1), b"") == f.data0, f"{n0} -> {n1}"
+        assert got.get((n1, n0), b"") == f.data1, f"{n1} -> {n0}"
+        assert f.data0 or f.data1
