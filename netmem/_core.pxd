@@ -121,6 +121,15 @@ cdef struct nm_dma_stats:
     uint64_t bounces
     uint64_t faults
 
+# struct net_iov_area, as the data plane needs it (an area's niovs are one run of the niov table).
+# ``owner_id`` is what a devmem cmsg names as ``dmabuf_id``: the binding (or provider) id.
+cdef struct nm_area:
+    uint64_t niov_base          # global index of the area's first net_iov
+    uint64_t num_niovs
+    uint64_t base_virtual       # byte offset of the area in its dma-buf (or resource)
+    uint32_t type               # NET_IOV_DMABUF, NET_IOV_IOURING or NET_IOV_P2PDMA (ours)
+    uint32_t owner_id
+
 cdef struct nm_machine:
     nm_desc *pages
     uint64_t npages
@@ -129,6 +138,8 @@ cdef struct nm_machine:
     nm_desc *niovs
     uint64_t nr_niovs
     uint64_t max_niovs
+    nm_area *areas              # by area id (the niov descriptor's ``owner``); 0 is unused
+    uint64_t max_areas
     int nr_nodes
     nm_node nodes[8]
     int nr_cpus

@@ -12,13 +12,15 @@ import numpy as np
 from netmem import _core
 from netmem.errors import NetmemError, NetmemWarning
 
-__all__ = ["NET_IOV", "NET_IOV_DMABUF", "NET_IOV_IOURING", "NetIovArea", "NetmemView",
+__all__ = ["NET_IOV", "NET_IOV_DMABUF", "NET_IOV_IOURING", "NET_IOV_P2PDMA", "NetIovArea", "NetmemView",
            "netmem_get_dma_addr", "netmem_get_pp", "netmem_is_net_iov", "netmem_to_net_iov",
            "netmem_to_page"]
 
 NET_IOV = 0x1
 NET_IOV_DMABUF = 0
 NET_IOV_IOURING = 1
+#: Ours, not in mainline: net_iovs over PCI BAR memory of the p2pdma provider.
+NET_IOV_P2PDMA = 2
 _PG_HEAD, _PG_TAIL, _PG_PFMEMALLOC = 1 << 1, 1 << 2, 1 << 4
 
 
@@ -135,19 +137,32 @@ def netmem_get_dma_addr(machine, ref):
 
 class NetIovArea:
     """Models ``struct net_iov_area``: ``num_niovs`` net_iovs of one type, owned by a provider
-    (a dma-buf binding chunk, an io_uring zcrx area, or a user's own)."""
+    (a dma-buf binding chunk, an io_uring zcrx area, a p2pdma resource, or a user's own).
+    ``base_virtual`` is the area's byte offset in its dma-buf (or resource) and ``owner_id`` the
+    id a devmem cmsg reports as ``dmabuf_id`` (the binding's). ``free()`` retires the area."""
 
-    def __init__(self, machine, num_niovs, type=NET_IOV_DMABUF, base_virtual=0):
-        if type not in (NET_IOV_DMABUF, NET_IOV_IOURING):
+    def __init__(self, machine, num_niovs, type=NET_IOV_DMABUF, base_virtual=0, owner_id=0):
+        if type not in (NET_IOV_DMABUF, NET_IOV_IOURING, NET_IOV_P2PDMA):
             raise NetmemError(22, f"net_iov area: unknown net_iov type {type}")
         self.machine = machine
         self.id = machine._next_area_id
-        machine._next_area_id += 1
         self.type = type
         self.num_niovs = int(num_niovs)
         self.base_virtual = base_virtual
-        self._base = machine._niov_area_alloc(self.num_niovs, self.id, type)
+        self.owner_id = owner_id
+        self._base = machine._niov_area_alloc(self.num_niovs, self.id, type, base_virtual,
+                                              owner_id)
+        machine._next_area_id += 1
         machine._niov_areas[self.id] = self
+
+    def free(self):
+        """Retire the area (``kvfree(owner->area.niovs)``): every net_iov must be home (no pool
+        holds one), else EBUSY and nothing changes."""
+        busy = self.machine._niov_area_busy(self._base, self.num_niovs)
+        if busy:
+            raise NetmemError(16, f"net_iov area {self.id}: {busy} net_iov(s) still held by a "
+                                  "page pool")
+        self.machine._niov_areas.pop(self.id, None)
 
     @property
     def niovs(self):

@@ -177,6 +177,8 @@ cdef class CoreMachine:
         m.max_niovs = 1 << 24           # 64 GiB of 4 KiB net_iovs, reserved, committed on use
         m.niovs = <nm_desc *>_map_lazy(m.max_niovs * sizeof(nm_desc))
         m.nr_niovs = 1                  # index 0 stays unused: ref 1 would look like NULL | NET_IOV
+        m.max_areas = 1 << 22
+        m.areas = <nm_area *>_map_lazy(m.max_areas * sizeof(nm_area))
         m.nr_nodes = numa_nodes
         m.nr_cpus = cpus
         for i in range(cpus):
@@ -214,6 +216,8 @@ cdef class CoreMachine:
             munmap(m.pages, m.npages * sizeof(nm_desc))
         if m.niovs != NULL:
             munmap(m.niovs, m.max_niovs * sizeof(nm_desc))
+        if m.areas != NULL:
+            munmap(m.areas, m.max_areas * sizeof(nm_area))
         free(m.trace_buf)
         free(m.fault_buf)
         nm_net_free(m.net)
@@ -343,21 +347,41 @@ cdef class CoreMachine:
             - <Py_ssize_t>(((netmem - head) >> 1) << PAGE_SHIFT)
         return memoryview(b)
 
-    def _niov_area_alloc(self, uint64_t n, uint32_t owner, int niov_type):
-        """Reserve ``n`` net_iov descriptors for an area; returns the first global index."""
+    def _niov_area_alloc(self, uint64_t n, uint32_t area_id, int niov_type,
+                         uint64_t base_virtual=0, uint32_t owner_id=0):
+        """Reserve ``n`` net_iov descriptors for area ``area_id``; returns the first global
+        index. Departs: the index space is not reused when an area goes (the kernel kvfree()s
+        its niov array), so a machine has 2^24 net_iovs (64 GiB of 4 KiB) over its life."""
         cdef uint64_t base = self.m.nr_niovs, i
         cdef nm_desc *d
+        cdef nm_area *a
         if n == 0 or base + n > self.m.max_niovs:
             raise NetmemError(ENOMEM, f"net_iov area of {n}: the machine's {self.m.max_niovs} "
                                       "net_iov descriptors are used up")
+        if area_id == 0 or area_id >= self.m.max_areas:
+            raise NetmemError(ENOMEM, f"net_iov area id {area_id}: the machine's "
+                                      f"{self.m.max_areas} areas are used up")
         for i in range(base, base + n):
             d = &self.m.niovs[i]
             memset(d, 0, sizeof(nm_desc))
             d.refcount = 1
-            d.owner = owner
+            d.owner = area_id
             d.order = niov_type
+        a = &self.m.areas[area_id]
+        a.niov_base = base
+        a.num_niovs = n
+        a.base_virtual = base_virtual
+        a.type = niov_type
+        a.owner_id = owner_id
         self.m.nr_niovs = base + n
         return base
+
+    def _niov_area_busy(self, uint64_t base, uint64_t n):
+        """How many of the net_iovs ``[base, base + n)`` a page pool holds."""
+        cdef uint64_t i, busy = 0
+        for i in range(base, base + n):
+            busy += self.m.niovs[i].pp != NULL
+        return busy
 
     def _niov_set_dma_addr(self, object ref, uint64_t addr):
         """Models ``net_mp_niov_set_dma_addr()``."""
