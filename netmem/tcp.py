@@ -157,6 +157,18 @@ class Socket:
             raise NetmemError(22, "recv: negative buffersize")
         return _core._sk_recv(self._stack.machine, self._slot, bufsize)
 
+    def recv_into(self, buffer, nbytes=0):
+        """``recv`` into ``buffer`` (writable and contiguous: a bytearray, a numpy ``uint8``
+        array), as Python's ``socket.recv_into``: up to ``nbytes`` bytes (0: the buffer's
+        length) at its start; returns the count, 0 at the end of the stream; raises as
+        ``recv``. An application reading many sockets copies each byte once this way."""
+        self._check()
+        view = memoryview(buffer).cast("B")
+        if not 0 <= nbytes <= len(view):
+            raise NetmemError(22, f"recv_into: nbytes {nbytes} outside the {len(view)}-byte "
+                                  "buffer")
+        return _core._sk_recv_into(self._stack.machine, self._slot, view[:nbytes or len(view)])
+
     def recvmsg(self, bufsize, ancbufsize=0, flags=0):
         """``(data, ancdata, msg_flags, address)`` as Python's ``socket.recvmsg`` (address is
         None: a TCP socket does not fill msg_name)."""

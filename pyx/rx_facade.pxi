@@ -340,6 +340,22 @@ def _sk_recv(CoreMachine machine, uint32_t ski, uint64_t bufsize):
     return bytes(out)
 
 
+def _sk_recv_into(CoreMachine machine, uint32_t ski, uint8_t[::1] buf):
+    """``_sk_recv`` into the caller's buffer (all of it): the bytes copied, 0 at the end of the
+    stream; raises as ``_sk_recv``. No allocation, so an application reading many sockets pays
+    one copy per byte."""
+    cdef int64_t rc
+    _sock(machine, ski)
+    if buf.shape[0] == 0:
+        return 0
+    rc = tcp_recvmsg_copy(machine.m.net, ski, &buf[0], <uint64_t>buf.shape[0])
+    if machine.m.nr_warn:
+        machine._flush_warnings()
+    if rc < 0:
+        raise NetmemError(-rc, f"recvmsg: {_errname(-rc)}")
+    return rc
+
+
 def _sk_close(CoreMachine machine, uint32_t ski):
     _sock(machine, ski)
     tcp_close_rx(machine.m.net, ski)

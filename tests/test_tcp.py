@@ -13,6 +13,7 @@ what TCP does with it is what the counters show.
 import errno
 import socket
 
+import numpy as np
 import pytest
 from rxutil import MSS, Ether, Flow, IPv6ExtHdrDestOpt, Trace, payload, receive
 from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -94,6 +95,30 @@ def test_recv_with_small_buffers(nic, m):
     assert sk.recv(0) == b""
     data, anc, flags, addr = sk.recvmsg(10)
     assert (data, anc, flags, addr) == (b"", [], 0, None)
+
+
+def test_recv_into_fills_the_callers_buffer(nic, m):
+    f = Flow()
+    syn = f.syn()
+    f.seq = f.isn + 1 + 300
+    receive(nic, [syn, *[seg(f, i, size=100) for i in range(3)], f.fin()])
+    sk = sock(m, f)
+    buf = np.zeros(250, np.uint8)
+    assert sk.recv_into(buf, 30) == 30
+    assert sk.recv_into(buf[30:]) == 220
+    assert sk.recv_into(memoryview(buf)[250:]) == 0       # an empty buffer reads nothing
+    tail = bytearray(100)
+    assert sk.recv_into(tail) == 50
+    assert buf.tobytes() + tail[:50] == stream(3, size=100)
+    assert sk.recv_into(tail) == 0                       # end of stream
+    raises(errno.EINVAL, sk.recv_into, tail, 101)
+    raises(errno.EINVAL, sk.recv_into, tail, -1)
+
+
+def test_recv_into_with_nothing_queued_is_eagain(nic, m):
+    f = Flow()
+    receive(nic, [f.syn()])
+    raises(errno.EAGAIN, sock(m, f).recv_into, bytearray(10))
 
 
 def test_close_frees_everything(nic, m):
