@@ -532,6 +532,29 @@ cdef class CoreMachine:
         buf.size = <Py_ssize_t>n
         return memoryview(buf)
 
+    def _phys_gather(self, const uint64_t[::1] phys, const uint64_t[::1] sizes, uint8_t[::1] out):
+        """Copy ``[phys[i], phys[i] + sizes[i])`` for every i, back to back, into ``out`` (the
+        CPU's view: RAM or BAR memory alike). Every range is checked before a byte moves:
+        EINVAL for one outside RAM and the BARs or running past its region, or for an ``out``
+        too small. Returns the bytes copied."""
+        cdef Py_ssize_t i, n = phys.shape[0]
+        cdef uint64_t pos = 0, total = 0
+        if sizes.shape[0] != n:
+            raise NetmemError(EINVAL, "phys_gather: phys and sizes differ in length")
+        for i in range(n):
+            if sizes[i] and nm_phys_to_ptr(self.m, phys[i], sizes[i]) == NULL:
+                raise NetmemError(EINVAL, f"phys_gather: [{phys[i]:#x}, +{sizes[i]:#x}) is not "
+                                          f"in RAM or one BAR")
+            total += sizes[i]
+        if total > <uint64_t>out.shape[0]:
+            raise NetmemError(EINVAL, f"phys_gather: {total} bytes do not fit in {out.shape[0]}")
+        with nogil:
+            for i in range(n):
+                if sizes[i]:
+                    memcpy(&out[pos], nm_phys_to_ptr(self.m, phys[i], sizes[i]), sizes[i])
+                    pos += sizes[i]
+        return pos
+
     @property
     def iommu_mode(self):
         return ("none", "passthrough", "dma-iommu")[self.m.iommu_mode]

@@ -10,6 +10,7 @@ sits on the machine's first root port.
 import errno
 import itertools
 
+import numpy as np
 import pytest
 
 from netmem import (
@@ -441,6 +442,38 @@ def test_a_16gib_device_memory_dmabuf_costs_what_is_touched():
     assert rss() - before < 32 * MiB                 # bitmaps and a few pages, not 16 GiB
     unbind(b, attach, sgt)
     b.close()
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "pages", "random"])
+@pytest.mark.parametrize("exporter", ["udmabuf", "gpu"])
+def test_read_device_gather_is_read_device_of_each_range_back_to_back(exporter, layout):
+    m = Machine(memory="64MiB")
+    _, gpu, _ = lab(m)
+    size = 64 * PAGE
+    b = udmabuf_create(m, size, layout, seed=3) if exporter == "udmabuf" else \
+        export_device_memory(gpu, size, layout, seed=3)
+    b.write_device(0, bytes(i * 7 % 251 for i in range(size)))
+    rng = np.random.default_rng(5)
+    offsets = rng.integers(0, size - 3 * PAGE, 200)
+    sizes = rng.integers(0, 3 * PAGE, 200)          # many cross entries; some are empty
+    got = b.read_device_gather(offsets, sizes)
+    assert got.dtype == np.uint8
+    assert got.tobytes() == b"".join(b.read_device(int(o), int(n))
+                                     for o, n in zip(offsets, sizes, strict=True))
+    assert b.read_device_gather([], []).size == 0
+    b.close()
+
+
+def test_read_device_gather_refuses_a_range_outside_the_dmabuf():
+    m = Machine(memory="64MiB")
+    b = udmabuf_create(m, 4 * PAGE)
+    for offsets, sizes in (([0, 3 * PAGE], [10, PAGE + 1]), ([2**64 - 1], [2]), ([0], [1, 2])):
+        with pytest.raises(NetmemError) as e:
+            b.read_device_gather(offsets, sizes)
+        assert e.value.errno == errno.EINVAL
+    b.close()
+    with pytest.raises(NetmemError):
+        b.read_device_gather([0], [1])             # no reference left
 
 
 # ---- references, fds, attachments ---------------------------------------------------------------
