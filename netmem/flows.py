@@ -15,6 +15,7 @@ small reader over the file's bytes.
 import dataclasses
 import errno
 import heapq
+import ipaddress
 import json
 import os
 import struct
@@ -214,11 +215,12 @@ class _Rows:
         return self.n[self.rows]
 
 
-def _classify_arena(arena, offsets, lengths):
+def _classify_arena(arena, offsets, lengths, l3=None, l4=None):
     """The vectorised ``_classify``: (codes int8, TCP payload lengths uint32) for every frame.
 
     Every read is guarded by a length check first, as in ``_classify``, so nothing outside a
-    frame is read."""
+    frame is read. ``l3``/``l4``, int64 arrays of one entry per frame if given, receive each
+    TCP frame's IP and TCP header offsets from the frame's start (other entries untouched)."""
     count = len(offsets)
     code = np.full(count, _UNDECIDED, np.int8)
     payload = np.zeros(count, np.uint32)
@@ -226,6 +228,7 @@ def _classify_arena(arena, offsets, lengths):
         return code, payload
     base = offsets.astype(np.int64)
     n = lengths.astype(np.int64)
+    l3_out = l3
     r = _Rows(arena, base, n, code, np.arange(count))
     r.decide(n < ETH_HLEN, _MALFORMED)
     r.set(proto=r.u16(12), l3=np.full(len(r.rows), ETH_HLEN, np.int64))
@@ -246,12 +249,13 @@ def _classify_arena(arena, offsets, lengths):
     r.decide(~(is4 | is6), _NON_TCP)
     is4 = r.proto == ETH_P_IP
     rows, l3 = r.rows, r.l3
-    _classify_ipv4_rows(_Rows(arena, base, n, code, rows[is4], p=l3[is4]), payload)
-    _classify_ipv6_rows(_Rows(arena, base, n, code, rows[~is4], p=l3[~is4]), payload)
+    _classify_ipv4_rows(_Rows(arena, base, n, code, rows[is4], p=l3[is4]), payload, l3_out, l4)
+    _classify_ipv6_rows(_Rows(arena, base, n, code, rows[~is4], p=l3[~is4]), payload, l3_out,
+                        l4)
     return code, payload
 
 
-def _classify_ipv4_rows(r, payload):
+def _classify_ipv4_rows(r, payload, l3=None, l4=None):
     r.decide(r.avail() - r.p < 20, _MALFORMED)
     b0 = r.u8(r.p)
     r.set(ihl=(b0 & 15) * 4)
@@ -267,9 +271,18 @@ def _classify_ipv4_rows(r, payload):
     r.decide((doff < 20) | (doff > r.tot - r.ihl), _MALFORMED)
     r.code[r.rows] = _TCP4
     payload[r.rows] = r.tot - r.ihl - r.doff
+    _put_offsets(r, l3, l4, r.ihl)
 
 
-def _classify_ipv6_rows(r, payload):
+def _put_offsets(r, l3, l4, l4_rel):
+    """Store the IP and TCP header offsets of the TCP rows ``r`` (``l4_rel`` past the IP's)."""
+    if l3 is not None:
+        l3[r.rows] = r.p
+    if l4 is not None:
+        l4[r.rows] = r.p + l4_rel
+
+
+def _classify_ipv6_rows(r, payload, l3=None, l4=None):
     r.decide(r.avail() - r.p < 40, _MALFORMED)
     r.decide(r.u8(r.p) >> 4 != 6, _MALFORMED)
     r.set(end=40 + r.u16(r.p + 4))
@@ -295,6 +308,7 @@ def _classify_ipv6_rows(r, payload):
     r.decide((doff < 20) | (doff > r.end - r.pos), _MALFORMED)
     r.code[r.rows] = _TCP6
     payload[r.rows] = r.end - r.pos - r.doff
+    _put_offsets(r, l3, l4, r.pos)
 
 
 # --------------------------------------------------------------------------------------------
@@ -579,6 +593,8 @@ class PacketTrace:
         classifier rejected (dropped, or kept with ``keep_all=True``), plus a capture's last
         record cut short (``truncated``, never kept)
     :ivar payload_bytes: total TCP payload bytes of the TCP frames kept
+    :ivar cut_short: the capture file ended in the middle of a record (the last record is
+        counted as ``truncated``; the records before it are kept)
 
     Build one with ``from_frames``, ``from_packets``, ``from_pcap`` or ``load``; the constructor
     takes the arrays as they are (checked, not classified).
@@ -616,6 +632,7 @@ class PacketTrace:
             _, pay = _classify_arena(arena, offsets, lengths)
             payload_bytes = int(pay.sum(dtype=np.uint64))
         self.payload_bytes = int(payload_bytes)
+        self.cut_short = False
 
     def __len__(self):
         return len(self.offsets)
@@ -628,6 +645,56 @@ class PacketTrace:
             raise IndexError(f"PacketTrace.frame: index {i} out of range ({count} frames)")
         o = int(self.offsets[i])
         return self.arena[o:o + int(self.lengths[i])].tobytes()
+
+    def tcp_streams(self):
+        """The trace's TCP conversations numbered as tshark numbers ``tcp.stream``: in the
+        order of their first frame. A list indexed by stream number of ``(node0, node1)``, each
+        an ``(address string, port)`` pair, ``node0`` the side that sent the stream's first
+        frame (the client when the SYN is in the trace), as ``tshark -z follow,tcp`` names them.
+
+        Only the frames the classifier keeps are numbered: tshark also numbers TCP it finds in
+        frames skipped here (IP fragments, frames cut by the snapshot length), which shifts its
+        later indices. A 4-tuple that a later connection reuses stays one stream here, where
+        tshark starts a new one on its SYN (port reuse)."""
+        count = len(self)
+        l3, l4 = np.zeros(count, np.int64), np.zeros(count, np.int64)
+        code, _ = _classify_arena(self.arena, self.offsets, self.lengths, l3, l4)
+        rows = np.flatnonzero(code <= _TCP6)
+        if not len(rows):
+            return []
+        arena = self.arena
+        base = self.offsets[rows].astype(np.int64)
+        six = code[rows] == _TCP6
+        ip = base + l3[rows]
+        tcp = base + l4[rows]
+        addrs = []                                  # source, destination: 16 bytes each
+        for v4_at, v6_at in ((12, 8), (16, 24)):
+            a = np.zeros((len(rows), 16), np.uint8)
+            a[~six, 12:] = arena[ip[~six, None] + v4_at + np.arange(4)]
+            a[six] = arena[ip[six, None] + v6_at + np.arange(16)]
+            addrs.append(a)
+        ports = [arena[tcp + k].astype(np.uint64) << np.uint64(8) | arena[tcp + k + 1]
+                 for k in (0, 2)]
+        ends = [np.column_stack([a.view(">u8").astype(np.uint64), p])
+                for a, p in zip(addrs, ports, strict=True)]      # (hi, lo, port) per side
+        src, dst = ends
+        hi_lt = src[:, 0] < dst[:, 0]
+        hi_eq = src[:, 0] == dst[:, 0]
+        lo_lt = src[:, 1] < dst[:, 1]
+        lo_eq = src[:, 1] == dst[:, 1]
+        src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (src[:, 2] <= dst[:, 2]))))
+        low = np.where(src_low[:, None], src, dst)
+        high = np.where(src_low[:, None], dst, src)
+        key = np.column_stack([six.astype(np.uint64), low, high])
+        _, first = np.unique(key, axis=0, return_index=True)
+        out = []
+        for i in np.sort(first).tolist():
+            nodes = []
+            for a, p in zip(addrs, ports, strict=True):
+                raw = a[i].tobytes() if six[i] else a[i, 12:].tobytes()
+                nodes.append((str(ipaddress.ip_address(raw)), int(p[i])))
+            out.append(tuple(nodes))
+        return out
 
     def __repr__(self):
         skipped = ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
@@ -654,8 +721,10 @@ class PacketTrace:
         offsets, lengths = offsets[keep], lengths[keep]
         if int(lengths.sum(dtype=np.uint64)) < _COMPACT_BELOW * len(arena):
             arena, offsets = _compact(arena, offsets, lengths)
-        return cls(arena, offsets, lengths, timestamps[keep], DLT_EN10MB, skipped,
-                   int(payload[keep].sum(dtype=np.uint64)))
+        trace = cls(arena, offsets, lengths, timestamps[keep], DLT_EN10MB, skipped,
+                    int(payload[keep].sum(dtype=np.uint64)))
+        trace.cut_short = bool(truncated)
+        return trace
 
     @classmethod
     def from_frames(cls, frames, timestamps=None, keep_all=False):
@@ -765,6 +834,7 @@ class PacketTrace:
                      skipped_reasons=np.array(list(self.skipped), dtype=np.str_),
                      skipped_counts=np.array(list(self.skipped.values()), np.int64),
                      payload_bytes=np.int64(self.payload_bytes),
+                     cut_short=np.bool_(self.cut_short),
                      meta=np.str_(json.dumps(meta, sort_keys=True)))
 
     @classmethod
@@ -784,6 +854,7 @@ class PacketTrace:
                                    z["skipped_counts"].tolist(), strict=True))
                 trace = cls(z["arena"], z["offsets"], z["lengths"], z["timestamps"],
                             int(z["linktype"]), skipped, int(z["payload_bytes"]))
+                trace.cut_short = "cut_short" in z.files and bool(z["cut_short"])
                 meta = json.loads(str(z["meta"]))
         except FileNotFoundError:
             raise _err(errno.ENOENT, f"PacketTrace.load: {path}: no such file") from None

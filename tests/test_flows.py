@@ -16,6 +16,7 @@ import pytest
 from netmem.tools import flows as flows_tool
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
+    ICMPv6EchoRequest,
     IPv6,
     IPv6ExtHdrDestOpt,
     IPv6ExtHdrFragment,
@@ -334,8 +335,10 @@ def test_capture_cut_mid_record_keeps_the_records_before(tmp_path, pcapng):
         path.write_bytes(data[:cut])
         trace = PacketTrace.from_pcap(path)
         assert len(trace) == len(f.trace) - 1
-        assert trace.skipped["truncated"] == 1
+        assert trace.skipped["truncated"] == 1 and trace.cut_short
         assert trace.frame(-1) == f.trace.frame(len(f.trace) - 2)
+    path.write_bytes(data)
+    assert not PacketTrace.from_pcap(path).cut_short
 
 
 def test_npz_round_trip_and_bad_files(tmp_path):
@@ -349,6 +352,9 @@ def test_npz_round_trip_and_bad_files(tmp_path):
             assert getattr(back, name).dtype == getattr(t, name).dtype
         assert (back.skipped, back.payload_bytes, back.linktype) == (t.skipped, t.payload_bytes,
                                                                      t.linktype)
+    trace.cut_short = True
+    trace.save(tmp_path / "t.trace")
+    assert PacketTrace.load(tmp_path / "t.trace").cut_short
     with pytest.raises(NetmemError) as e:
         PacketTrace.load(tmp_path / "nothing.npz")
     assert e.value.errno == errno.ENOENT
@@ -497,6 +503,26 @@ def test_tshark_node0_is_the_first_sender(tmp_path):
     with pytest.raises(NetmemError) as e:
         testing.tshark_follow(tmp_path / "s.pcap", 1)
     assert e.value.errno == errno.ENOENT
+
+
+def test_tcp_streams_are_numbered_as_tshark_numbers_them(tmp_path):
+    """First appearance of a conversation, either direction, over IPv4 and IPv6 (extension
+    headers, VLAN tags), with non-TCP frames between; node 0 sent the first frame."""
+    f = generate(connections=5, family="both", payload=3000, bidirectional=True,
+                 interleave="random", seed=4)
+    frames = [f.trace.frame(i) for i in range(len(f.trace))]
+    extra = [bytes(eth() / IP(src=C4, dst=S4) / UDP() / Raw(b"u")), bytes(eth() / ARP()),
+             v6(IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt()),
+             bytes(eth() / Dot1Q(vlan=9) / IP(src=S4, dst="192.0.2.9") /
+                   TCP(sport=5201, dport=41000, flags="A") / Raw(b"v")),
+             v4(), bytes(eth() / IPv6(src=C6, dst=S6) / ICMPv6EchoRequest())]
+    for i, x in enumerate(extra):
+        frames.insert(7 * i + 3, x)
+    wrpcap(str(tmp_path / "s.pcap"), [Ether(x) for x in frames])
+    trace = PacketTrace.from_pcap(tmp_path / "s.pcap")
+    want = [(s.node0, s.node1) for s in testing.tshark_streams(tmp_path / "s.pcap")]
+    assert trace.tcp_streams() == want and len(want) == 8
+    assert PacketTrace.from_frames([bytes(eth() / ARP())]).tcp_streams() == []
 
 
 def test_missing_tshark_is_an_error_not_a_skip(tmp_path, monkeypatch):
