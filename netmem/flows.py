@@ -28,7 +28,7 @@ from netmem.errors import NetmemError
 __all__ = [
     "DLT_EN10MB", "DLT_LINUX_SLL", "DLT_LINUX_SLL2", "DLT_RAW", "SKIP_REASONS",
     "Connection", "FlowParams", "Flows", "PacketTrace", "cached_trace", "classify_frame",
-    "generate",
+    "generate", "ncdevmem_pattern",
 ]
 
 # Link types (pcap LINKTYPE_* values, tcpdump.org/linktypes.html).
@@ -1072,10 +1072,10 @@ def _write_capture(trace, path, pcapng):
         w.close()
 
 
-def _ncdevmem_pattern(n, length, start=0):
-    """ncdevmem's ``validate_buffer()`` expectation from stream byte ``start``: its seed runs
-    1, 2, ..., N-1, 0 (an ``unsigned char``, so at most 256 values), and a seed of 0 is
-    expected as ``'\\n'``."""
+def ncdevmem_pattern(n, length, start=0):
+    """ncdevmem's ``validate_buffer()`` expectation for ``-v n``, ``length`` bytes from stream
+    byte ``start`` (``np.uint8``): its seed runs 1, 2, ..., N-1, 0 (an ``unsigned char``, so at
+    most 256 values), and a seed of 0 is expected as ``'\\n'``."""
     period = n if n <= 256 else 256
     seeds = (np.arange(start, start + length, dtype=np.int64) + 1) % period
     return np.where(seeds == 0, 10, seeds).astype(np.uint8)
@@ -1190,7 +1190,7 @@ def generate(params=None, **kwargs):
     length = p.payload
     ndir = 2 if p.bidirectional else 1
     if p.validate is not None:
-        one = _ncdevmem_pattern(p.validate, length).tobytes()
+        one = ncdevmem_pattern(p.validate, length).tobytes()
         streams = [one] * (nconn * ndir)
     else:
         # The bit generator's raw 64-bit words: stable across numpy versions, and 17 times

@@ -407,14 +407,14 @@ def test_generator_shape():
     assert flows.generate(connections=1, payload=0).trace.payload_bytes == 0
 
 
-def test_ncdevmem_pattern():
+def testncdevmem_pattern():
     f = generate(connections=2, payload=5000, validate=7, bidirectional=True, seed=3)
     want = (bytes(range(1, 7)) + b"\n") * (5000 // 7) + bytes(range(1, 5000 % 7 + 1))
     for c in f.connections:
         assert c.to_server == want and c.to_client == want
     long = generate(payload=600, validate=300).connections[0].to_server
     assert long[:256] == bytes(range(1, 256)) + b"\n" and long[256:512] == long[:256]
-    assert flows._ncdevmem_pattern(7, 9, start=5).tobytes() == b"\x06\n\x01\x02\x03\x04\x05\x06\n"
+    assert flows.ncdevmem_pattern(7, 9, start=5).tobytes() == b"\x06\n\x01\x02\x03\x04\x05\x06\n"
 
 
 def test_same_seed_same_bytes():

@@ -8,24 +8,14 @@ See ``netmem.flows.FlowParams`` for what each option does.
 """
 import argparse
 import dataclasses
-import re
 import sys
 import time
 
 from netmem import flows
 from netmem.errors import NetmemError
+from netmem.tools import size_arg
 
 __all__ = ["main"]
-
-_UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30,
-          "GIB": 1 << 30}
-
-
-def _size(text):
-    m = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
-    if not m or m.group(2).upper() not in _UNITS:
-        raise argparse.ArgumentTypeError(f"cannot read size {text!r} (use e.g. 65536 or 4MiB)")
-    return int(m.group(1)) * _UNITS[m.group(2).upper()]
 
 
 def _rate(text):
@@ -44,7 +34,7 @@ def _parser():
     ap.add_argument("--vlan", type=int, default=d.vlan, help="802.1Q VLAN id on every frame")
     ap.add_argument("--mtu", type=int, default=d.mtu)
     ap.add_argument("--mss", type=int, default=d.mss, help="default: from the MTU")
-    ap.add_argument("--payload", type=_size, default=d.payload,
+    ap.add_argument("--payload", type=size_arg, default=d.payload,
                     help="bytes per connection and direction (e.g. 4MiB)")
     ap.add_argument("--bidirectional", action="store_true", help="the server sends data too")
     ap.add_argument("-v", "--validate", type=int, default=d.validate, metavar="N",
