@@ -15,7 +15,7 @@ $(VPY):
 
 $(STAMP): $(VPY) pyproject.toml setup.py
 	$(VPY) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.24"
-	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,dev]'
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,dev,plot]'
 	touch $(STAMP)
 
 $(CORE): $(STAMP) $(PYX) setup.py
@@ -48,7 +48,7 @@ bench: $(CORE)
 	$(PIN) $(VPY) -m netmem.tools.bench all --markdown BENCHMARKS.md
 
 replay: $(CORE)
-	$(PIN) $(VPY) -m netmem.tools.demo
+	$(PIN) $(VPY) -m netmem.replay
 
 lint: $(STAMP)
 	$(VPY) -m ruff check netmem providers tools tests
