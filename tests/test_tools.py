@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from netmem.tools import bench, demo
+from netmem.tools import bench
 
 
 def test_bench_pool_reports_every_figure():
@@ -46,12 +46,6 @@ def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):
     assert "pool_fast_ns" in doc["pool"]
     text = out.read_text()
     assert "| `pool_slow_ns` |" in text and "netmem-bench pool --runs 5" in text
-
-
-def test_demo_returns_every_page(capsys):
-    assert demo.main(["--polls", "300", "--queues", "2", "--memory", "32MiB"]) == 0
-    out = capsys.readouterr().out
-    assert "pages back in the buddy allocator" in out and "recycle_ring" in out
 
 
 def test_import_without_the_core_says_make_compile():
