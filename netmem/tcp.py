@@ -36,14 +36,25 @@ class TcpStack:
 
     def sockets(self):
         """Every open socket, in slot order."""
-        live = {}
-        for i, family, laddr, raddr, lport, rport in _core._sockets(self.machine):
-            sk = self._socks.get(i)
-            if sk is None or sk._key != (family, laddr, raddr, lport, rport):
-                sk = Socket(self, i, family, laddr, raddr, lport, rport)
-            live[i] = sk
+        live = {row[0]: self._socket(row) for row in _core._sockets(self.machine)}
         self._socks = live
         return list(live.values())
+
+    def readable(self):
+        """The open sockets holding something ``recv`` has not returned yet (queued data, a
+        FIN, an error), in slot order: what an application's poll loop reads, found in C
+        without a Python step per idle socket. Departs from ``tcp_poll()``: a socket whose end
+        of stream or error was read is not listed again (poll keeps reporting ``POLLIN``)."""
+        return [self._socket(row) for row in _core._sockets(self.machine, True)]
+
+    def _socket(self, row):
+        """The Socket of a ``_sockets`` row, the one made before while its slot holds the
+        same 4-tuple."""
+        i, *key = row
+        sk = self._socks.get(i)
+        if sk is None or sk._key != tuple(key):
+            sk = self._socks[i] = Socket(self, *row)
+        return sk
 
     def lookup(self, local, remote):
         """The socket with ``local`` and ``remote`` ``(ip, port)`` ends, or None."""

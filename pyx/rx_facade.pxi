@@ -285,15 +285,17 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
             "skbs_live": n.skbs_live}
 
 
-def _sockets(CoreMachine machine):
-    """Every socket in use: (index, family, laddr, raddr, lport, rport)."""
+def _sockets(CoreMachine machine, bint readable=False):
+    """Every socket in use: (index, family, laddr, raddr, lport, rport); with ``readable``,
+    only those holding something recv() has not returned: queued skbs (data or a FIN) or an
+    error."""
     cdef nm_net *n = _net(machine)
     cdef uint32_t i
     cdef nm_sock *sk
     out = []
     for i in range(n.nr_socks):
         sk = &n.socks[i]
-        if sk.used:
+        if sk.used and (not readable or sk.rq_head != NM_NIL or sk.err):
             alen = 4 if sk.family == 4 else 16
             out.append((i, sk.family, bytes(sk.laddr[:alen]), bytes(sk.raddr[:alen]),
                         sk.lport, sk.rport))

@@ -121,6 +121,23 @@ def test_recv_into_with_nothing_queued_is_eagain(nic, m):
     raises(errno.EAGAIN, sock(m, f).recv_into, bytearray(10))
 
 
+def test_readable_lists_sockets_with_something_to_read(nic, m):
+    a, b = Flow(sport=40000), Flow(sport=40001)
+    receive(nic, [a.syn(), b.syn(), seg(a, 0, size=100)])
+    sa, sb = sock(m, a), sock(m, b)
+    assert m.tcp.readable() == [sa]                      # b is idle
+    sa.recv(50)
+    assert m.tcp.readable() == [sa]                      # half read
+    sa.recv(50)
+    assert m.tcp.readable() == []
+    a.seq = a.isn + 101
+    receive(nic, [a.fin(), b.rst()])
+    assert m.tcp.readable() == [sa, sb]                  # a FIN, an error not yet returned
+    assert sa.recv(10) == b""
+    raises(errno.ECONNRESET, sb.recv, 10)
+    assert m.tcp.readable() == [] and m.tcp.sockets() == [sa, sb]
+
+
 def test_close_frees_everything(nic, m):
     pool = nic.rx_queues[0].page_pool
     f = Flow()
