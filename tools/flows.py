@@ -11,9 +11,10 @@ import dataclasses
 import sys
 import time
 
+from netmem.tools import size_arg
+
 from netmem import flows
 from netmem.errors import NetmemError
-from netmem.tools import size_arg
 
 __all__ = ["main"]
 
