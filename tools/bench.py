@@ -7,13 +7,15 @@ to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench iova`` does
 IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths and device
 writes (RAM, BAR memory, bus addresses), and ``netmem-bench genalloc`` times a one-unit
 first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupancy (and, for
-contrast, the kernel's linear bitmap scan at 90%).
+contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench replay`` times netmem-replay's
+loop on its default workload with every provider this netmem has, beside ``memcpy_1500_ns``.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import sys
 import time
@@ -25,7 +27,7 @@ from netmem import _core, dmabuf, genalloc
 from netmem.dma import Device, DmaIovaState, dma_iova_destroy, dma_iova_try_alloc
 from netmem.iova import IovaDomain
 
-__all__ = ["main", "run_dma", "run_genalloc", "run_iova", "run_pool", "run_rx"]
+__all__ = ["main", "run_dma", "run_genalloc", "run_iova", "run_pool", "run_replay", "run_rx"]
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
     "pool_fast_ns": (2.5, "x floor_lifo_ns"),
@@ -44,6 +46,12 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     # A device write into BAR memory costs what one into RAM does (devmem RX into a GPU).
     "dev_write_bar_ns": (1.5, "x dev_write_ram_ns"),
     "dev_write_bus_ns": (1.5, "x dev_write_ram_ns"),
+    # Issue 6: 3 Mpps for devmem end to end (application included), flat in the number of
+    # connections and the size of the dma-buf, which stays lazily committed.
+    "replay_ns_per_pkt_dmabuf": (330.0, "ns"),
+    "replay_ns_per_pkt_dmabuf_10000conns": (1.5, "x replay_ns_per_pkt_dmabuf_10conns"),
+    "replay_ns_per_pkt_dmabuf_16GiB": (1.5, "x replay_ns_per_pkt_dmabuf"),
+    "replay_peak_rss_mib": (2048.0, "MiB"),
 }
 DESCRIPTIONS = {
     "floor_lifo_ns": "plain C array push/pop pair (the floor)",
@@ -70,6 +78,18 @@ DESCRIPTIONS = {
     "genalloc_hole_90pct_ns": "the same before a 90% prefix",
     "genalloc_linear_90pct_ns": "contrast: the kernel's linear find_next_zero_bit() + set + "
                                 "clear at 90%",
+    **{f"replay_ns_per_pkt_{p}": f"netmem-replay, {p} provider, default workload: ns per frame "
+                                 "of the timed loop (NIC, stack, application's reads and "
+                                 "validation), one core" for p in ("host", "dmabuf", "p2pdma")},
+    **{f"replay_mpps_{p}": f"Mpps (not ns) of the same runs, {p} provider"
+       for p in ("host", "dmabuf", "p2pdma")},
+    "replay_ns_per_pkt_dmabuf_10conns": "dmabuf, 10 connections of 6.4 MiB (64 MiB in all)",
+    "replay_ns_per_pkt_dmabuf_10000conns": "dmabuf, 10,000 connections of 6.6 KiB (64 MiB in "
+                                           "all)",
+    "replay_ns_per_pkt_dmabuf_16GiB": "dmabuf, default workload, a 16 GiB dma-buf (64 MiB in "
+                                      "replay_ns_per_pkt_dmabuf)",
+    "replay_peak_rss_mib": "MiB (not ns): peak resident memory of the bench process after the "
+                           "replay runs",
 }
 
 
@@ -338,6 +358,26 @@ def _rx_host(rounds):
     return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
 
 
+REPLAY_LOOPS = 5                    # loops of the trace per timed run (times --scale)
+REPLAY_PAYLOAD = 64 << 20           # payload in all of the connection-count variants
+REPLAY_VARIANTS = {                 # dmabuf only: the ends of the flatness targets
+    "10conns": {"connections": 10, "payload": REPLAY_PAYLOAD // 10},
+    "10000conns": {"connections": 10_000, "payload": REPLAY_PAYLOAD // 10_000},
+    "16GiB": {"dmabuf_size": 16 << 30},
+}
+
+
+def _replay(provider, scale, **fields):
+    """One netmem-replay run; its ``replay`` figures (of the timed loop only)."""
+    from netmem import replay
+    loops = max(1, round(REPLAY_LOOPS * scale))
+    r = replay.run(replay.Config(provider=provider, loops=loops, progress=False, **fields))
+    if r.exit_code:
+        raise RuntimeError(f"replay bench, {provider} {fields}: "
+                           f"{r.doc['validation']['detail']} {r.doc['leaks']}")
+    return r.doc["replay"]
+
+
 RX_FIGURES = {
     "floor_lifo_ns": lambda scale: _floor(int(20_000_000 * scale)),
     "memcpy_1500_ns": lambda scale: _core.bench_memcpy(1500, int(5_000_000 * scale))
@@ -361,10 +401,11 @@ def run_suite(figures, runs, scale):
     return {k: _summarise(v) for k, v in samples.items()}
 
 
-def _with_ratios(res):
-    floor = res["floor_lifo_ns"]["median"]
-    for r in res.values():
-        r["ratio_to_floor"] = round(r["median"] / floor, 2) if floor else None
+def _with_ratios(res, floor="floor_lifo_ns"):
+    """Each ns figure's ratio to ``floor``; None for figures in other units."""
+    base = res[floor]["median"]
+    for name, r in res.items():
+        r["ratio_to_floor"] = round(r["median"] / base, 2) if base and "_ns" in name else None
     return res
 
 
@@ -388,8 +429,31 @@ def run_rx(runs=5, scale=1):
     return _with_ratios(run_suite(RX_FIGURES, runs, scale))
 
 
+def run_replay(runs=5, scale=1):
+    """netmem-replay on its default workload with every provider this netmem has
+    (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf variants of
+    the flatness targets, and ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
+    from netmem.replay import PROVIDERS
+    providers = [p for p, spec in PROVIDERS.items() if spec.available()]
+    samples = {}
+    for _ in range(runs):
+        samples.setdefault("memcpy_1500_ns", []).append(RX_FIGURES["memcpy_1500_ns"](scale))
+        for p in providers:
+            r = _replay(p, scale)
+            samples.setdefault(f"replay_ns_per_pkt_{p}", []).append(r["ns-per-frame"])
+            samples.setdefault(f"replay_mpps_{p}", []).append(r["mpps"])
+        if "dmabuf" in providers:
+            for suffix, fields in REPLAY_VARIANTS.items():
+                samples.setdefault(f"replay_ns_per_pkt_dmabuf_{suffix}", []).append(
+                    _replay("dmabuf", scale, **fields)["ns-per-frame"])
+        samples.setdefault("replay_peak_rss_mib", []).append(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return _with_ratios({k: _summarise(v) for k, v in samples.items()}, FLOORS["replay"])
+
+
+FLOORS = {"replay": "memcpy_1500_ns"}     # the floor of each suite not on floor_lifo_ns
 SUITES = {"dma": run_dma, "genalloc": run_genalloc, "iova": run_iova, "pool": run_pool,
-          "rx": run_rx}
+          "replay": run_replay, "rx": run_rx}
 
 
 def _verdict(name, r, res):
@@ -407,12 +471,16 @@ def _verdict(name, r, res):
     return f"{'ok' if value <= limit else 'MISSED'} (<= {limit:g} {unit})"
 
 
+def _ratio(r):
+    return "-" if r["ratio_to_floor"] is None else f"{r['ratio_to_floor']:.2f}"
+
+
 def format_table(suite, res):
     w = max(18, *map(len, res))
     lines = [f"{'figure':<{w}} {'median':>9} {'min':>9} {'max':>9} {'x floor':>8}  target"]
     for name, r in res.items():
         lines.append(f"{name:<{w}} {r['median']:>9.2f} {r['min']:>9.2f} {r['max']:>9.2f} "
-                     f"{r['ratio_to_floor']:>8.2f}  {_verdict(name, r, res)}")
+                     f"{_ratio(r):>8}  {_verdict(name, r, res)}")
     return f"[{suite}]\n" + "\n".join(lines)
 
 
@@ -439,12 +507,14 @@ def format_markdown(results, env, runs):
                 f"pinned to CPU {env['pinned_cpu']}, debug build {env['debug_build']}.")
     out = ["# Benchmarks", "", intro, "", env_line, ""]
     for suite, res in results.items():
-        out += [f"## {suite}", "", f"Command: `netmem-bench {suite} --runs {runs}`", "",
+        floor = FLOORS.get(suite, "floor_lifo_ns")
+        command = f"Command: `netmem-bench {suite} --runs {runs}`; ratios to `{floor}`."
+        out += [f"## {suite}", "", command, "",
                 "| figure | what | median ns | min | max | x floor | target |",
                 "|---|---|---:|---:|---:|---:|---|"]
         for name, r in res.items():
             out.append(f"| `{name}` | {DESCRIPTIONS.get(name, '')} | {r['median']:.2f} | "
-                       f"{r['min']:.2f} | {r['max']:.2f} | {r['ratio_to_floor']:.2f} | "
+                       f"{r['min']:.2f} | {r['max']:.2f} | {_ratio(r)} | "
                        f"{_verdict(name, r, res)} |")
         out.append("")
     return "\n".join(out)
