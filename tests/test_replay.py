@@ -152,11 +152,15 @@ def test_capture_with_non_tcp_traffic_and_ipv6(tmp_path):
     f = generate(connections=4, family="both", payload=20_000, bidirectional=True, seed=2)
     frames = [Ether(f.trace.frame(i)) for i in range(len(f.trace))]
     c4, s4, c6, s6 = "192.0.2.9", "192.0.2.1", "2001:db8::9", "2001:db8::1"
-    noise = [Ether() / IP(src=c4, dst=s4) / UDP(dport=53) / Raw(b"q" * 30),
-             Ether() / ARP(), Ether() / IP(src=c4, dst=s4) / ICMP(),
-             Ether() / IPv6(src=c6, dst=s6) / ICMPv6EchoRequest(),
-             Ether() / IPv6(src=c6, dst=s6) / IPv6ExtHdrFragment() / UDP() / Raw(b"f" * 8)]
-    opts = [Ether() / IPv6(src=c6, dst=s6) / IPv6ExtHdrDestOpt() /
+
+    def eth():          # both addresses given: scapy would otherwise resolve one
+        return Ether(src="02:00:00:00:00:09", dst="02:00:00:00:00:01")
+
+    noise = [eth() / IP(src=c4, dst=s4) / UDP(dport=53) / Raw(b"q" * 30),
+             eth() / ARP(), eth() / IP(src=c4, dst=s4) / ICMP(),
+             eth() / IPv6(src=c6, dst=s6) / ICMPv6EchoRequest(),
+             eth() / IPv6(src=c6, dst=s6) / IPv6ExtHdrFragment() / UDP() / Raw(b"f" * 8)]
+    opts = [eth() / IPv6(src=c6, dst=s6) / IPv6ExtHdrDestOpt() /
             TCP(sport=40000, dport=5201, flags=flags, seq=seq, ack=1) / Raw(data)
             for flags, seq, data in (("S", 99, b""), ("A", 100, b"dest-opts "),
                                      ("PA", 110, b"payload"), ("FA", 117, b""))]
