@@ -206,7 +206,10 @@ def _check_outputs(cfg):
         parent = os.path.dirname(os.path.abspath(path))
         if os.path.isdir(path):
             raise BadInput(f"{opt} {path}: is a directory", errno.EISDIR)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
+            if not os.access(path, os.W_OK):
+                raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
+        elif not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise BadInput(f"{opt} {path}: cannot write in {parent}", errno.ENOENT)
     if cfg.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise BadInput("--plot needs matplotlib (pip install 'netmem[plot]')", errno.ENOENT)
@@ -514,7 +517,12 @@ def _drain_devmem(rig, app, final):
         sel = cmsgs["cmsg_type"] == SCM_DEVMEM_DMABUF
         sizes = cmsgs["frag_size"]
         n = int(sizes[sel].sum())
-        if payload is None:
+        linear = int(sizes[~sel].sum())
+        if len(cmsgs) and linear != len(data):
+            app.fail(f"recvmsg_devmem: {len(data)} bytes of data for {linear} bytes of "
+                     "SCM_DEVMEM_LINEAR cmsgs")
+            app.skip(st, n + len(data))
+        elif payload is None:
             app.skip(st, n + len(data))
         else:
             app.deliver(st, _stream_bytes(data, cmsgs, sel, payload[at:at + n]))
@@ -644,7 +652,7 @@ class _Progress:
         self.enabled = enabled
         self.t0 = time.perf_counter()
         self.next = self.t0 + 0.5
-        self.shown = False
+        self.width = 0                  # of the line on screen
 
     def update(self, done):
         now = time.perf_counter()
@@ -653,14 +661,15 @@ class _Progress:
         self.next = now + 0.1
         frac = done / self.total if self.total else 1.0
         bar = "#" * int(30 * frac)
-        sys.stderr.write(f"\rnetmem-replay [{bar:<30}] {100 * frac:5.1f}% {done}/{self.total} "
-                         f"frames, {done / (now - self.t0) / 1e6:.2f} Mpps")
+        line = (f"netmem-replay [{bar:<30}] {100 * frac:5.1f}% {done}/{self.total} frames, "
+                f"{done / (now - self.t0) / 1e6:.2f} Mpps")
+        sys.stderr.write(f"\r{line:<{self.width}}")
         sys.stderr.flush()
-        self.shown = True
+        self.width = max(self.width, len(line))
 
     def close(self):
-        if self.shown:
-            sys.stderr.write("\r" + " " * 79 + "\r")
+        if self.width:
+            sys.stderr.write("\r" + " " * self.width + "\r")
             sys.stderr.flush()
 
 
@@ -992,7 +1001,12 @@ def _umask():
 
 def _write_atomic(path, write):
     """``write(f)`` into a temporary file beside ``path`` (binary), renamed to ``path`` once
-    complete, with the permissions a new file gets."""
+    complete, with the permissions a new file gets. A ``path`` that exists and is no regular
+    file (``/dev/stdout``, a pipe) is written in place: a rename would replace the device."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        with open(path, "wb") as f:
+            write(f)
+        return
     fd, tmp = tempfile.mkstemp(prefix=".netmem-replay-", dir=os.path.dirname(
         os.path.abspath(path)))
     try:

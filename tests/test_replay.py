@@ -8,9 +8,11 @@ and bad input (exit code 2, a message naming the problem, nothing written).
 import importlib.util
 import json
 import os
+import stat
 import struct
 import subprocess
 import sys
+import threading
 
 import jsonschema
 import numpy as np
@@ -192,6 +194,19 @@ def test_json_matches_its_schema_and_names_stats_as_netlink(tmp_path):
     bad = dict(doc, replay={**doc["replay"], "mpps": -1})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, REPORT_SCHEMA)
+
+
+def test_json_into_a_pipe_writes_through_it(tmp_path):
+    """An output that is no regular file (/dev/stdout, a FIFO) is written, not replaced."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert main(["--provider", "host", *SMALL, "--json", str(fifo)]) == 0
+    reader.join()
+    assert json.loads(got[0])["exit-code"] == 0
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_plot_draws_pool_occupancy(tmp_path):
