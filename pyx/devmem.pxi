@@ -205,7 +205,7 @@ cdef int64_t sock_devmem_dontneed(nm_net *n, nm_sock *sk, const uint32_t *tokens
     return ret
 
 
-# ---- recvmsg(MSG_SOCK_DEVMEM) ---------------------------------------------------------------------
+# ---- recvmsg(MSG_SOCK_DEVMEM) ------------------------------------------------------------------
 
 cdef struct nm_devmem_rx:
     uint8_t *buf                # the iov
