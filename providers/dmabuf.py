@@ -63,8 +63,7 @@ class DmabufGenpoolChunkOwner(NetIovArea):
                          binding.id)
         self.binding = binding
         self.base_dma_addr = base_dma_addr
-        for idx in range(0, self.num_niovs):
-            binding.machine._niov_set_dma_addr(self.netmem(idx), base_dma_addr + idx * PAGE_SIZE)
+        binding.machine._niov_area_set_dma_addrs(self._base, self.num_niovs, base_dma_addr)
 
     def net_iov_virtual_addr(self, ref):
         """Models ``net_iov_virtual_addr()``: the net_iov's byte offset in the dma-buf."""

@@ -383,6 +383,16 @@ cdef class CoreMachine:
         self.m.nr_niovs = base + n
         return base
 
+    def _niov_area_set_dma_addrs(self, uint64_t base, uint64_t n, uint64_t dma_addr):
+        """``net_mp_niov_set_dma_addr()`` for net_iovs ``[base, base + n)``: 4 KiB apart from
+        ``dma_addr`` (a devmem chunk's ``base_dma_addr + idx * PAGE_SIZE``)."""
+        cdef uint64_t i
+        if base == 0 or base + n > self.m.nr_niovs:
+            raise NetmemError(EINVAL, f"net_mp_niov_set_dma_addr: net_iovs [{base}, {base + n}) "
+                                      "are not an area's")
+        for i in range(n):
+            self.m.niovs[base + i].dma_addr = dma_addr + (i << PAGE_SHIFT)
+
     def _niov_area_busy(self, uint64_t base, uint64_t n):
         """How many of the net_iovs ``[base, base + n)`` a page pool holds."""
         cdef uint64_t i, busy = 0
