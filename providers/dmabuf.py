@@ -48,6 +48,7 @@ from netmem.page_pool import DMA_FROM_DEVICE
 from netmem.provider import MemoryProvider
 
 __all__ = ["DmabufDevmemProvider", "DmabufGenpoolChunkOwner", "NetDevmemDmabufBinding",
+           "dmabuf_devmem_ops",
            "net_devmem_bind_dmabuf", "net_devmem_bind_dmabuf_to_queue",
            "net_devmem_lookup_dmabuf", "net_devmem_unbind_dmabuf"]
 
@@ -191,6 +192,10 @@ class DmabufDevmemProvider(MemoryProvider):
             b.bound_rxqs.remove(rxq)
             if not b.bound_rxqs:
                 b.dev = None
+
+
+#: The kernel's name for the ops (``struct memory_provider_ops dmabuf_devmem_ops``).
+dmabuf_devmem_ops = DmabufDevmemProvider
 
 
 def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
