@@ -102,6 +102,7 @@ class Machine(_core.CoreMachine):
         self._devmem_bindings = {}  # devmem bindings not yet freed (an ordered set)
         self._devmem_by_id = {}     # net_devmem_dmabuf_bindings: id -> bound binding
         self._devmem_next_id = 0    # xa_alloc_cyclic(), from 1
+        self._p2pdma_providers = {}  # p2pdma providers not yet removed: id -> provider
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
