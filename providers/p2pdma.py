@@ -263,8 +263,8 @@ def _offer(pdev, bar, size, offset):
 
 
 def _alloc_id(machine, provider):
-    """The lowest free id from 1 (``xa_alloc()`` with XA_FLAGS_ALLOC1)."""
-    ids = machine._p2pdma_providers
-    pid = next(i for i in range(1, len(ids) + 2) if i not in ids)
-    ids[pid] = provider
-    return pid
+    """An id from the devmem bindings' space (``xa_alloc_cyclic()`` from 1), so that the
+    ``dmabuf_id`` of a devmem cmsg names one binding or provider, never two."""
+    machine._devmem_next_id += 1
+    machine._p2pdma_providers[machine._devmem_next_id] = provider
+    return machine._devmem_next_id
