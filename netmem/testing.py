@@ -5,6 +5,10 @@ deferred work runs, up to two virtual minutes) and must have no page pool left, 
 from the buddy allocator and no net_iov still attached; otherwise the test fails with the
 machine's own report. Mark a test ``@pytest.mark.netmem_leaks_ok`` to skip the check.
 
+Fixtures: ``machine`` (a small machine), ``make_pool``/``page_pool`` (page pools on it) and
+``make_nic``/``nic`` (network devices on it, unregistered at teardown after every socket is closed;
+``close_sockets(machine)`` does the closing).
+
 It also has the tshark oracle, plain functions for tests that check TCP reassembly:
 ``tshark_streams(pcap)``, ``tshark_follow(pcap, n)`` and ``tshark_follow_all(pcap)`` (``make
 tshark`` installs tshark).
@@ -17,12 +21,20 @@ from typing import NamedTuple
 
 import pytest
 
+from netmem.dma import Device
 from netmem.errors import NetmemError
 from netmem.machine import Machine
-from netmem.page_pool import PagePoolParams, page_pool_create_percpu
+from netmem.netdev import NetDevice
+from netmem.page_pool import (
+    PAGE_SIZE,
+    PP_FLAG_DMA_MAP,
+    PP_FLAG_DMA_SYNC_DEV,
+    PagePoolParams,
+    page_pool_create_percpu,
+)
 
-__all__ = ["TsharkFollow", "TsharkStream", "machine", "make_pool", "tshark_follow",
-           "tshark_follow_all", "tshark_streams"]
+__all__ = ["TsharkFollow", "TsharkStream", "close_sockets", "machine", "make_nic", "make_pool",
+           "nic", "page_pool", "tshark_follow", "tshark_follow_all", "tshark_streams"]
 
 
 class TsharkStream(NamedTuple):
@@ -90,6 +102,52 @@ def make_pool(machine):
     for pool in made:
         if pool.user_cnt:
             pool.destroy()
+
+
+@pytest.fixture
+def page_pool(machine, make_pool):
+    """An order-0 pool as a driver makes one for RX: a 256-entry ring, its pages DMA-mapped for a
+    device of the machine (``pool.params.dev``) and synced for it over a whole page."""
+    return make_pool(pool_size=256, dev=Device(machine), max_len=PAGE_SIZE,
+                     flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV)
+
+
+def close_sockets(machine):
+    """Close every socket of ``machine``, as an application's exit does."""
+    for sk in machine.tcp.sockets():
+        sk.close()
+
+
+@pytest.fixture
+def make_nic(machine):
+    """``make_nic(machine=None, hds=False, **kw)``: a ``NetDevice`` on the test's machine (or
+    ``machine``) from ``NetDevice(machine, **kw)``, with one RX queue unless ``num_rx_queues``
+    says otherwise. ``hds=True`` turns header split on (``tcp_data_split="on"``), which
+    installing a memory provider needs; without it the device is as it comes up (``"auto"``,
+    which the model driver runs as off). At teardown every socket of the device's machine is
+    closed and the device unregistered."""
+    made = []
+    default = machine
+
+    def make(machine=None, hds=False, **kw):
+        kw.setdefault("num_rx_queues", 1)
+        nic = NetDevice(machine or default, **kw)
+        made.append(nic)
+        if hds:
+            nic.ethtool.set_ringparam(tcp_data_split="on")
+        return nic
+
+    yield make
+    for nic in made:
+        close_sockets(nic.machine)
+        nic.unregister()
+
+
+@pytest.fixture
+def nic(make_nic):
+    """A device as it comes up (``make_nic()``): one RX queue, no header split, so no memory
+    provider can be installed on it; use ``make_nic(hds=True)`` for that."""
+    return make_nic()
 
 
 # --------------------------------------------------------------------------------------------

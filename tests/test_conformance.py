@@ -1,0 +1,29 @@
+"""The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``)."""
+from netmem.flows import generate
+from netmem.netmem import netmem_get_dma_addr
+from netmem.page_pool import PAGE_SIZE
+
+
+def test_nic_is_the_device_as_it_comes_up(nic, machine):
+    assert (nic.machine, nic.num_rx_queues) == (machine, 1)
+    assert (nic.tcp_data_split, nic.rx_queues[0].header_pool) == ("auto", None)
+
+
+def test_make_nic_turns_header_split_on(make_nic):
+    nic = make_nic(hds=True, num_rx_queues=2)
+    assert nic.ethtool.get_ringparam()["tcp_data_split"] == "on"
+    assert all(q.header_pool is not None for q in nic.rx_queues)
+
+
+def test_make_nic_closes_sockets_and_unregisters_at_teardown(make_nic, machine):
+    """Left as they are, the device and its sockets would fail the leak check."""
+    nic = make_nic()
+    nic.receive(generate(payload=4 * PAGE_SIZE).trace)
+    assert machine.tcp.sockets() and machine.leak_report()
+
+
+def test_page_pool_maps_its_pages_for_a_device(page_pool, machine):
+    ref = page_pool.alloc_netmem()
+    assert (page_pool.machine, page_pool.ring_size) == (machine, 256)
+    assert netmem_get_dma_addr(machine, ref) and page_pool.dma_stats["map"] == 64
+    page_pool.put_netmem(ref)
