@@ -1,7 +1,14 @@
-"""The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``)."""
+"""The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``) and
+its provider conformance suite (``ProviderConformance``) run on the repo's providers: the
+host-pages provider and a Python net_iov provider (``FreelistProvider`` of test_provider).
+"""
+from netmem.providers.host import HostPagesProvider
+from test_provider import FreelistProvider
+
 from netmem.flows import generate
 from netmem.netmem import netmem_get_dma_addr
 from netmem.page_pool import PAGE_SIZE
+from netmem.testing import ProviderConformance
 
 
 def test_nic_is_the_device_as_it_comes_up(nic, machine):
@@ -27,3 +34,29 @@ def test_page_pool_maps_its_pages_for_a_device(page_pool, machine):
     assert (page_pool.machine, page_pool.ring_size) == (machine, 256)
     assert netmem_get_dma_addr(machine, ref) and page_pool.dma_stats["map"] == 64
     page_pool.put_netmem(ref)
+
+
+# -- the provider conformance suite on the repo's own providers ------------------------------------
+
+class TestHostPagesConformance(ProviderConformance):
+    """The host-pages provider is no provider (its pools get no mp_ops): the balance test
+    applies, the tests of the ops skip."""
+
+    def make_provider(self, machine, nic):
+        return HostPagesProvider()
+
+
+class TestFreelistConformance(ProviderConformance):
+    """A Python provider of net_iovs that places a batch in the alloc cache on each call."""
+
+    refuses_high_order = False              # its init takes any pool
+
+    def make_provider(self, machine, nic):
+        return FreelistProvider(machine, num_niovs=96, batch=7)
+
+    def assert_provider_whole(self, provider):
+        assert sorted(provider.free) == provider.area.niovs.tolist()
+
+    def free_provider(self, provider):
+        provider.area.free()
+
