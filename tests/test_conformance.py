@@ -1,9 +1,14 @@
 """The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``) and
 its provider conformance suite (``ProviderConformance``) run on the repo's providers: the
-host-pages provider and a Python net_iov provider (``FreelistProvider`` of test_provider).
+host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider) and the
+README's example, run from the README itself so that it cannot rot.
 """
+import re
+import types
+
 from netmem.providers.host import HostPagesProvider
 from test_provider import FreelistProvider
+from test_readme import README
 
 from netmem.flows import generate
 from netmem.netmem import netmem_get_dma_addr
@@ -60,3 +65,14 @@ class TestFreelistConformance(ProviderConformance):
     def free_provider(self, provider):
         provider.area.free()
 
+
+def _readme_example():
+    """The code of the README's "Prototyping a memory provider", run as a module."""
+    section = README.read_text().split("\n## Prototyping a memory provider\n", 1)[1]
+    module = types.ModuleType("readme_example")
+    for block in re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S):
+        exec(compile(block, str(README), "exec"), module.__dict__)
+    return module
+
+
+TestStackProviderConformance = _readme_example().TestStackProviderConformance
