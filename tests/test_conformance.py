@@ -1,18 +1,24 @@
 """The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``) and
 its provider conformance suite (``ProviderConformance``) run on the repo's providers: the
-host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider) and the
-README's example, run from the README itself so that it cannot rot.
+host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider), devmem
+TCP's dma-buf provider, the p2pdma provider and the README's example, run from the README itself
+so that it cannot rot.
 """
 import re
 import types
 
+from netmem.providers.dmabuf import net_devmem_bind_dmabuf, net_devmem_bind_dmabuf_to_queue
 from netmem.providers.host import HostPagesProvider
+from netmem.providers.p2pdma import P2PDMAProvider
 from test_provider import FreelistProvider
 from test_readme import README
 
+from netmem.dmabuf import udmabuf_create
 from netmem.flows import generate
+from netmem.genalloc import gen_pool_avail, gen_pool_size
+from netmem.netlink import NetlinkSocket
 from netmem.netmem import netmem_get_dma_addr
-from netmem.page_pool import PAGE_SIZE
+from netmem.page_pool import DMA_FROM_DEVICE, PAGE_SIZE
 from netmem.testing import ProviderConformance
 
 
@@ -76,3 +82,42 @@ def _readme_example():
 
 
 TestStackProviderConformance = _readme_example().TestStackProviderConformance
+
+
+class TestDmabufDevmemConformance(ProviderConformance):
+    """devmem TCP's provider over a udmabuf, bound the way bind-rx binds it (the binding is made
+    first, the queue joins it on ``install``)."""
+
+    def make_provider(self, machine, nic):
+        self._nl = NetlinkSocket(machine)
+        self._buf = udmabuf_create(machine, 8 << 20)
+        binding = net_devmem_bind_dmabuf(nic, nic.pcidev, DMA_FROM_DEVICE, self._buf.fd,
+                                         self._nl)
+        return binding.provider
+
+    def install(self, nic, queue, provider):
+        net_devmem_bind_dmabuf_to_queue(nic, queue, provider.binding)
+
+    def uninstall(self, nic, queue, provider):
+        self._nl.close()                        # net_devmem_unbind_dmabuf()
+
+    def assert_provider_whole(self, provider):
+        """The chunk pool is whole (once unbound, the binding's free destroyed it only so)."""
+        pool = provider.binding.chunk_pool
+        assert pool.destroyed or gen_pool_avail(pool) == gen_pool_size(pool) == 8 << 20
+
+    def free_provider(self, provider):
+        self._nl.close()
+        self._buf.close()
+
+
+class TestP2pdmaConformance(ProviderConformance):
+    """The p2pdma provider (ours) over 8 MiB of a GPU's BAR, reached through the host bridge."""
+
+    def make_provider(self, machine, nic):
+        gpu = machine.pci.add_endpoint(machine.pci.add_root_port(machine.pci.host_bridges[0]),
+                                       "gpu0", kind="gpu", bars={0: 64 << 20})
+        return P2PDMAProvider(gpu, size=8 << 20)
+
+    def free_provider(self, provider):
+        provider.remove()
