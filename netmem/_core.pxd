@@ -646,7 +646,13 @@ cdef struct nm_sock:
     uint64_t segs_in
     uint64_t data_segs_in
     uint64_t ofo_len            # skbs on the out-of-order queue
-    uint64_t dmabuf_bytes       # model: bytes handed out as dmabuf frags (devmem)
+    # sk->sk_user_frags: devmem tokens (xarray ALLOC1, xa_limit_31b) -> net_iov; a bitmap of
+    # the used tokens (bit 0 always set) lets xa_alloc() find the lowest free one a word at a time.
+    netmem_ref *user_frags
+    uint64_t *uf_used
+    uint32_t uf_cap             # tokens the arrays hold (a multiple of 64)
+    uint32_t uf_hint            # every token below it is in use
+    uint64_t uf_count           # outstanding tokens
 
 cdef struct nm_tcp_mib:
     uint64_t InSegs
@@ -676,6 +682,14 @@ cdef struct nm_ip_mib:
     uint64_t ReasmReqds
     uint64_t ReasmFails
 
+# struct dmabuf_cmsg with the cmsg type in front (netmem.tcp.DMABUF_CMSG_DTYPE).
+cdef struct nm_dmabuf_cmsg:
+    uint32_t cmsg_type          # SCM_DEVMEM_LINEAR or SCM_DEVMEM_DMABUF
+    uint32_t frag_size
+    uint64_t frag_offset
+    uint32_t frag_token
+    uint32_t dmabuf_id
+
 cdef struct nm_net:
     nm_machine *m
     nm_skb *skbs                # lazily committed tables, never moved
@@ -689,6 +703,8 @@ cdef struct nm_net:
     nm_sock *socks
     uint32_t nr_socks
     uint32_t cap_socks
+    nm_dmabuf_cmsg *cm_scratch  # devmem recvmsg's cmsgs before they become an array
+    uint32_t cm_cap
     uint32_t *sk_hash           # buckets of socket indices (NM_NIL when empty)
     uint32_t sk_hash_mask
     uint32_t sk_free            # closed socket slots for reuse (NM_NIL when none)
@@ -702,6 +718,22 @@ cdef struct nm_net:
     nm_ip_mib ip
     nm_ip_mib ip6
     uint64_t drop_reasons[32]   # SKB_DROP_REASON_* the model uses (NM_DROP_*)
+
+
+# ---- devmem TCP (pyx/devmem.pxi) ---------------------------------------------------------------
+# struct net_devmem_dmabuf_binding, as the data plane needs it: the chunk pool and, for each of
+# its chunks (a dmabuf_genpool_chunk_owner), the DMA range and the first net_iov, sorted by DMA
+# address so that an address from gen_pool_alloc_owner() finds its net_iov without the GIL.
+cdef struct nm_devmem_binding:
+    nm_gen_pool *chunk_pool
+    uint32_t id
+    uint32_t nchunks
+    uint64_t *chunk_dma
+    uint64_t *chunk_niov
+
+cdef class CoreDmabufBinding:
+    cdef nm_devmem_binding b
+    cdef object _chunk_pool     # the CoreGenPool the C struct points into
 
 
 cdef class CoreNetDevice:

@@ -12,7 +12,8 @@ Departures (also in each docstring): a free the kernel would ``BUG()`` on raises
 (``EBUSY``); chunks that are empty, at address 0, wrap the address space or overlap another are
 refused (``EINVAL``); algorithms are the kernel's five (no Python-written ones); alignments must be
 powers of two; first fit runs in time independent of occupancy (summary levels over the bitmap),
-with the same result as the kernel's scan.
+with the same result as the kernel's scan; ``gen_pool_remove_chunk()`` is not a kernel call (the
+p2pdma provider gives a BAR range back with it).
 """
 import dataclasses
 import warnings
@@ -44,6 +45,7 @@ __all__ = [
     "gen_pool_free",
     "gen_pool_free_owner",
     "gen_pool_has_addr",
+    "gen_pool_remove_chunk",
     "gen_pool_set_algo",
     "gen_pool_size",
     "gen_pool_virt_to_phys",
@@ -201,6 +203,15 @@ def gen_pool_for_each_chunk(pool, func, data=None):
     first, ``chunk`` a ``GenPoolChunk`` snapshot taken before the first call."""
     for c in [GenPoolChunk(*t) for t in pool._chunks()]:
         func(pool, c, data)
+
+
+def gen_pool_remove_chunk(pool, virt):
+    """Not in the kernel, whose gen_pool keeps every chunk until ``gen_pool_destroy()``: take
+    the chunk that starts at ``virt`` out of the pool and return its owner. The p2pdma memory
+    provider needs it to give a BAR range back (``pci_p2pdma_remove_resource()``, not in the
+    kernel either). ENOENT when no chunk starts at ``virt``, EBUSY (nothing changed) while any
+    of its units is allocated."""
+    return pool._remove_chunk(virt)
 
 
 def gen_pool_destroy(pool):

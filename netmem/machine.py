@@ -99,6 +99,10 @@ class Machine(_core.CoreMachine):
         self._tcp = None
         self._dmabufs = {}          # fd -> netmem.dmabuf.DmaBuf, until the dma-buf is released
         self._next_dmabuf_fd = 3    # fds 0-2 are the standard streams'
+        self._devmem_bindings = {}  # devmem bindings not yet freed (an ordered set)
+        self._devmem_by_id = {}     # net_devmem_dmabuf_bindings: id -> bound binding
+        self._devmem_next_id = 0    # xa_alloc_cyclic(), from 1
+        self._p2pdma_providers = {}  # p2pdma providers not yet removed: id -> provider
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
@@ -277,7 +281,8 @@ class Machine(_core.CoreMachine):
     def leak_report(self):
         """What is not back where it started: netdevs still registered, sockets holding
         skbs, pools not freed (with their inflight), pages missing from the buddy allocator,
-        net_iovs still attached to a pool, dma-bufs not released, p2pmem still allocated.
+        net_iovs still attached to a pool, devmem bindings not freed, dma-bufs not released,
+        p2pmem still allocated.
         Empty when clean."""
         out = [f"netdev {d.name} (ifindex {i}) still registered" for i, d in self.netdevs.items()]
         if self._tcp is not None:
@@ -296,6 +301,7 @@ class Machine(_core.CoreMachine):
         attached = sum(niovs[1:])
         if attached:
             out.append(f"{attached} net_iovs still attached to a page_pool")
+        out += [b.leak() for b in self._devmem_bindings]
         out += [b._leak_report() for b in self._dmabufs.values()]
         out += self.pci._p2pmem_leaks()
         return out

@@ -73,6 +73,17 @@ class RxQueue:
         self.mp = None                      # rxq->mp_params
         self.mem = None
         self.af_xdp = False                 # rxq->pool (an AF_XDP socket's)
+        self._dma_dev = None
+
+    @property
+    def dma_dev(self):
+        """``netdev_queue_get_dma_dev()``: the device that does the queue's DMA (the netdev's
+        PCI function unless set, as for a multi-PF device)."""
+        return self._dma_dev or self.nic.pcidev
+
+    @dma_dev.setter
+    def dma_dev(self, dev):
+        self._dma_dev = dev
 
     def __repr__(self):
         return f"<RxQueue {self.nic.name}:{self.idx} cpu {self.cpu}>"

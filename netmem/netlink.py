@@ -4,12 +4,14 @@ Models Documentation/netlink/specs/netdev.yaml with net/core/page_pool_user.c an
 net/core/netdev-genl.c: ``page_pool_get`` (``page-pool-get``), ``page_pool_stats_get``
 (``page-pool-stats-get``), ``queue_get`` (``queue-get``) and ``qstats_get`` (``qstats-get``).
 Attribute names are the family's; like the kernel, only pools with a netdev are listed.
+``NetlinkSocket`` carries ``bind-rx`` (devmem TCP): its bindings live as long as it does.
 Departs: ``detach-time`` is shown whenever a pool is detached, also at virtual second 0 (the
 kernel omits a 0, which its boot clock never reads).
 """
 from netmem import _core
 
-__all__ = ["LOOPBACK_IFINDEX", "page_pool_get", "page_pool_stats_get", "qstats_get", "queue_get"]
+__all__ = ["LOOPBACK_IFINDEX", "NetlinkSocket", "page_pool_get", "page_pool_stats_get",
+           "qstats_get", "queue_get"]
 
 LOOPBACK_IFINDEX = 1
 
@@ -118,3 +120,40 @@ def qstats_get(machine, ifindex=None, scope="device"):
             out.append({"ifindex": idx, **{name: sum(r[name] for r in rows)
                                            for name, _ in QSTATS}})
     return out
+
+
+class NetlinkSocket:
+    """A generic netlink socket of the netdev family (``struct netdev_nl_sock``): the
+    bindings made through it, unbound when it closes (``netdev_nl_sock_priv_destroy()``)."""
+
+    def __init__(self, machine):
+        self.machine = machine
+        self.bindings = []
+        self.closed = False
+
+    def __repr__(self):
+        return f"<NetlinkSocket netdev bindings {[b.id for b in self.bindings]}>"
+
+    def bind_rx(self, ifindex, fd, queues):
+        """``bind-rx``: bind the dma-buf ``fd`` to ``queues`` (``[{"id": q, "type": "rx"}]``)
+        of device ``ifindex``; returns the binding id. Errors as
+        ``netmem.providers.dmabuf.netdev_nl_bind_rx``."""
+        from netmem.providers.dmabuf import netdev_nl_bind_rx
+        if self.closed:
+            raise _core.NetmemError(9, "bind-rx: the netlink socket is closed")
+        return netdev_nl_bind_rx(self, ifindex, fd, queues)
+
+    def close(self):
+        """Unbind every binding made through this socket."""
+        from netmem.providers.dmabuf import net_devmem_unbind_dmabuf
+        if self.closed:
+            return
+        self.closed = True
+        while self.bindings:
+            net_devmem_unbind_dmabuf(self.bindings.pop())
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -12,9 +12,9 @@ import numpy as np
 from netmem import _core
 from netmem.errors import NetmemError, NetmemWarning
 
-__all__ = ["NET_IOV", "NET_IOV_DMABUF", "NET_IOV_IOURING", "NET_IOV_P2PDMA", "NetIovArea", "NetmemView",
-           "netmem_get_dma_addr", "netmem_get_pp", "netmem_is_net_iov", "netmem_to_net_iov",
-           "netmem_to_page"]
+__all__ = ["NET_IOV", "NET_IOV_DMABUF", "NET_IOV_IOURING", "NET_IOV_P2PDMA", "NetIovArea",
+           "NetmemView", "netmem_get_dma_addr", "netmem_get_pp", "netmem_is_net_iov",
+           "netmem_to_net_iov", "netmem_to_page"]
 
 NET_IOV = 0x1
 NET_IOV_DMABUF = 0

@@ -15,7 +15,8 @@ at least a page, placed at naturally aligned addresses from ``mmio_base`` upward
 address == physical address (x86); the p2pmem virtual address is the x86-64 direct map,
 ``PAGE_OFFSET + phys``; there are no virtual functions, no driver binding and no hot removal;
 ``pci_p2pdma_map_type()`` takes the provider ``pci_dev`` where the kernel takes its pagemap; where
-the kernel dereferences NULL or BUG()s, the model raises ``NetmemError``.
+the kernel dereferences NULL or BUG()s, the model raises ``NetmemError``;
+``pci_p2pdma_remove_resource()`` is not in the kernel (the p2pdma memory provider's prototype).
 """
 import dataclasses
 import errno
@@ -52,6 +53,7 @@ __all__ = [
     "pci_p2pdma_distance",
     "pci_p2pdma_distance_many",
     "pci_p2pdma_map_type",
+    "pci_p2pdma_remove_resource",
     "pci_p2pmem_find",
     "pci_p2pmem_find_many",
     "pci_p2pmem_publish",
@@ -272,8 +274,26 @@ class P2pdmaPagemap:
         return True
 
     def put(self):
-        """``percpu_ref_put()``."""
+        """``percpu_ref_put()``: the last put of a killed ref releases the range."""
         self.refs -= 1
+        if not self.refs and not self.live:
+            self._release()
+
+    def kill(self):
+        """``percpu_ref_kill()``: no new reference; released now if none is held, else at the
+        last put (what ``memunmap_pages()`` waits for)."""
+        self.live = False
+        if not self.refs:
+            self._release()
+
+    def _release(self):
+        """``memunmap_pages()`` of one range, and (not in the kernel, whose gen_pool keeps its
+        chunks until the device goes) its chunk out of the device's gen_pool."""
+        p2pdma = self.provider.p2pdma
+        genalloc.gen_pool_remove_chunk(p2pdma.pool, PAGE_OFFSET + self.start)
+        p2pdma.pgmaps.remove(self)
+        self.provider.topo.machine.pr_info(f"pci {self.provider.pci_name}: removed peer-to-peer "
+                                           f"DMA memory {self.start:#x}-{self.end:#x}")
 
 
 class PciP2pdma:
@@ -494,10 +514,11 @@ class PciTopology:
             raise NetmemError(errno.EINVAL, f"bar_memory: {e.strerror}") from None
 
     def p2pdma_pagemap(self, phys):
-        """The p2pdma pagemap (``is_pci_p2pdma_page()``) holding ``phys``, or None."""
+        """The p2pdma pagemap (``is_pci_p2pdma_page()``) holding ``phys``, or None. A range being
+    removed is still mapped until its last allocation is freed."""
         for ep in self.endpoints:
             for pg in (ep.p2pdma.pgmaps if ep.p2pdma is not None else ()):
-                if pg.live and pg.start <= phys <= pg.end:
+                if pg.start <= phys <= pg.end:
                     return pg
         return None
 
@@ -621,6 +642,25 @@ def pci_p2pdma_add_resource(pdev, bar, size, offset):
     p2pdma.pgmaps.append(pgmap)
     pdev.topo.machine.pr_info(f"pci {pdev.pci_name}: added peer-to-peer DMA memory "
                               f"{start:#x}-{end:#x}")
+    return 0
+
+
+def pci_p2pdma_remove_resource(pdev, bar, size, offset):
+    """Not in the kernel, where p2pmem lives as long as its device (devm releases it at
+    unbind): take back the range ``pci_p2pdma_add_resource(pdev, bar, size, offset)`` offered.
+    Its pagemap's ref is killed at once (``pci_alloc_p2pmem()`` takes nothing more from it); the
+    range stays mapped while allocations from it are out and goes with the last
+    ``pci_free_p2pmem()`` (``memunmap_pages()``): out of the device's gen_pool and pagemaps,
+    free to be added again. Returns 0. EINVAL when no live resource has that range."""
+    _check_endpoint(pdev, "pci_p2pdma_remove_resource")
+    start = pci_resource_start(pdev, bar) + offset
+    end = start + (size or pci_resource_len(pdev, bar) - offset) - 1
+    pgmaps = pdev.p2pdma.pgmaps if pdev.p2pdma is not None else []
+    pgmap = next((pg for pg in pgmaps if pg.live and (pg.start, pg.end) == (start, end)), None)
+    if pgmap is None:
+        raise NetmemError(errno.EINVAL, f"pci_p2pdma_remove_resource: {pdev.pci_name} has no "
+                                        f"p2pdma resource {start:#x}-{end:#x}")
+    pgmap.kill()
     return 0
 
 

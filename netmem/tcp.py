@@ -16,11 +16,45 @@ buffer autotuning, no TIME_WAIT, no IP reassembly).
 """
 import ipaddress
 import socket as _socket
+from typing import NamedTuple
+
+import numpy as np
 
 from netmem import _core
 from netmem.errors import NetmemError
 
-__all__ = ["Socket", "TcpStack"]
+__all__ = ["DMABUF_CMSG_DTYPE", "MSG_SOCK_DEVMEM", "SCM_DEVMEM_DMABUF", "SCM_DEVMEM_LINEAR",
+           "SOL_SOCKET", "SO_DEVMEM_DMABUF", "SO_DEVMEM_DONTNEED", "SO_DEVMEM_LINEAR",
+           "DmabufCmsg", "DmabufToken", "Socket", "TcpStack"]
+
+# include/uapi/asm-generic/socket.h and include/linux/socket.h
+SOL_SOCKET = 1
+SO_DEVMEM_LINEAR = SCM_DEVMEM_LINEAR = 78
+SO_DEVMEM_DMABUF = SCM_DEVMEM_DMABUF = 79
+SO_DEVMEM_DONTNEED = 80
+MSG_SOCK_DEVMEM = 0x2000000
+ETOOSMALL = 525             # include/linux/errno.h (kernel-internal: Python has no name for it)
+#: ``recvmsg_devmem``'s cmsgs: ``struct dmabuf_cmsg`` with the cmsg type in front.
+DMABUF_CMSG_DTYPE = _core.DMABUF_CMSG_DTYPE
+_EAGAIN = 11
+
+
+class DmabufCmsg(NamedTuple):
+    """``struct dmabuf_cmsg`` (include/uapi/linux/uio.h): an SCM_DEVMEM_LINEAR one has only
+    ``frag_size`` set."""
+
+    frag_offset: int = 0
+    frag_size: int = 0
+    frag_token: int = 0
+    dmabuf_id: int = 0
+    flags: int = 0
+
+
+class DmabufToken(NamedTuple):
+    """``struct dmabuf_token``: tokens ``token_start .. token_start + token_count - 1``."""
+
+    token_start: int
+    token_count: int
 
 
 class TcpStack:
@@ -120,9 +154,10 @@ class TcpStack:
         out = []
         for sk in self.sockets():
             info = sk.info()
-            if info["rcv_queue_skbs"] or info["ofo_skbs"]:
+            if info["rcv_queue_skbs"] or info["ofo_skbs"] or info["devmem_tokens"]:
                 out.append(f"socket {sk} holds {info['rcv_queue_skbs']} queued and "
-                           f"{info['ofo_skbs']} out-of-order skbs (close it)")
+                           f"{info['ofo_skbs']} out-of-order skbs and "
+                           f"{info['devmem_tokens']} devmem tokens (close it)")
         live = _core._net_config(self.machine)["skbs_live"]
         if live and not out:
             out.append(f"{live} skbs alive outside any socket")
@@ -182,11 +217,57 @@ class Socket:
 
     def recvmsg(self, bufsize, ancbufsize=0, flags=0):
         """``(data, ancdata, msg_flags, address)`` as Python's ``socket.recvmsg`` (address is
-        None: a TCP socket does not fill msg_name)."""
+        None: a TCP socket does not fill msg_name). With ``MSG_SOCK_DEVMEM`` unreadable data
+        comes as ``(SOL_SOCKET, SCM_DEVMEM_DMABUF, DmabufCmsg(...))`` items, each taking a
+        token, and linear bytes of such skbs with an ``SCM_DEVMEM_LINEAR`` item; each item
+        takes ``CMSG_SPACE(sizeof(struct dmabuf_cmsg))`` = 40 bytes of ``ancbufsize``
+        (``recvmsg_devmem`` is the batch form). Without the flag, unreadable data is EFAULT.
+        Other flags: EOPNOTSUPP (not modelled)."""
         self._check()
-        if flags:
-            raise NetmemError(95, f"recvmsg: flags {flags:#x} not supported")
-        return self.recv(bufsize), [], 0, None
+        if flags & ~MSG_SOCK_DEVMEM:
+            raise NetmemError(95, f"recvmsg: flags {flags:#x} not supported by the model")
+        if ancbufsize < 0:
+            raise NetmemError(22, "recvmsg: negative ancbufsize")
+        if not flags:
+            return self.recv(bufsize), [], 0, None
+        data, cmsgs = self.recvmsg_devmem(bufsize, ancbufsize)
+        anc = [(SOL_SOCKET, int(c["cmsg_type"]),
+                DmabufCmsg(frag_size=int(c["frag_size"])) if c["cmsg_type"] == SCM_DEVMEM_LINEAR
+                else DmabufCmsg(int(c["frag_offset"]), int(c["frag_size"]),
+                                int(c["frag_token"]), int(c["dmabuf_id"])))
+               for c in cmsgs]
+        return data, anc, 0, None
+
+    def recvmsg_devmem(self, bufsize, ancbufsize):
+        """Models ``tcp_recvmsg()`` with ``MSG_SOCK_DEVMEM`` (non-blocking), as a batch: returns
+        ``(data, cmsgs)``, ``data`` the bytes copied (readable skbs, linear parts) and
+        ``cmsgs`` a ``DMABUF_CMSG_DTYPE`` array. Up to ``bufsize`` bytes are copied or
+        described (frag bytes count but take no room), up to ``ancbufsize // 40`` cmsgs; one
+        call never mixes readable and unreadable skbs. ``(b"", empty)`` at the end of the
+        stream; raises EAGAIN with nothing queued, ETOOSMALL (525) when not even the first cmsg
+        fits, ENODEV for a net_iov that is not a dma-buf's."""
+        self._check()
+        if bufsize < 0 or ancbufsize < 0:
+            raise NetmemError(22, "recvmsg: negative buffer size")
+        data, cmsgs, _ = _core._sk_recvmsg_devmem(self._stack.machine, self._slot, bufsize,
+                                                  ancbufsize)
+        return data, cmsgs
+
+    def setsockopt(self, level, optname, value):
+        """``SO_DEVMEM_DONTNEED`` (the only option modelled): ``value`` is a list of
+        ``DmabufToken`` (or an (n, 2) array of token_start, token_count); returns the frags
+        freed. More than 128 entries: EINVAL; at most 1024 tokens are looked at per call;
+        unknown tokens are skipped. Each net_iov goes home with ``napi_pp_put_page()`` in the
+        caller's context (process context unless in ``m.on_cpu(..., softirq=True)``: the
+        kernel recycles directly only in softirq on the pool's NAPI CPU)."""
+        self._check()
+        if level != SOL_SOCKET or optname != SO_DEVMEM_DONTNEED:
+            raise NetmemError(92, f"setsockopt: level {level}, option {optname} not modelled")
+        tokens = np.asarray(value, dtype=np.int64).reshape(-1, 2) if len(value) else \
+            np.zeros((0, 2), np.int64)
+        if ((tokens < 0) | (tokens >= 1 << 32)).any():
+            raise NetmemError(22, "SO_DEVMEM_DONTNEED: a token field is not a __u32")
+        return _core._sk_dontneed(self._stack.machine, self._slot, tokens.astype(np.uint32))
 
     def read_all(self, bufsize=1 << 20):
         """Read to the end of the stream (or until nothing more is queued): the bytes."""

@@ -5,10 +5,17 @@ deferred work runs, up to two virtual minutes) and must have no page pool left, 
 from the buddy allocator and no net_iov still attached; otherwise the test fails with the
 machine's own report. Mark a test ``@pytest.mark.netmem_leaks_ok`` to skip the check.
 
+Fixtures: ``machine`` (a small machine), ``make_pool``/``page_pool`` (page pools on it) and
+``make_nic``/``nic`` (network devices on it, unregistered at teardown after every socket is closed;
+``close_sockets(machine)`` does the closing). ``ProviderConformance`` is the memory-provider
+conformance suite: a provider's author subclasses it to check their provider against the
+``memory_provider_ops`` contract.
+
 It also has the tshark oracle, plain functions for tests that check TCP reassembly:
 ``tshark_streams(pcap)``, ``tshark_follow(pcap, n)`` and ``tshark_follow_all(pcap)`` (``make
 tshark`` installs tshark).
 """
+import collections
 import errno
 import os
 import shutil
@@ -17,12 +24,28 @@ from typing import NamedTuple
 
 import pytest
 
+from netmem.dma import Device
 from netmem.errors import NetmemError
+from netmem.flows import generate
 from netmem.machine import Machine
-from netmem.page_pool import PagePoolParams, page_pool_create_percpu
+from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq
+from netmem.netlink import page_pool_get, queue_get
+from netmem.netmem import netmem_is_net_iov
+from netmem.page_pool import (
+    PAGE_SIZE,
+    PP_ALLOC_CACHE_REFILL,
+    PP_ALLOC_CACHE_SIZE,
+    PP_FLAG_ALLOW_UNREADABLE_NETMEM,
+    PP_FLAG_DMA_MAP,
+    PP_FLAG_DMA_SYNC_DEV,
+    STATS_KEYS,
+    PagePoolParams,
+    page_pool_create_percpu,
+)
 
-__all__ = ["TsharkFollow", "TsharkStream", "machine", "make_pool", "tshark_follow",
-           "tshark_follow_all", "tshark_streams"]
+__all__ = ["ProviderConformance", "TsharkFollow", "TsharkStream", "close_sockets", "machine",
+           "make_nic", "make_pool", "nic", "page_pool", "tshark_follow", "tshark_follow_all",
+           "tshark_streams"]
 
 
 class TsharkStream(NamedTuple):
@@ -90,6 +113,379 @@ def make_pool(machine):
     for pool in made:
         if pool.user_cnt:
             pool.destroy()
+
+
+@pytest.fixture
+def page_pool(machine, make_pool):
+    """An order-0 pool as a driver makes one for RX: a 256-entry ring, its pages DMA-mapped for a
+    device of the machine (``pool.params.dev``) and synced for it over a whole page."""
+    return make_pool(pool_size=256, dev=Device(machine), max_len=PAGE_SIZE,
+                     flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV)
+
+
+def close_sockets(machine):
+    """Close every socket of ``machine``, as an application's exit does."""
+    for sk in machine.tcp.sockets():
+        sk.close()
+
+
+@pytest.fixture
+def make_nic(machine):
+    """``make_nic(machine=None, hds=False, **kw)``: a ``NetDevice`` on the test's machine (or
+    ``machine``) from ``NetDevice(machine, **kw)``, with one RX queue unless ``num_rx_queues``
+    says otherwise. ``hds=True`` turns header split on (``tcp_data_split="on"``), which
+    installing a memory provider needs; without it the device is as it comes up (``"auto"``,
+    which the model driver runs as off). At teardown every socket of the device's machine is
+    closed and the device unregistered."""
+    made = []
+    default = machine
+
+    def make(machine=None, hds=False, **kw):
+        kw.setdefault("num_rx_queues", 1)
+        nic = NetDevice(machine or default, **kw)
+        made.append(nic)
+        if hds:
+            nic.ethtool.set_ringparam(tcp_data_split="on")
+        return nic
+
+    yield make
+    for nic in made:
+        close_sockets(nic.machine)
+        nic.unregister()
+
+
+@pytest.fixture
+def nic(make_nic):
+    """A device as it comes up (``make_nic()``): one RX queue, no header split, so no memory
+    provider can be installed on it; use ``make_nic(hds=True)`` for that."""
+    return make_nic()
+
+
+# --------------------------------------------------------------------------------------------
+# The memory-provider conformance suite.
+
+_MP_FLAGS = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV | PP_FLAG_ALLOW_UNREADABLE_NETMEM
+_ALLOCS = 2 * PP_ALLOC_CACHE_REFILL + 8     # allocations per round: past a whole cache refill
+_FLOWS = {"connections": 2, "payload": 16384, "seed": 1}   # about 24 payload buffers
+
+
+class ProviderConformance:
+    """The ``struct memory_provider_ops`` contract as tests, for a provider's author to run
+    against their provider. Subclass it in a test module under a ``Test*`` name (pytest
+    collects only those, so this base never runs by itself) and give ``make_provider``::
+
+        class TestMyProviderConformance(ProviderConformance):
+            def make_provider(self, machine, nic):
+                return MyProvider(machine)
+
+    Every test makes a device on the ``machine`` fixture with header split on and
+    ``num_rx_queues`` queues, and a fresh provider for it, and ends with everything back:
+    sockets closed, the device unregistered, deferred work run, ``assert_provider_whole``,
+    ``free_provider``, deferred work run again, and ``machine.leak_report() == []``. A subclass
+    that needs another machine (an IOMMU, a GPU endpoint) overrides the ``machine`` fixture in
+    its class body.
+
+    Hooks: ``make_provider`` (required); ``install``/``uninstall``, how the tests bind the
+    provider to RX queue ``rx_queue`` and unbind it (``net_mp_open_rxq``/``net_mp_close_rxq``
+    by default; a devmem provider binds its dma-buf with bind-rx instead). The ``uninstall``
+    hook is the user's unbind, not the provider's ``uninstall`` op, which
+    ``NetDevice.unregister`` calls. ``assert_provider_whole`` checks the provider's own
+    accounting, ``free_provider`` frees what ``make_provider`` made. Attributes say which rules
+    apply: ``refuses_high_order``, ``expects_net_iovs``; a provider with ``is_host`` (the
+    host-pages path, which is no provider: its pools get no ``mp_ops``) runs only
+    ``test_every_buffer_comes_back``.
+
+    The tests read the pool's counters and the ``page_pool_state_hold``/``_release``
+    tracepoints, so a provider whose buffer ops run in C is checked like one in Python; the
+    return value of ``release_netmem`` is seen only where the pool calls it through Python.
+    """
+
+    #: ``init`` refuses a pool of order > 0 with a negative errno (the kernel's providers do:
+    #: their net_iovs are 4 KiB; devmem returns -E2BIG, io_uring zcrx -EINVAL).
+    refuses_high_order = True
+    #: Every buffer the provider hands out is a net_iov (``release_netmem`` then returns False).
+    expects_net_iovs = True
+    #: The RX queue the tests bind, of a device with ``num_rx_queues`` queues.
+    rx_queue = 0
+    num_rx_queues = 1
+
+    # -- hooks -----------------------------------------------------------------------------------
+
+    def make_provider(self, machine, nic):
+        """A fresh provider for ``nic`` on ``machine``."""
+        raise NotImplementedError(f"{type(self).__name__}: give make_provider(machine, nic)")
+
+    def install(self, nic, queue, provider):
+        """Bind ``provider`` to RX queue ``queue`` of ``nic`` (default: ``net_mp_open_rxq``)."""
+        net_mp_open_rxq(nic, queue, provider)
+
+    def uninstall(self, nic, queue, provider):
+        """Unbind ``provider`` from the queue ``install`` bound (default: ``net_mp_close_rxq``,
+        which restarts the queue on pages; the old pool lives while its buffers are out). Also
+        called after the device is unregistered, where it must be harmless."""
+        net_mp_close_rxq(nic, queue, provider)
+
+    def assert_provider_whole(self, provider):
+        """Assert the provider's own accounting is whole: every buffer it handed out is back
+        (called once no pool holds any). Default: nothing to check."""
+
+    def free_provider(self, provider):
+        """Free what ``make_provider`` made (called once the provider is whole). Default:
+        nothing to free."""
+
+    # -- the rules -------------------------------------------------------------------------------
+
+    def test_every_buffer_comes_back(self, machine, make_nic, make_pool, monkeypatch):
+        """After a pool's traffic and teardown every buffer came back: one release
+        (``release_netmem`` for a provider) per hold of each buffer, each detached from the
+        pool, the pool freed with inflight 0, ``init`` and ``destroy`` called once each."""
+        nic, provider = self._setup(machine, make_nic, ops=False)
+        log = self._spy(monkeypatch, provider, "init", "destroy")
+        pool = self._pool(make_pool, nic, provider)
+        holds, releases = self._pool_life(machine, pool)
+        assert holds and releases == holds, "a buffer was not released once per hold"
+        assert all(machine.netmem(ref).pp is None for ref in holds)
+        assert (pool.freed, pool.inflight, pool.hold_cnt) == (True, 0, pool.release_cnt)
+        assert [(op, args) for op, args, _ in log] == \
+            ([] if provider.is_host else [("init", (pool,)), ("destroy", (pool,))])
+        self._finish(machine, nic, provider)
+
+    def test_placed_buffers_are_served_from_the_alloc_cache(self, machine, make_nic, make_pool):
+        """What ``alloc_netmems`` places with ``net_mp_netmem_place_in_cache`` is handed out by
+        the alloc cache (``alloc_fast``), and never more than the cache holds."""
+        nic, provider = self._setup(machine, make_nic)
+        pool = self._pool(make_pool, nic, provider)
+        held, log = self._alloc(pool, _ALLOCS)
+        calls = [(entry, after) for entry, bumped, after in log if bumped == ["alloc_empty"]]
+        assert calls, "the pool never called alloc_netmems"
+        assert max(after for _, after in calls) <= PP_ALLOC_CACHE_SIZE
+        placed = sum(after - cache for (cache, _), after in calls)
+        served = [bumped for (cache, _), bumped, _ in log if cache]
+        assert served == [["alloc_fast"]] * (placed - pool.alloc_count)
+        self._put_all(pool, held)
+        pool.destroy()
+        self._finish(machine, nic, provider)
+
+    def test_alloc_netmems_runs_only_on_an_empty_cache_and_ring(self, machine, make_nic,
+                                                                make_pool):
+        """The pool calls ``alloc_netmems`` (counting ``alloc_empty``) only when its alloc cache
+        and ptr_ring are both empty: buffers back through the ring are handed out first."""
+        nic, provider = self._setup(machine, make_nic)
+        pool = self._pool(make_pool, nic, provider)
+        held, log = self._alloc(pool, _ALLOCS)
+        half = len(held) // 2
+        self._put_all(pool, held[:half])        # into the ptr_ring: not NAPI-local here
+        assert pool.ring_count == half
+        more, log2 = self._alloc(pool, _ALLOCS)
+        entries = [entry for entry, bumped, _ in log + log2 if "alloc_empty" in bumped]
+        assert entries and set(entries) == {(0, 0)}
+        assert (["alloc_refill"] in [bumped for _, bumped, _ in log2]) == (half > 0)
+        self._put_all(pool, held[half:] + more)
+        pool.destroy()
+        self._finish(machine, nic, provider)
+
+    def test_init_refuses_high_order(self, machine, make_nic, make_pool, monkeypatch):
+        """``init`` refuses a pool of order 1 with a negative errno, which the pool's creation
+        raises; no pool is left listed and ``destroy`` is not called."""
+        if not self.refuses_high_order:
+            pytest.skip("refuses_high_order is False: the provider takes high-order pools")
+        nic, provider = self._setup(machine, make_nic)
+        log = self._spy(monkeypatch, provider, "init", "destroy")
+        pools = list(machine.page_pools)
+        with pytest.raises(NetmemError) as e:
+            self._pool(make_pool, nic, provider, order=1)
+        assert [op for op, _, _ in log] == ["init"]
+        err = log[0][2]
+        assert err < 0 and e.value.errno == -err
+        assert machine.page_pools == pools
+        self._finish(machine, nic, provider)
+
+    def test_pools_the_core_refuses_never_reach_init(self, machine, make_nic, make_pool,
+                                                     monkeypatch):
+        """A pool without ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` takes no provider (EINVAL), nor
+        one without ``PP_FLAG_DMA_MAP`` and ``PP_FLAG_DMA_SYNC_DEV`` (EOPNOTSUPP, which
+        ``page_pool_init()`` checks before ``init``): the provider is not called."""
+        nic, provider = self._setup(machine, make_nic)
+        log = self._spy(monkeypatch, provider, "init", "destroy")
+        pools = list(machine.page_pools)
+        for flags, code in ((PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV, errno.EINVAL),
+                            (PP_FLAG_ALLOW_UNREADABLE_NETMEM, errno.EOPNOTSUPP)):
+            with pytest.raises(NetmemError) as e:
+                self._pool(make_pool, nic, provider, flags=flags)
+            assert e.value.errno == code, e.value
+        assert (log, machine.page_pools) == ([], pools)
+        self._finish(machine, nic, provider)
+
+    def test_install_fails_where_the_driver_ignores_providers(self, machine, make_nic):
+        """A driver whose pools lack ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` never takes the
+        provider: ``install`` fails with ENODATA (``page_pool_check_memory_provider()``) and
+        the queue keeps running on its pages."""
+        nic, provider = self._setup(machine, make_nic, mp_aware=False)
+        q = nic.rx_queues[self.rx_queue]
+        pool = q.page_pool
+        with pytest.raises(NetmemError) as e:
+            self.install(nic, q.idx, provider)
+        assert e.value.errno == errno.ENODATA
+        assert (q.mp, q.page_pool) == (None, pool)
+        self._finish(machine, nic, provider)
+
+    def test_net_iovs_never_go_through_put_page(self, machine, make_nic, make_pool, monkeypatch):
+        """Every buffer the provider hands out is a net_iov, and ``release_netmem`` returns
+        False for each: the core must never put_page one."""
+        if not self.expects_net_iovs:
+            pytest.skip("expects_net_iovs is False: the provider hands out pages")
+        nic, provider = self._setup(machine, make_nic)
+        log = self._spy(monkeypatch, provider, "release_netmem")
+        pool = self._pool(make_pool, nic, provider)
+        holds, _ = self._pool_life(machine, pool)
+        assert holds and all(netmem_is_net_iov(ref) for ref in holds)
+        assert [(args[1], put) for _, args, put in log if put] == []
+        self._finish(machine, nic, provider)
+
+    def test_unbind_with_buffers_in_flight(self, machine, make_nic):
+        """Unbinding a queue whose buffers sockets still hold: the queue restarts on pages, the
+        old pool lives until the sockets let go of its buffers, then goes; nothing is lost."""
+        nic, provider = self._setup(machine, make_nic)
+        q = nic.rx_queues[self.rx_queue]
+        self.install(nic, q.idx, provider)
+        old = q.page_pool
+        assert (q.mp, old.provider) == (provider, provider)
+        self._receive(nic, q)
+        self.uninstall(nic, q.idx, provider)
+        assert (q.mp, q.page_pool.provider) == (None, None)
+        assert old.destroy_cnt and not old.freed and old.inflight > 0, \
+            "the sockets hold none of the provider's buffers"
+        close_sockets(machine)
+        machine.quiesce()
+        assert old.freed
+        self._finish(machine, nic, provider)
+
+    def test_netdev_unregister_calls_uninstall(self, machine, make_nic, monkeypatch):
+        """Unregistering the device (sockets still holding buffers) calls the provider's
+        ``uninstall`` op once for its queue; the user's unbind after that is harmless."""
+        nic, provider = self._setup(machine, make_nic)
+        q = nic.rx_queues[self.rx_queue]
+        self.install(nic, q.idx, provider)
+        self._receive(nic, q)
+        log = self._spy(monkeypatch, provider, "uninstall")
+        nic.unregister()
+        assert log == [("uninstall", (q,), None)]
+        self.uninstall(nic, q.idx, provider)
+        self._finish(machine, nic, provider)
+
+    def test_nl_fill_returns_a_dict(self, machine, make_nic):
+        """``nl_fill`` gives a dict of netlink attributes for page-pool-get (rxq None) and for
+        queue-get, and the netdev family's replies carry them."""
+        nic, provider = self._setup(machine, make_nic)
+        q = nic.rx_queues[self.rx_queue]
+        self.install(nic, q.idx, provider)
+        for rxq in (None, q):
+            attrs = provider.nl_fill(rxq)
+            assert isinstance(attrs, dict) and all(isinstance(k, str) for k in attrs), attrs
+        assert queue_get(machine, nic.ifindex, q.idx).items() >= provider.nl_fill(q).items()
+        assert page_pool_get(machine, q.page_pool.id).items() >= provider.nl_fill(None).items()
+        self.uninstall(nic, q.idx, provider)
+        self._finish(machine, nic, provider)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _setup(self, machine, make_nic, ops=True, **nic_kw):
+        """A device with header split and a fresh provider for it. A test of the ops (``ops``)
+        is skipped for the host-pages provider."""
+        nic = make_nic(hds=True, num_rx_queues=self.num_rx_queues, **nic_kw)
+        provider = self.make_provider(machine, nic)
+        if ops and provider.is_host:
+            self.free_provider(provider)
+            pytest.skip("the host-pages provider is no provider: its pools get no mp_ops")
+        return nic, provider
+
+    def _finish(self, machine, nic, provider):
+        """Everything back: sockets closed, the device unregistered, deferred work run, the
+        provider whole and freed, the machine clean."""
+        close_sockets(machine)
+        nic.unregister()
+        machine.quiesce()
+        self.assert_provider_whole(provider)
+        self.free_provider(provider)
+        machine.quiesce()
+        assert machine.leak_report() == []
+
+    def _pool(self, make_pool, nic, provider, **params):
+        """A pool over ``provider`` as the driver makes one for queue ``rx_queue``: order 0, on
+        the device's DMA function, mapped and synced, taking unreadable netmem."""
+        return make_pool(provider=provider, **{
+            "pool_size": 256, "dev": nic.pcidev, "max_len": PAGE_SIZE, "flags": _MP_FLAGS,
+            "netdev": nic, "queue_idx": self.rx_queue, **params})
+
+    @staticmethod
+    def _spy(monkeypatch, provider, *ops):
+        """Log every call of the provider's ``ops`` as (op, args, result), by shadowing them on
+        the instance (the model calls a provider's Python ops through its attributes)."""
+        log = []
+
+        def spy(op, real):
+            def call(*args):
+                out = real(*args)
+                log.append((op, args, out))
+                return out
+            return call
+
+        for op in ops:
+            monkeypatch.setattr(provider, op, spy(op, getattr(provider, op)))
+        return log
+
+    @staticmethod
+    def _alloc(pool, n):
+        """``n`` allocations one by one, as a driver refilling its ring makes them. Returns the
+        buffers got and a log: per allocation, (cache, ring) before it, the alloc counters it
+        bumped and the cache after it."""
+        held, log = [], []
+        for _ in range(n):
+            entry, before = (pool.alloc_count, pool.ring_count), pool.stats
+            ref = pool.alloc_netmem()
+            after = pool.stats
+            log.append((entry, [k for k in STATS_KEYS if after[k] != before[k]],
+                        pool.alloc_count))
+            if ref:
+                held.append(ref)
+        return held, log
+
+    @staticmethod
+    def _put_all(pool, refs):
+        for ref in refs:
+            pool.put_netmem(ref)
+
+    def _pool_life(self, machine, pool):
+        """A pool's life, traced: two frags of a buffer, a round of allocations, half of them
+        recycled into the alloc cache and half through the ptr_ring, another round, then
+        ``destroy`` with all that out (deferred) and the buffers back after it. Returns
+        Counters of the pool's ``page_pool_state_hold`` and ``_release`` events by netmem."""
+        machine.trace.enable("page_pool:page_pool_state_*")
+        frags = [pool.alloc_frag(PAGE_SIZE // 4)[0] for _ in range(2)]
+        held, _ = self._alloc(pool, _ALLOCS)
+        for ref in held[::2]:
+            pool.recycle_direct(ref)
+        self._put_all(pool, held[1::2])
+        held = pool.alloc_netmems_bulk(_ALLOCS).tolist()
+        pool.destroy()
+        self._put_all(pool, [ref for ref in frags if ref] + held)
+        machine.quiesce()
+        events = [e for e in machine.trace.events if e["pool"] == pool.id]
+        machine.trace.disable("page_pool:page_pool_state_*")
+        machine.trace.clear()
+        count = collections.Counter
+        return (count(e["netmem"] for e in events if e["event"].endswith("_hold")),
+                count(e["netmem"] for e in events if e["event"].endswith("_release")))
+
+    @staticmethod
+    def _receive(nic, q):
+        """Generated TCP traffic, steered to queue ``q`` by an ntuple rule on the server port
+        (as ncdevmem steers it) and left unread in the sockets, whose skbs hold its payload
+        buffers."""
+        flows = generate(**_FLOWS)
+        nic.ethtool.add_ntuple("tcp4", dst_port=flows.connections[0].server[1], queue=q.idx)
+        nic.receive(flows.trace)
+        assert q.stats()["hds_split"] > 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
 from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
-                         ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE, ETOOMANYREFS)
+                         ENODEV, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE, ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -51,6 +51,7 @@ include "skb.pxi"
 include "napi.pxi"
 include "gro.pxi"
 include "tcp_rx.pxi"
+include "devmem.pxi"
 include "bench.pxi"
 
 # Python-visible constants (the package re-exports them).
@@ -104,6 +105,12 @@ WARNINGS = {
                        "net_mp_niov_set_page_pool(): refused",
     NM_W_DMA_OVERFLOW: "dma_direct_map_phys(): device {pool}: DMA addr {netmem:#x}+{val} overflow "
                        "(dev_WARN_ONCE)",
+    NM_W_DEVMEM_REF: "mp_dmabuf_devmem_release_page(): WARN_ON_ONCE(refcount != 1): net_iov "
+                     "{netmem:#x} of page_pool {pool} has pp_ref_count {val}",
+    NM_W_DEVMEM_FREE: "net_devmem_free_dmabuf(): WARN_ON(!gen_pool_has_addr()): net_iov "
+                      "{netmem:#x}, DMA address {val:#x}",
+    NM_W_DEVMEM_NOT_NIOV: "devmem: WARN_ON_ONCE: {netmem:#x} is not a page_pool net_iov "
+                          "(a token or frag the pool does not own)",
 }
 
 #: Records that are kernel log lines (printk), not WARNs: code -> format.
@@ -375,6 +382,16 @@ cdef class CoreMachine:
         a.owner_id = owner_id
         self.m.nr_niovs = base + n
         return base
+
+    def _niov_area_set_dma_addrs(self, uint64_t base, uint64_t n, uint64_t dma_addr):
+        """``net_mp_niov_set_dma_addr()`` for net_iovs ``[base, base + n)``: 4 KiB apart from
+        ``dma_addr`` (a devmem chunk's ``base_dma_addr + idx * PAGE_SIZE``)."""
+        cdef uint64_t i
+        if base == 0 or base + n > self.m.nr_niovs:
+            raise NetmemError(EINVAL, f"net_mp_niov_set_dma_addr: net_iovs [{base}, {base + n}) "
+                                      "are not an area's")
+        for i in range(n):
+            self.m.niovs[base + i].dma_addr = dma_addr + (i << PAGE_SHIFT)
 
     def _niov_area_busy(self, uint64_t base, uint64_t n):
         """How many of the net_iovs ``[base, base + n)`` a page pool holds."""

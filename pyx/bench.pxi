@@ -292,21 +292,26 @@ cdef inline void __put_be32(uint8_t *p, uint32_t v) noexcept nogil:
 def bench_rx(CoreNetDevice nic, uint8_t[::1] arena, const uint64_t[::1] offs,
              const uint32_t[::1] lens, const uint32_t[::1] seq_base,
              uint32_t per_flow, uint64_t first, uint64_t rounds, uint32_t payload,
-             uint32_t bufsize):
+             uint32_t bufsize, bint devmem=False):
     """End-to-end receive: each round rewrites the sequence numbers and IP IDs of a small hot
     set of IPv4 frames (flow-major, ``per_flow`` segments of ``payload`` bytes per flow) to
     continue every stream, runs them through the device, NAPI, GRO and TCP, then reads every
-    socket to empty with ``recvmsg`` copies of ``bufsize`` (the application, process context).
-    Rounds ``first`` .. ``first + rounds - 1``; the caller ran the earlier ones. Returns the
-    elapsed ns."""
+    socket to empty (the application, process context) with ``recvmsg`` copies of ``bufsize``,
+    or with ``devmem``, ``recvmsg(MSG_SOCK_DEVMEM)`` of ``bufsize`` (room for 1024 cmsgs) and
+    ``SO_DEVMEM_DONTNEED`` of every token. Rounds ``first`` .. ``first + rounds - 1``; the
+    caller ran the earlier ones. Returns the elapsed ns."""
     cdef nm_net *n = nic.machine.m.net
     cdef uint32_t nflows = seq_base.shape[0], k, f, j, s
     cdef uint64_t r, t0, t1, seg
     cdef uint8_t *p
     cdef uint8_t *scratch = <uint8_t *>malloc(bufsize)
-    if scratch == NULL:
+    cdef uint32_t *tokens = <uint32_t *>malloc(2 * MAX_DONTNEED_TOKENS * sizeof(uint32_t))
+    if scratch == NULL or tokens == NULL:
+        free(scratch)
+        free(tokens)
         raise MemoryError()
     _nd_reserve(nic.nd, nflows * per_flow)
+    _cm_reserve(n, 1024)
     with nogil:
         t0 = nm_now_ns()
         for r in range(first, first + rounds):
@@ -321,8 +326,42 @@ def bench_rx(CoreNetDevice nic, uint8_t[::1] arena, const uint64_t[::1] offs,
             nm_netdev_receive(n, nic.nd, &arena[0], &offs[0], &lens[0], 0, nflows * per_flow)
             for s in range(n.nr_socks):
                 if n.socks[s].used:
-                    while tcp_recvmsg_copy(n, s, scratch, bufsize) > 0:
-                        pass
+                    if devmem:
+                        __bench_devmem_drain(n, s, scratch, bufsize, tokens)
+                    else:
+                        while tcp_recvmsg_copy(n, s, scratch, bufsize) > 0:
+                            pass
         t1 = nm_now_ns()
     free(scratch)
+    free(tokens)
     return t1 - t0
+
+
+cdef void __bench_devmem_drain(nm_net *n, uint32_t s, uint8_t *scratch, uint32_t bufsize,
+                               uint32_t *tokens) noexcept nogil:
+    """What ncdevmem does per socket: recvmsg(MSG_SOCK_DEVMEM) until empty, each call's tokens
+    returned with SO_DEVMEM_DONTNEED (runs of consecutive tokens as one entry)."""
+    cdef nm_devmem_rx rx
+    cdef uint32_t i, nt
+    while True:
+        rx.buf = scratch
+        rx.buf_used = 0
+        rx.cm = n.cm_scratch
+        rx.cm_max = 1024
+        rx.ncm = 0
+        if tcp_recvmsg_devmem(n, s, &rx, bufsize) <= 0:
+            return
+        nt = 0
+        for i in range(rx.ncm):
+            if rx.cm[i].cmsg_type != SCM_DEVMEM_DMABUF:
+                continue
+            if nt and tokens[2 * nt - 2] + tokens[2 * nt - 1] == rx.cm[i].frag_token:
+                tokens[2 * nt - 1] += 1
+                continue
+            if nt == MAX_DONTNEED_TOKENS:
+                sock_devmem_dontneed(n, &n.socks[s], tokens, nt)
+                nt = 0
+            tokens[2 * nt] = rx.cm[i].frag_token
+            tokens[2 * nt + 1] = 1
+            nt += 1
+        sock_devmem_dontneed(n, &n.socks[s], tokens, nt)

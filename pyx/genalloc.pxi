@@ -19,6 +19,8 @@
 #   would read as failure), one that wraps the address space or overlaps another chunk.
 # - A request of more than UINT_MAX units fails (the kernel truncates nr to unsigned int and
 #   would loop for ever in its retry).
+# - nm_gen_pool_remove_chunk() is not in the kernel (its chunks stay until gen_pool_destroy()):
+#   the p2pdma provider gives a BAR range back with it.
 
 
 cdef enum:
@@ -528,6 +530,28 @@ cdef int nm_gen_pool_destroy(nm_gen_pool *pool) noexcept nogil:
     return 0
 
 
+cdef int nm_gen_pool_remove_chunk(nm_gen_pool *pool, unsigned long virt,
+                                  void **owner) noexcept nogil:
+    """Not in the kernel (genalloc never gives a chunk back before ``gen_pool_destroy()``):
+    unlink and free the chunk that starts at ``virt``, handing back its owner. -ENOENT when no
+    chunk starts there, -EBUSY with nothing changed while any of its units is allocated."""
+    cdef nm_gen_pool_chunk **link = &pool.chunks
+    cdef nm_gen_pool_chunk *chunk
+    while link[0] != NULL and link[0].start_addr != virt:
+        link = &link[0].next_chunk
+    chunk = link[0]
+    if chunk == NULL:
+        return -ENOENT
+    if __genpool_first_set(chunk) < chunk.nbits:
+        return -EBUSY
+    link[0] = chunk.next_chunk
+    pool.nr_chunks -= 1
+    owner[0] = chunk.owner
+    free(chunk.level[0])
+    free(chunk)
+    return 0
+
+
 # ---- the Python-facing half (netmem.genalloc is the facade) ------------------------------------
 
 cdef class GenPoolAlgo:
@@ -758,6 +782,24 @@ cdef class CoreGenPool:
                         chunk.avail, chunk.nbits, bits))
             chunk = chunk.next_chunk
         return out
+
+    def _remove_chunk(self, virt):
+        """The removed chunk's owner; ENOENT or EBUSY (nothing changed) as the C call says."""
+        cdef unsigned long v = _ulong(virt, "gen_pool_remove_chunk: virt")
+        cdef void *owner = NULL
+        cdef int ret
+        self._check_alive()
+        ret = nm_gen_pool_remove_chunk(self.pool, v, &owner)
+        if ret == -ENOENT:
+            raise NetmemError(ENOENT, f"gen_pool_remove_chunk: no chunk starts at {v:#x}")
+        if ret:
+            raise NetmemError(EBUSY, f"gen_pool_remove_chunk: the chunk at {v:#x} has "
+                                     "allocations out")
+        if owner == NULL:
+            return None
+        found = <object>owner
+        del self._owners[next(i for i, o in enumerate(self._owners) if o is found)]
+        return found
 
     def _destroy(self):
         self._check_alive()

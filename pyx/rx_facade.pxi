@@ -321,7 +321,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf,
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
-            "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1}
+            "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,
+            "devmem_tokens": sk.uf_count}
 
 
 def _sk_recv(CoreMachine machine, uint32_t ski, uint64_t bufsize):
@@ -355,6 +356,71 @@ def _sk_recv_into(CoreMachine machine, uint32_t ski, uint8_t[::1] buf):
         machine._flush_warnings()
     if rc < 0:
         raise NetmemError(-rc, f"recvmsg: {_errname(-rc)}")
+    return rc
+
+
+#: struct dmabuf_cmsg with its cmsg type in front, as ``recvmsg_devmem`` returns them.
+DMABUF_CMSG_DTYPE = _np.dtype([("cmsg_type", "<u4"), ("frag_size", "<u4"),
+                              ("frag_offset", "<u8"), ("frag_token", "<u4"),
+                              ("dmabuf_id", "<u4")])
+
+
+cdef int _cm_reserve(nm_net *n, uint64_t want) except -1:
+    cdef void *p
+    if want <= n.cm_cap:
+        return 0
+    p = realloc(n.cm_scratch, want * sizeof(nm_dmabuf_cmsg))
+    if p == NULL:
+        raise MemoryError()
+    n.cm_scratch = <nm_dmabuf_cmsg *>p
+    n.cm_cap = <uint32_t>want
+    return 0
+
+
+def _sk_recvmsg_devmem(CoreMachine machine, uint32_t ski, uint64_t bufsize,
+                       uint64_t ancbufsize):
+    """Models ``tcp_recvmsg()`` with MSG_SOCK_DEVMEM (non-blocking): (copied bytes, the cmsgs
+    as a DMABUF_CMSG_DTYPE array); (b"", empty) at the end of the stream; raises the errno."""
+    cdef nm_net *n = machine.m.net
+    cdef nm_devmem_rx rx
+    cdef bytearray out
+    cdef int64_t rc
+    cdef cnp.ndarray cms
+    _sock(machine, ski)
+    # Each cmsg describes at least one byte: no more than bufsize of them can be needed.
+    rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, bufsize, 1 << 24)
+    _cm_reserve(n, rx.cm_max)
+    out = bytearray(bufsize)
+    rx.buf = <uint8_t *><char *>out
+    rx.buf_used = 0
+    rx.cm = n.cm_scratch
+    rx.ncm = 0
+    rc = tcp_recvmsg_devmem(n, ski, &rx, bufsize) if bufsize else 0
+    if machine.m.nr_warn:
+        machine._flush_warnings()
+    if rc < 0:
+        raise NetmemError(-rc, f"recvmsg(MSG_SOCK_DEVMEM): {_errname(-rc)}")
+    del out[rx.buf_used:]
+    cms = _np.empty(rx.ncm, DMABUF_CMSG_DTYPE)
+    if rx.ncm:
+        memcpy(cms.data, rx.cm, rx.ncm * sizeof(nm_dmabuf_cmsg))
+    return bytes(out), cms, rc
+
+
+def _sk_dontneed(CoreMachine machine, uint32_t ski, object tokens):
+    """Models ``sock_devmem_dontneed()``: ``tokens`` is a (n, 2) uint32 array of (token_start,
+    token_count); the frags freed."""
+    cdef cnp.ndarray[cnp.uint32_t, ndim=2] t = _np.ascontiguousarray(tokens, _np.uint32)
+    cdef int64_t rc
+    cdef nm_sock *sk = _sock(machine, ski)
+    if t.shape[1] != 2:
+        raise NetmemError(EINVAL, "SO_DEVMEM_DONTNEED: optlen % sizeof(struct dmabuf_token)")
+    if t.shape[0] > MAX_DONTNEED_TOKENS:
+        raise NetmemError(EINVAL, f"SO_DEVMEM_DONTNEED: {t.shape[0]} tokens, more than "
+                                  f"MAX_DONTNEED_TOKENS ({MAX_DONTNEED_TOKENS})")
+    rc = sock_devmem_dontneed(machine.m.net, sk, <uint32_t *>t.data, <uint32_t>t.shape[0])
+    if machine.m.nr_warn:
+        machine._flush_warnings()
     return rc
 
 

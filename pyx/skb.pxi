@@ -101,13 +101,18 @@ cdef int nm_net_init(nm_machine *m) except -1:
 
 
 cdef void nm_net_free(nm_net *n) noexcept nogil:
+    cdef uint32_t i
     if n == NULL:
         return
     if n.skbs != NULL:
         munmap(n.skbs, <uint64_t>NM_SKB_CAP * sizeof(nm_skb))
     if n.shinfos != NULL:
         munmap(n.shinfos, <uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
+    for i in range(n.nr_socks):       # a closed slot's arrays are already NULL
+        free(n.socks[i].user_frags)
+        free(n.socks[i].uf_used)
     free(n.socks)
+    free(n.cm_scratch)
     free(n.sk_hash)
     free(n)
 

@@ -797,20 +797,30 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
             if used + offset < skb.len:
                 break
             if skb.tcp_flags & TCPHDR_FIN:
-                sk.copied_seq += 1
-                sk.shutdown |= RCV_SHUTDOWN
-                tcp_eat_recv_skb(n, sk, si)
+                __rx_fin(n, sk, si)
                 break
             tcp_eat_recv_skb(n, sk, si)
             continue
         if skb.tcp_flags & TCPHDR_FIN:
-            sk.copied_seq += 1
-            sk.shutdown |= RCV_SHUTDOWN
-            tcp_eat_recv_skb(n, sk, si)
+            __rx_fin(n, sk, si)
             break
         tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
     if copied:
         return <int64_t>copied
+    return tcp_recvmsg_tail(sk)
+
+
+cdef inline void __rx_fin(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
+    """``found_fin_ok``: the FIN is read (one sequence number), the skb eaten."""
+    sk.copied_seq += 1
+    sk.shutdown |= RCV_SHUTDOWN
+    tcp_eat_recv_skb(n, sk, si)
+
+
+cdef int64_t tcp_recvmsg_tail(nm_sock *sk) noexcept nogil:
+    """What a recvmsg that found no data returns: 0 at the end of the stream, the socket's
+    error (once), or -EAGAIN."""
+    cdef int rc
     if sk.shutdown & RCV_SHUTDOWN:
         return 0
     if sk.err:
@@ -842,6 +852,7 @@ cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
         n.tcp.OutRsts += 1
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
+    tcp_release_user_frags(n, sk)
     inet_unhash(n, ski)
     sk.used = 0
     sk.hnext = n.sk_free

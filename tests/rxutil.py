@@ -1,21 +1,19 @@
 """Helpers of the RX-path tests: a packet trace built from scapy packets (the attributes of
 ``netmem.flows.PacketTrace``: ``arena`` uint8, ``offsets`` uint64, ``lengths`` uint32,
 ``timestamps`` uint64 ns), flow builders that make segments as a Linux sender does (DF set, the
-IP ID incrementing by one per segment, ACK on every segment after the SYN), and fixtures: ``m``,
-a small machine, and ``make_nic``/``nic``, devices that are unregistered at teardown after every
-socket is closed.
+IP ID incrementing by one per segment, ACK on every segment after the SYN), and ``close_all``
+(``netmem.testing.close_sockets``). The fixtures (``m``, ``make_nic``, ``nic``) come from the
+netmem plugin and conftest.py.
 """
 import ipaddress
 
 import numpy as np
-import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
-from netmem import Machine
-from netmem.netdev import NetDevice
+from netmem.testing import close_sockets as close_all
 
 MAC_SRC, MAC_DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
 MSS = 1448                          # a 1500 MTU with timestamps, as Linux senders cut
@@ -132,39 +130,5 @@ def receive(nic, frames, **kw):
     return tr
 
 
-def close_all(m):
-    for sk in m.tcp.sockets():
-        sk.close()
-
-
-@pytest.fixture
-def m():
-    """A machine with room for the RX path: 256 MiB, two CPUs."""
-    return Machine(memory="256MiB", cpus=2)
-
-
-@pytest.fixture
-def make_nic(m):
-    """``make_nic(machine=None, **kw)``: a NetDevice (one RX queue unless told); at teardown
-    every socket of its machine is closed and the device unregistered."""
-    made = []
-
-    def make(machine=None, **kw):
-        kw.setdefault("num_rx_queues", 1)
-        nic = NetDevice(machine or m, **kw)
-        made.append(nic)
-        return nic
-
-    yield make
-    for nic in made:
-        close_all(nic.machine)
-        nic.unregister()
-
-
-@pytest.fixture
-def nic(make_nic):
-    return make_nic()
-
-
-__all__ = ["MSS", "Dot1Q", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all", "m",
-           "make_nic", "nic", "payload", "receive"]
+__all__ = ["MSS", "Dot1Q", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all", "payload",
+           "receive"]

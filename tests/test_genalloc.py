@@ -41,6 +41,7 @@ from netmem.genalloc import (
     gen_pool_free,
     gen_pool_free_owner,
     gen_pool_has_addr,
+    gen_pool_remove_chunk,
     gen_pool_set_algo,
     gen_pool_size,
     gen_pool_virt_to_phys,
@@ -405,6 +406,30 @@ def test_destroy_with_allocations_out_raises_and_keeps_the_pool():
         with pytest.raises(NetmemError) as e:
             call()
         assert e.value.errno == errno.EINVAL
+
+
+def test_remove_chunk_gives_a_range_back_only_when_it_is_all_free():
+    """Not a kernel call: the p2pdma provider's resource removal needs it."""
+    owner = object()
+    pool = gen_pool_create(12)
+    gen_pool_add_owner(pool, 0x100000, 0xf0000000, 4 * U, -1, owner)
+    gen_pool_add(pool, 0x200000, 4 * U)
+    addr = gen_pool_alloc_algo(pool, U, gen_pool_fixed_alloc, genpool_data_fixed(0))
+    assert addr == 0x200000
+    before = state(pool)
+    for virt, code in ((0x100000 + U, errno.ENOENT), (0x200000, errno.EBUSY)):
+        with pytest.raises(NetmemError) as e:
+            gen_pool_remove_chunk(pool, virt)
+        assert e.value.errno == code
+    assert state(pool) == before
+    assert gen_pool_remove_chunk(pool, 0x100000) is owner
+    assert (pool.nr_chunks, gen_pool_size(pool), gen_pool_virt_to_phys(pool, 0x100000)) == \
+        (1, 4 * U, -1)
+    gen_pool_add(pool, 0x100000, 8 * U)                 # the range can be added again
+    gen_pool_free(pool, addr, U)
+    assert gen_pool_remove_chunk(pool, 0x200000) is None
+    assert [c.start_addr for c in chunks_of(pool)] == [0x100000]
+    gen_pool_destroy(pool)
 
 
 def test_repr_and_chunk_snapshot():

@@ -36,6 +36,7 @@ from netmem.pci import (
     pci_p2pdma_distance,
     pci_p2pdma_distance_many,
     pci_p2pdma_map_type,
+    pci_p2pdma_remove_resource,
     pci_p2pmem_find,
     pci_p2pmem_find_many,
     pci_p2pmem_publish,
@@ -461,6 +462,34 @@ def test_a_dead_pagemap_refuses_allocations(m):
     eth0.p2pdma.pgmaps[0].live = False                     # percpu_ref killed (device going)
     assert pci_alloc_p2pmem(eth0, 4096) == 0
     assert eth0.p2pdma.available == 32 * MiB
+
+
+def test_remove_resource_waits_for_the_last_free(m):
+    """Not a kernel call (the p2pdma provider's): the range goes with its last allocation."""
+    eth0 = m.pci["eth0"]
+    bar = pci_resource_start(eth0, 0)
+    pci_p2pdma_add_resource(eth0, 0, 2 * MiB, 0)
+    pci_p2pdma_add_resource(eth0, 0, 2 * MiB, 2 * MiB)
+    a = pci_alloc_p2pmem(eth0, 4096)                       # the newest chunk: at 2 MiB
+    with pytest.raises(NetmemError) as e:
+        pci_p2pdma_remove_resource(eth0, 0, 4 * MiB, 0)    # not a range that was added
+    assert e.value.errno == errno.EINVAL
+    assert pci_p2pdma_remove_resource(eth0, 0, 2 * MiB, 2 * MiB) == 0
+    pg = m.pci.p2pdma_pagemap(bar + 2 * MiB)
+    assert (pg.live, pg.refs, eth0.p2pdma.size) == (False, 1, 4 * MiB)   # still mapped
+    assert pci_alloc_p2pmem(eth0, 4096) == 0               # the dead chunk is searched first
+    with pytest.raises(NetmemError) as e:
+        pci_p2pdma_remove_resource(eth0, 0, 2 * MiB, 2 * MiB)             # already killed
+    assert e.value.errno == errno.EINVAL
+    pci_free_p2pmem(eth0, a, 4096)
+    assert m.dmesg[-1] == (f"pci {eth0.pci_name}: removed peer-to-peer DMA memory "
+                           f"{bar + 2 * MiB:#x}-{bar + 4 * MiB - 1:#x}")
+    assert (m.pci.p2pdma_pagemap(bar + 2 * MiB), eth0.p2pdma.size) == (None, 2 * MiB)
+    assert pci_alloc_p2pmem(eth0, 4096) == PAGE_OFFSET + bar
+    pci_free_p2pmem(eth0, PAGE_OFFSET + bar, 4096)
+    pci_p2pdma_remove_resource(eth0, 0, 2 * MiB, 0)        # nothing out: gone at once
+    pci_p2pdma_add_resource(eth0, 0, 0, 0)                 # the whole BAR can be added again
+    assert eth0.p2pdma.size == 32 * MiB
 
 
 def test_add_resource_partial_ranges(m):

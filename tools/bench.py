@@ -7,8 +7,10 @@ to ``floor_lifo_ns`` (a plain C array push/pop pair). ``netmem-bench iova`` does
 IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths and device
 writes (RAM, BAR memory, bus addresses), and ``netmem-bench genalloc`` times a one-unit
 first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupancy (and, for
-contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench replay`` times netmem-replay's
-loop on its default workload with every provider this netmem has, beside ``memcpy_1500_ns``.
+contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench devmem`` times genalloc at
+1%, 50% and 99% and devmem TCP receive end to end (``rx_devmem_ns_per_pkt``).
+``netmem-bench replay`` times netmem-replay's loop on its default workload with every provider
+this netmem has, beside ``memcpy_1500_ns``.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
@@ -27,7 +29,8 @@ from netmem import _core, dmabuf, genalloc
 from netmem.dma import Device, DmaIovaState, dma_iova_destroy, dma_iova_try_alloc
 from netmem.iova import IovaDomain
 
-__all__ = ["main", "run_dma", "run_genalloc", "run_iova", "run_pool", "run_replay", "run_rx"]
+__all__ = ["main", "run_devmem", "run_dma", "run_genalloc", "run_iova", "run_pool",
+           "run_replay", "run_rx"]
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
     "pool_fast_ns": (2.5, "x floor_lifo_ns"),
@@ -43,6 +46,10 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     # The pool's fast path must not pay for the IOMMU once its pages are mapped.
     "pool_fast_ns_iommu": (1.2, "x pool_fast_ns"),
     "rx_host_ns_per_pkt": (300.0, "ns"),
+    "genalloc_alloc_free_1pct_ns": (30.0, "ns"),
+    "genalloc_alloc_free_50pct_ns": (30.0, "ns"),
+    "genalloc_alloc_free_99pct_ns": (2.0, "x genalloc_alloc_free_1pct_ns"),
+    "rx_devmem_ns_per_pkt": (350.0, "ns"),
     # A device write into BAR memory costs what one into RAM does (devmem RX into a GPU).
     "dev_write_bar_ns": (1.5, "x dev_write_ram_ns"),
     "dev_write_bus_ns": (1.5, "x dev_write_ram_ns"),
@@ -64,6 +71,14 @@ DESCRIPTIONS = {
     "rx_host_ns_per_pkt": "per 1500-byte frame: steering, NAPI poll, DMA write, skb, GRO, TCP, "
                           "recvmsg copy and freeing; host pages, 8 in-order flows on 2 queues, "
                           "hot data, one core",
+    "genalloc_alloc_free_1pct_ns": "gen_pool_alloc + gen_pool_free of one 4 KiB unit (a devmem "
+                                   "net_iov), 1 GiB chunk 1% full, in C",
+    "genalloc_alloc_free_50pct_ns": "the same at 50% occupancy",
+    "genalloc_alloc_free_99pct_ns": "the same at 99% occupancy",
+    "rx_devmem_ns_per_pkt": "per 1500-byte frame, devmem TCP: header split into host header "
+                            "buffers, payload into a GPU dma-buf's net_iovs, GRO, TCP, "
+                            "recvmsg(MSG_SOCK_DEVMEM) and SO_DEVMEM_DONTNEED of every token; "
+                            "8 flows on 2 bound queues, one core",
     "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
     "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
     "dev_write_ram_ns": "nm_dev_write of a 1500-byte frame through the IOMMU into a page",
@@ -358,6 +373,52 @@ def _rx_host(rounds):
     return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
 
 
+def _rx_devmem(rounds):
+    """ns per frame as ``_rx_host``, but devmem TCP: header split, both queues bound to a GPU's
+    dma-buf, recvmsg(MSG_SOCK_DEVMEM) and SO_DEVMEM_DONTNEED of every token."""
+    from netmem.netdev import NetDevice
+    from netmem.netlink import NetlinkSocket
+    m = netmem.Machine(memory="1GiB", cpus=2)
+    pci = m.pci
+    sw = pci.add_switch(pci.add_root_port(pci.host_bridges[0]))     # GPU and NIC share it
+    gpu = pci.add_endpoint(sw, "gpu0", kind="gpu", bars={0: 256 << 20})
+    nic = NetDevice(m, "eth1", num_rx_queues=2, pcidev=pci.add_endpoint(sw, "eth1"))
+    nic.ethtool.set_ringparam(tcp_data_split="on")
+    buf = dmabuf.export_device_memory(gpu, 64 << 20)
+    nl = NetlinkSocket(m)
+    nl.bind_rx(nic.ifindex, buf.fd, [{"id": q, "type": "rx"} for q in range(2)])
+    syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
+    arena, offs, lens = _arrays(syns)
+    nic._receive(arena, offs, lens, 0, len(syns))
+    arena, offs, lens = _arrays(frames)
+    seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
+    _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 0, 1, RX_PAYLOAD, 65536,
+                   True)                                            # round 0: warm up
+    ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 1, rounds,
+                        RX_PAYLOAD, 65536, True)
+    got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
+    want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
+    for sk in m.tcp.sockets():
+        sk.close()
+    nl.close()
+    nic.unregister()
+    buf.close()
+    m.quiesce()
+    if got != want or m.leak_report():
+        raise RuntimeError(f"devmem bench lost data: {got} of {want} bytes; {m.leak_report()}")
+    return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
+
+
+DEVMEM_FIGURES = {
+    "floor_lifo_ns": lambda scale: _floor(int(20_000_000 * scale)),
+    **{f"genalloc_alloc_free_{pct}pct_ns":
+       (lambda scale, pct=pct: _genalloc_loop(_core.bench_genalloc_first_fit, pct,
+                                              int(5_000_000 * scale)))
+       for pct in (1, 50, 99)},
+    "rx_devmem_ns_per_pkt": lambda scale: _rx_devmem(int(2000 * scale)),
+}
+
+
 REPLAY_LOOPS = 5                    # loops of the trace per timed run (times --scale)
 REPLAY_PAYLOAD = 64 << 20           # payload in all of the connection-count variants
 REPLAY_VARIANTS = {                 # dmabuf only: the ends of the flatness targets
@@ -429,6 +490,10 @@ def run_rx(runs=5, scale=1):
     return _with_ratios(run_suite(RX_FIGURES, runs, scale))
 
 
+def run_devmem(runs=5, scale=1):
+    return _with_ratios(run_suite(DEVMEM_FIGURES, runs, scale))
+
+
 def run_replay(runs=5, scale=1):
     """netmem-replay on its default workload with every provider this netmem has
     (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf variants of
@@ -452,8 +517,8 @@ def run_replay(runs=5, scale=1):
 
 
 FLOORS = {"replay": "memcpy_1500_ns"}     # the floor of each suite not on floor_lifo_ns
-SUITES = {"dma": run_dma, "genalloc": run_genalloc, "iova": run_iova, "pool": run_pool,
-          "replay": run_replay, "rx": run_rx}
+SUITES = {"devmem": run_devmem, "dma": run_dma, "genalloc": run_genalloc, "iova": run_iova,
+          "pool": run_pool, "replay": run_replay, "rx": run_rx}
 
 
 def _verdict(name, r, res):

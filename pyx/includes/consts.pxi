@@ -48,6 +48,16 @@ cdef enum:
     # include/net/netmem.h: enum net_iov_type
     NET_IOV_DMABUF = 0
     NET_IOV_IOURING = 1
+    NET_IOV_P2PDMA = 2              # ours, not in mainline: the p2pdma provider's BAR net_iovs
+
+    # devmem TCP (include/uapi/asm-generic/socket.h, include/linux/socket.h, net/core/sock.c)
+    SCM_DEVMEM_LINEAR = 78
+    SCM_DEVMEM_DMABUF = 79
+    MSG_SOCK_DEVMEM = 0x2000000
+    MAX_DONTNEED_TOKENS = 128
+    MAX_DONTNEED_FRAGS = 1024
+    ETOOSMALL = 525                 # include/linux/errno.h: kernel-internal, no libc name
+    DMABUF_CMSG_SPACE = 40          # CMSG_SPACE(sizeof(struct dmabuf_cmsg)) = CMSG_LEN too
 
     # Page flags of the model (struct page flags the core needs).
     NM_PG_BUDDY = 1 << 0
@@ -74,6 +84,9 @@ cdef enum:
     NM_W_DIRECT_AFTER_DESTROY = 8   # allow_direct put on a destroyed pool (would strand the page)
     NM_W_PROVIDER_BAD = 9           # a provider returned a buffer it did not attach to the pool
     NM_W_DMA_OVERFLOW = 10          # dma_direct_map_phys(): dev_WARN_ONCE(overflow)
+    NM_W_DEVMEM_REF = 11            # mp_dmabuf_devmem_release_page(): WARN_ON_ONCE(refcount != 1)
+    NM_W_DEVMEM_FREE = 12           # net_devmem_free_dmabuf(): WARN_ON(!gen_pool_has_addr())
+    NM_W_DEVMEM_NOT_NIOV = 13       # WARN_ON_ONCE(!netmem_is_net_iov()) / !napi_pp_put_page()
     NM_P_DAC_NOTICE = 100           # printk, not WARN: dev_notice("Using %d-bit DMA addresses")
 
     # Tracepoints (include/trace/events/page_pool.h).
