@@ -57,6 +57,7 @@ from netmem.flows import FlowParams, PacketTrace, generate, ncdevmem_pattern
 from netmem.machine import Machine
 from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
+from netmem.pci import PAGE_OFFSET
 
 __all__ = ["DEFAULT_WORKLOAD", "PROVIDERS", "REPORT_SCHEMA", "BadInput", "Config", "Report",
            "main", "run"]
@@ -70,8 +71,14 @@ NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI bud
 # ptr_ring (40% of the default workload's buffers then go back to the page allocator).
 DEFAULT_CHUNK = 1024
 READ_BUF = 1 << 20              # the application's read buffer, and the validation window
-# ncdevmem's control buffer, CMSG_SPACE(sizeof(struct iovec) * 10000).
+# recvmsg(MSG_SOCK_DEVMEM)'s bufsize: bytes described per call. recvmsg_devmem() allocates
+# and clears that much for copied bytes (7 us for 1 MiB, 0.5 us for 64 KiB), and a socket
+# rarely has more than 64 KiB queued per drain (16 frames of the default workload).
+DEVMEM_BUF = 1 << 16
+# ncdevmem's control buffer, CMSG_SPACE(sizeof(struct iovec) * 10000): 4000 cmsgs of
+# CMSG_SPACE(sizeof(struct dmabuf_cmsg)) = 40 bytes.
 DEVMEM_ANCBUF = 16 + 16 * 10000
+DEVMEM_CMSGS = DEVMEM_ANCBUF // 40
 # net/core/sock.c, sock_devmem_dontneed(): token entries and frags per SO_DEVMEM_DONTNEED.
 MAX_DONTNEED_TOKENS = 128
 MAX_DONTNEED_FRAGS = 1024
@@ -176,8 +183,8 @@ def _check_config(cfg):
         _provider_chunk(cfg, cfg.queues if cfg.bind_queues is None else len(cfg.bind_queues))
     if not prov.available():
         raise BadInput(f"--provider {cfg.provider}: {prov.module} is not installed (this "
-                       f"netmem has no {cfg.provider} provider yet; --provider host works "
-                       "without one)", errno.EOPNOTSUPP)
+                       f"netmem has no {cfg.provider} provider; --provider host works without "
+                       "one)", errno.EOPNOTSUPP)
 
 
 def _provider_chunk(cfg, nbind):
@@ -278,8 +285,8 @@ def _end(addr, port):
 
 class _Rig:
     """The simulated system of one run: ``m``, ``nic``, ``gpu``, the bound queues, the app's
-    CPU, the chunk size, and what the provider set up (``reader``: reads payload by offset,
-    ``dmabuf_id``: what the cmsgs must name, ``undo``: its teardown steps)."""
+    CPU, the chunk size, and what a binding provider set up (``reader(offsets, sizes)``: its
+    memory's bytes, ``dmabuf_id``: what the cmsgs must name, ``undo``: its teardown steps)."""
 
     def __init__(self, cfg, prov):
         self.cfg = cfg
@@ -408,11 +415,6 @@ class _App:
         if st.chunks is not None:
             st.chunks.append(data.tobytes())
 
-    def skip(self, st, n):
-        """``n`` bytes of ``st``'s stream were received but cannot be read (no reader)."""
-        st.pos += n
-        self.bytes += n
-
     def end_pass(self, m, loop):
         """After a loop: check each stream, keep the first loop's bytes, close every socket."""
         seen = set()
@@ -485,23 +487,27 @@ def _drain_devmem(rig, app, final):
     socket until EAGAIN; then one read through the provider's memory for every dma-buf frag
     of the drain, each socket's bytes delivered in order (linear frags from the copied data),
     and the tokens handed back per socket with ``SO_DEVMEM_DONTNEED``."""
-    from netmem.tcp import SCM_DEVMEM_DMABUF, SCM_DEVMEM_LINEAR, SO_DEVMEM_DONTNEED, SOL_SOCKET
+    from netmem.tcp import SCM_DEVMEM_DMABUF, SCM_DEVMEM_LINEAR
 
     calls = []                                      # (socket, state, data, cmsgs)
 
     def recv(sk, st, final):
-        data, cmsgs = sk.recvmsg_devmem(READ_BUF, DEVMEM_ANCBUF)
+        data, cmsgs = sk.recvmsg_devmem(DEVMEM_BUF, DEVMEM_ANCBUF)
         app.devmem["recvmsg-calls"] += 1
         if not data and not len(cmsgs):
             st.eof = True
             return True
         calls.append((sk, st, data, cmsgs))
-        return False
+        # Short on bytes and on cmsgs (each byte is described by one, linear or dma-buf): the
+        # queue ran dry, or the next skb is of the other kind, which the next drain reads.
+        described = int(cmsgs["frag_size"].sum()) if len(cmsgs) else len(data)
+        return described < DEVMEM_BUF and len(cmsgs) < DEVMEM_CMSGS and not final
 
     _read_sockets(rig.m, app, final, recv)
     if not calls:
         return
-    cm = np.concatenate([c[3] for c in calls])
+    # As bytes: concatenating structured arrays promotes their dtype pair by pair (5 us each).
+    cm = np.concatenate([c[3].view(np.uint8) for c in calls]).view(calls[0][3].dtype)
     dm = cm["cmsg_type"] == SCM_DEVMEM_DMABUF
     frags = cm[dm]
     app.devmem["dmabuf-frags"] += len(frags)
@@ -510,32 +516,47 @@ def _drain_devmem(rig, app, final):
     if len(foreign):
         app.fail(f"{len(foreign)} cmsg(s) name dma-buf {int(foreign[0])}, not the bound "
                  f"{rig.dmabuf_id}")
-    payload = rig.reader(frags["frag_offset"], frags["frag_size"]) if rig.reader else None
-    at = 0
-    tokens = {}
-    for sk, st, data, cmsgs in calls:
-        sel = cmsgs["cmsg_type"] == SCM_DEVMEM_DMABUF
-        sizes = cmsgs["frag_size"]
-        n = int(sizes[sel].sum())
-        linear = int(sizes[~sel].sum())
-        if len(cmsgs) and linear != len(data):
-            app.fail(f"recvmsg_devmem: {len(data)} bytes of data for {linear} bytes of "
+    payload = rig.reader(frags["frag_offset"], frags["frag_size"])
+    # Per call, from the cmsgs of the drain at once: dma-buf frags and bytes, linear bytes.
+    ncm = np.array([len(c[3]) for c in calls])
+    size = cm["frag_size"].astype(np.int64)
+    nfrag, pay, lin = (_segment_sums(x, ncm) for x in (dm, size * dm, size * ~dm))
+    tok_at, pay_at = np.cumsum(nfrag) - nfrag, np.cumsum(pay) - pay
+    tokens = frags["frag_token"]
+    first = 0                                       # the socket's first call
+    for i, (sk, st, data, cmsgs) in enumerate(calls):
+        payload_i = payload[pay_at[i]:pay_at[i] + pay[i]]
+        if len(cmsgs) and lin[i] != len(data):
+            app.fail(f"recvmsg_devmem: {len(data)} bytes of data for {lin[i]} bytes of "
                      "SCM_DEVMEM_LINEAR cmsgs")
-            app.skip(st, n + len(data))
-        elif payload is None:
-            app.skip(st, n + len(data))
+        elif len(cmsgs) and not lin[i]:
+            app.deliver(st, payload_i)
         else:
-            app.deliver(st, _stream_bytes(data, cmsgs, sel, payload[at:at + n]))
-        at += n
-        tokens.setdefault(sk, []).append(cmsgs["frag_token"][sel])
-    for sk, toks in tokens.items():
-        t = np.concatenate(toks)
-        for batch in _dontneed_batches(t):
-            freed = sk.setsockopt(SOL_SOCKET, SO_DEVMEM_DONTNEED, batch)
-            app.devmem["dontneed-calls"] += 1
-            app.devmem["tokens-returned"] += freed
-            if freed != int(batch[:, 1].sum()):
-                app.fail(f"SO_DEVMEM_DONTNEED freed {freed} of {int(batch[:, 1].sum())} frags")
+            app.deliver(st, _stream_bytes(data, cmsgs, cmsgs["cmsg_type"] == SCM_DEVMEM_DMABUF,
+                                          payload_i))
+        if i + 1 == len(calls) or calls[i + 1][0] is not sk:      # the socket's last call
+            _dontneed(app, sk, tokens[tok_at[first]:tok_at[i] + nfrag[i]])
+            first = i + 1
+
+
+def _segment_sums(x, counts):
+    """Sums of ``x`` over consecutive segments of ``counts`` elements (empty ones sum to 0)."""
+    cs = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
+    ends = np.cumsum(counts)
+    return (cs[ends] - cs[ends - counts]).tolist()
+
+
+def _dontneed(app, sk, tokens):
+    """Give ``tokens`` back with ``SO_DEVMEM_DONTNEED``, in as few calls as the kernel takes."""
+    from netmem.tcp import SO_DEVMEM_DONTNEED, SOL_SOCKET
+
+    for batch in _dontneed_batches(tokens):
+        want = int(batch[:, 1].sum())
+        freed = sk.setsockopt(SOL_SOCKET, SO_DEVMEM_DONTNEED, batch)
+        app.devmem["dontneed-calls"] += 1
+        app.devmem["tokens-returned"] += freed
+        if freed != want:
+            app.fail(f"SO_DEVMEM_DONTNEED freed {freed} of {want} frags")
 
 
 def _stream_bytes(data, cmsgs, dmabuf, payload):
@@ -563,6 +584,8 @@ def _dontneed_batches(tokens):
     per ``SO_DEVMEM_DONTNEED`` call: sorted, consecutive tokens merged into one entry, at most
     ``MAX_DONTNEED_FRAGS`` frags and ``MAX_DONTNEED_TOKENS`` entries per call."""
     t = np.sort(np.asarray(tokens, np.uint32))
+    if 0 < len(t) <= MAX_DONTNEED_FRAGS and int(t[-1]) - int(t[0]) + 1 == len(t):
+        return [np.array([[t[0], len(t)]], np.uint32)]      # one run: the usual case
     out = []
     for a in range(0, len(t), MAX_DONTNEED_FRAGS):
         piece = t[a:a + MAX_DONTNEED_FRAGS]
@@ -600,19 +623,35 @@ def _setup_dmabuf(rig):
 
 
 def _setup_p2pdma(rig):
-    """p2pdma: the GPU's BAR memory as a memory provider on each bound queue
-    (``net_mp_open_rxq()``), RSS over them. Payload is read through the provider's own
-    ``read_device_gather`` where it has one (otherwise validation and dumps are skipped)."""
-    from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+    """p2pdma: ``--dmabuf-size`` bytes of the GPU's BAR memory as a memory provider on each
+    bound queue (``net_mp_open_rxq()``), RSS over them; ``remove()`` hands it back. Its cmsgs
+    name the provider's id; the payload is read from its memory (``_bar_reader``)."""
+    from netmem.netdev import net_mp_open_rxq
     from netmem.providers.p2pdma import P2PDMAProvider
 
     prov = P2PDMAProvider(rig.gpu, size=rig.cfg.dmabuf_size)
+    rig.undo.append(prov.remove)                    # closes the queues it is bound to
     for q in rig.bind:
         net_mp_open_rxq(rig.nic, q, prov)
-        rig.undo.append(lambda q=q: net_mp_close_rxq(rig.nic, q, prov))
     rig.dmabuf_id = prov.id
-    rig.reader = getattr(prov, "read_device_gather", None)
+    rig.reader = _bar_reader(rig.m, prov.virt - PAGE_OFFSET, prov.size)
     rig.steer_to_bound()
+
+
+def _bar_reader(m, phys, size):
+    """A ``read_device_gather`` over ``size`` bytes of physically contiguous memory at ``phys``
+    (a p2pdma provider's BAR range, whose offsets are its cmsgs' ``frag_offset``): every range
+    in one C copy, as ``P2PDMAProvider.read()`` reads one."""
+    def read(offsets, sizes):
+        offsets = np.ascontiguousarray(offsets, np.uint64)
+        sizes = np.ascontiguousarray(sizes, np.uint64)
+        if len(offsets) and int((offsets + sizes).max()) > size:
+            raise NetmemError(errno.EINVAL, f"p2pdma read: a frag reaches past the provider's "
+                                            f"{size} bytes")
+        out = np.empty(int(sizes.sum()), np.uint8)
+        m._phys_gather(offsets + np.uint64(phys), sizes, out)
+        return out
+    return read
 
 
 @dataclasses.dataclass(frozen=True)
@@ -724,9 +763,6 @@ def run(cfg):
             prov.setup(rig)
         except NetmemError as e:
             raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
-        if cfg.dump_streams is not None and prov.binds and rig.reader is None:
-            raise BadInput(f"--dump-streams: the {cfg.provider} provider's memory cannot be "
-                           "read back")
         app = _App(pattern, expected, cfg.dump_streams is not None)
         timeline = _Timeline(rig) if cfg.plot else None
         elapsed = _replay(rig, app, trace, timeline)
@@ -797,7 +833,7 @@ def _document(cfg, rig, trace, params, app, elapsed):
         queues.append(entry)
     qstats = netlink.qstats_get(m, nic.ifindex)[0]
     dev = nic.stats()
-    validation = _validation(cfg, rig, app, params)
+    validation = _validation(app)
     return {
         "tool": "netmem-replay",
         "config": {
@@ -835,13 +871,12 @@ def _document(cfg, rig, trace, params, app, elapsed):
     }
 
 
-def _validation(cfg, rig, app, params):
+def _validation(app):
+    """The verdict: failed (the first failures), skipped (nothing to check against), or ok."""
     if app.nfail:
         result = "failed"
         detail = "; ".join(app.failures) + (f"; and {app.nfail - len(app.failures)} more"
                                             if app.nfail > len(app.failures) else "")
-    elif rig.prov.binds and rig.reader is None:
-        result, detail = "skipped", f"skipped ({cfg.provider}: its memory cannot be read back)"
     elif app.pattern is None and app.expected is None:
         result = "skipped"
         detail = ("skipped (no validation pattern: --validate N if the capture carries "
