@@ -494,10 +494,11 @@ def run_devmem(runs=5, scale=1):
     return _with_ratios(run_suite(DEVMEM_FIGURES, runs, scale))
 
 
-def run_replay(runs=5, scale=1):
+def run_replay(runs=5, scale=1, variants=True):
     """netmem-replay on its default workload with every provider this netmem has
-    (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf variants of
-    the flatness targets, and ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
+    (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf
+    ``REPLAY_VARIANTS`` of the flatness targets (unless ``variants`` is False), and
+    ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
     from netmem.replay import PROVIDERS
     providers = [p for p, spec in PROVIDERS.items() if spec.available()]
     samples = {}
@@ -507,7 +508,7 @@ def run_replay(runs=5, scale=1):
             r = _replay(p, scale)
             samples.setdefault(f"replay_ns_per_pkt_{p}", []).append(r["ns-per-frame"])
             samples.setdefault(f"replay_mpps_{p}", []).append(r["mpps"])
-        if "dmabuf" in providers:
+        if variants and "dmabuf" in providers:
             for suffix, fields in REPLAY_VARIANTS.items():
                 samples.setdefault(f"replay_ns_per_pkt_dmabuf_{suffix}", []).append(
                     _replay("dmabuf", scale, **fields)["ns-per-frame"])
