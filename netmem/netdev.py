@@ -146,6 +146,7 @@ class NetDevice(_core.CoreNetDevice):
         self.mp_aware = mp_aware
         self.queue_mgmt_ops = True          # drivers without the queue API: set False
         self.xdp_prog = False
+        self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
         self.tcp_data_split = "auto"
         self.hds_thresh = 0
@@ -268,16 +269,21 @@ class NetDevice(_core.CoreNetDevice):
 
     # -- XDP -------------------------------------------------------------------------------------
 
-    def attach_xdp(self):
-        """Attach an XDP program (refused while a memory provider is bound: EBUSY)."""
-        if any(q.mp is not None for q in self.rx_queues):
-            raise NetmemError(EBUSY, "dev_xdp_attach: device has a memory provider bound")
-        if self.hds_enabled:
-            raise NetmemError(EINVAL, "dev_xdp_attach: single buffer XDP with tcp-data-split")
+    def attach_xdp(self, frags=False):
+        """Attach an XDP program, a multi-buffer one (``xdp_has_frags``) with ``frags``.
+        Models the checks of ``dev_xdp_install()``: EBUSY for a single-buffer program while
+        tcp-data-split is on, and for any program while a memory provider is bound."""
+        if self.hds_enabled and not frags:
+            raise NetmemError(EBUSY, "dev_xdp_install: unable to install XDP to device using "
+                                     "tcp-data-split")
+        if any(q.mp is not None for q in self.rx_queues[:self.real_num_rx_queues]):
+            raise NetmemError(EBUSY, "dev_xdp_install: unable to install XDP to device using "
+                                     "memory provider")
         self.xdp_prog = True
+        self.xdp_frags = bool(frags)
 
     def detach_xdp(self):
-        self.xdp_prog = False
+        self.xdp_prog = self.xdp_frags = False
 
     # -- teardown ------------------------------------------------------------------------------
 
@@ -420,7 +426,7 @@ class Ethtool:
         if bound and thresh:
             raise NetmemError(EINVAL, "set_ringparam: can't set non-zero hds_thresh while "
                                       "device is memory provider enabled")
-        if split == "on" and n.xdp_prog:
+        if split == "on" and n.xdp_prog and not n.xdp_frags:     # dev_xdp_sb_prog_count()
             raise NetmemError(EINVAL, "set_ringparam: tcp-data-split can not be enabled with "
                                       "single buffer XDP")
         if (split, thresh, size) == (n.tcp_data_split, n.hds_thresh, n.rx_ring_size):
