@@ -289,7 +289,9 @@ class NetDevice(_core.CoreNetDevice):
 
     def unregister(self):
         """Models ``unregister_netdevice()``: providers' ``uninstall`` (dev_memory_provider_
-        uninstall()), every queue stopped and its pools destroyed, the ifindex released."""
+        uninstall()), every queue stopped and its pools destroyed, pools still waiting for
+        buffers handed to the loopback device (``page_pool_unreg_netdev()``), the ifindex
+        released."""
         if not self.registered:
             return
         for q in self.rx_queues:
@@ -299,12 +301,37 @@ class NetDevice(_core.CoreNetDevice):
         for q in self.rx_queues:
             if q.mem is not None:
                 self.ndo_queue_mem_free(self.ndo_queue_stop(q.idx))
+        page_pool_unreg_netdev(self)
         del self.machine.netdevs[self.ifindex]
         self.machine._flush_warnings()
 
     def _check_registered(self, fn):
         if not self.registered:
             raise NetmemError(19, f"{fn}: {self.name} is unregistered")
+
+
+class _Loopback:
+    """The namespace's loopback device (``lo``, ifindex 1) as page pools see it: where
+    ``page_pool_unreg_netdev()`` moves the pools of a device that goes away."""
+
+    ifindex = 1
+    name = "lo"
+
+    def __repr__(self):
+        return "<lo ifindex 1>"
+
+
+LOOPBACK = _Loopback()
+
+
+def page_pool_unreg_netdev(dev):
+    """Models ``page_pool_unreg_netdev()`` (the NETDEV_UNREGISTER notifier of
+    net/core/page_pool_user.c): every pool of ``dev`` still listed, i.e. destroyed but waiting
+    for buffers in flight, gets the loopback device as its netdev, so ``page-pool-get`` keeps
+    showing it, without an ifindex."""
+    for pool in dev.machine.page_pools:
+        if pool.netdev is dev:
+            pool.params.netdev = LOOPBACK
 
 
 def _check_mtu(mtu):
