@@ -235,8 +235,10 @@ cdef int64_t tcp_recvmsg_dmabuf(nm_net *n, nm_sock *sk, nm_skb *skb, uint32_t of
                                 nm_devmem_rx *rx, uint32_t remaining_len) noexcept nogil:
     """Models ``tcp_recvmsg_dmabuf()``: the linear bytes are copied (one SCM_DEVMEM_LINEAR
     cmsg), each frag slice becomes an SCM_DEVMEM_DMABUF cmsg with a new token and a pp
-    reference. Returns the bytes described, or the error when there are none. Departs: a
-    p2pdma net_iov (ours) is described like a dma-buf one (its provider id as ``dmabuf_id``)."""
+    reference. Returns the bytes described, or the error when there are none. Linear bytes
+    whose cmsg does not fit are not returned: the kernel has copied them into the iov, but
+    counts them nowhere (the next call copies them again). Departs: a p2pdma net_iov (ours) is
+    described like a dma-buf one (its provider id as ``dmabuf_id``)."""
     cdef nm_machine *m = n.m
     cdef nm_shinfo *sh = skb_shinfo(n, skb)
     cdef uint32_t start = skb_headlen(skb), end, copy
@@ -255,6 +257,7 @@ cdef int64_t tcp_recvmsg_dmabuf(nm_net *n, nm_sock *sk, nm_skb *skb, uint32_t of
         remaining_len -= copy
         err = __put_cmsg(rx, SCM_DEVMEM_LINEAR, copy, 0, 0, 0)
         if err:
+            rx.buf_used -= copy
             return sent if sent else err
         sent += copy
         if remaining_len == 0:
