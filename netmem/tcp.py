@@ -222,7 +222,9 @@ class Socket:
         described (frag bytes count but take no room), up to ``ancbufsize // 40`` cmsgs; one
         call never mixes readable and unreadable skbs. ``(b"", empty)`` at the end of the
         stream; raises EAGAIN with nothing queued, ETOOSMALL (525) when not even the first cmsg
-        fits, ENODEV for a net_iov that is not a dma-buf's."""
+        fits, ENODEV for a net_iov that is not a dma-buf's. A ``bufsize`` of 0 still visits
+        the first skb, as the kernel's do-while loop does: an unreadable one gets a cmsg for 0
+        bytes, with a token."""
         self._check()
         if bufsize < 0 or ancbufsize < 0:
             raise NetmemError(22, "recvmsg: negative buffer size")

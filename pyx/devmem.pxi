@@ -294,13 +294,16 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
                                 uint64_t len) noexcept nogil:
     """Models ``tcp_recvmsg_locked()`` with MSG_SOCK_DEVMEM, non-blocking: readable skbs are
     copied, unreadable ones described by ``tcp_recvmsg_dmabuf()``; one call never mixes the
-    two. Returns the bytes copied or described, 0 at the end of the stream, or -errno."""
+    two. Returns the bytes copied or described, 0 at the end of the stream, or -errno. Its loop
+    is a do-while: with ``len`` 0 the first skb is still visited, and an unreadable one gets a
+    cmsg (and a token) for 0 bytes."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef int64_t copied = 0, rc
     cdef uint32_t si, offset, used
     cdef int last = -1, unreadable
+    cdef bint found = False
     cdef nm_skb *skb
-    while <uint64_t>copied < len:
+    while <uint64_t>copied < len or not found:
         si = sk.rq_head
         if si == NM_NIL:
             break
@@ -312,6 +315,7 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
                 break
             tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
             continue
+        found = True
         used = <uint32_t>min(<uint64_t>(skb.len - offset), len - <uint64_t>copied)
         unreadable = not skb_frags_readable(skb)
         if last != -1 and last != unreadable:
@@ -323,9 +327,9 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
             if rc == 0:
                 rx.buf_used += used
                 rc = used
-        if rc <= 0:
+        if rc < 0:
             if copied == 0:
-                copied = rc if rc < 0 else -EFAULT
+                copied = rc
             break
         used = <uint32_t>rc
         last = unreadable
@@ -337,6 +341,6 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
             __rx_fin(n, sk, si)
             break
         tcp_eat_recv_skb(n, sk, si)
-    if copied:
+    if copied or found:
         return copied
     return tcp_recvmsg_tail(sk)

@@ -389,15 +389,16 @@ def _sk_recvmsg_devmem(CoreMachine machine, uint32_t ski, uint64_t bufsize,
     cdef int64_t rc
     cdef cnp.ndarray cms
     _sock(machine, ski)
-    # Each cmsg describes at least one byte: no more than bufsize of them can be needed.
-    rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, bufsize, 1 << 24)
+    # Each cmsg describes at least one byte (or the one of a 0-byte read): no more than
+    # bufsize of them can be needed.
+    rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, max(bufsize, 1), 1 << 24)
     _cm_reserve(n, rx.cm_max)
     out = bytearray(bufsize)
     rx.buf = <uint8_t *><char *>out
     rx.buf_used = 0
     rx.cm = n.cm_scratch
     rx.ncm = 0
-    rc = tcp_recvmsg_devmem(n, ski, &rx, bufsize) if bufsize else 0
+    rc = tcp_recvmsg_devmem(n, ski, &rx, bufsize)
     if machine.m.nr_warn:
         machine._flush_warnings()
     if rc < 0:
