@@ -146,6 +146,7 @@ class NetDevice(_core.CoreNetDevice):
         self.mp_aware = mp_aware
         self.queue_mgmt_ops = True          # drivers without the queue API: set False
         self.xdp_prog = False
+        self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
         self.tcp_data_split = "auto"
         self.hds_thresh = 0
@@ -268,22 +269,29 @@ class NetDevice(_core.CoreNetDevice):
 
     # -- XDP -------------------------------------------------------------------------------------
 
-    def attach_xdp(self):
-        """Attach an XDP program (refused while a memory provider is bound: EBUSY)."""
-        if any(q.mp is not None for q in self.rx_queues):
-            raise NetmemError(EBUSY, "dev_xdp_attach: device has a memory provider bound")
-        if self.hds_enabled:
-            raise NetmemError(EINVAL, "dev_xdp_attach: single buffer XDP with tcp-data-split")
+    def attach_xdp(self, frags=False):
+        """Attach an XDP program, a multi-buffer one (``xdp_has_frags``) with ``frags``.
+        Models the checks of ``dev_xdp_install()``: EBUSY for a single-buffer program while
+        tcp-data-split is on, and for any program while a memory provider is bound."""
+        if self.hds_enabled and not frags:
+            raise NetmemError(EBUSY, "dev_xdp_install: unable to install XDP to device using "
+                                     "tcp-data-split")
+        if any(q.mp is not None for q in self.rx_queues[:self.real_num_rx_queues]):
+            raise NetmemError(EBUSY, "dev_xdp_install: unable to install XDP to device using "
+                                     "memory provider")
         self.xdp_prog = True
+        self.xdp_frags = bool(frags)
 
     def detach_xdp(self):
-        self.xdp_prog = False
+        self.xdp_prog = self.xdp_frags = False
 
     # -- teardown ------------------------------------------------------------------------------
 
     def unregister(self):
         """Models ``unregister_netdevice()``: providers' ``uninstall`` (dev_memory_provider_
-        uninstall()), every queue stopped and its pools destroyed, the ifindex released."""
+        uninstall()), every queue stopped and its pools destroyed, pools still waiting for
+        buffers handed to the loopback device (``page_pool_unreg_netdev()``), the ifindex
+        released."""
         if not self.registered:
             return
         for q in self.rx_queues:
@@ -293,12 +301,37 @@ class NetDevice(_core.CoreNetDevice):
         for q in self.rx_queues:
             if q.mem is not None:
                 self.ndo_queue_mem_free(self.ndo_queue_stop(q.idx))
+        page_pool_unreg_netdev(self)
         del self.machine.netdevs[self.ifindex]
         self.machine._flush_warnings()
 
     def _check_registered(self, fn):
         if not self.registered:
             raise NetmemError(19, f"{fn}: {self.name} is unregistered")
+
+
+class _Loopback:
+    """The namespace's loopback device (``lo``, ifindex 1) as page pools see it: where
+    ``page_pool_unreg_netdev()`` moves the pools of a device that goes away."""
+
+    ifindex = 1
+    name = "lo"
+
+    def __repr__(self):
+        return "<lo ifindex 1>"
+
+
+LOOPBACK = _Loopback()
+
+
+def page_pool_unreg_netdev(dev):
+    """Models ``page_pool_unreg_netdev()`` (the NETDEV_UNREGISTER notifier of
+    net/core/page_pool_user.c): every pool of ``dev`` still listed, i.e. destroyed but waiting
+    for buffers in flight, gets the loopback device as its netdev, so ``page-pool-get`` keeps
+    showing it, without an ifindex."""
+    for pool in dev.machine.page_pools:
+        if pool.netdev is dev:
+            pool.params.netdev = LOOPBACK
 
 
 def _check_mtu(mtu):
@@ -420,7 +453,7 @@ class Ethtool:
         if bound and thresh:
             raise NetmemError(EINVAL, "set_ringparam: can't set non-zero hds_thresh while "
                                       "device is memory provider enabled")
-        if split == "on" and n.xdp_prog:
+        if split == "on" and n.xdp_prog and not n.xdp_frags:     # dev_xdp_sb_prog_count()
             raise NetmemError(EINVAL, "set_ringparam: tcp-data-split can not be enabled with "
                                       "single buffer XDP")
         if (split, thresh, size) == (n.tcp_data_split, n.hds_thresh, n.rx_ring_size):

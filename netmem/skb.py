@@ -4,14 +4,15 @@ The data plane builds and frees skbs in C (pyx/skb.pxi); this module gives a tes
 operations one by one, over the same C skbs: ``napi_alloc_skb`` / ``napi_build_skb``,
 ``skb_add_rx_frag_netmem``, ``skb_mark_for_recycle``, ``skb_frags_readable``,
 ``skb_try_coalesce``, ``skb_copy_bits``, ``skb_clone``, ``skb_pp_frag_ref``, ``kfree_skb`` and
-``kfree_skb_partial`` (frags of a pp_recycle skb go home through ``napi_pp_put_page``). An
-``Skb`` is a handle: freeing it (or coalescing it away) ends it.
+``kfree_skb_partial`` (frags of a pp_recycle skb go home through ``napi_pp_put_page``), and
+``netif_receive_skb`` to hand a built frame to the stack. An ``Skb`` is a handle: freeing it
+(coalescing it away, or giving it to the stack) ends it.
 """
 from netmem import _core
 from netmem.errors import NetmemError
 
 __all__ = ["MAX_SKB_FRAGS", "Skb", "kfree_skb", "napi_alloc_skb", "napi_build_skb",
-           "skb_try_coalesce"]
+           "netif_receive_skb", "skb_try_coalesce"]
 
 MAX_SKB_FRAGS = _core.MAX_SKB_FRAGS_
 
@@ -106,3 +107,12 @@ def skb_try_coalesce(to, frm):
 
 def kfree_skb(skb):
     skb.free()
+
+
+def netif_receive_skb(nic, skb):
+    """Models a driver handing ``skb`` (a whole frame, its Ethernet header in the head) to the
+    stack: ``eth_type_trans()`` then ``netif_receive_skb()`` on ``nic``, without GRO. For frames
+    the model's driver never builds, such as payload bytes left in the head of an skb whose
+    frags are net_iovs. The stack owns the skb afterwards."""
+    nic._netif_receive_skb(skb._idx())
+    skb._freed = True

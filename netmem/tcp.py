@@ -245,7 +245,9 @@ class Socket:
         described (frag bytes count but take no room), up to ``ancbufsize // 40`` cmsgs; one
         call never mixes readable and unreadable skbs. ``(b"", empty)`` at the end of the
         stream; raises EAGAIN with nothing queued, ETOOSMALL (525) when not even the first cmsg
-        fits, ENODEV for a net_iov that is not a dma-buf's."""
+        fits, ENODEV for a net_iov that is not a dma-buf's. A ``bufsize`` of 0 still visits
+        the first skb, as the kernel's do-while loop does: an unreadable one gets a cmsg for 0
+        bytes, with a token."""
         self._check()
         if bufsize < 0 or ancbufsize < 0:
             raise NetmemError(22, "recvmsg: negative buffer size")
@@ -255,16 +257,27 @@ class Socket:
 
     def setsockopt(self, level, optname, value):
         """``SO_DEVMEM_DONTNEED`` (the only option modelled): ``value`` is a list of
-        ``DmabufToken`` (or an (n, 2) array of token_start, token_count); returns the frags
-        freed. More than 128 entries: EINVAL; at most 1024 tokens are looked at per call;
-        unknown tokens are skipped. Each net_iov goes home with ``napi_pp_put_page()`` in the
-        caller's context (process context unless in ``m.on_cpu(..., softirq=True)``: the
-        kernel recycles directly only in softirq on the pool's NAPI CPU)."""
+        ``DmabufToken`` (or an (n, 2) array of token_start, token_count), or the option's bytes
+        (``struct dmabuf_token`` array, little-endian); returns the frags freed. An optlen that
+        is not a multiple of 8, or more than 128 entries: EINVAL; at most 1024 tokens are
+        looked at per call; unknown tokens are skipped. Each net_iov goes home with
+        ``napi_pp_put_page()`` in the caller's context (process context unless in
+        ``m.on_cpu(..., softirq=True)``: the kernel recycles directly only in softirq on the
+        pool's NAPI CPU)."""
         self._check()
         if level != SOL_SOCKET or optname != SO_DEVMEM_DONTNEED:
             raise NetmemError(92, f"setsockopt: level {level}, option {optname} not modelled")
-        tokens = np.asarray(value, dtype=np.int64).reshape(-1, 2) if len(value) else \
-            np.zeros((0, 2), np.int64)
+        if isinstance(value, bytes | bytearray | memoryview):
+            value = bytes(value)
+            if len(value) % 8:              # sock_devmem_dontneed(): optlen % sizeof(*tokens)
+                raise NetmemError(22, f"SO_DEVMEM_DONTNEED: optlen {len(value)} is not a "
+                                      "multiple of sizeof(struct dmabuf_token)")
+            value = np.frombuffer(value, "<u4").astype(np.int64)
+        tokens = np.asarray(value, dtype=np.int64) if len(value) else np.zeros(0, np.int64)
+        if tokens.size % 2:
+            raise NetmemError(22, "SO_DEVMEM_DONTNEED: optlen is not a multiple of "
+                                  "sizeof(struct dmabuf_token)")
+        tokens = tokens.reshape(-1, 2)
         if ((tokens < 0) | (tokens >= 1 << 32)).any():
             raise NetmemError(22, "SO_DEVMEM_DONTNEED: a token field is not a __u32")
         return _core._sk_dontneed(self._stack.machine, self._slot, tokens.astype(np.uint32))

@@ -235,8 +235,10 @@ cdef int64_t tcp_recvmsg_dmabuf(nm_net *n, nm_sock *sk, nm_skb *skb, uint32_t of
                                 nm_devmem_rx *rx, uint32_t remaining_len) noexcept nogil:
     """Models ``tcp_recvmsg_dmabuf()``: the linear bytes are copied (one SCM_DEVMEM_LINEAR
     cmsg), each frag slice becomes an SCM_DEVMEM_DMABUF cmsg with a new token and a pp
-    reference. Returns the bytes described, or the error when there are none. Departs: a
-    p2pdma net_iov (ours) is described like a dma-buf one (its provider id as ``dmabuf_id``)."""
+    reference. Returns the bytes described, or the error when there are none. Linear bytes
+    whose cmsg does not fit are not returned: the kernel has copied them into the iov, but
+    counts them nowhere (the next call copies them again). Departs: a p2pdma net_iov (ours) is
+    described like a dma-buf one (its provider id as ``dmabuf_id``)."""
     cdef nm_machine *m = n.m
     cdef nm_shinfo *sh = skb_shinfo(n, skb)
     cdef uint32_t start = skb_headlen(skb), end, copy
@@ -255,6 +257,7 @@ cdef int64_t tcp_recvmsg_dmabuf(nm_net *n, nm_sock *sk, nm_skb *skb, uint32_t of
         remaining_len -= copy
         err = __put_cmsg(rx, SCM_DEVMEM_LINEAR, copy, 0, 0, 0)
         if err:
+            rx.buf_used -= copy
             return sent if sent else err
         sent += copy
         if remaining_len == 0:
@@ -291,13 +294,16 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
                                 uint64_t len) noexcept nogil:
     """Models ``tcp_recvmsg_locked()`` with MSG_SOCK_DEVMEM, non-blocking: readable skbs are
     copied, unreadable ones described by ``tcp_recvmsg_dmabuf()``; one call never mixes the
-    two. Returns the bytes copied or described, 0 at the end of the stream, or -errno."""
+    two. Returns the bytes copied or described, 0 at the end of the stream, or -errno. Its loop
+    is a do-while: with ``len`` 0 the first skb is still visited, and an unreadable one gets a
+    cmsg (and a token) for 0 bytes."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef int64_t copied = 0, rc
     cdef uint32_t si, offset, used
     cdef int last = -1, unreadable
+    cdef bint found = False
     cdef nm_skb *skb
-    while <uint64_t>copied < len:
+    while <uint64_t>copied < len or not found:
         si = sk.rq_head
         if si == NM_NIL:
             break
@@ -309,6 +315,7 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
                 break
             tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
             continue
+        found = True
         used = <uint32_t>min(<uint64_t>(skb.len - offset), len - <uint64_t>copied)
         unreadable = not skb_frags_readable(skb)
         if last != -1 and last != unreadable:
@@ -320,9 +327,9 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
             if rc == 0:
                 rx.buf_used += used
                 rc = used
-        if rc <= 0:
+        if rc < 0:
             if copied == 0:
-                copied = rc if rc < 0 else -EFAULT
+                copied = rc
             break
         used = <uint32_t>rc
         last = unreadable
@@ -334,6 +341,6 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
             __rx_fin(n, sk, si)
             break
         tcp_eat_recv_skb(n, sk, si)
-    if copied:
+    if copied or found:
         return copied
     return tcp_recvmsg_tail(sk)

@@ -229,6 +229,26 @@ cdef class CoreNetDevice:
             nm_netdev_receive(self.machine.m.net, nd, &arena[0], &offsets[0], &lengths[0],
                               start, end)
 
+    def _netif_receive_skb(self, uint32_t si):
+        """A frame built by a test as an skb (Ethernet header in its head) up the stack:
+        ``eth_type_trans()``, then ``netif_receive_skb()``, bypassing GRO."""
+        cdef CoreMachine machine = self.machine
+        cdef nm_net *n = machine.m.net
+        cdef nm_skb *skb = _skb(machine, si)
+        cdef const uint8_t *eth
+        cdef uint16_t et
+        if skb_headlen(skb) < ETH_HLEN:
+            raise NetmemError(EINVAL, "eth_type_trans: the Ethernet header is not in the head")
+        eth = skb_head(machine.m, skb_shinfo(n, skb)) + skb.data
+        et = _be16(eth + 12)
+        skb.protocol = 4 if et == ETH_P_IP else 6 if et == ETH_P_IPV6 else 0
+        skb.data += ETH_HLEN
+        skb.len -= ETH_HLEN
+        skb.network_header = <uint16_t>skb.data
+        netif_receive_skb(n, self.nd, si)
+        if machine.m.nr_warn:
+            machine._flush_warnings()
+
     def _rxq_stats(self, uint32_t idx):
         cdef nm_rxq_stats *s = &self.nd.rxq[idx].stats
         return dict(zip(RXQ_STATS_KEYS, (s.packets, s.bytes, s.alloc_fail, s.hw_drops,
@@ -387,15 +407,16 @@ def _sk_recvmsg_devmem(CoreMachine machine, uint32_t ski, uint64_t bufsize,
     cdef int64_t rc
     cdef cnp.ndarray cms
     _sock(machine, ski)
-    # Each cmsg describes at least one byte: no more than bufsize of them can be needed.
-    rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, bufsize, 1 << 24)
+    # Each cmsg describes at least one byte (or the one of a 0-byte read): no more than
+    # bufsize of them can be needed.
+    rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, max(bufsize, 1), 1 << 24)
     _cm_reserve(n, rx.cm_max)
     out = bytearray(bufsize)
     rx.buf = <uint8_t *><char *>out
     rx.buf_used = 0
     rx.cm = n.cm_scratch
     rx.ncm = 0
-    rc = tcp_recvmsg_devmem(n, ski, &rx, bufsize) if bufsize else 0
+    rc = tcp_recvmsg_devmem(n, ski, &rx, bufsize)
     if machine.m.nr_warn:
         machine._flush_warnings()
     if rc < 0:

@@ -786,6 +786,11 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
         skb = SKB(n, si)
         offset = sk.copied_seq - skb.seq
         if offset < skb.len:
+            if not skb_frags_readable(skb):
+                # Unreadable data needs MSG_SOCK_DEVMEM, its linear part too.
+                if copied == 0:
+                    return -EFAULT
+                break
             used = <uint32_t>min(<uint64_t>(skb.len - offset), len - copied)
             rc = skb_copy_bits(n, skb, offset, buf + copied, used)
             if rc < 0:
