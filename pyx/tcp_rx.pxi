@@ -121,12 +121,14 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
             n.cap_socks = cap
         i = n.nr_socks
         n.nr_socks += 1
+    sk = &n.socks[i]
+    # Cleared before a resize walks the table: a new slot's memory is realloc()'s garbage,
+    # which the walk would otherwise hash (and cut a chain short).
+    memset(sk, 0, sizeof(nm_sock))
     if n.sk_hash == NULL or n.nr_socks > (n.sk_hash_mask + 1) * 2:
         if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
                                    <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
             return NM_NIL
-    sk = &n.socks[i]
-    memset(sk, 0, sizeof(nm_sock))
     sk.used = 1
     sk.family = family
     memcpy(sk.laddr, laddr, 4 if family == 4 else 16)
