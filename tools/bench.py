@@ -347,30 +347,38 @@ def _arrays(frames):
     return np.frombuffer(b"".join(frames), dtype=np.uint8).copy(), offs, lens
 
 
-def _rx_host(rounds):
-    """ns per frame through NAPI, GRO, TCP and recvmsg copies to freeing (host pages)."""
-    from netmem.netdev import NetDevice
-    m = netmem.Machine(memory="1GiB", cpus=2)
-    nic = NetDevice(m, num_rx_queues=2)
+def _rx_timed(m, nic, rounds, devmem=False, teardown=()):
+    """Open the bench's flows on ``nic``, run round 0 to warm up, time ``rounds`` more of
+    ``bench_rx`` (the application copies, or with ``devmem`` reads as ncdevmem does), then
+    close the sockets, run ``teardown``, unregister and check that nothing was lost. Returns ns
+    per frame."""
     syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
     arena, offs, lens = _arrays(syns)
     nic._receive(arena, offs, lens, 0, len(syns))
     arena, offs, lens = _arrays(frames)
-    nic._receive(arena, offs, lens, 0, len(frames))                  # round 0: warm up
-    for sk in m.tcp.sockets():
-        sk.read_all()
     seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
+    _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 0, 1, RX_PAYLOAD, 65536,
+                   devmem)                                          # round 0: warm up
     ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 1, rounds,
-                        RX_PAYLOAD, 65536)
+                        RX_PAYLOAD, 65536, devmem)
     got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
     want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
     for sk in m.tcp.sockets():
         sk.close()
+    for step in teardown:
+        step()
     nic.unregister()
     m.quiesce()
     if got != want or m.leak_report():
         raise RuntimeError(f"rx bench lost data: {got} of {want} bytes; {m.leak_report()}")
     return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
+
+
+def _rx_host(rounds):
+    """ns per frame through NAPI, GRO, TCP and recvmsg copies to freeing (host pages)."""
+    from netmem.netdev import NetDevice
+    m = netmem.Machine(memory="1GiB", cpus=2)
+    return _rx_timed(m, NetDevice(m, num_rx_queues=2), rounds)
 
 
 def _rx_devmem(rounds):
@@ -387,26 +395,7 @@ def _rx_devmem(rounds):
     buf = dmabuf.export_device_memory(gpu, 64 << 20)
     nl = NetlinkSocket(m)
     nl.bind_rx(nic.ifindex, buf.fd, [{"id": q, "type": "rx"} for q in range(2)])
-    syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
-    arena, offs, lens = _arrays(syns)
-    nic._receive(arena, offs, lens, 0, len(syns))
-    arena, offs, lens = _arrays(frames)
-    seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
-    _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 0, 1, RX_PAYLOAD, 65536,
-                   True)                                            # round 0: warm up
-    ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 1, rounds,
-                        RX_PAYLOAD, 65536, True)
-    got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
-    want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
-    for sk in m.tcp.sockets():
-        sk.close()
-    nl.close()
-    nic.unregister()
-    buf.close()
-    m.quiesce()
-    if got != want or m.leak_report():
-        raise RuntimeError(f"devmem bench lost data: {got} of {want} bytes; {m.leak_report()}")
-    return ns / (rounds * RX_FLOWS * RX_PER_FLOW)
+    return _rx_timed(m, nic, rounds, devmem=True, teardown=(nl.close, buf.close))
 
 
 DEVMEM_FIGURES = {
@@ -470,28 +459,20 @@ def _with_ratios(res, floor="floor_lifo_ns"):
     return res
 
 
-def run_pool(runs=5, scale=1):
-    return _with_ratios(run_suite(POOL_FIGURES, runs, scale))
+def _suite(figures, name):
+    def run(runs=5, scale=1):
+        return _with_ratios(run_suite(figures, runs, scale))
+    run.__name__ = f"run_{name}"
+    run.__doc__ = f"The {name} suite: medians of ``runs`` interleaved runs, ratios to the floor."
+    return run
 
 
-def run_iova(runs=5, scale=1):
-    return _with_ratios(run_suite(IOVA_FIGURES, runs, scale))
-
-
-def run_dma(runs=5, scale=1):
-    return _with_ratios(run_suite(DMA_FIGURES, runs, scale))
-
-
-def run_genalloc(runs=5, scale=1):
-    return _with_ratios(run_suite(GENALLOC_FIGURES, runs, scale))
-
-
-def run_rx(runs=5, scale=1):
-    return _with_ratios(run_suite(RX_FIGURES, runs, scale))
-
-
-def run_devmem(runs=5, scale=1):
-    return _with_ratios(run_suite(DEVMEM_FIGURES, runs, scale))
+run_pool = _suite(POOL_FIGURES, "pool")
+run_iova = _suite(IOVA_FIGURES, "iova")
+run_dma = _suite(DMA_FIGURES, "dma")
+run_genalloc = _suite(GENALLOC_FIGURES, "genalloc")
+run_rx = _suite(RX_FIGURES, "rx")
+run_devmem = _suite(DEVMEM_FIGURES, "devmem")
 
 
 def run_replay(runs=5, scale=1, variants=True):
