@@ -345,15 +345,21 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "devmem_tokens": sk.uf_count}
 
 
+cdef inline uint64_t _unread(nm_sock *sk, uint64_t bufsize) noexcept:
+    """Room a read of ``bufsize`` can fill: no more than the socket has in order (so a large
+    ``bufsize`` costs no large allocation)."""
+    return min(bufsize, <uint64_t><uint32_t>(sk.rcv_nxt - sk.copied_seq))
+
+
 def _sk_recv(CoreMachine machine, uint32_t ski, uint64_t bufsize):
     """Models ``tcp_recvmsg()`` (non-blocking): bytes, b"" at the end of the stream; raises
     EAGAIN with nothing to read and the socket's error after the queued data."""
     cdef int64_t rc
     cdef bytearray out
-    _sock(machine, ski)
-    out = bytearray(bufsize)
     if bufsize == 0:
+        _sock(machine, ski)
         return b""
+    out = bytearray(_unread(_sock(machine, ski), bufsize))
     rc = tcp_recvmsg_copy(machine.m.net, ski, <uint8_t *><char *>out, bufsize)
     if machine.m.nr_warn:
         machine._flush_warnings()
@@ -406,12 +412,12 @@ def _sk_recvmsg_devmem(CoreMachine machine, uint32_t ski, uint64_t bufsize,
     cdef bytearray out
     cdef int64_t rc
     cdef cnp.ndarray cms
-    _sock(machine, ski)
+    cdef nm_sock *sk = _sock(machine, ski)
     # Each cmsg describes at least one byte (or the one of a 0-byte read): no more than
     # bufsize of them can be needed.
     rx.cm_max = <uint32_t>min(ancbufsize // DMABUF_CMSG_SPACE, max(bufsize, 1), 1 << 24)
     _cm_reserve(n, rx.cm_max)
-    out = bytearray(bufsize)
+    out = bytearray(_unread(sk, bufsize))     # what can be copied: readable or linear bytes
     rx.buf = <uint8_t *><char *>out
     rx.buf_used = 0
     rx.cm = n.cm_scratch
