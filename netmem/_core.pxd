@@ -653,6 +653,7 @@ cdef struct nm_sock:
     uint32_t uf_cap             # tokens the arrays hold (a multiple of 64)
     uint32_t uf_hint            # every token below it is in use
     uint64_t uf_count           # outstanding tokens
+    uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
 
 cdef struct nm_tcp_mib:
     uint64_t InSegs
@@ -705,6 +706,10 @@ cdef struct nm_net:
     uint32_t cap_socks
     nm_dmabuf_cmsg *cm_scratch  # devmem recvmsg's cmsgs before they become an array
     uint32_t cm_cap
+    # The ready list of the one epoll instance that watches every socket (ep->rdllist): slots
+    # woken by ep_poll_callback(), each at most once; as long as socks (cap_socks entries).
+    uint32_t *rdllist
+    uint32_t rdl_len
     uint32_t *sk_hash           # buckets of socket indices (NM_NIL when empty)
     uint32_t sk_hash_mask
     uint32_t sk_free            # closed socket slots for reuse (NM_NIL when none)

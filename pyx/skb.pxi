@@ -113,6 +113,7 @@ cdef void nm_net_free(nm_net *n) noexcept nogil:
         free(n.socks[i].uf_used)
     free(n.socks)
     free(n.cm_scratch)
+    free(n.rdllist)
     free(n.sk_hash)
     free(n)
 

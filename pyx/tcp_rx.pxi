@@ -108,12 +108,18 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     cdef uint32_t i, b, cap
     cdef nm_sock *sk
     cdef void *p
+    cdef uint8_t on_rdllist = 0
     if n.sk_free != NM_NIL:
         i = n.sk_free
         n.sk_free = n.socks[i].hnext
+        on_rdllist = n.socks[i].on_rdllist
     else:
         if n.nr_socks == n.cap_socks:
             cap = n.cap_socks * 2 + 64
+            p = realloc(n.rdllist, cap * sizeof(uint32_t))
+            if p == NULL:
+                return NM_NIL
+            n.rdllist = <uint32_t *>p
             p = realloc(n.socks, cap * sizeof(nm_sock))
             if p == NULL:
                 return NM_NIL
@@ -125,6 +131,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     # Cleared before a resize walks the table: a new slot's memory is realloc()'s garbage,
     # which the walk would otherwise hash (and cut a chain short).
     memset(sk, 0, sizeof(nm_sock))
+    sk.on_rdllist = on_rdllist
     if n.sk_hash == NULL or n.nr_socks > (n.sk_hash_mask + 1) * 2:
         if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
                                    <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
@@ -148,6 +155,16 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
 
 
 # ---- the socket's queues ------------------------------------------------------------------------
+cdef inline void ep_poll_callback(nm_net *n, uint32_t ski) noexcept nogil:
+    """What ``sk_data_ready()`` / ``sk_error_report()`` end in for a socket an epoll instance
+    watches with EPOLLIN | EPOLLET: ``ep_poll_callback()`` puts it on the ready list unless it
+    is there. Departs: one epoll instance watches every socket (the receiver's,
+    pyx/receiver.pxi)."""
+    if not n.socks[ski].on_rdllist:
+        n.socks[ski].on_rdllist = 1
+        n.rdllist[n.rdl_len] = ski
+        n.rdl_len += 1
+
 
 cdef inline void skb_set_owner_r(nm_net *n, nm_skb *skb, uint32_t ski) noexcept nogil:
     skb.sk = ski
@@ -271,6 +288,7 @@ cdef void tcp_reset(nm_net *n, uint32_t ski) noexcept nogil:
     sk.err = EPIPE if sk.state == NM_TCP_CLOSE_WAIT else ECONNRESET
     sk.state = NM_TCP_CLOSE
     inet_unhash(n, ski)
+    ep_poll_callback(n, ski)            # sk_error_report()
 
 
 cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
@@ -415,6 +433,7 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
             tcp_ofo_queue(n, ski)
         if eaten:
             kfree_skb_partial(n, si, fragstolen)
+        ep_poll_callback(n, ski)        # tcp_data_ready()
         return
     if not after(skb.end_seq, sk.rcv_nxt):
         n.tcp.DelayedACKLost += 1
