@@ -240,15 +240,23 @@ class DmaBuf:
         self.machine._phys_gather(phys, lengths, out)
         return out
 
-    def _phys_pieces(self, offsets, sizes):
-        """(physical address, length) arrays of the pieces of nonempty ranges, in order: a
-        range within one scatterlist entry is one piece, one across entries is cut at their
-        borders."""
+    @property
+    def scatterlist(self):
+        """``phys_ranges`` as ``np.uint64`` arrays: (dma-buf offset, physical address,
+        length) of each entry, in offset order (made once, read-only)."""
         if self._entry_arrays is None:
             phys, length = (np.array(c, np.uint64).reshape(-1) for c in zip(*self._entries,
                                                                              strict=True))
             self._entry_arrays = (np.array(self._starts, np.uint64), phys, length)
-        starts, ephys, elen = self._entry_arrays
+            for a in self._entry_arrays:
+                a.flags.writeable = False
+        return self._entry_arrays
+
+    def _phys_pieces(self, offsets, sizes):
+        """(physical address, length) arrays of the pieces of nonempty ranges, in order: a
+        range within one scatterlist entry is one piece, one across entries is cut at their
+        borders."""
+        starts, ephys, elen = self.scatterlist
         first = np.searchsorted(starts, offsets, "right") - 1
         last = np.searchsorted(starts, offsets + sizes - np.uint64(1), "right") - 1
         if (first == last).all():

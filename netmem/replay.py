@@ -6,13 +6,16 @@ NIC and a GPU behind one PCIe switch, binds the provider's memory to the NIC's q
 for ``dmabuf``: header split on, the dma-buf bound with netlink ``bind-rx``, RSS spread over the
 bound queues) and replays the trace ``--loops`` times in chunks: ``NetDevice.receive()`` runs a
 chunk of frames through steering, NAPI, the device's DMA, GRO and TCP in C, then the application
-drains every socket: ``recv_into`` for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for
-devmem (the payload read through the dma-buf at each cmsg's offset, the tokens given back with
-``SO_DEVMEM_DONTNEED`` in batches). Only that loop is timed. Between loops every socket is closed,
-so the next loop opens them again on the trace's SYNs (the same sequence numbers never meet old
-data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 64 connections over IPv4
-and IPv6 with light loss, reordering, duplication and overlap, carrying ncdevmem's ``-v 7``
-pattern. ``run(Config(...))`` is the same without the command line; it returns a ``Report``.
+(``CoreReceiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until EAGAIN:
+``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the payload
+read through the dma-buf at each cmsg's offset, each socket's tokens given back with
+``SO_DEVMEM_DONTNEED`` in batches). Only that loop is timed, after ``--warmup`` untimed loops
+(hot caches, memory already faulted in). At the end of each loop the application closes every
+socket, so the next loop opens them again on the trace's SYNs (the same sequence numbers never
+meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 64 connections of
+64 KiB over IPv4 and IPv6 with light loss, reordering, duplication and overlap, carrying
+ncdevmem's ``-v 7`` pattern (4 MiB of frames: it stays in the caches as it is replayed).
+``run(Config(...))`` is the same without the command line; it returns a ``Report``.
 
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
@@ -51,7 +54,7 @@ import time
 
 import numpy as np
 
-from netmem import netlink
+from netmem import _core, netlink
 from netmem.errors import NetmemError
 from netmem.flows import FlowParams, PacketTrace, generate, ncdevmem_pattern
 from netmem.machine import Machine
@@ -70,19 +73,14 @@ NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI bud
 # application woken per NAPI round would. Bursts of 8192 frames overflow a 1024-entry
 # ptr_ring (40% of the default workload's buffers then go back to the page allocator).
 DEFAULT_CHUNK = 1024
-READ_BUF = 1 << 20              # the application's read buffer, and the validation window
-# recvmsg(MSG_SOCK_DEVMEM)'s bufsize: bytes described per call. recvmsg_devmem() allocates
-# and clears that much for copied bytes (7 us for 1 MiB, 0.5 us for 64 KiB), and a socket
-# rarely has more than 64 KiB queued per drain (16 frames of the default workload).
-DEVMEM_BUF = 1 << 16
+# The application's recvmsg() buffer (ncdevmem reads 1 MiB at a time too): for devmem, the bytes
+# described per call; the pattern check compares this much at once.
+RECV_BUF = 1 << 20
 # ncdevmem's control buffer, CMSG_SPACE(sizeof(struct iovec) * 10000): 4000 cmsgs of
 # CMSG_SPACE(sizeof(struct dmabuf_cmsg)) = 40 bytes.
 DEVMEM_ANCBUF = 16 + 16 * 10000
 DEVMEM_CMSGS = DEVMEM_ANCBUF // 40
-# net/core/sock.c, sock_devmem_dontneed(): token entries and frags per SO_DEVMEM_DONTNEED.
-MAX_DONTNEED_TOKENS = 128
-MAX_DONTNEED_FRAGS = 1024
-DEFAULT_WORKLOAD = FlowParams(connections=64, family="both", payload=1 << 20, validate=7,
+DEFAULT_WORKLOAD = FlowParams(connections=64, family="both", payload=1 << 16, validate=7,
                               loss=0.001, reorder=0.001, duplicate=0.001, overlap=0.0005)
 
 
@@ -122,6 +120,7 @@ class Config:
     dmabuf_size: int = 64 << 20
     dmabuf_layout: str = "contiguous"
     loops: int = 1
+    warmup: int = 0
     chunk: int = DEFAULT_CHUNK
     dump_streams: str | None = None
     json: str | None = None
@@ -173,6 +172,8 @@ def _check_config(cfg):
     for name in ("loops", "chunk"):
         if getattr(cfg, name) < 1:
             raise BadInput(f"--{name} {getattr(cfg, name)}: at least 1")
+    if cfg.warmup < 0:
+        raise BadInput(f"--warmup {cfg.warmup}: at least 0")
     if cfg.seed < 0:
         raise BadInput(f"--seed {cfg.seed}: at least 0")
     if cfg.validate is not None and cfg.validate != 0 and cfg.validate < 2:
@@ -285,8 +286,9 @@ def _end(addr, port):
 
 class _Rig:
     """The simulated system of one run: ``m``, ``nic``, ``gpu``, the bound queues, the app's
-    CPU, the chunk size, and what a binding provider set up (``reader(offsets, sizes)``: its
-    memory's bytes, ``dmabuf_id``: what the cmsgs must name, ``undo``: its teardown steps)."""
+    CPU, the chunk size, and what a binding provider set up (``dmabuf_map``: its memory as
+    (offset, physical address, length) arrays, ``dmabuf_id``: what the cmsgs must name,
+    ``undo``: its teardown steps)."""
 
     def __init__(self, cfg, prov):
         self.cfg = cfg
@@ -314,7 +316,7 @@ class _Rig:
             self.nic.unregister()
             raise
         self.chunk = _provider_chunk(cfg, len(self.bind)) if prov.binds else cfg.chunk
-        self.reader = None
+        self.dmabuf_map = None
         self.dmabuf_id = None
         self.undo = []
 
@@ -352,248 +354,122 @@ def _memory_for(cfg, split):
 # The application.
 
 
-class _Stream:
-    """What the application knows of one socket: who sent (``remote``) to whom (``local``),
-    bytes read so far, the end of the stream, the first byte that failed validation, and the
-    bytes kept for ``--dump-streams`` (a list, in the first loop)."""
-
-    __slots__ = ("bad", "chunks", "eof", "local", "pos", "remote")
-
-    def __init__(self, sk, keep):
-        self.remote, self.local = sk.remote, sk.local
-        self.pos = 0
-        self.eof = False
-        self.bad = None
-        self.chunks = [] if keep else None
-
-
 class _App:
-    """The application side: per-socket state, validation against the ncdevmem pattern,
-    stream bytes for the dump, and the devmem counters."""
+    """The application side: a ``CoreReceiver`` (pyx/receiver.pxi) reads every socket the
+    receive path woke, in C, as ncdevmem does (devmem: ``recvmsg(MSG_SOCK_DEVMEM)``, each
+    dma-buf frag read through the provider's memory and checked against the pattern, the tokens
+    given back with ``SO_DEVMEM_DONTNEED``); here are its state at the end of each loop and,
+    after the clock stops, the verdict: pattern, stream lengths and ends, the streams kept for
+    ``--dump-streams``."""
 
-    def __init__(self, pattern, expected, keep_streams):
+    def __init__(self, rig, pattern, expected, keep_streams):
         self.pattern = pattern
-        self.period = min(pattern, 256) if pattern else 0
-        # The pattern from every rotation: any READ_BUF bytes compare with one slice of it.
-        self.ring = ncdevmem_pattern(pattern, READ_BUF + self.period) if pattern else None
+        period = min(pattern, 256) if pattern else 0
+        ring = ncdevmem_pattern(pattern, RECV_BUF + period) if pattern else None
+        starts, phys, lengths = rig.dmabuf_map if rig.dmabuf_map is not None else ((),) * 3
+        self.rx = _core.CoreReceiver(rig.m, rig.prov.binds, RECV_BUF, DEVMEM_CMSGS,
+                                     (starts, phys, lengths), rig.dmabuf_id or 0, ring,
+                                     period, keep_streams)
+        self.dmabuf_id = rig.dmabuf_id
         self.expected = expected
         self.keep = keep_streams
-        self.states = {}
+        self.passes = []            # the streams at the end of each loop
+        self.kept = None            # the first loop's bytes: (data, slots, lengths)
         self.streams = {}
-        self.buf = np.empty(READ_BUF, np.uint8)
-        self.bytes = 0
         self.failures = []
         self.nfail = 0
+        self.bytes = 0
         self.resets = 0
-        self.devmem = {"recvmsg-calls": 0, "dmabuf-frags": 0, "linear-frags": 0,
-                       "tokens-returned": 0, "dontneed-calls": 0}
 
-    def state(self, sk):
-        st = self.states.get(sk)
-        if st is None:
-            st = self.states[sk] = _Stream(sk, self.keep)
-        return st
+    def drain(self):
+        self.rx.drain()
+
+    def end_pass(self):
+        """The end of a loop (timed): the streams' state, every socket closed."""
+        if self.keep:
+            self.kept = self.rx.take_kept()
+            self.rx.keep = self.keep = False
+        self.passes.append(self.rx.end_pass())
+
+    @property
+    def devmem(self):
+        c = self.rx.counters()
+        return {k: c[k] for k in ("recvmsg-calls", "dmabuf-frags", "linear-frags",
+                                  "tokens-returned", "dontneed-calls")}
 
     def fail(self, msg):
         self.nfail += 1
         if len(self.failures) < 10:
             self.failures.append(msg)
 
-    def deliver(self, st, data):
-        """``data`` (``np.uint8``) is the next of ``st``'s stream: validate it, keep it."""
-        n = len(data)
-        if self.ring is not None and st.bad is None:
-            for a in range(0, n, READ_BUF):
-                piece = data[a:a + READ_BUF]
-                r = (st.pos + a) % self.period
-                want = self.ring[r:r + len(piece)]
-                if not _equal(piece, want):
-                    st.bad = st.pos + a + int(np.flatnonzero(piece != want)[0])
-                    break
-        st.pos += n
-        self.bytes += n
-        if st.chunks is not None:
-            st.chunks.append(data.tobytes())
+    def check(self):
+        """After the clock: each loop's streams against the pattern and the expected lengths,
+        the receiver's own counts, and the first loop's bytes split into streams."""
+        c = self.rx.counters()
+        self.bytes = c["bytes"]
+        if c["foreign-frags"]:
+            self.fail(f"{c['foreign-frags']} cmsg(s) name dma-buf {c['foreign-id']}, not the "
+                      f"bound {self.dmabuf_id}")
+        if c["read-faults"]:
+            self.fail(f"{c['read-faults']} dma-buf frag(s) outside the provider's memory")
+        if c["linear-mismatch"]:
+            self.fail(f"{c['linear-mismatch']} recvmsg(MSG_SOCK_DEVMEM) call(s) copied bytes "
+                      "their SCM_DEVMEM_LINEAR cmsgs do not add up to")
+        if c["dontneed-short"]:
+            self.fail(f"{c['dontneed-short']} SO_DEVMEM_DONTNEED call(s) freed fewer frags "
+                      "than given")
+        for loop, cols in enumerate(self.passes):
+            self._check_pass(loop, cols)
+        if self.kept is not None and self.passes:
+            self.streams = _split_streams(self.passes[0], *self.kept)
 
-    def end_pass(self, m, loop):
-        """After a loop: check each stream, keep the first loop's bytes, close every socket."""
+    def _check_pass(self, loop, cols):
+        keys = _stream_keys(cols)
+        self.resets += int((cols["err"] == errno.ECONNRESET).sum())
+        for i in np.flatnonzero(cols["bad"] >= 0):
+            self.fail(f"loop {loop}: {_name(keys[i])}: byte {int(cols['bad'][i])} differs "
+                      f"from the ncdevmem -v {self.pattern} pattern")
+        if self.expected is None:
+            return
         seen = set()
-        for sk in m.tcp.sockets():
-            st = self.state(sk)
-            name = f"{st.remote[0]}:{st.remote[1]} -> {st.local[0]}:{st.local[1]}"
-            if st.bad is not None:
-                self.fail(f"loop {loop}: {name}: byte {st.bad} differs from the ncdevmem "
-                          f"-v {self.pattern} pattern")
-            key = (st.remote, st.local)
-            if self.expected is not None and key in self.expected:
-                seen.add(key)
-                want = self.expected[key]
-                if st.pos != want or (want and not st.eof):
-                    self.fail(f"loop {loop}: {name}: {st.pos} of {want} bytes read"
-                              f"{'' if st.eof else ', no end of stream'}")
-            if st.chunks is not None:
-                self.streams.setdefault(key, []).extend(st.chunks)
-            sk.close()
-        if self.expected is not None:
-            for key, want in self.expected.items():
-                if want and key not in seen:
-                    self.fail(f"loop {loop}: {key[0][0]}:{key[0][1]} -> {key[1][0]}:"
-                              f"{key[1][1]}: no socket received its {want} bytes")
-        self.states = {}
-        self.keep = False
+        for i, key in enumerate(keys):
+            want = self.expected.get(key)
+            if want is None:
+                continue
+            seen.add(key)
+            pos, eof = int(cols["pos"][i]), bool(cols["eof"][i])
+            if pos != want or (want and not eof):
+                self.fail(f"loop {loop}: {_name(key)}: {pos} of {want} bytes read"
+                          f"{'' if eof else ', no end of stream'}")
+        for key, want in self.expected.items():
+            if want and key not in seen:
+                self.fail(f"loop {loop}: {_name(key)}: no socket received its {want} bytes")
 
 
-def _equal(a, b):
-    """``np.array_equal`` for ``uint8`` arrays, without its microseconds of overhead on the
-    small reads many connections make (two copies and a memcmp are cheaper up to 64 KiB)."""
-    return a.tobytes() == b.tobytes() if len(a) < 1 << 16 else np.array_equal(a, b)
-
-
-def _read_sockets(m, app, final, recv):
-    """The readable sockets (every socket not at its end, in the final drain of a loop, which
-    also finds the ends that short reads took), in slot order: ``recv(sk, st, final)`` until
-    it says the socket is drained (True) or hits the end; EAGAIN means drained, another error
-    ends the stream."""
-    for sk in (m.tcp.sockets() if final else m.tcp.readable()):
-        st = app.state(sk)
-        if st.eof:
-            continue
-        try:
-            while not recv(sk, st, final):
-                pass
-        except NetmemError as e:
-            if e.errno != errno.EAGAIN:
-                st.eof = True
-                app.resets += e.errno == errno.ECONNRESET
-
-
-def _drain_copy(rig, app, final):
-    """Host pages: ``recv_into`` the application's buffer, as a plain TCP reader."""
-    buf = app.buf
-
-    def recv(sk, st, final):
-        n = sk.recv_into(buf)
-        if n == 0:
-            st.eof = True
-            return True
-        app.deliver(st, buf[:n])
-        return n < len(buf) and not final      # a short read emptied the queue
-
-    _read_sockets(rig.m, app, final, recv)
-
-
-def _drain_devmem(rig, app, final):
-    """devmem: ``recvmsg_devmem`` (``recvmsg(MSG_SOCK_DEVMEM)``'s batch form) from every
-    socket until EAGAIN; then one read through the provider's memory for every dma-buf frag
-    of the drain, each socket's bytes delivered in order (linear frags from the copied data),
-    and the tokens handed back per socket with ``SO_DEVMEM_DONTNEED``."""
-    from netmem.tcp import SCM_DEVMEM_DMABUF, SCM_DEVMEM_LINEAR
-
-    calls = []                                      # (socket, state, data, cmsgs)
-
-    def recv(sk, st, final):
-        data, cmsgs = sk.recvmsg_devmem(DEVMEM_BUF, DEVMEM_ANCBUF)
-        app.devmem["recvmsg-calls"] += 1
-        if not data and not len(cmsgs):
-            st.eof = True
-            return True
-        calls.append((sk, st, data, cmsgs))
-        # Short on bytes and on cmsgs (each byte is described by one, linear or dma-buf): the
-        # queue ran dry, or the next skb is of the other kind, which the next drain reads.
-        described = int(cmsgs["frag_size"].sum()) if len(cmsgs) else len(data)
-        return described < DEVMEM_BUF and len(cmsgs) < DEVMEM_CMSGS and not final
-
-    _read_sockets(rig.m, app, final, recv)
-    if not calls:
-        return
-    # As bytes: concatenating structured arrays promotes their dtype pair by pair (5 us each).
-    cm = np.concatenate([c[3].view(np.uint8) for c in calls]).view(calls[0][3].dtype)
-    dm = cm["cmsg_type"] == SCM_DEVMEM_DMABUF
-    frags = cm[dm]
-    app.devmem["dmabuf-frags"] += len(frags)
-    app.devmem["linear-frags"] += int((cm["cmsg_type"] == SCM_DEVMEM_LINEAR).sum())
-    foreign = frags["dmabuf_id"][frags["dmabuf_id"] != rig.dmabuf_id]
-    if len(foreign):
-        app.fail(f"{len(foreign)} cmsg(s) name dma-buf {int(foreign[0])}, not the bound "
-                 f"{rig.dmabuf_id}")
-    payload = rig.reader(frags["frag_offset"], frags["frag_size"])
-    # Per call, from the cmsgs of the drain at once: dma-buf frags and bytes, linear bytes.
-    ncm = np.array([len(c[3]) for c in calls])
-    size = cm["frag_size"].astype(np.int64)
-    nfrag, pay, lin = (_segment_sums(x, ncm) for x in (dm, size * dm, size * ~dm))
-    tok_at, pay_at = np.cumsum(nfrag) - nfrag, np.cumsum(pay) - pay
-    tokens = frags["frag_token"]
-    first = 0                                       # the socket's first call
-    for i, (sk, st, data, cmsgs) in enumerate(calls):
-        payload_i = payload[pay_at[i]:pay_at[i] + pay[i]]
-        if len(cmsgs) and lin[i] != len(data):
-            app.fail(f"recvmsg_devmem: {len(data)} bytes of data for {lin[i]} bytes of "
-                     "SCM_DEVMEM_LINEAR cmsgs")
-        elif len(cmsgs) and not lin[i]:
-            app.deliver(st, payload_i)
-        else:
-            app.deliver(st, _stream_bytes(data, cmsgs, cmsgs["cmsg_type"] == SCM_DEVMEM_DMABUF,
-                                          payload_i))
-        if i + 1 == len(calls) or calls[i + 1][0] is not sk:      # the socket's last call
-            _dontneed(app, sk, tokens[tok_at[first]:tok_at[i] + nfrag[i]])
-            first = i + 1
-
-
-def _segment_sums(x, counts):
-    """Sums of ``x`` over consecutive segments of ``counts`` elements (empty ones sum to 0)."""
-    cs = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
-    ends = np.cumsum(counts)
-    return (cs[ends] - cs[ends - counts]).tolist()
-
-
-def _dontneed(app, sk, tokens):
-    """Give ``tokens`` back with ``SO_DEVMEM_DONTNEED``, in as few calls as the kernel takes."""
-    from netmem.tcp import SO_DEVMEM_DONTNEED, SOL_SOCKET
-
-    for batch in _dontneed_batches(tokens):
-        want = int(batch[:, 1].sum())
-        freed = sk.setsockopt(SOL_SOCKET, SO_DEVMEM_DONTNEED, batch)
-        app.devmem["dontneed-calls"] += 1
-        app.devmem["tokens-returned"] += freed
-        if freed != want:
-            app.fail(f"SO_DEVMEM_DONTNEED freed {freed} of {want} frags")
-
-
-def _stream_bytes(data, cmsgs, dmabuf, payload):
-    """The bytes one ``recvmsg_devmem`` call delivered, in stream order: ``payload`` (the
-    dma-buf frags, read back to back) with the linear frags of ``data`` in their places; a
-    call with no cmsgs delivered readable bytes, which are all in ``data``."""
-    raw = np.frombuffer(data, np.uint8)
-    if not len(cmsgs):
-        return raw
-    if dmabuf.all():
-        return payload
-    sizes = cmsgs["frag_size"].astype(np.int64)
-    out = np.empty(int(sizes.sum()), np.uint8)
-    starts = np.cumsum(sizes) - sizes
-    for sel, src in ((dmabuf, payload), (~dmabuf, raw)):
-        n = sizes[sel]
-        src_starts = np.cumsum(n) - n
-        out[np.repeat(starts[sel] - src_starts, n) + np.arange(int(n.sum()))] = \
-            src[:int(n.sum())]
-    return out
-
-
-def _dontneed_batches(tokens):
-    """``[token_start, token_count]`` arrays (``uint32``, shape (n, 2)) covering ``tokens``, one
-    per ``SO_DEVMEM_DONTNEED`` call: sorted, consecutive tokens merged into one entry, at most
-    ``MAX_DONTNEED_FRAGS`` frags and ``MAX_DONTNEED_TOKENS`` entries per call."""
-    t = np.sort(np.asarray(tokens, np.uint32))
-    if 0 < len(t) <= MAX_DONTNEED_FRAGS and int(t[-1]) - int(t[0]) + 1 == len(t):
-        return [np.array([[t[0], len(t)]], np.uint32)]      # one run: the usual case
+def _stream_keys(cols):
+    """(remote end, local end) of each socket in ``CoreReceiver.end_pass()`` columns."""
     out = []
-    for a in range(0, len(t), MAX_DONTNEED_FRAGS):
-        piece = t[a:a + MAX_DONTNEED_FRAGS]
-        cut = np.flatnonzero(np.diff(piece.astype(np.int64)) != 1) + 1
-        bounds = np.concatenate([[0], cut, [len(piece)]])
-        runs = np.column_stack([piece[bounds[:-1]], np.diff(bounds)]).astype(np.uint32)
-        out += [runs[b:b + MAX_DONTNEED_TOKENS] for b in range(0, len(runs), MAX_DONTNEED_TOKENS)]
+    for fam, la, ra, lp, rp in zip(cols["family"].tolist(), cols["laddr"], cols["raddr"],
+                                   cols["lport"].tolist(), cols["rport"].tolist(), strict=True):
+        n = 4 if fam == 4 else 16
+        out.append(((str(ipaddress.ip_address(ra[:n].tobytes())), rp),
+                    (str(ipaddress.ip_address(la[:n].tobytes())), lp)))
     return out
+
+
+def _name(key):
+    (ra, rp), (la, lp) = key
+    return f"{ra}:{rp} -> {la}:{lp}"
+
+
+def _split_streams(cols, data, slots, lengths):
+    """The kept bytes by (remote, local) end: each run goes to its slot's socket."""
+    by_slot = dict(zip(cols["slot"].tolist(), _stream_keys(cols), strict=True))
+    streams = {}
+    ends = np.cumsum(lengths.astype(np.int64))
+    for slot, end, n in zip(slots.tolist(), ends.tolist(), lengths.tolist(), strict=True):
+        streams.setdefault(by_slot[slot], []).append(data[end - n:end].tobytes())
+    return streams
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,14 +494,15 @@ def _setup_dmabuf(rig):
     rig.undo.append(nl.close)                       # unbinds
     rig.dmabuf_id = nl.bind_rx(rig.nic.ifindex, buf.fd,
                                queues=[{"id": q, "type": "rx"} for q in rig.bind])
-    rig.reader = buf.read_device_gather
+    rig.dmabuf_map = buf.scatterlist
     rig.steer_to_bound()
 
 
 def _setup_p2pdma(rig):
     """p2pdma: ``--dmabuf-size`` bytes of the GPU's BAR memory as a memory provider on each
     bound queue (``net_mp_open_rxq()``), RSS over them; ``remove()`` hands it back. Its cmsgs
-    name the provider's id; the payload is read from its memory (``_bar_reader``)."""
+    name the provider's id; the payload is read from its memory (one physically contiguous
+    range, offset 0 at ``virt``)."""
     from netmem.netdev import net_mp_open_rxq
     from netmem.providers.p2pdma import P2PDMAProvider
 
@@ -634,37 +511,23 @@ def _setup_p2pdma(rig):
     for q in rig.bind:
         net_mp_open_rxq(rig.nic, q, prov)
     rig.dmabuf_id = prov.id
-    rig.reader = _bar_reader(rig.m, prov.virt - PAGE_OFFSET, prov.size)
+    rig.dmabuf_map = tuple(np.array([v], np.uint64) for v in (0, prov.virt - PAGE_OFFSET,
+                                                              prov.size))
     rig.steer_to_bound()
-
-
-def _bar_reader(m, phys, size):
-    """A ``read_device_gather`` over ``size`` bytes of physically contiguous memory at ``phys``
-    (a p2pdma provider's BAR range, whose offsets are its cmsgs' ``frag_offset``): every range
-    in one C copy, as ``P2PDMAProvider.read()`` reads one."""
-    def read(offsets, sizes):
-        offsets = np.ascontiguousarray(offsets, np.uint64)
-        sizes = np.ascontiguousarray(sizes, np.uint64)
-        if len(offsets) and int((offsets + sizes).max()) > size:
-            raise NetmemError(errno.EINVAL, f"p2pdma read: a frag reaches past the provider's "
-                                            f"{size} bytes")
-        out = np.empty(int(sizes.sum()), np.uint8)
-        m._phys_gather(offsets + np.uint64(phys), sizes, out)
-        return out
-    return read
 
 
 @dataclasses.dataclass(frozen=True)
 class Provider:
     """A ``--provider``: ``module`` must be importable for it to be available (None: always
     is); ``binds``: it takes queues (``--bind-queues``) and needs header split; ``setup(rig)``
-    binds it; ``drain(rig, app, final)`` is the application's read of every socket."""
+    binds it (and, for the devmem providers, says where the application reads the payload:
+    ``rig.dmabuf_map``, ``rig.dmabuf_id``). The application reads with ``MSG_SOCK_DEVMEM``
+    when the provider binds."""
 
     name: str
     module: str | None
     binds: bool
     setup: object
-    drain: object
 
     def available(self):
         """Whether this netmem has the provider (its module can be imported)."""
@@ -672,9 +535,9 @@ class Provider:
 
 
 PROVIDERS = {
-    "host": Provider("host", None, False, _setup_host, _drain_copy),
-    "dmabuf": Provider("dmabuf", "netmem.providers.dmabuf", True, _setup_dmabuf, _drain_devmem),
-    "p2pdma": Provider("p2pdma", "netmem.providers.p2pdma", True, _setup_p2pdma, _drain_devmem),
+    "host": Provider("host", None, False, _setup_host),
+    "dmabuf": Provider("dmabuf", "netmem.providers.dmabuf", True, _setup_dmabuf),
+    "p2pdma": Provider("p2pdma", "netmem.providers.p2pdma", True, _setup_p2pdma),
 }
 
 
@@ -763,9 +626,10 @@ def run(cfg):
             prov.setup(rig)
         except NetmemError as e:
             raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
-        app = _App(pattern, expected, cfg.dump_streams is not None)
+        app = _App(rig, pattern, expected, cfg.dump_streams is not None)
         timeline = _Timeline(rig) if cfg.plot else None
         elapsed = _replay(rig, app, trace, timeline)
+        app.check()
         doc = _document(cfg, rig, trace, params, app, elapsed)
     finally:
         rig.teardown()
@@ -779,26 +643,28 @@ def run(cfg):
 
 
 def _replay(rig, app, trace, timeline):
-    """The timed loop: chunks through the NIC, the application's drain after each, and the
-    end of each loop (a final drain, checks, every socket closed). Returns seconds."""
+    """The loops: chunks through the NIC, the application's drain after each, and at the end
+    of each loop its streams' state and every socket closed. Returns the seconds of the timed
+    loops (those after the warm-up ones)."""
     cfg, m, nic = rig.cfg, rig.m, rig.nic
     n = len(trace)
-    progress = _Progress(n * cfg.loops, sys.stderr.isatty() if cfg.progress is None
+    total = cfg.warmup + cfg.loops
+    progress = _Progress(n * total, sys.stderr.isatty() if cfg.progress is None
                          else cfg.progress)
-    drain = rig.prov.drain
-    t0 = time.perf_counter()
+    start_time = t0 = time.perf_counter()
     try:
-        for loop in range(cfg.loops):
+        for loop in range(total):
+            if loop == cfg.warmup:
+                t0 = time.perf_counter()
             for start in range(0, n, rig.chunk):
                 nic.receive(trace, start, rig.chunk)
                 with m.on_cpu(rig.app_cpu, softirq=False):
-                    drain(rig, app, False)
+                    app.drain()
                 if timeline is not None:
-                    timeline.sample(rig, time.perf_counter() - t0)
+                    timeline.sample(rig, time.perf_counter() - start_time)
                 progress.update(loop * n + min(start + rig.chunk, n))
             with m.on_cpu(rig.app_cpu, softirq=False):
-                drain(rig, app, True)
-                app.end_pass(m, loop)
+                app.end_pass()
     finally:
         progress.close()
     return time.perf_counter() - t0
@@ -842,7 +708,8 @@ def _document(cfg, rig, trace, params, app, elapsed):
             "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
             "dmabuf-size": cfg.dmabuf_size if rig.prov.binds else None,
             "dmabuf-layout": cfg.dmabuf_layout if rig.prov.binds else None,
-            "loops": cfg.loops, "chunk": rig.chunk, "seed": cfg.seed, "pcap": cfg.pcap,
+            "loops": cfg.loops, "warmup": cfg.warmup, "chunk": rig.chunk, "seed": cfg.seed,
+            "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
         },
         "trace": {"frames": len(trace), "bytes": nbytes // cfg.loops,
@@ -1084,7 +951,7 @@ REPORT_SCHEMA = {
             "type": "object",
             "required": ["provider", "queues", "bind-queues", "header-split", "mtu", "iommu",
                          "app-cpu", "pool-size", "dmabuf-size", "dmabuf-layout", "loops",
-                         "chunk", "seed", "pcap", "workload"],
+                         "warmup", "chunk", "seed", "pcap", "workload"],
             "properties": {
                 "provider": {"enum": list(PROVIDERS)},
                 "queues": {"type": "integer", "minimum": 1, "maximum": MAX_QUEUES},
@@ -1097,6 +964,7 @@ REPORT_SCHEMA = {
                 "dmabuf-size": {"type": ["integer", "null"], "minimum": PAGE_SIZE},
                 "dmabuf-layout": {"enum": ["contiguous", "pages", "random", None]},
                 "loops": {"type": "integer", "minimum": 1},
+                "warmup": _COUNT,
                 "chunk": {"type": "integer", "minimum": 1},
                 "seed": _COUNT,
                 "pcap": {"type": ["string", "null"]},
@@ -1186,11 +1054,13 @@ def _parser():
     ap.add_argument("--dmabuf-layout", choices=("contiguous", "pages", "random"),
                     default=d.dmabuf_layout, help="the exporter's scatterlist")
     ap.add_argument("--loops", type=int, default=d.loops, help="replay the trace K times")
+    ap.add_argument("--warmup", type=int, default=d.warmup, metavar="K",
+                    help="replay it K times more first, untimed (default %(default)s)")
     ap.add_argument("--chunk", type=int, default=d.chunk,
                     help="frames per receive before the application drains (%(default)s)")
     ap.add_argument("--connections", type=int, help="built-in workload: connections (64)")
     ap.add_argument("--payload", type=size_arg, metavar="SIZE",
-                    help="built-in workload: bytes per connection (1MiB)")
+                    help="built-in workload: bytes per connection (64KiB)")
     ap.add_argument("--validate", type=int, metavar="N",
                     help="ncdevmem -v N pattern: the built-in workload's (7; 0 for random "
                          "bytes) or the one the capture carries")

@@ -18,7 +18,7 @@ from cpython.ref cimport PyObject
 from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
                          ENODEV, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE, ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
@@ -852,3 +852,4 @@ cdef class CoreNapi:
 
 include "pool_facade.pxi"
 include "rx_facade.pxi"
+include "receiver.pxi"

@@ -15,7 +15,6 @@ import sys
 import threading
 
 import jsonschema
-import numpy as np
 import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
@@ -265,37 +264,6 @@ def test_console_script(tmp_path):
     assert "validation: ok" in proc.stdout and proc.stderr == ""
 
 
-# ---- the devmem application's helpers -----------------------------------------------------------
-
-def test_dontneed_batches_cover_every_token_within_the_kernels_limits():
-    rng = np.random.default_rng(1)
-    tokens = np.concatenate([np.arange(5000), np.arange(6000, 9000, 2)])
-    rng.shuffle(tokens)
-    batches = replay._dontneed_batches(tokens)
-    seen = []
-    for b in batches:
-        assert b.dtype == np.uint32 and b.shape[1] == 2
-        assert len(b) <= replay.MAX_DONTNEED_TOKENS
-        assert b[:, 1].sum() <= replay.MAX_DONTNEED_FRAGS
-        seen += [t for s, n in b.tolist() for t in range(s, s + n)]
-    assert sorted(seen) == sorted(tokens.tolist())
-    assert len(replay._dontneed_batches(np.arange(1024))) == 1     # one run, one call
-    assert replay._dontneed_batches(np.zeros(0, np.uint32)) == []
-
-
-def test_stream_bytes_puts_linear_frags_in_their_places():
-    cm = np.zeros(4, dtype=[("cmsg_type", "u4"), ("frag_size", "u4")])
-    cm["cmsg_type"] = [78, 79, 78, 79]                  # LINEAR, DMABUF, LINEAR, DMABUF
-    cm["frag_size"] = [2, 3, 1, 4]
-    dmabuf = cm["cmsg_type"] == 79
-    got = replay._stream_bytes(b"ABc", cm, dmabuf, np.frombuffer(b"xyz1234", np.uint8))
-    assert got.tobytes() == b"ABxyzc1234"
-    only = replay._stream_bytes(b"", cm[dmabuf], dmabuf[dmabuf], np.frombuffer(b"xyz1234",
-                                                                            np.uint8))
-    assert only.tobytes() == b"xyz1234"
-    assert replay._stream_bytes(b"plain", cm[:0], dmabuf[:0], None).tobytes() == b"plain"
-
-
 # ---- bad input ----------------------------------------------------------------------------------
 
 def _pcap_header(linktype=1):
@@ -369,7 +337,7 @@ def test_bad_input_is_exit_code_2_and_writes_nothing(tmp_path, capsys, name):
 
 
 def test_a_provider_not_built_is_bad_input(capsys, monkeypatch):
-    gone = replay.Provider("dmabuf", "netmem.providers.nothing", True, None, None)
+    gone = replay.Provider("dmabuf", "netmem.providers.nothing", True, None)
     monkeypatch.setitem(replay.PROVIDERS, "dmabuf", gone)
     assert main(["--provider", "dmabuf", *SMALL]) == 2
     assert "netmem.providers.nothing is not installed" in capsys.readouterr().err

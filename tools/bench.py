@@ -10,7 +10,7 @@ first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupa
 contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench devmem`` times genalloc at
 1%, 50% and 99% and devmem TCP receive end to end (``rx_devmem_ns_per_pkt``).
 ``netmem-bench replay`` times netmem-replay's loop on its default workload with every provider
-this netmem has, beside ``memcpy_1500_ns``.
+this netmem has (after a warm-up loop: hot data), beside ``memcpy_1500_ns``.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
@@ -31,6 +31,15 @@ from netmem.iova import IovaDomain
 
 __all__ = ["main", "run_devmem", "run_dma", "run_genalloc", "run_iova", "run_pool",
            "run_replay", "run_rx"]
+
+REPLAY_LOOPS = 20                   # timed loops of the default trace per run (times --scale)
+REPLAY_PAYLOAD = 64 << 20           # payload in all of the connection-count variants
+REPLAY_VARIANTS = {                 # dmabuf only: the ends of the flatness targets
+    "10conns": {"connections": 10, "payload": REPLAY_PAYLOAD // 10, "loops": 1},
+    "10000conns": {"connections": 10_000, "payload": REPLAY_PAYLOAD // 10_000, "loops": 1},
+    "16GiB": {"dmabuf_size": 16 << 30},
+}
+
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
     "pool_fast_ns": (2.5, "x floor_lifo_ns"),
@@ -93,14 +102,16 @@ DESCRIPTIONS = {
     "genalloc_hole_90pct_ns": "the same before a 90% prefix",
     "genalloc_linear_90pct_ns": "contrast: the kernel's linear find_next_zero_bit() + set + "
                                 "clear at 90%",
-    **{f"replay_ns_per_pkt_{p}": f"netmem-replay, {p} provider, default workload: ns per frame "
-                                 "of the timed loop (NIC, stack, application's reads and "
-                                 "validation), one core" for p in ("host", "dmabuf", "p2pdma")},
+    **{f"replay_ns_per_pkt_{p}": f"netmem-replay, {p} provider, default workload (64 x 64 KiB, "
+                                 f"{REPLAY_LOOPS} loops after 1 warm-up): ns per frame of the "
+                                 "timed loops (NIC, stack, application's reads and validation), "
+                                 "one core" for p in ("host", "dmabuf", "p2pdma")},
     **{f"replay_mpps_{p}": f"Mpps (not ns) of the same runs, {p} provider"
        for p in ("host", "dmabuf", "p2pdma")},
-    "replay_ns_per_pkt_dmabuf_10conns": "dmabuf, 10 connections of 6.4 MiB (64 MiB in all)",
+    "replay_ns_per_pkt_dmabuf_10conns": "dmabuf, 10 connections of 6.4 MiB (64 MiB in all; one "
+                                        "loop after 1 warm-up: this trace is not hot)",
     "replay_ns_per_pkt_dmabuf_10000conns": "dmabuf, 10,000 connections of 6.6 KiB (64 MiB in "
-                                           "all)",
+                                           "all, as the 10-connection one)",
     "replay_ns_per_pkt_dmabuf_16GiB": "dmabuf, default workload, a 16 GiB dma-buf (64 MiB in "
                                       "replay_ns_per_pkt_dmabuf)",
     "replay_peak_rss_mib": "MiB (not ns): peak resident memory of the bench process after the "
@@ -408,20 +419,13 @@ DEVMEM_FIGURES = {
 }
 
 
-REPLAY_LOOPS = 5                    # loops of the trace per timed run (times --scale)
-REPLAY_PAYLOAD = 64 << 20           # payload in all of the connection-count variants
-REPLAY_VARIANTS = {                 # dmabuf only: the ends of the flatness targets
-    "10conns": {"connections": 10, "payload": REPLAY_PAYLOAD // 10},
-    "10000conns": {"connections": 10_000, "payload": REPLAY_PAYLOAD // 10_000},
-    "16GiB": {"dmabuf_size": 16 << 30},
-}
-
-
-def _replay(provider, scale, **fields):
-    """One netmem-replay run; its ``replay`` figures (of the timed loop only)."""
+def _replay(provider, scale, loops=REPLAY_LOOPS, **fields):
+    """One netmem-replay run, after one warm-up loop; its ``replay`` figures (of the timed
+    loops only)."""
     from netmem import replay
-    loops = max(1, round(REPLAY_LOOPS * scale))
-    r = replay.run(replay.Config(provider=provider, loops=loops, progress=False, **fields))
+    loops = max(1, round(loops * scale))
+    r = replay.run(replay.Config(provider=provider, loops=loops, warmup=1, progress=False,
+                                 **fields))
     if r.exit_code:
         raise RuntimeError(f"replay bench, {provider} {fields}: "
                            f"{r.doc['validation']['detail']} {r.doc['leaks']}")
