@@ -627,6 +627,7 @@ cdef struct nm_sock:
     uint8_t used
     uint8_t sack_ok             # SACK permitted (from the SYN's options)
     uint8_t dsack               # tp->rx_opt.dsack: a D-SACK is set for the segment at hand
+    uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
     uint8_t laddr[16]
     uint8_t raddr[16]
     uint16_t lport
@@ -653,7 +654,6 @@ cdef struct nm_sock:
     uint32_t uf_cap             # tokens the arrays hold (a multiple of 64)
     uint32_t uf_hint            # every token below it is in use
     uint64_t uf_count           # outstanding tokens
-    uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
 
 cdef struct nm_tcp_mib:
     uint64_t InSegs

@@ -132,7 +132,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     # which the walk would otherwise hash (and cut a chain short).
     memset(sk, 0, sizeof(nm_sock))
     sk.on_rdllist = on_rdllist
-    if n.sk_hash == NULL or n.nr_socks > (n.sk_hash_mask + 1) * 2:
+    if n.sk_hash == NULL or n.nr_socks > n.sk_hash_mask + 1:       # at most one a bucket
         if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
                                    <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
             return NM_NIL
