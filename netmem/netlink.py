@@ -44,13 +44,8 @@ def _nl_fill(pool):
 
 def page_pool_get(machine, id=None):
     """``page-pool-get``: a dump (list of dicts), or one pool's dict with ``id``."""
-    pools = [_nl_fill(p) for p in _visible(machine)]
-    if id is None:
-        return pools
-    for p in pools:
-        if p["id"] == id:
-            return p
-    raise _core.NetmemError(2, f"page-pool-get: no page pool {id} visible")
+    return _dump_or_one([_nl_fill(p) for p in _visible(machine)], id, 2,
+                        f"page-pool-get: no page pool {id} visible")
 
 
 def page_pool_stats_get(machine):
@@ -84,12 +79,18 @@ def queue_get(machine, ifindex=None, id=None):
         if ifindex is not None and idx != ifindex:
             continue
         out += [_queue_fill(nic, q) for q in nic.rx_queues[:nic.real_num_rx_queues]]
+    return _dump_or_one(out, id, 22, f"queue-get: no rx queue {id} on ifindex {ifindex}")
+
+
+def _dump_or_one(objs, id, err, msg):
+    """A get's answer: the dump without ``id``, else the object with that id (``err`` and
+    ``msg`` when there is none)."""
     if id is None:
-        return out
-    for q in out:
-        if q["id"] == id:
-            return q
-    raise _core.NetmemError(22, f"queue-get: no rx queue {id} on ifindex {ifindex}")
+        return objs
+    for o in objs:
+        if o["id"] == id:
+            return o
+    raise _core.NetmemError(err, msg)
 
 
 QSTATS = (("rx-packets", "packets"), ("rx-bytes", "bytes"), ("rx-alloc-fail", "alloc_fail"),

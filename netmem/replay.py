@@ -366,10 +366,9 @@ class _App:
         self.pattern = pattern
         period = min(pattern, 256) if pattern else 0
         ring = ncdevmem_pattern(pattern, RECV_BUF + period) if pattern else None
-        starts, phys, lengths = rig.dmabuf_map if rig.dmabuf_map is not None else ((),) * 3
         self.rx = _core.CoreReceiver(rig.m, rig.prov.binds, RECV_BUF, DEVMEM_CMSGS,
-                                     (starts, phys, lengths), rig.dmabuf_id or 0, ring,
-                                     period, keep_streams)
+                                     rig.dmabuf_map, rig.dmabuf_id or 0, ring, period,
+                                     keep_streams)
         self.dmabuf_id = rig.dmabuf_id
         self.expected = expected
         self.keep = keep_streams

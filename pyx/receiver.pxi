@@ -15,6 +15,20 @@ cdef struct nm_rcv_stream:      # what the application knows of the socket in on
     uint8_t eof                 # the stream has ended: read to its end, or an error
 
 
+cdef enum:                      # CoreReceiver.c[]: one counter each, as _RCV_COUNTERS
+    RCV_CALLS
+    RCV_BYTES
+    RCV_DMABUF_FRAGS
+    RCV_LINEAR_FRAGS
+    RCV_TOKENS
+    RCV_DONTNEED_CALLS
+    RCV_DONTNEED_SHORT
+    RCV_FOREIGN_FRAGS
+    RCV_FOREIGN_ID
+    RCV_READ_FAULTS
+    RCV_LINEAR_MISMATCH
+    RCV_NR_COUNTERS
+
 _RCV_COUNTERS = ("recvmsg-calls", "bytes", "dmabuf-frags", "linear-frags", "tokens-returned",
                  "dontneed-calls", "dontneed-short", "foreign-frags", "foreign-id",
                  "read-faults", "linear-mismatch")
@@ -68,7 +82,7 @@ cdef class CoreReceiver:
     cdef uint32_t *rec_slot
     cdef uint64_t *rec_len
     cdef uint64_t nrec, rec_cap
-    cdef uint64_t c[11]                 # _RCV_COUNTERS
+    cdef uint64_t c[RCV_NR_COUNTERS]
 
     def __cinit__(self, CoreMachine machine, bint devmem, uint64_t bufsize, uint32_t cmsgs=1,
                   object dmabuf_map=None, uint32_t dmabuf_id=0, object pattern=None,
@@ -183,7 +197,7 @@ cdef class CoreReceiver:
         cdef int64_t rc
         while True:
             rc = tcp_recvmsg_copy(self.n, slot, self.buf, self.bufsize)
-            self.c[0] += 1
+            self.c[RCV_CALLS] += 1
             if self._ended(slot, rc):
                 return
             self._deliver(slot, self.buf, <uint64_t>rc)
@@ -202,7 +216,7 @@ cdef class CoreReceiver:
             rx.cm_max = self.cm_max
             rx.ncm = 0
             rc = tcp_recvmsg_devmem(self.n, slot, &rx, self.bufsize)
-            self.c[0] += 1
+            self.c[RCV_CALLS] += 1
             if rc > 0 and rx.ncm == 0:
                 self._deliver(slot, self.buf, rx.buf_used)        # readable bytes
                 continue
@@ -210,16 +224,16 @@ cdef class CoreReceiver:
             for i in range(rx.ncm):
                 c = &self.cm[i]
                 if c.cmsg_type == SCM_DEVMEM_LINEAR:
-                    self.c[3] += 1
+                    self.c[RCV_LINEAR_FRAGS] += 1
                     if lin + c.frag_size <= rx.buf_used:
                         self._deliver(slot, self.buf + lin, c.frag_size)
                     lin += c.frag_size
                 else:
-                    self.c[2] += 1
+                    self.c[RCV_DMABUF_FRAGS] += 1
                     self._read_frag(slot, c)
                     self._take_token(c.frag_token)
             if lin != rx.buf_used:
-                self.c[10] += 1
+                self.c[RCV_LINEAR_MISMATCH] += 1
             if self._ended(slot, rc):
                 break
         self._dontneed(slot)
@@ -230,9 +244,9 @@ cdef class CoreReceiver:
         cdef uint64_t off = c.frag_offset, left = c.frag_size, piece
         cdef uint32_t lo = 0, hi = self.nmap, mid
         if c.dmabuf_id != self.dmabuf_id:
-            if not self.c[7]:
-                self.c[8] = c.dmabuf_id
-            self.c[7] += 1
+            if not self.c[RCV_FOREIGN_FRAGS]:
+                self.c[RCV_FOREIGN_ID] = c.dmabuf_id
+            self.c[RCV_FOREIGN_FRAGS] += 1
         while left:
             while hi - lo > 1:                      # the last entry starting at or below off
                 mid = (lo + hi) >> 1
@@ -242,11 +256,11 @@ cdef class CoreReceiver:
                     hi = mid
             if (self.nmap == 0 or off < self.map_start[lo]
                     or off - self.map_start[lo] >= self.map_len[lo]):
-                self.c[9] += 1
+                self.c[RCV_READ_FAULTS] += 1
                 if not self.st[slot].bad:
                     self.st[slot].bad = self.st[slot].pos + 1
                 self.st[slot].pos += left
-                self.c[1] += left
+                self.c[RCV_BYTES] += left
                 return
             piece = min(left, self.map_len[lo] - (off - self.map_start[lo]))
             self._deliver_device(slot, <uint8_t *>self.map_ptr[lo] + (off - self.map_start[lo]),
@@ -288,7 +302,7 @@ cdef class CoreReceiver:
         if self.keep:
             self._keep(slot, p, len)
         s.pos += len
-        self.c[1] += len
+        self.c[RCV_BYTES] += len
 
     cdef void _keep(self, uint32_t slot, const uint8_t *p, uint64_t len) noexcept nogil:
         cdef void *q
@@ -356,10 +370,10 @@ cdef class CoreReceiver:
                 nfrags += count
                 i += count
             freed = sock_devmem_dontneed(self.n, &self.n.socks[slot], self.runs, nent)
-            self.c[5] += 1
-            self.c[4] += <uint64_t>freed
+            self.c[RCV_DONTNEED_CALLS] += 1
+            self.c[RCV_TOKENS] += <uint64_t>freed
             if freed != nfrags:
-                self.c[6] += 1
+                self.c[RCV_DONTNEED_SHORT] += 1
         self.tok_len = 0
 
     # ---- results -------------------------------------------------------------------------------
