@@ -91,11 +91,16 @@ class TcpStack:
         return sk
 
     def lookup(self, local, remote):
-        """The socket with ``local`` and ``remote`` ``(ip, port)`` ends, or None."""
-        for sk in self.sockets():
-            if sk.local == _norm(local) and sk.remote == _norm(remote):
-                return sk
-        return None
+        """The socket with ``local`` and ``remote`` ``(ip, port)`` ends, or None: one hash
+        lookup in C (``__inet_lookup_established()``), not a walk of every socket."""
+        lip, lport = local
+        rip, rport = remote
+        la, ra = ipaddress.ip_address(lip), ipaddress.ip_address(rip)
+        if la.version != ra.version:
+            return None
+        key = (la.version, la.packed, ra.packed, int(lport), int(rport))
+        slot = _core._sk_lookup(self.machine, *key)
+        return None if slot < 0 else self._socket((slot, *key))
 
     @property
     def mib(self):
@@ -162,11 +167,6 @@ class TcpStack:
         if live and not out:
             out.append(f"{live} skbs alive outside any socket")
         return out
-
-
-def _norm(end):
-    ip, port = end
-    return str(ipaddress.ip_address(ip)), int(port)
 
 
 class Socket:

@@ -322,6 +322,59 @@ def _sockets(CoreMachine machine, bint readable=False):
     return out
 
 
+def _sk_lookup(CoreMachine machine, uint8_t family, bytes laddr, bytes raddr, uint16_t lport,
+               uint16_t rport):
+    """The slot of the open socket with this 4-tuple, or -1: ``__inet_lookup_established()``
+    for a hashed socket, else a walk for one that ``tcp_done()`` unhashed but that is still
+    open (readable until closed)."""
+    cdef nm_net *n = _net(machine)
+    cdef int alen = 4 if family == 4 else 16
+    cdef uint32_t i
+    cdef nm_sock *sk
+    if len(laddr) != alen or len(raddr) != alen:
+        raise NetmemError(EINVAL, f"_sk_lookup: IPv{family} addresses are {alen} bytes")
+    i = __inet_lookup(n, family, laddr, raddr, lport, rport)
+    if i != NM_NIL:
+        return i
+    for i in range(n.nr_socks):
+        sk = &n.socks[i]
+        if (sk.used and sk.family == family and sk.lport == lport and sk.rport == rport
+                and memcmp(sk.laddr, <const char *>laddr, alen) == 0
+                and memcmp(sk.raddr, <const char *>raddr, alen) == 0):
+            return i
+    return -1
+
+
+def _sk_hash_check(CoreMachine machine):
+    """What is wrong with the established hash, as a list of messages (empty when sound):
+    every chain holds only open, hashed sockets of its own bucket, without a cycle, and every
+    hashed socket is on exactly one chain."""
+    cdef nm_net *n = _net(machine)
+    cdef uint32_t b, i, steps
+    cdef nm_sock *sk
+    out = []
+    if n.sk_hash == NULL:
+        return out
+    seen = bytearray(n.nr_socks)
+    for b in range(n.sk_hash_mask + 1):
+        i, steps = n.sk_hash[b], 0
+        while i != NM_NIL and steps <= n.nr_socks:
+            sk = &n.socks[i]
+            if (i >= n.nr_socks or not sk.used or
+                    __sk_hashfn(sk.family, sk.laddr, sk.raddr, sk.lport, sk.rport)
+                    & n.sk_hash_mask != b):
+                out.append(f"bucket {b}: slot {i} does not belong on its chain")
+                break
+            seen[i] += 1
+            i, steps = sk.hnext, steps + 1
+        if i != NM_NIL and steps > n.nr_socks:
+            out.append(f"bucket {b}: the chain has a cycle")
+    for i in range(n.nr_socks):
+        if n.socks[i].used and n.socks[i].hnext != NM_NIL - 1 and seen[i] != 1:
+            out.append(f"slot {i} is on {seen[i]} chains, not 1")
+    return out
+
+
 cdef nm_sock *_sock(CoreMachine machine, uint32_t ski) except NULL:
     cdef nm_net *n = _net(machine)
     if ski >= n.nr_socks or not n.socks[ski].used:

@@ -124,6 +124,8 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
             if p == NULL:
                 return NM_NIL
             n.socks = <nm_sock *>p
+            # New slots read as freed slab memory (POISON_FREE) until __sk_create clears them.
+            memset(&n.socks[n.cap_socks], POISON_FREE, (cap - n.cap_socks) * sizeof(nm_sock))
             n.cap_socks = cap
         i = n.nr_socks
         n.nr_socks += 1
@@ -135,6 +137,8 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     if n.sk_hash == NULL or n.nr_socks > n.sk_hash_mask + 1:       # at most one a bucket
         if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
                                    <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
+            sk.hnext = n.sk_free            # the slot stays free, on the free list
+            n.sk_free = i
             return NM_NIL
     sk.used = 1
     sk.family = family

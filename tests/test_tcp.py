@@ -20,7 +20,7 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting
 from scapy.packet import Raw
 
-from netmem import NetmemError
+from netmem import NetmemError, _core, flows
 
 
 def mib(m, **nonzero):
@@ -639,3 +639,19 @@ def test_receive_checks_the_trace(nic):
     tr.lengths[0] += 10
     raises(errno.EINVAL, nic.receive, tr)
     raises(errno.EINVAL, nic.receive, Trace([Flow().syn()]), 2)
+
+
+
+def test_the_socket_hash_stays_sound_across_resizes(nic, m):
+    """8,400 sockets (both ends of 4,200 connections) grow the hash past NM_SK_HASH_MIN (4,096
+    buckets) twice. The socket table's new slots hold POISON_FREE until __sk_create clears
+    them: a resize that hashed a slot before it was cleared would put it on a garbage
+    bucket's chain and splice its own chain onto that one (seen once as a second socket opened
+    on a 4-tuple at 10,000 connections)."""
+    f = flows.generate(connections=4200, payload=100, seed=1)
+    nic.receive(f.trace)
+    assert _core._sk_hash_check(m) == []
+    socks = m.tcp.sockets()
+    assert len(socks) == len({(sk.local, sk.remote) for sk in socks}) == 8400
+    assert all(m.tcp.lookup(sk.local, sk.remote) is sk for sk in socks)
+    assert m.tcp.mib["PassiveOpens"] == 4200

@@ -100,6 +100,7 @@ cdef extern from *:
     #define NM_NIL 0xffffffffu
     /* include/linux/poison.h (x86-64) and net/core/netmem_priv.h */
     #define POISON_POINTER_DELTA 0xdead000000000000ULL
+    #define POISON_FREE 0x6b            /* what slab debugging fills freed objects with */
     #define PP_SIGNATURE (0x40ULL + POISON_POINTER_DELTA)
     #define PP_DMA_INDEX_SHIFT 7        /* 1 + __fls(PP_SIGNATURE - POISON_POINTER_DELTA) */
     #define PP_DMA_INDEX_BITS 32        /* MIN(32, __ffs(POISON_POINTER_DELTA) - shift) */
@@ -109,6 +110,7 @@ cdef extern from *:
     #define BIAS_MAX (0x7fffffffffffffffLL >> 1)  /* LONG_MAX >> 1 */
     """
     const uint32_t NM_NIL
+    const int POISON_FREE
     const uint64_t PP_SIGNATURE
     const int PP_DMA_INDEX_SHIFT
     const uint64_t PP_DMA_INDEX_MASK
