@@ -509,7 +509,7 @@ cdef struct nm_skb:
     uint8_t pp_recycle
     uint8_t unreadable
     uint8_t cloned
-    uint8_t protocol            # model: 4 or 6 for IP, 0 otherwise
+    uint8_t protocol            # model: 4 or 6 for IP, NM_SKB_PROTO_VLAN_CUT, 0 otherwise
     uint8_t ip_proto
     uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
     uint8_t _pad

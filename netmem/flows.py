@@ -152,8 +152,8 @@ def _classify_ipv6(buf, p, avail):
 def classify_frame(buf):
     """What an Ethernet frame is: ``"tcp4"``, ``"tcp6"``, or the reason it is skipped.
 
-    The reference classifier (one frame, plain Python); loads run a vectorised twin that the
-    tests hold to it, and the RX path's C parser is meant to agree with it. Checks, in order:
+    The reference classifier (one frame, plain Python); loads run a vectorised twin, and the
+    tests hold both it and the RX path in C to this one. Checks, in order:
 
     - Ethernet II, then up to two tags (0x8100, 0x88a8), each within the frame;
     - IPv4: the 20-byte header within the frame, version 4, IHL >= 5, total length >= IHL * 4,

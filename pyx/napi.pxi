@@ -25,6 +25,7 @@ cdef enum:
     # What the device's parser found (nm_pkt.status).
     NM_PKT_OK = 0                   # Ethernet frame (IP or not)
     NM_PKT_RUNT = 1                 # shorter than an Ethernet header
+    NM_SKB_PROTO_VLAN_CUT = 0x81    # skb.protocol of a frame that ends inside a VLAN tag
 
 
 cdef inline uint16_t _be16(const uint8_t *p) noexcept nogil:
@@ -323,7 +324,12 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
     skb.network_header = <uint16_t>(p.l3_off - p.nr_vlans * VLAN_HLEN)
     skb.transport_header = <uint16_t>(p.l4_off - p.nr_vlans * VLAN_HLEN) if p.l4_off else 0
     skb.vlan_tci = p.vlan_tci
-    skb.protocol = 4 if p.ethertype == ETH_P_IP else 6 if p.ethertype == ETH_P_IPV6 else 0
+    if p.ethertype == ETH_P_IP or p.ethertype == ETH_P_IPV6:
+        skb.protocol = 4 if p.ethertype == ETH_P_IP else 6
+    elif (p.ethertype == ETH_P_8021Q or p.ethertype == ETH_P_8021AD) and p.nr_vlans < 2:
+        skb.protocol = NM_SKB_PROTO_VLAN_CUT    # a tag the frame ends inside
+    else:
+        skb.protocol = 0
     skb.napi_id = q.napi.napi_id
     return si
 

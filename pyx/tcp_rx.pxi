@@ -716,14 +716,18 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
 
 
 cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
-    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: a frame no handler takes
-    counts in rx_dropped (rx_nohandler is only for exact delivery, which an rx_handler such as
-    bonding asks for; the model has none)."""
+    """Models ``__netif_receive_skb_core()``'s dispatch by protocol: a frame that ends inside
+    a VLAN tag is freed by ``skb_vlan_untag()``; a frame no handler takes counts in rx_dropped
+    (rx_nohandler is only for exact delivery, which an rx_handler such as bonding asks for; the
+    model has none)."""
     cdef nm_skb *skb = SKB(n, si)
     if skb.protocol == 4:
         ip_rcv(n, si)
     elif skb.protocol == 6:
         ipv6_rcv(n, si)
+    elif skb.protocol == NM_SKB_PROTO_VLAN_CUT:
+        # skb_vlan_untag(): pskb_may_pull() of the tag and the next EtherType fails; err_free.
+        __drop(n, si, NM_DROP_NOT_SPECIFIED)
     else:
         nd.rx_dropped += 1
         __drop(n, si, NM_DROP_UNHANDLED_PROTO)

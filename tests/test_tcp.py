@@ -589,6 +589,14 @@ def test_unknown_ethertype_and_runts(nic, m):
     assert nic.rx_queues[0].stats()["length_errors"] == 2
 
 
+def test_a_frame_that_ends_inside_a_vlan_tag(nic, m):
+    tagged = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x8100))
+    receive(nic, [tagged + b"\x00\x05", tagged + b"\x00\x05\x08"])
+    # skb_vlan_untag() cannot pull the tag and the EtherType after it: freed, not rx_dropped.
+    assert nic.stats() == {"rx_nohandler": 0, "rx_dropped": 0, "rx_length_errors": 0}
+    assert m.tcp.drop_reasons == {"NOT_SPECIFIED": 2}
+
+
 def test_ip_fragments_are_not_reassembled(nic, m):
     """Two datagrams whose other fragments never come. The kernel counts ReasmFails when
     ip_expire() gives the queue up (30 s later); the model, which does not reassemble, counts
