@@ -167,12 +167,17 @@ cdef netmem_ref __uf_erase(nm_sock *sk, uint32_t t) noexcept nogil:
 
 cdef void tcp_release_user_frags(nm_net *n, nm_sock *sk) noexcept nogil:
     """Models ``tcp_release_user_frags()`` and ``xa_destroy()``: every outstanding token's
-    net_iov goes home through ``napi_pp_put_page()``."""
-    cdef uint64_t t
-    for t in range(1, sk.uf_cap):
-        if (sk.uf_used[t >> 6] >> (t & 63)) & 1:
-            if not napi_pp_put_page(n.m, sk.user_frags[t]):
-                nm_warn(n.m, NM_W_DEVMEM_NOT_NIOV, 0, sk.user_frags[t], 0)
+    net_iov goes home through ``napi_pp_put_page()``. The used-token bitmap is walked a word
+    at a time, and not at all when no token is out."""
+    cdef uint64_t t, w, bits
+    if sk.uf_count:
+        for w in range(sk.uf_cap >> 6):
+            bits = sk.uf_used[w] & (~1ULL if w == 0 else ~0ULL)    # token 0 is never used
+            while bits:
+                t = (w << 6) + <uint64_t>__builtin_ctzll(bits)
+                bits &= bits - 1
+                if not napi_pp_put_page(n.m, sk.user_frags[t]):
+                    nm_warn(n.m, NM_W_DEVMEM_NOT_NIOV, 0, sk.user_frags[t], 0)
     free(sk.user_frags)
     free(sk.uf_used)
     sk.user_frags = NULL
