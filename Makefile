@@ -8,7 +8,7 @@ CORE   := netmem/.core-built
 # Timed work runs on one core when taskset exists (the machine has two noisy ones).
 PIN    := $(shell command -v taskset >/dev/null 2>&1 && echo taskset -c 1)
 
-.PHONY: compile debug test bench lint typecheck replay clean tshark
+.PHONY: compile debug test bench lint replay clean tshark
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)

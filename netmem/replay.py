@@ -6,9 +6,9 @@ NIC and a GPU behind one PCIe switch, binds the provider's memory to the NIC's q
 for ``dmabuf``: header split on, the dma-buf bound with netlink ``bind-rx``, RSS spread over the
 bound queues) and replays the trace ``--loops`` times in chunks: ``NetDevice.receive()`` runs a
 chunk of frames through steering, NAPI, the device's DMA, GRO and TCP in C, then the application
-(``CoreReceiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until EAGAIN:
-``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the payload
-read through the dma-buf at each cmsg's offset, each socket's tokens given back with
+(``netmem.tcp.Receiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until
+EAGAIN: ``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the
+payload read through the dma-buf at each cmsg's offset, each socket's tokens given back with
 ``SO_DEVMEM_DONTNEED`` in batches). Only that loop is timed, after ``--warmup`` untimed loops
 (hot caches, memory already faulted in). At the end of each loop the application closes every
 socket, so the next loop opens them again on the trace's SYNs (the same sequence numbers never
@@ -54,13 +54,14 @@ import time
 
 import numpy as np
 
-from netmem import _core, netlink
+from netmem import netlink
 from netmem.errors import NetmemError
-from netmem.flows import FlowParams, PacketTrace, generate, ncdevmem_pattern
+from netmem.flows import FlowParams, PacketTrace, generate
 from netmem.machine import Machine
 from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
 from netmem.pci import PAGE_OFFSET
+from netmem.tcp import Receiver
 
 __all__ = ["DEFAULT_WORKLOAD", "PROVIDERS", "REPORT_SCHEMA", "BadInput", "Config", "Report",
            "main", "run"]
@@ -355,7 +356,7 @@ def _memory_for(cfg, split):
 
 
 class _App:
-    """The application side: a ``CoreReceiver`` (pyx/receiver.pxi) reads every socket the
+    """The application side: a ``netmem.tcp.Receiver`` (pyx/receiver.pxi) reads every socket the
     receive path woke, in C, as ncdevmem does (devmem: ``recvmsg(MSG_SOCK_DEVMEM)``, each
     dma-buf frag read through the provider's memory and checked against the pattern, the tokens
     given back with ``SO_DEVMEM_DONTNEED``); here are its state at the end of each loop and,
@@ -364,11 +365,9 @@ class _App:
 
     def __init__(self, rig, pattern, expected, keep_streams):
         self.pattern = pattern
-        period = min(pattern, 256) if pattern else 0
-        ring = ncdevmem_pattern(pattern, RECV_BUF + period) if pattern else None
-        self.rx = _core.CoreReceiver(rig.m, rig.prov.binds, RECV_BUF, DEVMEM_CMSGS,
-                                     rig.dmabuf_map, rig.dmabuf_id or 0, ring, period,
-                                     keep_streams)
+        self.rx = Receiver(rig.m, dmabuf=rig.dmabuf_map if rig.prov.binds else None,
+                           dmabuf_id=rig.dmabuf_id or 0, bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS,
+                           validate=pattern or None, keep=keep_streams)
         self.dmabuf_id = rig.dmabuf_id
         self.expected = expected
         self.keep = keep_streams
@@ -386,13 +385,13 @@ class _App:
     def end_pass(self):
         """The end of a loop (timed): the streams' state, every socket closed."""
         if self.keep:
-            self.kept = self.rx.take_kept()
+            self.kept = self.rx.kept()
             self.rx.keep = self.keep = False
-        self.passes.append(self.rx.end_pass())
+        self.passes.append(self.rx.close_all())
 
     @property
     def devmem(self):
-        c = self.rx.counters()
+        c = self.rx.counters
         return {k: c[k] for k in ("recvmsg-calls", "dmabuf-frags", "linear-frags",
                                   "tokens-returned", "dontneed-calls")}
 
@@ -404,7 +403,7 @@ class _App:
     def check(self):
         """After the clock: each loop's streams against the pattern and the expected lengths,
         the receiver's own counts, and the first loop's bytes split into streams."""
-        c = self.rx.counters()
+        c = self.rx.counters
         self.bytes = c["bytes"]
         if c["foreign-frags"]:
             self.fail(f"{c['foreign-frags']} cmsg(s) name dma-buf {c['foreign-id']}, not the "
@@ -446,7 +445,7 @@ class _App:
 
 
 def _stream_keys(cols):
-    """(remote end, local end) of each socket in ``CoreReceiver.end_pass()`` columns."""
+    """(remote end, local end) of each socket in ``Receiver.close_all()`` columns."""
     out = []
     for fam, la, ra, lp, rp in zip(cols["family"].tolist(), cols["laddr"], cols["raddr"],
                                    cols["lport"].tolist(), cols["rport"].tolist(), strict=True):

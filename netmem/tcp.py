@@ -25,7 +25,7 @@ from netmem.errors import NetmemError
 
 __all__ = ["DMABUF_CMSG_DTYPE", "MSG_SOCK_DEVMEM", "SCM_DEVMEM_DMABUF", "SCM_DEVMEM_LINEAR",
            "SOL_SOCKET", "SO_DEVMEM_DMABUF", "SO_DEVMEM_DONTNEED", "SO_DEVMEM_LINEAR",
-           "DmabufCmsg", "DmabufToken", "Socket", "TcpStack"]
+           "DmabufCmsg", "DmabufToken", "Receiver", "Socket", "TcpStack"]
 
 # include/uapi/asm-generic/socket.h and include/linux/socket.h
 SOL_SOCKET = 1
@@ -305,3 +305,77 @@ class Socket:
         _core._sk_close(self._stack.machine, self._slot)
         self._closed = True
         self._stack._socks.pop(self._slot, None)
+
+
+class Receiver:
+    """An application in C that reads every socket the stack woke: ncdevmem's ``do_server()``
+    loop over one epoll instance that watches every socket (``ep_poll_callback()`` from
+    ``tcp_data_queue()`` and ``tcp_reset()``), without a Python step per socket or per frag.
+    It is the application of ``netmem-replay``.
+
+    ``drain()`` reads each ready socket until EAGAIN with ``recvmsg`` of ``bufsize`` bytes. With
+    ``dmabuf`` (a ``netmem.dmabuf.DmaBuf``, or its memory as ``(offsets, phys, lengths)``
+    arrays in offset order) it reads with ``MSG_SOCK_DEVMEM`` and ``cmsgs`` cmsgs of control
+    buffer, reads each SCM_DEVMEM_DMABUF frag through that memory, as a device-to-host copy
+    would, and, once a socket is drained, gives its tokens back with ``SO_DEVMEM_DONTNEED``
+    (sorted, consecutive ones merged, within MAX_DONTNEED_TOKENS and MAX_DONTNEED_FRAGS).
+    ``dmabuf_id`` is the binding id its cmsgs must name. With ``validate=N`` every byte read is
+    checked against ncdevmem's ``-v N`` pattern; with ``keep``, every byte is kept for
+    ``kept()``. Call it in the application's context (``with m.on_cpu(cpu, softirq=False)``).
+
+    Departs from ncdevmem: tokens go back per socket per drain, not per recvmsg call; the
+    streams' state lasts until ``close_all()``, which closes every socket (the process's exit).
+    """
+
+    def __init__(self, machine, *, dmabuf=None, dmabuf_id=0, bufsize=1 << 20, cmsgs=4000,
+                 validate=None, keep=False):
+        from netmem.flows import ncdevmem_pattern
+        if validate is not None and not (isinstance(validate, int) and validate >= 1):
+            raise NetmemError(22, f"Receiver: validate={validate!r} is not a positive integer")
+        if not (isinstance(bufsize, int) and 1 <= bufsize <= 1 << 30):
+            raise NetmemError(22, f"Receiver: bufsize={bufsize!r} is not in 1 .. 1 GiB")
+        if not (isinstance(cmsgs, int) and 1 <= cmsgs <= 1 << 20):
+            raise NetmemError(22, f"Receiver: cmsgs={cmsgs!r} is not in 1 .. 1M")
+        if dmabuf is not None and not (isinstance(dmabuf_id, int) and dmabuf_id >= 1):
+            raise NetmemError(22, f"Receiver: dmabuf_id={dmabuf_id!r} is not a binding id")
+        period = min(validate, 256) if validate else 0
+        ring = ncdevmem_pattern(validate, bufsize + period) if validate else None
+        mem = getattr(dmabuf, "scatterlist", dmabuf)
+        self._rx = _core.CoreReceiver(machine, dmabuf is not None, bufsize, cmsgs, mem,
+                                      dmabuf_id, ring, period, keep)
+
+    @property
+    def keep(self):
+        """Whether the bytes read are kept (it can be turned off between drains)."""
+        return self._rx.keep
+
+    @keep.setter
+    def keep(self, value):
+        self._rx.keep = bool(value)
+
+    def drain(self):
+        """``epoll_wait()``, then every ready socket read, in the order they woke. Returns the
+        sockets read."""
+        return self._rx.drain()
+
+    @property
+    def counters(self):
+        """``recvmsg-calls``, ``bytes``, ``dmabuf-frags``, ``linear-frags``,
+        ``tokens-returned``, ``dontneed-calls``, ``dontneed-short`` (calls that freed fewer
+        tokens than given), ``foreign-frags`` / ``foreign-id`` (cmsgs naming another dma-buf,
+        the first id they named), ``read-faults`` (frags outside the memory),
+        ``linear-mismatch`` (calls whose SCM_DEVMEM_LINEAR cmsgs do not add up to the bytes
+        copied)."""
+        return self._rx.counters()
+
+    def close_all(self):
+        """Every open socket's stream as numpy columns in slot order (``slot``, ``family``,
+        ``laddr``/``raddr``, 16 bytes each, an IPv4 address in the first 4, ``lport``,
+        ``rport``, ``pos`` bytes read, ``bad`` the first byte off the pattern or -1, ``eof``,
+        ``err``); then every socket closed (``tcp_close()``) and the streams forgotten."""
+        return self._rx.end_pass()
+
+    def kept(self):
+        """The bytes kept since the last call, as ``(data, slots, lengths)``: ``np.uint8`` in
+        the order read, and the (socket slot, length) of each run of it."""
+        return self._rx.take_kept()

@@ -1,27 +1,28 @@
-"""The replay's application in C (``CoreReceiver``, pyx/receiver.pxi) and the ready list it
-reads (``ep_poll_callback()`` from ``tcp_data_queue()`` and ``tcp_reset()``): what it reads,
-checks, keeps and gives back, against the socket API's own view of the same sockets.
+"""The replay's application in C (``netmem.tcp.Receiver`` over ``CoreReceiver``,
+pyx/receiver.pxi) and the ready list it reads (``ep_poll_callback()`` from ``tcp_data_queue()``
+and ``tcp_reset()``): what it reads, checks, keeps and gives back, against the socket API's own
+view of the same sockets, and the checks of its arguments.
 """
 import errno
 
 import numpy as np
+import pytest
 from devmemutil import MiB, setup, teardown
 from rxutil import MSS, Flow, payload, receive
 
-from netmem import _core
+from netmem import NetmemError
 from netmem.flows import ncdevmem_pattern
-from netmem.tcp import MSG_SOCK_DEVMEM, SO_DEVMEM_DONTNEED, SOL_SOCKET
+from netmem.tcp import MSG_SOCK_DEVMEM, SO_DEVMEM_DONTNEED, SOL_SOCKET, Receiver
 
 BUF = 1 << 16
 
 
-def devmem_receiver(d, keep=False, pattern=None, period=0):
-    return _core.CoreReceiver(d.m, True, BUF, 4000, d.buf.scatterlist, d.id, pattern, period,
-                              keep)
+def devmem_receiver(d, keep=False):
+    return Receiver(d.m, dmabuf=d.buf, dmabuf_id=d.id, bufsize=BUF, keep=keep)
 
 
 def kept_by_slot(rx):
-    data, slots, lengths = rx.take_kept()
+    data, slots, lengths = rx.kept()
     out, at = {}, 0
     for s, n in zip(slots.tolist(), lengths.tolist(), strict=True):
         out[s] = out.get(s, b"") + data[at:at + n].tobytes()
@@ -39,13 +40,13 @@ def test_devmem_drain_reads_every_frag_and_gives_every_token_back():
     slots = {sk.remote[1]: sk._slot for sk in d.m.tcp.sockets()}
     kept = kept_by_slot(rx)
     assert kept[slots[40000]] == da and kept[slots[40001]] == db
-    c = rx.counters()
+    c = rx.counters
     assert c["dmabuf-frags"] == c["tokens-returned"] == 8 + 3
     assert c["bytes"] == len(da) + len(db)
     assert c["dontneed-short"] == c["foreign-frags"] == c["read-faults"] == 0
     assert all(sk.info()["devmem_tokens"] == 0 for sk in d.m.tcp.sockets())
     assert rx.drain() == 0                              # nothing woke since
-    cols = rx.end_pass()
+    cols = rx.close_all()
     by_port = dict(zip(cols["rport"].tolist(), range(len(cols["rport"])), strict=True))
     assert cols["pos"][by_port[40000]] == len(da) and cols["eof"][by_port[40000]]
     assert cols["pos"][by_port[40001]] == len(db) and not cols["eof"][by_port[40001]]
@@ -66,12 +67,12 @@ def test_dontneed_batches_merge_runs_and_stay_within_the_kernels_limits():
     receive(d.nic, f.segments(payload(1030 * 100, seed=3), mss=100))
     rx = devmem_receiver(d)
     rx.drain()
-    c = rx.counters()
+    c = rx.counters
     # A frag cut by the end of one recvmsg() is described again by the next (a second token).
     assert c["dmabuf-frags"] == c["tokens-returned"] >= 1030
     assert c["dontneed-calls"] == 2 and c["dontneed-short"] == 0
     assert sk.info()["devmem_tokens"] == 2
-    rx.end_pass()
+    rx.close_all()
     teardown(d)
 
 
@@ -82,10 +83,9 @@ def test_the_pattern_check_names_the_first_bad_byte(make_nic):
     data[3000] ^= 0xff
     f = Flow()
     receive(nic, [f.syn(), *f.segments(bytes(data)), f.fin()])
-    rx = _core.CoreReceiver(nic.machine, False, BUF, 1, None, 0,
-                            ncdevmem_pattern(period, BUF + period), period, False)
+    rx = Receiver(nic.machine, bufsize=BUF, validate=period)
     rx.drain()
-    cols = rx.end_pass()
+    cols = rx.close_all()
     assert cols["bad"].tolist() == [3000] and cols["pos"].tolist() == [5 * MSS]
     assert cols["eof"].tolist() == [True]
 
@@ -94,7 +94,7 @@ def test_the_ready_list_wakes_on_in_order_data_and_on_reset_only(make_nic):
     nic = make_nic()
     f = Flow()
     first, second = payload(MSS), payload(MSS, seed=1)
-    rx = _core.CoreReceiver(nic.machine, False, BUF, 1, None, 0, None, 0, True)
+    rx = Receiver(nic.machine, bufsize=BUF, keep=True)
     receive(nic, [f.syn()])
     assert rx.drain() == 0                              # a SYN queues nothing
     late = f.data(second, seq=f.seq + MSS)
@@ -106,7 +106,7 @@ def test_the_ready_list_wakes_on_in_order_data_and_on_reset_only(make_nic):
     receive(nic, [f.rst()])
     assert rx.drain() == 1
     assert list(kept_by_slot(rx).values()) == [first + second]
-    cols = rx.end_pass()
+    cols = rx.close_all()
     assert cols["eof"].tolist() == [True] and cols["err"].tolist() == [errno.ECONNRESET]
 
 
@@ -115,10 +115,23 @@ def test_a_frag_outside_the_map_is_a_read_fault_and_bad_bytes():
     f = Flow()
     receive(d.nic, [f.syn(), *f.segments(payload(2 * MSS))])
     starts, phys, lengths = d.buf.scatterlist
-    rx = _core.CoreReceiver(d.m, True, BUF, 4000, (starts, phys, np.minimum(lengths, 1)),
-                            d.id, None, 0, False)
+    rx = Receiver(d.m, dmabuf=(starts, phys, np.minimum(lengths, 1)), dmabuf_id=d.id,
+                  bufsize=BUF)
     rx.drain()
-    c = rx.counters()
+    c = rx.counters
     assert c["read-faults"] == 2 and c["tokens-returned"] == 2
-    assert rx.end_pass()["bad"].tolist() == [1]        # its first byte is in the map
+    assert rx.close_all()["bad"].tolist() == [1]        # its first byte is in the map
     teardown(d)
+
+
+def test_the_receiver_checks_its_arguments(make_nic):
+    m = make_nic().machine
+    for kw in ({"bufsize": 0}, {"bufsize": 1 << 31}, {"cmsgs": 0}, {"cmsgs": -1},
+               {"validate": 0}, {"validate": "7"}, {"dmabuf": (np.zeros(1, np.uint64),) * 3}):
+        with pytest.raises(NetmemError) as e:
+            Receiver(m, **kw)
+        assert e.value.errno == errno.EINVAL, kw
+    bad_map = (np.zeros(1, np.uint64), np.array([1 << 60], np.uint64), np.ones(1, np.uint64))
+    with pytest.raises(NetmemError) as e:
+        Receiver(m, dmabuf=bad_map, dmabuf_id=1)
+    assert e.value.errno == errno.EINVAL and "not in RAM" in str(e.value)
