@@ -110,7 +110,9 @@ cdef class CoreDmabufBinding:
 # ---- the socket's tokens (sk->sk_user_frags) ----------------------------------------------------
 
 cdef int __uf_grow(nm_sock *sk) noexcept nogil:
-    cdef uint64_t cap = max(<uint64_t>sk.uf_cap * 2, 1024)
+    """Room for twice the tokens, XA_CHUNK_SIZE (64, one xarray node) to begin with: a socket
+    that holds a few frags at a time costs a few hundred bytes, as in the kernel."""
+    cdef uint64_t cap = max(<uint64_t>sk.uf_cap * 2, XA_CHUNK_SIZE)
     cdef void *f
     cdef void *u
     if cap > (1ULL << 31):

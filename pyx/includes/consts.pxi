@@ -56,6 +56,7 @@ cdef enum:
     MSG_SOCK_DEVMEM = 0x2000000
     MAX_DONTNEED_TOKENS = 128
     MAX_DONTNEED_FRAGS = 1024
+    XA_CHUNK_SIZE = 64              # include/linux/xarray.h: slots of one xarray node
     ETOOSMALL = 525                 # include/linux/errno.h: kernel-internal, no libc name
     DMABUF_CMSG_SPACE = 40          # CMSG_SPACE(sizeof(struct dmabuf_cmsg)) = CMSG_LEN too
 
