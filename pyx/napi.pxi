@@ -417,6 +417,9 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     cdef uint32_t work = 0, fi
     q.napi.list_owner = q.cpu           # ____napi_schedule()
     skb_defer_free_flush(n, q.cpu)
+    if n.nr_socks >= NM_SK_PREFETCH_MIN:
+        __sk_prefetch_batch(n, arena, offs, nd.pkts, q.pending + q.pending_pos,
+                            min(<uint32_t>NAPI_POLL_WEIGHT, q.npending - q.pending_pos), start)
     while work < NAPI_POLL_WEIGHT and q.pending_pos < q.npending:
         fi = q.pending[q.pending_pos]
         q.pending_pos += 1

@@ -19,6 +19,7 @@ cdef enum:
     NM_TCP_CLOSE = 3
     RCV_SHUTDOWN = 1
     NM_SK_HASH_MIN = 1 << 12
+    NM_SK_PREFETCH_MIN = 1 << 10    # sockets (170 KiB of them) before NAPI prefetches their lines
     NM_SK_CREATE_SYN = 1            # why a socket opened (for the Python side)
     NM_SK_CREATE_MIDFLOW = 2
 
@@ -84,6 +85,48 @@ cdef uint32_t __inet_lookup(nm_net *n, uint8_t family, const uint8_t *laddr,
             return i
         i = sk.hnext
     return NM_NIL
+
+
+cdef inline uint32_t *__sk_bucket_of(nm_net *n, const uint8_t *f, const nm_pkt *p) noexcept nogil:
+    """The hash bucket ``__inet_lookup()`` will search for a TCP frame's socket, from the
+    device's parse; NULL for a frame that is not TCP or has no ports."""
+    cdef const uint8_t *ip = f + p.l3_off
+    cdef const uint8_t *th = f + p.l4_off
+    cdef uint32_t h
+    if n.sk_hash == NULL or p.ip_proto != IPPROTO_TCP or p.l4_off + 4 > p.len:
+        return NULL
+    if p.family == 4:
+        h = __sk_hashfn(4, ip + 16, ip + 12, _be16(th + 2), _be16(th))
+    else:
+        h = __sk_hashfn(6, ip + 24, ip + 8, _be16(th + 2), _be16(th))
+    return &n.sk_hash[h & n.sk_hash_mask]
+
+
+cdef void __sk_prefetch_batch(nm_net *n, const uint8_t *arena, const uint64_t *offs,
+                              const nm_pkt *pkts, const uint32_t *fis, uint32_t nr,
+                              uint32_t start) noexcept nogil:
+    """Warm the cache for the sockets a NAPI poll's frames will be looked up in: every hash
+    bucket first, then the sockets' first two lines, so the misses overlap instead of stalling
+    one by one in ``__inet_lookup()`` (at 10,000 connections each frame's socket is cold).
+    Not a kernel mechanism, and it changes no state: the model's own speed."""
+    cdef uint32_t *bk[NAPI_POLL_WEIGHT]
+    cdef uint32_t i, si
+    cdef const char *sk
+    for i in range(nr):
+        bk[i] = __sk_bucket_of(n, arena + offs[fis[i]], &pkts[fis[i] - start])
+        if bk[i] != NULL:
+            prefetch(bk[i])
+    for i in range(nr):
+        if bk[i] != NULL:
+            si = bk[i][0]
+            if si != NM_NIL:
+                sk = <const char *>&n.socks[si]
+                prefetch(sk)
+                prefetch(sk + 64)
+                prefetch(sk + sizeof(nm_sock) - 1)
+    # Without it GCC finds the function free of side effects (prefetches do not count) and
+    # drops the call.
+    barrier()
 
 
 cdef void inet_unhash(nm_net *n, uint32_t si) noexcept nogil:

@@ -8,11 +8,13 @@ cdef extern from *:
     #define nm_likely(x)   __builtin_expect(!!(x), 1)
     #define nm_unlikely(x) __builtin_expect(!!(x), 0)
     #define nm_barrier()   __asm__ __volatile__("" ::: "memory")
+    #define nm_prefetch(x) __builtin_prefetch(x)
     """
     const int NETMEM_DEBUG
     bint likely "nm_likely"(bint) noexcept nogil
     bint unlikely "nm_unlikely"(bint) noexcept nogil
     void barrier "nm_barrier"() noexcept nogil
+    void prefetch "nm_prefetch"(const void *) noexcept nogil       # include/linux/prefetch.h
 
 cdef enum:
     PAGE_SHIFT = 12
