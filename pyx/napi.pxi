@@ -290,13 +290,15 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
     first buffer, when that buffer is readable."""
     cdef nm_machine *m = n.m
     cdef uint32_t si, i, hl = 0, first_off = 0, left = dlen - split, chunk
+    cdef uint32_t nr = 0, data_len = 0, truesize
     cdef nm_skb *skb
+    cdef nm_shinfo *sh
     if split:
         si = napi_build_skb(n, hdr.netmem, hdr.offset, NM_HDR_BUF_SIZE, q.cpu)
         if si == NM_NIL:
             return NM_NIL
         skb = SKB(n, si)
-        skb.len = split
+        hl = split
     else:
         si = napi_alloc_skb(n, q.cpu)
         if si == NM_NIL:
@@ -307,19 +309,30 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
             hl = min(hl, <uint32_t>NM_SKB_LINEAR)
             memcpy(skb_shinfo(n, skb).linear,
                    nm_phys_to_virt(m, netmem_phys(m, bufs[0].netmem) + bufs[0].offset), hl)
-            skb.len = hl
             first_off = hl
             left -= hl
+    # skb_add_rx_frag_netmem() per buffer, the lengths summed in registers and stored once, as
+    # drivers that build multi-buffer skbs do (xdp_update_skb_shared_info()): reading back
+    # skb->len right after the stores that set it cannot be forwarded from them, and waits
+    # for every older store, the DMA write's included, to reach the cache.
+    sh = skb_shinfo(n, skb)
+    truesize = skb.truesize
     for i in range(nbufs):
         chunk = min(left, bufs[i].size - first_off)
         if chunk == 0:
             # The headers took the whole buffer: it goes home.
             page_pool_put_netmem(q.pool, bufs[i].netmem, <uint32_t>-1, True)
         else:
-            skb_add_rx_frag_netmem(n, skb, skb_shinfo(n, skb).nr_frags, bufs[i].netmem,
-                                   bufs[i].offset + first_off, chunk, bufs[i].size)
+            __skb_fill_netmem_desc(skb, sh, nr, bufs[i].netmem, bufs[i].offset + first_off, chunk)
+            nr += 1
+            data_len += chunk
+            truesize += bufs[i].size
         left -= chunk
         first_off = 0
+    sh.nr_frags = nr
+    skb.len = hl + data_len
+    skb.data_len = data_len
+    skb.truesize = truesize
     skb.pp_recycle = 1                  # skb_mark_for_recycle()
     skb.network_header = <uint16_t>(p.l3_off - p.nr_vlans * VLAN_HLEN)
     skb.transport_header = <uint16_t>(p.l4_off - p.nr_vlans * VLAN_HLEN) if p.l4_off else 0
