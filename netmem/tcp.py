@@ -96,8 +96,9 @@ class TcpStack:
         lip, lport = local
         rip, rport = remote
         la, ra = ipaddress.ip_address(lip), ipaddress.ip_address(rip)
-        if la.version != ra.version:
-            return None
+        if la.version != ra.version or not (0 <= int(lport) < 1 << 16 and
+                                            0 <= int(rport) < 1 << 16):
+            return None                 # no socket has such ends
         key = (la.version, la.packed, ra.packed, int(lport), int(rport))
         slot = _core._sk_lookup(self.machine, *key)
         return None if slot < 0 else self._socket((slot, *key))

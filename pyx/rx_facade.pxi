@@ -330,17 +330,13 @@ def _sk_lookup(CoreMachine machine, uint8_t family, bytes laddr, bytes raddr, ui
     cdef nm_net *n = _net(machine)
     cdef int alen = 4 if family == 4 else 16
     cdef uint32_t i
-    cdef nm_sock *sk
     if len(laddr) != alen or len(raddr) != alen:
         raise NetmemError(EINVAL, f"_sk_lookup: IPv{family} addresses are {alen} bytes")
     i = __inet_lookup(n, family, laddr, raddr, lport, rport)
     if i != NM_NIL:
         return i
     for i in range(n.nr_socks):
-        sk = &n.socks[i]
-        if (sk.used and sk.family == family and sk.lport == lport and sk.rport == rport
-                and memcmp(sk.laddr, <const char *>laddr, alen) == 0
-                and memcmp(sk.raddr, <const char *>raddr, alen) == 0):
+        if n.socks[i].used and __sk_match(&n.socks[i], family, laddr, raddr, lport, rport):
             return i
     return -1
 

@@ -662,4 +662,6 @@ def test_the_socket_hash_stays_sound_across_resizes(nic, m):
     socks = m.tcp.sockets()
     assert len(socks) == len({(sk.local, sk.remote) for sk in socks}) == 8400
     assert all(m.tcp.lookup(sk.local, sk.remote) is sk for sk in socks)
+    assert m.tcp.lookup(("192.0.2.1", 5201), ("2001:db8::2", 32768)) is None
+    assert m.tcp.lookup(("192.0.2.1", 5201), ("192.0.2.2", 1 << 16)) is None
     assert m.tcp.mib["PassiveOpens"] == 4200
