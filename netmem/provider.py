@@ -70,17 +70,21 @@ class MemoryProvider(_core.CoreMemoryProvider):
         quiesce (the old page pools go once their buffers are home) and calls the provider's
         ``close()``, if it has one: nothing holds the provider any more.
 
-        The net_iov areas (``NetIovArea``) the provider made while it was built and bound say
-        how the application reads: none (its buffers are pages), by copy; else through
-        ``memory_map()``, which must exist and return ``(offsets, phys, lengths)``: the
-        provider's memory in the ``frag_offset`` space of its devmem cmsgs, and the areas'
-        ``owner_id`` (one id, from 1) is the ``dmabuf_id`` those cmsgs name. Raises
-        ``NetmemError``: EINVAL when the constructor does not take ``(machine, nic,
-        **provider_args)`` or the areas name no single id, EOPNOTSUPP for net_iovs without
-        ``memory_map()``, and whatever construction and ``net_mp_open_rxq()`` raise; what was
+        The provider hands out net_iovs (a Python provider cannot hand out pages), which the
+        application reads through ``memory_map()``: ``(offsets, phys, lengths)``, the
+        provider's memory in the ``frag_offset`` space of its devmem cmsgs; the ``owner_id`` of
+        the net_iov areas (``NetIovArea``) it made while it was built and bound (one id, from
+        1: ``net_devmem_id_alloc()``) is the ``dmabuf_id`` those cmsgs name. Raises
+        ``NetmemError``: EOPNOTSUPP without ``memory_map()`` (before anything is built), EINVAL
+        when the constructor does not take ``(machine, nic, **provider_args)`` or the areas
+        name no single id, and whatever construction and ``net_mp_open_rxq()`` raise; what was
         set up is undone at teardown."""
         from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
 
+        if not callable(getattr(cls, "memory_map", None)):
+            raise NetmemError(EOPNOTSUPP, f"{cls.__qualname__} hands out net_iovs the "
+                                          "application could not read: implement memory_map() "
+                                          "returning (offsets, phys, lengths)")
         m, nic = rig.machine, rig.nic
         before = set(m._niov_areas)
         try:
@@ -105,29 +109,24 @@ class MemoryProvider(_core.CoreMemoryProvider):
             opened.append(q)
         rig.steer_to_bound()
         ids = {a.owner_id for k, a in m._niov_areas.items() if k not in before}
-        if not ids:
-            return ReplayBinding()
-        if not hasattr(provider, "memory_map"):
-            raise NetmemError(EOPNOTSUPP, f"{cls.__qualname__} hands out net_iovs the "
-                                          "application cannot read: implement memory_map() "
-                                          "returning (offsets, phys, lengths)")
         if len(ids) != 1 or 0 in ids:
             raise NetmemError(EINVAL, f"{cls.__qualname__}'s net_iov areas have owner_id "
-                                      f"{', '.join(map(str, sorted(ids)))}: its devmem cmsgs "
-                                      "name one dmabuf_id, from 1 (net_devmem_id_alloc())")
+                                      f"{', '.join(map(str, sorted(ids))) or '(no area)'}: its "
+                                      "devmem cmsgs name one dmabuf_id, from 1 "
+                                      "(net_devmem_id_alloc())")
         return ReplayBinding(provider.memory_map(), ids.pop())
 
 
 @dataclasses.dataclass(frozen=True)
 class ReplayBinding:
-    """What ``replay_setup()`` tells the replay's application. ``memory_map``: None when the
-    provider's buffers are pages the CPU reads (the application copies with ``recvmsg``); else
-    the provider's memory as ``(offsets, phys, lengths)``, uint64 arrays of one length in
-    ascending offset order, each entry ``lengths[i]`` bytes at physical address ``phys[i]`` (RAM
-    or a PCI BAR) seen at ``offsets[i]`` of the ``frag_offset`` space of its devmem cmsgs; the
-    application reads with ``recvmsg(MSG_SOCK_DEVMEM)`` and each SCM_DEVMEM_DMABUF frag through
-    it (``netmem.tcp.Receiver(dmabuf=memory_map)``). ``dmabuf_id``: the id those cmsgs name
-    (None without a map). EINVAL for a map of another shape."""
+    """What ``replay_setup()`` tells the replay's application. ``memory_map``: None for host
+    pages (the application copies with ``recvmsg``); else the provider's memory as ``(offsets,
+    phys, lengths)``, uint64 arrays of one length in ascending offset order, each entry
+    ``lengths[i]`` bytes at physical address ``phys[i]`` (RAM or a PCI BAR) seen at
+    ``offsets[i]`` of the ``frag_offset`` space of its devmem cmsgs; the application reads with
+    ``recvmsg(MSG_SOCK_DEVMEM)`` and each SCM_DEVMEM_DMABUF frag through it
+    (``netmem.tcp.Receiver(dmabuf=memory_map)``). ``dmabuf_id``: the id those cmsgs name (None
+    without a map). EINVAL for a map of another shape or an id below 1."""
 
     memory_map: tuple | None = None
     dmabuf_id: int | None = None

@@ -24,14 +24,13 @@ Providers: ``--provider NAME`` is any class registered under the entry-point gro
 ``replay_setup(rig, **provider_args)`` binds it to the run's ``Rig`` (the ``--provider-arg``
 values as keywords) and returns a ``netmem.provider.ReplayBinding``: the provider's memory as
 ``(offsets, phys, lengths)`` in the ``frag_offset`` space of its devmem cmsgs and the
-``dmabuf_id`` they name, or nothing for buffers the CPU reads by copy. ``MemoryProvider``'s
-default builds ``cls(rig.machine, rig.nic, **provider_args)``, installs it on each bound queue
-with ``net_mp_open_rxq()`` and reads its net_iovs through its ``memory_map()``. Every provider
-but ``host`` (``is_host``) binds: header split on, ``--bind-queues``, and the application reads
-with ``MSG_SOCK_DEVMEM`` when it has a memory map (a provider of pages is read with plain
-``recvmsg``, which copies as MSG_SOCK_DEVMEM does for readable skbs). The chunk shrinks to what
-the memory map can hold. Departs: the provider's setup is not a kernel interface; ncdevmem's
-is the dma-buf one.
+``dmabuf_id`` they name (nothing for host pages, read by copy). ``MemoryProvider``'s default
+builds ``cls(rig.machine, rig.nic, **provider_args)``, installs it on each bound queue with
+``net_mp_open_rxq()`` and reads its net_iovs through its ``memory_map()``. Every provider but
+``host`` (``is_host``) binds: header split on, ``--bind-queues``, the application reading with
+``MSG_SOCK_DEVMEM``; the chunk shrinks to what its memory can hold. Departs: ``replay_setup``
+is not a kernel interface (ncdevmem binds a dma-buf with netlink ``bind-rx``; the built-in
+``dmabuf`` does that too).
 
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
