@@ -21,10 +21,10 @@ import numpy as np
 from netmem import _core
 from netmem.errors import NetmemError
 
-__all__ = ["MemoryProvider", "ReplayBinding", "available_providers", "get_provider",
-           "net_devmem_id_alloc", "net_mp_netmem_place_in_cache", "net_mp_niov_clear_page_pool",
-           "net_mp_niov_set_dma_addr", "net_mp_niov_set_page_pool", "replay_args",
-           "resolve_provider"]
+__all__ = ["MemoryProvider", "ReplayBinding", "available_providers", "builtin_providers",
+           "get_provider", "net_devmem_id_alloc", "net_mp_netmem_place_in_cache",
+           "net_mp_niov_clear_page_pool", "net_mp_niov_set_dma_addr", "net_mp_niov_set_page_pool",
+           "replay_args", "resolve_provider"]
 
 ENTRY_POINT_GROUP = "netmem.providers"
 
@@ -198,6 +198,13 @@ def net_devmem_id_alloc(machine):
     ``owner_id`` so that the ``dmabuf_id`` of a devmem cmsg names one binding or provider."""
     machine._devmem_next_id += 1
     return machine._devmem_next_id
+
+
+def builtin_providers():
+    """Names of the providers netmem itself registers (its own distribution's entry points:
+    dmabuf, host, p2pdma), sorted; a user's package adds to ``available_providers()`` only."""
+    return sorted(ep.name for ep in metadata.distribution("netmem").entry_points
+                  if ep.group == ENTRY_POINT_GROUP)
 
 
 def available_providers():
