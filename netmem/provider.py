@@ -87,13 +87,7 @@ class MemoryProvider(_core.CoreMemoryProvider):
                                           "returning (offsets, phys, lengths)")
         m, nic = rig.machine, rig.nic
         before = set(m._niov_areas)
-        try:
-            provider = cls(m, nic, **provider_args)
-        except TypeError as e:
-            raise NetmemError(EINVAL, f"{cls.__qualname__}{_signature(cls) or ''} cannot be "
-                                      f"built as cls(machine, nic, **provider_args) ({e}): take "
-                                      "(machine, nic, ...) or give the class a replay_setup(rig, "
-                                      "**provider_args) classmethod") from None
+        provider = _replay_construct(cls, m, nic, provider_args)
         opened = []
 
         def teardown():
@@ -108,13 +102,29 @@ class MemoryProvider(_core.CoreMemoryProvider):
             net_mp_open_rxq(nic, q, provider)
             opened.append(q)
         rig.steer_to_bound()
-        ids = {a.owner_id for k, a in m._niov_areas.items() if k not in before}
-        if len(ids) != 1 or 0 in ids:
-            raise NetmemError(EINVAL, f"{cls.__qualname__}'s net_iov areas have owner_id "
-                                      f"{', '.join(map(str, sorted(ids))) or '(no area)'}: its "
-                                      "devmem cmsgs name one dmabuf_id, from 1 "
-                                      "(net_devmem_id_alloc())")
-        return ReplayBinding(provider.memory_map(), ids.pop())
+        return ReplayBinding(provider.memory_map(), _replay_owner_id(cls, m, before))
+
+
+def _replay_construct(cls, machine, nic, provider_args):
+    """``cls(machine, nic, **provider_args)``; a TypeError says what the constructor takes."""
+    try:
+        return cls(machine, nic, **provider_args)
+    except TypeError as e:
+        raise NetmemError(EINVAL, f"{cls.__qualname__}{_signature(cls) or ''} cannot be built "
+                                  f"as cls(machine, nic, **provider_args) ({e}): take (machine, "
+                                  "nic, ...) or give the class a replay_setup(rig, "
+                                  "**provider_args) classmethod") from None
+
+
+def _replay_owner_id(cls, machine, before):
+    """The one ``owner_id`` (from 1) of the net_iov areas made since ``before`` (area ids)."""
+    ids = {a.owner_id for k, a in machine._niov_areas.items() if k not in before}
+    if len(ids) != 1 or 0 in ids:
+        raise NetmemError(EINVAL, f"{cls.__qualname__}'s net_iov areas have owner_id "
+                                  f"{', '.join(map(str, sorted(ids))) or '(no area)'}: its "
+                                  "devmem cmsgs name one dmabuf_id, from 1 "
+                                  "(net_devmem_id_alloc())")
+    return ids.pop()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,6 +61,7 @@ import functools
 import importlib.util
 import ipaddress
 import json
+import math
 import os
 import resource
 import shutil
@@ -1047,19 +1048,26 @@ def _queue_list(text):
 
 
 def _provider_arg(text):
-    """``KEY=VALUE`` -> (key, value): the value an int (``4096``, ``0x200000``), a float, a
-    size (``16MiB``), else the string."""
+    """``KEY=VALUE`` -> (key, value): the value an int (``4096``, ``0x200000``), a finite
+    float, a size (``16MiB``), else the string (``nan`` stays one: JSON has no NaN)."""
     from netmem.tools import size_arg
 
     key, eq, value = text.partition("=")
     if not eq or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"cannot read {text!r}: KEY=VALUE, KEY a Python "
                                          "identifier")
-    for parse in (int, functools.partial(int, base=0), float, size_arg):
+    for parse in (int, functools.partial(int, base=0), _finite_float, size_arg):
         parsed = _parsed(parse, value)
         if parsed is not None:
             return key, parsed
     return key, value
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
 
 
 def _parsed(parse, text):

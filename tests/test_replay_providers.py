@@ -173,7 +173,8 @@ def test_list_providers_shows_installed_ones(plugin_dir, tmp_path):
 @pytest.mark.parametrize(("text", "key", "value"), [
     ("chunk=2MiB", "chunk", 2 << 20), ("n=7", "n", 7), ("addr=0x200000", "addr", 0x200000),
     ("ratio=0.5", "ratio", 0.5), ("mode=fast", "mode", "fast"), ("x=", "x", ""),
-    ("eq=a=b", "eq", "a=b"), ("size=4KiB", "size", 4096)])
+    ("eq=a=b", "eq", "a=b"), ("size=4KiB", "size", 4096), ("v=nan", "v", "nan"),
+    ("v=-inf", "v", "-inf")])
 def test_provider_arg_values(text, key, value):
     from netmem.replay import _provider_arg
 
