@@ -1,11 +1,10 @@
 """netmem-replay: a packet trace through a NIC, its page pools and a memory provider, and an
 application that reads every socket, as ncdevmem does; then the figures and counters.
 
-``netmem-replay [--pcap FILE] [--provider NAME [--provider-arg KEY=VALUE ...]] [options]`` builds a
-machine with a NIC and a GPU behind one PCIe switch, binds the provider's memory to the NIC's
-queues (devmem TCP for ``dmabuf``: header split on, the dma-buf bound with netlink ``bind-rx``,
-RSS spread over the bound queues) and replays the trace ``--loops`` times in chunks:
-``NetDevice.receive()`` runs a
+``netmem-replay [--pcap FILE] [--provider NAME] [options]`` builds a machine with a
+NIC and a GPU behind one PCIe switch, binds the provider's memory to the NIC's queues (devmem TCP
+for ``dmabuf``: header split on, the dma-buf bound with netlink ``bind-rx``, RSS spread over the
+bound queues) and replays the trace ``--loops`` times in chunks: ``NetDevice.receive()`` runs a
 chunk of frames through steering, NAPI, the device's DMA, GRO and TCP in C, then the application
 (``netmem.tcp.Receiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until
 EAGAIN: ``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the
@@ -349,7 +348,7 @@ class Rig:
     - ``machine``: the ``Machine``; ``nic``: its ``NetDevice`` ``eth1`` (``cfg.queues`` RX
       queues, header split on for a binding provider); ``gpu``: the ``PciEndpoint`` ``gpu0``
       behind the same PCIe switch (no BAR until a provider gives it one).
-    - ``queues``: the indices of the RX queues the provider binds, ascending as given
+    - ``queues``: the indices of the RX queues the provider binds, in the order given
       (``--bind-queues``; every queue by default; none for host pages).
     - ``cfg``: the run's ``Config``; ``seed``: ``cfg.seed``, for the provider's randomness.
     - ``on_teardown(fn)``: ``fn()`` runs at teardown, after every socket is closed and before
@@ -357,8 +356,8 @@ class Rig:
       failed half way.
     - ``steer_to_bound()``: RSS over ``queues`` only.
 
-    The replay's own: ``binds``, ``header_split``, ``app_cpu``, ``chunk``, and ``binding``
-    (what ``replay_setup`` returned)."""
+    The replay's own: ``binds``, ``header_split``, ``app_cpu``, ``chunk``, ``binding`` (what
+    ``replay_setup`` returned), and ``bind(cls)`` and ``teardown()``, which ``run()`` calls."""
 
     def __init__(self, cfg, binds):
         self.cfg = cfg

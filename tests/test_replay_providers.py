@@ -2,7 +2,8 @@
 installed with pip (offline, into a directory of its own) and found through the
 ``netmem.providers`` entry points, replays end to end; ``--list-providers`` shows it;
 ``--provider-arg`` reaches it; a provider that cannot be replayed is exit code 2 with one line
-saying what to implement, nothing written and nothing leaked.
+saying what to implement, nothing written and nothing leaked. The example provider also passes
+the provider conformance suite.
 
 The outside provider is ``docs/examples/hugechunk`` (copied, then installed); the providers that
 must be refused are a package the tests write. One module-wide install (pip takes a second or
@@ -22,6 +23,7 @@ import pytest
 from netmem.errors import NetmemError
 from netmem.provider import ReplayBinding
 from netmem.replay import REPORT_SCHEMA, main
+from netmem.testing import ProviderConformance
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "examples" / "hugechunk"
 SMALL = ["--connections", "4", "--payload", "64KiB"]
@@ -252,3 +254,22 @@ def test_builtins_bind_through_their_replay_setup():
         assert "replay_setup" in vars(cls), name                # its own, not the default
         assert issubclass(cls, MemoryProvider)
     assert get_provider("host").is_host
+
+
+class TestHugeChunkConformance(ProviderConformance):
+    """The example provider keeps the page_pool contract (netmem.testing's suite)."""
+
+    @pytest.fixture(autouse=True)
+    def _importable(self, installed):
+        """hugechunk is imported from where pip installed it."""
+
+    def make_provider(self, machine, nic):
+        from hugechunk import HugeChunkProvider
+
+        return HugeChunkProvider(machine, nic, size=8 << 20, chunk=1 << 20)
+
+    def assert_provider_whole(self, provider):
+        assert sorted(provider.free) == provider.area.niovs.tolist()
+
+    def free_provider(self, provider):
+        provider.close()
