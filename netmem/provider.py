@@ -78,7 +78,8 @@ class MemoryProvider(_core.CoreMemoryProvider):
         ``NetmemError``: EOPNOTSUPP without ``memory_map()`` (before anything is built), EINVAL
         when the constructor does not take ``(machine, nic, **provider_args)`` or the areas
         name no single id, and whatever construction and ``net_mp_open_rxq()`` raise; what was
-        set up is undone at teardown."""
+        set up is undone at teardown. Not a kernel op: the replay's hook (a kernel provider is
+        bound by its own uAPI, devmem's by netlink ``bind-rx``)."""
         from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
 
         if not callable(getattr(cls, "memory_map", None)):
