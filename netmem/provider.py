@@ -7,16 +7,24 @@ written in Python works as it is (the core calls it through the interpreter on t
 only); a built-in provider can hand the core a C-level fast variant of the two buffer ops.
 
 Providers register under the entry-point group ``netmem.providers``; ``get_provider(name)`` loads
-one by name, so a user's package plugs in the same way as the built-ins.
+one by name, so a user's package plugs in the same way as the built-ins. ``netmem-replay
+--provider NAME`` binds the registered class with its ``replay_setup(rig, **provider_args)``
+classmethod, which returns a ``ReplayBinding``: where the replay's application reads the payload.
 """
+import dataclasses
+import inspect
+from errno import EINVAL, EOPNOTSUPP
 from importlib import metadata
+
+import numpy as np
 
 from netmem import _core
 from netmem.errors import NetmemError
 
-__all__ = ["MemoryProvider", "available_providers", "get_provider", "net_mp_netmem_place_in_cache",
+__all__ = ["MemoryProvider", "ReplayBinding", "available_providers", "builtin_providers",
+           "get_provider", "net_devmem_id_alloc", "net_mp_netmem_place_in_cache",
            "net_mp_niov_clear_page_pool", "net_mp_niov_set_dma_addr", "net_mp_niov_set_page_pool",
-           "resolve_provider"]
+           "replay_args", "resolve_provider"]
 
 ENTRY_POINT_GROUP = "netmem.providers"
 
@@ -52,6 +60,109 @@ class MemoryProvider(_core.CoreMemoryProvider):
     def uninstall(self, rxq):
         """Called when the netdev under a bound queue unregisters."""
 
+    @classmethod
+    def replay_setup(cls, rig, **provider_args):
+        """Bind a provider of this class for one ``netmem-replay`` run (``rig``: a
+        ``netmem.replay.Rig``) and return its ``ReplayBinding``. This default constructs
+        ``cls(rig.machine, rig.nic, **provider_args)``, installs it on every queue of
+        ``rig.queues`` with ``net_mp_open_rxq()`` and spreads RSS over them. At teardown
+        (``rig.on_teardown``) it closes those queues (``net_mp_close_rxq()``), lets the machine
+        quiesce (the old page pools go once their buffers are home) and calls the provider's
+        ``close()``, if it has one: nothing holds the provider any more.
+
+        The provider hands out net_iovs (a Python provider cannot hand out pages), which the
+        application reads through ``memory_map()``: ``(offsets, phys, lengths)``, the
+        provider's memory in the ``frag_offset`` space of its devmem cmsgs; the ``owner_id`` of
+        the net_iov areas (``NetIovArea``) it made while it was built and bound (one id, from
+        1: ``net_devmem_id_alloc()``) is the ``dmabuf_id`` those cmsgs name. Raises
+        ``NetmemError``: EOPNOTSUPP without ``memory_map()`` (before anything is built), EINVAL
+        when the constructor does not take ``(machine, nic, **provider_args)`` or the areas
+        name no single id, and whatever construction and ``net_mp_open_rxq()`` raise; what was
+        set up is undone at teardown. Not a kernel op: the replay's hook (a kernel provider is
+        bound by its own uAPI, devmem's by netlink ``bind-rx``)."""
+        from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+
+        if not callable(getattr(cls, "memory_map", None)):
+            raise NetmemError(EOPNOTSUPP, f"{cls.__qualname__} hands out net_iovs the "
+                                          "application could not read: implement memory_map() "
+                                          "returning (offsets, phys, lengths)")
+        m, nic = rig.machine, rig.nic
+        before = set(m._niov_areas)
+        provider = _replay_construct(cls, m, nic, provider_args)
+        opened = []
+
+        def teardown():
+            for q in reversed(opened):
+                net_mp_close_rxq(nic, q, provider)
+            m.quiesce()
+            if hasattr(provider, "close"):
+                provider.close()
+
+        rig.on_teardown(teardown)
+        for q in rig.queues:
+            net_mp_open_rxq(nic, q, provider)
+            opened.append(q)
+        rig.steer_to_bound()
+        return ReplayBinding(provider.memory_map(), _replay_owner_id(cls, m, before))
+
+
+def _replay_construct(cls, machine, nic, provider_args):
+    """``cls(machine, nic, **provider_args)``; a TypeError says what the constructor takes."""
+    try:
+        return cls(machine, nic, **provider_args)
+    except TypeError as e:
+        raise NetmemError(EINVAL, f"{cls.__qualname__}{_signature(cls) or ''} cannot be built "
+                                  f"as cls(machine, nic, **provider_args) ({e}): take (machine, "
+                                  "nic, ...) or give the class a replay_setup(rig, "
+                                  "**provider_args) classmethod") from None
+
+
+def _replay_owner_id(cls, machine, before):
+    """The one ``owner_id`` (from 1) of the net_iov areas made since ``before`` (area ids)."""
+    ids = {a.owner_id for k, a in machine._niov_areas.items() if k not in before}
+    if len(ids) != 1 or 0 in ids:
+        raise NetmemError(EINVAL, f"{cls.__qualname__}'s net_iov areas have owner_id "
+                                  f"{', '.join(map(str, sorted(ids))) or '(no area)'}: its "
+                                  "devmem cmsgs name one dmabuf_id, from 1 "
+                                  "(net_devmem_id_alloc())")
+    return ids.pop()
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplayBinding:
+    """What ``replay_setup()`` tells the replay's application. ``memory_map``: None for host
+    pages (the application copies with ``recvmsg``); else the provider's memory as ``(offsets,
+    phys, lengths)``, uint64 arrays of one length in ascending offset order, each entry
+    ``lengths[i]`` bytes at physical address ``phys[i]`` (RAM or a PCI BAR) seen at
+    ``offsets[i]`` of the ``frag_offset`` space of its devmem cmsgs; the application reads with
+    ``recvmsg(MSG_SOCK_DEVMEM)`` and each SCM_DEVMEM_DMABUF frag through it
+    (``netmem.tcp.Receiver(dmabuf=memory_map)``). ``dmabuf_id``: the id those cmsgs name (None
+    without a map). EINVAL for a map of another shape or an id below 1."""
+
+    memory_map: tuple | None = None
+    dmabuf_id: int | None = None
+
+    def __post_init__(self):
+        if self.memory_map is None:
+            return
+        try:
+            arrays = tuple(np.asarray(a) for a in self.memory_map)
+        except TypeError:
+            arrays = ()
+        if (len(arrays) != 3 or any(a.dtype != np.uint64 or a.ndim != 1 for a in arrays)
+                or len({len(a) for a in arrays}) != 1):
+            raise NetmemError(EINVAL, "memory_map(): not (offsets, phys, lengths), three uint64 "
+                                      "arrays of one length")
+        if not (isinstance(self.dmabuf_id, int) and self.dmabuf_id >= 1):
+            raise NetmemError(EINVAL, f"ReplayBinding: dmabuf_id {self.dmabuf_id!r} is not an "
+                                      "id from 1")
+        object.__setattr__(self, "memory_map", arrays)
+
+    @property
+    def size(self):
+        """Bytes of provider memory the map describes (0 without one)."""
+        return 0 if self.memory_map is None else int(self.memory_map[2].sum())
+
 
 def net_mp_niov_set_page_pool(pool, netmem):
     """Models ``net_mp_niov_set_page_pool()``: pp info, hold count, trace."""
@@ -71,6 +182,40 @@ def net_mp_netmem_place_in_cache(pool, netmem):
 def net_mp_niov_set_dma_addr(machine, netmem, addr):
     """Models ``net_mp_niov_set_dma_addr()``."""
     machine._niov_set_dma_addr(netmem, addr)
+
+
+def replay_args(cls):
+    """The ``inspect.Signature`` of the provider args (``netmem-replay --provider-arg``) that
+    registered class ``cls`` takes: its ``replay_setup``'s after ``rig`` when it has its own,
+    else its constructor's after ``(machine, nic)``; None when Python cannot read it (a C
+    constructor)."""
+    own = getattr(cls.replay_setup, "__func__", None) is not MemoryProvider.replay_setup.__func__
+    sig = _signature(cls.replay_setup if own else cls)
+    if sig is None:
+        return None
+    return sig.replace(parameters=list(sig.parameters.values())[1 if own else 2:])
+
+
+def _signature(fn):
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+
+
+def net_devmem_id_alloc(machine):
+    """An id from the machine's devmem binding ids (the kernel's ``xa_alloc_cyclic()`` on
+    ``net_devmem_dmabuf_bindings``, from 1): what a provider's net_iov areas take as
+    ``owner_id`` so that the ``dmabuf_id`` of a devmem cmsg names one binding or provider."""
+    machine._devmem_next_id += 1
+    return machine._devmem_next_id
+
+
+def builtin_providers():
+    """Names of the providers netmem itself registers (its own distribution's entry points:
+    dmabuf, host, p2pdma), sorted; a user's package adds to ``available_providers()`` only."""
+    return sorted(ep.name for ep in metadata.distribution("netmem").entry_points
+                  if ep.group == ENTRY_POINT_GROUP)
 
 
 def available_providers():

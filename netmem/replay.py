@@ -1,7 +1,7 @@
 """netmem-replay: a packet trace through a NIC, its page pools and a memory provider, and an
 application that reads every socket, as ncdevmem does; then the figures and counters.
 
-``netmem-replay [--pcap FILE] [--provider host|dmabuf|p2pdma] [options]`` builds a machine with a
+``netmem-replay [--pcap FILE] [--provider NAME] [options]`` builds a machine with a
 NIC and a GPU behind one PCIe switch, binds the provider's memory to the NIC's queues (devmem TCP
 for ``dmabuf``: header split on, the dma-buf bound with netlink ``bind-rx``, RSS spread over the
 bound queues) and replays the trace ``--loops`` times in chunks: ``NetDevice.receive()`` runs a
@@ -16,6 +16,20 @@ meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 
 64 KiB over IPv4 and IPv6 with light loss, reordering, duplication and overlap, carrying
 ncdevmem's ``-v 7`` pattern (4 MiB of frames: it stays in the caches as it is replayed).
 ``run(Config(...))`` is the same without the command line; it returns a ``Report``.
+
+Providers: ``--provider NAME`` is any class registered under the entry-point group
+``netmem.providers`` (read at run time; ``--list-providers`` shows them): the built-ins ``host``,
+``dmabuf`` and ``p2pdma``, or a user's, installed from its own package. The class's classmethod
+``replay_setup(rig, **provider_args)`` binds it to the run's ``Rig`` (the ``--provider-arg``
+values as keywords) and returns a ``netmem.provider.ReplayBinding``: the provider's memory as
+``(offsets, phys, lengths)`` in the ``frag_offset`` space of its devmem cmsgs and the
+``dmabuf_id`` they name (nothing for host pages, read by copy). ``MemoryProvider``'s default
+builds ``cls(rig.machine, rig.nic, **provider_args)``, installs it on each bound queue with
+``net_mp_open_rxq()`` and reads its net_iovs through its ``memory_map()``. Every provider but
+``host`` (``is_host``) binds: header split on, ``--bind-queues``, the application reading with
+``MSG_SOCK_DEVMEM``; the chunk shrinks to what its memory can hold. Departs: ``replay_setup``
+is not a kernel interface (ncdevmem binds a dma-buf with netlink ``bind-rx``; the built-in
+``dmabuf`` does that too).
 
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
@@ -36,7 +50,8 @@ not numbered, and a 4-tuple reused within the capture is one stream (tshark numb
 anew), so tshark's indices can differ after such frames.
 
 Exit codes: 0; 1 when validation fails or buffers are lost (inflight after teardown, leaks,
-tokens not freed); 2 for bad input (a message on stderr names it, nothing is written).
+tokens not freed); 2 for bad input (a message on stderr names it, nothing is written),
+including a provider that cannot be replayed (one line saying what it lacks).
 """
 import argparse
 import dataclasses
@@ -45,12 +60,14 @@ import functools
 import importlib.util
 import ipaddress
 import json
+import math
 import os
 import resource
 import shutil
 import sys
 import tempfile
 import time
+from importlib import metadata
 
 import numpy as np
 
@@ -60,11 +77,11 @@ from netmem.flows import FlowParams, PacketTrace, generate
 from netmem.machine import Machine
 from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
-from netmem.pci import PAGE_OFFSET
+from netmem.provider import ENTRY_POINT_GROUP, ReplayBinding, get_provider, replay_args
 from netmem.tcp import Receiver
 
-__all__ = ["DEFAULT_WORKLOAD", "PROVIDERS", "REPORT_SCHEMA", "BadInput", "Config", "Report",
-           "main", "run"]
+__all__ = ["DEFAULT_WORKLOAD", "REPORT_SCHEMA", "BadInput", "Config", "Report", "Rig", "main",
+           "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
@@ -104,9 +121,11 @@ class Config:
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
     before the application drains (smaller with a dma-buf that cannot hold a whole chunk);
-    ``progress`` None shows the progress bar when stderr is a terminal."""
+    ``progress`` None shows the progress bar when stderr is a terminal; ``provider_args`` the
+    keywords of the provider's ``replay_setup`` (``--provider-arg KEY=VALUE``)."""
 
     provider: str = "dmabuf"
+    provider_args: dict = dataclasses.field(default_factory=dict)
     pcap: str | None = None
     connections: int | None = None
     payload: int | None = None
@@ -131,14 +150,14 @@ class Config:
 
 
 def _check_config(cfg):
-    """Refuse absurd options before anything is built (BadInput names the option)."""
-    prov = PROVIDERS.get(cfg.provider)
-    if prov is None:
-        raise BadInput(f"--provider {cfg.provider}: not one of {', '.join(PROVIDERS)}")
+    """Refuse absurd options before anything is built (BadInput names the option). Returns
+    the provider's class."""
+    cls = _provider_class(cfg.provider, cfg.provider_args)
+    binds = _binds(cls)
     if not 1 <= cfg.queues <= MAX_QUEUES:
         raise BadInput(f"--queues {cfg.queues}: a NIC has 1..{MAX_QUEUES} RX queues")
     if cfg.bind_queues is not None:
-        if not prov.binds:
+        if not binds:
             raise BadInput(f"--bind-queues: the {cfg.provider} provider binds no queues")
         if not cfg.bind_queues:
             raise BadInput("--bind-queues: no queue given")
@@ -150,7 +169,7 @@ def _check_config(cfg):
             raise BadInput("--bind-queues: a queue is listed twice")
     if cfg.header_split not in (None, "on", "off"):
         raise BadInput(f"--header-split {cfg.header_split}: on or off")
-    if prov.binds and cfg.header_split == "off":
+    if binds and cfg.header_split == "off":
         raise BadInput(f"--header-split off: the {cfg.provider} provider needs header split "
                        "(net_mp_open_rxq() refuses a queue without tcp-data-split)")
     if not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
@@ -181,28 +200,65 @@ def _check_config(cfg):
         raise BadInput(f"--validate {cfg.validate}: ncdevmem's -v takes 2 or more (0: none)")
     if cfg.pcap is not None and (cfg.connections is not None or cfg.payload is not None):
         raise BadInput("--connections and --payload shape the built-in workload, not --pcap")
-    if prov.binds:
-        _provider_chunk(cfg, cfg.queues if cfg.bind_queues is None else len(cfg.bind_queues))
-    if not prov.available():
-        raise BadInput(f"--provider {cfg.provider}: {prov.module} is not installed (this "
-                       f"netmem has no {cfg.provider} provider; --provider host works without "
-                       "one)", errno.EOPNOTSUPP)
+    return cls
 
 
-def _provider_chunk(cfg, nbind):
-    """The chunk for provider memory of ``--dmabuf-size``: small enough that the payload
-    buffers of a chunk (twice over, for the out-of-order queues) fit beside everything the
-    pools of ``nbind`` bound queues may hold (ring, ptr_ring and alloc cache each). BadInput
-    when not even one NAPI budget of frames fits: the dma-buf is too small for the traffic."""
+def _provider_class(name, args):
+    """The class registered as ``--provider name``, read from the entry points now, whose
+    ``replay_setup`` takes ``args``. BadInput when none is, it does not load, it has no
+    ``replay_setup``, or the args do not fit it."""
+    try:
+        cls = get_provider(name)
+    except NetmemError as e:
+        raise BadInput(f"--provider {name}: {e.strerror}; see --list-providers", e.errno) \
+            from None
+    except Exception as e:          # the provider's own module failed to import
+        raise BadInput(f"--provider {name}: cannot load it: {type(e).__name__}: {e}",
+                       errno.ENOENT) from None
+    if not callable(getattr(cls, "replay_setup", None)):
+        raise BadInput(f"--provider {name}: {_qualname(cls)} is not a netmem.provider."
+                       "MemoryProvider and has no replay_setup(rig, **provider_args) "
+                       "classmethod: subclass MemoryProvider or implement replay_setup",
+                       errno.EOPNOTSUPP)
+    sig = replay_args(cls)
+    if sig is not None:
+        try:
+            sig.bind(**args)
+        except TypeError as e:
+            raise BadInput(f"--provider-arg: the {name} provider takes {_arg_list(sig)}: {e}") \
+                from None
+    return cls
+
+
+def _binds(cls):
+    """Whether the provider binds queues (header split, ``--bind-queues``, MSG_SOCK_DEVMEM):
+    every one but the host-pages path."""
+    return not getattr(cls, "is_host", False)
+
+
+def _qualname(obj):
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _arg_list(sig):
+    return ", ".join(str(p) for p in sig.parameters.values()) or "no --provider-arg"
+
+
+def _provider_chunk(cfg, nbind, size):
+    """The chunk for ``size`` bytes of provider memory: small enough that the payload buffers
+    of a chunk (twice over, for the out-of-order queues) fit beside everything the pools of
+    ``nbind`` bound queues may hold (ring, ptr_ring and alloc cache each). BadInput when not
+    even one NAPI budget of frames fits: the memory is too small for the traffic."""
     per_frame = -(-max(cfg.mtu - 40, 1) // PAGE_SIZE)
     pools = nbind * (2 * cfg.pool_size + PP_ALLOC_CACHE_SIZE)
-    frames = (cfg.dmabuf_size // PAGE_SIZE - pools) // (2 * per_frame)
+    frames = (size // PAGE_SIZE - pools) // (2 * per_frame)
     if frames < NAPI_POLL_WEIGHT:
         need = (pools + 2 * per_frame * NAPI_POLL_WEIGHT) * PAGE_SIZE
-        raise BadInput(f"--dmabuf-size {cfg.dmabuf_size}: too small for the traffic: the page "
-                       f"pools of {nbind} bound queue(s) may hold {pools} buffers of {PAGE_SIZE} "
-                       f"bytes (twice --pool-size {cfg.pool_size} plus {PP_ALLOC_CACHE_SIZE} "
-                       f"cached, each) besides the frames in flight; use at least {need} bytes",
+        raise BadInput(f"--provider {cfg.provider}: its memory, {size} bytes (--dmabuf-size for "
+                       f"dmabuf and p2pdma), is too small for the traffic: the page pools of "
+                       f"{nbind} bound queue(s) may hold {pools} buffers of {PAGE_SIZE} bytes "
+                       f"(twice --pool-size {cfg.pool_size} plus {PP_ALLOC_CACHE_SIZE} cached, "
+                       f"each) besides the frames in flight; use at least {need} bytes",
                        errno.ENOSPC)
     return min(cfg.chunk, frames)
 
@@ -285,30 +341,42 @@ def _end(addr, port):
 # The machine: one NIC and one GPU behind a PCIe switch, as devmem TCP setups put them.
 
 
-class _Rig:
-    """The simulated system of one run: ``m``, ``nic``, ``gpu``, the bound queues, the app's
-    CPU, the chunk size, and what a binding provider set up (``dmabuf_map``: its memory as
-    (offset, physical address, length) arrays, ``dmabuf_id``: what the cmsgs must name,
-    ``undo``: its teardown steps)."""
+class Rig:
+    """The simulated system of one run, which the provider's ``replay_setup(rig,
+    **provider_args)`` binds to. Public, for providers:
 
-    def __init__(self, cfg, prov):
+    - ``machine``: the ``Machine``; ``nic``: its ``NetDevice`` ``eth1`` (``cfg.queues`` RX
+      queues, header split on for a binding provider); ``gpu``: the ``PciEndpoint`` ``gpu0``
+      behind the same PCIe switch (no BAR until a provider gives it one).
+    - ``queues``: the indices of the RX queues the provider binds, in the order given
+      (``--bind-queues``; every queue by default; none for host pages).
+    - ``cfg``: the run's ``Config``; ``seed``: ``cfg.seed``, for the provider's randomness.
+    - ``on_teardown(fn)``: ``fn()`` runs at teardown, after every socket is closed and before
+      the NIC unregisters; the steps run in reverse order of registration, also when setup
+      failed half way.
+    - ``steer_to_bound()``: RSS over ``queues`` only.
+
+    The replay's own: ``binds``, ``header_split``, ``app_cpu``, ``chunk``, ``binding`` (what
+    ``replay_setup`` returned), and ``bind(cls)`` and ``teardown()``, which ``run()`` calls."""
+
+    def __init__(self, cfg, binds):
         self.cfg = cfg
-        self.prov = prov
-        split = cfg.header_split == "on" or (cfg.header_split is None and prov.binds)
+        self.seed = cfg.seed
+        self.binds = binds
+        split = cfg.header_split == "on" or (cfg.header_split is None and binds)
         self.header_split = split
-        self.bind = (list(cfg.bind_queues) if cfg.bind_queues is not None else
-                     list(range(cfg.queues))) if prov.binds else []
+        self.queues = (list(cfg.bind_queues) if cfg.bind_queues is not None else
+                       list(range(cfg.queues))) if binds else []
         cpus = 1 if cfg.app_cpu == "same" else cfg.queues + 1
         self.app_cpu = 0 if cfg.app_cpu == "same" else cfg.queues
-        self.m = Machine(memory=_memory_for(cfg, split), cpus=cpus, iommu=cfg.iommu,
-                         seed=cfg.seed)
-        self.m.tcp.open_on_data = True      # a capture may start in the middle of a flow
-        pci = self.m.pci
+        self.machine = Machine(memory=_memory_for(cfg, split), cpus=cpus, iommu=cfg.iommu,
+                               seed=cfg.seed)
+        self.machine.tcp.open_on_data = True    # a capture may start in the middle of a flow
+        pci = self.machine.pci
         sw = pci.add_switch(pci.add_root_port(pci.host_bridges[0]))
-        bars = {0: _pow2(cfg.dmabuf_size)} if cfg.provider == "p2pdma" else None
-        self.gpu = pci.add_endpoint(sw, "gpu0", kind="gpu", bars=bars)
+        self.gpu = pci.add_endpoint(sw, "gpu0", kind="gpu")
         nic_ep = pci.add_endpoint(sw, "eth1", kind="nic")
-        self.nic = NetDevice(self.m, "eth1", num_rx_queues=cfg.queues, pcidev=nic_ep,
+        self.nic = NetDevice(self.machine, "eth1", num_rx_queues=cfg.queues, pcidev=nic_ep,
                              mtu=cfg.mtu)
         try:
             self.nic.ethtool.set_ringparam(tcp_data_split="on" if split else "off",
@@ -316,30 +384,46 @@ class _Rig:
         except NetmemError:
             self.nic.unregister()
             raise
-        self.chunk = _provider_chunk(cfg, len(self.bind)) if prov.binds else cfg.chunk
-        self.dmabuf_map = None
-        self.dmabuf_id = None
-        self.undo = []
+        self.chunk = cfg.chunk
+        self.binding = ReplayBinding()
+        self._undo = []
+
+    def on_teardown(self, fn):
+        """Run ``fn()`` at teardown (the last registered first)."""
+        self._undo.append(fn)
 
     def steer_to_bound(self):
         """RSS over the bound queues only: the indirection table lists them in turn."""
         size = len(self.nic.ethtool.get_rxfh()["indir"])
-        self.nic.ethtool.set_rxfh(indir=[self.bind[i % len(self.bind)] for i in range(size)])
+        self.nic.ethtool.set_rxfh(indir=[self.queues[i % len(self.queues)]
+                                         for i in range(size)])
+
+    def bind(self, cls):
+        """Bind the provider with ``cls.replay_setup(self, **cfg.provider_args)``, keep its
+        ``ReplayBinding`` and size the chunk for its memory. BadInput for what setup refuses
+        (what it did is undone at teardown)."""
+        cfg = self.cfg
+        try:
+            binding = cls.replay_setup(self, **cfg.provider_args)
+            if not isinstance(binding, ReplayBinding):
+                raise NetmemError(errno.EINVAL, f"replay_setup() returned {binding!r}, not a "
+                                                "netmem.provider.ReplayBinding")
+        except NetmemError as e:
+            raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
+        self.binding = binding
+        if binding.memory_map is not None:
+            self.chunk = _provider_chunk(cfg, len(self.queues), binding.size)
 
     def teardown(self):
-        """Undo the provider's setup, unregister the NIC, let deferred work run."""
-        with self.m.on_cpu(self.app_cpu, softirq=False):
-            for sk in self.m.tcp.sockets():
+        """Close every socket, run the ``on_teardown`` steps, unregister the NIC, let deferred
+        work run."""
+        with self.machine.on_cpu(self.app_cpu, softirq=False):
+            for sk in self.machine.tcp.sockets():
                 sk.close()
-        for step in reversed(self.undo):
-            step()
-        self.undo = []
+        while self._undo:
+            self._undo.pop()()
         self.nic.unregister()
-        self.m.quiesce()
-
-
-def _pow2(n):
-    return 1 << max(n - 1, 1).bit_length()
+        self.machine.quiesce()
 
 
 def _memory_for(cfg, split):
@@ -365,10 +449,15 @@ class _App:
 
     def __init__(self, rig, pattern, expected, keep_streams):
         self.pattern = pattern
-        self.rx = Receiver(rig.m, dmabuf=rig.dmabuf_map if rig.prov.binds else None,
-                           dmabuf_id=rig.dmabuf_id or 0, bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS,
-                           validate=pattern or None, keep=keep_streams)
-        self.dmabuf_id = rig.dmabuf_id
+        b = rig.binding
+        try:
+            self.rx = Receiver(rig.machine, dmabuf=b.memory_map, dmabuf_id=b.dmabuf_id or 0,
+                               bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None,
+                               keep=keep_streams)
+        except NetmemError as e:         # a memory map outside RAM and the BARs
+            raise BadInput(f"--provider {rig.cfg.provider}: memory_map(): {e.strerror}",
+                           e.errno) from None
+        self.dmabuf_id = b.dmabuf_id
         self.expected = expected
         self.keep = keep_streams
         self.passes = []            # the streams at the end of each loop
@@ -471,75 +560,6 @@ def _split_streams(cols, data, slots, lengths):
 
 
 # --------------------------------------------------------------------------------------------
-# Providers: how each binds its memory, and how the application reads what it receives.
-
-
-def _setup_host(rig):
-    """Host pages: no provider (``pool->mp_ops`` NULL), RSS over every queue."""
-
-
-def _setup_dmabuf(rig):
-    """devmem TCP: a dma-buf of the GPU's device memory bound to the queues with netlink
-    ``bind-rx`` (header split is on), RSS over the bound queues."""
-    from netmem.dmabuf import export_device_memory
-    from netmem.netlink import NetlinkSocket
-
-    cfg = rig.cfg
-    buf = export_device_memory(rig.gpu, cfg.dmabuf_size, layout=cfg.dmabuf_layout,
-                               seed=cfg.seed)
-    rig.undo.append(buf.close)
-    nl = NetlinkSocket(rig.m)
-    rig.undo.append(nl.close)                       # unbinds
-    rig.dmabuf_id = nl.bind_rx(rig.nic.ifindex, buf.fd,
-                               queues=[{"id": q, "type": "rx"} for q in rig.bind])
-    rig.dmabuf_map = buf.scatterlist
-    rig.steer_to_bound()
-
-
-def _setup_p2pdma(rig):
-    """p2pdma: ``--dmabuf-size`` bytes of the GPU's BAR memory as a memory provider on each
-    bound queue (``net_mp_open_rxq()``), RSS over them; ``remove()`` hands it back. Its cmsgs
-    name the provider's id; the payload is read from its memory (one physically contiguous
-    range, offset 0 at ``virt``)."""
-    from netmem.netdev import net_mp_open_rxq
-    from netmem.providers.p2pdma import P2PDMAProvider
-
-    prov = P2PDMAProvider(rig.gpu, size=rig.cfg.dmabuf_size)
-    rig.undo.append(prov.remove)                    # closes the queues it is bound to
-    for q in rig.bind:
-        net_mp_open_rxq(rig.nic, q, prov)
-    rig.dmabuf_id = prov.id
-    rig.dmabuf_map = tuple(np.array([v], np.uint64) for v in (0, prov.virt - PAGE_OFFSET,
-                                                              prov.size))
-    rig.steer_to_bound()
-
-
-@dataclasses.dataclass(frozen=True)
-class Provider:
-    """A ``--provider``: ``module`` must be importable for it to be available (None: always
-    is); ``binds``: it takes queues (``--bind-queues``) and needs header split; ``setup(rig)``
-    binds it (and, for the devmem providers, says where the application reads the payload:
-    ``rig.dmabuf_map``, ``rig.dmabuf_id``). The application reads with ``MSG_SOCK_DEVMEM``
-    when the provider binds."""
-
-    name: str
-    module: str | None
-    binds: bool
-    setup: object
-
-    def available(self):
-        """Whether this netmem has the provider (its module can be imported)."""
-        return self.module is None or importlib.util.find_spec(self.module) is not None
-
-
-PROVIDERS = {
-    "host": Provider("host", None, False, _setup_host),
-    "dmabuf": Provider("dmabuf", "netmem.providers.dmabuf", True, _setup_dmabuf),
-    "p2pdma": Provider("p2pdma", "netmem.providers.p2pdma", True, _setup_p2pdma),
-}
-
-
-# --------------------------------------------------------------------------------------------
 # The run.
 
 
@@ -611,19 +631,15 @@ def _recycle_split(stats):
 def run(cfg):
     """Replay as ``cfg`` says and return the ``Report``. Raises ``BadInput`` for options or
     input it cannot use, before anything is replayed."""
-    _check_config(cfg)
-    prov = PROVIDERS[cfg.provider]
+    cls = _check_config(cfg)
     trace, params, expected = _load_trace(cfg)
     pattern = (params.validate if params is not None else cfg.validate) or None
     try:
-        rig = _Rig(cfg, prov)
+        rig = Rig(cfg, _binds(cls))
     except NetmemError as e:
         raise BadInput(str(e), e.errno) from None
     try:
-        try:
-            prov.setup(rig)
-        except NetmemError as e:
-            raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
+        rig.bind(cls)
         app = _App(rig, pattern, expected, cfg.dump_streams is not None)
         timeline = _Timeline(rig) if cfg.plot else None
         elapsed = _replay(rig, app, trace, timeline)
@@ -631,8 +647,8 @@ def run(cfg):
         doc = _document(cfg, rig, trace, params, app, elapsed)
     finally:
         rig.teardown()
-    doc["inflight-after-teardown"] = sum(p.inflight for p in rig.m.page_pools)
-    doc["leaks"] = rig.m.leak_report()
+    doc["inflight-after-teardown"] = sum(p.inflight for p in rig.machine.page_pools)
+    doc["leaks"] = rig.machine.leak_report()
     doc["exit-code"] = EXIT_FAILED if (doc["validation"]["result"] == "failed" or
                                        doc["inflight-after-teardown"] or doc["leaks"]) \
         else EXIT_OK
@@ -644,7 +660,7 @@ def _replay(rig, app, trace, timeline):
     """The loops: chunks through the NIC, the application's drain after each, and at the end
     of each loop its streams' state and every socket closed. Returns the seconds of the timed
     loops (those after the warm-up ones)."""
-    cfg, m, nic = rig.cfg, rig.m, rig.nic
+    cfg, m, nic = rig.cfg, rig.machine, rig.nic
     n = len(trace)
     total = cfg.warmup + cfg.loops
     progress = _Progress(n * total, sys.stderr.isatty() if cfg.progress is None
@@ -674,7 +690,7 @@ def _replay(rig, app, trace, timeline):
 
 def _document(cfg, rig, trace, params, app, elapsed):
     """Everything the run measured, as one JSON-able dict in the netdev family's names."""
-    m, nic = rig.m, rig.nic
+    m, nic = rig.machine, rig.nic
     frames = len(trace) * cfg.loops
     nbytes = int(trace.lengths.sum(dtype=np.uint64)) * cfg.loops
     payload = trace.payload_bytes * cfg.loops
@@ -683,7 +699,7 @@ def _document(cfg, rig, trace, params, app, elapsed):
     queues = []
     totals = dict.fromkeys(("cache", "ring", "released"), 0)
     for q in nic.rx_queues[:nic.real_num_rx_queues]:
-        entry = {"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.bind,
+        entry = {"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.queues,
                  "qstats": {k: v for k, v in per_queue[q.idx].items()
                             if k not in ("ifindex", "queue-type", "queue-id")}}
         for role, pool in (("page-pool", q.page_pool), ("header-page-pool", q.header_pool)):
@@ -701,11 +717,12 @@ def _document(cfg, rig, trace, params, app, elapsed):
     return {
         "tool": "netmem-replay",
         "config": {
-            "provider": cfg.provider, "queues": cfg.queues, "bind-queues": rig.bind,
+            "provider": cfg.provider, "provider-args": dict(cfg.provider_args),
+            "queues": cfg.queues, "bind-queues": rig.queues,
             "header-split": rig.header_split, "mtu": cfg.mtu, "iommu": cfg.iommu,
             "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
-            "dmabuf-size": cfg.dmabuf_size if rig.prov.binds else None,
-            "dmabuf-layout": cfg.dmabuf_layout if rig.prov.binds else None,
+            "dmabuf-size": rig.binding.size or None,
+            "dmabuf-layout": cfg.dmabuf_layout if rig.binds else None,
             "loops": cfg.loops, "warmup": cfg.warmup, "chunk": rig.chunk, "seed": cfg.seed,
             "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
@@ -730,7 +747,7 @@ def _document(cfg, rig, trace, params, app, elapsed):
         "recycle": totals,
         "tcp-mib": {k: v for k, v in m.tcp.mib.items() if v},
         "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults), "stats": m.iommu.stats},
-        "devmem": app.devmem if rig.prov.binds else None,
+        "devmem": app.devmem if rig.binds else None,
         "validation": validation,
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
@@ -947,11 +964,14 @@ REPORT_SCHEMA = {
         "tool": {"const": "netmem-replay"},
         "config": {
             "type": "object",
-            "required": ["provider", "queues", "bind-queues", "header-split", "mtu", "iommu",
-                         "app-cpu", "pool-size", "dmabuf-size", "dmabuf-layout", "loops",
-                         "warmup", "chunk", "seed", "pcap", "workload"],
+            "required": ["provider", "provider-args", "queues", "bind-queues", "header-split",
+                         "mtu", "iommu", "app-cpu", "pool-size", "dmabuf-size",
+                         "dmabuf-layout", "loops", "warmup", "chunk", "seed", "pcap",
+                         "workload"],
             "properties": {
-                "provider": {"enum": list(PROVIDERS)},
+                "provider": {"type": "string", "minLength": 1},
+                "provider-args": {"type": "object", "additionalProperties": {
+                    "type": ["integer", "number", "string"]}},
                 "queues": {"type": "integer", "minimum": 1, "maximum": MAX_QUEUES},
                 "bind-queues": {"type": "array", "items": _COUNT},
                 "header-split": {"type": "boolean"},
@@ -1026,6 +1046,66 @@ def _queue_list(text):
     return out
 
 
+def _provider_arg(text):
+    """``KEY=VALUE`` -> (key, value): the value an int (``4096``, ``0x200000``), a finite
+    float, a size (``16MiB``), else the string (``nan`` stays one: JSON has no NaN)."""
+    from netmem.tools import size_arg
+
+    key, eq, value = text.partition("=")
+    if not eq or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: KEY=VALUE, KEY a Python "
+                                         "identifier")
+    for parse in (int, functools.partial(int, base=0), _finite_float, size_arg):
+        parsed = _parsed(parse, value)
+        if parsed is not None:
+            return key, parsed
+    return key, value
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _parsed(parse, text):
+    try:
+        return parse(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        return None
+
+
+class _ProviderArgs(argparse.Action):
+    """Collects ``--provider-arg`` pairs into a dict; a key given twice is an error."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        key, value = values
+        args = dict(getattr(namespace, self.dest))
+        if key in args:
+            parser.error(f"argument --provider-arg: {key} given twice")
+        args[key] = value
+        setattr(namespace, self.dest, args)
+
+
+def _provider_list():
+    """``--list-providers``: per registered provider, its name, its class's module:qualname
+    and the first sentence of its docstring (or why it does not load)."""
+    rows = []
+    for ep in sorted(set(metadata.entry_points(group=ENTRY_POINT_GROUP)), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+        except Exception as e:          # the provider's own module failed to import
+            rows.append((ep.name, ep.value, f"cannot load: {type(e).__name__}: {e}"))
+            continue
+        first = " ".join((obj.__doc__ or "").strip().split("\n\n")[0].split())
+        rows.append((ep.name, _qualname(obj), first.split(". ")[0].rstrip(".") + "."
+                     if first else "(no docstring)"))
+    w0 = max((len(r[0]) for r in rows), default=0)
+    w1 = max((len(r[1]) for r in rows), default=0)
+    return "\n".join(f"{n:<{w0}}  {q:<{w1}}  {d}" for n, q, d in rows)
+
+
 def _parser():
     from netmem.tools import size_arg
 
@@ -1033,8 +1113,15 @@ def _parser():
     ap = argparse.ArgumentParser(prog="netmem-replay", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", metavar="FILE", help="a pcap or pcapng capture (default: the "
                     "built-in workload)")
-    ap.add_argument("--provider", choices=list(PROVIDERS), default=d.provider,
-                    help="memory behind the RX queues (default: %(default)s, devmem TCP)")
+    ap.add_argument("--provider", default=d.provider, metavar="NAME",
+                    help="memory behind the RX queues: a provider registered under the "
+                         "netmem.providers entry points (default: %(default)s, devmem TCP)")
+    ap.add_argument("--provider-arg", dest="provider_args", type=_provider_arg,
+                    action=_ProviderArgs, default={}, metavar="KEY=VALUE",
+                    help="a keyword of the provider's replay_setup (repeatable): an int, a "
+                         "float, a size (16MiB), else a string")
+    ap.add_argument("--list-providers", action="store_true",
+                    help="list the installed providers and exit")
     ap.add_argument("--queues", type=int, default=d.queues, help="RX queues (%(default)s)")
     ap.add_argument("--bind-queues", type=_queue_list, metavar="LIST",
                     help="queues the provider binds, e.g. 0,2-3 (default: all)")
@@ -1080,6 +1167,10 @@ def main(argv=None):
         args = _parser().parse_args(argv)
     except SystemExit as e:            # argparse printed its message
         return e.code
+    if args.list_providers:
+        print(_provider_list())
+        return EXIT_OK
+    del args.list_providers
     cfg = Config(**vars(args))
     try:
         _check_config(cfg)

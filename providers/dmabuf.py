@@ -45,7 +45,7 @@ from netmem.genalloc import (
 from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
 from netmem.netmem import NET_IOV_DMABUF, NetIovArea
 from netmem.page_pool import DMA_FROM_DEVICE
-from netmem.provider import MemoryProvider
+from netmem.provider import MemoryProvider, ReplayBinding, net_devmem_id_alloc
 
 __all__ = ["DmabufDevmemProvider", "DmabufGenpoolChunkOwner", "NetDevmemDmabufBinding",
            "dmabuf_devmem_ops",
@@ -193,6 +193,27 @@ class DmabufDevmemProvider(MemoryProvider):
             if not b.bound_rxqs:
                 b.dev = None
 
+    @classmethod
+    def replay_setup(cls, rig):
+        """``netmem-replay --provider dmabuf``, as ncdevmem sets up: ``--dmabuf-size`` bytes of
+        the GPU's device memory exported as a dma-buf (``--dmabuf-layout``) and bound to
+        ``rig.queues`` with netlink ``bind-rx``, RSS over them; closing the netlink socket
+        unbinds at teardown. The application reads through the dma-buf's scatterlist; the cmsgs
+        name the binding id."""
+        from netmem.dmabuf import export_device_memory
+        from netmem.netlink import NetlinkSocket
+
+        cfg = rig.cfg
+        buf = export_device_memory(rig.gpu, cfg.dmabuf_size, layout=cfg.dmabuf_layout,
+                                   seed=rig.seed)
+        rig.on_teardown(buf.close)
+        nl = NetlinkSocket(rig.machine)
+        rig.on_teardown(nl.close)                       # unbinds
+        binding_id = nl.bind_rx(rig.nic.ifindex, buf.fd,
+                                queues=[{"id": q, "type": "rx"} for q in rig.queues])
+        rig.steer_to_bound()
+        return ReplayBinding(buf.scatterlist, binding_id)
+
 
 #: The kernel's name for the ops (``struct memory_provider_ops dmabuf_devmem_ops``).
 dmabuf_devmem_ops = DmabufDevmemProvider
@@ -212,8 +233,7 @@ def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
     try:
         binding.attachment = dma_buf_attach(dmabuf, dma_dev)
         binding.sgt = dma_buf_map_attachment(binding.attachment, direction)
-        m._devmem_next_id += 1
-        binding.id = m._devmem_next_id
+        binding.id = net_devmem_id_alloc(m)
         binding._build()
     except BaseException:
         for owner in binding.owners:

@@ -6,13 +6,15 @@ buffers returned through ``put_page()``. Installing it on a pool is the same as 
 it exists so that ``--provider host`` and the registry name the default like any other provider.
 """
 from netmem.page_pool import PP_ALLOC_CACHE_SIZE
-from netmem.provider import MemoryProvider
+from netmem.provider import MemoryProvider, ReplayBinding
 
 __all__ = ["HostPagesProvider"]
 
 
 class HostPagesProvider(MemoryProvider):
-    """``HostPagesProvider(iova_window=False)``. With ``iova_window=True`` (the seed proposal,
+    """Host pages: page_pool's own path, no provider at all (``pool->mp_ops`` NULL).
+
+    ``HostPagesProvider(iova_window=False)``. With ``iova_window=True`` (the seed proposal,
     not in the kernel) a DMA-mapping pool under dma-iommu reserves one IOVA range for all the
     buffers it can hold (ring + alloc cache) with ``dma_iova_try_alloc()`` and links each page as
     it enters the pool, one IOTLB sync per slow-path batch; where the two-step API is not
@@ -34,3 +36,9 @@ class HostPagesProvider(MemoryProvider):
 
     def release_netmem(self, pool, netmem):
         raise AssertionError("the host-pages path runs in the core")
+
+    @classmethod
+    def replay_setup(cls, rig):
+        """``netmem-replay --provider host``: nothing to install (``pool->mp_ops`` stays NULL),
+        RSS over every queue; the application copies with ``recvmsg``."""
+        return ReplayBinding()

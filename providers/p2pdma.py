@@ -31,9 +31,11 @@ the last pool goes, the net_iov area is retired, the p2pmem freed and the range 
 """
 from errno import E2BIG, EINVAL, ENODEV, ENOMEM, EOPNOTSUPP, EREMOTEIO
 
+import numpy as np
+
 from netmem.dma import SgTable, dma_map_sgtable, dma_unmap_sgtable, sg_dma_address
 from netmem.errors import NetmemError
-from netmem.netdev import net_mp_close_rxq
+from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
 from netmem.netmem import NET_IOV_P2PDMA, NetIovArea
 from netmem.page_pool import DMA_FROM_DEVICE, PAGE_SHIFT, PAGE_SIZE
 from netmem.pci import (
@@ -56,6 +58,8 @@ from netmem.pci import (
 )
 from netmem.provider import (
     MemoryProvider,
+    ReplayBinding,
+    net_devmem_id_alloc,
     net_mp_niov_clear_page_pool,
     net_mp_niov_set_dma_addr,
     net_mp_niov_set_page_pool,
@@ -118,6 +122,24 @@ class P2PDMAProvider(MemoryProvider):
             raise NetmemError(EINVAL, f"p2pdma provider: [{offset}, +{n}) is beyond its "
                                       f"{self.size} bytes")
         return bytes(self.machine.pci.bar_memory(self.virt - PAGE_OFFSET + offset, n))
+
+    def memory_map(self):
+        """The provider's memory as ``(offsets, phys, lengths)`` uint64 arrays: one physically
+        contiguous range, offset 0 at ``virt`` (the ``frag_offset`` of its cmsgs is a
+        net_iov's offset in it)."""
+        return tuple(np.array([v], np.uint64) for v in (0, self.virt - PAGE_OFFSET, self.size))
+
+    @classmethod
+    def replay_setup(cls, rig):
+        """``netmem-replay --provider p2pdma``: ``--dmabuf-size`` bytes of the GPU's BAR memory
+        (a BAR made for it) on each of ``rig.queues`` (``net_mp_open_rxq()``), RSS over them;
+        ``remove()`` hands it back at teardown. Its cmsgs name the provider's ``id``."""
+        prov = cls(rig.gpu, size=rig.cfg.dmabuf_size)
+        rig.on_teardown(prov.remove)                    # closes the queues it is bound to
+        for q in rig.queues:
+            net_mp_open_rxq(rig.nic, q, prov)
+        rig.steer_to_bound()
+        return ReplayBinding(prov.memory_map(), prov.id)
 
     # -- memory_provider_ops ---------------------------------------------------------------------
 
@@ -265,6 +287,6 @@ def _offer(pdev, bar, size, offset):
 def _alloc_id(machine, provider):
     """An id from the devmem bindings' space (``xa_alloc_cyclic()`` from 1), so that the
     ``dmabuf_id`` of a devmem cmsg names one binding or provider, never two."""
-    machine._devmem_next_id += 1
-    machine._p2pdma_providers[machine._devmem_next_id] = provider
-    return machine._devmem_next_id
+    id = net_devmem_id_alloc(machine)
+    machine._p2pdma_providers[id] = provider
+    return id

@@ -38,10 +38,10 @@ def test_bench_genalloc_reports_every_figure_and_frees_its_pools():
 
 
 def test_bench_replay_times_every_provider_it_has_beside_memcpy():
-    from netmem.replay import PROVIDERS
+    from netmem.provider import builtin_providers
     res = bench.run_replay(runs=5, scale=0.01, variants=False)      # variants: seconds each
-    have = [p for p, spec in PROVIDERS.items() if spec.available()]
-    assert "host" in have
+    have = builtin_providers()
+    assert have == ["dmabuf", "host", "p2pdma"]
     assert set(res) == {"memcpy_1500_ns", "replay_peak_rss_mib",
                         *(f"replay_{f}_{p}" for p in have for f in ("ns_per_pkt", "mpps"))}
     assert set(bench.TARGETS) >= {f"replay_ns_per_pkt_dmabuf_{v}"

@@ -484,8 +484,8 @@ def run_replay(runs=5, scale=1, variants=True):
     (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf
     ``REPLAY_VARIANTS`` of the flatness targets (unless ``variants`` is False), and
     ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
-    from netmem.replay import PROVIDERS
-    providers = [p for p, spec in PROVIDERS.items() if spec.available()]
+    from netmem.provider import builtin_providers
+    providers = builtin_providers()
     samples = {}
     for _ in range(runs):
         samples.setdefault("memcpy_1500_ns", []).append(RX_FIGURES["memcpy_1500_ns"](scale))
