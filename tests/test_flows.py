@@ -563,7 +563,30 @@ def test_netmem_flows_tool(tmp_path, capsys):
     assert trace.payload_bytes == PacketTrace.load(out + ".npz").payload_bytes
     follows = testing.tshark_follow_all(out)
     assert all(fl.data0 == (bytes(range(1, 7)) + b"\n") * 1170 + b"\x01\x02" for fl in follows)
-    assert flows_tool.main([out, "--mtu", "10"]) == 1
-    assert "mtu 10" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        flows_tool.main([out, "--payload", "lots"])
+
+
+FLOWS_BAD = {
+    "mtu": (["{d}/t.pcap", "--mtu", "10"], "netmem-flows: generate: mtu 10 not in 68..65535"),
+    "size": (["{d}/t.pcap", "--payload", "lots"], "cannot read size 'lots'"),
+    "rate": (["{d}/t.pcap", "--loss", "1.5"], "generate: loss rate 1.5 not in [0, 1)"),
+    "choice": (["{d}/t.pcap", "--family", "ipx"], "invalid choice: 'ipx'"),
+    "out is a directory": (["{d}/sub"], "{d}/sub: is a directory"),
+    "out in a missing directory": (["{d}/none/t.pcap"], "{d}/none does not exist"),
+    # a path through a regular file stops root too (permission bits do not)
+    "out under a regular file": (["{d}/file/t.pcap"], "{d}/file is not a directory"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS_BAD))
+def test_netmem_flows_bad_input_is_exit_code_2_one_line(tmp_path, capsys, name):
+    """As netmem-replay: exit code 2, one line on stderr naming the option or file and the
+    check that failed, nothing written."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "file").write_text("a regular file\n")
+    argv, message = FLOWS_BAD[name]
+    before = sorted(os.listdir(tmp_path))
+    assert flows_tool.main([a.format(d=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and message.format(d=tmp_path) in lines[0], captured.err
+    assert captured.out == "" and sorted(os.listdir(tmp_path)) == before
