@@ -173,9 +173,10 @@ def test_capture_with_non_tcp_traffic_and_ipv6(tmp_path):
     assert code == 0
     jsonschema.validate(doc, REPORT_SCHEMA)
     assert doc["trace"]["skipped"] == {"non_tcp": 4, "malformed": 0, "truncated": 0,
-                                       "ip_fragment": 1}
+                                       "ip_fragment": 1, "too_long": 0}
     assert doc["trace"]["frames"] == len(f.trace) + len(opts)
-    assert doc["validation"]["result"] == "skipped"
+    assert doc["validation"]["result"] == "ok"          # every stream, as the capture has it
+    assert doc["validation"]["bytes"] == 8 * 20_000 + len(b"dest-opts payload")
     assert_streams_equal_tshark(tmp_path / "mix.pcap", tmp_path / "d")
     assert (tmp_path / "d" / "stream-4-node0.bin").read_bytes() == b"dest-opts payload"
 
@@ -236,14 +237,16 @@ def test_buffers_lost_is_exit_code_1(tmp_path, monkeypatch):
 
 
 def test_progress_bar_draws_and_clears(capsys):
+    """tqdm's bar, drawn here without its half-second delay and tenth-of-a-second interval
+    (no test waits on a clock), then cleared; disabled, it writes nothing."""
     p = replay._Progress(200, True)
-    p.next = 0
+    p.bar.delay = p.bar.mininterval = 0
     p.update(50)
     p.close()
     err = capsys.readouterr().err
-    assert "25.0% 50/200 frames" in err and err.endswith("\r")
+    assert "netmem-replay:  25%" in err and "50.0/200 [" in err and "frames/s" in err, err
+    assert err.endswith("\r") and "\n" not in err                   # cleared, not left
     quiet = replay._Progress(200, False)
-    quiet.next = 0
     quiet.update(50)
     quiet.close()
     assert capsys.readouterr().err == ""
@@ -304,7 +307,12 @@ BAD = {
     "workload options with a pcap": ([*PCAP, "{d}/ok.pcap", "--connections", "3"],
                                      "not --pcap"),
     "json in a missing directory": (["--provider", "host", "--json", "{d}/no/r.json"],
-                                    "cannot write in"),
+                                    "/no does not exist"),
+    "json under a regular file": (["--provider", "host", "--json", "{d}/ok.pcap/r.json"],
+                                  "ok.pcap is not a directory"),
+    # A path through a regular file stops root too (permission bits do not).
+    "dump under a regular file": (["--provider", "host", "--dump-streams", "{d}/ok.pcap/s/t"],
+                                  "--dump-streams {d}/ok.pcap/s/t: {d}/ok.pcap is not a dir"),
     "dump onto a file": (["--provider", "host", "--dump-streams", "{d}/ok.pcap"],
                          "not a directory"),
     "unknown provider": (["--provider", "rdma"], "invalid choice"),
@@ -332,7 +340,7 @@ def test_bad_input_is_exit_code_2_and_writes_nothing(tmp_path, capsys, name):
                 if "--dump-streams" not in argv and "--json" not in argv else argv)
     assert code == 2
     err = capsys.readouterr().err
-    assert message in err.strip().splitlines()[-1], err     # one line names the problem
+    assert message.format(d=d) in err.strip().splitlines()[-1], err   # one line names it
     assert sorted(os.listdir(d)) == before and os.listdir(out) == []
 
 
