@@ -997,7 +997,8 @@ def _prefix(stream, start, end, count):
 # The generator.
 
 _SYN, _SYNACK, _ACK, _DATA, _FIN = range(5)
-TCPHDR_FIN, TCPHDR_SYN, TCPHDR_RST, TCPHDR_PSH, TCPHDR_ACK = 0x01, 0x02, 0x04, 0x08, 0x10  # include/net/tcp.h
+# include/net/tcp.h
+TCPHDR_FIN, TCPHDR_SYN, TCPHDR_RST, TCPHDR_PSH, TCPHDR_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _TCP_WINDOW = 65535     # advertised on every segment; no window scaling option
 _TCPOLEN_MSS = 4        # the MSS option, on SYN and SYN-ACK only
 _IP_DF = 0x4000
