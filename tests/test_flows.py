@@ -14,6 +14,7 @@ import struct
 import numpy as np
 import pytest
 from netmem.tools import flows as flows_tool
+from rxutil import capture_with_holes
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -29,7 +30,6 @@ from scapy.utils import PcapNgWriter, RawPcapWriter, rdpcap, wrpcap
 
 from netmem import NetmemError, flows, testing
 from netmem.flows import FlowParams, PacketTrace, classify_frame, generate
-from rxutil import capture_with_holes
 
 C4, S4 = "192.0.2.2", "192.0.2.1"
 C6, S6 = "2001:db8::2", "2001:db8::1"
