@@ -17,10 +17,22 @@ meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 
 ncdevmem's ``-v 7`` pattern (4 MiB of frames: it stays in the caches as it is replayed).
 ``run(Config(...))`` is the same without the command line; it returns a ``Report``.
 
+The NIC's MTU: ``--mtu``; else, for a capture, the smallest that takes its largest frame
+(frame length less the Ethernet header and VLAN tags, as the model driver measures it), at
+least 1500 and at most 9000 (the driver's maximum: jumbo frames); 1500 for the built-in
+workload. Frames longer than the MTU are dropped by the NIC (``rx_length_errors``); they are
+counted from the trace beforehand, listed as skipped ``too_long``, and the report warns that
+the streams stop at the first of them and the stream dumps are incomplete.
+
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
 stream offset; for the built-in workload every stream must also be complete (all its bytes, and
-the end of the stream where its sender sent a FIN).
+the end of the stream where its sender sent a FIN); for a capture, every direction's bytes read
+(over every socket it opened) must be those the trace carries in order to a receiver, worked
+out from its frames after the clock stops (``PacketTrace.in_order_bytes()``: from the SYN, or
+the first segment of a flow caught mid-way, up to the first hole no frame fills or the FIN;
+frames too long for the MTU do not count). It is ok only then and with bytes read: 0 bytes read
+is skipped (nothing to read) or failed.
 
 Stream files (``--dump-streams DIR``): for every TCP stream of the trace, ``stream-N-node0.bin``
 and ``stream-N-node1.bin`` hold the bytes node 0 and node 1 sent, as the receiving socket
@@ -30,7 +42,9 @@ order of their first frame, see ``PacketTrace.tcp_streams()``), node 0 the side 
 stream's first frame, so ``tshark -r FILE -q -z follow,tcp,raw,N`` prints node 0's bytes on its
 unindented lines and node 1's on the tab-indented ones. Where the capture has a gap (a segment
 missing and never retransmitted), a stream stops at its first missing byte: what follows waits
-in the out-of-order queue and is never delivered (tshark's reassembly stops there too). A stream
+in the out-of-order queue and is never delivered (tshark, when the other side acknowledged the
+missing bytes, prints ``[N bytes missing in capture file]`` and carries on; a receiver does
+not, and ``netmem.testing.tshark_follow`` stops there too). A stream
 that only a frame this model skips shows (IP fragments, frames cut by the snapshot length) is
 not numbered, and a 4-tuple reused within the capture is one stream (tshark numbers the reuse
 anew), so tshark's indices can differ after such frames.
@@ -1167,7 +1181,9 @@ def _parser():
                     help="queues the provider binds, e.g. 0,2-3 (default: all)")
     ap.add_argument("--header-split", choices=("on", "off"),
                     help="tcp-data-split (default: on with a provider, off for host)")
-    ap.add_argument("--mtu", type=int, default=d.mtu)
+    ap.add_argument("--mtu", type=int, default=d.mtu,
+                    help="the NIC's MTU (default: for --pcap, the smallest that takes the "
+                         "capture's largest frame, 1500..9000; else 1500)")
     ap.add_argument("--iommu", choices=("none", "passthrough", "dma-iommu"), default=d.iommu)
     ap.add_argument("--app-cpu", choices=("same", "other"), default=d.app_cpu,
                     help="the application on the NAPI CPU (same: ring recycling) or another "
