@@ -339,7 +339,7 @@ def _mtu_why(source, largest):
         return "--mtu"
     if source == "workload":
         return "Ethernet's, for the built-in workload"
-    what = f"the capture's largest frame is {largest} bytes at L3"
+    what = f"the capture's largest TCP frame is {largest} bytes at L3"
     if largest > ETH_MAX_MTU:
         return f"the most the NIC takes: {what}"
     return f"Ethernet's: {what}" if largest <= ETH_DATA_LEN else f"fitted to the capture: {what}"
@@ -537,7 +537,6 @@ class _App:
             if want and key not in seen:
                 self.fail(f"loop {loop}: {_name(key)}: no socket received its {want} bytes")
 
-
     def _check_capture_pass(self, loop, keys, cols):
         """A capture's loop: each direction's bytes read, over every socket it opened (a RST
         or a reused 4-tuple opens another), against what the trace carries in order."""
@@ -695,9 +694,12 @@ class _Timeline:
     def arrays(self):
         """``t`` (seconds of trace time at each sample's last frame) and, per field, an array
         (samples, queues)."""
-        data = np.array(self.rows, np.int64).reshape(len(self.done), len(self.queues), -1)
+        data = np.array(self.rows, np.int64).reshape(len(self.done), len(self.queues),
+                                                     len(self.FIELDS))
+        n = len(self.timestamps)
+        if not self.done:                   # no TCP frame to replay: no chunk, no sample
+            return np.zeros(0), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
         rel = (self.timestamps - self.timestamps[0]).astype(np.float64) / 1e9
-        n = len(rel)
         span = rel[-1] * n / (n - 1) if n > 1 else 0.0
         last = np.array(self.done, np.int64) - 1
         t = last // n * span + rel[last % n]
@@ -871,8 +873,9 @@ def _validation(app):
     else:
         result = "ok"
         what = ["every stream complete" if app.capture is None else
-                f"every stream as the capture carries it in order ({len(app.expected)} "
-                f"direction(s), each up to its first hole)"]
+                f"every stream as the capture carries it in order "
+                f"({sum(1 for v in app.expected.values() if v)} direction(s) with data, each "
+                "up to its first hole)"]
         if app.pattern:
             what.append(f"the ncdevmem -v {app.pattern} pattern")
         detail = f"ok: {app.bytes} bytes read, {' and '.join(what)}"

@@ -209,8 +209,8 @@ def test_jumbo_capture_replays_whole_at_its_own_mtu(tmp_path, capsys, provider):
     assert doc["trace"]["skipped"]["too_long"] == 0 and doc["warnings"] == []
     assert doc["validation"]["bytes"] == 8 * 100_000
     assert "rx-length-errors" not in doc["drops"]["device"]
-    assert "MTU 9000 (fitted to the capture: the capture's largest frame is 9000 bytes at L3)" \
-        in capsys.readouterr().out
+    assert ("MTU 9000 (fitted to the capture: the capture's largest TCP frame is 9000 bytes at "
+            "L3)") in capsys.readouterr().out
     assert_streams_equal_tshark(pcap, tmp_path / "d")
 
 
@@ -292,8 +292,8 @@ def test_a_frame_above_9000_caps_the_mtu_and_is_too_long(tmp_path, capsys):
     assert doc["trace"]["skipped"]["too_long"] == 1
     assert doc["validation"]["result"] == "ok" and doc["validation"]["bytes"] == 1000
     assert "the NIC takes at most 9000" in doc["warnings"][0]
-    assert "MTU 9000 (the most the NIC takes: the capture's largest frame is 9500 bytes at L3)" \
-        in capsys.readouterr().out
+    assert ("MTU 9000 (the most the NIC takes: the capture's largest TCP frame is 9500 bytes "
+            "at L3)") in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("duplicate", [0.0, 0.05], ids=["tshark", "duplicates"])
@@ -383,6 +383,17 @@ def test_json_matches_its_schema_and_names_stats_as_netlink(tmp_path):
     bad = dict(doc, replay={**doc["replay"], "mpps": -1})
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, REPORT_SCHEMA)
+
+
+def test_plot_of_a_capture_without_tcp(tmp_path):
+    """Nothing to replay, no sample: the figure is drawn empty (the samples' array used to fail
+    to take its shape)."""
+    pytest.importorskip("matplotlib")
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    wrpcap(str(tmp_path / "udp.pcap"), [eth / IP() / UDP() / Raw(b"u")])
+    png = tmp_path / "p.png"
+    code = main(["--pcap", str(tmp_path / "udp.pcap"), "--provider", "host", "--plot", str(png)])
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_json_into_a_pipe_writes_through_it(tmp_path):
