@@ -581,11 +581,10 @@ def test_tshark_follow_stops_at_its_missing_bytes_marker(tmp_path):
     assert b"bytes missing in capture file]\x00".hex() in raw
     fl = testing.tshark_follow(path, 0)
     c = f.connections[0]
-    for data, gap, sent in ((fl.data0, fl.gaps[0], c.to_server),
-                            (fl.data1, fl.gaps[1], c.to_client)):
-        assert gap is not None and gap[0] == len(data) and gap[1] > 0, fl.gaps
-        assert sent.startswith(data) and len(data) < len(sent)
+    for k, (data, sent) in enumerate(((fl.data0, c.to_server), (fl.data1, c.to_client))):
         assert b"missing in capture" not in data
+        assert sent.startswith(data) and len(data) < len(sent)
+        assert fl.gaps[k] is not None and fl.gaps[k][0] == len(data) and fl.gaps[k][1] > 0
 
 
 def test_in_order_bytes_by_the_receiver_s_rules():
