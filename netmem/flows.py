@@ -656,12 +656,32 @@ class PacketTrace:
         frames skipped here (IP fragments, frames cut by the snapshot length), which shifts its
         later indices. A 4-tuple that a later connection reuses stays one stream here, where
         tshark starts a new one on its SYN (port reuse)."""
+        h = self._tcp_headers()
+        if not len(h.rows):
+            return []
+        six, addrs, ports = h.six, h.addrs, h.ports
+        ends = [np.column_stack([a.view(">u8").astype(np.uint64), p])
+                for a, p in zip(addrs, ports, strict=True)]      # (hi, lo, port) per side
+        src, dst = ends
+        hi_lt = src[:, 0] < dst[:, 0]
+        hi_eq = src[:, 0] == dst[:, 0]
+        lo_lt = src[:, 1] < dst[:, 1]
+        lo_eq = src[:, 1] == dst[:, 1]
+        src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (src[:, 2] <= dst[:, 2]))))
+        low = np.where(src_low[:, None], src, dst)
+        high = np.where(src_low[:, None], dst, src)
+        key = np.column_stack([six.astype(np.uint64), low, high])
+        _, first = np.unique(key, axis=0, return_index=True)
+        return [(h.end(0, i), h.end(1, i)) for i in np.sort(first).tolist()]
+
+    def _tcp_headers(self):
+        """The TCP frames' headers, vectorised: ``rows`` (their frame indices), ``six``,
+        ``addrs`` (source and destination, 16 bytes each, IPv4 in the last 4), ``ports``
+        (source, destination), ``seq``, ``flags``, ``payload`` (TCP payload lengths)."""
         count = len(self)
         l3, l4 = np.zeros(count, np.int64), np.zeros(count, np.int64)
-        code, _ = _classify_arena(self.arena, self.offsets, self.lengths, l3, l4)
+        code, payload = _classify_arena(self.arena, self.offsets, self.lengths, l3, l4)
         rows = np.flatnonzero(code <= _TCP6)
-        if not len(rows):
-            return []
         arena = self.arena
         base = self.offsets[rows].astype(np.int64)
         six = code[rows] == _TCP6
@@ -675,26 +695,70 @@ class PacketTrace:
             addrs.append(a)
         ports = [arena[tcp + k].astype(np.uint64) << np.uint64(8) | arena[tcp + k + 1]
                  for k in (0, 2)]
-        ends = [np.column_stack([a.view(">u8").astype(np.uint64), p])
-                for a, p in zip(addrs, ports, strict=True)]      # (hi, lo, port) per side
-        src, dst = ends
-        hi_lt = src[:, 0] < dst[:, 0]
-        hi_eq = src[:, 0] == dst[:, 0]
-        lo_lt = src[:, 1] < dst[:, 1]
-        lo_eq = src[:, 1] == dst[:, 1]
-        src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (src[:, 2] <= dst[:, 2]))))
-        low = np.where(src_low[:, None], src, dst)
-        high = np.where(src_low[:, None], dst, src)
-        key = np.column_stack([six.astype(np.uint64), low, high])
-        _, first = np.unique(key, axis=0, return_index=True)
-        out = []
-        for i in np.sort(first).tolist():
-            nodes = []
-            for a, p in zip(addrs, ports, strict=True):
-                raw = a[i].tobytes() if six[i] else a[i, 12:].tobytes()
-                nodes.append((str(ipaddress.ip_address(raw)), int(p[i])))
-            out.append(tuple(nodes))
+        return _TcpHeaders(rows, six, addrs, ports, _gather_u32(arena, tcp + 4, False),
+                           arena[tcp + 13], payload[rows].astype(np.int64))
+
+    def in_order_bytes(self, deliver=None):
+        """The bytes a Linux receiver of each direction delivers in order from this trace,
+        computed from the frames (numpy over their TCP headers): ``{(source, destination):
+        bytes}``, each end an ``(address string, port)`` pair.
+
+        A direction's stream starts after the ISN of its SYN (or SYN-ACK), or, when the trace
+        starts in the middle of a flow, at the sequence number of its first segment (other than
+        a RST), where ``m.tcp.open_on_data`` opens the socket. It then covers, as
+        ``tcp_data_queue()`` and ``tcp_ofo_queue()`` do, every byte of payload its frames carry
+        from there up to the first hole that no frame fills, and stops at a FIN within that.
+        Payload counts when its frame has ACK set (``tcp_rcv_established()`` discards a segment
+        without it), no SYN (no data is taken from a SYN without a Fast Open cookie) and no RST.
+        Sequence numbers are unwrapped along each stream, so a stream may pass 4 GiB. A SYN with
+        another ISN starts a new stream on the same 4-tuple (port reuse); the streams of a
+        direction add up.
+
+        Departs from the receiver: the order of frames decides nothing but the start, so a
+        hole filled after the stream's FIN, a RST (which ends the socket; a later segment opens
+        another mid-flow) and a receive queue over ``sk_rcvbuf`` are not modelled here, and a
+        new SYN counts as a new stream even before the old connection ended.
+
+        :param deliver: bool per frame, the frames the receiver gets (default: all); a frame
+            the NIC drops (longer than its MTU) is not delivered
+        """
+        h = self._tcp_headers()
+        keep = ((h.flags & TCPHDR_RST) == 0) if deliver is None else \
+            np.asarray(deliver, bool)[h.rows] & ((h.flags & TCPHDR_RST) == 0)
+        at = np.flatnonzero(keep)           # a RST opens no socket and carries no data
+        if not len(at):
+            return {}
+        key = np.column_stack([h.six[at], *(a[at].view(">u8") for a in h.addrs),
+                               *(p[at] for p in h.ports)]).astype(np.uint64)
+        _, first, direction = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        order = np.argsort(direction.reshape(-1), kind="stable")    # capture order in each
+        inc, got = _stream_bytes(direction.reshape(-1)[order], h.seq[at][order].astype(np.int64),
+                                 h.flags[at][order].astype(np.int64), h.payload[at][order])
+        out = {}
+        for d, n in zip(direction.reshape(-1)[order][inc].tolist(), got.tolist(), strict=True):
+            i = int(at[first[d]])
+            ends = (h.end(0, i), h.end(1, i))
+            out[ends] = out.get(ends, 0) + n
         return out
+
+    def l3_lengths(self):
+        """Each frame's length as the NIC holds it against its MTU: the frame less its Ethernet
+        header and the VLAN tags the device strips (up to two, 0x8100 or 0x88a8, as the model
+        driver's parser counts them: ``nm_rx_frame()`` drops a frame longer than ``mtu +
+        ETH_HLEN + tags * VLAN_HLEN`` as ``rx_length_errors``). Padding and the bytes past the
+        IP header's total length count, as they do on the wire. A frame shorter than an
+        Ethernet header gives 0 (the device drops it as a runt whatever the MTU). ``np.int64``,
+        one per frame."""
+        n = self.lengths.astype(np.int64)
+        base = self.offsets.astype(np.int64)
+        off = np.full(len(n), 12, np.int64)                 # the EtherType after the MACs
+        runt = n < ETH_HLEN
+        for _ in range(2):
+            rows = np.flatnonzero(off + 6 <= n)             # room for a tag and what follows
+            at = base[rows] + off[rows]
+            et = self.arena[at].astype(np.int64) << 8 | self.arena[at + 1]
+            off[rows[(et == ETH_P_8021Q) | (et == ETH_P_8021AD)]] += VLAN_HLEN
+        return np.where(runt, 0, n - off - 2)
 
     def __repr__(self):
         skipped = ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
@@ -866,11 +930,75 @@ class PacketTrace:
         return trace, meta
 
 
+class _TcpHeaders:
+    """What ``PacketTrace._tcp_headers()`` reads, one entry per TCP frame."""
+
+    def __init__(self, rows, six, addrs, ports, seq, flags, payload):
+        self.rows, self.six, self.addrs, self.ports = rows, six, addrs, ports
+        self.seq, self.flags, self.payload = seq, flags, payload
+
+    def end(self, side, i):
+        """(address string, port) of the source (side 0) or destination (1) of entry ``i``."""
+        a = self.addrs[side][i]
+        raw = a.tobytes() if self.six[i] else a[12:].tobytes()
+        return str(ipaddress.ip_address(raw)), int(self.ports[side][i])
+
+
+_INT32 = 1 << 32
+_BIG = 1 << 40          # stream positions above this (1 TiB) are clipped in _prefix()
+
+
+def _serial(x):
+    """``x`` as a signed 32-bit difference of sequence numbers (RFC 1982 arithmetic)."""
+    return (x + (1 << 31)) % _INT32 - (1 << 31)
+
+
+def _stream_bytes(direction, seq, flags, payload):
+    """``PacketTrace.in_order_bytes()`` over the frames of each direction, in capture order
+    (``direction`` sorted): (the first entry of each stream, its bytes delivered in order)."""
+    syn = (flags & TCPHDR_SYN) != 0
+    new = np.r_[True, direction[1:] != direction[:-1]]
+    at = np.flatnonzero(syn)                # a SYN with another ISN: the 4-tuple reused
+    new[at[1:][(direction[at[1:]] == direction[at[:-1]]) & (seq[at[1:]] != seq[at[:-1]])]] = True
+    starts = np.flatnonzero(new)
+    stream = np.cumsum(new) - 1
+    step = _serial(np.diff(seq, prepend=0))
+    step[starts] = -syn[starts].astype(np.int64)    # a SYN is one before its first byte
+    pos = np.cumsum(step)
+    pos -= np.repeat(pos[starts] - step[starts], np.diff(np.r_[starts, len(seq)]))
+    ack = (flags & TCPHDR_ACK) != 0
+    data = ack & ~syn & (payload > 0)
+    got = _prefix(stream[data], pos[data], pos[data] + payload[data], len(starts))
+    fin = np.flatnonzero(ack & ~syn & ((flags & TCPHDR_FIN) != 0))
+    fin = fin[pos[fin] <= got[stream[fin]]]         # a FIN the stream reaches ends it
+    cap = np.full(len(starts), _BIG, np.int64)
+    np.minimum.at(cap, stream[fin], pos[fin] + payload[fin])
+    return starts, np.maximum(np.minimum(got, cap), 0)
+
+
+def _prefix(stream, start, end, count):
+    """Per stream, how far from 0 the intervals [start, end) reach without a hole."""
+    order = np.lexsort((start, stream))
+    stream, start, end = stream[order], start[order], end[order]
+    reach = np.maximum.accumulate(np.clip(end, 0, _BIG - 1) + stream * _BIG) - stream * _BIG
+    before = np.r_[0, reach[:-1]]
+    first = np.r_[True, stream[1:] != stream[:-1]] if len(stream) else np.zeros(0, bool)
+    before[first] = 0
+    out = np.zeros(count, np.int64)
+    last = np.r_[stream[1:] != stream[:-1], True] if len(stream) else np.zeros(0, bool)
+    out[stream[last]] = reach[last]
+    hole = np.flatnonzero(start > before)
+    holed, at = np.unique(stream[hole], return_index=True)
+    out[holed] = before[hole[at]]
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # The generator.
 
 _SYN, _SYNACK, _ACK, _DATA, _FIN = range(5)
-TCPHDR_FIN, TCPHDR_SYN, TCPHDR_PSH, TCPHDR_ACK = 0x01, 0x02, 0x08, 0x10  # include/net/tcp.h
+# include/net/tcp.h
+TCPHDR_FIN, TCPHDR_SYN, TCPHDR_RST, TCPHDR_PSH, TCPHDR_ACK = 0x01, 0x02, 0x04, 0x08, 0x10
 _TCP_WINDOW = 65535     # advertised on every segment; no window scaling option
 _TCPOLEN_MSS = 4        # the MSS option, on SYN and SYN-ACK only
 _IP_DF = 0x4000

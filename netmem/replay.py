@@ -31,10 +31,22 @@ builds ``cls(rig.machine, rig.nic, **provider_args)``, installs it on each bound
 is not a kernel interface (ncdevmem binds a dma-buf with netlink ``bind-rx``; the built-in
 ``dmabuf`` does that too).
 
+The NIC's MTU: ``--mtu``; else, for a capture, the smallest that takes its largest frame
+(frame length less the Ethernet header and VLAN tags, as the model driver measures it), at
+least 1500 and at most 9000 (the driver's maximum: jumbo frames); 1500 for the built-in
+workload. Frames longer than the MTU are dropped by the NIC (``rx_length_errors``); they are
+counted from the trace beforehand, listed as skipped ``too_long``, and the report warns that
+the streams stop at the first of them and the stream dumps are incomplete.
+
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
 stream offset; for the built-in workload every stream must also be complete (all its bytes, and
-the end of the stream where its sender sent a FIN).
+the end of the stream where its sender sent a FIN); for a capture, every direction's bytes read
+(over every socket it opened) must be those the trace carries in order to a receiver, worked
+out from its frames after the clock stops (``PacketTrace.in_order_bytes()``: from the SYN, or
+the first segment of a flow caught mid-way, up to the first hole no frame fills or the FIN;
+frames too long for the MTU do not count). It is ok only then and with bytes read: 0 bytes read
+is skipped (nothing to read) or failed.
 
 Stream files (``--dump-streams DIR``): for every TCP stream of the trace, ``stream-N-node0.bin``
 and ``stream-N-node1.bin`` hold the bytes node 0 and node 1 sent, as the receiving socket
@@ -44,7 +56,9 @@ order of their first frame, see ``PacketTrace.tcp_streams()``), node 0 the side 
 stream's first frame, so ``tshark -r FILE -q -z follow,tcp,raw,N`` prints node 0's bytes on its
 unindented lines and node 1's on the tab-indented ones. Where the capture has a gap (a segment
 missing and never retransmitted), a stream stops at its first missing byte: what follows waits
-in the out-of-order queue and is never delivered (tshark's reassembly stops there too). A stream
+in the out-of-order queue and is never delivered (tshark, when the other side acknowledged the
+missing bytes, prints ``[N bytes missing in capture file]`` and carries on; a receiver does
+not, and ``netmem.testing.tshark_follow`` stops there too). A stream
 that only a frame this model skips shows (IP fragments, frames cut by the snapshot length) is
 not numbered, and a 4-tuple reused within the capture is one stream (tshark numbers the reuse
 anew), so tshark's indices can differ after such frames.
@@ -70,6 +84,7 @@ import time
 from importlib import metadata
 
 import numpy as np
+import tqdm
 
 from netmem import netlink
 from netmem.errors import NetmemError
@@ -79,12 +94,14 @@ from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
 from netmem.provider import ENTRY_POINT_GROUP, ReplayBinding, get_provider, replay_args
 from netmem.tcp import Receiver
+from netmem.tools import Parser, size_arg, unwritable_dir
 
 __all__ = ["DEFAULT_WORKLOAD", "REPORT_SCHEMA", "BadInput", "Config", "Report", "Rig", "main",
            "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
+ETH_DATA_LEN = 1500             # include/uapi/linux/if_ether.h: Ethernet's MTU (ether_setup())
 MAX_CPUS = 64                   # NM_MAX_CPUS
 NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI budget
 # Frames per receive() call before the application drains: it reads about as often as an
@@ -121,8 +138,10 @@ class Config:
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
     before the application drains (smaller with a dma-buf that cannot hold a whole chunk);
-    ``progress`` None shows the progress bar when stderr is a terminal; ``provider_args`` the
-    keywords of the provider's ``replay_setup`` (``--provider-arg KEY=VALUE``)."""
+    ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
+    ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
+    stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
+    (``--provider-arg KEY=VALUE``)."""
 
     provider: str = "dmabuf"
     provider_args: dict = dataclasses.field(default_factory=dict)
@@ -133,7 +152,7 @@ class Config:
     queues: int = 2
     bind_queues: list | None = None
     header_split: str | None = None
-    mtu: int = 1500
+    mtu: int | None = None
     iommu: str = "none"
     app_cpu: str = "other"
     pool_size: int = 1024
@@ -172,7 +191,7 @@ def _check_config(cfg):
     if binds and cfg.header_split == "off":
         raise BadInput(f"--header-split off: the {cfg.provider} provider needs header split "
                        "(net_mp_open_rxq() refuses a queue without tcp-data-split)")
-    if not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
+    if cfg.mtu is not None and not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
         raise BadInput(f"--mtu {cfg.mtu}: the NIC takes {ETH_MIN_MTU}..{ETH_MAX_MTU}")
     if cfg.iommu not in ("none", "passthrough", "dma-iommu"):
         raise BadInput(f"--iommu {cfg.iommu}: none, passthrough or dma-iommu")
@@ -274,17 +293,25 @@ def _check_outputs(cfg):
         if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
             if not os.access(path, os.W_OK):
                 raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
-        elif not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise BadInput(f"{opt} {path}: cannot write in {parent}", errno.ENOENT)
+        else:
+            _check_writable_dir(opt, path, parent)
     if cfg.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise BadInput("--plot needs matplotlib (pip install 'netmem[plot]')", errno.ENOENT)
     if cfg.dump_streams is not None:
         d = cfg.dump_streams
-        parent = os.path.dirname(os.path.abspath(d))
         if os.path.exists(d) and not os.path.isdir(d):
             raise BadInput(f"--dump-streams {d}: exists and is not a directory", errno.ENOTDIR)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise BadInput(f"--dump-streams {d}: cannot write in {parent}", errno.ENOENT)
+        # Report.write_streams(): a new directory beside it, its files moved into it
+        _check_writable_dir("--dump-streams", d, os.path.dirname(os.path.abspath(d)))
+        if os.path.isdir(d):
+            _check_writable_dir("--dump-streams", d, d)
+
+
+def _check_writable_dir(opt, path, d):
+    """BadInput naming ``opt`` unless this process may create files in directory ``d``."""
+    why = unwritable_dir(d)
+    if why is not None:
+        raise BadInput(f"{opt} {path}: {why[1]}", why[0])
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,7 +331,7 @@ def _load_trace(cfg):
         if len(trace) + sum(trace.skipped.values()) == 0:
             raise BadInput(f"--pcap from_pcap: {cfg.pcap}: holds no frames")
         return trace, None, None
-    fields = {"mtu": cfg.mtu, "seed": cfg.seed}
+    fields = {"mtu": ETH_DATA_LEN if cfg.mtu is None else cfg.mtu, "seed": cfg.seed}
     if cfg.connections is not None:
         fields["connections"] = cfg.connections
     if cfg.payload is not None:
@@ -335,6 +362,62 @@ def _workload(params):
 
 def _end(addr, port):
     return str(ipaddress.ip_address(addr)), int(port)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Mtu:
+    """The NIC's MTU for a run and why (``source``: ``option``, from ``--mtu``; ``capture``,
+    fitted to the capture; ``workload``, the built-in workload's ``ETH_DATA_LEN``), the trace's
+    largest frame as the NIC measures it (``largest``: bytes at L3, ``PacketTrace.l3_lengths()``)
+    and the frames longer than the MTU (``too_long``: bool per frame), which the NIC drops as
+    ``rx_length_errors``."""
+
+    mtu: int
+    source: str
+    largest: int
+    too_long: np.ndarray
+
+    def warning(self):
+        """What the frames too long for the MTU cost, or None."""
+        n = int(self.too_long.sum())
+        if not n:
+            return None
+        hint = (f"; --mtu {self.largest} replays them" if self.largest <= ETH_MAX_MTU else
+                f"; the NIC takes at most {ETH_MAX_MTU}")
+        return (f"{n} frame(s) of the trace, up to {self.largest} bytes at L3, are longer than "
+                f"MTU {self.mtu}: the NIC drops them (rx_length_errors), so every stream stops "
+                f"at its first frame lost and the stream dumps are incomplete{hint}")
+
+
+def _mtu_why(source, largest):
+    """Why the NIC has its MTU, for the report's first line (``_Mtu``'s source and largest)."""
+    if source == "option":
+        return "--mtu"
+    if source == "workload":
+        return "Ethernet's, for the built-in workload"
+    what = f"the capture's largest TCP frame is {largest} bytes at L3"
+    if largest > ETH_MAX_MTU:
+        return f"the most the NIC takes: {what}"
+    return f"Ethernet's: {what}" if largest <= ETH_DATA_LEN else f"fitted to the capture: {what}"
+
+
+def _choose_mtu(cfg, trace):
+    """(``cfg`` with its MTU, ``_Mtu``). ``--mtu`` wins; else a capture gets the smallest MTU
+    that takes its largest frame, at least ``ETH_DATA_LEN`` and at most ``ETH_MAX_MTU`` (the
+    model driver's range: jumbo frames up to 9000), and the built-in workload
+    ``ETH_DATA_LEN``. The frames longer than the MTU are counted here, before the replay, with
+    the arithmetic of the driver's drop (``nm_rx_frame()``: longer than ``mtu + ETH_HLEN +
+    VLAN tags``)."""
+    l3 = trace.l3_lengths()
+    largest = int(l3.max()) if len(l3) else 0
+    if cfg.mtu is not None:
+        mtu, source = cfg.mtu, "option"
+    elif cfg.pcap is None:
+        mtu, source = ETH_DATA_LEN, "workload"
+    else:
+        mtu, source = min(max(largest, ETH_DATA_LEN), ETH_MAX_MTU), "capture"
+    cfg = dataclasses.replace(cfg, mtu=mtu)
+    return cfg, _Mtu(mtu, source, largest, l3 > mtu)
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,9 +528,11 @@ class _App:
     dma-buf frag read through the provider's memory and checked against the pattern, the tokens
     given back with ``SO_DEVMEM_DONTNEED``); here are its state at the end of each loop and,
     after the clock stops, the verdict: pattern, stream lengths and ends, the streams kept for
-    ``--dump-streams``."""
+    ``--dump-streams``. ``expected``: the built-in workload's stream lengths; ``capture``: a
+    capture's trace and the frames the NIC takes (bool per frame), whose streams are checked
+    against what the trace carries in order (``PacketTrace.in_order_bytes()``)."""
 
-    def __init__(self, rig, pattern, expected, keep_streams):
+    def __init__(self, rig, pattern, expected, keep_streams, capture=None):
         self.pattern = pattern
         b = rig.binding
         try:
@@ -459,6 +544,7 @@ class _App:
                            e.errno) from None
         self.dmabuf_id = b.dmabuf_id
         self.expected = expected
+        self.capture = capture
         self.keep = keep_streams
         self.passes = []            # the streams at the end of each loop
         self.kept = None            # the first loop's bytes: (data, slots, lengths)
@@ -505,6 +591,8 @@ class _App:
         if c["dontneed-short"]:
             self.fail(f"{c['dontneed-short']} SO_DEVMEM_DONTNEED call(s) freed fewer frags "
                       "than given")
+        if self.capture is not None:
+            self.expected = self.capture[0].in_order_bytes(self.capture[1])
         for loop, cols in enumerate(self.passes):
             self._check_pass(loop, cols)
         if self.kept is not None and self.passes:
@@ -517,6 +605,9 @@ class _App:
             self.fail(f"loop {loop}: {_name(keys[i])}: byte {int(cols['bad'][i])} differs "
                       f"from the ncdevmem -v {self.pattern} pattern")
         if self.expected is None:
+            return
+        if self.capture is not None:
+            self._check_capture_pass(loop, keys, cols)
             return
         seen = set()
         for i, key in enumerate(keys):
@@ -531,6 +622,18 @@ class _App:
         for key, want in self.expected.items():
             if want and key not in seen:
                 self.fail(f"loop {loop}: {_name(key)}: no socket received its {want} bytes")
+
+    def _check_capture_pass(self, loop, keys, cols):
+        """A capture's loop: each direction's bytes read, over every socket it opened (a RST
+        or a reused 4-tuple opens another), against what the trace carries in order."""
+        got = {}
+        for key, pos in zip(keys, cols["pos"].tolist(), strict=True):
+            got[key] = got.get(key, 0) + pos
+        for key in sorted(got.keys() | self.expected.keys()):
+            want, read = self.expected.get(key, 0), got.get(key, 0)
+            if read != want:
+                self.fail(f"loop {loop}: {_name(key)}: {read} bytes read, the capture carries "
+                          f"{want} in order")
 
 
 def _stream_keys(cols):
@@ -564,60 +667,60 @@ def _split_streams(cols, data, slots, lengths):
 
 
 class _Progress:
-    """A progress bar on stderr for runs longer than half a second, redrawn at most ten times
-    a second with ``\\r``; nothing when disabled."""
+    """The progress bar on stderr: tqdm's, shown once a run has taken half a second, redrawn at
+    most ten times a second; with ``enabled`` false, tqdm's disabled bar (``update()`` returns
+    at once). The timed loop only hands it the frames done after each chunk."""
 
     def __init__(self, total, enabled):
-        self.total = total
-        self.enabled = enabled
-        self.t0 = time.perf_counter()
-        self.next = self.t0 + 0.5
-        self.width = 0                  # of the line on screen
+        self.bar = tqdm.tqdm(total=total, disable=not enabled, desc="netmem-replay",
+                             unit=" frames", unit_scale=True, mininterval=0.1, delay=0.5,
+                             leave=False, file=sys.stderr)
 
     def update(self, done):
-        now = time.perf_counter()
-        if not self.enabled or now < self.next:
-            return
-        self.next = now + 0.1
-        frac = done / self.total if self.total else 1.0
-        bar = "#" * int(30 * frac)
-        line = (f"netmem-replay [{bar:<30}] {100 * frac:5.1f}% {done}/{self.total} frames, "
-                f"{done / (now - self.t0) / 1e6:.2f} Mpps")
-        sys.stderr.write(f"\r{line:<{self.width}}")
-        sys.stderr.flush()
-        self.width = max(self.width, len(line))
+        self.bar.update(done - self.bar.n)
 
     def close(self):
-        if self.width:
-            sys.stderr.write("\r" + " " * self.width + "\r")
-            sys.stderr.flush()
+        self.bar.close()
 
 
 class _Timeline:
-    """Samples of every queue's payload pool after each chunk, for ``--plot``: wall time,
-    cache and ring occupancy, buffers out of the pool, and the recycle counters."""
+    """Samples of every queue's payload pool after each chunk, for ``--plot``: the frames
+    replayed so far, cache and ring occupancy, buffers out of the pool, and the recycle
+    counters. Time is the trace's own (its frames' capture timestamps, from the first frame;
+    each loop after the last frame plus one mean gap), worked out after the clock stops."""
 
     FIELDS = ("cache", "ring", "out", "recycle-cache", "recycle-ring", "released")
 
-    def __init__(self, rig):
+    def __init__(self, rig, trace):
         self.queues = list(range(rig.cfg.queues))
-        self.t = []
+        self.timestamps = trace.timestamps
+        self.done = []
         self.rows = []
 
-    def sample(self, rig, t):
+    def sample(self, rig, done):
+        """The pools after ``done`` frames (counted over every loop, warm-up ones included)."""
         row = []
         for q in self.queues:
             pool = rig.nic.rx_queues[q].page_pool
             s = pool.stats
             row.append((pool.alloc_count, pool.ring_count,
                         pool.inflight - pool.alloc_count - pool.ring_count, *_recycle_split(s)))
-        self.t.append(t)
+        self.done.append(done)
         self.rows.append(row)
 
     def arrays(self):
-        """``t`` (seconds) and, per field, an array (samples, queues)."""
-        data = np.array(self.rows, np.int64).reshape(len(self.t), len(self.queues), -1)
-        return np.array(self.t), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
+        """``t`` (seconds of trace time at each sample's last frame) and, per field, an array
+        (samples, queues)."""
+        data = np.array(self.rows, np.int64).reshape(len(self.done), len(self.queues),
+                                                     len(self.FIELDS))
+        n = len(self.timestamps)
+        if not self.done:                   # no TCP frame to replay: no chunk, no sample
+            return np.zeros(0), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
+        rel = (self.timestamps - self.timestamps[0]).astype(np.float64) / 1e9
+        span = rel[-1] * n / (n - 1) if n > 1 else 0.0
+        last = np.array(self.done, np.int64) - 1
+        t = last // n * span + rel[last % n]
+        return t, {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
 
 
 def _recycle_split(stats):
@@ -633,6 +736,7 @@ def run(cfg):
     input it cannot use, before anything is replayed."""
     cls = _check_config(cfg)
     trace, params, expected = _load_trace(cfg)
+    cfg, mtu = _choose_mtu(cfg, trace)
     pattern = (params.validate if params is not None else cfg.validate) or None
     try:
         rig = Rig(cfg, _binds(cls))
@@ -640,11 +744,12 @@ def run(cfg):
         raise BadInput(str(e), e.errno) from None
     try:
         rig.bind(cls)
-        app = _App(rig, pattern, expected, cfg.dump_streams is not None)
-        timeline = _Timeline(rig) if cfg.plot else None
+        app = _App(rig, pattern, expected, cfg.dump_streams is not None,
+                   None if params is not None else (trace, ~mtu.too_long))
+        timeline = _Timeline(rig, trace) if cfg.plot else None
         elapsed = _replay(rig, app, trace, timeline)
         app.check()
-        doc = _document(cfg, rig, trace, params, app, elapsed)
+        doc = _document(cfg, rig, trace, params, app, elapsed, mtu)
     finally:
         rig.teardown()
     doc["inflight-after-teardown"] = sum(p.inflight for p in rig.machine.page_pools)
@@ -665,7 +770,7 @@ def _replay(rig, app, trace, timeline):
     total = cfg.warmup + cfg.loops
     progress = _Progress(n * total, sys.stderr.isatty() if cfg.progress is None
                          else cfg.progress)
-    start_time = t0 = time.perf_counter()
+    t0 = time.perf_counter()
     try:
         for loop in range(total):
             if loop == cfg.warmup:
@@ -675,7 +780,7 @@ def _replay(rig, app, trace, timeline):
                 with m.on_cpu(rig.app_cpu, softirq=False):
                     app.drain()
                 if timeline is not None:
-                    timeline.sample(rig, time.perf_counter() - start_time)
+                    timeline.sample(rig, loop * n + min(start + rig.chunk, n))
                 progress.update(loop * n + min(start + rig.chunk, n))
             with m.on_cpu(rig.app_cpu, softirq=False):
                 app.end_pass()
@@ -688,7 +793,7 @@ def _replay(rig, app, trace, timeline):
 # The report.
 
 
-def _document(cfg, rig, trace, params, app, elapsed):
+def _document(cfg, rig, trace, params, app, elapsed, mtu):
     """Everything the run measured, as one JSON-able dict in the netdev family's names."""
     m, nic = rig.machine, rig.nic
     frames = len(trace) * cfg.loops
@@ -719,7 +824,8 @@ def _document(cfg, rig, trace, params, app, elapsed):
         "config": {
             "provider": cfg.provider, "provider-args": dict(cfg.provider_args),
             "queues": cfg.queues, "bind-queues": rig.queues,
-            "header-split": rig.header_split, "mtu": cfg.mtu, "iommu": cfg.iommu,
+            "header-split": rig.header_split, "mtu": cfg.mtu, "mtu-from": mtu.source,
+            "iommu": cfg.iommu,
             "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
             "dmabuf-size": rig.binding.size or None,
             "dmabuf-layout": cfg.dmabuf_layout if rig.binds else None,
@@ -727,8 +833,7 @@ def _document(cfg, rig, trace, params, app, elapsed):
             "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
         },
-        "trace": {"frames": len(trace), "bytes": nbytes // cfg.loops,
-                  "payload-bytes": trace.payload_bytes, "skipped": dict(trace.skipped)},
+        "trace": _trace_doc(trace, nbytes // cfg.loops, mtu),
         "replay": {
             "frames": frames, "bytes": nbytes, "payload-bytes": payload,
             "seconds": elapsed,
@@ -749,25 +854,44 @@ def _document(cfg, rig, trace, params, app, elapsed):
         "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults), "stats": m.iommu.stats},
         "devmem": app.devmem if rig.binds else None,
         "validation": validation,
+        "warnings": [w for w in (mtu.warning(),) if w],
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
 
+def _trace_doc(trace, nbytes, mtu):
+    """The report's ``trace``: its frames (those the NIC drops for the MTU included: they are
+    replayed), bytes and TCP payload, the largest frame at L3, and the frames skipped by
+    reason: the classifier's (``PacketTrace.skipped``, not replayed) and ``too_long``, the
+    frames longer than the MTU at L3, which the NIC drops as ``rx_length_errors`` (counted
+    from the trace before the replay; once per loop in ``drops``)."""
+    return {"frames": len(trace), "bytes": nbytes, "payload-bytes": trace.payload_bytes,
+            "largest-l3-length": mtu.largest,
+            "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())}}
+
+
 def _validation(app):
-    """The verdict: failed (the first failures), skipped (nothing to check against), or ok."""
+    """The verdict: failed (the first failures); skipped when there was nothing to read (no
+    TCP payload reaches a socket in order: 0 bytes read is never ok); else ok: every stream's
+    bytes read, as many as the trace carries in order (all of the built-in workload's, with
+    their ends; a capture's up to each stream's first hole), and each equal to the ncdevmem
+    pattern if there is one."""
     if app.nfail:
         result = "failed"
         detail = "; ".join(app.failures) + (f"; and {app.nfail - len(app.failures)} more"
                                             if app.nfail > len(app.failures) else "")
-    elif app.pattern is None and app.expected is None:
+    elif not app.bytes:
         result = "skipped"
-        detail = ("skipped (no validation pattern: --validate N if the capture carries "
-                  "ncdevmem's -v N)")
+        detail = ("skipped: nothing to read (no TCP payload of the trace reaches a socket in "
+                  "order)")
     else:
         result = "ok"
-        what = [f"ncdevmem -v {app.pattern} pattern"] if app.pattern else []
-        if app.expected is not None:
-            what.append("every stream complete")
+        what = ["every stream complete" if app.capture is None else
+                f"every stream as the capture carries it in order "
+                f"({sum(1 for v in app.expected.values() if v)} direction(s) with data, each "
+                "up to its first hole)"]
+        if app.pattern:
+            what.append(f"the ncdevmem -v {app.pattern} pattern")
         detail = f"ok: {app.bytes} bytes read, {' and '.join(what)}"
     return {"result": result, "detail": detail, "pattern": app.pattern,
             "bytes": app.bytes, "resets": app.resets}
@@ -818,13 +942,16 @@ class Report:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def write_plot(self, path):
-        """Over replay time, per queue: its payload pool's occupancy (alloc cache, ptr_ring,
-        buffers out of the pool) and where each interval's recycled buffers went."""
+        """Over trace time, per queue: its payload pool's occupancy (alloc cache, ptr_ring,
+        buffers out of the pool) and where each interval's recycled buffers went; the run's
+        configuration in the title."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         t, data = self.timeline.arrays()
+        unit = "s" if len(t) and t[-1] >= 1 else "ms"
+        t = t if unit == "s" else t * 1e3
         nq = len(self.timeline.queues)
         fig, axes = plt.subplots(2, nq, figsize=(4 * nq + 1, 6), squeeze=False, sharex=True)
         for i, q in enumerate(self.timeline.queues):
@@ -838,9 +965,10 @@ class Report:
                      ("recycle-cache", "recycle-ring", "released")]
             bottom.stackplot(t, *steps, labels=("direct (cache)", "ring", "released"))
             bottom.set_ylabel("recycled per chunk")
-            bottom.set_xlabel("replay time (s)")
+            bottom.set_xlabel(f"trace time ({unit})")
         axes[0, 0].legend(fontsize="small")
         axes[1, 0].legend(fontsize="small")
+        fig.suptitle(_plot_title(self.doc["config"]), fontsize="medium")
         fig.tight_layout()
         try:
             _write_atomic(path, lambda f: fig.savefig(f, format="png"))
@@ -855,7 +983,8 @@ class Report:
         bound = f", bound {','.join(map(str, c['bind-queues']))}" if c["bind-queues"] else ""
         lines.append(f"netmem-replay: {c['provider']} provider, eth1 with {c['queues']} "
                      f"queue(s){bound}, header split {'on' if c['header-split'] else 'off'}, "
-                     f"MTU {c['mtu']}, iommu {c['iommu']}, application on "
+                     f"MTU {c['mtu']} ({_mtu_why(c['mtu-from'], tr['largest-l3-length'])}), "
+                     f"iommu {c['iommu']}, application on "
                      f"{'the NAPI CPU' if c['app-cpu'] == 'same' else 'another CPU'}")
         src = c["pcap"] or _describe_workload(c["workload"])
         lines.append(f"trace: {src}: {tr['frames']} frames, {tr['bytes']} bytes, TCP payload "
@@ -863,6 +992,7 @@ class Report:
         skipped = {k: v for k, v in tr["skipped"].items() if v}
         lines.append("frames skipped: " + (", ".join(f"{v} {k}" for k, v in skipped.items())
                                            if skipped else "none"))
+        lines += [f"warning: {w}" for w in d["warnings"]]
         lines.append("")
         rows = [("loops", c["loops"]), ("frames", r["frames"]), ("bytes", r["bytes"]),
                 ("payload bytes", r["payload-bytes"]), ("seconds", f"{r['seconds']:.3f}"),
@@ -899,6 +1029,15 @@ class Report:
                f"  {'':<26}" + "".join(f"{h:>{w}}" for h, _ in cols)]
         out += [f"  {k:<26}" + "".join(f"{p.get(k, ''):>{w}}" for _, p in cols) for k in keys]
         return out
+
+
+def _plot_title(c):
+    """The configuration a ``--plot`` figure shows in its title."""
+    trace = (os.path.basename(c["pcap"]) if c["pcap"] else
+             f"built-in workload ({c['workload']['connections']} connections)")
+    return (f"netmem-replay: {trace}; {c['provider']} provider, {c['queues']} queue(s), MTU "
+            f"{c['mtu']}, iommu {c['iommu']}; {c['loops']} loop(s) after {c['warmup']} "
+            "warm-up")
 
 
 def _describe_workload(w):
@@ -957,7 +1096,7 @@ REPORT_SCHEMA = {
     "title": "netmem-replay report",
     "type": "object",
     "required": ["tool", "config", "trace", "replay", "drops", "qstats", "queues", "recycle",
-                 "tcp-mib", "iommu", "devmem", "validation", "max-rss",
+                 "tcp-mib", "iommu", "devmem", "validation", "warnings", "max-rss",
                  "inflight-after-teardown", "leaks", "exit-code"],
     "additionalProperties": False,
     "properties": {
@@ -965,7 +1104,7 @@ REPORT_SCHEMA = {
         "config": {
             "type": "object",
             "required": ["provider", "provider-args", "queues", "bind-queues", "header-split",
-                         "mtu", "iommu", "app-cpu", "pool-size", "dmabuf-size",
+                         "mtu", "mtu-from", "iommu", "app-cpu", "pool-size", "dmabuf-size",
                          "dmabuf-layout", "loops", "warmup", "chunk", "seed", "pcap",
                          "workload"],
             "properties": {
@@ -976,6 +1115,7 @@ REPORT_SCHEMA = {
                 "bind-queues": {"type": "array", "items": _COUNT},
                 "header-split": {"type": "boolean"},
                 "mtu": {"type": "integer", "minimum": ETH_MIN_MTU, "maximum": ETH_MAX_MTU},
+                "mtu-from": {"enum": ["option", "capture", "workload"]},
                 "iommu": {"enum": ["none", "passthrough", "dma-iommu"]},
                 "app-cpu": {"enum": ["same", "other"]},
                 "pool-size": {"type": "integer", "minimum": 1, "maximum": RX_MAX_PENDING},
@@ -989,9 +1129,11 @@ REPORT_SCHEMA = {
                 "workload": {"type": ["object", "null"]},
             },
         },
-        "trace": {"type": "object", "required": ["frames", "bytes", "payload-bytes", "skipped"],
+        "trace": {"type": "object", "required": ["frames", "bytes", "payload-bytes",
+                                                 "largest-l3-length", "skipped"],
                   "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
-                                 "skipped": _COUNTS}},
+                                 "largest-l3-length": _COUNT,
+                                 "skipped": {**_COUNTS, "required": ["too_long"]}}},
         "replay": {"type": "object",
                    "required": ["frames", "bytes", "payload-bytes", "seconds", "mpps", "gbps",
                                 "ns-per-frame"],
@@ -1021,6 +1163,7 @@ REPORT_SCHEMA = {
                                       "detail": {"type": "string"},
                                       "pattern": {"type": ["integer", "null"], "minimum": 2},
                                       "bytes": _COUNT, "resets": _COUNT}},
+        "warnings": {"type": "array", "items": {"type": "string"}},
         "max-rss": _COUNT,
         "inflight-after-teardown": _COUNT,
         "leaks": {"type": "array", "items": {"type": "string"}},
@@ -1049,8 +1192,6 @@ def _queue_list(text):
 def _provider_arg(text):
     """``KEY=VALUE`` -> (key, value): the value an int (``4096``, ``0x200000``), a finite
     float, a size (``16MiB``), else the string (``nan`` stays one: JSON has no NaN)."""
-    from netmem.tools import size_arg
-
     key, eq, value = text.partition("=")
     if not eq or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"cannot read {text!r}: KEY=VALUE, KEY a Python "
@@ -1107,10 +1248,8 @@ def _provider_list():
 
 
 def _parser():
-    from netmem.tools import size_arg
-
     d = Config()
-    ap = argparse.ArgumentParser(prog="netmem-replay", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="netmem-replay", description=__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", metavar="FILE", help="a pcap or pcapng capture (default: the "
                     "built-in workload)")
     ap.add_argument("--provider", default=d.provider, metavar="NAME",
@@ -1127,7 +1266,9 @@ def _parser():
                     help="queues the provider binds, e.g. 0,2-3 (default: all)")
     ap.add_argument("--header-split", choices=("on", "off"),
                     help="tcp-data-split (default: on with a provider, off for host)")
-    ap.add_argument("--mtu", type=int, default=d.mtu)
+    ap.add_argument("--mtu", type=int, default=d.mtu,
+                    help="the NIC's MTU (default: for --pcap, the smallest that takes the "
+                         "capture's largest frame, 1500..9000; else 1500)")
     ap.add_argument("--iommu", choices=("none", "passthrough", "dma-iommu"), default=d.iommu)
     ap.add_argument("--app-cpu", choices=("same", "other"), default=d.app_cpu,
                     help="the application on the NAPI CPU (same: ring recycling) or another "

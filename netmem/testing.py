@@ -18,6 +18,7 @@ tshark`` installs tshark).
 import collections
 import errno
 import os
+import re
 import shutil
 import subprocess
 from typing import NamedTuple
@@ -57,13 +58,19 @@ class TsharkStream(NamedTuple):
 
 
 class TsharkFollow(NamedTuple):
-    """A stream's two directions as tshark reassembles them: ``dataK`` is what ``nodeK`` sent."""
+    """A stream's two directions as tshark reassembles them: ``dataK`` is what ``nodeK`` sent,
+    up to the first bytes the capture lacks (what a Linux receiver delivers); ``gaps`` is, per
+    node, None or ``(at, missing)``: the first gap tshark reported in that node's data, at byte
+    ``at`` of it (``len(dataK)``), ``missing`` bytes long. tshark reports a gap only when the
+    other side acknowledged the bytes the capture lacks; it then prints a marker in their place
+    and carries on (see ``tshark_follow``)."""
 
     index: int
     node0: tuple
     node1: tuple
     data0: bytes
     data1: bytes
+    gaps: tuple = (None, None)
 
 
 def pytest_configure(config):
@@ -541,6 +548,13 @@ def tshark_follow(pcap, n):
     the SYN, so the client), even when that packet carries no data. In the raw output node 1's
     chunks are the lines indented with a tab.
 
+    Gaps: where the capture lacks bytes that the other side acknowledged, tshark 4.0 prints in
+    their place a chunk of its own, the text ``[N bytes missing in capture file]`` and a NUL
+    (hex-encoded like the data in raw mode), and carries on with the bytes after them. A Linux
+    receiver never gets past such a hole, so here a node's data stops at its first gap, which
+    ``gaps`` records (``TsharkFollow``). Where nothing acknowledged the missing bytes, tshark
+    prints no marker and stops at the hole itself (its reassembly waits for them).
+
     tshark drops a segment it takes for a spurious retransmission (all of it below an ACK the
     other side already sent), so the oracle is only as good as the capture's ACK numbers: a
     capture that ACKs bytes it never carried loses them here."""
@@ -563,17 +577,30 @@ def _follow(pcap, indices, who):
     for n in indices:
         args += ["-z", f"follow,tcp,raw,{int(n)}"]
     out = _tshark(who, args)
-    follows, nodes, data, index = [], {}, ([], []), None
+    follows, nodes, data, gaps, index = [], {}, ([], []), [None, None], None
     for line in out.splitlines():
         if line.startswith("Filter: tcp.stream eq "):
-            index, nodes, data = int(line.rsplit(" ", 1)[1]), {}, ([], [])
+            index, nodes, data, gaps = int(line.rsplit(" ", 1)[1]), {}, ([], []), [None, None]
         elif line.startswith(("Node 0:", "Node 1:")):
             nodes[int(line[5])] = _endpoint(line[8:])
         elif line.startswith("====="):
             if index is not None and len(nodes) == 2 and nodes[0][0]:  # "Node 0: :0": none
                 follows.append(TsharkFollow(index, nodes[0], nodes[1], b"".join(data[0]),
-                                            b"".join(data[1])))
+                                            b"".join(data[1]), tuple(gaps)))
             index = None
         elif index is not None and len(nodes) == 2 and line.strip():
-            data[1 if line.startswith("\t") else 0].append(bytes.fromhex(line.strip()))
-    return sorted(follows)  # tshark prints the last -z first
+            k = 1 if line.startswith("\t") else 0
+            chunk = bytes.fromhex(line.strip())
+            if gaps[k] is not None:
+                continue                    # past the node's first gap: never delivered
+            missing = _MISSING.fullmatch(chunk)
+            if missing:
+                gaps[k] = (sum(map(len, data[k])), int(missing[1]))
+            else:
+                data[k].append(chunk)
+    return sorted(follows, key=lambda f: f.index)  # tshark prints the last -z first
+
+
+# What tshark's TCP follow prints, as one chunk, for bytes the capture lacks but the peer
+# acknowledged: Wireshark 4.0 writes the string and its NUL (seen in raw mode as hex ending 00).
+_MISSING = re.compile(rb"\[(\d+) bytes? missing in capture file\]\x00?")

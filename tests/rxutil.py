@@ -1,8 +1,9 @@
 """Helpers of the RX-path tests: a packet trace built from scapy packets (the attributes of
 ``netmem.flows.PacketTrace``: ``arena`` uint8, ``offsets`` uint64, ``lengths`` uint32,
 ``timestamps`` uint64 ns), flow builders that make segments as a Linux sender does (DF set, the
-IP ID incrementing by one per segment, ACK on every segment after the SYN), and ``close_all``
-(``netmem.testing.close_sockets``). The fixtures (``m``, ``make_nic``, ``nic``) come from the
+IP ID incrementing by one per segment, ACK on every segment after the SYN), ``close_all``
+(``netmem.testing.close_sockets``) and ``capture_with_holes`` (a generated capture missing
+frames). The fixtures (``m``, ``make_nic``, ``nic``) come from the
 netmem plugin and conftest.py.
 """
 import ipaddress
@@ -13,6 +14,7 @@ from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
 from scapy.layers.l2 import Dot1Q, Ether
 from scapy.packet import Raw
 
+from netmem.flows import Flows, PacketTrace
 from netmem.testing import close_sockets as close_all
 
 MAC_SRC, MAC_DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -132,3 +134,18 @@ def receive(nic, frames, **kw):
 
 __all__ = ["MSS", "Dot1Q", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all", "payload",
            "receive"]
+
+
+def capture_with_holes(f, path, every=23):
+    """Write the generated flows ``f`` (``netmem.flows.Flows``) as a capture at ``path``
+    without every ``every``-th data frame: holes that no frame fills, as in a capture that
+    missed frames the receiver got (the peer's ACKs cover them, so tshark prints its
+    ``[N bytes missing in capture file]`` marker). Returns the trace written."""
+    t = f.trace
+    data = np.flatnonzero(t.lengths > 100)          # handshakes and FINs are 60 to 94 bytes
+    keep = np.ones(len(t), bool)
+    keep[data[every // 2::every]] = False
+    trace = PacketTrace.from_frames([t.frame(i) for i in np.flatnonzero(keep)],
+                                    t.timestamps[keep])
+    Flows(f.params, trace, f.connections).write_pcap(path)
+    return trace

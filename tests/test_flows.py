@@ -14,6 +14,7 @@ import struct
 import numpy as np
 import pytest
 from netmem.tools import flows as flows_tool
+from rxutil import capture_with_holes
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import (
     ICMPv6EchoRequest,
@@ -525,6 +526,86 @@ def test_tcp_streams_are_numbered_as_tshark_numbers_them(tmp_path):
     assert PacketTrace.from_frames([bytes(eth() / ARP())]).tcp_streams() == []
 
 
+def test_l3_lengths_as_the_nic_measures_frames():
+    """Frame less Ethernet header and up to two tags (0x88a8 outer, 0x8100), padding and all;
+    a runt is 0."""
+    body = IP(src=C4, dst=S4) / tcp(b"y" * 300)
+    frames = [bytes(eth() / body), bytes(eth() / Dot1Q(vlan=5) / body),
+              bytes(eth() / Dot1AD(vlan=6) / Dot1Q(vlan=7) / body), v4(data=b"")[:50] + b"",
+              b"\x02" * 10]
+    t = PacketTrace.from_frames(frames, keep_all=True)
+    ip = len(bytes(body))
+    assert t.l3_lengths().tolist() == [ip, ip, ip, 50 - 14, 0]
+    assert PacketTrace.from_frames([]).l3_lengths().tolist() == []
+
+
+def tshark_lengths(follows):
+    """{(sender, receiver): bytes} of tshark's streams."""
+    out = {}
+    for fl in follows:
+        out[fl.node0, fl.node1] = len(fl.data0)
+        out[fl.node1, fl.node0] = len(fl.data1)
+    return out
+
+
+@pytest.mark.parametrize("mtu", [1500, 9000])
+def test_in_order_bytes_equal_tshark_on_captures_with_holes(tmp_path, mtu):
+    """What each direction carries in order, from the frames, against tshark's reassembly of
+    a capture with holes never filled (jumbo frames at 9000), sequence numbers wrapping, late
+    and reordered segments: the same lengths, and tshark's bytes are the streams' first ones.
+    No duplicates here: where a hole's bytes come again after an ACK covered them, tshark takes
+    the copy for a spurious retransmission and drops it, where a receiver fills the hole."""
+    f = generate(connections=6, family="both", payload=60_000, bidirectional=True, mtu=mtu,
+                 interleave="random", loss=0.03, reorder=0.05, isn=(1 << 32) - 30_000, seed=11)
+    trace = capture_with_holes(f, tmp_path / "h.pcap")
+    follows = testing.tshark_follow_all(tmp_path / "h.pcap")
+    assert trace.in_order_bytes() == tshark_lengths(follows)
+    assert sum(tshark_lengths(follows).values()) < 12 * 60_000         # holes cost bytes
+    assert any(fl.gaps != (None, None) for fl in follows)               # tshark saw them
+    by_client = {c.client: c for c in f.connections}
+    for fl in follows:
+        c = by_client[fl.node0]
+        assert c.to_server.startswith(fl.data0) and c.to_client.startswith(fl.data1)
+    assert trace.in_order_bytes(np.zeros(len(trace), bool)) == {}
+
+
+def test_tshark_follow_stops_at_its_missing_bytes_marker(tmp_path):
+    """Where a capture lacks bytes the peer acknowledged, tshark prints ``[N bytes missing in
+    capture file]`` (and a NUL) in their place and carries on: the oracle stops the node's
+    data there and reports the gap (it used to count the marker, and all after it, as
+    payload)."""
+    f = generate(connections=1, payload=30_000, bidirectional=True, seed=2)
+    path = tmp_path / "h.pcap"
+    capture_with_holes(f, path, every=9)
+    raw = testing._tshark("test", ["-r", str(path), "-q", "-z", "follow,tcp,raw,0"])
+    assert b"bytes missing in capture file]\x00".hex() in raw
+    fl = testing.tshark_follow(path, 0)
+    c = f.connections[0]
+    for k, (data, sent) in enumerate(((fl.data0, c.to_server), (fl.data1, c.to_client))):
+        assert b"missing in capture" not in data
+        assert sent.startswith(data) and len(data) < len(sent)
+        assert fl.gaps[k] is not None and fl.gaps[k][0] == len(data) and fl.gaps[k][1] > 0
+
+
+def test_in_order_bytes_by_the_receiver_s_rules():
+    """A SYN's data is not taken, a segment without ACK is discarded, a RST carries none, a
+    FIN ends the stream; a capture that starts mid-flow starts at its first segment; a SYN
+    with another ISN is a new connection on the 4-tuple, whose bytes add up."""
+    def seg(flags, seq, data=b"", sport=40000):
+        return bytes(eth() / IP(src=C4, dst=S4) / TCP(sport=sport, dport=5201, flags=flags,
+                                                      seq=seq, ack=1) / Raw(data))
+
+    frames = [seg("S", 99, b"syn data"), seg("A", 100, b"abc"), seg("P", 103, b"no ACK"),
+              seg("RA", 103, b"RST data"), seg("A", 103, b"de"), seg("FA", 105, b"f"),
+              seg("A", 106, b"after the FIN"),
+              seg("S", 5000), seg("A", 5001, b"again"),                  # the 4-tuple reused
+              seg("A", 7000, b"mid", sport=41000), seg("A", 6998, b"-flow", sport=41000),
+              seg("A", 7010, b"hole", sport=41000)]
+    got = PacketTrace.from_frames(frames).in_order_bytes()
+    assert got == {((C4, 40000), (S4, 5201)): len(b"abcdef") + len(b"again"),
+                   ((C4, 41000), (S4, 5201)): len(b"mid")}
+
+
 def test_missing_tshark_is_an_error_not_a_skip(tmp_path, monkeypatch):
     monkeypatch.setattr(testing.shutil, "which", lambda name: None)
     with pytest.raises(NetmemError) as e:
@@ -563,7 +644,30 @@ def test_netmem_flows_tool(tmp_path, capsys):
     assert trace.payload_bytes == PacketTrace.load(out + ".npz").payload_bytes
     follows = testing.tshark_follow_all(out)
     assert all(fl.data0 == (bytes(range(1, 7)) + b"\n") * 1170 + b"\x01\x02" for fl in follows)
-    assert flows_tool.main([out, "--mtu", "10"]) == 1
-    assert "mtu 10" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        flows_tool.main([out, "--payload", "lots"])
+
+
+FLOWS_BAD = {
+    "mtu": (["{d}/t.pcap", "--mtu", "10"], "netmem-flows: generate: mtu 10 not in 68..65535"),
+    "size": (["{d}/t.pcap", "--payload", "lots"], "cannot read size 'lots'"),
+    "rate": (["{d}/t.pcap", "--loss", "1.5"], "generate: loss rate 1.5 not in [0, 1)"),
+    "choice": (["{d}/t.pcap", "--family", "ipx"], "invalid choice: 'ipx'"),
+    "out is a directory": (["{d}/sub"], "{d}/sub: is a directory"),
+    "out in a missing directory": (["{d}/none/t.pcap"], "{d}/none does not exist"),
+    # a path through a regular file stops root too (permission bits do not)
+    "out under a regular file": (["{d}/file/t.pcap"], "{d}/file is not a directory"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FLOWS_BAD))
+def test_netmem_flows_bad_input_is_exit_code_2_one_line(tmp_path, capsys, name):
+    """As netmem-replay: exit code 2, one line on stderr naming the option or file and the
+    check that failed, nothing written."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "file").write_text("a regular file\n")
+    argv, message = FLOWS_BAD[name]
+    before = sorted(os.listdir(tmp_path))
+    assert flows_tool.main([a.format(d=tmp_path) for a in argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and message.format(d=tmp_path) in lines[0], captured.err
+    assert captured.out == "" and sorted(os.listdir(tmp_path)) == before

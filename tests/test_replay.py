@@ -5,6 +5,7 @@ and bad input (exit code 2, a message naming the problem, nothing written).
 
 ``main()`` runs in-process for speed; one test runs the installed console script.
 """
+import dataclasses
 import importlib.util
 import json
 import os
@@ -15,15 +16,17 @@ import sys
 import threading
 
 import jsonschema
+import numpy as np
 import pytest
+from rxutil import capture_with_holes
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment
-from scapy.layers.l2 import ARP, Ether
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 from scapy.utils import wrpcap
 
 from netmem import replay
-from netmem.flows import generate
+from netmem.flows import PacketTrace, generate
 from netmem.replay import REPORT_SCHEMA, Config, main, run
 from netmem.testing import tshark_follow_all
 
@@ -173,11 +176,198 @@ def test_capture_with_non_tcp_traffic_and_ipv6(tmp_path):
     assert code == 0
     jsonschema.validate(doc, REPORT_SCHEMA)
     assert doc["trace"]["skipped"] == {"non_tcp": 4, "malformed": 0, "truncated": 0,
-                                       "ip_fragment": 1}
+                                       "ip_fragment": 1, "too_long": 0}
     assert doc["trace"]["frames"] == len(f.trace) + len(opts)
-    assert doc["validation"]["result"] == "skipped"
+    assert doc["validation"]["result"] == "ok"          # every stream, as the capture has it
+    assert doc["validation"]["bytes"] == 8 * 20_000 + len(b"dest-opts payload")
     assert_streams_equal_tshark(tmp_path / "mix.pcap", tmp_path / "d")
     assert (tmp_path / "d" / "stream-4-node0.bin").read_bytes() == b"dest-opts payload"
+
+
+# ---- captures: their MTU, frames too long, validation ------------------------------------------
+
+def jumbo_capture(tmp_path, **kw):
+    params = {"connections": 4, "family": "both", "payload": 100_000, "bidirectional": True,
+              "mtu": 9000, "interleave": "random", "loss": 0.02, "reorder": 0.02,
+              "duplicate": 0.02, "overlap": 0.02, "seed": 5, **kw}
+    path = tmp_path / "jumbo.pcap"
+    generate(**params).write_pcap(path)
+    return path
+
+
+@pytest.mark.parametrize("provider", ["host", *DEVMEM])
+def test_jumbo_capture_replays_whole_at_its_own_mtu(tmp_path, capsys, provider):
+    """No --mtu: the NIC fits the capture's 9000-byte frames, nothing is lost, every stream is
+    read whole and its dump equals tshark's."""
+    pcap = jumbo_capture(tmp_path)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", provider,
+                            "--dump-streams", str(tmp_path / "d"))
+    assert code == 0
+    assert_clean(doc)
+    assert (doc["config"]["mtu"], doc["config"]["mtu-from"]) == (9000, "capture")
+    assert doc["trace"]["largest-l3-length"] == 9000
+    assert doc["trace"]["skipped"]["too_long"] == 0 and doc["warnings"] == []
+    assert doc["validation"]["bytes"] == 8 * 100_000
+    assert "rx-length-errors" not in doc["drops"]["device"]
+    assert ("MTU 9000 (fitted to the capture: the capture's largest TCP frame is 9000 bytes at "
+            "L3)") in capsys.readouterr().out
+    assert_streams_equal_tshark(pcap, tmp_path / "d")
+
+
+def two_mtus_capture(tmp_path):
+    """IPv4 connections at MTU 1500 and IPv6 ones at 9000 in one capture."""
+    small = generate(connections=2, payload=30_000, bidirectional=True, seed=1).trace
+    big = generate(connections=2, family="ipv6", payload=30_000, bidirectional=True, mtu=9000,
+                   seed=2).trace
+    frames = [t.frame(i) for t in (small, big) for i in range(len(t))]
+    path = tmp_path / "two.pcap"
+    wrpcap(str(path), [Ether(f) for f in frames])
+    return path, int((big.l3_lengths() > 1500).sum())
+
+
+def test_a_smaller_mtu_lists_the_frames_too_long_and_warns(tmp_path, capsys):
+    """--mtu 1500 on a capture with jumbo frames: they are counted from the trace as skipped
+    too_long, just as many rx_length_errors follow, the report warns that the streams stop and
+    the dumps are incomplete, and the validation holds what arrives to it (it used to say ok
+    with every jumbo frame lost unseen)."""
+    pcap, too_long = two_mtus_capture(tmp_path)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host", "--mtu", "1500",
+                            "--loops", "2")
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    assert code == 0 and (doc["config"]["mtu"], doc["config"]["mtu-from"]) == (1500, "option")
+    assert too_long > 0 and doc["trace"]["skipped"]["too_long"] == too_long
+    assert doc["drops"]["device"]["rx-length-errors"] == 2 * too_long      # once per loop
+    assert doc["validation"]["result"] == "ok"
+    assert doc["validation"]["bytes"] == 2 * 4 * 30_000                   # the IPv4 streams
+    [warning] = doc["warnings"]
+    assert f"{too_long} frame(s)" in warning and "longer than MTU 1500" in warning
+    assert "stream dumps are incomplete" in warning and "--mtu 9000 replays them" in warning
+    out = capsys.readouterr().out
+    assert f"frames skipped: {too_long} too_long" in out and f"warning: {warning}" in out
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host")
+    assert code == 0 and doc["config"]["mtu"] == 9000 and doc["warnings"] == []
+    assert doc["validation"]["bytes"] == 8 * 30_000
+
+
+def test_a_jumbo_capture_at_mtu_1500_is_not_ok(tmp_path, capsys):
+    """Every payload frame too long: nothing reaches a socket, and 0 bytes read is no ok."""
+    pcap = jumbo_capture(tmp_path, loss=0, reorder=0, duplicate=0, overlap=0)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host", "--mtu", "1500")
+    assert code == 0 and doc["validation"]["result"] == "skipped", doc["validation"]
+    assert doc["validation"]["bytes"] == 0 and "nothing to read" in doc["validation"]["detail"]
+    assert doc["trace"]["skipped"]["too_long"] == doc["drops"]["device"]["rx-length-errors"] > 0
+    assert doc["warnings"]
+
+
+def test_vlan_tags_do_not_count_against_the_mtu(tmp_path):
+    """The NIC drops a frame longer than the MTU at L3, whatever its tags (none, 802.1Q,
+    QinQ): the count from the trace is the driver's."""
+    frames = []
+    for i, tags in enumerate(([], [Dot1Q(vlan=3)], [Dot1AD(vlan=4), Dot1Q(vlan=5)])):
+        for extra in (0, 1):                    # an IPv4 datagram of 1500, then 1501 bytes
+            p = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+            for t in tags:
+                p = p / t
+            frames.append(p / IP(src="192.0.2.2", dst="192.0.2.1") /
+                          TCP(sport=40000 + 2 * i + extra, dport=5201, flags="A", seq=1) /
+                          Raw(b"v" * (1460 + extra)))
+    wrpcap(str(tmp_path / "tags.pcap"), frames)
+    code, doc = replay_json(tmp_path, "--pcap", str(tmp_path / "tags.pcap"), "--provider",
+                            "host", "--mtu", "1500")
+    assert code == 0 and doc["trace"]["skipped"]["too_long"] == 3
+    assert doc["drops"]["device"]["rx-length-errors"] == 3
+    assert doc["validation"] == {**doc["validation"], "result": "ok", "bytes": 3 * 1460}
+
+
+def test_a_frame_above_9000_caps_the_mtu_and_is_too_long(tmp_path, capsys):
+    """A capture of GRO'd frames (a host's tcpdump): the MTU stops at the NIC's 9000."""
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    frames = [eth / IP(src="192.0.2.2", dst="192.0.2.1") /
+              TCP(sport=40000, dport=5201, flags="A", seq=1 + k * 1000) / Raw(b"g" * n)
+              for k, n in ((0, 1000), (1, 9460))]
+    wrpcap(str(tmp_path / "gro.pcap"), frames)
+    code, doc = replay_json(tmp_path, "--pcap", str(tmp_path / "gro.pcap"), "--provider", "host")
+    assert code == 0 and (doc["config"]["mtu"], doc["config"]["mtu-from"]) == (9000, "capture")
+    assert doc["trace"]["largest-l3-length"] == 9500
+    assert doc["trace"]["skipped"]["too_long"] == 1
+    assert doc["validation"]["result"] == "ok" and doc["validation"]["bytes"] == 1000
+    assert "the NIC takes at most 9000" in doc["warnings"][0]
+    assert ("MTU 9000 (the most the NIC takes: the capture's largest TCP frame is 9500 bytes "
+            "at L3)") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("duplicate", [0.0, 0.05], ids=["tshark", "duplicates"])
+def test_capture_validation_counts_each_stream_to_its_first_hole(tmp_path, duplicate):
+    """A capture missing frames for good: each stream is read up to its first hole, which is
+    ok; without duplicates (see test_flows) the dumps equal tshark's, holes and all."""
+    f = generate(connections=6, family="both", payload=40_000, bidirectional=True,
+                 interleave="random", loss=0.03, reorder=0.05, duplicate=duplicate,
+                 overlap=duplicate, seed=8)
+    pcap = tmp_path / "holes.pcap"
+    trace = capture_with_holes(f, pcap)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host",
+                            "--dump-streams", str(tmp_path / "d"), "--loops", "2")
+    assert code == 0
+    assert_clean(doc)
+    expected = trace.in_order_bytes()
+    assert 0 < doc["validation"]["bytes"] == 2 * sum(expected.values()) < 2 * 12 * 40_000
+    assert "each up to its first hole" in doc["validation"]["detail"]
+    if not duplicate:
+        assert_streams_equal_tshark(pcap, tmp_path / "d")
+
+
+def test_capture_validation_fails_when_a_stream_is_short(tmp_path, monkeypatch, capsys):
+    """The check can fail: a direction expected one byte longer than it is read."""
+    pcap = impaired_capture(tmp_path)
+    real = PacketTrace.in_order_bytes
+
+    def one_more(self, deliver=None):
+        out = real(self, deliver)
+        key = min(out)
+        return {**out, key: out[key] + 1}
+
+    monkeypatch.setattr(PacketTrace, "in_order_bytes", one_more)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host")
+    assert code == 1 and doc["validation"]["result"] == "failed"
+    assert "bytes read, the capture carries" in doc["validation"]["detail"]
+
+
+def test_capture_validation_follows_the_receiver_s_rules(tmp_path):
+    """A SYN's data, a segment without ACK and a RST's data are not delivered, a FIN ends the
+    stream, an accepted RST closes the socket and the next segment opens another mid-flow, a
+    new ISN reuses the 4-tuple: the model reads what in_order_bytes() expects."""
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+
+    def seg(flags, seq, data=b"", sport=40000):
+        return eth / IP(src="192.0.2.2", dst="192.0.2.1") / TCP(
+            sport=sport, dport=5201, flags=flags, seq=seq, ack=1) / Raw(data)
+
+    frames = [seg("S", 99, b"syn data"), seg("A", 100, b"abc"), seg("P", 103, b"no ACK"),
+              seg("RA", 103, b"RST data"), seg("A", 103, b"de"), seg("FA", 105, b"f"),
+              seg("A", 106, b"after the FIN"), seg("S", 5000), seg("A", 5001, b"again"),
+              seg("A", 7000, b"mid", sport=41000), seg("A", 6998, b"-flow", sport=41000),
+              seg("A", 7010, b"hole", sport=41000)]
+    wrpcap(str(tmp_path / "rules.pcap"), frames)
+    code, doc = replay_json(tmp_path, "--pcap", str(tmp_path / "rules.pcap"), "--provider",
+                            "host")
+    assert code == 0 and doc["validation"]["result"] == "ok", doc["validation"]
+    assert doc["validation"]["bytes"] == len(b"abcdef" + b"again" + b"mid")
+    assert doc["validation"]["resets"] == 1
+
+
+def test_dump_streams_into_a_directory_it_cannot_write(tmp_path, monkeypatch, capsys):
+    """An existing --dump-streams directory without write permission is bad input before any
+    work (it used to fail after the replay, writing the files); access(2) stands in for the
+    permission bits, which stop no root."""
+    d = tmp_path / "ro"
+    d.mkdir()
+    real = os.access
+    monkeypatch.setattr(replay.os, "access", lambda p, mode: os.fspath(p) != str(d) and
+                        real(p, mode))
+    monkeypatch.setattr(replay, "run", lambda cfg: pytest.fail("ran"))
+    assert main(["--provider", "host", *SMALL, "--dump-streams", str(d)]) == 2
+    assert capsys.readouterr().err == f"netmem-replay: --dump-streams {d}: cannot write in {d}\n"
+    assert os.listdir(d) == []
 
 
 # ---- --json and --plot --------------------------------------------------------------------------
@@ -195,6 +385,17 @@ def test_json_matches_its_schema_and_names_stats_as_netlink(tmp_path):
         jsonschema.validate(bad, REPORT_SCHEMA)
 
 
+def test_plot_of_a_capture_without_tcp(tmp_path):
+    """Nothing to replay, no sample: the figure is drawn empty (the samples' array used to fail
+    to take its shape)."""
+    pytest.importorskip("matplotlib")
+    eth = Ether(src="02:00:00:00:00:02", dst="02:00:00:00:00:01")
+    wrpcap(str(tmp_path / "udp.pcap"), [eth / IP() / UDP() / Raw(b"u")])
+    png = tmp_path / "p.png"
+    code = main(["--pcap", str(tmp_path / "udp.pcap"), "--provider", "host", "--plot", str(png)])
+    assert code == 0 and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_json_into_a_pipe_writes_through_it(tmp_path):
     """An output that is no regular file (/dev/stdout, a FIFO) is written, not replaced."""
     fifo = tmp_path / "fifo"
@@ -208,11 +409,32 @@ def test_json_into_a_pipe_writes_through_it(tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
-def test_plot_draws_pool_occupancy(tmp_path):
-    pytest.importorskip("matplotlib")
+def test_plot_draws_pool_occupancy_over_trace_time(tmp_path, monkeypatch):
+    """The figure's title holds the configuration; its x axis is the trace's own time (the
+    frames' timestamps at the end of each chunk, loop after loop), not the wall clock."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    figures = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig: (figures.append(fig), close(fig)))
     png = tmp_path / "p.png"
-    assert main(["--provider", "host", *SMALL, "--chunk", "128", "--plot", str(png)]) == 0
+    assert main(["--provider", "host", *SMALL, "--chunk", "128", "--loops", "2", "--iommu",
+                 "dma-iommu", "--plot", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    [fig] = figures
+    assert fig._suptitle.get_text() == ("netmem-replay: built-in workload (4 connections); "
+                                        "host provider, 2 queue(s), MTU 1500, iommu "
+                                        "dma-iommu; 2 loop(s) after 0 warm-up")
+    assert fig.axes[-1].get_xlabel() == "trace time (ms)"
+    r = run(Config(provider="host", connections=4, payload=48 << 10, chunk=128, loops=2,
+                   plot=str(png)))
+    ts = replay._workload(dataclasses.replace(replay.DEFAULT_WORKLOAD, connections=4,
+                                              payload=48 << 10, mtu=1500, seed=0))[0].timestamps
+    t, _ = r.timeline.arrays()
+    n = len(ts)
+    ends = [min(k + 128, n) - 1 for k in range(0, n, 128)]
+    one = (ts[ends] - ts[0]) / 1e9
+    span = (ts[-1] - ts[0]) / 1e9 * n / (n - 1)
+    assert np.allclose(t, np.concatenate([one, one + span]))
 
 
 def test_validation_failure_is_exit_code_1(tmp_path, capsys):
@@ -236,14 +458,16 @@ def test_buffers_lost_is_exit_code_1(tmp_path, monkeypatch):
 
 
 def test_progress_bar_draws_and_clears(capsys):
+    """tqdm's bar, drawn here without its half-second delay and tenth-of-a-second interval
+    (no test waits on a clock), then cleared; disabled, it writes nothing."""
     p = replay._Progress(200, True)
-    p.next = 0
+    p.bar.delay = p.bar.mininterval = 0
     p.update(50)
     p.close()
     err = capsys.readouterr().err
-    assert "25.0% 50/200 frames" in err and err.endswith("\r")
+    assert "netmem-replay:  25%" in err and "50.0/200 [" in err and "frames/s" in err, err
+    assert err.endswith("\r") and "\n" not in err                   # cleared, not left
     quiet = replay._Progress(200, False)
-    quiet.next = 0
     quiet.update(50)
     quiet.close()
     assert capsys.readouterr().err == ""
@@ -304,7 +528,12 @@ BAD = {
     "workload options with a pcap": ([*PCAP, "{d}/ok.pcap", "--connections", "3"],
                                      "not --pcap"),
     "json in a missing directory": (["--provider", "host", "--json", "{d}/no/r.json"],
-                                    "cannot write in"),
+                                    "/no does not exist"),
+    "json under a regular file": (["--provider", "host", "--json", "{d}/ok.pcap/r.json"],
+                                  "ok.pcap is not a directory"),
+    # A path through a regular file stops root too (permission bits do not).
+    "dump under a regular file": (["--provider", "host", "--dump-streams", "{d}/ok.pcap/s/t"],
+                                  "--dump-streams {d}/ok.pcap/s/t: {d}/ok.pcap is not a dir"),
     "dump onto a file": (["--provider", "host", "--dump-streams", "{d}/ok.pcap"],
                          "not a directory"),
     "unknown provider": (["--provider", "rdma"], "--provider rdma: no memory provider 'rdma'"),
@@ -332,5 +561,5 @@ def test_bad_input_is_exit_code_2_and_writes_nothing(tmp_path, capsys, name):
                 if "--dump-streams" not in argv and "--json" not in argv else argv)
     assert code == 2
     err = capsys.readouterr().err
-    assert message in err.strip().splitlines()[-1], err     # one line names the problem
+    assert message.format(d=d) in err.strip().splitlines()[-1], err   # one line names it
     assert sorted(os.listdir(d)) == before and os.listdir(out) == []

@@ -5,18 +5,24 @@
 A second run with the same parameters finds both, keyed by the parameters, and writes nothing
 (``--force`` writes anyway). A name ending in ``.pcapng`` (or ``--pcapng``) writes pcapng.
 See ``netmem.flows.FlowParams`` for what each option does.
+
+Exit codes: 0; 1 when writing fails; 2 for bad input (an option ``FlowParams`` refuses, an
+output it cannot write): one line on stderr names it, and nothing is written.
 """
 import argparse
 import dataclasses
+import os
 import sys
 import time
 
-from netmem.tools import size_arg
+from netmem.tools import Parser, size_arg, unwritable_dir
 
 from netmem import flows
 from netmem.errors import NetmemError
 
 __all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def _rate(text):
@@ -28,7 +34,7 @@ def _rate(text):
 
 def _parser():
     d = flows.FlowParams()
-    ap = argparse.ArgumentParser(prog="netmem-flows", description=__doc__.split("\n\n")[0])
+    ap = Parser(prog="netmem-flows", description=__doc__.split("\n\n")[0])
     ap.add_argument("out", help="capture file to write (.pcap or .pcapng)")
     ap.add_argument("-n", "--connections", type=int, default=d.connections)
     ap.add_argument("--family", choices=("ipv4", "ipv6", "both"), default=d.family)
@@ -53,16 +59,37 @@ def _parser():
     return ap
 
 
+def _bad_output(out):
+    """Why ``out`` (and ``out.npz`` beside it) cannot be written, or None."""
+    for path in (out, out + ".npz"):
+        if os.path.isdir(path):
+            return f"{path}: is a directory"
+    why = unwritable_dir(os.path.dirname(os.path.abspath(out)))
+    return None if why is None else f"{out}: {why[1]}"
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    """``netmem-flows``: returns the exit code (0 ok, 1 writing failed, 2 bad input)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:            # the parser printed its one line
+        return e.code
     pcapng = args.pcapng or args.out.endswith(".pcapng")
     fields = {f.name for f in dataclasses.fields(flows.FlowParams)}
     try:
         params = flows.FlowParams(**{k: v for k, v in vars(args).items() if k in fields})
+    except NetmemError as e:
+        print(f"netmem-flows: {e.strerror}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    bad = _bad_output(args.out)
+    if bad is not None:
+        print(f"netmem-flows: {bad}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
         trace = None if args.force else flows.cached_trace(args.out, pcapng, params)
         if trace is not None:
             print(f"netmem-flows: {args.out} is up to date (cache {args.out}.npz): {trace}")
-            return 0
+            return EXIT_OK
         t0 = time.perf_counter()
         f = flows.generate(params)
         t1 = time.perf_counter()
@@ -70,10 +97,10 @@ def main(argv=None):
         t2 = time.perf_counter()
     except (NetmemError, OSError) as e:
         print(f"netmem-flows: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     print(f"netmem-flows: wrote {args.out} and {args.out}.npz: {f.trace} "
           f"(generated in {t1 - t0:.2f} s, written in {t2 - t1:.2f} s)")
-    return 0
+    return EXIT_OK
 
 
 if __name__ == "__main__":
