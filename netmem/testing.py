@@ -24,6 +24,7 @@ import subprocess
 import warnings
 from typing import NamedTuple
 
+import numpy as np
 import pytest
 
 from netmem.dma import Device
@@ -170,10 +171,11 @@ def nic(make_nic):
 _MP_FLAGS = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV | PP_FLAG_ALLOW_UNREADABLE_NETMEM
 _ALLOCS = 2 * PP_ALLOC_CACHE_REFILL + 8     # allocations per round: past a whole cache refill
 _FLOWS = {"connections": 2, "payload": 16384, "seed": 1}   # about 24 payload buffers
-# The cycling test: 3,000 allocations (47 rounds of a 64-buffer provider) in rounds of 40, 8 of
-# each round kept out into the next, through a 16-entry ring, so that most puts overflow the ring
-# to release_netmem and most allocations come from alloc_netmems.
-_CYCLES, _ROUND, _KEEP, _SMALL_RING = 3000, 40, 8, 16
+# The cycling test: 3,000 allocations (47 rounds of a 64-buffer provider) in rounds of 40, up
+# to 8 of each round (a quarter, for a small provider) kept out into the next, through a 4-entry
+# ring, so that most puts overflow the ring to release_netmem and most allocations come from
+# alloc_netmems.
+_CYCLES, _ROUND, _KEEP, _SMALL_RING = 3000, 40, 8, 4
 # The DMA scenario: ncdevmem's -v 7 pattern over two connections of 24 KiB (about 34 payload
 # buffers, all held by the sockets until the end), fed 8 frames per NAPI run into a ring of 16
 # descriptors, which an ethtool ring change halves half-way.
@@ -253,6 +255,36 @@ def _driving(test):
     return run
 
 
+def _is_int(v):
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+# What each op the core calls through Python must return: (what, check).
+_OP_RETURNS = {
+    "alloc_netmems": ("a netmem_ref (an int) or 0", lambda v: _is_int(v) and v >= 0),
+    "release_netmem": ("a bool", lambda v: isinstance(v, (bool, np.bool_))),
+    "init": ("0 or a negative errno (an int)", lambda v: _is_int(v) and v <= 0),
+    "nl_fill": ("a dict of netlink attributes", lambda v: isinstance(v, dict)),
+}
+
+
+def _check_op_returns(provider):
+    """Shadow the provider's ops on the instance (the model calls a provider's Python ops
+    through its attributes) with ones that assert the type of what they return: the core would
+    convert some wrong types (a float to a ref, a None to False) where the kernel's C could
+    not have compiled them."""
+    def checked(op, real, what, ok):
+        def call(*args):
+            out = real(*args)
+            assert ok(out), (f"{_RULE_OPS}: {type(provider).__name__}.{op}() returned {out!r}, "
+                             f"not {what}")
+            return out
+        return call
+
+    for op, (what, ok) in _OP_RETURNS.items():
+        setattr(provider, op, checked(op, getattr(provider, op), what, ok))
+
+
 def _rule_of_error(e):
     """The rule an error out of the model says was broken: net_mp_niov_set_page_pool()'s
     EEXIST is a net_iov handed out while a pool holds it (or one never cleared on release)."""
@@ -323,7 +355,7 @@ class ProviderConformance:
       (a missing ``net_mp_niov_clear_page_pool()``) is seen even once the pool is gone;
     - no buffer is handed out twice: 3,000 allocations through two pools on the provider, the
       second made while the first's buffers are out (as a queue restart makes it), with a
-      16-entry ring that overflows to ``release_netmem``; every netmem handed out is tracked
+      4-entry ring that overflows to ``release_netmem``; every netmem handed out is tracked
       until put back, and the pool tracepoints show no buffer taken while a pool holds it;
     - what ``alloc_netmems`` places in the alloc cache is served first and never overfills it;
       the pool calls it only on an empty cache and ring;
@@ -441,7 +473,7 @@ class ProviderConformance:
     def test_no_buffer_is_handed_out_twice(self, machine, make_nic, make_pool):
         """Two pools on the provider, as a queue restart makes them: the second is created
         while the first's buffers are out, and the first destroyed (deferred) meanwhile. Each
-        runs half of ``_CYCLES`` allocations in rounds through a 16-entry ring that overflows to
+        runs half of ``_CYCLES`` allocations in rounds through a 4-entry ring that overflows to
         ``release_netmem``; no netmem comes out of a pool while handed out, no pool takes a
         buffer another holds, and every net_iov back with the provider is clear."""
         nic, provider = self._setup(machine, make_nic)
@@ -663,6 +695,8 @@ class ProviderConformance:
         if ops and provider.is_host:
             self.free_provider(provider)
             pytest.skip("the host-pages provider is no provider: its pools get no mp_ops")
+        if not provider.is_host:
+            _check_op_returns(provider)
         return nic, provider
 
     def _finish(self, machine, nic, provider):
@@ -725,7 +759,8 @@ class ProviderConformance:
     def _cycle(pool, out, ledger):
         """Half of ``_CYCLES`` allocations from ``pool`` in rounds of ``_ROUND``, each netmem
         recorded in ``out`` (netmem -> pool id) while handed out; after each round all but the
-        newest ``_KEEP`` go back through the ring (not NAPI-local) and ``ledger`` is checked.
+        newest ``_KEEP`` (a quarter, if fewer) go back through the ring (not NAPI-local) and
+        ``ledger`` is checked.
         Returns the buffers still out."""
         mine = []
         for _ in range(_CYCLES // 2 // _ROUND):
@@ -738,7 +773,8 @@ class ProviderConformance:
                     f"handed out by page_pool {out[ref]}")
                 out[ref] = pool.id
                 mine.append(ref)
-            back, mine = mine[:-_KEEP], mine[-_KEEP:]
+            keep = len(mine) - min(_KEEP, len(mine) // 4)
+            back, mine = mine[:keep], mine[keep:]
             for ref in back:
                 del out[ref]
                 pool.put_netmem(ref)
