@@ -1,20 +1,14 @@
 """The provider conformance suite fails buggy providers, naming the rule each breaks: every
-provider here is ``MappedFreelistProvider`` of test_conformance (which passes) with one bug, or the
-README's first provider as it was before it had memory. Each runs the whole suite in a pytester
-run of its own (in process: the netmem plugin loads itself there too), which must fail with the
-rule's text in its output.
+provider here is ``MappedFreelistProvider`` of test_conformance (which passes) with one bug, or
+the README's first provider as it was before it had memory (``FreelistProvider`` of
+test_provider). Each runs the whole suite in a pytester run of its own (in process: the netmem
+plugin loads itself there too), which must fail with the rule's text in its output.
 """
 import errno
 
 import pytest
 from test_conformance import MappedFreelistProvider
-
-from netmem import NetIovArea
-from netmem.provider import (
-    MemoryProvider,
-    net_mp_niov_clear_page_pool,
-    net_mp_niov_set_page_pool,
-)
+from test_provider import FreelistProvider
 
 pytest_plugins = ["pytester"]
 
@@ -40,30 +34,15 @@ class ListsTwice(MappedFreelistProvider):
         super().close()
 
 
-class MemorylessStack(MemoryProvider):
-    """(c) the README's StackProvider before it had memory: its net_iovs have DMA address 0."""
-
-    name = "stack"
+class MemorylessStack(FreelistProvider):
+    """(c) the README's StackProvider as it was, a freelist of net_iovs without memory: their
+    DMA address is 0, and it refuses order > 0 (E2BIG)."""
 
     def __init__(self, machine, nic, num_niovs=64):
-        self.machine = machine
-        self.area = NetIovArea(machine, num_niovs)
-        self.free = self.area.niovs.tolist()
+        super().__init__(machine, num_niovs)
 
     def init(self, pool):
         return -errno.E2BIG if pool.order else 0
-
-    def alloc_netmems(self, pool):
-        if not self.free:
-            return 0
-        ref = self.free.pop()
-        net_mp_niov_set_page_pool(pool, ref)
-        return ref
-
-    def release_netmem(self, pool, netmem):
-        net_mp_niov_clear_page_pool(self.machine, netmem)
-        self.free.append(netmem)
-        return False
 
     def close(self):
         self.area.free()
