@@ -6,6 +6,7 @@ plugin loads itself there too), which must fail with the rule's text in its outp
 """
 import errno
 
+import numpy as np
 import pytest
 from test_conformance import MappedFreelistProvider
 from test_provider import FreelistProvider
@@ -46,6 +47,15 @@ class MemorylessStack(FreelistProvider):
 
     def close(self):
         self.area.free()
+
+
+class MapsOffByOne(MappedFreelistProvider):
+    """memory_map() says net_iov i's memory is net_iov i + 1's page: the payload read back at
+    each cmsg's frag_offset is not what the NIC wrote there."""
+
+    def memory_map(self):
+        offsets, phys, lengths = super().memory_map()
+        return offsets, np.roll(phys, -1), lengths
 
 
 class GarbageRef(MappedFreelistProvider):
@@ -109,6 +119,7 @@ _RULE_CLEAR = "rule: release_netmem must clear the net_iov's pp info (net_mp_nio
 _RULE_ONCE = "rule: alloc_netmems hands out a net_iov only while no pool holds it"
 _RULE_DMA_ADDR = "rule: every net_iov a NIC's pool hands out carries the DMA address"
 _RULE_FAULTS = "rule: the device's writes land in memory mapped for it: no IOMMU fault"
+_RULE_PAYLOAD = "rule: the payload is in the provider's memory where its cmsgs say"
 _RULE_HIGH_ORDER = "rule: init must refuse a pool of order > 0 with a negative errno"
 _RULE_NO_PUT = "rule: release_netmem returns false for a net_iov"
 
@@ -144,6 +155,7 @@ def _run_suite(pytester, provider):
     (ForgetsClear, [_RULE_CLEAR]),
     (ListsTwice, [_RULE_ONCE]),
     (MemorylessStack, [_RULE_DMA_ADDR, _RULE_FAULTS]),
+    (MapsOffByOne, [_RULE_PAYLOAD]),
     (GarbageRef, [_RULE_OPS, "0xdead0001"]),
     (Raises, [_RULE_OPS, "KeyError"]),
     (TakesHighOrder, [_RULE_HIGH_ORDER]),
