@@ -372,7 +372,9 @@ class ProviderConformance:
       (``machine.iommu.unmapped_accesses``), and, where the provider has ``memory_map()``,
       every payload byte the sockets got is read through it at its cmsg's ``frag_offset``
       (``netmem.tcp.Receiver``) and compared with what was sent. The scenario holds about 40
-      of the provider's 4 KiB buffers at once.
+      of the provider's 4 KiB buffers at once. The other tests that carry traffic (unbind,
+      unregister) check the DMA rules and the pool tracepoints' too, on the ``machine``
+      fixture.
 
     Any error out of the model while the provider is driven (an op that raises or returns the
     wrong type, a refused ref) and any kernel WARN (``NetmemWarning``) fails the test.
@@ -799,15 +801,17 @@ class ProviderConformance:
         ledger.close()
         return ledger.holds[pool.id], ledger.releases[pool.id]
 
-    @staticmethod
-    def _receive(nic, q):
+    def _receive(self, nic, q):
         """Generated TCP traffic, steered to queue ``q`` by an ntuple rule on the server port
         (as ncdevmem steers it) and left unread in the sockets, whose skbs hold its payload
-        buffers."""
+        buffers; then the ledger's and the DMA rules."""
+        ledger = _Ledger(nic.machine)
         flows = generate(**_FLOWS)
         nic.ethtool.add_ntuple("tcp4", dst_port=flows.connections[0].server[1], queue=q.idx)
         nic.receive(flows.trace)
         assert q.stats()["hds_split"] > 0
+        ledger.close()
+        self._assert_dma_landed(nic.machine, ledger)
 
     @staticmethod
     def _feed(nic, trace, start, stop):
