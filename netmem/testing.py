@@ -373,7 +373,7 @@ class ProviderConformance:
       every payload byte the sockets got is read through it at its cmsg's ``frag_offset``
       (``netmem.tcp.Receiver``) and compared with what was sent. The scenario holds about 40
       of the provider's 4 KiB buffers at once. The other tests that carry traffic (unbind,
-      unregister) check the DMA rules and the pool tracepoints' too, on the ``machine``
+      unregister) check the DMA rules and the tracepoint ledger too, on the ``machine``
       fixture.
 
     Any error out of the model while the provider is driven (an op that raises or returns the
