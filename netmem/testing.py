@@ -843,7 +843,7 @@ class ProviderConformance:
         faults = machine.iommu.faults
         if faults:
             broken.append(f"{_RULE_FAULTS}: {len(faults)} fault(s), the first {faults[0]}")
-        unmapped = getattr(machine.iommu, "unmapped_accesses", [])   # XXX until i13-dma
+        unmapped = machine.iommu.unmapped_accesses
         if unmapped:
             broken.append(f"{_RULE_UNMAPPED}: {len(unmapped)} access(es) to unmapped "
                           f"addresses, the first {unmapped[0]}")

@@ -1,8 +1,8 @@
 """The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``) and
 its provider conformance suite (``ProviderConformance``) run on the repo's providers: the
-host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider), devmem
-TCP's dma-buf provider, the p2pdma provider and the README's example, run from the README itself
-so that it cannot rot.
+host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider, given
+memory), devmem TCP's dma-buf provider, the p2pdma provider and the README's example, run from
+the README itself so that it cannot rot.
 """
 import re
 import types
