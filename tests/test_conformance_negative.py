@@ -119,7 +119,9 @@ _RULE_CLEAR = "rule: release_netmem must clear the net_iov's pp info (net_mp_nio
 _RULE_ONCE = "rule: alloc_netmems hands out a net_iov only while no pool holds it"
 _RULE_DMA_ADDR = "rule: every net_iov a NIC's pool hands out carries the DMA address"
 _RULE_FAULTS = "rule: the device's writes land in memory mapped for it: no IOMMU fault"
+_RULE_UNMAPPED = "rule: the device writes only where a mapping is: no DMA to an address nothing"
 _RULE_PAYLOAD = "rule: the payload is in the provider's memory where its cmsgs say"
+_DMA_TEST = "test_suite.py::TestConformance::test_device_writes_land_in_provider_memory"
 _RULE_HIGH_ORDER = "rule: init must refuse a pool of order > 0 with a negative errno"
 _RULE_NO_PUT = "rule: release_netmem returns false for a net_iov"
 
@@ -154,7 +156,8 @@ def _run_suite(pytester, provider):
 @pytest.mark.parametrize(("provider", "rules"), [
     (ForgetsClear, [_RULE_CLEAR]),
     (ListsTwice, [_RULE_ONCE]),
-    (MemorylessStack, [_RULE_DMA_ADDR, _RULE_FAULTS]),
+    (MemorylessStack, [_RULE_DMA_ADDR, _RULE_FAULTS, _RULE_UNMAPPED, "'address': 0",
+                       f"FAILED {_DMA_TEST}[none]", f"FAILED {_DMA_TEST}[dma-iommu]"]),
     (MapsOffByOne, [_RULE_PAYLOAD]),
     (GarbageRef, [_RULE_OPS, "0xdead0001"]),
     (Raises, [_RULE_OPS, "KeyError"]),
