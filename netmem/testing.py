@@ -198,6 +198,9 @@ _RULE_ONCE = ("rule: alloc_netmems hands out a net_iov only while no pool holds 
 _RULE_BALANCE = ("rule: every buffer comes back, one release per hold, and init and destroy "
                  "run once each (page_pool_release() reaches inflight 0; mp_ops->init() from "
                  "page_pool_init(), mp_ops->destroy() from __page_pool_destroy())")
+_RULE_CLEAN = ("rule: once the device and the provider are gone, the machine is as it started: "
+               "no page pool left, every page and net_iov home, no DMA where nothing was "
+               "mapped (page_pool_release(), machine.leak_report())")
 _RULE_CACHE = ("rule: alloc_netmems places at most what the alloc cache holds "
                "(net_mp_netmem_place_in_cache(), PP_ALLOC_CACHE_SIZE), and the pool hands those "
                "out first (alloc_fast)")
@@ -710,7 +713,7 @@ class ProviderConformance:
         self.assert_provider_whole(provider)
         self.free_provider(provider)
         machine.quiesce()
-        assert machine.leak_report() == [], f"{_RULE_BALANCE}: {machine.leak_report()}"
+        assert machine.leak_report() == [], f"{_RULE_CLEAN}: {machine.leak_report()}"
 
     def _pool(self, make_pool, nic, provider, **params):
         """A pool over ``provider`` as the driver makes one for queue ``rx_queue``: order 0, on
