@@ -96,8 +96,30 @@ cdef struct nm_swiotlb:
 cdef struct nm_fault:
     uint64_t ts_ns
     uint64_t addr
+    uint64_t len                # bytes of the access (an unmapped access; a fault leaves it 0)
     uint32_t dev_id
     int write
+
+# A log of device accesses (pyx/dma.pxi) not yet taken by the Python side.
+cdef struct nm_dma_log:
+    nm_fault *buf
+    uint64_t n
+    uint64_t cap
+    uint64_t room               # records still kept; the counter counts past it
+
+# Which devices may reach a range of RAM or BAR memory by its physical or bus address
+# (pyx/dma.pxi): live mappings whose DMA address is the address itself (dma-direct, swiotlb slots,
+# p2pdma bus addresses), and the one device that holds them all (0: several).
+cdef struct nm_dma_cover:
+    uint32_t count
+    uint32_t dev_id
+
+# The coverage of one region (RAM, or one BAR) in two levels, in one lazily committed mapping:
+# a mapping counts once per 2 MiB-aligned 2 MiB it spans whole, and once per 4 KiB page of the
+# rest, so that a 16 GiB dma-buf costs 64 KiB, not 32 MiB.
+cdef struct nm_cover_table:
+    nm_dma_cover *chunk         # per 2 MiB from the region's start
+    nm_dma_cover *page          # per 4 KiB from the region's start
 
 # One memory BAR in the machine's physical address map (pyx/dma.pxi): where its lazily committed
 # mapping is, and which devices reach it by bus address (through a switch, no ACS redirect) rather
@@ -106,6 +128,7 @@ cdef struct nm_bar:
     uint64_t start              # physical == bus address (x86)
     uint64_t end                # exclusive
     char *mem                   # the BAR's memory: a lazily committed mapping of end - start bytes
+    nm_cover_table cover
     uint64_t *bus_route         # bitmap by device id: the device's accesses bypass its IOMMU
     uint32_t bus_route_words
     uint32_t dev_id             # the endpoint that owns the BAR
@@ -120,6 +143,7 @@ cdef struct nm_dma_stats:
     uint64_t rcache_misses
     uint64_t bounces
     uint64_t faults
+    uint64_t unmapped_accesses  # model-only: device accesses no live mapping covers
 
 # struct net_iov_area, as the data plane needs it (an area's niovs are one run of the niov table).
 # ``owner_id`` is what a devmem cmsg names as ``dmabuf_id``: the binding (or provider) id.
@@ -158,9 +182,9 @@ cdef struct nm_machine:
     int iommu_mode              # NM_IOMMU_NONE, NM_IOMMU_PASSTHROUGH, NM_IOMMU_DMA
     nm_swiotlb swiotlb
     nm_dma_stats dma_stats
-    nm_fault *fault_buf         # faults not yet taken by the Python side
-    uint64_t fault_n
-    uint64_t fault_cap
+    nm_dma_log faults
+    nm_dma_log unmapped         # accesses by physical or bus address that no mapping covers
+    nm_cover_table ram_cover
     nm_net *net                 # the RX stack (skbs, sockets, MIBs): pyx/skb.pxi, tcp_rx.pxi
     # PCI BAR memory (pyx/dma.pxi): every memory BAR, sorted by address, for device access in C.
     nm_bar *bars

@@ -8,6 +8,12 @@ lazy unmapping through a flush queue). Devices reach memory only through ``dev.d
 ``dev.dma_read``; an access outside a live mapping is an IOMMU fault, recorded in
 ``m.iommu.faults`` and refused.
 
+Without an IOMMU (``none``, ``passthrough``), and for a bus address a PCIe switch routes to a
+peer's BAR (p2pdma, in every mode), no hardware checks a device's address: a write where no
+mapping points lands and corrupts whatever lives there, and the kernel never knows. The model
+knows (a departure: nothing like it exists in the kernel, not even with CONFIG_DMA_API_DEBUG): it
+lets the access land, as the hardware would, and records it in ``m.iommu.unmapped_accesses``.
+
 Checks the kernel makes only with CONFIG_DMA_API_DEBUG (unmapping what was never mapped, a double
 unmap, syncing an unmapped range) are always on here for the Python API, with dma-debug's wording.
 """
@@ -75,6 +81,7 @@ class Iommu:
     def __init__(self, machine):
         self._m = machine
         self._faults = []
+        self._unmapped = []
 
     @property
     def mode(self):
@@ -93,9 +100,45 @@ class Iommu:
         return self._faults
 
     @property
+    def unmapped_accesses(self):
+        """Device accesses to memory that no live DMA mapping for the device covers, so far:
+        dicts with device, address, length, direction ("read"/"write"), time_ns.
+
+        Model-only (the kernel cannot see them; on a real machine they are silent memory
+        corruption). Checked where no IOMMU translates: every access under ``none`` and
+        ``passthrough``, and a bus-address access a switch routes to a peer's BAR in every mode
+        (under dma-iommu an unmapped IOVA is a fault instead). Mapped means a live mapping whose
+        DMA address is the physical or bus address: ``dma_map_page()``, page_pool's own
+        mappings, ``dma_map_sgtable()`` (dma-buf attachments, p2pdma bus-address segments), a
+        swiotlb slot (the slot is mapped, not the buffer it bounces). Checked per 4 KiB page and
+        per device (a page mapped for device A only is unmapped for device B), except that a
+        page several devices map counts as mapped for every device until all its mappings go.
+        The access itself still happens, as on the hardware: the bytes land (a read returns
+        what is there), so everything downstream runs as it would. The first 4096 are kept;
+        ``stats["unmapped_accesses"]`` counts them all."""
+        for ts, dev_id, addr, length, write in self._m._take_unmapped():
+            self._unmapped.append({"device": self._m._device_name(dev_id), "address": addr,
+                                   "length": length, "direction": "write" if write else "read",
+                                   "time_ns": ts})
+        return self._unmapped
+
+    def _leaks(self):
+        """``leak_report()``'s line for unmapped accesses: no buffer is lost, but a provider
+        that makes the NIC DMA into nothing must fail the leak check."""
+        n = self._m._dma_stats()["unmapped_accesses"]
+        if not n:
+            return []
+        first = self.unmapped_accesses[:1]
+        return [f"{n} DMA access{'es' * (n > 1)} to memory no live mapping covers (iommu "
+                f"{self.mode})"
+                + "".join(f", the first: {r['device']} {r['direction']} of {r['length']} bytes "
+                          f"at {r['address']:#x}" for r in first)]
+
+    @property
     def stats(self):
         """``maps``, ``unmaps``, ``iotlb_syncs``, ``fq_flushes``, ``rcache_hits``,
-        ``rcache_misses``, ``bounces``, ``faults``: machine-wide."""
+        ``rcache_misses``, ``bounces``, ``faults``, ``unmapped_accesses`` (model-only: see
+        ``unmapped_accesses``): machine-wide."""
         s = self._m._dma_stats()
         for dev in self._m.devices:
             hits, misses, flushes, syncs, _ = dev._domain_stats()
@@ -491,7 +534,17 @@ def dma_map_sgtable(dev, sgt, dir, attrs=0):
                               f"failed ({n})")
     sgt.nents = n
     sgt._mapped = (dev, dir)
+    _cover_bus_segments(dev, sgt, True)
     return 0
+
+
+def _cover_bus_segments(dev, sgt, map):
+    """A bus-address segment has no mapping anywhere (``pci_p2pdma_bus_addr_map()`` only
+    computes the address and ``sg_dma_mark_bus_address()`` flags it), so count it as one for
+    the unmapped-access check while the table is mapped."""
+    for s in sgt.sgl[:sgt.nents]:
+        if s._bus:
+            dev._cover_bus(s.dma_address, s.dma_length, map)
 
 
 def dma_unmap_sgtable(dev, sgt, dir, attrs=0):
@@ -501,6 +554,7 @@ def dma_unmap_sgtable(dev, sgt, dir, attrs=0):
         raise NetmemError(22, f"dma_unmap_sgtable: DMA-API: {dev.name}: device driver tries to "
                               "free an invalid DMA memory address (the table is not mapped with "
                               "this device and direction)")
+    _cover_bus_segments(dev, sgt, False)
     if dev.machine.iommu_mode == "dma-iommu":
         segs = [s for s in sgt.sgl[:sgt.nents] if not s._bus and s.dma_length]
         if segs:

@@ -282,7 +282,8 @@ class Machine(_core.CoreMachine):
         """What is not back where it started: netdevs still registered, sockets holding
         skbs, pools not freed (with their inflight), pages missing from the buddy allocator,
         net_iovs still attached to a pool, devmem bindings not freed, dma-bufs not released,
-        p2pmem still allocated.
+        p2pmem still allocated; and DMA into memory no live mapping covered
+        (``iommu.unmapped_accesses``: no buffer is lost, but it must fail the leak check).
         Empty when clean."""
         out = [f"netdev {d.name} (ifindex {i}) still registered" for i, d in self.netdevs.items()]
         if self._tcp is not None:
@@ -304,4 +305,5 @@ class Machine(_core.CoreMachine):
         out += [b.leak() for b in self._devmem_bindings]
         out += [b._leak_report() for b in self._dmabufs.values()]
         out += self.pci._p2pmem_leaks()
+        out += self.iommu._leaks()
         return out

@@ -53,8 +53,17 @@ class NetmemView:
 
     @property
     def pp(self):
-        """The owning PagePool, or None."""
+        """The owning PagePool, or None: ``pp_id`` looked up among the listed pools, so a
+        freed pool reads as None here."""
         return self.machine.page_pool_by_id(self._d()[0]) if self._d()[0] else None
+
+    @property
+    def pp_id(self):
+        """The id of the pool the descriptor's ``pp`` field names, as the core stores it, 0
+        when clear (``page_pool_clear_pp_info()``, ``net_mp_niov_clear_page_pool()``); unlike
+        ``pp``, it stays set when that pool is gone, as a stale ``pp`` pointer stays in the
+        kernel. Read it while the pool object lives: the core keeps the pool's id in the pool."""
+        return self._d()[0]
 
     @property
     def pp_ref_count(self):
@@ -89,6 +98,8 @@ class NetmemView:
 
     @property
     def pp_magic(self):
+        """``pp_magic`` as the core stores it: ``PP_SIGNATURE`` (and the DMA index) while a
+        pool owns the buffer, 0 once its pp info is cleared."""
         return self._d()[9]
 
     @property

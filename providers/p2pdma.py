@@ -10,7 +10,8 @@ way devmem's ``dmabuf_devmem_ops`` (net/core/devmem.c) hands out a dma-buf.
 
 The DMA address of a net_iov follows ``pci_p2pdma_map_type()`` between the BAR's device and the
 pool's DMA device (the NIC), as ``dma_map_sg()`` treats p2pdma pages: ``PCI_P2PDMA_MAP_BUS_ADDR``
-(a switch joins them) is the PCI bus address, which the NIC's writes reach without its IOMMU;
+(a switch joins them) is the PCI bus address (a bus-address segment of ``dma_map_sgtable()``),
+which the NIC's writes reach without its IOMMU;
 ``PCI_P2PDMA_MAP_THRU_HOST_BRIDGE`` maps the range through the DMA layer for the NIC
 (``dma_map_sgtable()``: an IOVA under dma-iommu), unmapped when the provider's last pool goes;
 ``PCI_P2PDMA_MAP_NOT_SUPPORTED`` fails the pool's creation with EREMOTEIO, so
@@ -41,7 +42,6 @@ from netmem.page_pool import DMA_FROM_DEVICE, PAGE_SHIFT, PAGE_SIZE
 from netmem.pci import (
     IORESOURCE_MEM,
     PAGE_OFFSET,
-    PCI_P2PDMA_MAP_BUS_ADDR,
     PCI_P2PDMA_MAP_NOT_SUPPORTED,
     PCI_STD_NUM_BARS,
     SUBSECTION_SIZE,
@@ -96,7 +96,7 @@ class P2PDMAProvider(MemoryProvider):
         self._free = self.area.niovs.tolist()[::-1]      # net_iov 0 is handed out first
         self._pools = []            # pools whose init succeeded and that are not destroyed
         self._rxqs = {}             # RX queues of those pools, in binding order (as a set)
-        self._dma = None            # (DMA device, DMA address of byte 0, SgTable or None)
+        self._dma = None            # (DMA device, DMA address of byte 0, mapped SgTable)
         self.removing = False
         self.removed = False
 
@@ -162,7 +162,7 @@ class P2PDMAProvider(MemoryProvider):
         map_type = pci_p2pdma_map_type(self.pdev, dev)
         if map_type == PCI_P2PDMA_MAP_NOT_SUPPORTED:
             return -EREMOTEIO
-        err = 0 if self._dma is not None else self._map(dev, map_type)
+        err = 0 if self._dma is not None else self._map(dev)
         if not err:
             self._pools.append(pool)
             if pool.netdev is not None:
@@ -224,10 +224,9 @@ class P2PDMAProvider(MemoryProvider):
         for rxq in self.bound_rxqs:
             net_mp_close_rxq(rxq.nic, rxq.idx, self)
 
-    def _map(self, dev, map_type):
-        if map_type == PCI_P2PDMA_MAP_BUS_ADDR:
-            self._dma = (dev, self.bus_addr, None)
-            return 0
+    def _map(self, dev):
+        """``dma_map_sgtable()`` of the range for ``dev``, whatever the map type: a bus address
+        is a marked segment of the table (so the model counts it as mapped while it lives)."""
         sgt = SgTable.from_phys([(self.virt - PAGE_OFFSET, self.size)])
         try:
             dma_map_sgtable(dev, sgt, DMA_FROM_DEVICE)
@@ -238,8 +237,7 @@ class P2PDMAProvider(MemoryProvider):
 
     def _unmap(self):
         dev, _, sgt = self._dma
-        if sgt is not None:
-            dma_unmap_sgtable(dev, sgt, DMA_FROM_DEVICE)
+        dma_unmap_sgtable(dev, sgt, DMA_FROM_DEVICE)
         self._dma = None
 
     def _release(self):

@@ -181,6 +181,9 @@ cdef class CoreMachine:
         m.mem_bytes = npages << PAGE_SHIFT
         m.mem = <char *>_map_lazy(m.mem_bytes)
         m.pages = <nm_desc *>_map_lazy(npages * sizeof(nm_desc))
+        nm_cover_table_init(&m.ram_cover, _map_lazy(nm_cover_bytes(m.mem_bytes)), m.mem_bytes)
+        m.faults.room = <uint64_t>-1            # every fault is kept
+        m.unmapped.room = NM_UNMAPPED_LOG_MAX
         m.max_niovs = 1 << 24           # 64 GiB of 4 KiB net_iovs, reserved, committed on use
         m.niovs = <nm_desc *>_map_lazy(m.max_niovs * sizeof(nm_desc))
         m.nr_niovs = 1                  # index 0 stays unused: ref 1 would look like NULL | NET_IOV
@@ -221,12 +224,15 @@ cdef class CoreMachine:
             munmap(m.mem, m.mem_bytes)
         if m.pages != NULL:
             munmap(m.pages, m.npages * sizeof(nm_desc))
+        if m.ram_cover.chunk != NULL:
+            munmap(m.ram_cover.chunk, nm_cover_bytes(m.mem_bytes))
         if m.niovs != NULL:
             munmap(m.niovs, m.max_niovs * sizeof(nm_desc))
         if m.areas != NULL:
             munmap(m.areas, m.max_areas * sizeof(nm_area))
         free(m.trace_buf)
-        free(m.fault_buf)
+        free(m.faults.buf)
+        free(m.unmapped.buf)
         nm_net_free(m.net)
         nm_bar_table_free(m)
         swiotlb_exit(m)
@@ -476,17 +482,21 @@ cdef class CoreMachine:
         return out, lost
 
     def _take_faults(self):
-        cdef uint64_t i
-        out = [(self.m.fault_buf[i].ts_ns, self.m.fault_buf[i].dev_id, self.m.fault_buf[i].addr,
-                bool(self.m.fault_buf[i].write)) for i in range(self.m.fault_n)]
-        self.m.fault_n = 0
-        return out
+        """The IOMMU faults recorded since the last call: ``(time_ns, device id, address,
+        write)``."""
+        return [r[:3] + r[4:] for r in _take_dma_log(&self.m.faults)]
+
+    def _take_unmapped(self):
+        """The unmapped accesses recorded since the last call: ``(time_ns, device id, address,
+        length, write)``."""
+        return _take_dma_log(&self.m.unmapped)
 
     def _dma_stats(self):
         cdef nm_dma_stats *s = &self.m.dma_stats
         return {"maps": s.maps, "unmaps": s.unmaps, "iotlb_syncs": s.iotlb_syncs,
                 "fq_flushes": s.fq_flushes, "rcache_hits": s.rcache_hits,
-                "rcache_misses": s.rcache_misses, "bounces": s.bounces, "faults": s.faults}
+                "rcache_misses": s.rcache_misses, "bounces": s.bounces, "faults": s.faults,
+                "unmapped_accesses": s.unmapped_accesses}
 
     def _swiotlb(self):
         """(start, slots, used slots) of the bounce area; slots 0 when there is none."""
@@ -498,13 +508,16 @@ cdef class CoreMachine:
         """Give the BAR ``bar`` of device ``dev_id`` at ``[start, start + size)`` its memory (a
         lazily committed mapping) and enter it in the table device accesses search."""
         cdef char *mem
+        cdef void *cover
         cdef int err
         if size == 0 or start + size < start or start < self.m.mem_bytes:
             raise NetmemError(EINVAL, f"pci: BAR at {start:#x}+{size:#x} overlaps RAM or wraps")
         mem = <char *>_map_lazy(size)
-        err = nm_bar_add(self.m, start, size, mem, dev_id, bar)
+        cover = _map_lazy(nm_cover_bytes(size))
+        err = nm_bar_add(self.m, start, size, mem, cover, dev_id, bar)
         if err:
             munmap(mem, size)
+            munmap(cover, nm_cover_bytes(size))
             raise NetmemError(-err, f"pci: BAR at {start:#x}+{size:#x} overlaps another")
 
     def _bar_set_routes(self, uint64_t start, object dev_ids):
@@ -578,6 +591,15 @@ cdef class CoreMachine:
 
     def _system_recycle_stats(self):
         return _recycle_stats_tuple(&self.m.system_recycle_stats)
+
+
+cdef list _take_dma_log(nm_dma_log *log):
+    """Empty a log of device accesses into ``(time_ns, device id, address, length, write)``."""
+    cdef uint64_t i
+    out = [(log.buf[i].ts_ns, log.buf[i].dev_id, log.buf[i].addr, log.buf[i].len,
+            bool(log.buf[i].write)) for i in range(log.n)]
+    log.n = 0
+    return out
 
 
 cdef void *_map_lazy(uint64_t size) except NULL:
@@ -709,6 +731,11 @@ cdef class CoreDevice:
 
     def _unmap(self, uint64_t addr, uint64_t size, int dir, unsigned long attrs):
         nm_dma_unmap_phys(&self.dev, addr, size, dir, attrs)
+
+    def _cover_bus(self, uint64_t addr, uint64_t size, bint map):
+        """Count a p2pdma bus-address segment (no IOMMU mapping, so nothing else counts it) as
+        a mapping of the device while it lives (``map``), or its undoing."""
+        nm_dma_cover_range(&self.dev, addr, size, map)
 
     def _sync(self, uint64_t addr, uint64_t size, int dir, bint for_cpu):
         if for_cpu:

@@ -13,6 +13,18 @@
 # those (device, BAR) pairs in the table. Departures: swiotlb has one area (the kernel keeps one
 # per CPU) and no min_align_mask; its "buffer is full" message is counted (nr_map_errors), not
 # logged; memory that is not RAM is never bounced (DMA_ATTR_MMIO's rule, whatever the attrs).
+#
+# DMA into memory nobody mapped (model-only: the kernel cannot see it). Without an IOMMU (none,
+# passthrough), and for a bus address a switch routes to a peer's BAR in every mode, nothing stops
+# a device that writes where no mapping points: on a real machine the bytes land and corrupt
+# whatever lives there, silently. The model lets them land too (so everything else runs as on the
+# hardware) but records the access (m.unmapped, dma_stats.unmapped_accesses). What counts as
+# mapped is a count over RAM and over each BAR (nm_cover_table, lazily committed): every mapping
+# whose DMA address is the physical or bus address itself (dma-direct's, a swiotlb slot's, a
+# p2pdma bus-address segment's) adds one, while it lives, to each 2 MiB-aligned 2 MiB it spans
+# whole and to each other 4 KiB page it touches, with the device that holds it. Coverage is at
+# page granularity, and once two devices map a page (at one level) it counts as mapped for every
+# device until all those mappings go (only a single holder is kept).
 
 cdef enum:
     NM_IOMMU_NONE = 0
@@ -24,6 +36,12 @@ cdef enum:
     DMA_ATTR_WEAK_ORDERING = 1 << 1     # include/linux/dma-mapping.h
     DMA_ATTR_SKIP_CPU_SYNC = 1 << 5
     DMA_ATTR_MMIO = 1 << 10
+    # Unmapped accesses kept for m.iommu.unmapped_accesses (the counter counts them all): a
+    # provider that DMAs into nothing does it on every frame, and a replay of millions of frames
+    # must not keep millions of records.
+    NM_UNMAPPED_LOG_MAX = 4096
+    NM_COVER_CHUNK_SHIFT = 21       # the coverage table's coarse level: 2 MiB, x86-64's PMD_SIZE
+    NM_COVER_CHUNK_PAGES = 1 << (21 - 12)
 
 
 # ---- swiotlb ------------------------------------------------------------------------------------
@@ -180,6 +198,8 @@ cdef uint64_t nm_dma_map_phys(nm_device *dev, uint64_t phys, uint64_t size, int 
     if dma == DMA_MAPPING_ERROR:
         dev.nr_map_errors += 1
         return dma
+    if dev.m.iommu_mode != NM_IOMMU_DMA:
+        nm_dma_cover_range(dev, dma, size, True)
     dev.nr_mapped += 1
     dev.m.dma_stats.maps += 1
     return dma
@@ -190,8 +210,10 @@ cdef void nm_dma_unmap_phys(nm_device *dev, uint64_t addr, uint64_t size, int di
     """Models ``dma_unmap_phys()``/``dma_unmap_page_attrs()``; the caller checked the mapping."""
     if dev.m.iommu_mode == NM_IOMMU_DMA:
         iommu_dma_unmap_phys(dev, addr, size, dir, attrs)
-    elif is_swiotlb_buffer(dev.m, addr):
-        swiotlb_tbl_unmap_single(dev, addr, size, dir, attrs)
+    else:
+        nm_dma_cover_range(dev, addr, size, False)
+        if is_swiotlb_buffer(dev.m, addr):
+            swiotlb_tbl_unmap_single(dev, addr, size, dir, attrs)
     dev.nr_mapped -= 1
     dev.m.dma_stats.unmaps += 1
 
@@ -228,21 +250,103 @@ cdef inline void nm_dma_unmap_page(nm_device *dev, uint64_t addr, uint64_t size)
 
 # ---- device-side access -------------------------------------------------------------------------
 
-cdef void nm_record_fault(nm_device *dev, uint64_t addr, bint write) noexcept nogil:
-    cdef nm_machine *m = dev.m
+cdef void __dma_log_add(nm_dma_log *log, nm_device *dev, uint64_t addr, uint64_t n,
+                        bint write) noexcept nogil:
+    """Keep one device access in ``log`` (while it has room) for the Python side."""
     cdef void *buf
-    m.dma_stats.faults += 1
-    if m.fault_n == m.fault_cap:
-        buf = realloc(m.fault_buf, (m.fault_cap * 2 + 64) * sizeof(nm_fault))
+    if log.room == 0:
+        return
+    if log.n == log.cap:
+        buf = realloc(log.buf, (log.cap * 2 + 64) * sizeof(nm_fault))
         if buf == NULL:
             return
-        m.fault_buf = <nm_fault *>buf
-        m.fault_cap = m.fault_cap * 2 + 64
-    m.fault_buf[m.fault_n].ts_ns = m.clock_ns
-    m.fault_buf[m.fault_n].addr = addr
-    m.fault_buf[m.fault_n].dev_id = dev.id
-    m.fault_buf[m.fault_n].write = write
-    m.fault_n += 1
+        log.buf = <nm_fault *>buf
+        log.cap = log.cap * 2 + 64
+    log.buf[log.n].ts_ns = dev.m.clock_ns
+    log.buf[log.n].addr = addr
+    log.buf[log.n].len = n
+    log.buf[log.n].dev_id = dev.id
+    log.buf[log.n].write = write
+    log.n += 1
+    log.room -= 1
+
+
+cdef void nm_record_fault(nm_device *dev, uint64_t addr, bint write) noexcept nogil:
+    dev.m.dma_stats.faults += 1
+    __dma_log_add(&dev.m.faults, dev, addr, 0, write)
+
+
+cdef void nm_record_unmapped(nm_device *dev, uint64_t addr, uint64_t n,
+                             bint write) noexcept nogil:
+    """A device access of ``n`` bytes at ``addr`` (physical or bus) that no live mapping for
+    the device covers (model-only: see the file's header)."""
+    dev.m.dma_stats.unmapped_accesses += 1
+    __dma_log_add(&dev.m.unmapped, dev, addr, n, write)
+
+
+# ---- which pages a device may reach by physical or bus address ---------------------------------
+
+cdef inline uint64_t nm_cover_bytes(uint64_t size) noexcept nogil:
+    """Bytes of the coverage table of a region of ``size`` bytes: an entry per 2 MiB, then one
+    per 4 KiB."""
+    return (((size + (1ULL << NM_COVER_CHUNK_SHIFT) - 1) >> NM_COVER_CHUNK_SHIFT)
+            + ((size + PAGE_SIZE - 1) >> PAGE_SHIFT)) * sizeof(nm_dma_cover)
+
+
+cdef void nm_cover_table_init(nm_cover_table *t, void *mem, uint64_t size) noexcept nogil:
+    """Lay the two levels of a region's table over ``mem`` (``nm_cover_bytes(size)``, zeroed)."""
+    t.chunk = <nm_dma_cover *>mem
+    t.page = t.chunk + ((size + (1ULL << NM_COVER_CHUNK_SHIFT) - 1) >> NM_COVER_CHUNK_SHIFT)
+
+
+cdef inline void __cover_one(nm_dma_cover *c, uint32_t dev_id, bint map) noexcept nogil:
+    if not map:
+        c.count -= 1
+        return
+    if c.count == 0:
+        c.dev_id = dev_id
+    elif c.dev_id != dev_id:
+        c.dev_id = 0                    # several devices: no single holder (ids start at 1)
+    c.count += 1
+
+
+cdef void nm_dma_cover_range(nm_device *dev, uint64_t addr, uint64_t size,
+                             bint map) noexcept nogil:
+    """Count a mapping by ``dev`` whose DMA address is the physical or bus address ``addr``
+    itself (``map``), or its undoing (the same range), in the table of its region. A range
+    that is not RAM or inside one BAR (nothing a device reaches) is not counted."""
+    cdef nm_cover_table *t
+    cdef uint64_t off, i, end
+    if size == 0 or __phys_target(dev.m, addr, size, &t, &off) == NULL:
+        return
+    i = off >> PAGE_SHIFT
+    end = ((off + size - 1) >> PAGE_SHIFT) + 1
+    while i < end:
+        if i % NM_COVER_CHUNK_PAGES == 0 and end - i >= NM_COVER_CHUNK_PAGES:
+            __cover_one(&t.chunk[i // NM_COVER_CHUNK_PAGES], dev.id, map)
+            i += NM_COVER_CHUNK_PAGES
+        else:
+            __cover_one(&t.page[i], dev.id, map)
+            i += 1
+
+
+cdef inline bint __cover_lets(nm_dma_cover *c, uint32_t dev_id) noexcept nogil:
+    return c.count != 0 and (c.dev_id == dev_id or c.dev_id == 0)
+
+
+cdef inline bint __dma_covered(nm_cover_table *t, uint64_t off, uint64_t n,
+                               uint32_t dev_id) noexcept nogil:
+    """Whether every page of ``[off, off + n)`` (``n`` > 0, offsets in the region of ``t``)
+    has a live mapping device ``dev_id`` may use: at the 2 MiB level (a small, hot array)
+    or at the page level."""
+    cdef uint64_t i = off >> PAGE_SHIFT, last = (off + n - 1) >> PAGE_SHIFT
+    while True:
+        if not __cover_lets(&t.chunk[i // NM_COVER_CHUNK_PAGES], dev_id) and \
+                not __cover_lets(&t.page[i], dev_id):
+            return False
+        if i == last:
+            return True
+        i += 1
 
 
 cdef inline bint __is_ram(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
@@ -259,10 +363,13 @@ cdef inline void __dev_copy(char *target, char *buf, uint64_t n, bint write) noe
 cdef int __dev_access_bus(nm_device *dev, nm_bar *b, uint64_t addr, char *buf, uint64_t n,
                           bint write) noexcept nogil:
     """An access a switch routes to a peer's BAR by bus address: no IOMMU, no mask. Running
-    past the end of the BAR is a fault at its end, and nothing moves."""
+    past the end of the BAR is a fault at its end, and nothing moves; an access no bus-address
+    mapping for the device covers is recorded, and lands."""
     if n > b.end - addr:
         nm_record_fault(dev, b.end, write)
         return -EFAULT
+    if unlikely(not __dma_covered(&b.cover, addr - b.start, n, dev.id)):
+        nm_record_unmapped(dev, addr, n, write)
     __dev_copy(b.mem + (addr - b.start), buf, n, write)
     return 0
 
@@ -273,9 +380,13 @@ cdef int nm_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
     0, or -EFAULT after recording a fault at the first address it may not reach (nothing is
     touched then). Under dma-iommu a bus address of a peer's BAR behind the same switch goes
     to the BAR untranslated; everything else goes through the IOMMU. Without one, the address
-    is the physical address and must fit the device's mask."""
+    is the physical address and must fit the device's mask; an access to memory no live
+    mapping for the device covers is recorded (nm_record_unmapped) and still lands, as on the
+    hardware."""
     cdef nm_machine *m = dev.m
     cdef nm_bar *b
+    cdef nm_cover_table *t
+    cdef uint64_t off
     cdef char *p
     if n == 0:
         return 0
@@ -288,10 +399,12 @@ cdef int nm_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
     if not dma_capable(dev, addr, n):
         nm_record_fault(dev, addr, write)
         return -EFAULT
-    p = nm_phys_to_ptr(m, addr, n)
+    p = __phys_target(m, addr, n, &t, &off)
     if p == NULL:
         nm_record_fault(dev, __phys_end(m, addr), write)
         return -EFAULT
+    if unlikely(not __dma_covered(t, off, n, dev.id)):
+        nm_record_unmapped(dev, addr, n, write)
     __dev_copy(p, buf, n, write)
     return 0
 
@@ -330,15 +443,28 @@ cdef inline bint nm_bar_bus_route(nm_bar *b, uint32_t dev_id) noexcept nogil:
     return (dev_id >> 6) < b.bus_route_words and (b.bus_route[dev_id >> 6] >> (dev_id & 63)) & 1
 
 
-cdef inline char *nm_phys_to_ptr(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
-    """Where the CPU finds ``[phys, phys + n)``: in RAM or inside one BAR; NULL otherwise."""
+cdef inline char *__phys_target(nm_machine *m, uint64_t phys, uint64_t n, nm_cover_table **cover,
+                                uint64_t *off) noexcept nogil:
+    """Where the CPU finds ``[phys, phys + n)``, in RAM or inside one BAR, with the region's
+    coverage table and ``phys``'s offset in the region; NULL (outputs untouched) otherwise."""
     cdef nm_bar *b
     if __is_ram(m, phys, n):
+        cover[0] = &m.ram_cover
+        off[0] = phys
         return m.mem + phys
     b = nm_bar_find(m, phys)
     if b != NULL and n <= b.end - phys:
+        cover[0] = &b.cover
+        off[0] = phys - b.start
         return b.mem + (phys - b.start)
     return NULL
+
+
+cdef inline char *nm_phys_to_ptr(nm_machine *m, uint64_t phys, uint64_t n) noexcept nogil:
+    """Where the CPU finds ``[phys, phys + n)``: in RAM or inside one BAR; NULL otherwise."""
+    cdef nm_cover_table *t
+    cdef uint64_t off
+    return __phys_target(m, phys, n, &t, &off)
 
 
 cdef uint64_t __phys_end(nm_machine *m, uint64_t phys) noexcept nogil:
@@ -351,10 +477,11 @@ cdef uint64_t __phys_end(nm_machine *m, uint64_t phys) noexcept nogil:
     return b.end if b != NULL else phys
 
 
-cdef int nm_bar_add(nm_machine *m, uint64_t start, uint64_t size, char *mem, uint32_t dev_id,
-                    int bar) noexcept nogil:
+cdef int nm_bar_add(nm_machine *m, uint64_t start, uint64_t size, char *mem, void *cover,
+                    uint32_t dev_id, int bar) noexcept nogil:
     """Enter a BAR in the table, kept sorted: 0, -EINVAL (empty, wrapping, overlapping RAM or
-    another BAR) or -ENOMEM."""
+    another BAR) or -ENOMEM. ``mem`` and ``cover`` (``nm_cover_bytes(size)``) are lazily
+    committed mappings the table owns from then on."""
     cdef uint32_t i
     cdef void *p
     if size == 0 or start + size < start or start < m.mem_bytes:
@@ -375,6 +502,7 @@ cdef int nm_bar_add(nm_machine *m, uint64_t start, uint64_t size, char *mem, uin
     m.bars[i].start = start
     m.bars[i].end = start + size
     m.bars[i].mem = mem
+    nm_cover_table_init(&m.bars[i].cover, cover, size)
     m.bars[i].dev_id = dev_id
     m.bars[i].bar = bar
     m.nr_bars += 1
@@ -407,6 +535,7 @@ cdef void nm_bar_table_free(nm_machine *m) noexcept nogil:
     cdef uint32_t i
     for i in range(m.nr_bars):
         munmap(m.bars[i].mem, m.bars[i].end - m.bars[i].start)
+        munmap(m.bars[i].cover.chunk, nm_cover_bytes(m.bars[i].end - m.bars[i].start))
         free(m.bars[i].bus_route)
     free(m.bars)
     m.bars = NULL

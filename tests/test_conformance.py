@@ -1,24 +1,27 @@
 """The netmem plugin's fixtures for devices and pools (``make_nic``, ``nic``, ``page_pool``) and
 its provider conformance suite (``ProviderConformance``) run on the repo's providers: the
-host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider), devmem
-TCP's dma-buf provider, the p2pdma provider and the README's example, run from the README itself
-so that it cannot rot.
+host-pages provider, a Python net_iov provider (``FreelistProvider`` of test_provider, given
+memory), devmem TCP's dma-buf provider, the p2pdma provider and the README's example, run from
+the README itself so that it cannot rot.
 """
 import re
 import types
 
+import numpy as np
 from netmem.providers.dmabuf import net_devmem_bind_dmabuf, net_devmem_bind_dmabuf_to_queue
 from netmem.providers.host import HostPagesProvider
 from netmem.providers.p2pdma import P2PDMAProvider
 from test_provider import FreelistProvider
 from test_readme import README
 
+from netmem.dma import dma_map_page, dma_unmap_page
 from netmem.dmabuf import udmabuf_create
 from netmem.flows import generate
 from netmem.genalloc import gen_pool_avail, gen_pool_size
 from netmem.netlink import NetlinkSocket
 from netmem.netmem import netmem_get_dma_addr
 from netmem.page_pool import DMA_FROM_DEVICE, PAGE_SIZE
+from netmem.provider import net_mp_niov_set_dma_addr
 from netmem.testing import ProviderConformance
 
 
@@ -57,19 +60,46 @@ class TestHostPagesConformance(ProviderConformance):
         return HostPagesProvider()
 
 
+class MappedFreelistProvider(FreelistProvider):
+    """``FreelistProvider`` with memory a NIC can reach, as a provider bound to a queue needs:
+    a host page per net_iov, each mapped for the NIC on its own (so ``memory_map()`` has an
+    entry per net_iov, where the README's provider has one block)."""
+
+    def __init__(self, machine, nic, **kw):
+        super().__init__(machine, **kw)
+        self.dev = nic.pcidev
+        self.pages = [machine.alloc_pages() for _ in self.free]
+        self.dma = [dma_map_page(self.dev, page, 0, PAGE_SIZE, DMA_FROM_DEVICE)
+                    for page in self.pages]
+        for niov, addr in zip(self.area.niovs.tolist(), self.dma, strict=True):
+            net_mp_niov_set_dma_addr(machine, niov, addr)
+
+    def memory_map(self):
+        n = len(self.pages)
+        return (np.arange(n, dtype=np.uint64) * PAGE_SIZE,
+                np.array([self.machine.netmem(page).phys for page in self.pages], np.uint64),
+                np.full(n, PAGE_SIZE, np.uint64))
+
+    def close(self):
+        self.area.free()
+        for page, addr in zip(self.pages, self.dma, strict=True):
+            dma_unmap_page(self.dev, addr, PAGE_SIZE, DMA_FROM_DEVICE)
+            self.machine.put_page(page)
+
+
 class TestFreelistConformance(ProviderConformance):
     """A Python provider of net_iovs that places a batch in the alloc cache on each call."""
 
     refuses_high_order = False              # its init takes any pool
 
     def make_provider(self, machine, nic):
-        return FreelistProvider(machine, num_niovs=96, batch=7)
+        return MappedFreelistProvider(machine, nic, num_niovs=96, batch=7)
 
     def assert_provider_whole(self, provider):
         assert sorted(provider.free) == provider.area.niovs.tolist()
 
     def free_provider(self, provider):
-        provider.area.free()
+        provider.close()
 
 
 def _readme_example():

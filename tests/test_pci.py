@@ -640,10 +640,14 @@ def test_add_bar_places_a_bar_and_routes_to_it(m):
 
 @pytest.mark.parametrize("iommu", ["none", "dma-iommu"])
 def test_device_access_to_bar_memory_is_checked_before_a_byte_moves(iommu):
+    from netmem.dma import SgTable, dma_map_sgtable, dma_unmap_sgtable
     m = Machine(memory="64MiB", iommu=iommu)
     _, _, gpu, nic = lab(m)
     bar2 = pci_resource_start(gpu, 2)
     end = bar2 + 2 * MiB
+    pci_p2pdma_add_resource(gpu, 2, 0, 0)
+    sgt = SgTable.from_phys([(end - 4096, 4096)])
+    dma_map_sgtable(nic, sgt, 0)                          # a bus-address segment
     nic.dma_write(end - 4, b"tail")                       # bus route (a peer behind the switch)
     assert bytes(m.pci.bar_memory(end - 4, 4)) == b"tail"
     assert nic.dma_read(end - 4, 4) == b"tail"
@@ -654,15 +658,18 @@ def test_device_access_to_bar_memory_is_checked_before_a_byte_moves(iommu):
     with pytest.raises(NetmemError):                      # between BARs: nothing there
         nic.dma_write(end, b"gap")
     assert [f["address"] for f in m.iommu.faults] == [end, end]
+    dma_unmap_sgtable(nic, sgt, 0)
 
 
+@pytest.mark.netmem_leaks_ok                              # the unmapped access: asserted below
 def test_a_device_with_acs_redirect_on_its_path_goes_through_its_iommu():
     from netmem.dma import SgTable, dma_map_sgtable, dma_unmap_sgtable
     m = Machine(memory="64MiB", iommu="dma-iommu")
     _, sw, gpu, nic = lab(m)
     virt, bus = p2p_buffer(m, gpu, 4096)
-    nic.dma_write(bus, b"switch")                         # routed by the switch, no IOMMU
-    sw.downstream_ports[1].acs_redirect = True
+    nic.dma_write(bus, b"switch")                         # routed by the switch, no IOMMU,
+    assert [(a["address"], a["length"]) for a in m.iommu.unmapped_accesses] == [(bus, 6)]
+    sw.downstream_ports[1].acs_redirect = True            # ... and mapped by nobody
     with pytest.raises(NetmemError) as e:                 # now an IOVA nobody mapped
         nic.dma_write(bus, b"iommu")
     assert e.value.errno == errno.EFAULT and len(m.iommu.faults) == 1
@@ -672,3 +679,6 @@ def test_a_device_with_acs_redirect_on_its_path_goes_through_its_iommu():
     assert bytes(m.pci.bar_memory(bus, 11)) == b"switchiommu"
     dma_unmap_sgtable(nic, sgt, 2)
     pci_free_p2pmem(gpu, virt, 4096)
+    line = (f"1 DMA access to memory no live mapping covers (iommu dma-iommu), the first: eth1 "
+            f"write of 6 bytes at {bus:#x}")
+    assert m.leak_report() == [line]
