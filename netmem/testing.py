@@ -5,6 +5,13 @@ deferred work runs, up to two virtual minutes) and must have no page pool left, 
 from the buddy allocator and no net_iov still attached; otherwise the test fails with the
 machine's own report. Mark a test ``@pytest.mark.netmem_leaks_ok`` to skip the check.
 
+Kernel WARNs fail tests: a ``NetmemWarning`` (the model's ``WARN_ON``) that reaches the top of a
+test's setup, call or teardown (the leak check's quiesce included: deferred work can WARN) fails
+that phase, naming each WARN with its message and the file and line it was raised from, whatever
+the project's ``filterwarnings`` say (where they make it an error already, it raises where it is
+met). Expect one with ``pytest.warns(NetmemWarning)``, which catches it first; mark a test
+``@pytest.mark.netmem_warn_ok`` to leave its WARNs as warnings.
+
 Fixtures: ``machine`` (a small machine), ``make_pool``/``page_pool`` (page pools on it) and
 ``make_nic``/``nic`` (network devices on it, unregistered at teardown after every socket is closed;
 ``close_sockets(machine)`` does the closing). ``ProviderConformance`` is the memory-provider
@@ -20,12 +27,13 @@ import errno
 import os
 import shutil
 import subprocess
+import warnings
 from typing import NamedTuple
 
 import pytest
 
 from netmem.dma import Device
-from netmem.errors import NetmemError
+from netmem.errors import NetmemError, NetmemWarning
 from netmem.flows import generate
 from netmem.machine import Machine
 from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq
@@ -68,6 +76,59 @@ class TsharkFollow(NamedTuple):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "netmem_leaks_ok: skip the netmem leak check")
+    config.addinivalue_line("markers", "netmem_warn_ok: let kernel WARNs (NetmemWarning) stay "
+                                       "warnings in this test instead of failing it")
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    return (yield from _fail_on_kernel_warn(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    return (yield from _fail_on_kernel_warn(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    return (yield from _fail_on_kernel_warn(item, "teardown"))
+
+
+def _fail_on_kernel_warn(item, when):
+    """Run one phase of ``item`` recording the NetmemWarnings that reach the top (the ones no
+    ``pytest.warns`` caught), then fail the phase naming each. Other warnings go on to pytest as
+    they came, and so do the kernel's when the phase failed anyway. Where the filters already
+    make NetmemWarning an error (``-W error``, a ``filterwarnings = error`` project) it raises
+    where it is met, as before."""
+    if item.get_closest_marker("netmem_warn_ok") or _netmem_warnings_raise():
+        return (yield)
+    failed = True
+    try:
+        with warnings.catch_warnings(record=True) as log:
+            warnings.filterwarnings("always", category=NetmemWarning)
+            res = yield
+        failed = False
+    finally:
+        kernel = [w for w in log if not failed and issubclass(w.category, NetmemWarning)]
+        for w in log:
+            if not (kernel and w in kernel):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno,
+                                       source=w.source)
+    if kernel:
+        pytest.fail(f"kernel WARN during {when} (expect it with pytest.warns(NetmemWarning), "
+                    "or mark the test netmem_warn_ok):\n  "
+                    + "\n  ".join(f"{w.filename}:{w.lineno}: {w.message}" for w in kernel),
+                    pytrace=False)
+    return res
+
+
+def _netmem_warnings_raise():
+    """True when the warning filters in force make a NetmemWarning an exception."""
+    for action, message, category, module, _ in warnings.filters:
+        if issubclass(NetmemWarning, category) and message is None and module is None:
+            return action == "error"
+    return False
 
 
 @pytest.fixture(autouse=True)
