@@ -9,6 +9,7 @@ import dataclasses
 from netmem import _core
 from netmem.errors import NetmemError
 from netmem.machine import NSEC_PER_SEC
+from netmem.provider import mp_destroy, mp_init, resolve_provider
 
 __all__ = [
     "DMA_BIDIRECTIONAL",
@@ -131,13 +132,15 @@ class PagePool(_core.CorePagePool):
             return
         self.disable_direct_recycling()
         self._free_frag()
-        if self._page_pool_release():
-            m = self.machine
-            self._detach_ns = m.clock_ns                   # page_pool_detached()
-            self._defer_start = m.clock_ns
-            self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-            m.add_timer(DEFER_TIME, self._release_retry)
-        self._raise_pending()   # a Python provider's error, once the release is done
+        try:
+            if self._page_pool_release():
+                m = self.machine
+                self._detach_ns = m.clock_ns                   # page_pool_detached()
+                self._defer_start = m.clock_ns
+                self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
+                m.add_timer(DEFER_TIME, self._release_retry)
+        finally:
+            self._raise_pending()   # a Python provider's error, once the release is done
 
     def _page_pool_release(self):
         inflight, bad = self._release()
@@ -149,16 +152,20 @@ class PagePool(_core.CorePagePool):
 
     def __destroy(self):
         """Models ``__page_pool_destroy()``: provider destroy, unlist, free."""
-        if self._mp is not None:
-            self._mp.destroy(self)
-        self._freed = True
-        self.machine._page_pool_unlist(self)
+        try:
+            if self._mp is not None:
+                mp_destroy(self._mp, self)
+        finally:                # the pool is freed whatever the provider's destroy did
+            self._freed = True
+            self.machine._page_pool_unlist(self)
 
     def _release_retry(self):
-        inflight = self._page_pool_release()
-        if inflight > 0:
-            self._reschedule(inflight)
-        self._raise_pending()
+        try:
+            inflight = self._page_pool_release()
+            if inflight > 0:
+                self._reschedule(inflight)
+        finally:
+            self._raise_pending()
 
     def _reschedule(self, inflight):
         m = self.machine
@@ -175,7 +182,6 @@ def page_pool_create_percpu(machine, params, cpuid, provider=None):
     """Models ``page_pool_create_percpu()``: validate as ``page_pool_init()``, run the
     provider's init, list the pool. Raises ``NetmemError`` with the kernel's errno, and logs
     the kernel's ``gave up with errno`` line, on failure."""
-    from netmem.provider import resolve_provider
     pool = PagePool.__new__(PagePool)
     pool._params = params
     pool._mp = None
@@ -189,7 +195,7 @@ def page_pool_create_percpu(machine, params, cpuid, provider=None):
         if mp is None and getattr(provider, "is_host", False):
             provider.setup_pool(pool)
         if mp is not None:
-            err = mp.init(pool) or 0
+            err = mp_init(mp, pool)
             if err:
                 machine.pr_warn(f"page_pool_init() mem-provider init failed {err}")
                 raise NetmemError(-err, f"page_pool_init: memory provider {mp.name} init failed")
