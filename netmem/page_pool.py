@@ -62,7 +62,9 @@ page_pool_put_netmem_bulk = _core.page_pool_put_netmem_bulk_core
 @dataclasses.dataclass
 class PagePoolParams:
     """Models ``struct page_pool_params`` (its fast and slow halves; ``init_callback`` is for
-    in-kernel tests and is left out)."""
+    in-kernel tests and is left out). ``page_pool_create`` refuses an integer field that does
+    not fit its C type (``_PARAMS_C_TYPES``: a negative size, a value beyond 32 bits, a
+    non-integer) with EINVAL naming the field."""
     order: int = 0
     pool_size: int = 0
     nid: int = -1
@@ -74,6 +76,12 @@ class PagePoolParams:
     flags: int = 0
     netdev: object = None
     queue_idx: int = 0
+
+
+#: The integer fields of ``struct page_pool_params`` and their C types (dma_dir: an enum).
+_PARAMS_C_TYPES = {"order": "unsigned int", "pool_size": "unsigned int", "nid": "int",
+                   "dma_dir": "int", "max_len": "unsigned int", "offset": "unsigned int",
+                   "flags": "unsigned int", "queue_idx": "unsigned int"}
 
 
 class PagePool(_core.CorePagePool):
@@ -188,6 +196,9 @@ def page_pool_create_percpu(machine, params, cpuid, provider=None):
     pool._detach_ns = None
     pool._freed = False
     try:
+        for field, ctype in _PARAMS_C_TYPES.items():
+            _core._c_int(getattr(params, field), f"page_pool_init: params.{field}", ctype)
+        _core._c_int(cpuid, "page_pool_create_percpu: cpuid", "int")
         mp = resolve_provider(params, provider)
         pool._init(machine, params.order, params.pool_size, params.nid,
                    _core_of(params.dev), _core_of(params.napi), params.dma_dir, params.max_len,
