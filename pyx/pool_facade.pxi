@@ -225,7 +225,7 @@ cdef class CorePagePool:
                            "(use after page_pool_destroy())")
         return 0
 
-    def alloc_netmems_bulk(self, object count, cnp.ndarray out=None):
+    def alloc_netmems_bulk(self, object n, cnp.ndarray out=None):
         """``n`` calls of ``page_pool_alloc_netmems()`` into a uint64 array (``out`` reuses
         the caller's). Stops at the first failure: the result is ``out[:k]`` for k buffers
         (``out`` itself when all ``n`` came)."""
@@ -233,13 +233,13 @@ cdef class CorePagePool:
         cdef netmem_ref *buf
         cdef netmem_ref netmem
         cdef Py_ssize_t k = 0
-        cdef Py_ssize_t n = <Py_ssize_t>_c_int(count, "alloc_netmems_bulk: n", "int")
-        if n < 0:
+        cdef Py_ssize_t count = <Py_ssize_t>_c_int(n, "alloc_netmems_bulk: n", "int")
+        if count < 0:
             raise NetmemError(EINVAL, "alloc_netmems_bulk: n < 0")
         if out is None:
-            out = cnp.PyArray_EMPTY(1, [n], cnp.NPY_UINT64, 0)
+            out = cnp.PyArray_EMPTY(1, [count], cnp.NPY_UINT64, 0)
         elif (cnp.PyArray_TYPE(out) != cnp.NPY_UINT64 or cnp.PyArray_NDIM(out) != 1
-              or not cnp.PyArray_IS_C_CONTIGUOUS(out) or cnp.PyArray_DIMS(out)[0] < n
+              or not cnp.PyArray_IS_C_CONTIGUOUS(out) or cnp.PyArray_DIMS(out)[0] < count
               or not cnp.PyArray_ISWRITEABLE(out)):
             raise NetmemError(EINVAL, "alloc_netmems_bulk: out must be a writable, contiguous "
                                       "uint64 array of at least n entries")
@@ -247,7 +247,7 @@ cdef class CorePagePool:
             self._alloc_dead()
             return out[:0]
         buf = <netmem_ref *>cnp.PyArray_DATA(out)
-        while k < n:
+        while k < count:
             netmem = page_pool_alloc_netmems(pool)
             if unlikely(not netmem):
                 break
@@ -354,13 +354,13 @@ cdef class CorePagePool:
         self.pool.nr_sync_for_cpu += 1
         return d.dma_addr + off + self.pool.offset
 
-    def update_nid(self, object nid):
+    def update_nid(self, object new_nid):
         """Models ``page_pool_update_nid()``."""
-        cdef int new_nid = <int>_c_int(nid, "page_pool_update_nid: new_nid", "int")
+        cdef int nid = <int>_c_int(new_nid, "page_pool_update_nid: new_nid", "int")
         self._check_alive()
-        if new_nid < NUMA_NO_NODE or new_nid >= self.pool.m.nr_nodes:
-            raise NetmemError(EINVAL, f"page_pool_update_nid: no NUMA node {new_nid}")
-        page_pool_update_nid(self.pool, new_nid)
+        if nid < NUMA_NO_NODE or nid >= self.pool.m.nr_nodes:
+            raise NetmemError(EINVAL, f"page_pool_update_nid: no NUMA node {nid}")
+        page_pool_update_nid(self.pool, nid)
         self._raise_pending()
 
     def enable_direct_recycling(self, CoreNapi napi):

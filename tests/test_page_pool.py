@@ -60,6 +60,11 @@ def put_all(machine, refs):
     page_pool_put_netmem_bulk(machine, np.asarray(refs, dtype=np.uint64))
 
 
+def einval(msg):
+    """A ``pytest.raises`` match for exactly ``NetmemError(EINVAL, msg)``."""
+    return r"^\[Errno 22\] " + re.escape(msg) + "$"
+
+
 def state(machine, pools):
     """Everything a refused call must leave as it was."""
     return (machine.nr_free_pages(), machine.free_area(),
@@ -137,7 +142,7 @@ def test_create_refusals(machine, dev, params, code):
 def test_create_refuses_params_outside_their_c_type(machine, field, value, check):
     """Each integer field of struct page_pool_params is checked against its C type: EINVAL
     naming the field, where Cython's conversion raised OverflowError or TypeError."""
-    with pytest.raises(NetmemError, match=rf"^\[Errno 22\] page_pool_init: {re.escape(check)}$") as e:
+    with pytest.raises(NetmemError, match=einval(f"page_pool_init: {check}")) as e:
         page_pool_create(machine, PagePoolParams(**{field: value}))
     assert e.value.errno == errno.EINVAL
     assert machine.dmesg == ["page_pool_create_percpu() gave up with errno -22"]
@@ -147,7 +152,7 @@ def test_create_refuses_params_outside_their_c_type(machine, field, value, check
 @pytest.mark.parametrize(("cpuid", "check"), [(1 << 31, "cpuid 2147483648 does not fit an int"),
                                               (-5, "no CPU -5")])
 def test_create_percpu_refuses_a_cpuid_outside_int(machine, cpuid, check):
-    with pytest.raises(NetmemError, match=rf"^\[Errno 22\] page_pool_create_percpu: {check}$") as e:
+    with pytest.raises(NetmemError, match=einval(f"page_pool_create_percpu: {check}")) as e:
         page_pool_create_percpu(machine, PagePoolParams(), cpuid)
     assert e.value.errno == errno.EINVAL
     assert machine.page_pools == []
@@ -882,7 +887,7 @@ def test_sizes_outside_their_c_type_are_einval(machine, make_pool, dev, kind, va
     for call, what, ctype in size_calls(pool, ref):
         if kind not in (None, ctype):
             continue
-        with pytest.raises(NetmemError, match=rf"^\[Errno 22\] {re.escape(f'{what} {check}')}$") as e:
+        with pytest.raises(NetmemError, match=einval(f"{what} {check}")) as e:
             call(value)
         assert e.value.errno == errno.EINVAL
     assert state(machine, [pool]) == before
@@ -890,7 +895,7 @@ def test_sizes_outside_their_c_type_are_einval(machine, make_pool, dev, kind, va
 
 
 def test_alloc_netmems_bulk_refuses_a_negative_count(pool):
-    with pytest.raises(NetmemError, match=r"^\[Errno 22\] alloc_netmems_bulk: n < 0$") as e:
+    with pytest.raises(NetmemError, match=einval("alloc_netmems_bulk: n < 0")) as e:
         pool.alloc_netmems_bulk(-1)
     assert e.value.errno == errno.EINVAL
 

@@ -64,8 +64,8 @@ def test_kernel_warns_fail_a_users_tests(user_result):
         "ERROR test_user.py::test_double_put_in_deferred_work - Failed: kernel WARN du*",
         "PASSED test_user.py::test_double_put_expected",
         "PASSED test_user.py::test_double_put_marked_ok",
-        "kernel WARN during call (expect it with pytest.warns(NetmemWarning), or mark the test "
-        "netmem_warn_ok):",
+        ("kernel WARN during call (expect it with pytest.warns(NetmemWarning), or mark the test "
+         "netmem_warn_ok):"),
         "  */test_user.py:8: double put of netmem 0x* (page_pool 1, buffer state ring)*",
         "kernel WARN during teardown *",
         "  */test_user.py:30: put of netmem 0x*: not a page_pool buffer*",
