@@ -146,7 +146,7 @@ class PagePool(_core.CorePagePool):
                 self._detach_ns = m.clock_ns                   # page_pool_detached()
                 self._defer_start = m.clock_ns
                 self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-                m.add_timer(DEFER_TIME, self._release_retry)
+                m.add_timer(DEFER_TIME, self._release_retry, self._retry_what())
         finally:
             self._raise_pending()   # a Python provider's error, once the release is done
 
@@ -183,7 +183,10 @@ class PagePool(_core.CorePagePool):
             m.pr_warn(f"page_pool_release_retry() stalled pool shutdown: id {self.id}, "
                       f"{inflight} inflight {sec} sec")
             self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-        m.add_timer(DEFER_TIME, self._release_retry)
+        m.add_timer(DEFER_TIME, self._release_retry, self._retry_what())
+
+    def _retry_what(self):
+        return f"page_pool_release_retry() of page_pool {self.id}"
 
 
 def page_pool_create_percpu(machine, params, cpuid, provider=None):
