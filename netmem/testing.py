@@ -10,7 +10,8 @@ test's setup, call or teardown (the leak check's quiesce included: deferred work
 that phase, naming each WARN with its message and the file and line it was raised from, whatever
 the project's ``filterwarnings`` say (where they make it an error already, it raises where it is
 met). Expect one with ``pytest.warns(NetmemWarning)``, which catches it first; mark a test
-``@pytest.mark.netmem_warn_ok`` to leave its WARNs as warnings.
+``@pytest.mark.netmem_warn_ok`` to leave its WARNs as warnings; a project that wants none of this
+says ``filterwarnings = ignore::netmem.errors.NetmemWarning``.
 
 Fixtures: ``machine`` (a small machine), ``make_pool``/``page_pool`` (page pools on it) and
 ``make_nic``/``nic`` (network devices on it, unregistered at teardown after every socket is closed;
@@ -100,8 +101,8 @@ def _fail_on_kernel_warn(item, when):
     ``pytest.warns`` caught), then fail the phase naming each. Other warnings go on to pytest as
     they came, and so do the kernel's when the phase failed anyway. Where the filters already
     make NetmemWarning an error (``-W error``, a ``filterwarnings = error`` project) it raises
-    where it is met, as before."""
-    if item.get_closest_marker("netmem_warn_ok") or _netmem_warnings_raise():
+    where it is met, as before; a filter that ignores NetmemWarning by name is obeyed."""
+    if item.get_closest_marker("netmem_warn_ok") or _netmem_warnings_handled():
         return (yield)
     failed = True
     try:
@@ -123,11 +124,12 @@ def _fail_on_kernel_warn(item, when):
     return res
 
 
-def _netmem_warnings_raise():
-    """True when the warning filters in force make a NetmemWarning an exception."""
+def _netmem_warnings_handled():
+    """True when the warning filters in force make every NetmemWarning an exception, or
+    ignore NetmemWarning by its name (a broader ignore, of UserWarning, does not count)."""
     for action, message, category, module, _ in warnings.filters:
         if issubclass(NetmemWarning, category) and message is None and module is None:
-            return action == "error"
+            return action == "error" or (action == "ignore" and category is NetmemWarning)
     return False
 
 

@@ -46,12 +46,16 @@ def test_clean(page_pool):
 '''
 
 
-@pytest.fixture
-def user_result(pytester):
+def run_user_tests(pytester, *args):
     pytester.makepyfile(test_user=USER_TESTS)
     with warnings.catch_warnings():
         warnings.resetwarnings()        # as a user's process starts: no filters of ours
-        return pytester.runpytest("-p", "no:cacheprovider", "-rA")
+        return pytester.runpytest("-p", "no:cacheprovider", "-rA", *args)
+
+
+@pytest.fixture
+def user_result(pytester):
+    return run_user_tests(pytester)
 
 
 def test_kernel_warns_fail_a_users_tests(user_result):
@@ -70,3 +74,12 @@ def test_kernel_warns_fail_a_users_tests(user_result):
         "kernel WARN during teardown *",
         "  */test_user.py:30: put of netmem 0x*: not a page_pool buffer*",
     ])
+
+
+def test_a_project_may_ignore_kernel_warns_by_name(pytester):
+    """``ignore::netmem.errors.NetmemWarning`` is the project's own opt-out; ignoring every
+    UserWarning is not one."""
+    run_user_tests(pytester, "-W", "ignore::netmem.errors.NetmemWarning").assert_outcomes(
+        passed=5)
+    run_user_tests(pytester, "-W", "ignore::UserWarning").assert_outcomes(
+        passed=4, failed=1, errors=1)
