@@ -323,8 +323,9 @@ class Machine(_core.CoreMachine):
             line = (f"page_pool {pool.id} {state}: inflight {pool.inflight} "
                     f"(cache {pool.alloc_count}, ring {pool.ring_count})")
             out.append((line, retry))
-        memory = skbs or retrying or any("fq_flush_timeout" in what
-                                         for _, what, _ in pending.timers)
+        # Freed buffers go back to the buddy allocator or their provider; IOMMU flush queues
+        # hold IOVAs only (the model has no page tables).
+        memory = skbs or retrying
         missing = self.managed_pages() - self.nr_free_pages()
         if missing:
             pages, _ = self._ledger()
@@ -334,7 +335,7 @@ class Machine(_core.CoreMachine):
         _, niovs = self._ledger()
         attached = sum(niovs[1:])
         if attached:
-            out.append((f"{attached} net_iovs still attached to a page_pool", skbs or retrying))
+            out.append((f"{attached} net_iovs still attached to a page_pool", memory))
         freeing = [b for b in self._devmem_bindings if pending.owned_by(b)]
         out += [(b.leak(), b in freeing) for b in self._devmem_bindings]
         out += [(d._leak_report(), any(b.dmabuf is d for b in freeing))
@@ -360,7 +361,7 @@ class _PendingWork:
         if self.timers:
             when, what, _ = self.timers[0]
             parts.append(f"{len(self.timers)} timer(s) (next at "
-                         f"+{(when - now_ns) / 1e6:g} ms: {what})")
+                         f"+{max(0, when - now_ns) / 1e6:g} ms: {what})")
         if self.skbs:
             parts.append(f"{self.skbs} deferred skb free(s)")
         return (f"pending deferred work: {', '.join(parts)}: call m.quiesce() before judging "
