@@ -24,6 +24,7 @@ from netmem.page_pool import (
     PagePoolParams,
     page_pool_create,
 )
+from netmem.provider import mp_uninstall
 
 __all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_mp_open_rxq",
            "netdev_rx_queue_restart"]
@@ -294,9 +295,13 @@ class NetDevice(_core.CoreNetDevice):
         released."""
         if not self.registered:
             return
+        err = None
         for q in self.rx_queues:
             if q.mp is not None:
-                q.mp.uninstall(q)
+                try:
+                    mp_uninstall(q.mp, q)
+                except Exception as e:      # the provider's: raised once the device is gone
+                    err = err or e
         self.registered = False
         for q in self.rx_queues:
             if q.mem is not None:
@@ -304,6 +309,8 @@ class NetDevice(_core.CoreNetDevice):
         page_pool_unreg_netdev(self)
         del self.machine.netdevs[self.ifindex]
         self.machine._flush_warnings()
+        if err is not None:
+            raise err
 
     def _check_registered(self, fn):
         if not self.registered:

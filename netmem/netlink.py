@@ -9,6 +9,7 @@ Departs: ``detach-time`` is shown whenever a pool is detached, also at virtual s
 kernel omits a 0, which its boot clock never reads).
 """
 from netmem import _core
+from netmem.provider import mp_nl_fill
 
 __all__ = ["LOOPBACK_IFINDEX", "NetlinkSocket", "page_pool_get", "page_pool_stats_get",
            "qstats_get", "queue_get"]
@@ -38,7 +39,7 @@ def _nl_fill(pool):
     if pool.detach_time is not None:
         rsp["detach-time"] = pool.detach_time
     if pool.provider is not None:
-        rsp.update(pool.provider.nl_fill(None))
+        rsp.update(mp_nl_fill(pool.provider, None))
     return rsp
 
 
@@ -65,7 +66,7 @@ def _queue_fill(nic, q):
     """Models ``netdev_nl_queue_fill_one()`` for an RX queue."""
     rsp = {"id": q.idx, "type": "rx", "ifindex": nic.ifindex, "napi-id": q.napi.napi_id}
     if q.mp is not None:
-        rsp.update(q.mp.nl_fill(q))
+        rsp.update(mp_nl_fill(q.mp, q))
     if q.af_xdp:
         rsp["xsk"] = {}
     return rsp

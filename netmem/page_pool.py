@@ -9,6 +9,7 @@ import dataclasses
 from netmem import _core
 from netmem.errors import NetmemError
 from netmem.machine import NSEC_PER_SEC
+from netmem.provider import mp_destroy, mp_init, resolve_provider
 
 __all__ = [
     "DMA_BIDIRECTIONAL",
@@ -61,7 +62,9 @@ page_pool_put_netmem_bulk = _core.page_pool_put_netmem_bulk_core
 @dataclasses.dataclass
 class PagePoolParams:
     """Models ``struct page_pool_params`` (its fast and slow halves; ``init_callback`` is for
-    in-kernel tests and is left out)."""
+    in-kernel tests and is left out). ``page_pool_create`` refuses an integer field that does
+    not fit its C type (``_PARAMS_C_TYPES``: a negative size, a value beyond 32 bits, a
+    non-integer) with EINVAL naming the field."""
     order: int = 0
     pool_size: int = 0
     nid: int = -1
@@ -73,6 +76,12 @@ class PagePoolParams:
     flags: int = 0
     netdev: object = None
     queue_idx: int = 0
+
+
+#: The integer fields of ``struct page_pool_params`` and their C types (dma_dir: an enum).
+_PARAMS_C_TYPES = {"order": "unsigned int", "pool_size": "unsigned int", "nid": "int",
+                   "dma_dir": "int", "max_len": "unsigned int", "offset": "unsigned int",
+                   "flags": "unsigned int", "queue_idx": "unsigned int"}
 
 
 class PagePool(_core.CorePagePool):
@@ -131,13 +140,15 @@ class PagePool(_core.CorePagePool):
             return
         self.disable_direct_recycling()
         self._free_frag()
-        if self._page_pool_release():
-            m = self.machine
-            self._detach_ns = m.clock_ns                   # page_pool_detached()
-            self._defer_start = m.clock_ns
-            self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-            m.add_timer(DEFER_TIME, self._release_retry)
-        self._raise_pending()   # a Python provider's error, once the release is done
+        try:
+            if self._page_pool_release():
+                m = self.machine
+                self._detach_ns = m.clock_ns                   # page_pool_detached()
+                self._defer_start = m.clock_ns
+                self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
+                m.add_timer(DEFER_TIME, self._release_retry, self._retry_what())
+        finally:
+            self._raise_pending()   # a Python provider's error, once the release is done
 
     def _page_pool_release(self):
         inflight, bad = self._release()
@@ -149,16 +160,20 @@ class PagePool(_core.CorePagePool):
 
     def __destroy(self):
         """Models ``__page_pool_destroy()``: provider destroy, unlist, free."""
-        if self._mp is not None:
-            self._mp.destroy(self)
-        self._freed = True
-        self.machine._page_pool_unlist(self)
+        try:
+            if self._mp is not None:
+                mp_destroy(self._mp, self)
+        finally:                # the pool is freed whatever the provider's destroy did
+            self._freed = True
+            self.machine._page_pool_unlist(self)
 
     def _release_retry(self):
-        inflight = self._page_pool_release()
-        if inflight > 0:
-            self._reschedule(inflight)
-        self._raise_pending()
+        try:
+            inflight = self._page_pool_release()
+            if inflight > 0:
+                self._reschedule(inflight)
+        finally:
+            self._raise_pending()
 
     def _reschedule(self, inflight):
         m = self.machine
@@ -168,20 +183,25 @@ class PagePool(_core.CorePagePool):
             m.pr_warn(f"page_pool_release_retry() stalled pool shutdown: id {self.id}, "
                       f"{inflight} inflight {sec} sec")
             self._defer_warn = m.clock_ns + int(DEFER_WARN_INTERVAL * NSEC_PER_SEC)
-        m.add_timer(DEFER_TIME, self._release_retry)
+        m.add_timer(DEFER_TIME, self._release_retry, self._retry_what())
+
+    def _retry_what(self):
+        return f"page_pool_release_retry() of page_pool {self.id}"
 
 
 def page_pool_create_percpu(machine, params, cpuid, provider=None):
     """Models ``page_pool_create_percpu()``: validate as ``page_pool_init()``, run the
     provider's init, list the pool. Raises ``NetmemError`` with the kernel's errno, and logs
     the kernel's ``gave up with errno`` line, on failure."""
-    from netmem.provider import resolve_provider
     pool = PagePool.__new__(PagePool)
     pool._params = params
     pool._mp = None
     pool._detach_ns = None
     pool._freed = False
     try:
+        for field, ctype in _PARAMS_C_TYPES.items():
+            _core._c_int(getattr(params, field), f"page_pool_init: params.{field}", ctype)
+        _core._c_int(cpuid, "page_pool_create_percpu: cpuid", "int")
         mp = resolve_provider(params, provider)
         pool._init(machine, params.order, params.pool_size, params.nid,
                    _core_of(params.dev), _core_of(params.napi), params.dma_dir, params.max_len,
@@ -189,7 +209,7 @@ def page_pool_create_percpu(machine, params, cpuid, provider=None):
         if mp is None and getattr(provider, "is_host", False):
             provider.setup_pool(pool)
         if mp is not None:
-            err = mp.init(pool) or 0
+            err = mp_init(mp, pool)
             if err:
                 machine.pr_warn(f"page_pool_init() mem-provider init failed {err}")
                 raise NetmemError(-err, f"page_pool_init: memory provider {mp.name} init failed")

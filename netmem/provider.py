@@ -22,7 +22,8 @@ from netmem import _core
 from netmem.errors import NetmemError
 
 __all__ = ["MemoryProvider", "ReplayBinding", "available_providers", "builtin_providers",
-           "get_provider", "net_devmem_id_alloc", "net_mp_netmem_place_in_cache",
+           "get_provider", "mp_destroy", "mp_init", "mp_nl_fill", "mp_uninstall",
+           "net_devmem_id_alloc", "net_mp_netmem_place_in_cache",
            "net_mp_niov_clear_page_pool", "net_mp_niov_set_dma_addr", "net_mp_niov_set_page_pool",
            "replay_args", "resolve_provider"]
 
@@ -30,7 +31,17 @@ ENTRY_POINT_GROUP = "netmem.providers"
 
 
 class MemoryProvider(_core.CoreMemoryProvider):
-    """Base class of memory providers (``struct memory_provider_ops`` + ``mp_priv``)."""
+    """Base class of memory providers (``struct memory_provider_ops`` + ``mp_priv``).
+
+    Each op must return what its C type in ``struct memory_provider_ops`` allows; anything else
+    is the provider's mistake, refused with ``NetmemError(EINVAL)`` naming the provider (its
+    ``name`` and class), the op, the value and what is due, e.g. ``memory provider 'stack'
+    (StackProvider): alloc_netmems returned 'x' (str): it must return a netmem_ref (int) of this
+    machine, or 0``. Integers may be Python or numpy integers, never bools or floats. The pool
+    stays whole: an ``alloc_netmems`` or ``release_netmem`` error (or exception) is raised where
+    the pool's call returns to Python (the allocation failed; the release went on, without
+    ``put_page``), a ``destroy`` or ``uninstall`` one once the pool is freed or the device
+    unregistered. A built-in provider's C fast ops are not checked."""
 
     name = "provider"
     #: True only for the host-pages path: the pool then has no ``mp_ops`` at all.
@@ -38,27 +49,35 @@ class MemoryProvider(_core.CoreMemoryProvider):
 
     def alloc_netmems(self, pool):
         """Return one netmem attached to ``pool`` (``net_mp_niov_set_page_pool``), or 0; may
-        place more in the alloc cache with ``net_mp_netmem_place_in_cache``."""
+        place more in the alloc cache with ``net_mp_netmem_place_in_cache``. Anything but 0
+        or a netmem_ref of the pool's machine (a negative, out-of-range or unknown ref, None,
+        a str, a float, a bool) is EINVAL."""
         raise NotImplementedError
 
     def release_netmem(self, pool, netmem):
         """Take back a buffer leaving ``pool`` (clear its pp info); True only if the core
-        should put_page it."""
+        should put_page it. The C type is ``bool``: anything but a bool (or the ints 0 and 1)
+        is EINVAL, and the core does not put_page the buffer."""
         raise NotImplementedError
 
     def init(self, pool):
-        """Called by ``page_pool_init()``; return 0 or a negative errno. May adjust the pool."""
+        """Called by ``page_pool_init()``; return 0 or a negative errno (an int: a positive
+        value, None or a non-int is EINVAL and the pool is not made). May adjust the pool."""
         return 0
 
     def destroy(self, pool):
-        """Called by ``__page_pool_destroy()``."""
+        """Called by ``__page_pool_destroy()``; returns nothing (``void``: a value is EINVAL,
+        raised once the pool is freed)."""
 
     def nl_fill(self, rxq):
-        """Netlink attributes of this provider (rxq is None for page-pool-get)."""
+        """Netlink attributes of this provider (rxq is None for page-pool-get): a dict of
+        attribute name (str) to value; anything else is EINVAL."""
         return {}
 
     def uninstall(self, rxq):
-        """Called when the netdev under a bound queue unregisters."""
+        """Called when the netdev under a bound queue unregisters; returns nothing (``void``:
+        a value is EINVAL, raised once the device is unregistered)."""
+
 
     @classmethod
     def replay_setup(cls, rig, **provider_args):
@@ -104,6 +123,39 @@ class MemoryProvider(_core.CoreMemoryProvider):
             opened.append(q)
         rig.steer_to_bound()
         return ReplayBinding(provider.memory_map(), _replay_owner_id(cls, m, before))
+
+
+def mp_init(mp, pool):
+    """``pool->mp_ops->init(pool)``: its return, 0 or a negative errno, checked."""
+    err = mp.init(pool)
+    if not _core._mp_is_int(err) or err > 0:
+        raise _core._mp_bad_return(mp, "init", err, "0 or a negative errno (int)")
+    return int(err)
+
+
+def mp_destroy(mp, pool):
+    """``pool->mp_ops->destroy(pool)``, which returns nothing."""
+    _void(mp, "destroy", mp.destroy(pool))
+
+
+def mp_nl_fill(mp, rxq):
+    """``mp_ops->nl_fill()``: the provider's netlink attributes, checked to be a dict with str
+    keys."""
+    attrs = mp.nl_fill(rxq)
+    if not isinstance(attrs, dict) or not all(isinstance(k, str) for k in attrs):
+        raise _core._mp_bad_return(mp, "nl_fill", attrs,
+                                   "a dict of netlink attribute name (str) to value")
+    return attrs
+
+
+def mp_uninstall(mp, rxq):
+    """``mp_ops->uninstall(mp_priv, rxq)``, which returns nothing."""
+    _void(mp, "uninstall", mp.uninstall(rxq))
+
+
+def _void(mp, op, ret):
+    if ret is not None:
+        raise _core._mp_bad_return(mp, op, ret, "nothing (None): the op is void")
 
 
 def _replay_construct(cls, machine, nic, provider_args):

@@ -105,7 +105,8 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
         """Models ``net_devmem_dmabuf_binding_put()``: the last reference schedules the free."""
         self.refcount -= 1
         if self.refcount == 0:
-            self.machine.add_timer(0, self._free)
+            self.machine.add_timer(0, self._free,
+                                   f"__net_devmem_dmabuf_binding_free() of binding {self.id}")
 
     def _free(self):
         """Models ``__net_devmem_dmabuf_binding_free()``."""

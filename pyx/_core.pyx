@@ -33,8 +33,10 @@ cdef extern from *:
     int __builtin_ctzl(unsigned long) noexcept nogil
 
 cdef extern from "Python.h":
-    # Unchecked: _ref() tests the error itself and raises EINVAL instead of OverflowError.
+    # Unchecked: _ref(), _u32() and _sync_size() test the error themselves and raise EINVAL
+    # instead of OverflowError.
     unsigned long long PyLong_AsUnsignedLongLong(object) noexcept
+    long long PyLong_AsLongLong(object) noexcept
     PyObject *PyErr_Occurred() noexcept
 
 include "includes/consts.pxi"

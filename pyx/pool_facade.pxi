@@ -4,20 +4,58 @@
 # side recorded (kernel WARNs as NetmemWarning, a Python provider's exception as itself).
 
 
-cdef inline uint32_t _sync_size(long dma_sync_size) noexcept:
-    return <uint32_t>dma_sync_size if dma_sync_size >= 0 else <uint32_t>-1
+#: The C integer types of the facade's arguments and of struct page_pool_params: their ranges.
+_C_INT_RANGES = {"unsigned int": (0, 0xffffffff), "int": (-(1 << 31), (1 << 31) - 1),
+                 "unsigned long": (0, (1 << 64) - 1)}
 
 
-cdef unsigned long _ulong(object o, str what) except? 0:
-    """An unsigned long from a Python (or numpy) integer; anything else is EINVAL, naming
-    ``what`` (``"fn: argument"``)."""
+cpdef object _c_int(object o, str what, str ctype):
+    """A Python (or numpy) integer that fits the C type ``ctype`` (a key of _C_INT_RANGES), as
+    a Python int; anything else is EINVAL naming ``what`` (``"fn: argument"``) and the check,
+    where Cython's own conversion would raise OverflowError or TypeError."""
+    lo, hi = _C_INT_RANGES[ctype]
     try:
         v = o.__index__()
     except (AttributeError, TypeError):
         raise NetmemError(EINVAL, f"{what} {o!r} is not an integer") from None
-    if not 0 <= v <= <unsigned long>-1:
-        raise NetmemError(EINVAL, f"{what} {v} is out of range")
-    return <unsigned long>v
+    if v < lo:
+        raise NetmemError(EINVAL, f"{what} {v} is negative" if lo == 0 else
+                                  f"{what} {v} is below the {ctype} range")
+    if v > hi:
+        raise NetmemError(EINVAL, f"{what} {v} does not fit an {ctype}")
+    return v
+
+
+cdef unsigned long _ulong(object o, str what) except? 0:
+    """An unsigned long argument; anything else is EINVAL (see _c_int)."""
+    return <unsigned long>_c_int(o, what, "unsigned long")
+
+
+cdef inline uint32_t _u32(object o, str what) except? 0:
+    """An unsigned int argument, a Python int without a detour; anything else is EINVAL (see
+    _c_int)."""
+    cdef unsigned long long v
+    if likely(PyLong_CheckExact(o)):
+        v = PyLong_AsUnsignedLongLong(o)
+        if likely(v <= 0xffffffff):
+            return <uint32_t>v
+        if PyErr_Occurred() != NULL:
+            PyErr_Clear()
+    return <uint32_t>_c_int(o, what, "unsigned int")
+
+
+cdef inline uint32_t _sync_size(object o) except? 0:
+    """``dma_sync_size``, an unsigned int where -1 (the default) means the whole buffer."""
+    cdef long long v
+    if likely(PyLong_CheckExact(o)):
+        v = PyLong_AsLongLong(o)
+        if likely(-1 <= v <= 0xffffffff) and (v != -1 or PyErr_Occurred() == NULL):
+            return <uint32_t>v
+        if PyErr_Occurred() != NULL:
+            PyErr_Clear()
+    if hasattr(type(o), "__index__") and o.__index__() == -1:     # a numpy -1
+        return <uint32_t>-1
+    return _u32(o, "page_pool_put_netmem: dma_sync_size")
 
 
 cdef netmem_ref _ref_slow(object o) except? 0:
@@ -187,7 +225,7 @@ cdef class CorePagePool:
                            "(use after page_pool_destroy())")
         return 0
 
-    def alloc_netmems_bulk(self, Py_ssize_t n, cnp.ndarray out=None):
+    def alloc_netmems_bulk(self, object n, cnp.ndarray out=None):
         """``n`` calls of ``page_pool_alloc_netmems()`` into a uint64 array (``out`` reuses
         the caller's). Stops at the first failure: the result is ``out[:k]`` for k buffers
         (``out`` itself when all ``n`` came)."""
@@ -195,12 +233,13 @@ cdef class CorePagePool:
         cdef netmem_ref *buf
         cdef netmem_ref netmem
         cdef Py_ssize_t k = 0
-        if n < 0:
+        cdef Py_ssize_t count = <Py_ssize_t>_c_int(n, "alloc_netmems_bulk: n", "int")
+        if count < 0:
             raise NetmemError(EINVAL, "alloc_netmems_bulk: n < 0")
         if out is None:
-            out = cnp.PyArray_EMPTY(1, [n], cnp.NPY_UINT64, 0)
+            out = cnp.PyArray_EMPTY(1, [count], cnp.NPY_UINT64, 0)
         elif (cnp.PyArray_TYPE(out) != cnp.NPY_UINT64 or cnp.PyArray_NDIM(out) != 1
-              or not cnp.PyArray_IS_C_CONTIGUOUS(out) or cnp.PyArray_DIMS(out)[0] < n
+              or not cnp.PyArray_IS_C_CONTIGUOUS(out) or cnp.PyArray_DIMS(out)[0] < count
               or not cnp.PyArray_ISWRITEABLE(out)):
             raise NetmemError(EINVAL, "alloc_netmems_bulk: out must be a writable, contiguous "
                                       "uint64 array of at least n entries")
@@ -208,7 +247,7 @@ cdef class CorePagePool:
             self._alloc_dead()
             return out[:0]
         buf = <netmem_ref *>cnp.PyArray_DATA(out)
-        while k < n:
+        while k < count:
             netmem = page_pool_alloc_netmems(pool)
             if unlikely(not netmem):
                 break
@@ -226,7 +265,7 @@ cdef class CorePagePool:
             return out
         return out[:k]
 
-    def put_netmem(self, object ref, long dma_sync_size=-1, bint allow_direct=False):
+    def put_netmem(self, object ref, object dma_sync_size=-1, bint allow_direct=False):
         """Models ``page_pool_put_netmem()``: drop one pp reference; the last one recycles
         (alloc cache when ``allow_direct`` or NAPI-local, else the ptr_ring) or releases."""
         cdef netmem_ref netmem = _ref(ref)
@@ -257,32 +296,34 @@ cdef class CorePagePool:
         if unlikely(NETMEM_DEBUG or pool.m.nr_warn != 0 or self._mp_error is not None):
             self._raise_pending()
 
-    def alloc_frag(self, uint32_t size):
+    def alloc_frag(self, object size):
         """Models ``page_pool_alloc_frag_netmem()``: ``(ref, offset)``, ``(0, 0)`` on failure."""
         cdef uint32_t offset = 0
+        cdef uint32_t sz = _u32(size, "page_pool_alloc_frag: size")
         cdef netmem_ref netmem
         self._check_alive()
         if self.pool.user_cnt == 0:
             return self._alloc_dead(), 0
-        netmem = page_pool_alloc_frag_netmem(self.pool, &offset, size)
+        netmem = page_pool_alloc_frag_netmem(self.pool, &offset, sz)
         self._raise_pending()
         if not netmem:
             return 0, 0
         return netmem, offset
 
-    def alloc(self, uint32_t size):
+    def alloc(self, object size):
         """Models ``page_pool_alloc_netmem()``: ``(ref, offset, size)`` with the size the
         buffer really got (a whole page, or a frag stretched to the page end)."""
         cdef uint32_t offset = 0
+        cdef uint32_t sz = _u32(size, "page_pool_alloc_netmem: size")
         cdef netmem_ref netmem
         self._check_alive()
         if self.pool.user_cnt == 0:
             return self._alloc_dead(), 0, 0
-        netmem = page_pool_alloc_netmem(self.pool, &offset, &size)
+        netmem = page_pool_alloc_netmem(self.pool, &offset, &sz)
         self._raise_pending()
         if not netmem:
             return 0, 0, 0
-        return netmem, offset, size
+        return netmem, offset, sz
 
     def ref_netmem(self, object ref):
         """Models ``page_pool_ref_netmem()``: one more pp reference (a frag shared by a clone)."""
@@ -296,27 +337,30 @@ cdef class CorePagePool:
                                       f"page_pool {self.pool.id}")
         d.pp_ref_count += 1
 
-    def dma_sync_for_cpu(self, object ref, uint32_t offset, uint32_t size):
+    def dma_sync_for_cpu(self, object ref, object offset, object size):
         """Models ``page_pool_dma_sync_netmem_for_cpu()``: a no-op when the pool does not sync
         for the CPU (a devmem provider turns it off); else syncs ``dma_addr + offset +
         p.offset``. Returns that DMA address (0 when nothing was synced)."""
         cdef netmem_ref netmem = _ref(ref)
+        cdef uint32_t off = _u32(offset, "dma_sync_for_cpu: offset")
+        cdef uint32_t sz = _u32(size, "dma_sync_for_cpu: size")
         cdef nm_desc *d
         self._check_ref(netmem)
         if not self.pool.dma_sync_for_cpu or not self.pool.dma_map:
             return 0
         d = __pp_desc(self.pool, netmem)
-        if <uint64_t>offset + size > (<uint64_t>PAGE_SIZE << self.pool.order):
+        if <uint64_t>off + sz > (<uint64_t>PAGE_SIZE << self.pool.order):
             raise NetmemError(EINVAL, "dma_sync_for_cpu: range beyond the buffer")
         self.pool.nr_sync_for_cpu += 1
-        return d.dma_addr + offset + self.pool.offset
+        return d.dma_addr + off + self.pool.offset
 
-    def update_nid(self, int new_nid):
+    def update_nid(self, object new_nid):
         """Models ``page_pool_update_nid()``."""
+        cdef int nid = <int>_c_int(new_nid, "page_pool_update_nid: new_nid", "int")
         self._check_alive()
-        if new_nid < NUMA_NO_NODE or new_nid >= self.pool.m.nr_nodes:
-            raise NetmemError(EINVAL, f"page_pool_update_nid: no NUMA node {new_nid}")
-        page_pool_update_nid(self.pool, new_nid)
+        if nid < NUMA_NO_NODE or nid >= self.pool.m.nr_nodes:
+            raise NetmemError(EINVAL, f"page_pool_update_nid: no NUMA node {nid}")
+        page_pool_update_nid(self.pool, nid)
         self._raise_pending()
 
     def enable_direct_recycling(self, CoreNapi napi):

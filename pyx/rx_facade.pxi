@@ -302,7 +302,8 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
         n.defer_max = defer_max
     return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
             "defer_max": n.defer_max, "defer_kicks": n.defer_kicks,
-            "skbs_live": n.skbs_live}
+            "skbs_live": n.skbs_live,
+            "skbs_deferred": sum(n.defer_count[i] for i in range(machine.m.nr_cpus))}
 
 
 def _sockets(CoreMachine machine, bint readable=False):

@@ -124,6 +124,7 @@ _RULE_PAYLOAD = "rule: the payload is in the provider's memory where its cmsgs s
 _DMA_TEST = "test_suite.py::TestConformance::test_device_writes_land_in_provider_memory"
 _RULE_HIGH_ORDER = "rule: init must refuse a pool of order > 0 with a negative errno"
 _RULE_NO_PUT = "rule: release_netmem returns false for a net_iov"
+_RULE_NL = "rule: nl_fill gives a dict of netlink attributes"
 
 _SUITE = """
 from netmem.testing import ProviderConformance
@@ -163,9 +164,9 @@ def _run_suite(pytester, provider):
     (Raises, [_RULE_OPS, "KeyError"]),
     (TakesHighOrder, [_RULE_HIGH_ORDER]),
     (PutsNetIov, [_RULE_NO_PUT]),
-    (AllocStr, [_RULE_OPS, "AllocStr.alloc_netmems() returned '0x"]),
-    (AllocFloat, [_RULE_OPS, "AllocFloat.alloc_netmems() returned 3.0, not a netmem_ref"]),
-    (NlFillList, [_RULE_OPS, "NlFillList.nl_fill() returned [('io-uring', {})], not a dict"]),
+    (AllocStr, [_RULE_OPS, "(AllocStr): alloc_netmems returned '0x"]),
+    (AllocFloat, [_RULE_OPS, "(AllocFloat): alloc_netmems returned 3.0 (float)"]),
+    (NlFillList, [_RULE_NL, "nl_fill(None) returned [('io-uring', {})]"]),
 ], ids=lambda v: v.__name__ if isinstance(v, type) else "")
 def test_conformance_fails_a_buggy_provider(pytester, provider, rules):
     outcomes, out = _run_suite(pytester, provider)

@@ -388,6 +388,41 @@ def test_quiesce_stops_after_max_seconds(machine):
     assert machine.pending_timers == 0
 
 
+# -- leak_report(): pending deferred work is no leak ---------------------------------------------
+
+def test_leak_report_tells_a_pending_release_retry_from_a_leak(machine, make_pool):
+    """A destroyed pool whose last buffer came back (to its ring) waits for its release retry:
+    the report says deferred work is pending and which lines may clear; quiesce() clears them."""
+    pool = make_pool()
+    ref = pool.alloc_netmem()
+    pool.destroy()
+    machine.advance(0.25)
+    pool.put_netmem(ref)                    # into the ring, which the retry scrubs
+    may_clear = " (may clear on m.quiesce())"
+    assert machine.leak_report() == [
+        ("pending deferred work: 1 timer(s) (next at +750 ms: page_pool_release_retry() of "
+         "page_pool 1): call m.quiesce() before judging leaks"),
+        "page_pool 1 destroyed, waiting: inflight 1 (cache 0, ring 1)" + may_clear,
+        "1 pages missing from the buddy allocator (page_pool buffers: 1 ring)" + may_clear]
+    machine.quiesce()
+    assert machine.leak_report() == []
+
+
+def test_leak_report_of_a_held_buffer_is_a_leak_whatever_is_pending(machine, make_pool):
+    """A buffer still held keeps its destroyed pool waiting however long the retries run: the
+    lines are leaks, with no call for quiesce()."""
+    pool = make_pool()
+    ref = pool.alloc_netmem()
+    pool.destroy()
+    machine.add_timer(5, lambda: None, "an unrelated timer")
+    report = ["page_pool 1 destroyed, waiting: inflight 1 (cache 0, ring 0)",
+              "1 pages missing from the buddy allocator (page_pool buffers: 1 owned)"]
+    assert machine.leak_report() == report
+    machine.quiesce()
+    assert (machine.leak_report(), machine.pending_timers) == (report, 1)
+    pool.put_netmem(ref)
+
+
 # -- execution context ----------------------------------------------------------------------------
 
 def test_on_cpu_context(machine):

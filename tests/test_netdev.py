@@ -662,6 +662,27 @@ def test_reading_on_another_cpu_defers_to_the_napi_cpu(nic, m):
     m.quiesce()                                         # the CPUs' softirqs run
 
 
+def test_leak_report_counts_deferred_skb_frees(nic, m):
+    """Skbs read on another CPU wait on the NAPI CPU's defer list: once the device is gone,
+    their buffers keep its pool waiting. The report counts them and marks the lines they hold
+    up; quiesce() (the CPUs' softirqs) frees them and the report is empty."""
+    _, frames = _flow_frames(4)
+    receive(nic, frames)
+    with m.on_cpu(1, softirq=False):
+        assert len(m.tcp.sockets()[0].read_all()) == 4 * MSS
+    close_all(m)
+    nic.unregister()
+    may_clear = " (may clear on m.quiesce())"
+    assert m.leak_report() == [
+        ("pending deferred work: 1 timer(s) (next at +1000 ms: page_pool_release_retry() of "
+         "page_pool 1), 1 deferred skb free(s): call m.quiesce() before judging leaks"),
+        "1 skbs alive outside any socket" + may_clear,
+        "page_pool 1 destroyed, waiting: inflight 3 (cache 0, ring 0)" + may_clear,
+        "3 pages missing from the buddy allocator (page_pool buffers: 3 owned)" + may_clear]
+    m.quiesce()
+    assert m.leak_report() == []
+
+
 def test_defer_list_kick_at_half_of_skb_defer_max(nic, m):
     """skb_attempt_defer_free() kicks the CPU when the list already had defer_max / 2 skbs (at
     the 33rd with the default 64); the kicked softirq runs no NAPI poll, so its frees use the

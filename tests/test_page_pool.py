@@ -10,6 +10,7 @@ the page_pool tracepoints.
 """
 import contextlib
 import errno
+import re
 
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ from netmem import (
     NetmemWarning,
     PagePoolParams,
     page_pool_create,
+    page_pool_create_percpu,
     page_pool_put_netmem_bulk,
 )
 from netmem.dma import Device
@@ -56,6 +58,11 @@ def assert_stats(pool, **nonzero):
 
 def put_all(machine, refs):
     page_pool_put_netmem_bulk(machine, np.asarray(refs, dtype=np.uint64))
+
+
+def einval(msg):
+    """A ``pytest.raises`` match for exactly ``NetmemError(EINVAL, msg)``."""
+    return r"^\[Errno 22\] " + re.escape(msg) + "$"
 
 
 def state(machine, pools):
@@ -114,6 +121,40 @@ def test_create_refusals(machine, dev, params, code):
         page_pool_create(machine, PagePoolParams(dev=dev, **params))
     assert e.value.errno == code
     assert machine.dmesg == [f"page_pool_create_percpu() gave up with errno -{code}"]
+    assert machine.page_pools == []
+
+
+@pytest.mark.parametrize(("field", "value", "check"), [
+    ("order", -1, "params.order -1 is negative"),
+    ("pool_size", -1, "params.pool_size -1 is negative"),
+    ("pool_size", 1 << 32, "params.pool_size 4294967296 does not fit an unsigned int"),
+    ("max_len", -4096, "params.max_len -4096 is negative"),
+    ("offset", -64, "params.offset -64 is negative"),
+    ("offset", 1 << 32, "params.offset 4294967296 does not fit an unsigned int"),
+    ("flags", -1, "params.flags -1 is negative"),
+    ("nid", 1 << 31, "params.nid 2147483648 does not fit an int"),
+    ("nid", -(1 << 31) - 1, "params.nid -2147483649 is below the int range"),
+    ("dma_dir", 1 << 40, "params.dma_dir 1099511627776 does not fit an int"),
+    ("queue_idx", -1, "params.queue_idx -1 is negative"),
+    ("pool_size", 256.0, "params.pool_size 256.0 is not an integer"),
+    ("order", "0", "params.order '0' is not an integer"),
+])
+def test_create_refuses_params_outside_their_c_type(machine, field, value, check):
+    """Each integer field of struct page_pool_params is checked against its C type: EINVAL
+    naming the field, where Cython's conversion raised OverflowError or TypeError."""
+    with pytest.raises(NetmemError, match=einval(f"page_pool_init: {check}")) as e:
+        page_pool_create(machine, PagePoolParams(**{field: value}))
+    assert e.value.errno == errno.EINVAL
+    assert machine.dmesg == ["page_pool_create_percpu() gave up with errno -22"]
+    assert machine.page_pools == []
+
+
+@pytest.mark.parametrize(("cpuid", "check"), [(1 << 31, "cpuid 2147483648 does not fit an int"),
+                                              (-5, "no CPU -5")])
+def test_create_percpu_refuses_a_cpuid_outside_int(machine, cpuid, check):
+    with pytest.raises(NetmemError, match=einval(f"page_pool_create_percpu: {check}")) as e:
+        page_pool_create_percpu(machine, PagePoolParams(), cpuid)
+    assert e.value.errno == errno.EINVAL
     assert machine.page_pools == []
 
 
@@ -813,6 +854,50 @@ def test_null_net_iov_ref_is_garbage(machine, pool):
 @pytest.mark.parametrize("bad", [-2, 1 << 64])
 def test_refs_outside_uint64_are_einval(machine, pool, bad):
     assert_all_refuse(machine, pool, [bad])
+
+
+def size_calls(pool, ref):
+    """Every call of the pool's facade that takes a size, count or NUMA node, as a function of
+    that value, with the name its error gives the argument."""
+    return [(pool.alloc_frag, "page_pool_alloc_frag: size", "unsigned int"),
+            (pool.alloc, "page_pool_alloc_netmem: size", "unsigned int"),
+            (pool.alloc_netmems_bulk, "alloc_netmems_bulk: n", "int"),
+            (lambda v: pool.put_netmem(ref, dma_sync_size=v),
+             "page_pool_put_netmem: dma_sync_size", "unsigned int"),
+            (lambda v: pool.dma_sync_for_cpu(ref, v, 1), "dma_sync_for_cpu: offset",
+             "unsigned int"),
+            (lambda v: pool.dma_sync_for_cpu(ref, 0, v), "dma_sync_for_cpu: size", "unsigned int"),
+            (pool.update_nid, "page_pool_update_nid: new_nid", "int")]
+
+
+@pytest.mark.parametrize(("kind", "value", "check"), [
+    ("unsigned int", -2, "-2 is negative"),
+    ("unsigned int", 1 << 32, "4294967296 does not fit an unsigned int"),
+    ("int", 1 << 31, "2147483648 does not fit an int"),
+    ("int", -(1 << 31) - 1, "-2147483649 is below the int range"),
+    (None, 64.0, "64.0 is not an integer"),
+    (None, None, "None is not an integer"),
+])
+def test_sizes_outside_their_c_type_are_einval(machine, make_pool, dev, kind, value, check):
+    """A size the C type cannot hold is EINVAL naming the argument and the check, not
+    OverflowError, and changes nothing."""
+    pool = make_pool(dev=dev, flags=DMA_SYNC, max_len=PAGE_SIZE)
+    ref = pool.alloc_netmem()
+    before = state(machine, [pool])
+    for call, what, ctype in size_calls(pool, ref):
+        if kind not in (None, ctype):
+            continue
+        with pytest.raises(NetmemError, match=einval(f"{what} {check}")) as e:
+            call(value)
+        assert e.value.errno == errno.EINVAL
+    assert state(machine, [pool]) == before
+    pool.put_netmem(ref, dma_sync_size=np.int64(-1))    # -1, the whole buffer, as numpy says it
+
+
+def test_alloc_netmems_bulk_refuses_a_negative_count(pool):
+    with pytest.raises(NetmemError, match=einval("alloc_netmems_bulk: n < 0")) as e:
+        pool.alloc_netmems_bulk(-1)
+    assert e.value.errno == errno.EINVAL
 
 
 # -- system pools, NUMA node, tracepoints ---------------------------------------------------------

@@ -7,7 +7,9 @@ calls, a failing init, exceptions from its ops, the recyclability of net_iovs, m
 providers, the helpers' refusals and the provider registry.
 """
 import errno
+import re
 
+import numpy as np
 import pytest
 from netmem.providers.host import HostPagesProvider
 
@@ -21,6 +23,8 @@ from netmem import (
     NetmemWarning,
 )
 from netmem.dma import Device
+from netmem.netdev import net_mp_open_rxq
+from netmem.netlink import page_pool_get, queue_get
 from netmem.page_pool import STATS_KEYS
 from netmem.provider import (
     MemoryProvider,
@@ -304,6 +308,167 @@ def test_negative_inflight_from_a_provider_bug(machine, mp_pool):
     assert [(e["inflight"], e["hold"], e["release"], e["cnt"]) for e in machine.trace.events] == [
         (-1, 1, 2, 1), (-1, 1, 2, 2)]
     assert (pool.freed, machine.page_pools, machine.pending_timers) == (False, [pool], 0)
+
+
+# -- what the ops return: each must return what its C type allows ---------------------------------
+
+class Returns(FreelistProvider):
+    """Does each op's work, then returns ``ret[op]`` where the test set one (``alloc_netmems``
+    then takes nothing: the wrong value is all it gives)."""
+
+    def __init__(self, machine, num_niovs=8, **ret):
+        super().__init__(machine, num_niovs)
+        self.ret = ret
+
+    def alloc_netmems(self, pool):
+        return self.ret["alloc_netmems"] if "alloc_netmems" in self.ret else \
+            super().alloc_netmems(pool)
+
+    def release_netmem(self, pool, netmem):
+        put = super().release_netmem(pool, netmem)
+        return self.ret.get("release_netmem", put)
+
+    def init(self, pool):
+        return self.ret.get("init", super().init(pool))
+
+    def destroy(self, pool):
+        super().destroy(pool)
+        return self.ret.get("destroy")
+
+    def nl_fill(self, rxq):
+        return self.ret.get("nl_fill", {})
+
+    def uninstall(self, rxq):
+        return self.ret.get("uninstall")
+
+
+def must(op, ret, due):
+    """The error's message, as a regex."""
+    return re.escape(f"memory provider 'freelist' (Returns): {op} returned {ret}: it must return "
+                     f"{due}")
+
+
+ALLOC_DUE = "a netmem_ref (int) of this machine, or 0"
+
+
+@pytest.mark.parametrize("ret, shown", [
+    ("x", "'x' (str)"), (2.0, "2.0 (float)"), (None, "None (NoneType)"), (True, "True (bool)"),
+    (-3, "-3 (int)"), (1 << 64, "0x10000000000000000 (int)"),
+    ((1 << 40) | 1, "0x10000000001 (int)"),             # a net_iov index the machine has not
+    (1 << 40, "0x10000000000 (int)"),                   # a pfn beyond its memory
+])
+def test_alloc_netmems_wrong_return_is_einval(machine, mp_pool, ret, shown):
+    prov = Returns(machine, alloc_netmems=ret)
+    pool = mp_pool(prov)
+    with pytest.raises(NetmemError, match=must("alloc_netmems", shown, ALLOC_DUE)) as e:
+        pool.alloc_netmem()
+    assert e.value.errno == errno.EINVAL
+    assert_stats(pool, alloc_empty=1)                   # a failed allocation, nothing held
+    assert (pool.hold_cnt, pool.inflight, pool.alloc_count) == (0, 0, 0)
+    with pytest.raises(NetmemError, match=must("alloc_netmems", shown, ALLOC_DUE)):
+        pool.alloc_netmems_bulk(2)
+    del prov.ret["alloc_netmems"]
+    pool.put_netmem(pool.alloc_netmem())                # the pool works on
+
+
+def test_alloc_netmems_may_return_a_numpy_ref(machine, mp_pool):
+    prov = Returns(machine)
+    pool = mp_pool(prov)
+    prov.ret["alloc_netmems"] = np.uint64(prov.take(pool))
+    ref = pool.alloc_netmem()
+    assert ref == prov.area.netmem(0) and type(ref) is int
+    pool.put_netmem(ref)
+
+
+@pytest.mark.parametrize("ret, shown", [
+    (None, "None (NoneType)"), (2, "0x2 (int)"), (-1, "-1 (int)"), ("False", "'False' (str)"),
+    (1.0, "1.0 (float)"), (np.int64(2), "np.int64(2) (int64)"),
+])
+def test_release_netmem_wrong_return_is_einval(machine, mp_pool, ret, shown):
+    prov = Returns(machine, release_netmem=ret)
+    pool = mp_pool(prov)
+    pool.put_netmem(pool.alloc_netmem())
+    with pytest.raises(NetmemError, match=must("release_netmem", shown, "a bool (True: the core "
+                                               "put_page()s the buffer)")) as e:
+        pool.destroy()                                  # the release happens here
+    assert e.value.errno == errno.EINVAL
+    assert (pool.freed, prov.calls, len(prov.free)) == (True, ["init", "destroy"], 8)
+
+
+@pytest.mark.parametrize("ret", [False, 0, 1 - 1, np.False_, np.uint8(0)])
+def test_release_netmem_returns_a_bool(machine, mp_pool, ret):
+    pool = mp_pool(Returns(machine, release_netmem=ret))
+    pool.put_netmem(pool.alloc_netmem())
+    pool.destroy()
+    assert pool.freed
+
+
+@pytest.mark.parametrize("ret, shown", [
+    (1, "0x1 (int)"), (None, "None (NoneType)"), ("0", "'0' (str)"), (-22.0, "-22.0 (float)"),
+    (False, "False (bool)"),
+])
+def test_init_wrong_return_is_einval(machine, mp_pool, ret, shown):
+    prov = Returns(machine, init=ret)
+    with pytest.raises(NetmemError, match=must("init", shown, "0 or a negative errno (int)")) as e:
+        mp_pool(prov)
+    assert e.value.errno == errno.EINVAL
+    assert (prov.calls, machine.page_pools) == (["init"], [])
+    assert machine.dmesg == ["page_pool_create_percpu() gave up with errno -22"]
+
+
+def test_init_may_return_a_numpy_errno(machine, mp_pool):
+    with pytest.raises(NetmemError) as e:
+        mp_pool(Returns(machine, init=np.int32(-errno.E2BIG)))
+    assert e.value.errno == errno.E2BIG
+
+
+def test_destroy_returning_a_value_is_einval_once_the_pool_is_freed(machine, mp_pool):
+    prov = Returns(machine, destroy=-errno.EBUSY)
+    pool = mp_pool(prov)
+    with pytest.raises(NetmemError, match=must("destroy", "-16 (int)", "nothing (None): the op is "
+                                               "void")) as e:
+        pool.destroy()
+    assert e.value.errno == errno.EINVAL
+    assert (pool.freed, machine.page_pools, prov.calls) == (True, [], ["init", "destroy"])
+
+
+def test_destroy_exception_still_frees_the_pool(machine, mp_pool):
+    class RaisesOnDestroy(FreelistProvider):
+        def destroy(self, pool):
+            raise RuntimeError("binding gone")
+
+    pool = mp_pool(RaisesOnDestroy(machine))
+    with pytest.raises(RuntimeError, match="binding gone"):
+        pool.destroy()
+    assert (pool.freed, machine.page_pools) == (True, [])
+
+
+class NetdevStub:
+    ifindex = 3
+
+
+@pytest.mark.parametrize("ret, shown", [
+    (None, "None (NoneType)"), ([("dmabuf", 7)], "[('dmabuf', 7)] (list)"),
+    ({7: 1}, "{7: 1} (dict)"),
+])
+def test_nl_fill_wrong_return_is_einval(machine, mp_pool, ret, shown):
+    mp_pool(Returns(machine, nl_fill=ret), netdev=NetdevStub())
+    with pytest.raises(NetmemError, match=must("nl_fill", shown, "a dict of netlink attribute "
+                                               "name (str) to value")) as e:
+        page_pool_get(machine)
+    assert e.value.errno == errno.EINVAL
+
+
+def test_queue_get_checks_nl_fill_and_unregister_uninstall(machine, make_nic):
+    nic = make_nic(hds=True)
+    prov = Returns(machine, 2048, nl_fill="dmabuf 7", uninstall=True)  # a whole RX ring's worth
+    net_mp_open_rxq(nic, 0, prov)
+    with pytest.raises(NetmemError, match=must("nl_fill", "'dmabuf 7' (str)", "a dict")):
+        queue_get(machine, nic.ifindex)
+    with pytest.raises(NetmemError, match=must("uninstall", "True (bool)", "nothing")) as e:
+        nic.unregister()
+    assert e.value.errno == errno.EINVAL
+    assert (nic.registered, machine.netdevs) == (False, {})     # unregistered all the same
 
 
 # -- the helpers and the registry -----------------------------------------------------------------
