@@ -9,8 +9,9 @@ chunk of frames through steering, NAPI, the device's DMA, GRO and TCP in C, then
 (``netmem.tcp.Receiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until
 EAGAIN: ``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the
 payload read through the dma-buf at each cmsg's offset, each socket's tokens given back with
-``SO_DEVMEM_DONTNEED`` in batches). Only that loop is timed, after ``--warmup`` untimed loops
-(hot caches, memory already faulted in). At the end of each loop the application closes every
+``SO_DEVMEM_DONTNEED`` in batches). Each of those loops is timed on its own clock, after
+``--warmup`` untimed loops (hot caches, memory already faulted in); ``--runs N`` does all this N
+times, each on a fresh machine. At the end of each loop the application closes every
 socket, so the next loop opens them again on the trace's SYNs (the same sequence numbers never
 meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 64 connections of
 64 KiB over IPv4 and IPv6 with light loss, reordering, duplication and overlap, carrying
@@ -20,11 +21,24 @@ ncdevmem's ``-v 7`` pattern (4 MiB of frames: it stays in the caches as it is re
 Validation: with the ncdevmem pattern (the built-in workload's, or ``--validate N`` for a
 capture that carries it) every byte the application reads is compared with the pattern at its
 stream offset; for the built-in workload every stream must also be complete (all its bytes, and
-the end of the stream where its sender sent a FIN).
+the end of the stream where its sender sent a FIN). Every loop is checked, warm-up ones too.
+
+Figures: every counter of the report (page-pool-stats-get, qstats per queue and device, device
+stats, TCP MIB, skb drop reasons, the recycle split, IOMMU stats and faults, the receiver's
+devmem counters, validation bytes and resets) counts the timed loops only: they are read when
+the first timed loop of a run starts and after each timed loop ends, outside the clocks,
+subtracted, and summed over the runs; page-pool-get's ``inflight`` and ``inflight-mem`` are
+gauges, the state after the last timed loop (``GAUGES``). The time figures (seconds per run,
+Mpps, Gbit/s of payload, ns per frame) are each run's, reported as the median, min and max over
+the runs with every run's loop seconds; they time this model on this CPU, not a kernel. No clock
+covers output work: ``--dump-streams`` keeps its bytes, and ``--plot`` samples the pools, in one
+loop more after the timed loops of the first run, which counts nothing. Ctrl-C prints the report
+of the timed loops completed, marked interrupted.
 
 Stream files (``--dump-streams DIR``): for every TCP stream of the trace, ``stream-N-node0.bin``
 and ``stream-N-node1.bin`` hold the bytes node 0 and node 1 sent, as the receiving socket
-delivered them to the application in the first loop (for devmem, read from the dma-buf). ``N``
+delivered them to the application in the untimed loop after the timed ones (for devmem, read
+from the dma-buf). ``N``
 and the nodes are tshark's: ``N`` is the ``tcp.stream`` index (conversations numbered in the
 order of their first frame, see ``PacketTrace.tcp_streams()``), node 0 the side that sent the
 stream's first frame, so ``tshark -r FILE -q -z follow,tcp,raw,N`` prints node 0's bytes on its
@@ -36,18 +50,23 @@ not numbered, and a 4-tuple reused within the capture is one stream (tshark numb
 anew), so tshark's indices can differ after such frames.
 
 Exit codes: 0; 1 when validation fails or buffers are lost (inflight after teardown, leaks,
-tokens not freed); 2 for bad input (a message on stderr names it, nothing is written).
+tokens not freed); 2 for bad input (a message on stderr names it, nothing is written); 130
+when interrupted (Ctrl-C).
 """
 import argparse
 import dataclasses
 import errno
 import functools
+import importlib.metadata
 import importlib.util
 import ipaddress
 import json
 import os
+import platform
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,10 +82,11 @@ from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
 from netmem.pci import PAGE_OFFSET
 from netmem.tcp import Receiver
 
-__all__ = ["DEFAULT_WORKLOAD", "PROVIDERS", "REPORT_SCHEMA", "BadInput", "Config", "Report",
-           "main", "run"]
+__all__ = ["DEFAULT_WORKLOAD", "GAUGES", "PROVIDERS", "REPORT_SCHEMA", "TIME_FIGURES", "BadInput",
+           "Config", "Report", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130          # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
 MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
 MAX_CPUS = 64                   # NM_MAX_CPUS
 NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI budget
@@ -99,7 +119,8 @@ class BadInput(NetmemError):
 @dataclasses.dataclass
 class Config:
     """What ``run()`` does; the command-line options one for one (``None``: the default that
-    depends on other options). ``connections``/``payload`` shape the built-in workload;
+    depends on other options). ``runs`` repeats the timed part, each time on a fresh machine
+    after its own ``warmup`` loops. ``connections``/``payload`` shape the built-in workload;
     ``validate`` is its ncdevmem pattern (``DEFAULT_WORKLOAD``'s unless given; 0: random
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
@@ -122,6 +143,7 @@ class Config:
     dmabuf_layout: str = "contiguous"
     loops: int = 1
     warmup: int = 0
+    runs: int = 1
     chunk: int = DEFAULT_CHUNK
     dump_streams: str | None = None
     json: str | None = None
@@ -170,7 +192,7 @@ def _check_config(cfg):
         raise BadInput(f"--dmabuf-size {cfg.dmabuf_size}: a nonzero multiple of {PAGE_SIZE}")
     if cfg.dmabuf_layout not in ("contiguous", "pages", "random"):
         raise BadInput(f"--dmabuf-layout {cfg.dmabuf_layout}: contiguous, pages or random")
-    for name in ("loops", "chunk"):
+    for name in ("loops", "runs", "chunk"):
         if getattr(cfg, name) < 1:
             raise BadInput(f"--{name} {getattr(cfg, name)}: at least 1")
     if cfg.warmup < 0:
@@ -360,40 +382,43 @@ class _App:
     receive path woke, in C, as ncdevmem does (devmem: ``recvmsg(MSG_SOCK_DEVMEM)``, each
     dma-buf frag read through the provider's memory and checked against the pattern, the tokens
     given back with ``SO_DEVMEM_DONTNEED``); here are its state at the end of each loop and,
-    after the clock stops, the verdict: pattern, stream lengths and ends, the streams kept for
-    ``--dump-streams``."""
+    after the clocks stop, the verdict: pattern, stream lengths and ends, the streams kept for
+    ``--dump-streams`` (by the untimed loop ``_observe()`` replays, with ``rx.keep`` on)."""
 
-    def __init__(self, rig, pattern, expected, keep_streams):
+    def __init__(self, rig, pattern, expected):
         self.pattern = pattern
         self.rx = Receiver(rig.m, dmabuf=rig.dmabuf_map if rig.prov.binds else None,
                            dmabuf_id=rig.dmabuf_id or 0, bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS,
-                           validate=pattern or None, keep=keep_streams)
+                           validate=pattern or None)
         self.dmabuf_id = rig.dmabuf_id
         self.expected = expected
-        self.keep = keep_streams
         self.passes = []            # the streams at the end of each loop
-        self.kept = None            # the first loop's bytes: (data, slots, lengths)
+        self.kept = None            # the kept loop's (streams, data, slots, lengths)
         self.streams = {}
         self.failures = []
         self.nfail = 0
-        self.bytes = 0
-        self.resets = 0
+        self._resets = 0
+        self._counted = 0           # passes whose resets are in _resets
 
     def drain(self):
         self.rx.drain()
 
     def end_pass(self):
-        """The end of a loop (timed): the streams' state, every socket closed."""
-        if self.keep:
-            self.kept = self.rx.kept()
-            self.rx.keep = self.keep = False
-        self.passes.append(self.rx.close_all())
+        """The end of a loop: the streams' state, every socket closed; the bytes kept, if the
+        receiver kept them in this loop."""
+        cols = self.rx.close_all()
+        if self.rx.keep:
+            self.kept = (cols, *self.rx.kept())
+            self.rx.keep = False
+        self.passes.append(cols)
 
-    @property
-    def devmem(self):
-        c = self.rx.counters
-        return {k: c[k] for k in ("recvmsg-calls", "dmabuf-frags", "linear-frags",
-                                  "tokens-returned", "dontneed-calls")}
+    def resets(self):
+        """Streams reset by their peer (ECONNRESET at close) in the loops so far, counted
+        outside the clocks (between loops, when the counters are read)."""
+        for cols in self.passes[self._counted:]:
+            self._resets += int((cols["err"] == errno.ECONNRESET).sum())
+        self._counted = len(self.passes)
+        return self._resets
 
     def fail(self, msg):
         self.nfail += 1
@@ -401,10 +426,10 @@ class _App:
             self.failures.append(msg)
 
     def check(self):
-        """After the clock: each loop's streams against the pattern and the expected lengths,
-        the receiver's own counts, and the first loop's bytes split into streams."""
+        """After the clocks: every loop's streams (warm-up and untimed ones too) against the
+        pattern and the expected lengths, the receiver's own counts, and the kept loop's bytes
+        split into streams."""
         c = self.rx.counters
-        self.bytes = c["bytes"]
         if c["foreign-frags"]:
             self.fail(f"{c['foreign-frags']} cmsg(s) name dma-buf {c['foreign-id']}, not the "
                       f"bound {self.dmabuf_id}")
@@ -418,12 +443,11 @@ class _App:
                       "than given")
         for loop, cols in enumerate(self.passes):
             self._check_pass(loop, cols)
-        if self.kept is not None and self.passes:
-            self.streams = _split_streams(self.passes[0], *self.kept)
+        if self.kept is not None:
+            self.streams = _split_streams(*self.kept)
 
     def _check_pass(self, loop, cols):
         keys = _stream_keys(cols)
-        self.resets += int((cols["err"] == errno.ECONNRESET).sum())
         for i in np.flatnonzero(cols["bad"] >= 0):
             self.fail(f"loop {loop}: {_name(keys[i])}: byte {int(cols['bad'][i])} differs "
                       f"from the ncdevmem -v {self.pattern} pattern")
@@ -574,30 +598,32 @@ class _Progress:
 
 
 class _Timeline:
-    """Samples of every queue's payload pool after each chunk, for ``--plot``: wall time,
-    cache and ring occupancy, buffers out of the pool, and the recycle counters."""
+    """Samples of every queue's payload pool after each chunk of the untimed loop
+    ``_observe()`` replays, for ``--plot``: frames received so far in that loop, cache and ring
+    occupancy, buffers out of the pool, and the recycle counters."""
 
     FIELDS = ("cache", "ring", "out", "recycle-cache", "recycle-ring", "released")
 
     def __init__(self, rig):
         self.queues = list(range(rig.cfg.queues))
-        self.t = []
+        self.frames = []
         self.rows = []
 
-    def sample(self, rig, t):
+    def sample(self, rig, frames):
         row = []
         for q in self.queues:
             pool = rig.nic.rx_queues[q].page_pool
             s = pool.stats
             row.append((pool.alloc_count, pool.ring_count,
                         pool.inflight - pool.alloc_count - pool.ring_count, *_recycle_split(s)))
-        self.t.append(t)
+        self.frames.append(frames)
         self.rows.append(row)
 
     def arrays(self):
-        """``t`` (seconds) and, per field, an array (samples, queues)."""
-        data = np.array(self.rows, np.int64).reshape(len(self.t), len(self.queues), -1)
-        return np.array(self.t), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
+        """``frames`` (received so far in the loop) and, per field, an array (samples,
+        queues)."""
+        data = np.array(self.rows, np.int64).reshape(len(self.frames), len(self.queues), -1)
+        return np.array(self.frames), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
 
 
 def _recycle_split(stats):
@@ -608,13 +634,81 @@ def _recycle_split(stats):
             stats["recycle_ring_full"] + stats["recycle_released_refcnt"])
 
 
+@dataclasses.dataclass
+class _Run:
+    """One run, filled in as it goes (so a run cut short by Ctrl-C keeps what it completed):
+    the seconds of each timed loop; ``start``, the counters when the first timed loop started,
+    and ``end``, ``pools``, the counters and pool state after the last one completed (see
+    ``_snapshot()``); ``layout``, its queues; the streams and timeline of the untimed loop (first
+    run only); the verdict of its checks and what its teardown left behind."""
+
+    loop_seconds: list = dataclasses.field(default_factory=list)
+    start: dict | None = None
+    end: dict | None = None
+    pools: dict | None = None
+    layout: list | None = None
+    streams: dict | None = None
+    timeline: _Timeline | None = None
+    nfail: int = 0
+    failures: list = dataclasses.field(default_factory=list)
+    inflight: int = 0
+    leaks: list = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+
+
 def run(cfg):
     """Replay as ``cfg`` says and return the ``Report``. Raises ``BadInput`` for options or
-    input it cannot use, before anything is replayed."""
+    input it cannot use, before anything is replayed.
+
+    ``cfg.runs`` runs, each on a fresh machine (so the spread of the times covers what differs
+    between two invocations: the machine's memory layout, its pools' placement), each
+    ``cfg.warmup`` untimed loops then ``cfg.loops`` timed ones. The first run then replays one
+    loop more, neither timed nor counted, when ``--dump-streams`` or ``--plot`` needs it. On
+    Ctrl-C (KeyboardInterrupt) the report covers the timed loops completed and says it was
+    interrupted; with none completed, KeyboardInterrupt goes on (after teardown)."""
     _check_config(cfg)
     prov = PROVIDERS[cfg.provider]
     trace, params, expected = _load_trace(cfg)
     pattern = (params.validate if params is not None else cfg.validate) or None
+    observe = cfg.dump_streams is not None or cfg.plot is not None
+    progress = _Progress(len(trace) * (cfg.runs * (cfg.warmup + cfg.loops) + observe),
+                         sys.stderr.isatty() if cfg.progress is None else cfg.progress)
+    done = 0
+
+    def tick(frames):
+        nonlocal done
+        done += frames
+        progress.update(done)
+
+    runs, rig = [], None
+    try:
+        for i in range(cfg.runs):
+            runs.append(_Run())
+            rig = _run_once(cfg, prov, trace, pattern, expected, runs[-1], tick,
+                            observe and i == 0)
+            if runs[-1].interrupted:
+                break
+    except KeyboardInterrupt:
+        if not any(r.loop_seconds for r in runs):
+            raise
+        runs[-1].interrupted = True
+    finally:
+        progress.close()
+    if not any(r.loop_seconds for r in runs):
+        raise KeyboardInterrupt
+    counters = _counted(runs)
+    validation = _validation(cfg, runs, pattern, expected, counters)
+    doc = _document(cfg, rig, trace, params, runs, counters, validation)
+    first = runs[0]
+    streams = (_stream_files(trace, first.streams) if cfg.dump_streams is not None and
+               first.streams is not None else None)
+    return Report(doc, streams, first.timeline)
+
+
+def _run_once(cfg, prov, trace, pattern, expected, one, tick, observe):
+    """One run into ``one``: a fresh machine and its provider, the loops, the checks, the
+    teardown; with ``observe``, the untimed loop for the outputs after the timed ones. Returns
+    the machine (torn down; its options stay readable)."""
     try:
         rig = _Rig(cfg, prov)
     except NetmemError as e:
@@ -624,80 +718,205 @@ def run(cfg):
             prov.setup(rig)
         except NetmemError as e:
             raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
-        app = _App(rig, pattern, expected, cfg.dump_streams is not None)
-        timeline = _Timeline(rig) if cfg.plot else None
-        elapsed = _replay(rig, app, trace, timeline)
+        app = _App(rig, pattern, expected)
+        one.layout = _layout(rig)
+        try:
+            _replay(rig, app, trace, one, tick)
+            if observe:
+                one.timeline = _Timeline(rig) if cfg.plot is not None else None
+                _observe(rig, app, trace, tick, one.timeline)
+        except KeyboardInterrupt:
+            one.interrupted = True
         app.check()
-        doc = _document(cfg, rig, trace, params, app, elapsed)
+        one.streams = app.streams if app.kept is not None else None
+        one.nfail, one.failures = app.nfail, app.failures
     finally:
         rig.teardown()
-    doc["inflight-after-teardown"] = sum(p.inflight for p in rig.m.page_pools)
-    doc["leaks"] = rig.m.leak_report()
-    doc["exit-code"] = EXIT_FAILED if (doc["validation"]["result"] == "failed" or
-                                       doc["inflight-after-teardown"] or doc["leaks"]) \
-        else EXIT_OK
-    streams = _stream_files(trace, app.streams) if cfg.dump_streams is not None else None
-    return Report(doc, streams, timeline)
+    one.inflight = sum(p.inflight for p in rig.m.page_pools)
+    one.leaks = rig.m.leak_report()
+    return rig
 
 
-def _replay(rig, app, trace, timeline):
-    """The loops: chunks through the NIC, the application's drain after each, and at the end
-    of each loop its streams' state and every socket closed. Returns the seconds of the timed
-    loops (those after the warm-up ones)."""
-    cfg, m, nic = rig.cfg, rig.m, rig.nic
-    n = len(trace)
-    total = cfg.warmup + cfg.loops
-    progress = _Progress(n * total, sys.stderr.isatty() if cfg.progress is None
-                         else cfg.progress)
-    start_time = t0 = time.perf_counter()
-    try:
-        for loop in range(total):
-            if loop == cfg.warmup:
-                t0 = time.perf_counter()
-            for start in range(0, n, rig.chunk):
-                nic.receive(trace, start, rig.chunk)
-                with m.on_cpu(rig.app_cpu, softirq=False):
-                    app.drain()
-                if timeline is not None:
-                    timeline.sample(rig, time.perf_counter() - start_time)
-                progress.update(loop * n + min(start + rig.chunk, n))
-            with m.on_cpu(rig.app_cpu, softirq=False):
-                app.end_pass()
-    finally:
-        progress.close()
-    return time.perf_counter() - t0
+def _replay(rig, app, trace, one, tick):
+    """The loops of one run: ``--warmup`` untimed, then ``--loops`` timed, each under its own
+    clock (its chunks, the application's drains, every socket closed at its end). The counters
+    are read when the first timed loop starts and after each timed loop ends, outside the
+    clocks, so a run cut short counts the loops it completed."""
+    cfg = rig.cfg
+    for _ in range(cfg.warmup):
+        _loop(rig, app, trace, tick)
+    one.start, _ = _snapshot(rig, app)
+    for _ in range(cfg.loops):
+        t0 = time.perf_counter()
+        _loop(rig, app, trace, tick)
+        one.loop_seconds.append(time.perf_counter() - t0)
+        one.end, one.pools = _snapshot(rig, app)
+
+
+def _loop(rig, app, trace, tick, timeline=None):
+    """The trace once: chunks through the NIC, the application's drain after each (and the
+    pools sampled, with a timeline), every socket closed at the end."""
+    m, nic, n = rig.m, rig.nic, len(trace)
+    for start in range(0, n, rig.chunk):
+        nic.receive(trace, start, rig.chunk)
+        with m.on_cpu(rig.app_cpu, softirq=False):
+            app.drain()
+        done = min(start + rig.chunk, n)
+        if timeline is not None:
+            timeline.sample(rig, done)
+        tick(done - start)
+    with m.on_cpu(rig.app_cpu, softirq=False):
+        app.end_pass()
+
+
+def _observe(rig, app, trace, tick, timeline):
+    """One loop more after the timed ones, neither timed nor counted, for the outputs: the
+    receiver keeps every byte it reads (``--dump-streams``) and ``timeline`` samples the pools
+    after each chunk (``--plot``), so no clock covers the copies or the sampling."""
+    app.rx.keep = rig.cfg.dump_streams is not None
+    _loop(rig, app, trace, tick, timeline)
+
+
+# --------------------------------------------------------------------------------------------
+# The counters of the timed loops.
+
+
+#: The receiver's counters the report shows (``devmem``, and ``bytes`` for the validation).
+_RECEIVER_COUNTERS = ("recvmsg-calls", "dmabuf-frags", "linear-frags", "tokens-returned",
+                     "dontneed-calls")
+#: What the report shows that is state at the end of the last counted timed loop, not a count.
+GAUGES = ("queues[].page-pool.inflight", "queues[].page-pool.inflight-mem",
+          "queues[].header-page-pool.inflight", "queues[].header-page-pool.inflight-mem")
+
+
+def _snapshot(rig, app):
+    """What the report counts, as it stands: ``(counters, pools)``. ``counters`` nests dicts
+    of ints, each a count since the machine started, so two snapshots subtract into what
+    happened between them (``_delta``); ``pools`` is page-pool-get of each pool of the NIC:
+    identity and the gauges ``inflight``, ``inflight-mem``."""
+    m, nic = rig.m, rig.nic
+    pools = [p for q in nic.rx_queues[:nic.real_num_rx_queues]
+             for p in (q.page_pool, q.header_pool) if p is not None]
+    rx = app.rx.counters
+    counters = {
+        "page-pool": {p.id: p.stats for p in pools},
+        "qstats": {r["queue-id"]: {k: r[k] for k, _ in netlink.QSTATS}
+                   for r in netlink.qstats_get(m, nic.ifindex, scope="queue")},
+        "qstats-device": {k: v for k, v in netlink.qstats_get(m, nic.ifindex)[0].items()
+                          if k != "ifindex"},
+        "device": nic.stats(),
+        "skb-drop-reasons": m.tcp.drop_reasons,
+        "tcp-mib": m.tcp.mib,
+        "iommu": m.iommu.stats,
+        "iommu-faults": len(m.iommu.faults),
+        "receiver": {k: rx[k] for k in ("bytes", *_RECEIVER_COUNTERS)},
+        "resets": app.resets(),
+    }
+    return counters, {p.id: netlink.page_pool_get(m, p.id) for p in pools}
+
+
+def _counted(runs):
+    """The timed loops' counters: each run's after its last completed timed loop minus those
+    when its first started, summed over the runs that completed one or more."""
+    return functools.reduce(_combine, (_delta(r.end, r.start) for r in runs if r.loop_seconds))
+
+
+def _delta(now, then):
+    """``now - then`` over nested dicts of counters (a key ``then`` lacks counts 0)."""
+    return _combine(now, then, -1)
+
+
+def _combine(a, b, sign=1):
+    """``a + sign * b`` over nested dicts of counters, over the keys of both."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        a, b = a or {}, b or {}
+        return {k: _combine(a.get(k), b.get(k), sign) for k in {**a, **b}}
+    return (a or 0) + sign * (b or 0)
+
+
+def _layout(rig):
+    """Each queue of the NIC: id, NAPI id, bound or not, and its pools' ids by role."""
+    nic = rig.nic
+    return [{"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.bind,
+             "pools": {role: pool.id for role, pool in (("page-pool", q.page_pool),
+                                                        ("header-page-pool", q.header_pool))
+                       if pool is not None}}
+            for q in nic.rx_queues[:nic.real_num_rx_queues]]
 
 
 # --------------------------------------------------------------------------------------------
 # The report.
 
 
-def _document(cfg, rig, trace, params, app, elapsed):
-    """Everything the run measured, as one JSON-able dict in the netdev family's names."""
-    m, nic = rig.m, rig.nic
-    frames = len(trace) * cfg.loops
-    nbytes = int(trace.lengths.sum(dtype=np.uint64)) * cfg.loops
-    payload = trace.payload_bytes * cfg.loops
-    stats = {s["info"]["id"]: s for s in netlink.page_pool_stats_get(m)}
-    per_queue = {r["queue-id"]: r for r in netlink.qstats_get(m, nic.ifindex, scope="queue")}
+TIME_FIGURES = ("seconds", "mpps", "gbps", "ns-per-frame")
+#: How the report prints each time figure: key, label, format.
+_TIME_ROWS = (("seconds", "seconds per run", ".4g"), ("mpps", "Mpps", ".3f"),
+             ("gbps", "Gbit/s payload", ".2f"), ("ns-per-frame", "ns per frame", ".1f"))
+
+
+def _figures(frames, payload, seconds):
+    """The time figures of ``frames`` frames carrying ``payload`` bytes in ``seconds``."""
+    return {"seconds": seconds,
+            "mpps": frames / seconds / 1e6 if seconds else 0.0,
+            "gbps": payload * 8 / seconds / 1e9 if seconds else 0.0,
+            "ns-per-frame": seconds * 1e9 / frames if frames else 0.0}
+
+
+def _timed(cfg, trace, runs):
+    """The ``replay`` section: frames and bytes of every counted timed loop; each run's time
+    figures and loop seconds; the median, min and max of each figure over the runs that
+    completed their loops (over the one cut short when none did)."""
+    n, nbytes = len(trace), int(trace.lengths.sum(dtype=np.uint64))
+    samples = []
+    for r in runs:
+        if not r.loop_seconds:
+            continue
+        loops = len(r.loop_seconds)
+        samples.append({"loops": loops, "frames": n * loops,
+                        **_figures(n * loops, trace.payload_bytes * loops, sum(r.loop_seconds)),
+                        "loop-seconds": r.loop_seconds})
+    loops = sum(s["loops"] for s in samples)
+    whole = _spread_of(samples, cfg.loops)
+    out = {"frames": n * loops, "bytes": nbytes * loops,
+           "payload-bytes": trace.payload_bytes * loops}
+    out.update({f: statistics.median(s[f] for s in whole) for f in TIME_FIGURES})
+    out["min"] = {f: min(s[f] for s in whole) for f in TIME_FIGURES}
+    out["max"] = {f: max(s[f] for s in whole) for f in TIME_FIGURES}
+    out["runs"] = samples
+    return out
+
+
+def _spread_of(samples, loops):
+    """The runs the time figures' median and spread are over: those that completed their
+    ``loops`` (the one cut short, when none did)."""
+    return [s for s in samples if s["loops"] == loops] or samples
+
+
+def _document(cfg, rig, trace, params, runs, counters, validation):
+    """Everything the runs measured, as one JSON-able dict in the netdev family's names. Every
+    counter is the timed loops' own (``counters``, see ``_counted()``); pool attributes
+    (``GAUGES``) are the last counted loop's state."""
+    counted = [r for r in runs if r.loop_seconds]
+    last = counted[-1]
     queues = []
     totals = dict.fromkeys(("cache", "ring", "released"), 0)
-    for q in nic.rx_queues[:nic.real_num_rx_queues]:
-        entry = {"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.bind,
-                 "qstats": {k: v for k, v in per_queue[q.idx].items()
-                            if k not in ("ifindex", "queue-type", "queue-id")}}
-        for role, pool in (("page-pool", q.page_pool), ("header-page-pool", q.header_pool)):
-            if pool is None:
-                continue
-            entry[role] = {**netlink.page_pool_get(m, pool.id), **stats[pool.id]}
-        split = dict(zip(totals, _recycle_split(q.page_pool.stats), strict=True))
+    for q in last.layout:
+        entry = {"id": q["id"], "napi-id": q["napi-id"], "bound": q["bound"],
+                 "qstats": counters["qstats"][q["id"]]}
+        for role, pid in q["pools"].items():
+            entry[role] = {**last.pools[pid], "info": {"id": pid, "ifindex": rig.nic.ifindex},
+                           **{k.replace("_", "-"): v
+                              for k, v in counters["page-pool"][pid].items()}}
+        split = dict(zip(totals, _recycle_split(counters["page-pool"][q["pools"]["page-pool"]]),
+                         strict=True))
         entry["recycle"] = split
         for k, v in split.items():
             totals[k] += v
         queues.append(entry)
-    qstats = netlink.qstats_get(m, nic.ifindex)[0]
-    dev = nic.stats()
-    validation = _validation(app)
+    qstats = {"ifindex": rig.nic.ifindex, **counters["qstats-device"]}
+    inflight = sum(r.inflight for r in runs)
+    leaks = [leak for r in runs for leak in r.leaks]
+    interrupted = any(r.interrupted for r in runs)
     return {
         "tool": "netmem-replay",
         "config": {
@@ -706,54 +925,136 @@ def _document(cfg, rig, trace, params, app, elapsed):
             "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
             "dmabuf-size": cfg.dmabuf_size if rig.prov.binds else None,
             "dmabuf-layout": cfg.dmabuf_layout if rig.prov.binds else None,
-            "loops": cfg.loops, "warmup": cfg.warmup, "chunk": rig.chunk, "seed": cfg.seed,
-            "pcap": cfg.pcap,
+            "loops": cfg.loops, "warmup": cfg.warmup, "runs": cfg.runs, "chunk": rig.chunk,
+            "seed": cfg.seed, "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
         },
-        "trace": {"frames": len(trace), "bytes": nbytes // cfg.loops,
+        "environment": _environment(),
+        "trace": {"frames": len(trace), "bytes": int(trace.lengths.sum(dtype=np.uint64)),
                   "payload-bytes": trace.payload_bytes, "skipped": dict(trace.skipped)},
-        "replay": {
-            "frames": frames, "bytes": nbytes, "payload-bytes": payload,
-            "seconds": elapsed,
-            "mpps": frames / elapsed / 1e6 if elapsed else 0.0,
-            "gbps": payload * 8 / elapsed / 1e9 if elapsed else 0.0,
-            "ns-per-frame": elapsed * 1e9 / frames if frames else 0.0,
-        },
+        "replay": _timed(cfg, trace, runs),
+        "counters": {"scope": "timed-loops", "runs": len(counted),
+                     "loops": sum(len(r.loop_seconds) for r in counted), "gauges": list(GAUGES)},
         "drops": {
-            "skb-drop-reasons": m.tcp.drop_reasons,
-            "device": {k.replace("_", "-"): v for k, v in dev.items() if v},
+            "skb-drop-reasons": {k: v for k, v in counters["skb-drop-reasons"].items() if v},
+            "device": {k.replace("_", "-"): v for k, v in counters["device"].items() if v},
             "queues": {k: qstats[k] for k in ("rx-alloc-fail", "rx-hw-drops",
                                               "rx-hw-drop-overruns") if qstats[k]},
         },
         "qstats": qstats,
         "queues": queues,
         "recycle": totals,
-        "tcp-mib": {k: v for k, v in m.tcp.mib.items() if v},
-        "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults), "stats": m.iommu.stats},
-        "devmem": app.devmem if rig.prov.binds else None,
+        "tcp-mib": {k: v for k, v in counters["tcp-mib"].items() if v},
+        "iommu": {"mode": cfg.iommu, "faults": counters["iommu-faults"],
+                  "stats": counters["iommu"]},
+        "devmem": ({k: counters["receiver"][k] for k in _RECEIVER_COUNTERS}
+                   if rig.prov.binds else None),
         "validation": validation,
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "inflight-after-teardown": inflight,
+        "leaks": leaks,
+        "interrupted": interrupted,
+        "exit-code": (EXIT_INTERRUPTED if interrupted else
+                      EXIT_FAILED if validation["result"] == "failed" or inflight or leaks
+                      else EXIT_OK),
     }
 
 
-def _validation(app):
-    """The verdict: failed (the first failures), skipped (nothing to check against), or ok."""
-    if app.nfail:
+def _validation(cfg, runs, pattern, expected, counters):
+    """The verdict over every loop of every run (warm-up and untimed ones too): failed (the
+    first failures), skipped (nothing to check against), or ok; ``bytes`` and ``resets``
+    count the timed loops, as every counter does."""
+    nbytes, resets = counters["receiver"]["bytes"], counters["resets"]
+    nfail = sum(r.nfail for r in runs)
+    failures = [f"run {i + 1}: {f}" if cfg.runs > 1 else f
+                for i, r in enumerate(runs) for f in r.failures][:10]
+    if nfail:
         result = "failed"
-        detail = "; ".join(app.failures) + (f"; and {app.nfail - len(app.failures)} more"
-                                            if app.nfail > len(app.failures) else "")
-    elif app.pattern is None and app.expected is None:
+        detail = "; ".join(failures) + (f"; and {nfail - len(failures)} more"
+                                        if nfail > len(failures) else "")
+    elif pattern is None and expected is None:
         result = "skipped"
         detail = ("skipped (no validation pattern: --validate N if the capture carries "
                   "ncdevmem's -v N)")
     else:
         result = "ok"
-        what = [f"ncdevmem -v {app.pattern} pattern"] if app.pattern else []
-        if app.expected is not None:
+        what = [f"ncdevmem -v {pattern} pattern"] if pattern else []
+        if expected is not None:
             what.append("every stream complete")
-        detail = f"ok: {app.bytes} bytes read, {' and '.join(what)}"
-    return {"result": result, "detail": detail, "pattern": app.pattern,
-            "bytes": app.bytes, "resets": app.resets}
+        detail = (f"ok: {nbytes} bytes read in the timed loops; {' and '.join(what)} in every "
+                  "loop")
+    return {"result": result, "detail": detail, "pattern": pattern,
+            "bytes": nbytes, "resets": resets}
+
+
+def _environment():
+    """What the times were measured with: they time this model on this CPU, not a kernel."""
+    try:
+        version = importlib.metadata.version("netmem")
+    except importlib.metadata.PackageNotFoundError:       # run from a tree never installed
+        version = None
+    return {"netmem": version, **_git(), "cpu-model": _cpu_model(),
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _git():
+    """``git-commit``: HEAD of the source tree when netmem runs from a git checkout, and
+    ``git-dirty``: whether tracked files differ from it; both None when it is no checkout or
+    git is missing or fails."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    unknown = {"git-commit": None, "git-dirty": None}
+    if not os.path.exists(os.path.join(root, ".git")):      # a directory, or a worktree's file
+        return unknown
+    git = ["git", "--no-optional-locks", "-C", root]
+    try:
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    return {"git-commit": head, "git-dirty": bool(status)}
+
+
+def _cpu_model():
+    """/proc/cpuinfo's first ``model name``; None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _report_counters(doc):
+    """Every count of a report by its place in the document (``queues[0].page-pool.alloc-fast``):
+    not the gauges, identities or settings; ``drops.queues`` is left out (qstats has it)."""
+    out = {}
+
+    def put(prefix, counts):
+        out.update((f"{prefix}.{k}", v) for k, v in counts.items())
+
+    put("qstats", {k: v for k, v in doc["qstats"].items() if k != "ifindex"})
+    for q in doc["queues"]:
+        put(f"queues[{q['id']}].qstats", q["qstats"])
+        for role in ("page-pool", "header-page-pool"):
+            if role in q:
+                put(f"queues[{q['id']}].{role}", {k: q[role][k] for k in _POOL_STATS})
+        put(f"queues[{q['id']}].recycle", q["recycle"])
+    put("recycle", doc["recycle"])
+    put("drops.skb-drop-reasons", doc["drops"]["skb-drop-reasons"])
+    put("drops.device", doc["drops"]["device"])
+    put("tcp-mib", doc["tcp-mib"])
+    out["iommu.faults"] = doc["iommu"]["faults"]
+    put("iommu.stats", doc["iommu"]["stats"])
+    put("devmem", doc["devmem"] or {})
+    put("validation", {k: doc["validation"][k] for k in ("bytes", "resets")})
+    return out
 
 
 def _stream_files(trace, streams):
@@ -801,27 +1102,28 @@ class Report:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def write_plot(self, path):
-        """Over replay time, per queue: its payload pool's occupancy (alloc cache, ptr_ring,
-        buffers out of the pool) and where each interval's recycled buffers went."""
+        """Over the frames of the untimed loop after the timed ones (``_observe()``), per
+        queue: its payload pool's occupancy (alloc cache, ptr_ring, buffers out of the pool)
+        and where each chunk's recycled buffers went."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        t, data = self.timeline.arrays()
+        frames, data = self.timeline.arrays()
         nq = len(self.timeline.queues)
         fig, axes = plt.subplots(2, nq, figsize=(4 * nq + 1, 6), squeeze=False, sharex=True)
         for i, q in enumerate(self.timeline.queues):
             top, bottom = axes[0, i], axes[1, i]
             for f, label in (("cache", "alloc cache"), ("ring", "ptr_ring"),
                              ("out", "in flight (device, stack, app)")):
-                top.plot(t, data[f][:, i], label=label)
+                top.plot(frames, data[f][:, i], label=label)
             top.set_title(f"queue {q}: payload pool")
             top.set_ylabel("buffers")
             steps = [np.diff(data[f][:, i], prepend=0) for f in
                      ("recycle-cache", "recycle-ring", "released")]
-            bottom.stackplot(t, *steps, labels=("direct (cache)", "ring", "released"))
+            bottom.stackplot(frames, *steps, labels=("direct (cache)", "ring", "released"))
             bottom.set_ylabel("recycled per chunk")
-            bottom.set_xlabel("replay time (s)")
+            bottom.set_xlabel("frames received (one untimed loop)")
         axes[0, 0].legend(fontsize="small")
         axes[1, 0].legend(fontsize="small")
         fig.tight_layout()
@@ -833,7 +1135,7 @@ class Report:
     def format_table(self):
         """The report as text, the form ``netmem-replay`` prints."""
         d = self.doc
-        c, r, tr = d["config"], d["replay"], d["trace"]
+        c, tr = d["config"], d["trace"]
         lines = []
         bound = f", bound {','.join(map(str, c['bind-queues']))}" if c["bind-queues"] else ""
         lines.append(f"netmem-replay: {c['provider']} provider, eth1 with {c['queues']} "
@@ -846,12 +1148,7 @@ class Report:
         skipped = {k: v for k, v in tr["skipped"].items() if v}
         lines.append("frames skipped: " + (", ".join(f"{v} {k}" for k, v in skipped.items())
                                            if skipped else "none"))
-        lines.append("")
-        rows = [("loops", c["loops"]), ("frames", r["frames"]), ("bytes", r["bytes"]),
-                ("payload bytes", r["payload-bytes"]), ("seconds", f"{r['seconds']:.3f}"),
-                ("Mpps", f"{r['mpps']:.3f}"), ("Gbit/s payload", f"{r['gbps']:.2f}"),
-                ("ns per frame", f"{r['ns-per-frame']:.1f}")]
-        lines += [f"  {k:<28}{v:>16}" for k, v in rows]
+        lines += self._timed_table()
         lines.append("")
         drops = [(k, v) for group in d["drops"].values() for k, v in group.items()]
         lines.append("drops (skb drop reasons, device, qstats):" + ("" if drops else " none"))
@@ -869,6 +1166,35 @@ class Report:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
         lines.append(f"validation: {d['validation']['detail']}")
         return "\n".join(lines)
+
+    def _timed_table(self):
+        d = self.doc
+        c, r, n = d["config"], d["replay"], d["counters"]
+        e = d["environment"]
+        out = []
+        if d["interrupted"]:
+            out.append(f"INTERRUPTED (Ctrl-C): the report covers the {n['loops']} timed "
+                       f"loop(s) completed, of {c['runs'] * c['loops']}")
+        out.append(f"timed: {c['runs']} run(s), each on a fresh machine: {c['warmup']} "
+                   f"warm-up loop(s), untimed, then {c['loops']} timed")
+        git = (f", git {e['git-commit'][:12]}{' (modified)' if e['git-dirty'] else ''}"
+               if e["git-commit"] else "")
+        cpus = ",".join(map(str, e["cpus"])) if e["cpus"] is not None else "?"
+        out.append(f"measured: netmem {e['netmem']}{git}, Python {e['python']}, numpy "
+                   f"{e['numpy']}, {e['cpu-model'] or 'CPU model unknown'}, CPU(s) {cpus}: "
+                   "the times are this model's on this CPU, not a kernel's")
+        out.append("")
+        out += [f"  {k:<28}{v:>16}" for k, v in (
+            ("frames (timed loops)", r["frames"]), ("bytes", r["bytes"]),
+            ("payload bytes", r["payload-bytes"]))]
+        whole = len(_spread_of(r["runs"], c["loops"]))
+        out.append(f"  {'':<28}{'median':>16}  [min-max] of {whole} run(s)")
+        for f, label, fmt in _TIME_ROWS:
+            out.append(f"  {label:<28}{r[f]:>16{fmt}}  [{r['min'][f]:{fmt}}-{r['max'][f]:{fmt}}]")
+        out.append("")
+        out.append(f"counters: the timed loops' own ({n['loops']} loop(s), warm-up and untimed "
+                   "loops not counted); inflight, inflight-mem: at the end of the last")
+        return out
 
     def _pool_table(self):
         queues = self.doc["queues"]
@@ -933,15 +1259,24 @@ _POOL = {
 _SPLIT = {"type": "object", "required": ["cache", "ring", "released"],
           "additionalProperties": False, "properties": dict.fromkeys(("cache", "ring",
                                                                        "released"), _COUNT)}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+_TIMES = {"type": "object", "required": list(TIME_FIGURES),
+          "properties": dict.fromkeys(TIME_FIGURES, _NUMBER)}
+_RUN = {"type": "object", "required": ["loops", "frames", *TIME_FIGURES, "loop-seconds"],
+        "properties": {"loops": {"type": "integer", "minimum": 1}, "frames": _COUNT,
+                       **_TIMES["properties"],
+                       "loop-seconds": {"type": "array", "minItems": 1, "items": _NUMBER}}}
 #: The JSON Schema (2020-12) of the ``--json`` document. Stats carry the netdev netlink
-#: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``).
+#: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``);
+#: every count is the timed loops' own (``counters.scope``), ``counters.gauges`` names what is
+#: state instead; ``replay`` holds each run's time figures and their median, min and max.
 REPORT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "netmem-replay report",
     "type": "object",
-    "required": ["tool", "config", "trace", "replay", "drops", "qstats", "queues", "recycle",
-                 "tcp-mib", "iommu", "devmem", "validation", "max-rss",
-                 "inflight-after-teardown", "leaks", "exit-code"],
+    "required": ["tool", "config", "environment", "trace", "replay", "counters", "drops",
+                 "qstats", "queues", "recycle", "tcp-mib", "iommu", "devmem", "validation",
+                 "max-rss", "inflight-after-teardown", "leaks", "interrupted", "exit-code"],
     "additionalProperties": False,
     "properties": {
         "tool": {"const": "netmem-replay"},
@@ -949,7 +1284,7 @@ REPORT_SCHEMA = {
             "type": "object",
             "required": ["provider", "queues", "bind-queues", "header-split", "mtu", "iommu",
                          "app-cpu", "pool-size", "dmabuf-size", "dmabuf-layout", "loops",
-                         "warmup", "chunk", "seed", "pcap", "workload"],
+                         "warmup", "runs", "chunk", "seed", "pcap", "workload"],
             "properties": {
                 "provider": {"enum": list(PROVIDERS)},
                 "queues": {"type": "integer", "minimum": 1, "maximum": MAX_QUEUES},
@@ -963,6 +1298,7 @@ REPORT_SCHEMA = {
                 "dmabuf-layout": {"enum": ["contiguous", "pages", "random", None]},
                 "loops": {"type": "integer", "minimum": 1},
                 "warmup": _COUNT,
+                "runs": {"type": "integer", "minimum": 1},
                 "chunk": {"type": "integer", "minimum": 1},
                 "seed": _COUNT,
                 "pcap": {"type": ["string", "null"]},
@@ -972,12 +1308,27 @@ REPORT_SCHEMA = {
         "trace": {"type": "object", "required": ["frames", "bytes", "payload-bytes", "skipped"],
                   "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
                                  "skipped": _COUNTS}},
+        "environment": {
+            "type": "object",
+            "required": ["netmem", "git-commit", "git-dirty", "cpu-model", "cpus", "python",
+                         "numpy"],
+            "properties": {"netmem": _STRING_OR_NULL, "git-commit": _STRING_OR_NULL,
+                           "git-dirty": {"type": ["boolean", "null"]},
+                           "cpu-model": _STRING_OR_NULL,
+                           "cpus": {"type": ["array", "null"], "items": _COUNT},
+                           "python": {"type": "string"}, "numpy": {"type": "string"}}},
         "replay": {"type": "object",
-                   "required": ["frames", "bytes", "payload-bytes", "seconds", "mpps", "gbps",
-                                "ns-per-frame"],
+                   "required": ["frames", "bytes", "payload-bytes", *TIME_FIGURES, "min", "max",
+                                "runs"],
                    "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
-                                  "seconds": _NUMBER, "mpps": _NUMBER, "gbps": _NUMBER,
-                                  "ns-per-frame": _NUMBER}},
+                                  **_TIMES["properties"], "min": _TIMES, "max": _TIMES,
+                                  "runs": {"type": "array", "minItems": 1, "items": _RUN}}},
+        "counters": {"type": "object", "required": ["scope", "runs", "loops", "gauges"],
+                     "additionalProperties": False,
+                     "properties": {"scope": {"const": "timed-loops"},
+                                    "runs": {"type": "integer", "minimum": 1},
+                                    "loops": {"type": "integer", "minimum": 1},
+                                    "gauges": {"type": "array", "items": {"type": "string"}}}},
         "drops": {"type": "object", "required": ["skb-drop-reasons", "device", "queues"],
                   "additionalProperties": _COUNTS},
         "qstats": {"type": "object", "required": ["ifindex", *(k for k, _ in netlink.QSTATS)],
@@ -1004,7 +1355,8 @@ REPORT_SCHEMA = {
         "max-rss": _COUNT,
         "inflight-after-teardown": _COUNT,
         "leaks": {"type": "array", "items": {"type": "string"}},
-        "exit-code": {"enum": [EXIT_OK, EXIT_FAILED]},
+        "interrupted": {"type": "boolean"},
+        "exit-code": {"enum": [EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED]},
     },
 }
 
@@ -1054,6 +1406,11 @@ def _parser():
     ap.add_argument("--loops", type=int, default=d.loops, help="replay the trace K times")
     ap.add_argument("--warmup", type=int, default=d.warmup, metavar="K",
                     help="replay it K times more first, untimed (default %(default)s)")
+    ap.add_argument("--runs", type=int, default=d.runs, metavar="N",
+                    help="repeat the run N times, each on a fresh machine with its own "
+                         "warm-up: the time figures are the median, min and max over the "
+                         "runs, the counters the sum of every run's timed loops (default "
+                         "%(default)s)")
     ap.add_argument("--chunk", type=int, default=d.chunk,
                     help="frames per receive before the application drains (%(default)s)")
     ap.add_argument("--connections", type=int, help="built-in workload: connections (64)")
@@ -1075,27 +1432,45 @@ def _parser():
 
 def main(argv=None):
     """``netmem-replay``: returns the exit code (0 ok, 1 validation failed or buffers lost,
-    2 bad input)."""
+    2 bad input, 130 interrupted)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:            # argparse printed its message
         return e.code
-    cfg = Config(**vars(args))
     try:
+        cfg = Config(**vars(args))
         _check_config(cfg)
         _check_outputs(cfg)
         report = run(cfg)
     except BadInput as e:
         print(f"netmem-replay: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("netmem-replay: interrupted before a timed loop completed: nothing to report",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(report.format_table())
+    _write_outputs(cfg, report)
+    return report.exit_code
+
+
+def _write_outputs(cfg, report):
+    """The outputs ``cfg`` asks for; after Ctrl-C, those whose untimed loop did not complete
+    are named on stderr instead."""
     if cfg.dump_streams is not None:
-        report.write_streams(cfg.dump_streams)
+        if report.streams is None:
+            print(f"netmem-replay: interrupted before the stream files' loop: "
+                  f"--dump-streams {cfg.dump_streams} not written", file=sys.stderr)
+        else:
+            report.write_streams(cfg.dump_streams)
     if cfg.json is not None:
         report.write_json(cfg.json)
     if cfg.plot is not None:
-        report.write_plot(cfg.plot)
-    return report.exit_code
+        if report.timeline is None:
+            print(f"netmem-replay: interrupted before the timeline's loop: --plot {cfg.plot} "
+                  "not written", file=sys.stderr)
+        else:
+            report.write_plot(cfg.plot)
 
 
 if __name__ == "__main__":

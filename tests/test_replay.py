@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import threading
+import typing
 
 import jsonschema
 import pytest
@@ -341,3 +342,193 @@ def test_a_provider_not_built_is_bad_input(capsys, monkeypatch):
     monkeypatch.setitem(replay.PROVIDERS, "dmabuf", gone)
     assert main(["--provider", "dmabuf", *SMALL]) == 2
     assert "netmem.providers.nothing is not installed" in capsys.readouterr().err
+
+
+# ---- the figures: counters of the timed loops, runs, nothing extra in the clock ------------------
+
+TINY = ["--connections", "4", "--payload", "64KiB"]
+# Counters that legitimately differ between a timed loop after warm-up loops and the first loop
+# of a machine, because state carries from loop to loop: a cold pool's cache and ring are empty,
+# so its first loop allocates on the slow path (alloc-slow, alloc-empty, and for a provider its
+# alloc_netmems() in place of alloc-fast) and maps fresh pages (IOMMU maps, IOTLB syncs, IOVA
+# rcache hits); and the frees a loop defers to the NAPI CPU at its end (the sockets it closes)
+# (or, with the application on the NAPI CPU, the frees still in flight at its end) are
+# recycled in the next loop, so a warm loop recycles more, into the cache or the ring.
+WARM_STATE = {"page-pool.alloc-fast", "page-pool.alloc-slow", "page-pool.alloc-empty",
+              "page-pool.recycle-cached", "page-pool.recycle-ring",
+              "header-page-pool.alloc-fast", "header-page-pool.alloc-slow",
+              "header-page-pool.alloc-empty", "header-page-pool.recycle-cached",
+              "recycle.cache", "recycle.ring",
+              "iommu.stats.maps", "iommu.stats.iotlb_syncs", "iommu.stats.rcache_hits"}
+
+
+def warm_state(name):
+    return name.split("].", 1)[-1] in WARM_STATE
+
+
+def counters_of(doc):
+    return replay._report_counters(doc)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--provider", "host"],
+    ["--provider", "host", "--app-cpu", "same", "--chunk", "64"],
+    pytest.param(["--provider", "dmabuf", "--queues", "3", "--iommu", "dma-iommu",
+                  "--dmabuf-size", "32MiB"], marks=DEVMEM[0].marks),
+], ids=["host", "host_same_cpu", "dmabuf_iommu"])
+def test_warmup_loops_are_not_counted(tmp_path, extra):
+    """``--warmup 3 --loops 1`` counts what ``--warmup 0 --loops 1`` counts: exactly, but for
+    the counters of state carried across loops (WARM_STATE), and those match in total."""
+    _, cold = replay_json(tmp_path, *TINY, *extra, "--warmup", "0")
+    _, warm = replay_json(tmp_path, *TINY, *extra, "--warmup", "3")
+    for doc in (cold, warm):
+        assert_clean(doc)
+        assert doc["counters"] == {"scope": "timed-loops", "runs": 1, "loops": 1,
+                                   "gauges": list(replay.GAUGES)}
+    a, b = counters_of(cold), counters_of(warm)
+    assert a.keys() == b.keys()
+    differ = {k for k in a if a[k] != b[k]}
+    assert all(warm_state(k) for k in differ), sorted(differ)
+    same = {k: a[k] for k in a if not warm_state(k)}
+    assert same == {k: b[k] for k in b if not warm_state(k)}
+    assert same["qstats.rx-packets"] == cold["trace"]["frames"]
+    assert same["validation.bytes"] == 8 * 64 * 1024 // 2
+    # a warm loop serves every allocation from the cache: none on the slow path
+    pools = [q[r] for q in warm["queues"] for r in ("page-pool", "header-page-pool") if r in q]
+    assert all(p["alloc-slow"] == 0 for p in pools)
+
+
+def test_runs_repeat_on_fresh_machines(tmp_path, capsys):
+    """``--runs 3``: three samples of every time figure, their median, min and max; the
+    counters are the three runs' sum, three times one run's (each run a fresh machine)."""
+    _, one = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "1", "--warmup", "1")
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--runs", "3", "--loops", "1",
+                            "--warmup", "1")
+    assert code == 0
+    assert_clean(doc)
+    r = doc["replay"]
+    assert len(r["runs"]) == 3 and doc["counters"]["runs"] == 3
+    assert [len(s["loop-seconds"]) for s in r["runs"]] == [1, 1, 1]
+    for f in replay.TIME_FIGURES:
+        values = sorted(s[f] for s in r["runs"])
+        assert (r["min"][f], r[f], r["max"][f]) == (values[0], values[1], values[2])
+    for s in r["runs"]:
+        assert s["seconds"] == sum(s["loop-seconds"])
+        assert s["ns-per-frame"] == pytest.approx(s["seconds"] * 1e9 / s["frames"])
+    assert r["frames"] == 3 * doc["trace"]["frames"]
+    a = counters_of(one)
+    assert counters_of(doc) == {k: 3 * v for k, v in a.items()}
+    out = capsys.readouterr().out
+    assert "[min-max] of 3 run(s)" in out and "not a kernel's" in out
+
+
+def test_the_report_names_what_it_was_measured_with(tmp_path, monkeypatch):
+    from importlib.metadata import version
+    _, doc = replay_json(tmp_path, "--provider", "host", *TINY)
+    e = doc["environment"]
+    assert e["netmem"] == version("netmem")
+    assert e["cpus"] == sorted(os.sched_getaffinity(0))
+    assert e["python"] == sys.version.split()[0]
+    checkout = os.path.exists(os.path.join(os.path.dirname(replay.__file__), "..", ".git"))
+    assert (e["git-commit"] is not None) == checkout
+    if checkout:
+        assert len(e["git-commit"]) == 40 and isinstance(e["git-dirty"], bool)
+    monkeypatch.setenv("PATH", str(tmp_path))           # no git: no commit, no failure
+    assert replay._git() == {"git-commit": None, "git-dirty": None}
+
+
+class KeepRecorder(replay.Receiver):
+    """A Receiver that records, at each close_all() (the end of a loop), whether it kept the
+    bytes it read in that loop."""
+
+    log: typing.ClassVar[list] = []
+
+    def close_all(self):
+        KeepRecorder.log.append(self.keep)
+        return super().close_all()
+
+
+def test_outputs_are_made_in_an_untimed_loop_after_the_timed_ones(tmp_path, monkeypatch):
+    """--dump-streams' copies and --plot's samples happen in one loop more, after the timed
+    loops, which counts nothing: the counters are those of a run without outputs."""
+    pytest.importorskip("matplotlib")
+    KeepRecorder.log = []
+    monkeypatch.setattr(replay, "Receiver", KeepRecorder)
+    argv = ["--provider", "host", *TINY, "--warmup", "1", "--loops", "2", "--chunk", "64"]
+    _, plain = replay_json(tmp_path, *argv)
+    assert KeepRecorder.log == [False] * 3
+    KeepRecorder.log = []
+    code, doc = replay_json(tmp_path, *argv, "--dump-streams", str(tmp_path / "d"),
+                            "--plot", str(tmp_path / "p.png"))
+    assert code == 0
+    assert KeepRecorder.log == [False, False, False, True]     # warm-up, 2 timed, the kept one
+    assert len(doc["replay"]["runs"][0]["loop-seconds"]) == 2
+    assert counters_of(doc) == counters_of(plain)
+    assert len(os.listdir(tmp_path / "d")) == 8 and (tmp_path / "p.png").exists()
+
+
+def test_the_timeline_samples_one_untimed_loop():
+    r = run(Config(provider="host", connections=4, payload=64 << 10, chunk=64, loops=2,
+                   plot="unused.png"))
+    frames, data = r.timeline.arrays()
+    n = r.doc["trace"]["frames"]
+    assert frames.tolist() == [min(k, n) for k in range(64, n + 64, 64)]
+    assert data["cache"].shape == (len(frames), 2)
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------
+
+def interrupt_at(monkeypatch, call):
+    """KeyboardInterrupt right after the ``call``-th NetDevice.receive() (1-based) returns,
+    as a Ctrl-C that lands when the C receive path hands back to Python."""
+    calls = [0]
+    receive = replay.NetDevice.receive
+
+    def wrapped(self, *a, **kw):
+        out = receive(self, *a, **kw)
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(replay.NetDevice, "receive", wrapped)
+
+
+def test_ctrl_c_reports_the_loops_completed(tmp_path, monkeypatch, capsys):
+    """Cut in the second timed loop (its frames received, not read): the report covers the
+    first one, counts what a one-loop run counts, says it was interrupted; exit code 130."""
+    _, one = replay_json(tmp_path, "--provider", "host", *TINY, "--warmup", "1")
+    capsys.readouterr()
+    interrupt_at(monkeypatch, 3)                 # one receive per loop: warm-up, timed, timed
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--warmup", "1", "--loops",
+                            "3", "--dump-streams", str(tmp_path / "d"))
+    assert code == 130 and doc["exit-code"] == 130 and doc["interrupted"] is True
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
+    assert doc["counters"]["loops"] == 1 and len(doc["replay"]["runs"][0]["loop-seconds"]) == 1
+    assert counters_of(doc) == counters_of(one)
+    assert doc["validation"]["result"] == "ok"
+    out, err = capsys.readouterr()
+    assert "INTERRUPTED (Ctrl-C): the report covers the 1 timed loop(s) completed, of 3" in out
+    assert "--dump-streams" in err and not (tmp_path / "d").exists()
+
+
+def test_ctrl_c_in_a_later_run_keeps_the_runs_completed(tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 4)                 # run 2's second loop
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2", "--runs", "3")
+    assert code == 130
+    assert [len(s["loop-seconds"]) for s in doc["replay"]["runs"]] == [2, 1]
+    # the median and spread are over the runs that completed their loops
+    whole = doc["replay"]["runs"][0]
+    assert doc["replay"]["seconds"] == doc["replay"]["min"]["seconds"] == whole["seconds"]
+    assert doc["counters"] == {"scope": "timed-loops", "runs": 2, "loops": 3,
+                               "gauges": list(replay.GAUGES)}
+    assert doc["qstats"]["rx-packets"] == doc["replay"]["frames"] == 3 * doc["trace"]["frames"]
+
+
+def test_ctrl_c_before_a_timed_loop_reports_nothing(tmp_path, monkeypatch, capsys):
+    interrupt_at(monkeypatch, 1)
+    code = main(["--provider", "host", *TINY, "--warmup", "1", "--json", str(tmp_path / "r")])
+    assert code == 130
+    assert "nothing to report" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
