@@ -33,7 +33,8 @@ Mpps, Gbit/s of payload, ns per frame) are each run's, reported as the median, m
 the runs with every run's loop seconds; they time this model on this CPU, not a kernel. No clock
 covers output work: ``--dump-streams`` keeps its bytes, and ``--plot`` samples the pools, in one
 loop more after the timed loops of the first run, which counts nothing. Ctrl-C prints the report
-of the timed loops completed, marked interrupted.
+of the timed loops completed, marked interrupted. ``--compare A.json B.json ...`` replays nothing
+and prints reports side by side (``Comparison``).
 
 Stream files (``--dump-streams DIR``): for every TCP stream of the trace, ``stream-N-node0.bin``
 and ``stream-N-node1.bin`` hold the bytes node 0 and node 1 sent, as the receiving socket
@@ -54,11 +55,13 @@ tokens not freed); 2 for bad input (a message on stderr names it, nothing is wri
 when interrupted (Ctrl-C).
 """
 import argparse
+import csv
 import dataclasses
 import errno
 import functools
 import importlib.metadata
 import importlib.util
+import io
 import ipaddress
 import json
 import os
@@ -83,7 +86,7 @@ from netmem.pci import PAGE_OFFSET
 from netmem.tcp import Receiver
 
 __all__ = ["DEFAULT_WORKLOAD", "GAUGES", "PROVIDERS", "REPORT_SCHEMA", "TIME_FIGURES", "BadInput",
-           "Config", "Report", "main", "run"]
+           "Comparison", "Config", "Report", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED = 130          # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
@@ -118,9 +121,10 @@ class BadInput(NetmemError):
 
 @dataclasses.dataclass
 class Config:
-    """What ``run()`` does; the command-line options one for one (``None``: the default that
-    depends on other options). ``runs`` repeats the timed part, each time on a fresh machine
-    after its own ``warmup`` loops. ``connections``/``payload`` shape the built-in workload;
+    """What ``run()`` does; the command-line options one for one but ``--compare`` and
+    ``--csv``, which compare reports instead (``None``: the default that depends on other
+    options). ``runs`` repeats the timed part, each time on a fresh machine after its own
+    ``warmup`` loops. ``connections``/``payload`` shape the built-in workload;
     ``validate`` is its ncdevmem pattern (``DEFAULT_WORKLOAD``'s unless given; 0: random
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
@@ -232,16 +236,8 @@ def _provider_chunk(cfg, nbind):
 def _check_outputs(cfg):
     """Every output must be writable before the run starts: nothing is written on bad input."""
     for opt, path in (("--json", cfg.json), ("--plot", cfg.plot)):
-        if path is None:
-            continue
-        parent = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise BadInput(f"{opt} {path}: is a directory", errno.EISDIR)
-        if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
-            if not os.access(path, os.W_OK):
-                raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
-        elif not os.path.isdir(parent) or not os.access(parent, os.W_OK):
-            raise BadInput(f"{opt} {path}: cannot write in {parent}", errno.ENOENT)
+        if path is not None:
+            _check_output(opt, path)
     if cfg.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise BadInput("--plot needs matplotlib (pip install 'netmem[plot]')", errno.ENOENT)
     if cfg.dump_streams is not None:
@@ -251,6 +247,18 @@ def _check_outputs(cfg):
             raise BadInput(f"--dump-streams {d}: exists and is not a directory", errno.ENOTDIR)
         if not os.path.isdir(parent) or not os.access(parent, os.W_OK):
             raise BadInput(f"--dump-streams {d}: cannot write in {parent}", errno.ENOENT)
+
+
+def _check_output(opt, path):
+    """``path`` of option ``opt`` can be written (BadInput otherwise)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise BadInput(f"{opt} {path}: is a directory", errno.EISDIR)
+    if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
+    elif not os.path.isdir(parent) or not os.access(parent, os.W_OK):
+        raise BadInput(f"{opt} {path}: cannot write in {parent}", errno.ENOENT)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1362,6 +1370,182 @@ REPORT_SCHEMA = {
 
 
 # --------------------------------------------------------------------------------------------
+# Comparing reports.
+
+
+def _load_report(path):
+    """The ``--json`` report at ``path``, checked against ``REPORT_SCHEMA`` (BadInput naming
+    the file and the check that failed)."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise BadInput("--compare needs jsonschema to check the reports (pip install "
+                       "'netmem[compare]')", errno.ENOENT) from None
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise BadInput(f"--compare {path}: {e.strerror}", e.errno) from None
+    except ValueError as e:                 # not JSON, or not UTF-8
+        raise BadInput(f"--compare {path}: not JSON ({e})") from None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(REPORT_SCHEMA).iter_errors(doc))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "the top level"
+        msg = " ".join(error.message.split())
+        raise BadInput(f"--compare {path}: not a netmem-replay report (REPORT_SCHEMA, at "
+                       f"{where}: {msg[:120]}{'...' if len(msg) > 120 else ''})")
+    return doc
+
+
+def _change(value, base):
+    """``delta`` and ``delta-percent`` of ``value`` from ``base`` (None where undefined)."""
+    if value is None or base is None:
+        return {"delta": None, "delta-percent": None}
+    return {"delta": value - base, "delta-percent": 100 * (value - base) / base if base else None}
+
+
+def _beyond(doc, base, f):
+    """Whether figure ``f`` of ``doc`` and ``base`` differ by more than their spread (the
+    [min, max] ranges do not overlap); None when either has fewer than two runs."""
+    if min(len(_spread_of(d["replay"]["runs"], d["config"]["loops"])) for d in (doc, base)) < 2:
+        return None
+    a, b = doc["replay"], base["replay"]
+    return a["max"][f] < b["min"][f] or a["min"][f] > b["max"][f]
+
+
+def _describe_report(doc):
+    c, e = doc["config"], doc["environment"]
+    w = c["workload"]
+    src = c["pcap"] or f"workload {w['connections']} x {w['payload']} bytes, seed {w['seed']}"
+    git = f" git {e['git-commit'][:12]}{'+' if e['git-dirty'] else ''}" if e["git-commit"] else ""
+    return (f"{c['provider']}, {c['queues']} queue(s), header split "
+            f"{'on' if c['header-split'] else 'off'}, MTU {c['mtu']}, iommu {c['iommu']}, "
+            f"app-cpu {c['app-cpu']}; {src}; {len(doc['replay']['runs'])} run(s) of "
+            f"{c['loops']} loop(s) after {c['warmup']} warm-up; netmem {e['netmem']}{git}, "
+            f"{e['cpu-model'] or 'CPU model unknown'}"
+            + ("; INTERRUPTED" if doc["interrupted"] else ""))
+
+
+def _columns(rows):
+    """Rows of cells as aligned lines: the first column to the left, the others right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+            for r in rows]
+
+
+class Comparison:
+    """``--json`` reports side by side, the first the baseline. ``rows``: one per figure and
+    report (``figure``, ``unit``, ``file``, ``value``, ``min``, ``max``, ``delta``,
+    ``delta-percent``, ``beyond-spread``): each time figure as its median with min and max over
+    the report's runs, beyond the spread when its range and the baseline's do not overlap
+    (None with fewer than two runs: no spread); each counter per 1,000 frames of the timed
+    loops (counters zero in every report left out)."""
+
+    CSV_FIELDS = ("figure", "unit", "file", "value", "min", "max", "delta", "delta-percent",
+                  "beyond-spread")
+
+    def __init__(self, paths, docs):
+        self.paths = list(paths)
+        self.docs = docs
+        self.rows = self._time_rows() + self._counter_rows()
+
+    def _time_rows(self):
+        base = self.docs[0]
+        rows = []
+        for f, label, _ in _TIME_ROWS:
+            for i, (path, doc) in enumerate(zip(self.paths, self.docs, strict=True)):
+                r = doc["replay"]
+                rows.append({"figure": f"replay.{f}", "unit": label, "file": path,
+                             "value": r[f], "min": r["min"][f], "max": r["max"][f],
+                             **_change(r[f] if i else None, base["replay"][f]),
+                             "beyond-spread": _beyond(doc, base, f) if i else None})
+        return rows
+
+    def _counter_rows(self):
+        flat = [_report_counters(d) for d in self.docs]
+        frames = [d["replay"]["frames"] for d in self.docs]
+        rows = []
+        for name in dict.fromkeys(k for f in flat for k in f):
+            if not any(f.get(name) for f in flat):
+                continue
+            values = [f.get(name, 0) * 1000 / n if n else None
+                      for f, n in zip(flat, frames, strict=True)]
+            rows += [{"figure": name, "unit": "per 1000 frames", "file": path, "value": v,
+                      "min": None, "max": None, **_change(v if i else None, values[0]),
+                      "beyond-spread": None}
+                     for i, (path, v) in enumerate(zip(self.paths, values, strict=True))]
+        return rows
+
+    def format_table(self):
+        """The comparison as text, the form ``netmem-replay --compare`` prints."""
+        names = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(self.docs))]
+        lines = [f"netmem-replay --compare: {len(self.docs)} reports, {names[0]} the baseline"]
+        lines += [f"  {n}  {p}: {_describe_report(d)}"
+                  for n, p, d in zip(names, self.paths, self.docs, strict=True)]
+        head = ["", names[0]] + [c for n in names[1:] for c in (n, f"{n} vs {names[0]}")]
+        k = len(self.docs)
+        lines += ["", ("time figures: median [min-max] over each report's runs; beyond: the "
+                       "ranges do not overlap (within: they do)")]
+        time = [self.rows[i:i + k] for i in range(0, len(_TIME_ROWS) * k, k)]
+        fmts = [fmt for _, _, fmt in _TIME_ROWS]
+        lines += _columns([head] + [_cells(group, _time_cell(fmt), _time_change)
+                                    for group, fmt in zip(time, fmts, strict=True)])
+        lines += ["", ("counters per 1,000 frames of the timed loops (zero in every report: "
+                       "left out):")]
+        rest = self.rows[len(_TIME_ROWS) * k:]
+        lines += _columns([head] + [_cells(rest[i:i + k], _count_cell, _count_change)
+                                    for i in range(0, len(rest), k)])
+        return "\n".join(lines)
+
+    def write_csv(self, path):
+        """The rows as CSV, one line per figure and report (empty fields for None)."""
+        out = io.StringIO()
+        w = csv.DictWriter(out, self.CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for row in self.rows:
+            b = row["beyond-spread"]
+            w.writerow({**{k: "" if v is None else v for k, v in row.items()},
+                        "beyond-spread": "" if b is None else ("yes" if b else "no")})
+        _write_atomic(path, lambda f: f.write(out.getvalue().encode()))
+
+
+def _cells(group, cell, change):
+    """One figure's text cells: its label, the baseline's value, then each other report's
+    value and its change from the baseline."""
+    out = [group[0]["figure"] if group[0]["unit"] == "per 1000 frames" else group[0]["unit"],
+           cell(group[0])]
+    for row in group[1:]:
+        out += [cell(row), change(row)]
+    return out
+
+
+def _time_cell(fmt):
+    return lambda r: f"{r['value']:{fmt}} [{r['min']:{fmt}}-{r['max']:{fmt}}]"
+
+
+def _time_change(r):
+    pct = "n/a" if r["delta-percent"] is None else f"{r['delta-percent']:+.1f}%"
+    spread = {None: "(1 run: no spread)", True: "beyond", False: "within"}
+    return f"{pct} {spread[r['beyond-spread']]}"
+
+
+def _count_cell(r):
+    return "-" if r["value"] is None else f"{r['value']:.2f}"
+
+
+def _count_change(r):
+    if r["delta"] is None:
+        return "-"
+    if not r["delta"]:
+        return "="
+    if r["delta-percent"] is None:
+        return f"{r['delta']:+.2f} (new)"
+    return f"{r['delta']:+.2f} ({r['delta-percent']:+.1f}%)"
+
+
+# --------------------------------------------------------------------------------------------
 # The command line.
 
 
@@ -1427,6 +1611,11 @@ def _parser():
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when it is a terminal)")
+    ap.add_argument("--compare", nargs="+", metavar="REPORT.json",
+                    help="replay nothing: print these --json reports side by side, the first "
+                         "the baseline (time figures as median [min-max], counters per 1,000 "
+                         "frames)")
+    ap.add_argument("--csv", metavar="FILE", help="with --compare: the comparison as CSV")
     return ap
 
 
@@ -1438,7 +1627,9 @@ def main(argv=None):
     except SystemExit as e:            # argparse printed its message
         return e.code
     try:
-        cfg = Config(**vars(args))
+        if args.compare is not None or args.csv is not None:
+            return _main_compare(args)
+        cfg = Config(**{k: v for k, v in vars(args).items() if k not in ("compare", "csv")})
         _check_config(cfg)
         _check_outputs(cfg)
         report = run(cfg)
@@ -1471,6 +1662,28 @@ def _write_outputs(cfg, report):
                   "not written", file=sys.stderr)
         else:
             report.write_plot(cfg.plot)
+
+
+def _main_compare(args):
+    """``--compare A.json B.json ...`` (and ``--csv FILE``): every file checked before
+    anything is printed or written."""
+    if args.compare is None:
+        raise BadInput("--csv: only with --compare")
+    defaults = vars(_parser().parse_args([]))
+    other = [k for k, v in vars(args).items() if k not in ("compare", "csv") and
+             v != defaults[k]]
+    if other:
+        raise BadInput(f"--compare: --{other[0].replace('_', '-')} is an option of a replay, "
+                       "not of a comparison")
+    if len(args.compare) < 2:
+        raise BadInput("--compare: give two reports or more (the first is the baseline)")
+    if args.csv is not None:
+        _check_output("--csv", args.csv)
+    cmp = Comparison(args.compare, [_load_report(p) for p in args.compare])
+    print(cmp.format_table())
+    if args.csv is not None:
+        cmp.write_csv(args.csv)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

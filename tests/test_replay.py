@@ -5,6 +5,7 @@ and bad input (exit code 2, a message naming the problem, nothing written).
 
 ``main()`` runs in-process for speed; one test runs the installed console script.
 """
+import csv
 import importlib.util
 import json
 import os
@@ -532,3 +533,85 @@ def test_ctrl_c_before_a_timed_loop_reports_nothing(tmp_path, monkeypatch, capsy
     assert code == 130
     assert "nothing to report" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+# ---- --compare ----------------------------------------------------------------------------------
+
+def two_reports(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, extra in ((a, []), (b, ["--app-cpu", "same"])):
+        assert main(["--provider", "host", *TINY, "--runs", "3", *extra, "--json", str(path)]) \
+            == 0
+    return a, b
+
+
+def test_compare_prints_side_by_side_and_writes_csv(tmp_path, capsys):
+    a, b = two_reports(tmp_path)
+    capsys.readouterr()
+    csv_path = tmp_path / "c.csv"
+    assert main(["--compare", str(a), str(b), "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"A  {a}: host, 2 queue(s)" in out and "app-cpu same" in out
+    assert "B vs A" in out and "qstats.rx-packets" in out
+    assert any(w in out for w in ("beyond", "within"))
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert set(rows[0]) == set(replay.Comparison.CSV_FIELDS)
+    by = {(r["figure"], r["file"]): r for r in rows}
+    docs = [json.loads(p.read_text()) for p in (a, b)]
+    for path, doc in zip((a, b), docs, strict=True):
+        assert float(by["qstats.rx-packets", str(path)]["value"]) == 1000.0
+        t = by["replay.mpps", str(path)]
+        assert (float(t["value"]), float(t["min"]), float(t["max"])) == (
+            doc["replay"]["mpps"], doc["replay"]["min"]["mpps"], doc["replay"]["max"]["mpps"])
+    cached = [d["recycle"]["cache"] * 1000 / d["replay"]["frames"] for d in docs]
+    row = by["recycle.cache", str(b)]
+    assert float(row["delta"]) == pytest.approx(cached[1] - cached[0])
+    assert by["replay.mpps", str(a)]["beyond-spread"] == ""
+    assert by["replay.mpps", str(b)]["beyond-spread"] in ("yes", "no")
+
+
+def test_compare_says_beyond_the_spread_only_when_ranges_do_not_overlap(tmp_path):
+    a, _ = two_reports(tmp_path)
+    base = json.loads(a.read_text())
+
+    def shifted(lo, hi, runs=3):
+        d = json.loads(a.read_text())
+        d["replay"]["runs"] = d["replay"]["runs"][:runs]
+        d["replay"]["min"]["mpps"], d["replay"]["max"]["mpps"] = lo, hi
+        return d
+
+    lo, hi = base["replay"]["min"]["mpps"], base["replay"]["max"]["mpps"]
+    assert replay._beyond(shifted(hi * 1.01, hi * 2), base, "mpps") is True
+    assert replay._beyond(shifted(0, lo * 0.99), base, "mpps") is True
+    assert replay._beyond(shifted(hi, hi * 2), base, "mpps") is False       # they touch
+    assert replay._beyond(shifted(hi * 2, hi * 3, runs=1), base, "mpps") is None
+
+
+def test_compare_bad_input_is_exit_code_2(tmp_path, capsys, monkeypatch):
+    a, _ = two_reports(tmp_path)
+    (tmp_path / "text.json").write_text("not json\n")
+    old = json.loads(a.read_text())
+    del old["counters"]                                 # a report counting the warm-up too
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    out = tmp_path / "out.csv"
+    cases = [
+        ([str(a), str(tmp_path / "none.json")], "none.json: No such file or directory"),
+        ([str(a), str(tmp_path / "text.json")], "text.json: not JSON"),
+        ([str(a), str(tmp_path / "old.json")],
+         ("not a netmem-replay report (REPORT_SCHEMA, at the top level: 'counters' is a "
+          "required property)")),
+        ([str(a)], "give two reports or more"),
+        ([str(a), str(a), "--loops", "3"], "--loops is an option of a replay"),
+        ([str(a), str(a), "--csv", str(tmp_path / "no" / "c.csv")], "--csv"),
+    ]
+    for argv, message in cases:
+        assert main(["--compare", *argv, "--csv", str(out)] if "--csv" not in argv
+                    else ["--compare", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
+    assert main(["--provider", "host", "--csv", str(out)]) == 2
+    assert "--csv: only with --compare" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "jsonschema", None)     # not installed
+    assert main(["--compare", str(a), str(a)]) == 2
+    assert "--compare needs jsonschema" in capsys.readouterr().err
