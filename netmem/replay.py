@@ -696,13 +696,11 @@ def run(cfg):
                             observe and i == 0)
             if runs[-1].interrupted:
                 break
-    except KeyboardInterrupt:
-        if not any(r.loop_seconds for r in runs):
-            raise
+    except KeyboardInterrupt:                   # outside the loops: setup, checks, teardown
         runs[-1].interrupted = True
     finally:
         progress.close()
-    if not any(r.loop_seconds for r in runs):
+    if not any(r.loop_seconds for r in runs):   # interrupted before a timed loop completed
         raise KeyboardInterrupt
     counters = _counted(runs)
     validation = _validation(cfg, runs, pattern, expected, counters)
@@ -731,8 +729,9 @@ def _run_once(cfg, prov, trace, pattern, expected, one, tick, observe):
         try:
             _replay(rig, app, trace, one, tick)
             if observe:
-                one.timeline = _Timeline(rig) if cfg.plot is not None else None
-                _observe(rig, app, trace, tick, one.timeline)
+                timeline = _Timeline(rig) if cfg.plot is not None else None
+                _observe(rig, app, trace, tick, timeline)
+                one.timeline = timeline
         except KeyboardInterrupt:
             one.interrupted = True
         app.check()
@@ -820,7 +819,8 @@ def _snapshot(rig, app):
         "receiver": {k: rx[k] for k in ("bytes", *_RECEIVER_COUNTERS)},
         "resets": app.resets(),
     }
-    return counters, {p.id: netlink.page_pool_get(m, p.id) for p in pools}
+    ids = {p.id for p in pools}
+    return counters, {p["id"]: p for p in netlink.page_pool_get(m) if p["id"] in ids}
 
 
 def _counted(runs):
@@ -1145,6 +1145,9 @@ class Report:
         d = self.doc
         c, tr = d["config"], d["trace"]
         lines = []
+        if d["interrupted"]:
+            lines.append(f"INTERRUPTED (Ctrl-C): the report covers the {d['counters']['loops']} "
+                         f"timed loop(s) completed, of {c['runs'] * c['loops']}")
         bound = f", bound {','.join(map(str, c['bind-queues']))}" if c["bind-queues"] else ""
         lines.append(f"netmem-replay: {c['provider']} provider, eth1 with {c['queues']} "
                      f"queue(s){bound}, header split {'on' if c['header-split'] else 'off'}, "
@@ -1177,31 +1180,26 @@ class Report:
 
     def _timed_table(self):
         d = self.doc
-        c, r, n = d["config"], d["replay"], d["counters"]
-        e = d["environment"]
-        out = []
-        if d["interrupted"]:
-            out.append(f"INTERRUPTED (Ctrl-C): the report covers the {n['loops']} timed "
-                       f"loop(s) completed, of {c['runs'] * c['loops']}")
-        out.append(f"timed: {c['runs']} run(s), each on a fresh machine: {c['warmup']} "
-                   f"warm-up loop(s), untimed, then {c['loops']} timed")
+        c, r, e = d["config"], d["replay"], d["environment"]
         git = (f", git {e['git-commit'][:12]}{' (modified)' if e['git-dirty'] else ''}"
                if e["git-commit"] else "")
         cpus = ",".join(map(str, e["cpus"])) if e["cpus"] is not None else "?"
-        out.append(f"measured: netmem {e['netmem']}{git}, Python {e['python']}, numpy "
-                   f"{e['numpy']}, {e['cpu-model'] or 'CPU model unknown'}, CPU(s) {cpus}: "
-                   "the times are this model's on this CPU, not a kernel's")
-        out.append("")
+        out = [(f"timed: {c['runs']} run(s), each on a fresh machine: {c['warmup']} warm-up "
+                f"loop(s), untimed, then {c['loops']} timed"),
+               (f"measured: netmem {e['netmem']}{git}, Python {e['python']}, numpy "
+                f"{e['numpy']}, {e['cpu-model'] or 'CPU model unknown'}, CPU(s) {cpus}: the "
+                "times are this model's on this CPU, not a kernel's"), ""]
         out += [f"  {k:<28}{v:>16}" for k, v in (
             ("frames (timed loops)", r["frames"]), ("bytes", r["bytes"]),
             ("payload bytes", r["payload-bytes"]))]
         whole = len(_spread_of(r["runs"], c["loops"]))
         out.append(f"  {'':<28}{'median':>16}  [min-max] of {whole} run(s)")
         for f, label, fmt in _TIME_ROWS:
-            out.append(f"  {label:<28}{r[f]:>16{fmt}}  [{r['min'][f]:{fmt}}-{r['max'][f]:{fmt}}]")
-        out.append("")
-        out.append(f"counters: the timed loops' own ({n['loops']} loop(s), warm-up and untimed "
-                   "loops not counted); inflight, inflight-mem: at the end of the last")
+            lo, hi = r["min"][f], r["max"][f]
+            out.append(f"  {label:<28}{r[f]:>16{fmt}}  [{lo:{fmt}}-{hi:{fmt}}]")
+        out += ["", (f"counters: the timed loops' own ({d['counters']['loops']} loop(s), "
+                     "warm-up and untimed loops not counted); inflight, inflight-mem: at the "
+                     "end of the last")]
         return out
 
     def _pool_table(self):

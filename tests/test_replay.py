@@ -527,6 +527,20 @@ def test_ctrl_c_in_a_later_run_keeps_the_runs_completed(tmp_path, monkeypatch):
     assert doc["qstats"]["rx-packets"] == doc["replay"]["frames"] == 3 * doc["trace"]["frames"]
 
 
+def test_ctrl_c_in_the_untimed_loop_writes_no_partial_outputs(tmp_path, monkeypatch, capsys):
+    """Cut in the loop after the timed ones: the timed figures are whole, but neither the
+    stream files nor a plot of half a loop are written."""
+    pytest.importorskip("matplotlib")
+    interrupt_at(monkeypatch, 9)                 # 4 chunks a loop: 2 timed, the untimed one
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2",
+                            "--dump-streams", str(tmp_path / "d"), "--plot",
+                            str(tmp_path / "p.png"), "--chunk", "64")
+    assert code == 130 and doc["interrupted"] and doc["counters"]["loops"] == 2
+    err = capsys.readouterr().err
+    assert "--dump-streams" in err and "--plot" in err
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]
+
+
 def test_ctrl_c_before_a_timed_loop_reports_nothing(tmp_path, monkeypatch, capsys):
     interrupt_at(monkeypatch, 1)
     code = main(["--provider", "host", *TINY, "--warmup", "1", "--json", str(tmp_path / "r")])
