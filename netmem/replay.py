@@ -790,7 +790,7 @@ def _observe(rig, app, trace, tick, timeline):
 
 #: The receiver's counters the report shows (``devmem``, and ``bytes`` for the validation).
 _RECEIVER_COUNTERS = ("recvmsg-calls", "dmabuf-frags", "linear-frags", "tokens-returned",
-                     "dontneed-calls")
+                      "dontneed-calls")
 #: What the report shows that is state at the end of the last counted timed loop, not a count.
 GAUGES = ("queues[].page-pool.inflight", "queues[].page-pool.inflight-mem",
           "queues[].header-page-pool.inflight", "queues[].header-page-pool.inflight-mem")
@@ -859,7 +859,7 @@ def _layout(rig):
 TIME_FIGURES = ("seconds", "mpps", "gbps", "ns-per-frame")
 #: How the report prints each time figure: key, label, format.
 _TIME_ROWS = (("seconds", "seconds per run", ".4g"), ("mpps", "Mpps", ".3f"),
-             ("gbps", "Gbit/s payload", ".2f"), ("ns-per-frame", "ns per frame", ".1f"))
+              ("gbps", "Gbit/s payload", ".2f"), ("ns-per-frame", "ns per frame", ".1f"))
 
 
 def _figures(frames, payload, seconds):
