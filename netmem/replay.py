@@ -1585,9 +1585,12 @@ def _parser():
                     help="dma-buf (or p2pdma) memory, e.g. 16GiB (default 64MiB)")
     ap.add_argument("--dmabuf-layout", choices=("contiguous", "pages", "random"),
                     default=d.dmabuf_layout, help="the exporter's scatterlist")
-    ap.add_argument("--loops", type=int, default=d.loops, help="replay the trace K times")
+    ap.add_argument("--loops", type=int, default=d.loops, metavar="K",
+                    help="replay the trace K times, each loop timed on its own clock; every "
+                         "counter counts these loops only (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=d.warmup, metavar="K",
-                    help="replay it K times more first, untimed (default %(default)s)")
+                    help="replay it K times more first, untimed and not counted (default "
+                         "%(default)s)")
     ap.add_argument("--runs", type=int, default=d.runs, metavar="N",
                     help="repeat the run N times, each on a fresh machine with its own "
                          "warm-up: the time figures are the median, min and max over the "
@@ -1603,9 +1606,11 @@ def _parser():
                          "bytes) or the one the capture carries")
     ap.add_argument("--dump-streams", metavar="DIR",
                     help="write stream-N-nodeK.bin: the bytes node K of tshark's stream N "
-                         "sent, as delivered")
+                         "sent, as delivered in one loop more after the timed ones (untimed, "
+                         "not counted)")
     ap.add_argument("--json", metavar="FILE", help="write the report as one JSON document")
-    ap.add_argument("--plot", metavar="FILE.png", help="plot pool occupancy and recycling")
+    ap.add_argument("--plot", metavar="FILE.png", help="plot pool occupancy and recycling "
+                    "over that same untimed loop")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when it is a terminal)")
