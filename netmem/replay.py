@@ -647,14 +647,15 @@ class _Run:
     """One run, filled in as it goes (so a run cut short by Ctrl-C keeps what it completed):
     the seconds of each timed loop; ``start``, the counters when the first timed loop started,
     and ``end``, ``pools``, the counters and pool state after the last one completed (see
-    ``_snapshot()``); ``layout``, its queues; the streams and timeline of the untimed loop (first
-    run only); the verdict of its checks and what its teardown left behind."""
+    ``_snapshot()``); ``layout``, its machine (``_layout()``); the streams and timeline of the
+    untimed loop (first run only); the verdict of its checks (``checked``: they ran) and what
+    its teardown left behind."""
 
     loop_seconds: list = dataclasses.field(default_factory=list)
     start: dict | None = None
     end: dict | None = None
     pools: dict | None = None
-    layout: list | None = None
+    layout: dict | None = None
     streams: dict | None = None
     timeline: _Timeline | None = None
     nfail: int = 0
@@ -662,6 +663,7 @@ class _Run:
     inflight: int = 0
     leaks: list = dataclasses.field(default_factory=list)
     interrupted: bool = False
+    checked: bool = False
 
 
 def run(cfg):
@@ -688,12 +690,11 @@ def run(cfg):
         done += frames
         progress.update(done)
 
-    runs, rig = [], None
+    runs = []
     try:
         for i in range(cfg.runs):
             runs.append(_Run())
-            rig = _run_once(cfg, prov, trace, pattern, expected, runs[-1], tick,
-                            observe and i == 0)
+            _run_once(cfg, prov, trace, pattern, expected, runs[-1], tick, observe and i == 0)
             if runs[-1].interrupted:
                 break
     except KeyboardInterrupt:                   # outside the loops: setup, checks, teardown
@@ -704,7 +705,7 @@ def run(cfg):
         raise KeyboardInterrupt
     counters = _counted(runs)
     validation = _validation(cfg, runs, pattern, expected, counters)
-    doc = _document(cfg, rig, trace, params, runs, counters, validation)
+    doc = _document(cfg, prov, trace, params, runs, counters, validation)
     first = runs[0]
     streams = (_stream_files(trace, first.streams) if cfg.dump_streams is not None and
                first.streams is not None else None)
@@ -713,8 +714,7 @@ def run(cfg):
 
 def _run_once(cfg, prov, trace, pattern, expected, one, tick, observe):
     """One run into ``one``: a fresh machine and its provider, the loops, the checks, the
-    teardown; with ``observe``, the untimed loop for the outputs after the timed ones. Returns
-    the machine (torn down; its options stay readable)."""
+    teardown; with ``observe``, the untimed loop for the outputs after the timed ones."""
     try:
         rig = _Rig(cfg, prov)
     except NetmemError as e:
@@ -736,12 +736,11 @@ def _run_once(cfg, prov, trace, pattern, expected, one, tick, observe):
             one.interrupted = True
         app.check()
         one.streams = app.streams if app.kept is not None else None
-        one.nfail, one.failures = app.nfail, app.failures
+        one.nfail, one.failures, one.checked = app.nfail, app.failures, True
     finally:
         rig.teardown()
     one.inflight = sum(p.inflight for p in rig.m.page_pools)
     one.leaks = rig.m.leak_report()
-    return rig
 
 
 def _replay(rig, app, trace, one, tick):
@@ -756,8 +755,10 @@ def _replay(rig, app, trace, one, tick):
     for _ in range(cfg.loops):
         t0 = time.perf_counter()
         _loop(rig, app, trace, tick)
-        one.loop_seconds.append(time.perf_counter() - t0)
-        one.end, one.pools = _snapshot(rig, app)
+        seconds = time.perf_counter() - t0
+        end, pools = _snapshot(rig, app)
+        # no call from here to the end of the loop: a Ctrl-C lands before or after all three
+        one.end, one.pools, one.loop_seconds = end, pools, [*one.loop_seconds, seconds]
 
 
 def _loop(rig, app, trace, tick, timeline=None):
@@ -843,13 +844,16 @@ def _combine(a, b, sign=1):
 
 
 def _layout(rig):
-    """Each queue of the NIC: id, NAPI id, bound or not, and its pools' ids by role."""
+    """What the report says of the machine: the NIC's ifindex, the bound queues, header split,
+    the chunk; each queue's id, NAPI id, whether it is bound, and its pools' ids by role."""
     nic = rig.nic
-    return [{"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.bind,
-             "pools": {role: pool.id for role, pool in (("page-pool", q.page_pool),
-                                                        ("header-page-pool", q.header_pool))
-                       if pool is not None}}
-            for q in nic.rx_queues[:nic.real_num_rx_queues]]
+    queues = [{"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.bind,
+               "pools": {role: pool.id for role, pool in (("page-pool", q.page_pool),
+                                                          ("header-page-pool", q.header_pool))
+                         if pool is not None}}
+              for q in nic.rx_queues[:nic.real_num_rx_queues]]
+    return {"ifindex": nic.ifindex, "bind": rig.bind, "header-split": rig.header_split,
+            "chunk": rig.chunk, "queues": queues}
 
 
 # --------------------------------------------------------------------------------------------
@@ -900,19 +904,20 @@ def _spread_of(samples, loops):
     return [s for s in samples if s["loops"] == loops] or samples
 
 
-def _document(cfg, rig, trace, params, runs, counters, validation):
+def _document(cfg, prov, trace, params, runs, counters, validation):
     """Everything the runs measured, as one JSON-able dict in the netdev family's names. Every
     counter is the timed loops' own (``counters``, see ``_counted()``); pool attributes
     (``GAUGES``) are the last counted loop's state."""
     counted = [r for r in runs if r.loop_seconds]
     last = counted[-1]
+    layout = last.layout
     queues = []
     totals = dict.fromkeys(("cache", "ring", "released"), 0)
-    for q in last.layout:
+    for q in layout["queues"]:
         entry = {"id": q["id"], "napi-id": q["napi-id"], "bound": q["bound"],
                  "qstats": counters["qstats"][q["id"]]}
         for role, pid in q["pools"].items():
-            entry[role] = {**last.pools[pid], "info": {"id": pid, "ifindex": rig.nic.ifindex},
+            entry[role] = {**last.pools[pid], "info": {"id": pid, "ifindex": layout["ifindex"]},
                            **{k.replace("_", "-"): v
                               for k, v in counters["page-pool"][pid].items()}}
         split = dict(zip(totals, _recycle_split(counters["page-pool"][q["pools"]["page-pool"]]),
@@ -921,19 +926,19 @@ def _document(cfg, rig, trace, params, runs, counters, validation):
         for k, v in split.items():
             totals[k] += v
         queues.append(entry)
-    qstats = {"ifindex": rig.nic.ifindex, **counters["qstats-device"]}
+    qstats = {"ifindex": layout["ifindex"], **counters["qstats-device"]}
     inflight = sum(r.inflight for r in runs)
     leaks = [leak for r in runs for leak in r.leaks]
     interrupted = any(r.interrupted for r in runs)
     return {
         "tool": "netmem-replay",
         "config": {
-            "provider": cfg.provider, "queues": cfg.queues, "bind-queues": rig.bind,
-            "header-split": rig.header_split, "mtu": cfg.mtu, "iommu": cfg.iommu,
+            "provider": cfg.provider, "queues": cfg.queues, "bind-queues": layout["bind"],
+            "header-split": layout["header-split"], "mtu": cfg.mtu, "iommu": cfg.iommu,
             "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
-            "dmabuf-size": cfg.dmabuf_size if rig.prov.binds else None,
-            "dmabuf-layout": cfg.dmabuf_layout if rig.prov.binds else None,
-            "loops": cfg.loops, "warmup": cfg.warmup, "runs": cfg.runs, "chunk": rig.chunk,
+            "dmabuf-size": cfg.dmabuf_size if prov.binds else None,
+            "dmabuf-layout": cfg.dmabuf_layout if prov.binds else None,
+            "loops": cfg.loops, "warmup": cfg.warmup, "runs": cfg.runs, "chunk": layout["chunk"],
             "seed": cfg.seed, "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
         },
@@ -956,7 +961,7 @@ def _document(cfg, rig, trace, params, runs, counters, validation):
         "iommu": {"mode": cfg.iommu, "faults": counters["iommu-faults"],
                   "stats": counters["iommu"]},
         "devmem": ({k: counters["receiver"][k] for k in _RECEIVER_COUNTERS}
-                   if rig.prov.binds else None),
+                   if prov.binds else None),
         "validation": validation,
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "inflight-after-teardown": inflight,
@@ -976,10 +981,15 @@ def _validation(cfg, runs, pattern, expected, counters):
     nfail = sum(r.nfail for r in runs)
     failures = [f"run {i + 1}: {f}" if cfg.runs > 1 else f
                 for i, r in enumerate(runs) for f in r.failures][:10]
+    unchecked = [str(i + 1) for i, r in enumerate(runs) if r.loop_seconds and not r.checked]
     if nfail:
         result = "failed"
         detail = "; ".join(failures) + (f"; and {nfail - len(failures)} more"
                                         if nfail > len(failures) else "")
+    elif unchecked:
+        result = "skipped"
+        detail = (f"skipped: interrupted before the checks of run {', '.join(unchecked)}: its "
+                  "loops were not checked")
     elif pattern is None and expected is None:
         result = "skipped"
         detail = ("skipped (no validation pattern: --validate N if the capture carries "

@@ -550,6 +550,19 @@ def test_ctrl_c_in_the_untimed_loop_writes_no_partial_outputs(tmp_path, monkeypa
     assert sorted(os.listdir(tmp_path)) == ["r.json"]
 
 
+def test_ctrl_c_during_the_checks_is_no_ok(tmp_path, monkeypatch):
+    """Cut after the loops, in the checks: the loops are reported, their validation is not
+    "ok" (nothing was checked), the machine is still torn down."""
+    def check(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(replay._App, "check", check)
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2")
+    assert code == 130 and doc["counters"]["loops"] == 2
+    assert doc["validation"]["result"] == "skipped", doc["validation"]
+    assert "interrupted before the checks of run 1" in doc["validation"]["detail"]
+    assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
+
+
 def test_ctrl_c_before_a_timed_loop_reports_nothing(tmp_path, monkeypatch, capsys):
     interrupt_at(monkeypatch, 1)
     code = main(["--provider", "host", *TINY, "--warmup", "1", "--json", str(tmp_path / "r")])
