@@ -9,8 +9,9 @@ chunk of frames through steering, NAPI, the device's DMA, GRO and TCP in C, then
 (``netmem.tcp.Receiver``, in C too: pyx/receiver.pxi) reads every socket the chunk woke until
 EAGAIN: ``recvmsg`` copies for host pages, ``recvmsg`` with ``MSG_SOCK_DEVMEM`` for devmem (the
 payload read through the dma-buf at each cmsg's offset, each socket's tokens given back with
-``SO_DEVMEM_DONTNEED`` in batches). Only that loop is timed, after ``--warmup`` untimed loops
-(hot caches, memory already faulted in). At the end of each loop the application closes every
+``SO_DEVMEM_DONTNEED`` in batches). Each of those loops is timed on its own clock, after
+``--warmup`` untimed loops (hot caches, memory already faulted in); ``--runs N`` does all this N
+times, each on a fresh machine. At the end of each loop the application closes every
 socket, so the next loop opens them again on the trace's SYNs (the same sequence numbers never
 meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 64 connections of
 64 KiB over IPv4 and IPv6 with light loss, reordering, duplication and overlap, carrying
@@ -46,11 +47,25 @@ the end of the stream where its sender sent a FIN); for a capture, every directi
 out from its frames after the clock stops (``PacketTrace.in_order_bytes()``: from the SYN, or
 the first segment of a flow caught mid-way, up to the first hole no frame fills or the FIN;
 frames too long for the MTU do not count). It is ok only then and with bytes read: 0 bytes read
-is skipped (nothing to read) or failed.
+is skipped (nothing to read) or failed. Every loop is checked, warm-up ones too.
+
+Figures: every counter of the report (page-pool-stats-get, qstats per queue and device, device
+stats, TCP MIB, skb drop reasons, the recycle split, IOMMU stats and faults, the receiver's
+devmem counters, validation bytes and resets) counts the timed loops only: they are read when
+the first timed loop of a run starts and after each timed loop ends, outside the clocks,
+subtracted, and summed over the runs; page-pool-get's ``inflight`` and ``inflight-mem`` are
+gauges, the state after the last timed loop (``GAUGES``). The time figures (seconds per run,
+Mpps, Gbit/s of payload, ns per frame) are each run's, reported as the median, min and max over
+the runs with every run's loop seconds; they time this model on this CPU, not a kernel. No clock
+covers output work: ``--dump-streams`` keeps its bytes, and ``--plot`` samples the pools, in one
+loop more after the timed loops of the first run, which counts nothing. Ctrl-C prints the report
+of the timed loops completed, marked interrupted. ``--compare A.json B.json ...`` replays nothing
+and prints reports side by side (``Comparison``).
 
 Stream files (``--dump-streams DIR``): for every TCP stream of the trace, ``stream-N-node0.bin``
 and ``stream-N-node1.bin`` hold the bytes node 0 and node 1 sent, as the receiving socket
-delivered them to the application in the first loop (for devmem, read from the dma-buf). ``N``
+delivered them to the application in the untimed loop after the timed ones (for devmem, read
+from the dma-buf). ``N``
 and the nodes are tshark's: ``N`` is the ``tcp.stream`` index (conversations numbered in the
 order of their first frame, see ``PacketTrace.tcp_streams()``), node 0 the side that sent the
 stream's first frame, so ``tshark -r FILE -q -z follow,tcp,raw,N`` prints node 0's bytes on its
@@ -65,19 +80,26 @@ anew), so tshark's indices can differ after such frames.
 
 Exit codes: 0; 1 when validation fails or buffers are lost (inflight after teardown, leaks,
 tokens not freed); 2 for bad input (a message on stderr names it, nothing is written),
-including a provider that cannot be replayed (one line saying what it lacks).
+including a provider that cannot be replayed (one line saying what it lacks); 130 when
+interrupted (Ctrl-C).
 """
 import argparse
+import csv
 import dataclasses
 import errno
 import functools
+import importlib.metadata
 import importlib.util
+import io
 import ipaddress
 import json
 import math
 import os
+import platform
 import resource
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -96,10 +118,11 @@ from netmem.provider import ENTRY_POINT_GROUP, ReplayBinding, get_provider, repl
 from netmem.tcp import Receiver
 from netmem.tools import Parser, size_arg, unwritable_dir
 
-__all__ = ["DEFAULT_WORKLOAD", "REPORT_SCHEMA", "BadInput", "Config", "Report", "Rig", "main",
-           "run"]
+__all__ = ["DEFAULT_WORKLOAD", "GAUGES", "REPORT_SCHEMA", "TIME_FIGURES", "BadInput",
+           "Comparison", "Config", "Report", "Rig", "main", "run"]
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130          # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
 MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
 ETH_DATA_LEN = 1500             # include/uapi/linux/if_ether.h: Ethernet's MTU (ether_setup())
 MAX_CPUS = 64                   # NM_MAX_CPUS
@@ -132,8 +155,10 @@ class BadInput(NetmemError):
 
 @dataclasses.dataclass
 class Config:
-    """What ``run()`` does; the command-line options one for one (``None``: the default that
-    depends on other options). ``connections``/``payload`` shape the built-in workload;
+    """What ``run()`` does; the command-line options one for one but ``--compare`` and
+    ``--csv``, which compare reports instead (``None``: the default that depends on other
+    options). ``runs`` repeats the timed part, each time on a fresh machine after its own
+    ``warmup`` loops. ``connections``/``payload`` shape the built-in workload;
     ``validate`` is its ncdevmem pattern (``DEFAULT_WORKLOAD``'s unless given; 0: random
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
@@ -160,6 +185,7 @@ class Config:
     dmabuf_layout: str = "contiguous"
     loops: int = 1
     warmup: int = 0
+    runs: int = 1
     chunk: int = DEFAULT_CHUNK
     dump_streams: str | None = None
     json: str | None = None
@@ -208,7 +234,7 @@ def _check_config(cfg):
         raise BadInput(f"--dmabuf-size {cfg.dmabuf_size}: a nonzero multiple of {PAGE_SIZE}")
     if cfg.dmabuf_layout not in ("contiguous", "pages", "random"):
         raise BadInput(f"--dmabuf-layout {cfg.dmabuf_layout}: contiguous, pages or random")
-    for name in ("loops", "chunk"):
+    for name in ("loops", "runs", "chunk"):
         if getattr(cfg, name) < 1:
             raise BadInput(f"--{name} {getattr(cfg, name)}: at least 1")
     if cfg.warmup < 0:
@@ -285,16 +311,8 @@ def _provider_chunk(cfg, nbind, size):
 def _check_outputs(cfg):
     """Every output must be writable before the run starts: nothing is written on bad input."""
     for opt, path in (("--json", cfg.json), ("--plot", cfg.plot)):
-        if path is None:
-            continue
-        parent = os.path.dirname(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise BadInput(f"{opt} {path}: is a directory", errno.EISDIR)
-        if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
-            if not os.access(path, os.W_OK):
-                raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
-        else:
-            _check_writable_dir(opt, path, parent)
+        if path is not None:
+            _check_output(opt, path)
     if cfg.plot is not None and importlib.util.find_spec("matplotlib") is None:
         raise BadInput("--plot needs matplotlib (pip install 'netmem[plot]')", errno.ENOENT)
     if cfg.dump_streams is not None:
@@ -312,6 +330,18 @@ def _check_writable_dir(opt, path, d):
     why = unwritable_dir(d)
     if why is not None:
         raise BadInput(f"{opt} {path}: {why[1]}", why[0])
+
+
+def _check_output(opt, path):
+    """``path`` of option ``opt`` can be written (BadInput otherwise)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise BadInput(f"{opt} {path}: is a directory", errno.EISDIR)
+    if os.path.exists(path) and not os.path.isfile(path):      # a device or a pipe
+        if not os.access(path, os.W_OK):
+            raise BadInput(f"{opt} {path}: cannot write it", errno.EACCES)
+    else:
+        _check_writable_dir(opt, path, parent)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,48 +557,51 @@ class _App:
     receive path woke, in C, as ncdevmem does (devmem: ``recvmsg(MSG_SOCK_DEVMEM)``, each
     dma-buf frag read through the provider's memory and checked against the pattern, the tokens
     given back with ``SO_DEVMEM_DONTNEED``); here are its state at the end of each loop and,
-    after the clock stops, the verdict: pattern, stream lengths and ends, the streams kept for
-    ``--dump-streams``. ``expected``: the built-in workload's stream lengths; ``capture``: a
-    capture's trace and the frames the NIC takes (bool per frame), whose streams are checked
-    against what the trace carries in order (``PacketTrace.in_order_bytes()``)."""
+    after the clocks stop, the verdict: pattern, stream lengths and ends, the streams kept for
+    ``--dump-streams`` (by the untimed loop ``_observe()`` replays, with ``rx.keep`` on).
+    ``expected``: each stream's length by (sender, receiver) end: the built-in workload's, or
+    with ``capture`` what a capture's trace carries in order (``PacketTrace.in_order_bytes()``,
+    checked as the sum over every socket a direction opened)."""
 
-    def __init__(self, rig, pattern, expected, keep_streams, capture=None):
+    def __init__(self, rig, pattern, expected, capture=False):
         self.pattern = pattern
         b = rig.binding
         try:
             self.rx = Receiver(rig.machine, dmabuf=b.memory_map, dmabuf_id=b.dmabuf_id or 0,
-                               bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None,
-                               keep=keep_streams)
+                               bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None)
         except NetmemError as e:         # a memory map outside RAM and the BARs
             raise BadInput(f"--provider {rig.cfg.provider}: memory_map(): {e.strerror}",
                            e.errno) from None
         self.dmabuf_id = b.dmabuf_id
         self.expected = expected
         self.capture = capture
-        self.keep = keep_streams
         self.passes = []            # the streams at the end of each loop
-        self.kept = None            # the first loop's bytes: (data, slots, lengths)
+        self.kept = None            # the kept loop's (streams, data, slots, lengths)
         self.streams = {}
         self.failures = []
         self.nfail = 0
-        self.bytes = 0
-        self.resets = 0
+        self._resets = 0
+        self._counted = 0           # passes whose resets are in _resets
 
     def drain(self):
         self.rx.drain()
 
     def end_pass(self):
-        """The end of a loop (timed): the streams' state, every socket closed."""
-        if self.keep:
-            self.kept = self.rx.kept()
-            self.rx.keep = self.keep = False
-        self.passes.append(self.rx.close_all())
+        """The end of a loop: the streams' state, every socket closed; the bytes kept, if the
+        receiver kept them in this loop."""
+        cols = self.rx.close_all()
+        if self.rx.keep:
+            self.kept = (cols, *self.rx.kept())
+            self.rx.keep = False
+        self.passes.append(cols)
 
-    @property
-    def devmem(self):
-        c = self.rx.counters
-        return {k: c[k] for k in ("recvmsg-calls", "dmabuf-frags", "linear-frags",
-                                  "tokens-returned", "dontneed-calls")}
+    def resets(self):
+        """Streams reset by their peer (ECONNRESET at close) in the loops so far, counted
+        outside the clocks (between loops, when the counters are read)."""
+        for cols in self.passes[self._counted:]:
+            self._resets += int((cols["err"] == errno.ECONNRESET).sum())
+        self._counted = len(self.passes)
+        return self._resets
 
     def fail(self, msg):
         self.nfail += 1
@@ -576,10 +609,10 @@ class _App:
             self.failures.append(msg)
 
     def check(self):
-        """After the clock: each loop's streams against the pattern and the expected lengths,
-        the receiver's own counts, and the first loop's bytes split into streams."""
+        """After the clocks: every loop's streams (warm-up and untimed ones too) against the
+        pattern and the expected lengths, the receiver's own counts, and the kept loop's bytes
+        split into streams."""
         c = self.rx.counters
-        self.bytes = c["bytes"]
         if c["foreign-frags"]:
             self.fail(f"{c['foreign-frags']} cmsg(s) name dma-buf {c['foreign-id']}, not the "
                       f"bound {self.dmabuf_id}")
@@ -591,22 +624,19 @@ class _App:
         if c["dontneed-short"]:
             self.fail(f"{c['dontneed-short']} SO_DEVMEM_DONTNEED call(s) freed fewer frags "
                       "than given")
-        if self.capture is not None:
-            self.expected = self.capture[0].in_order_bytes(self.capture[1])
         for loop, cols in enumerate(self.passes):
             self._check_pass(loop, cols)
-        if self.kept is not None and self.passes:
-            self.streams = _split_streams(self.passes[0], *self.kept)
+        if self.kept is not None:
+            self.streams = _split_streams(*self.kept)
 
     def _check_pass(self, loop, cols):
         keys = _stream_keys(cols)
-        self.resets += int((cols["err"] == errno.ECONNRESET).sum())
         for i in np.flatnonzero(cols["bad"] >= 0):
             self.fail(f"loop {loop}: {_name(keys[i])}: byte {int(cols['bad'][i])} differs "
                       f"from the ncdevmem -v {self.pattern} pattern")
         if self.expected is None:
             return
-        if self.capture is not None:
+        if self.capture:
             self._check_capture_pass(loop, keys, cols)
             return
         seen = set()
@@ -684,10 +714,11 @@ class _Progress:
 
 
 class _Timeline:
-    """Samples of every queue's payload pool after each chunk, for ``--plot``: the frames
-    replayed so far, cache and ring occupancy, buffers out of the pool, and the recycle
-    counters. Time is the trace's own (its frames' capture timestamps, from the first frame;
-    each loop after the last frame plus one mean gap), worked out after the clock stops."""
+    """Samples of every queue's payload pool after each chunk of the untimed loop
+    ``_observe()`` replays, for ``--plot``: the frames received so far in that loop, cache and
+    ring occupancy, buffers out of the pool, and the recycle counters. Time is the trace's own
+    (the capture timestamp of each sample's last frame, from the first frame), worked out after
+    the clock stops."""
 
     FIELDS = ("cache", "ring", "out", "recycle-cache", "recycle-ring", "released")
 
@@ -698,7 +729,7 @@ class _Timeline:
         self.rows = []
 
     def sample(self, rig, done):
-        """The pools after ``done`` frames (counted over every loop, warm-up ones included)."""
+        """The pools after ``done`` frames (of the loop it samples)."""
         row = []
         for q in self.queues:
             pool = rig.nic.rx_queues[q].page_pool
@@ -713,14 +744,11 @@ class _Timeline:
         (samples, queues)."""
         data = np.array(self.rows, np.int64).reshape(len(self.done), len(self.queues),
                                                      len(self.FIELDS))
-        n = len(self.timestamps)
         if not self.done:                   # no TCP frame to replay: no chunk, no sample
             return np.zeros(0), {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
         rel = (self.timestamps - self.timestamps[0]).astype(np.float64) / 1e9
-        span = rel[-1] * n / (n - 1) if n > 1 else 0.0
-        last = np.array(self.done, np.int64) - 1
-        t = last // n * span + rel[last % n]
-        return t, {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
+        return rel[np.array(self.done, np.int64) - 1], \
+            {f: data[:, :, i] for i, f in enumerate(self.FIELDS)}
 
 
 def _recycle_split(stats):
@@ -731,170 +759,459 @@ def _recycle_split(stats):
             stats["recycle_ring_full"] + stats["recycle_released_refcnt"])
 
 
+@dataclasses.dataclass
+class _Run:
+    """One run, filled in as it goes (so a run cut short by Ctrl-C keeps what it completed):
+    the seconds of each timed loop; ``start``, the counters when the first timed loop started,
+    and ``end``, ``pools``, the counters and pool state after the last one completed (see
+    ``_snapshot()``); ``layout``, its machine (``_layout()``); the streams and timeline of the
+    untimed loop (first run only); the verdict of its checks (``checked``: they ran) and what
+    its teardown left behind."""
+
+    loop_seconds: list = dataclasses.field(default_factory=list)
+    start: dict | None = None
+    end: dict | None = None
+    pools: dict | None = None
+    layout: dict | None = None
+    streams: dict | None = None
+    timeline: _Timeline | None = None
+    nfail: int = 0
+    failures: list = dataclasses.field(default_factory=list)
+    inflight: int = 0
+    leaks: list = dataclasses.field(default_factory=list)
+    interrupted: bool = False
+    checked: bool = False
+
+
 def run(cfg):
     """Replay as ``cfg`` says and return the ``Report``. Raises ``BadInput`` for options or
-    input it cannot use, before anything is replayed."""
+    input it cannot use, before anything is replayed.
+
+    ``cfg.runs`` runs, each on a fresh machine (so the spread of the times covers what differs
+    between two invocations: the machine's memory layout, its pools' placement), each
+    ``cfg.warmup`` untimed loops then ``cfg.loops`` timed ones. The first run then replays one
+    loop more, neither timed nor counted, when ``--dump-streams`` or ``--plot`` needs it. On
+    Ctrl-C (KeyboardInterrupt) the report covers the timed loops completed and says it was
+    interrupted; with none completed, KeyboardInterrupt goes on (after teardown)."""
     cls = _check_config(cfg)
     trace, params, expected = _load_trace(cfg)
     cfg, mtu = _choose_mtu(cfg, trace)
     pattern = (params.validate if params is not None else cfg.validate) or None
+    capture = params is None
+    if capture:         # what the capture carries in order: outside every clock
+        expected = trace.in_order_bytes(~mtu.too_long)
+    observe = cfg.dump_streams is not None or cfg.plot is not None
+    progress = _Progress(len(trace) * (cfg.runs * (cfg.warmup + cfg.loops) + observe),
+                         sys.stderr.isatty() if cfg.progress is None else cfg.progress)
+    done = 0
+
+    def tick(frames):
+        nonlocal done
+        done += frames
+        progress.update(done)
+
+    runs = []
+    try:
+        for i in range(cfg.runs):
+            runs.append(_Run())
+            _run_once(cfg, cls, trace, pattern, expected, capture, runs[-1], tick,
+                      observe and i == 0)
+            if runs[-1].interrupted:
+                break
+    except KeyboardInterrupt:                   # outside the loops: setup, checks, teardown
+        runs[-1].interrupted = True
+    finally:
+        progress.close()
+    if not any(r.loop_seconds for r in runs):   # interrupted before a timed loop completed
+        raise KeyboardInterrupt
+    counters = _counted(runs)
+    validation = _validation(cfg, runs, pattern, expected, capture, counters)
+    doc = _document(cfg, trace, params, mtu, runs, counters, validation)
+    first = runs[0]
+    streams = (_stream_files(trace, first.streams) if cfg.dump_streams is not None and
+               first.streams is not None else None)
+    return Report(doc, streams, first.timeline)
+
+
+def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, observe):
+    """One run into ``one``: a fresh machine and provider ``cls`` bound to it, the loops, the
+    checks, the teardown; with ``observe``, the untimed loop for the outputs after the timed
+    ones."""
     try:
         rig = Rig(cfg, _binds(cls))
     except NetmemError as e:
         raise BadInput(str(e), e.errno) from None
     try:
         rig.bind(cls)
-        app = _App(rig, pattern, expected, cfg.dump_streams is not None,
-                   None if params is not None else (trace, ~mtu.too_long))
-        timeline = _Timeline(rig, trace) if cfg.plot else None
-        elapsed = _replay(rig, app, trace, timeline)
+        app = _App(rig, pattern, expected, capture)
+        one.layout = _layout(rig)
+        try:
+            _replay(rig, app, trace, one, tick)
+            if observe:
+                timeline = _Timeline(rig, trace) if cfg.plot is not None else None
+                _observe(rig, app, trace, tick, timeline)
+                one.timeline = timeline
+        except KeyboardInterrupt:
+            one.interrupted = True
         app.check()
-        doc = _document(cfg, rig, trace, params, app, elapsed, mtu)
+        one.streams = app.streams if app.kept is not None else None
+        one.nfail, one.failures, one.checked = app.nfail, app.failures, True
     finally:
         rig.teardown()
-    doc["inflight-after-teardown"] = sum(p.inflight for p in rig.machine.page_pools)
-    doc["leaks"] = rig.machine.leak_report()
-    doc["exit-code"] = EXIT_FAILED if (doc["validation"]["result"] == "failed" or
-                                       doc["inflight-after-teardown"] or doc["leaks"]) \
-        else EXIT_OK
-    streams = _stream_files(trace, app.streams) if cfg.dump_streams is not None else None
-    return Report(doc, streams, timeline)
+    one.inflight = sum(p.inflight for p in rig.machine.page_pools)
+    one.leaks = rig.machine.leak_report()
 
 
-def _replay(rig, app, trace, timeline):
-    """The loops: chunks through the NIC, the application's drain after each, and at the end
-    of each loop its streams' state and every socket closed. Returns the seconds of the timed
-    loops (those after the warm-up ones)."""
-    cfg, m, nic = rig.cfg, rig.machine, rig.nic
-    n = len(trace)
-    total = cfg.warmup + cfg.loops
-    progress = _Progress(n * total, sys.stderr.isatty() if cfg.progress is None
-                         else cfg.progress)
-    t0 = time.perf_counter()
-    try:
-        for loop in range(total):
-            if loop == cfg.warmup:
-                t0 = time.perf_counter()
-            for start in range(0, n, rig.chunk):
-                nic.receive(trace, start, rig.chunk)
-                with m.on_cpu(rig.app_cpu, softirq=False):
-                    app.drain()
-                if timeline is not None:
-                    timeline.sample(rig, loop * n + min(start + rig.chunk, n))
-                progress.update(loop * n + min(start + rig.chunk, n))
-            with m.on_cpu(rig.app_cpu, softirq=False):
-                app.end_pass()
-    finally:
-        progress.close()
-    return time.perf_counter() - t0
+def _replay(rig, app, trace, one, tick):
+    """The loops of one run: ``--warmup`` untimed, then ``--loops`` timed, each under its own
+    clock (its chunks, the application's drains, every socket closed at its end). The counters
+    are read when the first timed loop starts and after each timed loop ends, outside the
+    clocks, so a run cut short counts the loops it completed."""
+    cfg = rig.cfg
+    for _ in range(cfg.warmup):
+        _loop(rig, app, trace, tick)
+    one.start, _ = _snapshot(rig, app)
+    for _ in range(cfg.loops):
+        t0 = time.perf_counter()
+        _loop(rig, app, trace, tick)
+        seconds = time.perf_counter() - t0
+        end, pools = _snapshot(rig, app)
+        # no call from here to the end of the loop: a Ctrl-C lands before or after all three
+        one.end, one.pools, one.loop_seconds = end, pools, [*one.loop_seconds, seconds]
+
+
+def _loop(rig, app, trace, tick, timeline=None):
+    """The trace once: chunks through the NIC, the application's drain after each (and the
+    pools sampled, with a timeline), every socket closed at the end."""
+    m, nic, n = rig.machine, rig.nic, len(trace)
+    for start in range(0, n, rig.chunk):
+        nic.receive(trace, start, rig.chunk)
+        with m.on_cpu(rig.app_cpu, softirq=False):
+            app.drain()
+        done = min(start + rig.chunk, n)
+        if timeline is not None:
+            timeline.sample(rig, done)
+        tick(done - start)
+    with m.on_cpu(rig.app_cpu, softirq=False):
+        app.end_pass()
+
+
+def _observe(rig, app, trace, tick, timeline):
+    """One loop more after the timed ones, neither timed nor counted, for the outputs: the
+    receiver keeps every byte it reads (``--dump-streams``) and ``timeline`` samples the pools
+    after each chunk (``--plot``), so no clock covers the copies or the sampling."""
+    app.rx.keep = rig.cfg.dump_streams is not None
+    _loop(rig, app, trace, tick, timeline)
+
+
+# --------------------------------------------------------------------------------------------
+# The counters of the timed loops.
+
+
+#: The receiver's counters the report shows (``devmem``, and ``bytes`` for the validation).
+_RECEIVER_COUNTERS = ("recvmsg-calls", "dmabuf-frags", "linear-frags", "tokens-returned",
+                      "dontneed-calls")
+#: What the report shows that is state at the end of the last counted timed loop, not a count.
+GAUGES = ("queues[].page-pool.inflight", "queues[].page-pool.inflight-mem",
+          "queues[].header-page-pool.inflight", "queues[].header-page-pool.inflight-mem")
+
+
+def _snapshot(rig, app):
+    """What the report counts, as it stands: ``(counters, pools)``. ``counters`` nests dicts
+    of ints, each a count since the machine started, so two snapshots subtract into what
+    happened between them (``_delta``); ``pools`` is page-pool-get of each pool of the NIC:
+    identity and the gauges ``inflight``, ``inflight-mem``."""
+    m, nic = rig.machine, rig.nic
+    pools = [p for q in nic.rx_queues[:nic.real_num_rx_queues]
+             for p in (q.page_pool, q.header_pool) if p is not None]
+    rx = app.rx.counters
+    counters = {
+        "page-pool": {p.id: p.stats for p in pools},
+        "qstats": {r["queue-id"]: {k: r[k] for k, _ in netlink.QSTATS}
+                   for r in netlink.qstats_get(m, nic.ifindex, scope="queue")},
+        "qstats-device": {k: v for k, v in netlink.qstats_get(m, nic.ifindex)[0].items()
+                          if k != "ifindex"},
+        "device": nic.stats(),
+        "skb-drop-reasons": m.tcp.drop_reasons,
+        "tcp-mib": m.tcp.mib,
+        "iommu": m.iommu.stats,
+        "iommu-faults": len(m.iommu.faults),
+        "receiver": {k: rx[k] for k in ("bytes", *_RECEIVER_COUNTERS)},
+        "resets": app.resets(),
+    }
+    ids = {p.id for p in pools}
+    return counters, {p["id"]: p for p in netlink.page_pool_get(m) if p["id"] in ids}
+
+
+def _counted(runs):
+    """The timed loops' counters: each run's after its last completed timed loop minus those
+    when its first started, summed over the runs that completed one or more."""
+    return functools.reduce(_combine, (_delta(r.end, r.start) for r in runs if r.loop_seconds))
+
+
+def _delta(now, then):
+    """``now - then`` over nested dicts of counters (a key ``then`` lacks counts 0)."""
+    return _combine(now, then, -1)
+
+
+def _combine(a, b, sign=1):
+    """``a + sign * b`` over nested dicts of counters, over the keys of both."""
+    if isinstance(a, dict) or isinstance(b, dict):
+        a, b = a or {}, b or {}
+        return {k: _combine(a.get(k), b.get(k), sign) for k in {**a, **b}}
+    return (a or 0) + sign * (b or 0)
+
+
+def _layout(rig):
+    """What the report says of the machine: the NIC's ifindex, the bound queues, header split,
+    the chunk; each queue's id, NAPI id, whether it is bound, and its pools' ids by role."""
+    nic = rig.nic
+    queues = [{"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.queues,
+               "pools": {role: pool.id for role, pool in (("page-pool", q.page_pool),
+                                                          ("header-page-pool", q.header_pool))
+                         if pool is not None}}
+              for q in nic.rx_queues[:nic.real_num_rx_queues]]
+    return {"ifindex": nic.ifindex, "bind": rig.queues, "header-split": rig.header_split,
+            "chunk": rig.chunk, "binds": rig.binds, "memory": rig.binding.size or None,
+            "queues": queues}
 
 
 # --------------------------------------------------------------------------------------------
 # The report.
 
 
-def _document(cfg, rig, trace, params, app, elapsed, mtu):
-    """Everything the run measured, as one JSON-able dict in the netdev family's names."""
-    m, nic = rig.machine, rig.nic
-    frames = len(trace) * cfg.loops
-    nbytes = int(trace.lengths.sum(dtype=np.uint64)) * cfg.loops
-    payload = trace.payload_bytes * cfg.loops
-    stats = {s["info"]["id"]: s for s in netlink.page_pool_stats_get(m)}
-    per_queue = {r["queue-id"]: r for r in netlink.qstats_get(m, nic.ifindex, scope="queue")}
+TIME_FIGURES = ("seconds", "mpps", "gbps", "ns-per-frame")
+#: How the report prints each time figure: key, label, format.
+_TIME_ROWS = (("seconds", "seconds per run", ".4g"), ("mpps", "Mpps", ".3f"),
+              ("gbps", "Gbit/s payload", ".2f"), ("ns-per-frame", "ns per frame", ".1f"))
+
+
+def _figures(frames, payload, seconds):
+    """The time figures of ``frames`` frames carrying ``payload`` bytes in ``seconds``."""
+    return {"seconds": seconds,
+            "mpps": frames / seconds / 1e6 if seconds else 0.0,
+            "gbps": payload * 8 / seconds / 1e9 if seconds else 0.0,
+            "ns-per-frame": seconds * 1e9 / frames if frames else 0.0}
+
+
+def _timed(cfg, trace, runs):
+    """The ``replay`` section: frames and bytes of every counted timed loop; each run's time
+    figures and loop seconds; the median, min and max of each figure over the runs that
+    completed their loops (over the one cut short when none did)."""
+    n, nbytes = len(trace), int(trace.lengths.sum(dtype=np.uint64))
+    samples = []
+    for r in runs:
+        if not r.loop_seconds:
+            continue
+        loops = len(r.loop_seconds)
+        samples.append({"loops": loops, "frames": n * loops,
+                        **_figures(n * loops, trace.payload_bytes * loops, sum(r.loop_seconds)),
+                        "loop-seconds": r.loop_seconds})
+    loops = sum(s["loops"] for s in samples)
+    whole = _spread_of(samples, cfg.loops)
+    out = {"frames": n * loops, "bytes": nbytes * loops,
+           "payload-bytes": trace.payload_bytes * loops}
+    out.update({f: statistics.median(s[f] for s in whole) for f in TIME_FIGURES})
+    out["min"] = {f: min(s[f] for s in whole) for f in TIME_FIGURES}
+    out["max"] = {f: max(s[f] for s in whole) for f in TIME_FIGURES}
+    out["runs"] = samples
+    return out
+
+
+def _spread_of(samples, loops):
+    """The runs the time figures' median and spread are over: those that completed their
+    ``loops`` (the one cut short, when none did)."""
+    return [s for s in samples if s["loops"] == loops] or samples
+
+
+def _document(cfg, trace, params, mtu, runs, counters, validation):
+    """Everything the runs measured, as one JSON-able dict in the netdev family's names. Every
+    counter is the timed loops' own (``counters``, see ``_counted()``); pool attributes
+    (``GAUGES``) are the last counted loop's state."""
+    counted = [r for r in runs if r.loop_seconds]
+    last = counted[-1]
+    layout = last.layout
     queues = []
     totals = dict.fromkeys(("cache", "ring", "released"), 0)
-    for q in nic.rx_queues[:nic.real_num_rx_queues]:
-        entry = {"id": q.idx, "napi-id": q.napi.napi_id, "bound": q.idx in rig.queues,
-                 "qstats": {k: v for k, v in per_queue[q.idx].items()
-                            if k not in ("ifindex", "queue-type", "queue-id")}}
-        for role, pool in (("page-pool", q.page_pool), ("header-page-pool", q.header_pool)):
-            if pool is None:
-                continue
-            entry[role] = {**netlink.page_pool_get(m, pool.id), **stats[pool.id]}
-        split = dict(zip(totals, _recycle_split(q.page_pool.stats), strict=True))
+    for q in layout["queues"]:
+        entry = {"id": q["id"], "napi-id": q["napi-id"], "bound": q["bound"],
+                 "qstats": counters["qstats"][q["id"]]}
+        for role, pid in q["pools"].items():
+            entry[role] = {**last.pools[pid], "info": {"id": pid, "ifindex": layout["ifindex"]},
+                           **{k.replace("_", "-"): v
+                              for k, v in counters["page-pool"][pid].items()}}
+        split = dict(zip(totals, _recycle_split(counters["page-pool"][q["pools"]["page-pool"]]),
+                         strict=True))
         entry["recycle"] = split
         for k, v in split.items():
             totals[k] += v
         queues.append(entry)
-    qstats = netlink.qstats_get(m, nic.ifindex)[0]
-    dev = nic.stats()
-    validation = _validation(app)
+    qstats = {"ifindex": layout["ifindex"], **counters["qstats-device"]}
+    inflight = sum(r.inflight for r in runs)
+    leaks = [leak for r in runs for leak in r.leaks]
+    interrupted = any(r.interrupted for r in runs)
     return {
         "tool": "netmem-replay",
         "config": {
             "provider": cfg.provider, "provider-args": dict(cfg.provider_args),
-            "queues": cfg.queues, "bind-queues": rig.queues,
-            "header-split": rig.header_split, "mtu": cfg.mtu, "mtu-from": mtu.source,
-            "iommu": cfg.iommu,
-            "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
-            "dmabuf-size": rig.binding.size or None,
-            "dmabuf-layout": cfg.dmabuf_layout if rig.binds else None,
-            "loops": cfg.loops, "warmup": cfg.warmup, "chunk": rig.chunk, "seed": cfg.seed,
-            "pcap": cfg.pcap,
+            "queues": cfg.queues, "bind-queues": layout["bind"],
+            "header-split": layout["header-split"], "mtu": cfg.mtu, "mtu-from": mtu.source,
+            "iommu": cfg.iommu, "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
+            "dmabuf-size": layout["memory"],
+            "dmabuf-layout": cfg.dmabuf_layout if layout["binds"] else None,
+            "loops": cfg.loops, "warmup": cfg.warmup, "runs": cfg.runs, "chunk": layout["chunk"],
+            "seed": cfg.seed, "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,
         },
-        "trace": _trace_doc(trace, nbytes // cfg.loops, mtu),
-        "replay": {
-            "frames": frames, "bytes": nbytes, "payload-bytes": payload,
-            "seconds": elapsed,
-            "mpps": frames / elapsed / 1e6 if elapsed else 0.0,
-            "gbps": payload * 8 / elapsed / 1e9 if elapsed else 0.0,
-            "ns-per-frame": elapsed * 1e9 / frames if frames else 0.0,
-        },
+        "environment": _environment(),
+        "trace": _trace_doc(trace, mtu),
+        "replay": _timed(cfg, trace, runs),
+        "counters": {"scope": "timed-loops", "runs": len(counted),
+                     "loops": sum(len(r.loop_seconds) for r in counted), "gauges": list(GAUGES)},
         "drops": {
-            "skb-drop-reasons": m.tcp.drop_reasons,
-            "device": {k.replace("_", "-"): v for k, v in dev.items() if v},
+            "skb-drop-reasons": {k: v for k, v in counters["skb-drop-reasons"].items() if v},
+            "device": {k.replace("_", "-"): v for k, v in counters["device"].items() if v},
             "queues": {k: qstats[k] for k in ("rx-alloc-fail", "rx-hw-drops",
                                               "rx-hw-drop-overruns") if qstats[k]},
         },
         "qstats": qstats,
         "queues": queues,
         "recycle": totals,
-        "tcp-mib": {k: v for k, v in m.tcp.mib.items() if v},
-        "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults), "stats": m.iommu.stats},
-        "devmem": app.devmem if rig.binds else None,
+        "tcp-mib": {k: v for k, v in counters["tcp-mib"].items() if v},
+        "iommu": {"mode": cfg.iommu, "faults": counters["iommu-faults"],
+                  "stats": counters["iommu"]},
+        "devmem": ({k: counters["receiver"][k] for k in _RECEIVER_COUNTERS}
+                   if layout["binds"] else None),
         "validation": validation,
         "warnings": [w for w in (mtu.warning(),) if w],
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "inflight-after-teardown": inflight,
+        "leaks": leaks,
+        "interrupted": interrupted,
+        "exit-code": (EXIT_INTERRUPTED if interrupted else
+                      EXIT_FAILED if validation["result"] == "failed" or inflight or leaks
+                      else EXIT_OK),
     }
 
 
-def _trace_doc(trace, nbytes, mtu):
+def _trace_doc(trace, mtu):
     """The report's ``trace``: its frames (those the NIC drops for the MTU included: they are
     replayed), bytes and TCP payload, the largest frame at L3, and the frames skipped by
     reason: the classifier's (``PacketTrace.skipped``, not replayed) and ``too_long``, the
     frames longer than the MTU at L3, which the NIC drops as ``rx_length_errors`` (counted
     from the trace before the replay; once per loop in ``drops``)."""
-    return {"frames": len(trace), "bytes": nbytes, "payload-bytes": trace.payload_bytes,
-            "largest-l3-length": mtu.largest,
+    return {"frames": len(trace), "bytes": int(trace.lengths.sum(dtype=np.uint64)),
+            "payload-bytes": trace.payload_bytes, "largest-l3-length": mtu.largest,
             "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())}}
 
 
-def _validation(app):
-    """The verdict: failed (the first failures); skipped when there was nothing to read (no
-    TCP payload reaches a socket in order: 0 bytes read is never ok); else ok: every stream's
-    bytes read, as many as the trace carries in order (all of the built-in workload's, with
-    their ends; a capture's up to each stream's first hole), and each equal to the ncdevmem
-    pattern if there is one."""
-    if app.nfail:
+def _validation(cfg, runs, pattern, expected, capture, counters):
+    """The verdict over every loop of every run (warm-up and untimed ones too): failed (the
+    first failures); skipped when a run was interrupted before its checks, or when there was
+    nothing to read (no TCP payload reaches a socket in order: 0 bytes read is never ok); else
+    ok: every stream's bytes read, as many as the trace carries in order (``expected``: all of
+    the built-in workload's, with their ends; with ``capture``, a capture's up to each
+    stream's first hole), and each equal to the ncdevmem pattern if there is one. ``bytes``
+    and ``resets`` count the timed loops, as every counter does."""
+    nbytes, resets = counters["receiver"]["bytes"], counters["resets"]
+    nfail = sum(r.nfail for r in runs)
+    failures = [f"run {i + 1}: {f}" if cfg.runs > 1 else f
+                for i, r in enumerate(runs) for f in r.failures][:10]
+    unchecked = [str(i + 1) for i, r in enumerate(runs) if r.loop_seconds and not r.checked]
+    if nfail:
         result = "failed"
-        detail = "; ".join(app.failures) + (f"; and {app.nfail - len(app.failures)} more"
-                                            if app.nfail > len(app.failures) else "")
-    elif not app.bytes:
+        detail = "; ".join(failures) + (f"; and {nfail - len(failures)} more"
+                                        if nfail > len(failures) else "")
+    elif unchecked:
+        result = "skipped"
+        detail = (f"skipped: interrupted before the checks of run {', '.join(unchecked)}: its "
+                  "loops were not checked")
+    elif not nbytes:
         result = "skipped"
         detail = ("skipped: nothing to read (no TCP payload of the trace reaches a socket in "
                   "order)")
     else:
         result = "ok"
-        what = ["every stream complete" if app.capture is None else
+        what = ["every stream complete" if not capture else
                 f"every stream as the capture carries it in order "
-                f"({sum(1 for v in app.expected.values() if v)} direction(s) with data, each "
+                f"({sum(1 for v in expected.values() if v)} direction(s) with data, each "
                 "up to its first hole)"]
-        if app.pattern:
-            what.append(f"the ncdevmem -v {app.pattern} pattern")
-        detail = f"ok: {app.bytes} bytes read, {' and '.join(what)}"
-    return {"result": result, "detail": detail, "pattern": app.pattern,
-            "bytes": app.bytes, "resets": app.resets}
+        if pattern:
+            what.append(f"the ncdevmem -v {pattern} pattern")
+        detail = (f"ok: {nbytes} bytes read in the timed loops; {' and '.join(what)} in every "
+                  "loop")
+    return {"result": result, "detail": detail, "pattern": pattern,
+            "bytes": nbytes, "resets": resets}
+
+
+def _environment():
+    """What the times were measured with: they time this model on this CPU, not a kernel."""
+    try:
+        version = importlib.metadata.version("netmem")
+    except importlib.metadata.PackageNotFoundError:       # run from a tree never installed
+        version = None
+    return {"netmem": version, **_git(), "cpu-model": _cpu_model(),
+            "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None,
+            "python": platform.python_version(), "numpy": np.__version__}
+
+
+def _git():
+    """``git-commit``: HEAD of the source tree when netmem runs from a git checkout, and
+    ``git-dirty``: whether tracked files differ from it; both None when it is no checkout or
+    git is missing or fails."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    unknown = {"git-commit": None, "git-dirty": None}
+    if not os.path.exists(os.path.join(root, ".git")):      # a directory, or a worktree's file
+        return unknown
+    git = ["git", "--no-optional-locks", "-C", root]
+    try:
+        head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+        status = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"],
+                                capture_output=True, text=True, check=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return unknown
+    return {"git-commit": head, "git-dirty": bool(status)}
+
+
+def _cpu_model():
+    """/proc/cpuinfo's first ``model name``; None where there is none."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return None
+
+
+def _report_counters(doc):
+    """Every count of a report by its place in the document (``queues[0].page-pool.alloc-fast``):
+    not the gauges, identities or settings; ``drops.queues`` is left out (qstats has it)."""
+    out = {}
+
+    def put(prefix, counts):
+        out.update((f"{prefix}.{k}", v) for k, v in counts.items())
+
+    put("qstats", {k: v for k, v in doc["qstats"].items() if k != "ifindex"})
+    for q in doc["queues"]:
+        put(f"queues[{q['id']}].qstats", q["qstats"])
+        for role in ("page-pool", "header-page-pool"):
+            if role in q:
+                put(f"queues[{q['id']}].{role}", {k: q[role][k] for k in _POOL_STATS})
+        put(f"queues[{q['id']}].recycle", q["recycle"])
+    put("recycle", doc["recycle"])
+    put("drops.skb-drop-reasons", doc["drops"]["skb-drop-reasons"])
+    put("drops.device", doc["drops"]["device"])
+    put("tcp-mib", doc["tcp-mib"])
+    out["iommu.faults"] = doc["iommu"]["faults"]
+    put("iommu.stats", doc["iommu"]["stats"])
+    put("devmem", doc["devmem"] or {})
+    put("validation", {k: doc["validation"][k] for k in ("bytes", "resets")})
+    return out
 
 
 def _stream_files(trace, streams):
@@ -942,9 +1259,9 @@ class Report:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def write_plot(self, path):
-        """Over trace time, per queue: its payload pool's occupancy (alloc cache, ptr_ring,
-        buffers out of the pool) and where each interval's recycled buffers went; the run's
-        configuration in the title."""
+        """Over trace time, per queue, in the untimed loop after the timed ones (``_observe()``):
+        its payload pool's occupancy (alloc cache, ptr_ring, buffers out of the pool) and where
+        each interval's recycled buffers went; the run's configuration in the title."""
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
@@ -978,8 +1295,11 @@ class Report:
     def format_table(self):
         """The report as text, the form ``netmem-replay`` prints."""
         d = self.doc
-        c, r, tr = d["config"], d["replay"], d["trace"]
+        c, tr = d["config"], d["trace"]
         lines = []
+        if d["interrupted"]:
+            lines.append(f"INTERRUPTED (Ctrl-C): the report covers the {d['counters']['loops']} "
+                         f"timed loop(s) completed, of {c['runs'] * c['loops']}")
         bound = f", bound {','.join(map(str, c['bind-queues']))}" if c["bind-queues"] else ""
         lines.append(f"netmem-replay: {c['provider']} provider, eth1 with {c['queues']} "
                      f"queue(s){bound}, header split {'on' if c['header-split'] else 'off'}, "
@@ -994,11 +1314,7 @@ class Report:
                                            if skipped else "none"))
         lines += [f"warning: {w}" for w in d["warnings"]]
         lines.append("")
-        rows = [("loops", c["loops"]), ("frames", r["frames"]), ("bytes", r["bytes"]),
-                ("payload bytes", r["payload-bytes"]), ("seconds", f"{r['seconds']:.3f}"),
-                ("Mpps", f"{r['mpps']:.3f}"), ("Gbit/s payload", f"{r['gbps']:.2f}"),
-                ("ns per frame", f"{r['ns-per-frame']:.1f}")]
-        lines += [f"  {k:<28}{v:>16}" for k, v in rows]
+        lines += self._timed_table()
         lines.append("")
         drops = [(k, v) for group in d["drops"].values() for k, v in group.items()]
         lines.append("drops (skb drop reasons, device, qstats):" + ("" if drops else " none"))
@@ -1016,6 +1332,30 @@ class Report:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
         lines.append(f"validation: {d['validation']['detail']}")
         return "\n".join(lines)
+
+    def _timed_table(self):
+        d = self.doc
+        c, r, e = d["config"], d["replay"], d["environment"]
+        git = (f", git {e['git-commit'][:12]}{' (modified)' if e['git-dirty'] else ''}"
+               if e["git-commit"] else "")
+        cpus = ",".join(map(str, e["cpus"])) if e["cpus"] is not None else "?"
+        out = [(f"timed: {c['runs']} run(s), each on a fresh machine: {c['warmup']} warm-up "
+                f"loop(s), untimed, then {c['loops']} timed"),
+               (f"measured: netmem {e['netmem']}{git}, Python {e['python']}, numpy "
+                f"{e['numpy']}, {e['cpu-model'] or 'CPU model unknown'}, CPU(s) {cpus}: the "
+                "times are this model's on this CPU, not a kernel's"), ""]
+        out += [f"  {k:<28}{v:>16}" for k, v in (
+            ("frames (timed loops)", r["frames"]), ("bytes", r["bytes"]),
+            ("payload bytes", r["payload-bytes"]))]
+        whole = len(_spread_of(r["runs"], c["loops"]))
+        out.append(f"  {'':<28}{'median':>16}  [min-max] of {whole} run(s)")
+        for f, label, fmt in _TIME_ROWS:
+            lo, hi = r["min"][f], r["max"][f]
+            out.append(f"  {label:<28}{r[f]:>16{fmt}}  [{lo:{fmt}}-{hi:{fmt}}]")
+        out += ["", (f"counters: the timed loops' own ({d['counters']['loops']} loop(s), "
+                     "warm-up and untimed loops not counted); inflight, inflight-mem: at the "
+                     "end of the last")]
+        return out
 
     def _pool_table(self):
         queues = self.doc["queues"]
@@ -1089,15 +1429,25 @@ _POOL = {
 _SPLIT = {"type": "object", "required": ["cache", "ring", "released"],
           "additionalProperties": False, "properties": dict.fromkeys(("cache", "ring",
                                                                        "released"), _COUNT)}
+_STRING_OR_NULL = {"type": ["string", "null"]}
+_TIMES = {"type": "object", "required": list(TIME_FIGURES),
+          "properties": dict.fromkeys(TIME_FIGURES, _NUMBER)}
+_RUN = {"type": "object", "required": ["loops", "frames", *TIME_FIGURES, "loop-seconds"],
+        "properties": {"loops": {"type": "integer", "minimum": 1}, "frames": _COUNT,
+                       **_TIMES["properties"],
+                       "loop-seconds": {"type": "array", "minItems": 1, "items": _NUMBER}}}
 #: The JSON Schema (2020-12) of the ``--json`` document. Stats carry the netdev netlink
-#: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``).
+#: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``);
+#: every count is the timed loops' own (``counters.scope``), ``counters.gauges`` names what is
+#: state instead; ``replay`` holds each run's time figures and their median, min and max.
 REPORT_SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "netmem-replay report",
     "type": "object",
-    "required": ["tool", "config", "trace", "replay", "drops", "qstats", "queues", "recycle",
-                 "tcp-mib", "iommu", "devmem", "validation", "warnings", "max-rss",
-                 "inflight-after-teardown", "leaks", "exit-code"],
+    "required": ["tool", "config", "environment", "trace", "replay", "counters", "drops",
+                 "qstats", "queues", "recycle", "tcp-mib", "iommu", "devmem", "validation",
+                 "warnings", "max-rss", "inflight-after-teardown", "leaks", "interrupted",
+                 "exit-code"],
     "additionalProperties": False,
     "properties": {
         "tool": {"const": "netmem-replay"},
@@ -1105,7 +1455,7 @@ REPORT_SCHEMA = {
             "type": "object",
             "required": ["provider", "provider-args", "queues", "bind-queues", "header-split",
                          "mtu", "mtu-from", "iommu", "app-cpu", "pool-size", "dmabuf-size",
-                         "dmabuf-layout", "loops", "warmup", "chunk", "seed", "pcap",
+                         "dmabuf-layout", "loops", "warmup", "runs", "chunk", "seed", "pcap",
                          "workload"],
             "properties": {
                 "provider": {"type": "string", "minLength": 1},
@@ -1123,6 +1473,7 @@ REPORT_SCHEMA = {
                 "dmabuf-layout": {"enum": ["contiguous", "pages", "random", None]},
                 "loops": {"type": "integer", "minimum": 1},
                 "warmup": _COUNT,
+                "runs": {"type": "integer", "minimum": 1},
                 "chunk": {"type": "integer", "minimum": 1},
                 "seed": _COUNT,
                 "pcap": {"type": ["string", "null"]},
@@ -1134,12 +1485,27 @@ REPORT_SCHEMA = {
                   "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
                                  "largest-l3-length": _COUNT,
                                  "skipped": {**_COUNTS, "required": ["too_long"]}}},
+        "environment": {
+            "type": "object",
+            "required": ["netmem", "git-commit", "git-dirty", "cpu-model", "cpus", "python",
+                         "numpy"],
+            "properties": {"netmem": _STRING_OR_NULL, "git-commit": _STRING_OR_NULL,
+                           "git-dirty": {"type": ["boolean", "null"]},
+                           "cpu-model": _STRING_OR_NULL,
+                           "cpus": {"type": ["array", "null"], "items": _COUNT},
+                           "python": {"type": "string"}, "numpy": {"type": "string"}}},
         "replay": {"type": "object",
-                   "required": ["frames", "bytes", "payload-bytes", "seconds", "mpps", "gbps",
-                                "ns-per-frame"],
+                   "required": ["frames", "bytes", "payload-bytes", *TIME_FIGURES, "min", "max",
+                                "runs"],
                    "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
-                                  "seconds": _NUMBER, "mpps": _NUMBER, "gbps": _NUMBER,
-                                  "ns-per-frame": _NUMBER}},
+                                  **_TIMES["properties"], "min": _TIMES, "max": _TIMES,
+                                  "runs": {"type": "array", "minItems": 1, "items": _RUN}}},
+        "counters": {"type": "object", "required": ["scope", "runs", "loops", "gauges"],
+                     "additionalProperties": False,
+                     "properties": {"scope": {"const": "timed-loops"},
+                                    "runs": {"type": "integer", "minimum": 1},
+                                    "loops": {"type": "integer", "minimum": 1},
+                                    "gauges": {"type": "array", "items": {"type": "string"}}}},
         "drops": {"type": "object", "required": ["skb-drop-reasons", "device", "queues"],
                   "additionalProperties": _COUNTS},
         "qstats": {"type": "object", "required": ["ifindex", *(k for k, _ in netlink.QSTATS)],
@@ -1167,9 +1533,186 @@ REPORT_SCHEMA = {
         "max-rss": _COUNT,
         "inflight-after-teardown": _COUNT,
         "leaks": {"type": "array", "items": {"type": "string"}},
-        "exit-code": {"enum": [EXIT_OK, EXIT_FAILED]},
+        "interrupted": {"type": "boolean"},
+        "exit-code": {"enum": [EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED]},
     },
 }
+
+
+# --------------------------------------------------------------------------------------------
+# Comparing reports.
+
+
+def _load_report(path):
+    """The ``--json`` report at ``path``, checked against ``REPORT_SCHEMA`` (BadInput naming
+    the file and the check that failed)."""
+    try:
+        import jsonschema
+    except ImportError:
+        raise BadInput("--compare needs jsonschema to check the reports (pip install "
+                       "'netmem[compare]')", errno.ENOENT) from None
+    try:
+        with open(path, "rb") as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise BadInput(f"--compare {path}: {e.strerror}", e.errno) from None
+    except ValueError as e:                 # not JSON, or not UTF-8
+        raise BadInput(f"--compare {path}: not JSON ({e})") from None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(REPORT_SCHEMA).iter_errors(doc))
+    if error is not None:
+        where = "/".join(map(str, error.absolute_path)) or "the top level"
+        msg = " ".join(error.message.split())
+        raise BadInput(f"--compare {path}: not a netmem-replay report (REPORT_SCHEMA, at "
+                       f"{where}: {msg[:120]}{'...' if len(msg) > 120 else ''})")
+    return doc
+
+
+def _change(value, base):
+    """``delta`` and ``delta-percent`` of ``value`` from ``base`` (None where undefined)."""
+    if value is None or base is None:
+        return {"delta": None, "delta-percent": None}
+    return {"delta": value - base, "delta-percent": 100 * (value - base) / base if base else None}
+
+
+def _beyond(doc, base, f):
+    """Whether figure ``f`` of ``doc`` and ``base`` differ by more than their spread (the
+    [min, max] ranges do not overlap); None when either has fewer than two runs."""
+    if min(len(_spread_of(d["replay"]["runs"], d["config"]["loops"])) for d in (doc, base)) < 2:
+        return None
+    a, b = doc["replay"], base["replay"]
+    return a["max"][f] < b["min"][f] or a["min"][f] > b["max"][f]
+
+
+def _describe_report(doc):
+    c, e = doc["config"], doc["environment"]
+    w = c["workload"]
+    src = c["pcap"] or f"workload {w['connections']} x {w['payload']} bytes, seed {w['seed']}"
+    git = f" git {e['git-commit'][:12]}{'+' if e['git-dirty'] else ''}" if e["git-commit"] else ""
+    return (f"{c['provider']}, {c['queues']} queue(s), header split "
+            f"{'on' if c['header-split'] else 'off'}, MTU {c['mtu']}, iommu {c['iommu']}, "
+            f"app-cpu {c['app-cpu']}; {src}; {len(doc['replay']['runs'])} run(s) of "
+            f"{c['loops']} loop(s) after {c['warmup']} warm-up; netmem {e['netmem']}{git}, "
+            f"{e['cpu-model'] or 'CPU model unknown'}"
+            + ("; INTERRUPTED" if doc["interrupted"] else ""))
+
+
+def _columns(rows):
+    """Rows of cells as aligned lines: the first column to the left, the others right."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                             for i, (c, w) in enumerate(zip(r, widths, strict=True))).rstrip()
+            for r in rows]
+
+
+class Comparison:
+    """``--json`` reports side by side, the first the baseline. ``rows``: one per figure and
+    report (``figure``, ``unit``, ``file``, ``value``, ``min``, ``max``, ``delta``,
+    ``delta-percent``, ``beyond-spread``): each time figure as its median with min and max over
+    the report's runs, beyond the spread when its range and the baseline's do not overlap
+    (None with fewer than two runs: no spread); each counter per 1,000 frames of the timed
+    loops (counters zero in every report left out)."""
+
+    CSV_FIELDS = ("figure", "unit", "file", "value", "min", "max", "delta", "delta-percent",
+                  "beyond-spread")
+
+    def __init__(self, paths, docs):
+        self.paths = list(paths)
+        self.docs = docs
+        self.rows = self._time_rows() + self._counter_rows()
+
+    def _time_rows(self):
+        base = self.docs[0]
+        rows = []
+        for f, label, _ in _TIME_ROWS:
+            for i, (path, doc) in enumerate(zip(self.paths, self.docs, strict=True)):
+                r = doc["replay"]
+                rows.append({"figure": f"replay.{f}", "unit": label, "file": path,
+                             "value": r[f], "min": r["min"][f], "max": r["max"][f],
+                             **_change(r[f] if i else None, base["replay"][f]),
+                             "beyond-spread": _beyond(doc, base, f) if i else None})
+        return rows
+
+    def _counter_rows(self):
+        flat = [_report_counters(d) for d in self.docs]
+        frames = [d["replay"]["frames"] for d in self.docs]
+        rows = []
+        for name in dict.fromkeys(k for f in flat for k in f):
+            if not any(f.get(name) for f in flat):
+                continue
+            values = [f.get(name, 0) * 1000 / n if n else None
+                      for f, n in zip(flat, frames, strict=True)]
+            rows += [{"figure": name, "unit": "per 1000 frames", "file": path, "value": v,
+                      "min": None, "max": None, **_change(v if i else None, values[0]),
+                      "beyond-spread": None}
+                     for i, (path, v) in enumerate(zip(self.paths, values, strict=True))]
+        return rows
+
+    def format_table(self):
+        """The comparison as text, the form ``netmem-replay --compare`` prints."""
+        names = [chr(ord("A") + i) if i < 26 else f"R{i}" for i in range(len(self.docs))]
+        lines = [f"netmem-replay --compare: {len(self.docs)} reports, {names[0]} the baseline"]
+        lines += [f"  {n}  {p}: {_describe_report(d)}"
+                  for n, p, d in zip(names, self.paths, self.docs, strict=True)]
+        head = ["", names[0]] + [c for n in names[1:] for c in (n, f"{n} vs {names[0]}")]
+        k = len(self.docs)
+        lines += ["", ("time figures: median [min-max] over each report's runs; beyond: the "
+                       "ranges do not overlap (within: they do)")]
+        time = [self.rows[i:i + k] for i in range(0, len(_TIME_ROWS) * k, k)]
+        fmts = [fmt for _, _, fmt in _TIME_ROWS]
+        lines += _columns([head] + [_cells(group, _time_cell(fmt), _time_change)
+                                    for group, fmt in zip(time, fmts, strict=True)])
+        lines += ["", ("counters per 1,000 frames of the timed loops (zero in every report: "
+                       "left out):")]
+        rest = self.rows[len(_TIME_ROWS) * k:]
+        lines += _columns([head] + [_cells(rest[i:i + k], _count_cell, _count_change)
+                                    for i in range(0, len(rest), k)])
+        return "\n".join(lines)
+
+    def write_csv(self, path):
+        """The rows as CSV, one line per figure and report (empty fields for None)."""
+        out = io.StringIO()
+        w = csv.DictWriter(out, self.CSV_FIELDS, lineterminator="\n")
+        w.writeheader()
+        for row in self.rows:
+            b = row["beyond-spread"]
+            w.writerow({**{k: "" if v is None else v for k, v in row.items()},
+                        "beyond-spread": "" if b is None else ("yes" if b else "no")})
+        _write_atomic(path, lambda f: f.write(out.getvalue().encode()))
+
+
+def _cells(group, cell, change):
+    """One figure's text cells: its label, the baseline's value, then each other report's
+    value and its change from the baseline."""
+    out = [group[0]["figure"] if group[0]["unit"] == "per 1000 frames" else group[0]["unit"],
+           cell(group[0])]
+    for row in group[1:]:
+        out += [cell(row), change(row)]
+    return out
+
+
+def _time_cell(fmt):
+    return lambda r: f"{r['value']:{fmt}} [{r['min']:{fmt}}-{r['max']:{fmt}}]"
+
+
+def _time_change(r):
+    pct = "n/a" if r["delta-percent"] is None else f"{r['delta-percent']:+.1f}%"
+    spread = {None: "(1 run: no spread)", True: "beyond", False: "within"}
+    return f"{pct} {spread[r['beyond-spread']]}"
+
+
+def _count_cell(r):
+    return "-" if r["value"] is None else f"{r['value']:.2f}"
+
+
+def _count_change(r):
+    if r["delta"] is None:
+        return "-"
+    if not r["delta"]:
+        return "="
+    if r["delta-percent"] is None:
+        return f"{r['delta']:+.2f} (new)"
+    return f"{r['delta']:+.2f} ({r['delta-percent']:+.1f}%)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1279,9 +1822,17 @@ def _parser():
                     help="dma-buf (or p2pdma) memory, e.g. 16GiB (default 64MiB)")
     ap.add_argument("--dmabuf-layout", choices=("contiguous", "pages", "random"),
                     default=d.dmabuf_layout, help="the exporter's scatterlist")
-    ap.add_argument("--loops", type=int, default=d.loops, help="replay the trace K times")
+    ap.add_argument("--loops", type=int, default=d.loops, metavar="K",
+                    help="replay the trace K times, each loop timed on its own clock; every "
+                         "counter counts these loops only (default %(default)s)")
     ap.add_argument("--warmup", type=int, default=d.warmup, metavar="K",
-                    help="replay it K times more first, untimed (default %(default)s)")
+                    help="replay it K times more first, untimed and not counted (default "
+                         "%(default)s)")
+    ap.add_argument("--runs", type=int, default=d.runs, metavar="N",
+                    help="repeat the run N times, each on a fresh machine with its own "
+                         "warm-up: the time figures are the median, min and max over the "
+                         "runs, the counters the sum of every run's timed loops (default "
+                         "%(default)s)")
     ap.add_argument("--chunk", type=int, default=d.chunk,
                     help="frames per receive before the application drains (%(default)s)")
     ap.add_argument("--connections", type=int, help="built-in workload: connections (64)")
@@ -1292,18 +1843,25 @@ def _parser():
                          "bytes) or the one the capture carries")
     ap.add_argument("--dump-streams", metavar="DIR",
                     help="write stream-N-nodeK.bin: the bytes node K of tshark's stream N "
-                         "sent, as delivered")
+                         "sent, as delivered in one loop more after the timed ones (untimed, "
+                         "not counted)")
     ap.add_argument("--json", metavar="FILE", help="write the report as one JSON document")
-    ap.add_argument("--plot", metavar="FILE.png", help="plot pool occupancy and recycling")
+    ap.add_argument("--plot", metavar="FILE.png", help="plot pool occupancy and recycling "
+                    "over that same untimed loop")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when it is a terminal)")
+    ap.add_argument("--compare", nargs="+", metavar="REPORT.json",
+                    help="replay nothing: print these --json reports side by side, the first "
+                         "the baseline (time figures as median [min-max], counters per 1,000 "
+                         "frames)")
+    ap.add_argument("--csv", metavar="FILE", help="with --compare: the comparison as CSV")
     return ap
 
 
 def main(argv=None):
     """``netmem-replay``: returns the exit code (0 ok, 1 validation failed or buffers lost,
-    2 bad input)."""
+    2 bad input, 130 interrupted)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:            # argparse printed its message
@@ -1311,23 +1869,65 @@ def main(argv=None):
     if args.list_providers:
         print(_provider_list())
         return EXIT_OK
-    del args.list_providers
-    cfg = Config(**vars(args))
     try:
+        if args.compare is not None or args.csv is not None:
+            return _main_compare(args)
+        cfg = Config(**{k: v for k, v in vars(args).items()
+                        if k not in ("compare", "csv", "list_providers")})
         _check_config(cfg)
         _check_outputs(cfg)
         report = run(cfg)
     except BadInput as e:
         print(f"netmem-replay: {e.strerror}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("netmem-replay: interrupted before a timed loop completed: nothing to report",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(report.format_table())
+    _write_outputs(cfg, report)
+    return report.exit_code
+
+
+def _write_outputs(cfg, report):
+    """The outputs ``cfg`` asks for; after Ctrl-C, those whose untimed loop did not complete
+    are named on stderr instead."""
     if cfg.dump_streams is not None:
-        report.write_streams(cfg.dump_streams)
+        if report.streams is None:
+            print(f"netmem-replay: interrupted before the stream files' loop: "
+                  f"--dump-streams {cfg.dump_streams} not written", file=sys.stderr)
+        else:
+            report.write_streams(cfg.dump_streams)
     if cfg.json is not None:
         report.write_json(cfg.json)
     if cfg.plot is not None:
-        report.write_plot(cfg.plot)
-    return report.exit_code
+        if report.timeline is None:
+            print(f"netmem-replay: interrupted before the timeline's loop: --plot {cfg.plot} "
+                  "not written", file=sys.stderr)
+        else:
+            report.write_plot(cfg.plot)
+
+
+def _main_compare(args):
+    """``--compare A.json B.json ...`` (and ``--csv FILE``): every file checked before
+    anything is printed or written."""
+    if args.compare is None:
+        raise BadInput("--csv: only with --compare")
+    defaults = vars(_parser().parse_args([]))
+    other = [k for k, v in vars(args).items() if k not in ("compare", "csv") and
+             v != defaults[k]]
+    if other:
+        raise BadInput(f"--compare: --{other[0].replace('_', '-')} is an option of a replay, "
+                       "not of a comparison")
+    if len(args.compare) < 2:
+        raise BadInput("--compare: give two reports or more (the first is the baseline)")
+    if args.csv is not None:
+        _check_output("--csv", args.csv)
+    cmp = Comparison(args.compare, [_load_report(p) for p in args.compare])
+    print(cmp.format_table())
+    if args.csv is not None:
+        cmp.write_csv(args.csv)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

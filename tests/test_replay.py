@@ -5,6 +5,7 @@ and bad input (exit code 2, a message naming the problem, nothing written).
 
 ``main()`` runs in-process for speed; one test runs the installed console script.
 """
+import csv
 import dataclasses
 import importlib.util
 import json
@@ -14,6 +15,7 @@ import struct
 import subprocess
 import sys
 import threading
+import typing
 
 import jsonschema
 import numpy as np
@@ -411,7 +413,7 @@ def test_json_into_a_pipe_writes_through_it(tmp_path):
 
 def test_plot_draws_pool_occupancy_over_trace_time(tmp_path, monkeypatch):
     """The figure's title holds the configuration; its x axis is the trace's own time (the
-    frames' timestamps at the end of each chunk, loop after loop), not the wall clock."""
+    frames' timestamps at the end of each chunk of the untimed loop), not the wall clock."""
     plt = pytest.importorskip("matplotlib.pyplot")
     figures = []
     close = plt.close
@@ -432,9 +434,7 @@ def test_plot_draws_pool_occupancy_over_trace_time(tmp_path, monkeypatch):
     t, _ = r.timeline.arrays()
     n = len(ts)
     ends = [min(k + 128, n) - 1 for k in range(0, n, 128)]
-    one = (ts[ends] - ts[0]) / 1e9
-    span = (ts[-1] - ts[0]) / 1e9 * n / (n - 1)
-    assert np.allclose(t, np.concatenate([one, one + span]))
+    assert np.allclose(t, (ts[ends] - ts[0]) / 1e9)
 
 
 def test_validation_failure_is_exit_code_1(tmp_path, capsys):
@@ -563,3 +563,312 @@ def test_bad_input_is_exit_code_2_and_writes_nothing(tmp_path, capsys, name):
     err = capsys.readouterr().err
     assert message.format(d=d) in err.strip().splitlines()[-1], err   # one line names it
     assert sorted(os.listdir(d)) == before and os.listdir(out) == []
+
+
+# ---- the figures: counters of the timed loops, runs, nothing extra in the clock ------------------
+
+TINY = ["--connections", "4", "--payload", "64KiB"]
+# Counters that legitimately differ between a timed loop after warm-up loops and the first loop
+# of a machine: the page pools' and the recycle split, which depend on the state a loop
+# inherits, and the IOMMU's, which follow the pools' slow path. A cold pool holds no recycled
+# buffers in its cache or ring, so its first loop allocates on the slow path (alloc-slow,
+# alloc-empty, and for a provider its alloc_netmems(), which no counter counts, in place of
+# alloc-fast) and maps fresh pages (IOMMU maps, IOTLB syncs, IOVA rcache hits); it has no page
+# part-split into frags yet (page_pool_alloc_frag(): one page more); how often the cache
+# refills from the ring or overflows into it (alloc-refill, recycle-cache-full) follows how
+# full it starts; and what a loop frees at its end (the sockets it closes; with the
+# application on another CPU, frees deferred to the NAPI CPU) is recycled in the next loop.
+# Everything else (qstats, device stats, TCP MIB, drop reasons, the receiver's counters,
+# validation) depends on the trace alone and must be equal.
+WARM_STATE = ("page-pool.", "recycle.", "iommu.stats.")
+
+
+def warm_state(name):
+    return any(part in name for part in WARM_STATE)
+
+
+def counters_of(doc):
+    return replay._report_counters(doc)
+
+
+@pytest.mark.parametrize("extra", [
+    ["--provider", "host"],
+    ["--provider", "host", "--app-cpu", "same", "--chunk", "64"],
+    pytest.param(["--provider", "dmabuf", "--queues", "3", "--iommu", "dma-iommu",
+                  "--dmabuf-size", "32MiB"], marks=DEVMEM[0].marks),
+], ids=["host", "host_same_cpu", "dmabuf_iommu"])
+def test_warmup_loops_are_not_counted(tmp_path, extra):
+    """``--warmup 3 --loops 1`` counts what ``--warmup 0 --loops 1`` counts: exactly, but for
+    the counters of state carried across loops (WARM_STATE), and those match in total."""
+    _, cold = replay_json(tmp_path, *TINY, *extra, "--warmup", "0")
+    _, warm = replay_json(tmp_path, *TINY, *extra, "--warmup", "3")
+    for doc in (cold, warm):
+        assert_clean(doc)
+        assert doc["counters"] == {"scope": "timed-loops", "runs": 1, "loops": 1,
+                                   "gauges": list(replay.GAUGES)}
+    a, b = counters_of(cold), counters_of(warm)
+    assert a.keys() == b.keys()
+    differ = {k for k in a if a[k] != b[k]}
+    assert all(warm_state(k) for k in differ), sorted(differ)
+    same = {k: a[k] for k in a if not warm_state(k)}
+    assert same == {k: b[k] for k in b if not warm_state(k)}
+    assert same["qstats.rx-packets"] == cold["trace"]["frames"]
+    assert same["validation.bytes"] == 8 * 64 * 1024 // 2
+    # a warm loop serves every allocation from the cache: none on the slow path; a host-page
+    # pool serves as many pages in either, from its cache or its slow path, but for the page
+    # being split into frags (page_pool_alloc_frag()) that a warm loop inherits
+    pools = [q[r] for q in warm["queues"] for r in ("page-pool", "header-page-pool") if r in q]
+    assert all(p["alloc-slow"] == 0 for p in pools)
+
+    def served(doc):
+        return [q[r]["alloc-fast"] + q[r]["alloc-slow"] for q in doc["queues"]
+                for r in ("page-pool", "header-page-pool")
+                if r in q and not (r == "page-pool" and q["bound"])]
+    assert all(0 <= c - w <= 1 for c, w in zip(served(cold), served(warm), strict=True))
+
+
+def test_runs_repeat_on_fresh_machines(tmp_path, capsys):
+    """``--runs 3``: three samples of every time figure, their median, min and max; the
+    counters are the three runs' sum, three times one run's (each run a fresh machine)."""
+    _, one = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "1", "--warmup", "1")
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--runs", "3", "--loops", "1",
+                            "--warmup", "1")
+    assert code == 0
+    assert_clean(doc)
+    r = doc["replay"]
+    assert len(r["runs"]) == 3 and doc["counters"]["runs"] == 3
+    assert [len(s["loop-seconds"]) for s in r["runs"]] == [1, 1, 1]
+    for f in replay.TIME_FIGURES:
+        values = sorted(s[f] for s in r["runs"])
+        assert (r["min"][f], r[f], r["max"][f]) == (values[0], values[1], values[2])
+    for s in r["runs"]:
+        assert s["seconds"] == sum(s["loop-seconds"])
+        assert s["ns-per-frame"] == pytest.approx(s["seconds"] * 1e9 / s["frames"])
+    assert r["frames"] == 3 * doc["trace"]["frames"]
+    a = counters_of(one)
+    assert counters_of(doc) == {k: 3 * v for k, v in a.items()}
+    out = capsys.readouterr().out
+    assert "[min-max] of 3 run(s)" in out and "not a kernel's" in out
+
+
+def test_the_report_names_what_it_was_measured_with(tmp_path, monkeypatch):
+    from importlib.metadata import version
+    _, doc = replay_json(tmp_path, "--provider", "host", *TINY)
+    e = doc["environment"]
+    assert e["netmem"] == version("netmem")
+    assert e["cpus"] == sorted(os.sched_getaffinity(0))
+    assert e["python"] == sys.version.split()[0]
+    checkout = os.path.exists(os.path.join(os.path.dirname(replay.__file__), "..", ".git"))
+    assert (e["git-commit"] is not None) == checkout
+    if checkout:
+        assert len(e["git-commit"]) == 40 and isinstance(e["git-dirty"], bool)
+    monkeypatch.setenv("PATH", str(tmp_path))           # no git: no commit, no failure
+    assert replay._git() == {"git-commit": None, "git-dirty": None}
+
+
+class KeepRecorder(replay.Receiver):
+    """A Receiver that records, at each close_all() (the end of a loop), whether it kept the
+    bytes it read in that loop."""
+
+    log: typing.ClassVar[list] = []
+
+    def close_all(self):
+        KeepRecorder.log.append(self.keep)
+        return super().close_all()
+
+
+def test_outputs_are_made_in_an_untimed_loop_after_the_timed_ones(tmp_path, monkeypatch):
+    """--dump-streams' copies and --plot's samples happen in one loop more, after the timed
+    loops, which counts nothing: the counters are those of a run without outputs."""
+    pytest.importorskip("matplotlib")
+    KeepRecorder.log = []
+    monkeypatch.setattr(replay, "Receiver", KeepRecorder)
+    argv = ["--provider", "host", *TINY, "--warmup", "1", "--loops", "2", "--chunk", "64"]
+    _, plain = replay_json(tmp_path, *argv)
+    assert KeepRecorder.log == [False] * 3
+    KeepRecorder.log = []
+    code, doc = replay_json(tmp_path, *argv, "--dump-streams", str(tmp_path / "d"),
+                            "--plot", str(tmp_path / "p.png"))
+    assert code == 0
+    assert KeepRecorder.log == [False, False, False, True]     # warm-up, 2 timed, the kept one
+    assert len(doc["replay"]["runs"][0]["loop-seconds"]) == 2
+    assert counters_of(doc) == counters_of(plain)
+    assert len(os.listdir(tmp_path / "d")) == 8 and (tmp_path / "p.png").exists()
+
+
+def test_the_timeline_samples_one_untimed_loop():
+    r = run(Config(provider="host", connections=4, payload=64 << 10, chunk=64, loops=2,
+                   plot="unused.png"))
+    t, data = r.timeline.arrays()
+    n = r.doc["trace"]["frames"]
+    ts = r.timeline.timestamps
+    rel = (ts - ts[0]) / 1e9                # trace time of each sample's last frame
+    assert t.tolist() == [rel[min(k, n) - 1] for k in range(64, n + 64, 64)]
+    assert data["cache"].shape == (len(t), 2)
+
+
+# ---- Ctrl-C --------------------------------------------------------------------------------------
+
+def interrupt_at(monkeypatch, call):
+    """KeyboardInterrupt right after the ``call``-th NetDevice.receive() (1-based) returns,
+    as a Ctrl-C that lands when the C receive path hands back to Python."""
+    calls = [0]
+    receive = replay.NetDevice.receive
+
+    def wrapped(self, *a, **kw):
+        out = receive(self, *a, **kw)
+        calls[0] += 1
+        if calls[0] == call:
+            raise KeyboardInterrupt
+        return out
+
+    monkeypatch.setattr(replay.NetDevice, "receive", wrapped)
+
+
+def test_ctrl_c_reports_the_loops_completed(tmp_path, monkeypatch, capsys):
+    """Cut in the second timed loop (its frames received, not read): the report covers the
+    first one, counts what a one-loop run counts, says it was interrupted; exit code 130."""
+    _, one = replay_json(tmp_path, "--provider", "host", *TINY, "--warmup", "1")
+    capsys.readouterr()
+    interrupt_at(monkeypatch, 3)                 # one receive per loop: warm-up, timed, timed
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--warmup", "1", "--loops",
+                            "3", "--dump-streams", str(tmp_path / "d"))
+    assert code == 130 and doc["exit-code"] == 130 and doc["interrupted"] is True
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
+    assert doc["counters"]["loops"] == 1 and len(doc["replay"]["runs"][0]["loop-seconds"]) == 1
+    assert counters_of(doc) == counters_of(one)
+    assert doc["validation"]["result"] == "ok"
+    out, err = capsys.readouterr()
+    assert "INTERRUPTED (Ctrl-C): the report covers the 1 timed loop(s) completed, of 3" in out
+    assert "--dump-streams" in err and not (tmp_path / "d").exists()
+
+
+def test_ctrl_c_in_a_later_run_keeps_the_runs_completed(tmp_path, monkeypatch):
+    interrupt_at(monkeypatch, 4)                 # run 2's second loop
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2", "--runs", "3")
+    assert code == 130
+    assert [len(s["loop-seconds"]) for s in doc["replay"]["runs"]] == [2, 1]
+    # the median and spread are over the runs that completed their loops
+    whole = doc["replay"]["runs"][0]
+    assert doc["replay"]["seconds"] == doc["replay"]["min"]["seconds"] == whole["seconds"]
+    assert doc["counters"] == {"scope": "timed-loops", "runs": 2, "loops": 3,
+                               "gauges": list(replay.GAUGES)}
+    assert doc["qstats"]["rx-packets"] == doc["replay"]["frames"] == 3 * doc["trace"]["frames"]
+
+
+def test_ctrl_c_in_the_untimed_loop_writes_no_partial_outputs(tmp_path, monkeypatch, capsys):
+    """Cut in the loop after the timed ones: the timed figures are whole, but neither the
+    stream files nor a plot of half a loop are written."""
+    pytest.importorskip("matplotlib")
+    interrupt_at(monkeypatch, 9)                 # 4 chunks a loop: 2 timed, the untimed one
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2",
+                            "--dump-streams", str(tmp_path / "d"), "--plot",
+                            str(tmp_path / "p.png"), "--chunk", "64")
+    assert code == 130 and doc["interrupted"] and doc["counters"]["loops"] == 2
+    err = capsys.readouterr().err
+    assert "--dump-streams" in err and "--plot" in err
+    assert sorted(os.listdir(tmp_path)) == ["r.json"]
+
+
+def test_ctrl_c_during_the_checks_is_no_ok(tmp_path, monkeypatch):
+    """Cut after the loops, in the checks: the loops are reported, their validation is not
+    "ok" (nothing was checked), the machine is still torn down."""
+    def check(self):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(replay._App, "check", check)
+    code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2")
+    assert code == 130 and doc["counters"]["loops"] == 2
+    assert doc["validation"]["result"] == "skipped", doc["validation"]
+    assert "interrupted before the checks of run 1" in doc["validation"]["detail"]
+    assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
+
+
+def test_ctrl_c_before_a_timed_loop_reports_nothing(tmp_path, monkeypatch, capsys):
+    interrupt_at(monkeypatch, 1)
+    code = main(["--provider", "host", *TINY, "--warmup", "1", "--json", str(tmp_path / "r")])
+    assert code == 130
+    assert "nothing to report" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+# ---- --compare ----------------------------------------------------------------------------------
+
+def two_reports(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    for path, extra in ((a, []), (b, ["--app-cpu", "same"])):
+        assert main(["--provider", "host", *TINY, "--runs", "3", *extra, "--json", str(path)]) \
+            == 0
+    return a, b
+
+
+def test_compare_prints_side_by_side_and_writes_csv(tmp_path, capsys):
+    a, b = two_reports(tmp_path)
+    capsys.readouterr()
+    csv_path = tmp_path / "c.csv"
+    assert main(["--compare", str(a), str(b), "--csv", str(csv_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"A  {a}: host, 2 queue(s)" in out and "app-cpu same" in out
+    assert "B vs A" in out and "qstats.rx-packets" in out
+    assert any(w in out for w in ("beyond", "within"))
+    rows = list(csv.DictReader(csv_path.read_text().splitlines()))
+    assert set(rows[0]) == set(replay.Comparison.CSV_FIELDS)
+    by = {(r["figure"], r["file"]): r for r in rows}
+    docs = [json.loads(p.read_text()) for p in (a, b)]
+    for path, doc in zip((a, b), docs, strict=True):
+        assert float(by["qstats.rx-packets", str(path)]["value"]) == 1000.0
+        t = by["replay.mpps", str(path)]
+        assert (float(t["value"]), float(t["min"]), float(t["max"])) == (
+            doc["replay"]["mpps"], doc["replay"]["min"]["mpps"], doc["replay"]["max"]["mpps"])
+    cached = [d["recycle"]["cache"] * 1000 / d["replay"]["frames"] for d in docs]
+    row = by["recycle.cache", str(b)]
+    assert float(row["delta"]) == pytest.approx(cached[1] - cached[0])
+    assert by["replay.mpps", str(a)]["beyond-spread"] == ""
+    assert by["replay.mpps", str(b)]["beyond-spread"] in ("yes", "no")
+
+
+def test_compare_says_beyond_the_spread_only_when_ranges_do_not_overlap(tmp_path):
+    a, _ = two_reports(tmp_path)
+    base = json.loads(a.read_text())
+
+    def shifted(lo, hi, runs=3):
+        d = json.loads(a.read_text())
+        d["replay"]["runs"] = d["replay"]["runs"][:runs]
+        d["replay"]["min"]["mpps"], d["replay"]["max"]["mpps"] = lo, hi
+        return d
+
+    lo, hi = base["replay"]["min"]["mpps"], base["replay"]["max"]["mpps"]
+    assert replay._beyond(shifted(hi * 1.01, hi * 2), base, "mpps") is True
+    assert replay._beyond(shifted(0, lo * 0.99), base, "mpps") is True
+    assert replay._beyond(shifted(hi, hi * 2), base, "mpps") is False       # they touch
+    assert replay._beyond(shifted(hi * 2, hi * 3, runs=1), base, "mpps") is None
+
+
+def test_compare_bad_input_is_exit_code_2(tmp_path, capsys, monkeypatch):
+    a, _ = two_reports(tmp_path)
+    (tmp_path / "text.json").write_text("not json\n")
+    old = json.loads(a.read_text())
+    del old["counters"]                                 # a report counting the warm-up too
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    out = tmp_path / "out.csv"
+    cases = [
+        ([str(a), str(tmp_path / "none.json")], "none.json: No such file or directory"),
+        ([str(a), str(tmp_path / "text.json")], "text.json: not JSON"),
+        ([str(a), str(tmp_path / "old.json")],
+         ("not a netmem-replay report (REPORT_SCHEMA, at the top level: 'counters' is a "
+          "required property)")),
+        ([str(a)], "give two reports or more"),
+        ([str(a), str(a), "--loops", "3"], "--loops is an option of a replay"),
+        ([str(a), str(a), "--csv", str(tmp_path / "no" / "c.csv")], "--csv"),
+    ]
+    for argv, message in cases:
+        assert main(["--compare", *argv, "--csv", str(out)] if "--csv" not in argv
+                    else ["--compare", *argv]) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+        assert not out.exists()
+    assert main(["--provider", "host", "--csv", str(out)]) == 2
+    assert "--csv: only with --compare" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "jsonschema", None)     # not installed
+    assert main(["--compare", str(a), str(a)]) == 2
+    assert "--compare needs jsonschema" in capsys.readouterr().err
