@@ -166,7 +166,8 @@ class Config:
     ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
     ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
     stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
-    (``--provider-arg KEY=VALUE``)."""
+    (``--provider-arg KEY=VALUE``). From Python, ``provider`` may also be the provider's class
+    itself, registered or not: a provider being written replays before it is packaged."""
 
     provider: str = "dmabuf"
     provider_args: dict = dataclasses.field(default_factory=dict)
@@ -193,6 +194,12 @@ class Config:
     seed: int = 0
     progress: bool | None = None
 
+    @property
+    def provider_name(self):
+        """The provider as messages and the report name it: the registered name, or a class's
+        ``module:qualname``."""
+        return _qualname(self.provider) if isinstance(self.provider, type) else self.provider
+
 
 def _check_config(cfg):
     """Refuse absurd options before anything is built (BadInput names the option). Returns
@@ -203,7 +210,7 @@ def _check_config(cfg):
         raise BadInput(f"--queues {cfg.queues}: a NIC has 1..{MAX_QUEUES} RX queues")
     if cfg.bind_queues is not None:
         if not binds:
-            raise BadInput(f"--bind-queues: the {cfg.provider} provider binds no queues")
+            raise BadInput(f"--bind-queues: the {cfg.provider_name} provider binds no queues")
         if not cfg.bind_queues:
             raise BadInput("--bind-queues: no queue given")
         bad = [q for q in cfg.bind_queues if not 0 <= q < cfg.queues]
@@ -215,7 +222,7 @@ def _check_config(cfg):
     if cfg.header_split not in (None, "on", "off"):
         raise BadInput(f"--header-split {cfg.header_split}: on or off")
     if binds and cfg.header_split == "off":
-        raise BadInput(f"--header-split off: the {cfg.provider} provider needs header split "
+        raise BadInput(f"--header-split off: the {cfg.provider_name} provider needs header split "
                        "(net_mp_open_rxq() refuses a queue without tcp-data-split)")
     if cfg.mtu is not None and not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
         raise BadInput(f"--mtu {cfg.mtu}: the NIC takes {ETH_MIN_MTU}..{ETH_MAX_MTU}")
@@ -248,12 +255,14 @@ def _check_config(cfg):
     return cls
 
 
-def _provider_class(name, args):
-    """The class registered as ``--provider name``, read from the entry points now, whose
-    ``replay_setup`` takes ``args``. BadInput when none is, it does not load, it has no
-    ``replay_setup``, or the args do not fit it."""
+def _provider_class(provider, args):
+    """The class registered as ``--provider provider``, read from the entry points now (or
+    ``provider`` itself, a class given from Python), whose ``replay_setup`` takes ``args``.
+    BadInput when none is, it does not load, it has no ``replay_setup``, or the args do not
+    fit it."""
+    name = _qualname(provider) if isinstance(provider, type) else provider
     try:
-        cls = get_provider(name)
+        cls = provider if isinstance(provider, type) else get_provider(provider)
     except NetmemError as e:
         raise BadInput(f"--provider {name}: {e.strerror}; see --list-providers", e.errno) \
             from None
@@ -299,8 +308,8 @@ def _provider_chunk(cfg, nbind, size):
     frames = (size // PAGE_SIZE - pools) // (2 * per_frame)
     if frames < NAPI_POLL_WEIGHT:
         need = (pools + 2 * per_frame * NAPI_POLL_WEIGHT) * PAGE_SIZE
-        raise BadInput(f"--provider {cfg.provider}: its memory, {size} bytes (--dmabuf-size for "
-                       f"dmabuf and p2pdma), is too small for the traffic: the page pools of "
+        raise BadInput(f"--provider {cfg.provider_name}: its memory, {size} bytes (--dmabuf-size "
+                       f"for dmabuf and p2pdma), is too small for the traffic: the page pools of "
                        f"{nbind} bound queue(s) may hold {pools} buffers of {PAGE_SIZE} bytes "
                        f"(twice --pool-size {cfg.pool_size} plus {PP_ALLOC_CACHE_SIZE} cached, "
                        f"each) besides the frames in flight; use at least {need} bytes",
@@ -522,7 +531,7 @@ class Rig:
                 raise NetmemError(errno.EINVAL, f"replay_setup() returned {binding!r}, not a "
                                                 "netmem.provider.ReplayBinding")
         except NetmemError as e:
-            raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
+            raise BadInput(f"--provider {cfg.provider_name}: {e.strerror}", e.errno) from None
         self.binding = binding
         if binding.memory_map is not None:
             self.chunk = _provider_chunk(cfg, len(self.queues), binding.size)
@@ -570,7 +579,7 @@ class _App:
             self.rx = Receiver(rig.machine, dmabuf=b.memory_map, dmabuf_id=b.dmabuf_id or 0,
                                bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None)
         except NetmemError as e:         # a memory map outside RAM and the BARs
-            raise BadInput(f"--provider {rig.cfg.provider}: memory_map(): {e.strerror}",
+            raise BadInput(f"--provider {rig.cfg.provider_name}: memory_map(): {e.strerror}",
                            e.errno) from None
         self.dmabuf_id = b.dmabuf_id
         self.expected = expected
@@ -1053,7 +1062,7 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
     return {
         "tool": "netmem-replay",
         "config": {
-            "provider": cfg.provider, "provider-args": dict(cfg.provider_args),
+            "provider": cfg.provider_name, "provider-args": dict(cfg.provider_args),
             "queues": cfg.queues, "bind-queues": layout["bind"],
             "header-split": layout["header-split"], "mtu": cfg.mtu, "mtu-from": mtu.source,
             "iommu": cfg.iommu, "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,

@@ -158,6 +158,21 @@ def test_outside_provider_under_dma_iommu_on_chosen_queues(installed, tmp_path):
     assert doc["iommu"]["faults"] == 0 and doc["validation"]["result"] == "ok"
 
 
+def test_a_provider_class_replays_from_python_unregistered(monkeypatch):
+    """``run(Config(provider=cls))``: a class being written replays before it is packaged and
+    registered; the report names it module:qualname."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    from hugechunk import HugeChunkProvider
+
+    from netmem.replay import Config, run
+    r = run(Config(provider=HugeChunkProvider, provider_args={"size": 32 << 20},
+                   connections=4, payload=64 << 10))
+    assert r.exit_code == 0, r.doc["validation"]
+    assert r.doc["config"]["provider"] == "hugechunk:HugeChunkProvider"
+    assert r.doc["validation"]["result"] == "ok" and r.doc["devmem"]["dmabuf-frags"] > 0
+    jsonschema.validate(r.doc, REPORT_SCHEMA)
+
+
 def test_list_providers_shows_installed_ones(plugin_dir, tmp_path):
     proc = replay_subprocess(plugin_dir, tmp_path, "--list-providers")
     assert proc.returncode == 0, proc.stderr
