@@ -35,8 +35,9 @@ that only a frame this model skips shows (IP fragments, frames cut by the snapsh
 not numbered, and a 4-tuple reused within the capture is one stream (tshark numbers the reuse
 anew), so tshark's indices can differ after such frames.
 
-Exit codes: 0; 1 when validation fails or buffers are lost (inflight after teardown, leaks,
-tokens not freed); 2 for bad input (a message on stderr names it, nothing is written).
+Exit codes: 0; 1 when validation fails, buffers are lost (inflight after teardown, leaks,
+tokens not freed) or a device DMAs into memory no mapping covers (``iommu.unmapped-accesses``,
+model-only); 2 for bad input (a message on stderr names it, nothing is written).
 """
 import argparse
 import dataclasses
@@ -634,8 +635,8 @@ def run(cfg):
     doc["inflight-after-teardown"] = sum(p.inflight for p in rig.m.page_pools)
     doc["leaks"] = rig.m.leak_report()
     doc["exit-code"] = EXIT_FAILED if (doc["validation"]["result"] == "failed" or
-                                       doc["inflight-after-teardown"] or doc["leaks"]) \
-        else EXIT_OK
+                                       doc["inflight-after-teardown"] or doc["leaks"] or
+                                       doc["iommu"]["unmapped-accesses"]) else EXIT_OK
     streams = _stream_files(trace, app.streams) if cfg.dump_streams is not None else None
     return Report(doc, streams, timeline)
 
@@ -729,7 +730,8 @@ def _document(cfg, rig, trace, params, app, elapsed):
         "queues": queues,
         "recycle": totals,
         "tcp-mib": {k: v for k, v in m.tcp.mib.items() if v},
-        "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults), "stats": m.iommu.stats},
+        "iommu": {"mode": cfg.iommu, "faults": len(m.iommu.faults),
+                  "unmapped-accesses": m.iommu.stats["unmapped_accesses"], "stats": m.iommu.stats},
         "devmem": app.devmem if rig.prov.binds else None,
         "validation": validation,
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -865,6 +867,7 @@ class Report:
         lines.append(f"inflight after teardown: {d['inflight-after-teardown']}"
                      + ("" if not d["leaks"] else "; leaks: " + "; ".join(d["leaks"])))
         lines.append(f"IOMMU faults: {d['iommu']['faults']}")
+        lines.append(f"DMA into unmapped memory: {d['iommu']['unmapped-accesses']}")
         if d["devmem"] is not None:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
         lines.append(f"validation: {d['validation']['detail']}")
@@ -991,9 +994,10 @@ REPORT_SCHEMA = {
                            "recycle": _SPLIT}}},
         "recycle": _SPLIT,
         "tcp-mib": _COUNTS,
-        "iommu": {"type": "object", "required": ["mode", "faults", "stats"],
+        "iommu": {"type": "object", "required": ["mode", "faults", "unmapped-accesses", "stats"],
                   "properties": {"mode": {"enum": ["none", "passthrough", "dma-iommu"]},
-                                 "faults": _COUNT, "stats": _COUNTS}},
+                                 "faults": _COUNT, "unmapped-accesses": _COUNT,
+                                 "stats": _COUNTS}},
         "devmem": {"oneOf": [{"type": "null"}, _COUNTS]},
         "validation": {"type": "object",
                        "required": ["result", "detail", "pattern", "bytes", "resets"],
@@ -1074,8 +1078,8 @@ def _parser():
 
 
 def main(argv=None):
-    """``netmem-replay``: returns the exit code (0 ok, 1 validation failed or buffers lost,
-    2 bad input)."""
+    """``netmem-replay``: returns the exit code (0 ok, 1 validation failed, buffers lost or
+    DMA into unmapped memory, 2 bad input)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:            # argparse printed its message
