@@ -41,7 +41,7 @@ cdef enum:
     # must not keep millions of records.
     NM_UNMAPPED_LOG_MAX = 4096
     NM_COVER_CHUNK_SHIFT = 21       # the coverage table's coarse level: 2 MiB, x86-64's PMD_SIZE
-    NM_COVER_CHUNK_PAGES = 1 << (21 - 12)
+    NM_COVER_CHUNK_PAGES = 1 << (NM_COVER_CHUNK_SHIFT - PAGE_SHIFT)
 
 
 # ---- swiotlb ------------------------------------------------------------------------------------
