@@ -56,7 +56,8 @@ class Device(_core.CoreDevice):
 
     def dma_write(self, addr, data):
         """The device writes ``data`` at DMA address ``addr``; a fault raises EFAULT and writes
-        nothing."""
+        nothing. Without an IOMMU, a write no live mapping for the device covers lands and is
+        recorded in ``m.iommu.unmapped_accesses`` (as is such a read)."""
         self._do_access(addr, data if isinstance(data, (bytes, bytearray)) else bytes(data),
                         True)
 

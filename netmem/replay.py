@@ -775,7 +775,8 @@ class _Run:
     and ``end``, ``pools``, the counters and pool state after the last one completed (see
     ``_snapshot()``); ``layout``, its machine (``_layout()``); the streams and timeline of the
     untimed loop (first run only); the verdict of its checks (``checked``: they ran) and what
-    its teardown left behind."""
+    its teardown left behind, with the device accesses to memory no DMA mapping covered over
+    the whole run (``unmapped``: warm-up and untimed loops too, as leaks)."""
 
     loop_seconds: list = dataclasses.field(default_factory=list)
     start: dict | None = None
@@ -788,6 +789,7 @@ class _Run:
     failures: list = dataclasses.field(default_factory=list)
     inflight: int = 0
     leaks: list = dataclasses.field(default_factory=list)
+    unmapped: int = 0
     interrupted: bool = False
     checked: bool = False
 
@@ -869,6 +871,7 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, observe):
         rig.teardown()
     one.inflight = sum(p.inflight for p in rig.machine.page_pools)
     one.leaks = rig.machine.leak_report()
+    one.unmapped = rig.machine.iommu.stats["unmapped_accesses"]
 
 
 def _replay(rig, app, trace, one, tick):
@@ -1058,6 +1061,8 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
     qstats = {"ifindex": layout["ifindex"], **counters["qstats-device"]}
     inflight = sum(r.inflight for r in runs)
     leaks = [leak for r in runs for leak in r.leaks]
+    # Model-only: the bytes landed and validate, but a provider that DMAs into nothing fails.
+    unmapped = sum(r.unmapped for r in runs)
     interrupted = any(r.interrupted for r in runs)
     return {
         "tool": "netmem-replay",
@@ -1088,7 +1093,7 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
         "recycle": totals,
         "tcp-mib": {k: v for k, v in counters["tcp-mib"].items() if v},
         "iommu": {"mode": cfg.iommu, "faults": counters["iommu-faults"],
-                  "stats": counters["iommu"]},
+                  "unmapped-accesses": unmapped, "stats": counters["iommu"]},
         "devmem": ({k: counters["receiver"][k] for k in _RECEIVER_COUNTERS}
                    if layout["binds"] else None),
         "validation": validation,
@@ -1099,7 +1104,7 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
         "interrupted": interrupted,
         "exit-code": (EXIT_INTERRUPTED if interrupted else
                       EXIT_FAILED if validation["result"] == "failed" or inflight or leaks
-                      else EXIT_OK),
+                      or unmapped else EXIT_OK),
     }
 
 
@@ -1336,6 +1341,7 @@ class Report:
                                                   for k, v in t.items()))
         lines.append(f"inflight after teardown: {d['inflight-after-teardown']}"
                      + ("" if not d["leaks"] else "; leaks: " + "; ".join(d["leaks"])))
+        lines.append(f"DMA into unmapped memory: {d['iommu']['unmapped-accesses']}")
         lines.append(f"IOMMU faults: {d['iommu']['faults']}")
         if d["devmem"] is not None:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
@@ -1528,9 +1534,10 @@ REPORT_SCHEMA = {
                            "recycle": _SPLIT}}},
         "recycle": _SPLIT,
         "tcp-mib": _COUNTS,
-        "iommu": {"type": "object", "required": ["mode", "faults", "stats"],
+        "iommu": {"type": "object", "required": ["mode", "faults", "unmapped-accesses", "stats"],
                   "properties": {"mode": {"enum": ["none", "passthrough", "dma-iommu"]},
-                                 "faults": _COUNT, "stats": _COUNTS}},
+                                 "faults": _COUNT, "unmapped-accesses": _COUNT,
+                                 "stats": _COUNTS}},
         "devmem": {"oneOf": [{"type": "null"}, _COUNTS]},
         "validation": {"type": "object",
                        "required": ["result", "detail", "pattern", "bytes", "resets"],
@@ -1869,8 +1876,8 @@ def _parser():
 
 
 def main(argv=None):
-    """``netmem-replay``: returns the exit code (0 ok, 1 validation failed or buffers lost,
-    2 bad input, 130 interrupted)."""
+    """``netmem-replay``: returns the exit code (0 ok, 1 validation failed, buffers lost or
+    DMA into unmapped memory, 2 bad input, 130 interrupted)."""
     try:
         args = _parser().parse_args(argv)
     except SystemExit as e:            # argparse printed its message

@@ -41,7 +41,7 @@ cdef enum:
     # must not keep millions of records.
     NM_UNMAPPED_LOG_MAX = 4096
     NM_COVER_CHUNK_SHIFT = 21       # the coverage table's coarse level: 2 MiB, x86-64's PMD_SIZE
-    NM_COVER_CHUNK_PAGES = 1 << (21 - 12)
+    NM_COVER_CHUNK_PAGES = 1 << (NM_COVER_CHUNK_SHIFT - PAGE_SHIFT)
 
 
 # ---- swiotlb ------------------------------------------------------------------------------------
@@ -337,12 +337,12 @@ cdef inline bint __cover_lets(nm_dma_cover *c, uint32_t dev_id) noexcept nogil:
 cdef inline bint __dma_covered(nm_cover_table *t, uint64_t off, uint64_t n,
                                uint32_t dev_id) noexcept nogil:
     """Whether every page of ``[off, off + n)`` (``n`` > 0, offsets in the region of ``t``)
-    has a live mapping device ``dev_id`` may use: at the 2 MiB level (a small, hot array)
-    or at the page level."""
+    has a live mapping device ``dev_id`` may use: at the page level (page_pool's pages: one
+    load), else at the 2 MiB level (a page entry never written reads the shared zero page)."""
     cdef uint64_t i = off >> PAGE_SHIFT, last = (off + n - 1) >> PAGE_SHIFT
     while True:
-        if not __cover_lets(&t.chunk[i // NM_COVER_CHUNK_PAGES], dev_id) and \
-                not __cover_lets(&t.page[i], dev_id):
+        if not __cover_lets(&t.page[i], dev_id) and \
+                not __cover_lets(&t.chunk[i // NM_COVER_CHUNK_PAGES], dev_id):
             return False
         if i == last:
             return True

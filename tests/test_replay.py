@@ -55,7 +55,7 @@ def assert_clean(doc):
     jsonschema.validate(doc, REPORT_SCHEMA)
     assert doc["exit-code"] == 0 and doc["validation"]["result"] == "ok", doc["validation"]
     assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
-    assert doc["iommu"]["faults"] == 0
+    assert doc["iommu"]["faults"] == 0 and doc["iommu"]["unmapped-accesses"] == 0
 
 
 # ---- end to end, each provider ------------------------------------------------------------------
@@ -79,7 +79,7 @@ def test_host_replays_validates_and_reports(tmp_path, capsys, extra):
     out = capsys.readouterr().out
     for line in ("Mpps", "ns per frame", "Gbit/s payload", "recycle path: cache",
                  "alloc-fast", "inflight after teardown: 0", "IOMMU faults: 0",
-                 "validation: ok"):
+                 "DMA into unmapped memory: 0", "validation: ok"):
         assert line in out
 
 
@@ -455,6 +455,28 @@ def test_buffers_lost_is_exit_code_1(tmp_path, monkeypatch):
     code, doc = replay_json(tmp_path, "--provider", "host", *SMALL)
     assert code == 1
     assert doc["inflight-after-teardown"] > 0 and doc["leaks"]
+
+
+@pytest.mark.netmem_leaks_ok
+def test_dma_into_unmapped_memory_is_exit_code_1(tmp_path, capsys, monkeypatch):
+    """A p2pdma provider that hands out the bus address of its BAR range without mapping it
+    (as it did before issue 13): every payload lands and validates, and the report counts
+    the NIC's writes into memory no mapping covers: exit code 1."""
+    from netmem.providers.p2pdma import P2PDMAProvider
+
+    def map_nothing(self, dev):
+        self._dma = (dev, self.bus_addr, None)
+        return 0
+
+    monkeypatch.setattr(P2PDMAProvider, "_map", map_nothing)
+    monkeypatch.setattr(P2PDMAProvider, "_unmap", lambda self: setattr(self, "_dma", None))
+    code, doc = replay_json(tmp_path, "--provider", "p2pdma", *SMALL)
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    n = doc["iommu"]["unmapped-accesses"]
+    assert code == 1 and n > 0 and doc["validation"]["result"] == "ok"
+    assert doc["iommu"]["faults"] == 0 and doc["iommu"]["stats"]["unmapped_accesses"] == n
+    assert doc["leaks"][0].startswith(f"{n} DMA accesses to memory no live mapping covers")
+    assert f"DMA into unmapped memory: {n}\n" in capsys.readouterr().out
 
 
 def test_progress_bar_draws_and_clears(capsys):
