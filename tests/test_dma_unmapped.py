@@ -5,9 +5,10 @@ as on the hardware, and is recorded in ``m.iommu.unmapped_accesses``, counted in
 import errno
 
 import pytest
+from test_provider import FreelistProvider
 
 import netmem
-from netmem import NetIovArea, NetmemError
+from netmem import NetmemError
 from netmem.dma import (
     Device,
     SgTable,
@@ -34,7 +35,6 @@ from netmem.pci import (
     pci_p2pdma_add_resource,
     pci_p2pmem_virt_to_bus,
 )
-from netmem.provider import MemoryProvider, net_mp_niov_clear_page_pool, net_mp_niov_set_page_pool
 
 FROM, BIDI = netmem.DMA_FROM_DEVICE, netmem.DMA_BIDIRECTIONAL
 PAGE = 4096
@@ -257,36 +257,13 @@ def test_a_2mib_mapping_counts_at_the_coarse_level_and_its_edges_per_page():
 
 # ---- a provider whose net_iovs have no memory behind them --------------------------------------
 
-class NowhereProvider(MemoryProvider):
-    """The README's ``StackProvider``: net_iovs with DMA address 0."""
-
-    name = "nowhere"
-
-    def __init__(self, machine):
-        self.machine = machine
-        self.area = NetIovArea(machine, 64)
-        self.free = self.area.niovs.tolist()
-
-    def alloc_netmems(self, pool):
-        if not self.free:
-            return 0
-        ref = self.free.pop()
-        net_mp_niov_set_page_pool(pool, ref)
-        return ref
-
-    def release_netmem(self, pool, netmem):
-        net_mp_niov_clear_page_pool(self.machine, netmem)
-        self.free.append(netmem)
-        return False
-
-
 @pytest.mark.netmem_leaks_ok
 @pytest.mark.parametrize("mode", DIRECT)
 def test_a_nic_bound_to_net_iovs_at_address_0_writes_to_address_0(mode):
     m = netmem.Machine(memory="64MiB", iommu=mode)
     nic = NetDevice(m, num_rx_queues=1)
     nic.ethtool.set_ringparam(tcp_data_split="on")
-    provider = NowhereProvider(m)
+    provider = FreelistProvider(m, num_niovs=64)     # net_iovs with DMA address 0
     net_mp_open_rxq(nic, 0, provider)
     nic.receive(generate(connections=2, payload=16384, seed=1).trace)
     writes = m.iommu.unmapped_accesses
