@@ -190,11 +190,15 @@ cdef void tcp_release_user_frags(nm_net *n, nm_sock *sk) noexcept nogil:
 
 cdef void __dontneed_put(nm_net *n, const netmem_ref *netmems, uint32_t nr) noexcept nogil:
     """The puts of one batch of ``sock_devmem_dontneed()``, out of the xarray lock: each net_iov
-    goes home through ``napi_pp_put_page()`` in the caller's context."""
-    cdef uint32_t k
+    goes home through ``napi_pp_put_page()`` in the caller's context (the profile's PUTS)."""
+    cdef uint32_t k, stage
+    if nr == 0:
+        return
+    stage = prof_push(n, NM_PROF_PUTS)
     for k in range(nr):
         if not napi_pp_put_page(n.m, netmems[k]):
             nm_warn(n.m, NM_W_DEVMEM_NOT_NIOV, 0, netmems[k], 0)
+    prof_stage(n, stage)
 
 
 cdef int64_t sock_devmem_dontneed(nm_net *n, nm_sock *sk, const uint32_t *tokens,

@@ -283,7 +283,8 @@ cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noex
 
 
 cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
-    """Models ``tcp_try_coalesce()``."""
+    """Models ``tcp_try_coalesce()``: ``to`` takes ``frm``'s timestamp when it has one
+    (``has_rxtstamp``: the later arrival)."""
     cdef int delta
     if frm.seq != to.end_seq:
         return False
@@ -295,6 +296,8 @@ cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen)
     to.end_seq = frm.end_seq
     to.ack_seq = frm.ack_seq
     to.tcp_flags |= frm.tcp_flags
+    if frm.tstamp:
+        to.tstamp = frm.tstamp
     return True
 
 
@@ -811,13 +814,16 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     built it is queued for that CPU, whose next ``net_rx_action()`` frees it; when the list
     already held half of skb_defer_max the CPU is kicked (the IPI runs its softirq at once
     here). On the same CPU (or with a full list) it is freed with BHs off
-    (``kfree_skb_napi_cache()``)."""
+    (``kfree_skb_napi_cache()``). Either free is the profile's PUTS stage."""
     cdef nm_machine *m = n.m
     cdef nm_skb *skb = SKB(n, si)
     cdef int cpu = skb.alloc_cpu
+    cdef uint32_t stage
     cdef bint kick
     if n.defer_max == 0 or cpu == m.cpu or cpu >= m.nr_cpus or n.defer_count[cpu] >= n.defer_max:
+        stage = prof_push(n, NM_PROF_PUTS)
         __free_in_softirq(n, si, m.cpu)
+        prof_stage(n, stage)
         return
     kick = n.defer_count[cpu] == n.defer_max >> 1
     skb.next = n.defer_head[cpu]
@@ -825,7 +831,9 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     n.defer_count[cpu] += 1
     if kick:
         n.defer_kicks += 1
+        stage = prof_push(n, NM_PROF_PUTS)
         __free_softirq_flush(n, cpu)
+        prof_stage(n, stage)
 
 
 cdef void __free_softirq_flush(nm_net *n, int cpu) noexcept nogil:
@@ -839,7 +847,10 @@ cdef void __free_softirq_flush(nm_net *n, int cpu) noexcept nogil:
 
 
 cdef inline void tcp_eat_recv_skb(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
-    """Models ``tcp_eat_recv_skb()``."""
+    """Models ``tcp_eat_recv_skb()``; while profiling, the skb's wait goes into the latency
+    histogram (it has been read)."""
+    if unlikely(n.prof.on):
+        prof_rx_latency(n, SKB(n, si))
     __q_unlink(n, &sk.rq_head, &sk.rq_tail, si)
     sock_rfree(n, SKB(n, si))
     skb_attempt_defer_free(n, si)
