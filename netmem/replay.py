@@ -61,6 +61,7 @@ from netmem.machine import Machine
 from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
 from netmem.pci import PAGE_OFFSET
+from netmem.profile import STAGES, StageProfile
 from netmem.tcp import Receiver
 
 __all__ = ["DEFAULT_WORKLOAD", "PROVIDERS", "REPORT_SCHEMA", "BadInput", "Config", "Report",
@@ -128,6 +129,7 @@ class Config:
     plot: str | None = None
     seed: int = 0
     progress: bool | None = None
+    profile: bool = False
 
 
 def _check_config(cfg):
@@ -626,9 +628,11 @@ def run(cfg):
             raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
         app = _App(rig, pattern, expected, cfg.dump_streams is not None)
         timeline = _Timeline(rig) if cfg.plot else None
-        elapsed = _replay(rig, app, trace, timeline)
+        profile = StageProfile(rig.m, len(trace)) if cfg.profile else None
+        elapsed = _replay(rig, app, trace, timeline, profile)
         app.check()
         doc = _document(cfg, rig, trace, params, app, elapsed)
+        doc["profile"] = profile.result() if profile is not None else None
     finally:
         rig.teardown()
     doc["inflight-after-teardown"] = sum(p.inflight for p in rig.m.page_pools)
@@ -640,10 +644,11 @@ def run(cfg):
     return Report(doc, streams, timeline)
 
 
-def _replay(rig, app, trace, timeline):
+def _replay(rig, app, trace, timeline, profile=None):
     """The loops: chunks through the NIC, the application's drain after each, and at the end
     of each loop its streams' state and every socket closed. Returns the seconds of the timed
-    loops (those after the warm-up ones)."""
+    loops (those after the warm-up ones). A ``StageProfile`` is told where each loop starts
+    (it profiles every other timed one) and where the last ends."""
     cfg, m, nic = rig.cfg, rig.m, rig.nic
     n = len(trace)
     total = cfg.warmup + cfg.loops
@@ -654,6 +659,8 @@ def _replay(rig, app, trace, timeline):
         for loop in range(total):
             if loop == cfg.warmup:
                 t0 = time.perf_counter()
+            if profile is not None:
+                profile.loop(loop - cfg.warmup)
             for start in range(0, n, rig.chunk):
                 nic.receive(trace, start, rig.chunk)
                 with m.on_cpu(rig.app_cpu, softirq=False):
@@ -663,6 +670,8 @@ def _replay(rig, app, trace, timeline):
                 progress.update(loop * n + min(start + rig.chunk, n))
             with m.on_cpu(rig.app_cpu, softirq=False):
                 app.end_pass()
+        if profile is not None:
+            profile.end()
     finally:
         progress.close()
     return time.perf_counter() - t0
@@ -868,6 +877,8 @@ class Report:
         if d["devmem"] is not None:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
         lines.append(f"validation: {d['validation']['detail']}")
+        if d["profile"] is not None:
+            lines += _profile_table(d["profile"])
         return "\n".join(lines)
 
     def _pool_table(self):
@@ -882,6 +893,26 @@ class Report:
                f"  {'':<26}" + "".join(f"{h:>{w}}" for h, _ in cols)]
         out += [f"  {k:<26}" + "".join(f"{p.get(k, ''):>{w}}" for _, p in cols) for k in keys]
         return out
+
+
+def _profile_table(p):
+    """``--profile``: where the time goes, ns per frame by stage, and the latency."""
+    total = p["total-ns-per-frame"] or 1.0
+    out = ["", "where the time goes (--profile: ns per frame of the profiled loops):",
+           f"  {'stage':<34}{'ns/frame':>10}{'share':>9}"]
+    rows = [(STAGES[k], v) for k, v in p["stages"].items()]
+    rows += [("other (Python loop, profiler)", p["other"]),
+             ("total (profiled loops)", p["total-ns-per-frame"])]
+    out += [f"  {name:<34}{v:>10.1f}{100 * v / total:>8.1f}%" for name, v in rows]
+    unprof = p["unprofiled-ns-per-frame"]
+    out.append(f"  {'unprofiled loops':<34}" + (f"{unprof:>10.1f}{100 * unprof / total:>8.1f}%"
+                                                 if unprof is not None else f"{'-':>10}"))
+    out.append(f"  ({p['sampled-frames']} frames in sampled NAPI polls; one stage boundary "
+               f"{p['boundary-ns']:.1f} ns, taken off each interval)")
+    lat = p["latency-ns"]
+    out.append("latency, DMA write to recvmsg() (virtual ns, per skb read): " +
+               (", ".join(f"{k} {v}" for k, v in lat.items()) if lat else "no skb read"))
+    return out
 
 
 def _describe_workload(w):
@@ -933,6 +964,26 @@ _POOL = {
 _SPLIT = {"type": "object", "required": ["cache", "ring", "released"],
           "additionalProperties": False, "properties": dict.fromkeys(("cache", "ring",
                                                                        "released"), _COUNT)}
+_LATENCY = {"type": "object", "required": ["p50", "p90", "p99", "max"],
+            "additionalProperties": False,
+            "properties": dict.fromkeys(("p50", "p90", "p99", "max"), _COUNT)}
+#: ``--profile`` (netmem.profile): ns per frame by stage, the rest, both totals, the latency.
+_PROFILE = {
+    "type": "object",
+    "required": ["stages", "other", "total-ns-per-frame", "unprofiled-ns-per-frame",
+                 "latency-ns", "sampled-frames", "boundary-ns"],
+    "additionalProperties": False,
+    "properties": {
+        "stages": {"type": "object", "required": list(STAGES), "additionalProperties": False,
+                   "properties": dict.fromkeys(STAGES, _NUMBER)},
+        "other": {"type": "number"},
+        "total-ns-per-frame": _NUMBER,
+        "unprofiled-ns-per-frame": {"type": ["number", "null"], "minimum": 0},
+        "latency-ns": {"oneOf": [{"type": "null"}, _LATENCY]},
+        "sampled-frames": _COUNT,
+        "boundary-ns": _NUMBER,
+    },
+}
 #: The JSON Schema (2020-12) of the ``--json`` document. Stats carry the netdev netlink
 #: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``).
 REPORT_SCHEMA = {
@@ -941,7 +992,7 @@ REPORT_SCHEMA = {
     "type": "object",
     "required": ["tool", "config", "trace", "replay", "drops", "qstats", "queues", "recycle",
                  "tcp-mib", "iommu", "devmem", "validation", "max-rss",
-                 "inflight-after-teardown", "leaks", "exit-code"],
+                 "inflight-after-teardown", "leaks", "exit-code", "profile"],
     "additionalProperties": False,
     "properties": {
         "tool": {"const": "netmem-replay"},
@@ -1005,6 +1056,7 @@ REPORT_SCHEMA = {
         "inflight-after-teardown": _COUNT,
         "leaks": {"type": "array", "items": {"type": "string"}},
         "exit-code": {"enum": [EXIT_OK, EXIT_FAILED]},
+        "profile": {"oneOf": [{"type": "null"}, _PROFILE]},
     },
 }
 
@@ -1070,6 +1122,10 @@ def _parser():
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when it is a terminal)")
+    ap.add_argument("--profile", action="store_true",
+                    help="where the time goes: ns per frame by stage of the data plane, and "
+                         "the latency from DMA write to recvmsg (every other timed loop runs "
+                         "profiled)")
     return ap
 
 
