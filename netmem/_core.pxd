@@ -702,9 +702,9 @@ cdef struct nm_dmabuf_cmsg:
 # NM_LAT_BUCKETS (496: log2 octaves of 8 linear buckets each, over 64-bit ns).
 cdef struct nm_prof:
     uint32_t on                 # stage boundaries are stamped (the profiled code runs)
-    uint32_t fine               # this NAPI poll is a sample: its frames' stages are stamped
     uint32_t stage              # the stage running since ``last``
     uint32_t rng                # xorshift32 state of the poll sampling
+    uint32_t _pad
     uint64_t last               # TSC at the last boundary
     uint64_t cyc[16]            # TSC cycles by stage
     uint64_t marks[16]          # boundaries that closed an interval of each stage

@@ -180,12 +180,10 @@ cdef inline void __gro_pass_up(nm_net *n, nm_netdev *nd, uint32_t si,
                                nm_prof_t *pr) noexcept nogil:
     """``netif_receive_skb()`` of what GRO passes up; in a sampled poll, the TCP stage."""
     if nm_prof_t is nm_prof:
-        if pr.fine:
-            prof_enter(pr, NM_PROF_TCP)
+        prof_enter(pr, NM_PROF_TCP)
     netif_receive_skb(n, nd, si)
     if nm_prof_t is nm_prof:
-        if pr.fine:
-            prof_enter(pr, NM_PROF_GRO)
+        prof_enter(pr, NM_PROF_GRO)
 
 
 cdef void gro_complete(nm_net *n, nm_netdev *nd, uint32_t si, nm_prof_t *pr) noexcept nogil:

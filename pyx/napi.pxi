@@ -361,8 +361,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     cdef nm_device *dev = nd.dma_dev
     cdef int rc = 0
     if nm_prof_t is nm_prof:
-        if pr.fine:
-            prof_enter(pr, NM_PROF_DMA)
+        prof_enter(pr, NM_PROF_DMA)
     hdr.netmem = 0
     if p.status == NM_PKT_RUNT or len > nd.mtu + ETH_HLEN + p.nr_vlans * VLAN_HLEN:
         q.stats.length_errors += 1
@@ -397,8 +396,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
         q.stats.hw_drops += 1
         return
     if nm_prof_t is nm_prof:
-        if pr.fine:
-            prof_enter(pr, NM_PROF_SKB)
+        prof_enter(pr, NM_PROF_SKB)
     if split:
         __ring_take(&q.hdr_ring, &hdr)
         __sync_for_cpu(q.hdr_pool, &hdr, split)
@@ -418,7 +416,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     q.stats.bytes += dlen
     skb = SKB(n, si)
     skb.hash = hash
-    if nm_prof_t is nm_prof:
+    if nm_prof_t is not nm_noprof:
         skb.tstamp = tstamp | NM_TSTAMP_SET
     if skb_headlen(skb) < ETH_HLEN:
         # eth_type_trans() needs the Ethernet header in the head; an unsplit frame over an
@@ -429,8 +427,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     skb.data = ETH_HLEN                 # eth_type_trans()
     skb.len -= ETH_HLEN
     if nm_prof_t is nm_prof:
-        if pr.fine:
-            prof_enter(pr, NM_PROF_GRO)
+        prof_enter(pr, NM_PROF_GRO)
     napi_gro_receive(n, nd, q, si, pr)
 
 
@@ -438,34 +435,37 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
                            const uint64_t *offs, uint32_t start, nm_prof_t *pr) noexcept nogil:
     """One NAPI poll of a queue, budget 64, on its CPU in softirq: flush the CPU's deferred skbs
     (``net_rx_action()``), take up to 64 frames, flush GRO, refill the rings. Returns the work
-    done. The caller sets the CPU context. Profiled, each step is a stage (the frames' stages
-    when ``pr.fine``) and each skb carries its frame's arrival (``__rx_arrival()``)."""
+    done. The caller sets the CPU context. Profiled, each step is a stage (in a sampled poll,
+    ``nm_prof``, each frame's too) and each skb carries its frame's arrival."""
     cdef uint32_t work = 0, fi
     cdef uint64_t tstamp = 0
-    if nm_prof_t is nm_prof:
-        prof_enter(pr, NM_PROF_PUTS)
+    if nm_prof_t is not nm_noprof:
+        prof_enter(__prof(pr), NM_PROF_PUTS)
     q.napi.list_owner = q.cpu           # ____napi_schedule()
     skb_defer_free_flush(n, q.cpu)
     if nm_prof_t is nm_prof:
-        prof_enter(pr, NM_PROF_TCP if pr.fine else NM_PROF_RX)
+        prof_enter(pr, NM_PROF_TCP)         # the socket prefetch
+    elif nm_prof_t is nm_prof_rx:
+        prof_enter(__prof(pr), NM_PROF_RX)
     if n.nr_socks >= NM_SK_PREFETCH_MIN:
         __sk_prefetch_batch(n, arena, offs, nd.pkts, q.pending + q.pending_pos,
                             min(<uint32_t>NAPI_POLL_WEIGHT, q.npending - q.pending_pos), start)
     while work < NAPI_POLL_WEIGHT and q.pending_pos < q.npending:
         fi = q.pending[q.pending_pos]
         q.pending_pos += 1
-        if nm_prof_t is nm_prof:
+        if nm_prof_t is not nm_noprof:
             tstamp = __rx_arrival(n, nd, fi)
         nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start],
                     tstamp, pr)
         work += 1
     if nm_prof_t is nm_prof:
-        pr.frames[pr.fine] += work
-        if pr.fine:
-            prof_enter(pr, NM_PROF_GRO)
+        pr.frames[1] += work
+        prof_enter(pr, NM_PROF_GRO)
+    elif nm_prof_t is nm_prof_rx:
+        __prof(pr).frames[0] += work
     napi_gro_flush(n, nd, q, pr)
-    if nm_prof_t is nm_prof:
-        prof_enter(pr, NM_PROF_REFILL)
+    if nm_prof_t is not nm_noprof:
+        prof_enter(__prof(pr), NM_PROF_REFILL)
     if q.hds:
         nm_rx_ring_refill(q, &q.hdr_ring, q.hdr_pool, NM_HDR_BUF_SIZE)
     nm_rx_ring_refill(q, &q.ring, q.pool, q.buf_size)
@@ -518,11 +518,12 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
             if q.pending_pos < q.npending:
                 m.cpu = q.cpu
                 m.in_softirq = 1
-                if unlikely(n.prof.on):
-                    n.prof.fine = prof_sample_poll(&n.prof)
+                if likely(not n.prof.on):
+                    nm_napi_poll(n, nd, q, arena, offs, start, <nm_noprof *>NULL)
+                elif prof_sample_poll(&n.prof):
                     nm_napi_poll(n, nd, q, arena, offs, start, &n.prof)
                 else:
-                    nm_napi_poll(n, nd, q, arena, offs, start, <nm_noprof *>NULL)
+                    nm_napi_poll(n, nd, q, arena, offs, start, <nm_prof_rx *>&n.prof)
                 busy = 1
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:

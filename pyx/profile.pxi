@@ -5,16 +5,17 @@
 # time and nothing is counted twice. Not a kernel mechanism: the model's own accounting, in the
 # spirit of perf's per-symbol figures but by stage of the receive path.
 #
-# A TSC read costs 8 to 25 ns on the machines netmem runs on, as much as a quarter of a frame's
-# whole path if every frame's stages were stamped. So the per-frame boundaries (DMA write, skb,
-# GRO, TCP) are stamped in one NAPI poll of NM_PROF_SAMPLE at random; the other polls stamp only
-# their start and end (their frames' time is NM_PROF_RX, split later in the sampled proportions).
-# The coarse boundaries (steering, refill, frees, the application's calls) are stamped every time.
+# A boundary costs 7 to 25 ns on the machine netmem is measured on (a VM), as much as a quarter
+# of a frame's whole path if every frame's stages were stamped. So the per-frame boundaries (DMA
+# write, skb, GRO, TCP) are stamped in one NAPI poll of NM_PROF_SAMPLE at random; the other polls
+# stamp only their start and end (their frames' time is NM_PROF_RX, split later in the sampled
+# proportions). The coarse boundaries (steering, refill, frees, the application's calls) are
+# stamped every time.
 #
-# Off costs nothing on the NAPI path: the poll, the driver and GRO are compiled twice through the
-# fused type ``nm_prof_t`` (``nm_noprof``: no boundary, no timestamp), and ``nm_netdev_receive()``
-# picks one per poll. The application's boundaries (per recvmsg call, per socket) and the frees'
-# test ``n.prof.on``, as a static key would.
+# Off costs nothing on the NAPI path: the poll, the driver and GRO are compiled three times
+# through the fused type ``nm_prof_t`` (below), and ``nm_netdev_receive()`` picks one per poll.
+# The application's boundaries (per recvmsg call, per socket, per 16 tokens) and the frees' test
+# ``n.prof.on``, as a static key would.
 
 
 cdef enum:
@@ -40,13 +41,23 @@ cdef extern from *:
     """
     const uint64_t NM_TSTAMP_SET
 
-# The NAPI path's two builds: ``nm_prof`` with the boundaries, ``nm_noprof`` without.
+# The NAPI path's three builds: ``nm_noprof`` (off: no boundary, no timestamp), ``nm_prof_rx``
+# (an unsampled poll: its own boundaries, the skbs' timestamps) and ``nm_prof`` (a sampled poll:
+# every frame's stages too). The last two point at the same nm_prof (``__prof()``).
 ctypedef struct nm_noprof:
     uint8_t unused
 
+ctypedef struct nm_prof_rx:
+    nm_prof prof
+
 ctypedef fused nm_prof_t:
     nm_noprof
+    nm_prof_rx
     nm_prof
+
+
+cdef inline nm_prof *__prof(nm_prof_t *pr) noexcept nogil:
+    return <nm_prof *>pr
 
 
 cdef inline uint32_t prof_enter(nm_prof *pr, uint32_t stage) noexcept nogil:
@@ -131,7 +142,6 @@ cdef void nm_prof_stop(nm_net *n) noexcept nogil:
     if n.prof.on:
         prof_enter(&n.prof, NM_PROF_OUTSIDE)
         n.prof.on = 0
-        n.prof.fine = 0
 
 
 cdef uint64_t nm_prof_boundary_cost() noexcept nogil:
