@@ -9,7 +9,7 @@ Three corrections, each documented in docs/benchmarks.md:
 
 - each stamped interval carries one boundary's cost (a TSC read and the stores, calibrated back
   to back when the profile is reset); it is taken off every stage and left in ``other``;
-- the per-frame stages (DMA write, skb build, GRO, TCP) are stamped in one NAPI poll in 8 (the
+- the per-frame stages (DMA write, skb build, GRO, TCP) are stamped in one NAPI poll in 16 (the
   first one always); the other polls' frames are timed as one block, which is split in the
   proportions the sampled polls measured, so their sum is the unsampled polls' time per frame;
 - the profile runs on every other timed loop (the first, the third, ...): the loops between run

@@ -32,7 +32,7 @@ cdef enum:
     NM_PROF_DONTNEED = 10       # SO_DEVMEM_DONTNEED: the tokens erased
     NM_PROF_PUTS = 11           # skbs freed after the read, net_iovs put: page_pool recycling
     NM_PROF_NR = 12
-    NM_PROF_SAMPLE = 8          # one NAPI poll in 8 stamps its frames' stages
+    NM_PROF_SAMPLE = 16         # one NAPI poll in 16 stamps its frames' stages
     NM_LAT_BUCKETS = 496        # log2 octaves of 8 linear buckets: (63 - 2) * 8 + 8
 
 cdef extern from *:

@@ -223,7 +223,8 @@ cdef class CoreReceiver:
             prof_stage(self.n, NM_PROF_RECVMSG)
             rc = tcp_recvmsg_devmem(self.n, slot, &rx, self.bufsize)
             self.c[RCV_CALLS] += 1
-            prof_stage(self.n, NM_PROF_VALIDATE)
+            if rc > 0:
+                prof_stage(self.n, NM_PROF_VALIDATE)
             if rc > 0 and rx.ncm == 0:
                 self._deliver(slot, self.buf, rx.buf_used)        # readable bytes
                 continue
