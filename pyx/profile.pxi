@@ -107,9 +107,11 @@ cdef inline uint32_t __lat_bucket(uint64_t v) noexcept nogil:
     return ((e - 2) << 3) | <uint32_t>((v >> (e - 3)) & 7)
 
 
-cdef inline void prof_rx_latency(nm_net *n, nm_skb *skb) noexcept nogil:
+cdef void prof_rx_latency(nm_net *n, nm_skb *skb) noexcept nogil:
     """The application has read an skb: the virtual time since its DMA write into the
-    histogram (skb->tstamp: a GRO packet's first segment's, a coalesced skb's last one's)."""
+    histogram (skb->tstamp: a GRO packet's first segment's, a coalesced skb's last one's).
+    Not inline: called on a cold branch, it keeps ``tcp_eat_recv_skb()`` small enough to be
+    inlined into recvmsg as before."""
     cdef uint64_t now = n.m.clock_ns, t
     if not skb.tstamp or skb.len == 0:
         return

@@ -786,14 +786,17 @@ cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogi
 # ---- freeing skbs the application consumed ------------------------------------------------------
 
 cdef void __free_in_softirq(nm_net *n, uint32_t si, int cpu) noexcept nogil:
-    """Free an skb in softirq context on ``cpu`` (``napi_consume_skb()``)."""
+    """Free an skb in softirq context on ``cpu`` (``napi_consume_skb()``): the profile's
+    PUTS."""
     cdef nm_machine *m = n.m
     cdef int c = m.cpu, s = m.in_softirq
+    cdef uint32_t stage = prof_push(n, NM_PROF_PUTS)
     m.cpu = cpu
     m.in_softirq = 1
     __kfree_skb(n, si)
     m.cpu = c
     m.in_softirq = s
+    prof_stage(n, stage)
 
 
 cdef void skb_defer_free_flush(nm_net *n, int cpu) noexcept nogil:
@@ -818,12 +821,9 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     cdef nm_machine *m = n.m
     cdef nm_skb *skb = SKB(n, si)
     cdef int cpu = skb.alloc_cpu
-    cdef uint32_t stage
     cdef bint kick
     if n.defer_max == 0 or cpu == m.cpu or cpu >= m.nr_cpus or n.defer_count[cpu] >= n.defer_max:
-        stage = prof_push(n, NM_PROF_PUTS)
         __free_in_softirq(n, si, m.cpu)
-        prof_stage(n, stage)
         return
     kick = n.defer_count[cpu] == n.defer_max >> 1
     skb.next = n.defer_head[cpu]
@@ -831,19 +831,21 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     n.defer_count[cpu] += 1
     if kick:
         n.defer_kicks += 1
-        stage = prof_push(n, NM_PROF_PUTS)
         __free_softirq_flush(n, cpu)
-        prof_stage(n, stage)
 
 
 cdef void __free_softirq_flush(nm_net *n, int cpu) noexcept nogil:
+    """``skb_defer_free_flush()`` on ``cpu`` in its softirq (the kick's IPI): the profile's
+    PUTS."""
     cdef nm_machine *m = n.m
     cdef int c = m.cpu, s = m.in_softirq
+    cdef uint32_t stage = prof_push(n, NM_PROF_PUTS)
     m.cpu = cpu
     m.in_softirq = 1
     skb_defer_free_flush(n, cpu)
     m.cpu = c
     m.in_softirq = s
+    prof_stage(n, stage)
 
 
 cdef inline void tcp_eat_recv_skb(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
