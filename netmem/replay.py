@@ -648,7 +648,7 @@ def _replay(rig, app, trace, timeline, profile=None):
     """The loops: chunks through the NIC, the application's drain after each, and at the end
     of each loop its streams' state and every socket closed. Returns the seconds of the timed
     loops (those after the warm-up ones). A ``StageProfile`` is told where each loop starts
-    (it profiles every other timed one) and where the last ends."""
+    (it profiles half the timed ones) and where the last ends."""
     cfg, m, nic = rig.cfg, rig.m, rig.nic
     n = len(trace)
     total = cfg.warmup + cfg.loops
@@ -1124,7 +1124,7 @@ def _parser():
                     help="progress bar on stderr (default: when it is a terminal)")
     ap.add_argument("--profile", action="store_true",
                     help="where the time goes: ns per frame by stage of the data plane, and "
-                         "the latency from DMA write to recvmsg (every other timed loop runs "
+                         "the latency from DMA write to recvmsg (half the timed loops run "
                          "profiled)")
     return ap
 
