@@ -628,7 +628,7 @@ def run(cfg):
             raise BadInput(f"--provider {cfg.provider}: {e.strerror}", e.errno) from None
         app = _App(rig, pattern, expected, cfg.dump_streams is not None)
         timeline = _Timeline(rig) if cfg.plot else None
-        profile = StageProfile(rig.m, len(trace)) if cfg.profile else None
+        profile = StageProfile(rig.m, len(trace), cfg.loops) if cfg.profile else None
         elapsed = _replay(rig, app, trace, timeline, profile)
         app.check()
         doc = _document(cfg, rig, trace, params, app, elapsed)

@@ -114,3 +114,17 @@ def test_percentiles_are_bucket_tops_capped_at_the_max():
     assert _percentiles(hist, 4000) == {"p50": 3, "p90": 1151, "p99": 1151, "max": 4000}
     assert _percentiles(hist, 1100)["p99"] == 1100
     assert _percentiles(np.zeros(496, np.uint64), 0) is None
+
+
+def test_the_first_quarter_is_left_out_and_the_rest_run_abba():
+    from netmem.machine import Machine
+    from netmem.profile import StageProfile
+
+    prof = StageProfile(Machine(), frames=1, loops=20)
+    kinds = []
+    for k in range(-1, 20):
+        prof.loop(k)
+        kinds.append(None if prof._running is None else prof._running[0])
+    prof.end()
+    assert kinds == [None] * 4 + [True, False, False, True] * 4 + [True]
+    assert prof.loops == [8, 9]
