@@ -537,6 +537,9 @@ cdef struct nm_skb:
     uint8_t ip_proto
     uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
     uint8_t _pad
+    # skb->tstamp: the virtual ns of its DMA write | NM_TSTAMP_SET (0: none), set while
+    # profiling; last, so that the hot fields keep their cache lines.
+    uint64_t tstamp
 
 # The device's view of a frame, from its parser (and the flow dissector's eth_get_headlen()).
 cdef struct nm_pkt:
@@ -643,6 +646,8 @@ cdef struct nm_netdev:
     nm_pkt *pkts                # per frame of the chunk at hand: what the parser found
     uint32_t *hashes            # and its RSS hash
     uint32_t scratch_cap        # frames the scratch arrays and every queue's pending hold
+    const uint64_t *ts          # the trace's timestamps during receive(), or NULL: frames arrive
+    int64_t ts_base             # at clock_ns; else frame i at ts_base + ts[i] (virtual ns)
 
 # The socket's receive side (struct tcp_sock, the parts receive touches).
 cdef struct nm_sock:
@@ -715,6 +720,22 @@ cdef struct nm_dmabuf_cmsg:
     uint32_t frag_token
     uint32_t dmabuf_id
 
+# Where the time goes (pyx/profile.pxi, ``netmem-replay --profile``): TSC cycles by stage of the
+# data plane, stamped at each stage boundary while ``on``, and the virtual time from each skb's DMA
+# write to the application's read of it. Sizes: NM_PROF_NR stages (12, room for 16) and
+# NM_LAT_BUCKETS (496: log2 octaves of 8 linear buckets each, over 64-bit ns).
+cdef struct nm_prof:
+    uint32_t on                 # stage boundaries are stamped (the profiled code runs)
+    uint32_t stage              # the stage running since ``last``
+    uint32_t rng                # xorshift32 state of the poll sampling
+    uint32_t _pad
+    uint64_t last               # TSC at the last boundary
+    uint64_t cyc[16]            # TSC cycles by stage
+    uint64_t marks[16]          # boundaries that closed an interval of each stage
+    uint64_t frames[2]          # frames taken by unsampled and by sampled NAPI polls
+    uint64_t lat_hist[496]      # skbs read, by virtual ns from DMA write to read
+    uint64_t lat_max
+
 cdef struct nm_net:
     nm_machine *m
     nm_skb *skbs                # lazily committed tables, never moved
@@ -747,6 +768,7 @@ cdef struct nm_net:
     nm_ip_mib ip
     nm_ip_mib ip6
     uint64_t drop_reasons[32]   # SKB_DROP_REASON_* the model uses (NM_DROP_*)
+    nm_prof prof                # netmem-replay --profile (pyx/profile.pxi); cold while off
 
 
 # ---- devmem TCP (pyx/devmem.pxi) ---------------------------------------------------------------

@@ -236,7 +236,8 @@ class NetDevice(_core.CoreNetDevice):
         then RSS), NAPI polls of 64 on each queue's CPU, the device's DMA writes, skbs, GRO and
         TCP all run in C. With ``clock``, the virtual clock follows the trace's timestamps
         (from where it stands at the call), so timers (page-pool release, IOMMU flush queues)
-        fire as the replay goes. Returns the frames given to the device."""
+        fire as the replay goes, and frame i arrives (its DMA write, for a profile's skb
+        timestamps) at its timestamp on that clock. Returns the frames given to the device."""
         self._check_registered("receive")
         n = len(trace.offsets)
         end = n if count is None else min(n, start + count)
@@ -247,7 +248,8 @@ class NetDevice(_core.CoreNetDevice):
         pos = start
         while pos < end:
             nxt = min(end, pos + RECEIVE_CHUNK)
-            self._receive(trace.arena, trace.offsets, trace.lengths, pos, nxt)
+            self._receive(trace.arena, trace.offsets, trace.lengths, pos, nxt,
+                          ts if clock else None, t0 - base)
             self._raise_pending()
             if clock:
                 due = t0 + int(ts[nxt - 1]) - base

@@ -114,6 +114,7 @@ from netmem.flows import FlowParams, PacketTrace, generate
 from netmem.machine import Machine
 from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE, STATS_KEYS
+from netmem.profile import STAGES, StageProfile
 from netmem.provider import ENTRY_POINT_GROUP, ReplayBinding, get_provider, replay_args
 from netmem.tcp import Receiver
 from netmem.tools import Parser, size_arg, unwritable_dir
@@ -193,6 +194,7 @@ class Config:
     plot: str | None = None
     seed: int = 0
     progress: bool | None = None
+    profile: bool = False
 
     @property
     def provider_name(self):
@@ -792,6 +794,7 @@ class _Run:
     unmapped: int = 0
     interrupted: bool = False
     checked: bool = False
+    profile: dict | None = None
 
 
 def run(cfg):
@@ -826,7 +829,7 @@ def run(cfg):
         for i in range(cfg.runs):
             runs.append(_Run())
             _run_once(cfg, cls, trace, pattern, expected, capture, runs[-1], tick,
-                      observe and i == 0)
+                      first=i == 0)
             if runs[-1].interrupted:
                 break
     except KeyboardInterrupt:                   # outside the loops: setup, checks, teardown
@@ -844,10 +847,11 @@ def run(cfg):
     return Report(doc, streams, first.timeline)
 
 
-def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, observe):
+def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, first):
     """One run into ``one``: a fresh machine and provider ``cls`` bound to it, the loops, the
-    checks, the teardown; with ``observe``, the untimed loop for the outputs after the timed
-    ones."""
+    checks, the teardown. The ``first`` run is the one ``--profile`` profiles and the one that
+    replays the untimed loop for the outputs after the timed ones."""
+    observe = first and (cfg.dump_streams is not None or cfg.plot is not None)
     try:
         rig = Rig(cfg, _binds(cls))
     except NetmemError as e:
@@ -857,7 +861,9 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, observe):
         app = _App(rig, pattern, expected, capture)
         one.layout = _layout(rig)
         try:
-            _replay(rig, app, trace, one, tick)
+            profile = (StageProfile(rig.machine, len(trace), cfg.loops)
+                       if first and cfg.profile else None)
+            _replay(rig, app, trace, one, tick, profile)
             if observe:
                 timeline = _Timeline(rig, trace) if cfg.plot is not None else None
                 _observe(rig, app, trace, tick, timeline)
@@ -874,22 +880,31 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, observe):
     one.unmapped = rig.machine.iommu.stats["unmapped_accesses"]
 
 
-def _replay(rig, app, trace, one, tick):
+def _replay(rig, app, trace, one, tick, profile=None):
     """The loops of one run: ``--warmup`` untimed, then ``--loops`` timed, each under its own
     clock (its chunks, the application's drains, every socket closed at its end). The counters
     are read when the first timed loop starts and after each timed loop ends, outside the
-    clocks, so a run cut short counts the loops it completed."""
+    clocks, so a run cut short counts the loops it completed. A ``StageProfile`` is told where
+    each loop starts (it profiles half the timed ones) and where the last ends; its result
+    goes to ``one.profile``."""
     cfg = rig.cfg
-    for _ in range(cfg.warmup):
+    for k in range(cfg.warmup):
+        if profile is not None:
+            profile.loop(k - cfg.warmup)
         _loop(rig, app, trace, tick)
     one.start, _ = _snapshot(rig, app)
-    for _ in range(cfg.loops):
+    for k in range(cfg.loops):
+        if profile is not None:
+            profile.loop(k)
         t0 = time.perf_counter()
         _loop(rig, app, trace, tick)
         seconds = time.perf_counter() - t0
         end, pools = _snapshot(rig, app)
         # no call from here to the end of the loop: a Ctrl-C lands before or after all three
         one.end, one.pools, one.loop_seconds = end, pools, [*one.loop_seconds, seconds]
+    if profile is not None:
+        profile.end()
+        one.profile = profile.result()
 
 
 def _loop(rig, app, trace, tick, timeline=None):
@@ -1097,6 +1112,7 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
         "devmem": ({k: counters["receiver"][k] for k in _RECEIVER_COUNTERS}
                    if layout["binds"] else None),
         "validation": validation,
+        "profile": runs[0].profile,
         "warnings": [w for w in (mtu.warning(),) if w],
         "max-rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         "inflight-after-teardown": inflight,
@@ -1346,6 +1362,8 @@ class Report:
         if d["devmem"] is not None:
             lines.append("devmem: " + ", ".join(f"{k} {v}" for k, v in d["devmem"].items()))
         lines.append(f"validation: {d['validation']['detail']}")
+        if d["profile"] is not None:
+            lines += _profile_table(d["profile"])
         return "\n".join(lines)
 
     def _timed_table(self):
@@ -1393,6 +1411,26 @@ def _plot_title(c):
     return (f"netmem-replay: {trace}; {c['provider']} provider, {c['queues']} queue(s), MTU "
             f"{c['mtu']}, iommu {c['iommu']}; {c['loops']} loop(s) after {c['warmup']} "
             "warm-up")
+
+
+def _profile_table(p):
+    """``--profile``: where the time goes, ns per frame by stage, and the latency."""
+    total = p["total-ns-per-frame"] or 1.0
+    out = ["", "where the time goes (--profile: ns per frame of the profiled loops):",
+           f"  {'stage':<34}{'ns/frame':>10}{'share':>9}"]
+    rows = [(STAGES[k], v) for k, v in p["stages"].items()]
+    rows += [("other (Python loop, profiler)", p["other"]),
+             ("total (profiled loops)", p["total-ns-per-frame"])]
+    out += [f"  {name:<34}{v:>10.1f}{100 * v / total:>8.1f}%" for name, v in rows]
+    unprof = p["unprofiled-ns-per-frame"]
+    out.append(f"  {'unprofiled loops':<34}" + (f"{unprof:>10.1f}{100 * unprof / total:>8.1f}%"
+                                                 if unprof is not None else f"{'-':>10}"))
+    out.append(f"  ({p['sampled-frames']} frames in sampled NAPI polls; one stage boundary "
+               f"{p['boundary-ns']:.1f} ns, taken off each interval)")
+    lat = p["latency-ns"]
+    out.append("latency, DMA write to recvmsg() (virtual ns, per skb read): " +
+               (", ".join(f"{k} {v}" for k, v in lat.items()) if lat else "no skb read"))
+    return out
 
 
 def _describe_workload(w):
@@ -1444,6 +1482,26 @@ _POOL = {
 _SPLIT = {"type": "object", "required": ["cache", "ring", "released"],
           "additionalProperties": False, "properties": dict.fromkeys(("cache", "ring",
                                                                        "released"), _COUNT)}
+_LATENCY = {"type": "object", "required": ["p50", "p90", "p99", "max"],
+            "additionalProperties": False,
+            "properties": dict.fromkeys(("p50", "p90", "p99", "max"), _COUNT)}
+#: ``--profile`` (netmem.profile): ns per frame by stage, the rest, both totals, the latency.
+_PROFILE = {
+    "type": "object",
+    "required": ["stages", "other", "total-ns-per-frame", "unprofiled-ns-per-frame",
+                 "latency-ns", "sampled-frames", "boundary-ns"],
+    "additionalProperties": False,
+    "properties": {
+        "stages": {"type": "object", "required": list(STAGES), "additionalProperties": False,
+                   "properties": dict.fromkeys(STAGES, _NUMBER)},
+        "other": {"type": "number"},
+        "total-ns-per-frame": _NUMBER,
+        "unprofiled-ns-per-frame": {"type": ["number", "null"], "minimum": 0},
+        "latency-ns": {"oneOf": [{"type": "null"}, _LATENCY]},
+        "sampled-frames": _COUNT,
+        "boundary-ns": _NUMBER,
+    },
+}
 _STRING_OR_NULL = {"type": ["string", "null"]}
 _TIMES = {"type": "object", "required": list(TIME_FIGURES),
           "properties": dict.fromkeys(TIME_FIGURES, _NUMBER)}
@@ -1462,7 +1520,7 @@ REPORT_SCHEMA = {
     "required": ["tool", "config", "environment", "trace", "replay", "counters", "drops",
                  "qstats", "queues", "recycle", "tcp-mib", "iommu", "devmem", "validation",
                  "warnings", "max-rss", "inflight-after-teardown", "leaks", "interrupted",
-                 "exit-code"],
+                 "exit-code", "profile"],
     "additionalProperties": False,
     "properties": {
         "tool": {"const": "netmem-replay"},
@@ -1551,6 +1609,7 @@ REPORT_SCHEMA = {
         "leaks": {"type": "array", "items": {"type": "string"}},
         "interrupted": {"type": "boolean"},
         "exit-code": {"enum": [EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED]},
+        "profile": {"oneOf": [{"type": "null"}, _PROFILE]},
     },
 }
 
@@ -1872,6 +1931,10 @@ def _parser():
                          "the baseline (time figures as median [min-max], counters per 1,000 "
                          "frames)")
     ap.add_argument("--csv", metavar="FILE", help="with --compare: the comparison as CSV")
+    ap.add_argument("--profile", action="store_true",
+                    help="where the time goes: ns per frame by stage of the data plane, and "
+                         "the latency from DMA write to recvmsg (half the timed loops run "
+                         "profiled)")
     return ap
 
 

@@ -22,7 +22,7 @@ from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
-                           PROT_WRITE, mmap, munmap, nm_now_ns)
+                           PROT_WRITE, mmap, munmap, nm_now_ns, nm_tsc)
 
 cnp.import_array()
 
@@ -50,6 +50,7 @@ include "genalloc.pxi"
 include "page_pool.pxi"
 include "provider.pxi"
 include "skb.pxi"
+include "profile.pxi"
 include "napi.pxi"
 include "gro.pxi"
 include "tcp_rx.pxi"

@@ -188,27 +188,49 @@ cdef void tcp_release_user_frags(nm_net *n, nm_sock *sk) noexcept nogil:
     sk.uf_count = 0
 
 
+cdef void __dontneed_put(nm_net *n, const netmem_ref *netmems, uint32_t nr) noexcept nogil:
+    """The puts of one batch of ``sock_devmem_dontneed()``, out of the xarray lock: each net_iov
+    goes home through ``napi_pp_put_page()`` in the caller's context (the profile's PUTS)."""
+    cdef uint32_t k, stage
+    if nr == 0:
+        return
+    stage = prof_push(n, NM_PROF_PUTS)
+    for k in range(nr):
+        if not napi_pp_put_page(n.m, netmems[k]):
+            nm_warn(n.m, NM_W_DEVMEM_NOT_NIOV, 0, netmems[k], 0)
+    prof_stage(n, stage)
+
+
 cdef int64_t sock_devmem_dontneed(nm_net *n, nm_sock *sk, const uint32_t *tokens,
                                   uint32_t num_tokens) noexcept nogil:
     """Models ``sock_devmem_dontneed()`` after its checks: erase ``token_start ..
     token_start + token_count - 1`` of each entry, at most MAX_DONTNEED_FRAGS tokens looked at,
-    unknown ones skipped; each net_iov goes home through ``napi_pp_put_page()`` in the caller's
-    context. Returns the frags freed."""
-    cdef uint32_t i, j, num_frags = 0
+    unknown ones skipped; the net_iovs are put in batches of 16 (its ``netmems[16]``, put with
+    the xarray unlocked). Returns the frags freed: every net_iov erased counts, as in the
+    kernel, even one whose put WARNs."""
+    cdef netmem_ref netmems[16]
+    cdef uint32_t i, j, num_frags = 0, netmem_num = 0
     cdef int64_t ret = 0
     cdef netmem_ref netmem
     for i in range(num_tokens):
         for j in range(tokens[2 * i + 1]):
             num_frags += 1
             if num_frags > MAX_DONTNEED_FRAGS:
+                __dontneed_put(n, netmems, netmem_num)      # frag_limit_reached
                 return ret
             netmem = __uf_erase(sk, tokens[2 * i] + j)
             if not netmem:
                 continue
-            if not netmem & NET_IOV or not napi_pp_put_page(n.m, netmem):
+            if not netmem & NET_IOV:
                 nm_warn(n.m, NM_W_DEVMEM_NOT_NIOV, 0, netmem, 0)
                 continue
+            netmems[netmem_num] = netmem
+            netmem_num += 1
+            if netmem_num == 16:
+                __dontneed_put(n, netmems, netmem_num)
+                netmem_num = 0
             ret += 1
+    __dontneed_put(n, netmems, netmem_num)
     return ret
 
 

@@ -176,7 +176,17 @@ cdef inline void __gro_free_merged(nm_net *n, uint32_t si) noexcept nogil:
     kfree_skb_partial(n, si, skb_shinfo(n, SKB(n, si)).head_frag == 2)
 
 
-cdef void gro_complete(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
+cdef inline void __gro_pass_up(nm_net *n, nm_netdev *nd, uint32_t si,
+                               nm_prof_t *pr) noexcept nogil:
+    """``netif_receive_skb()`` of what GRO passes up; in a sampled poll, the TCP stage."""
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_TCP)
+    netif_receive_skb(n, nd, si)
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_GRO)
+
+
+cdef void gro_complete(nm_net *n, nm_netdev *nd, uint32_t si, nm_prof_t *pr) noexcept nogil:
     """Models ``napi_gro_complete()``: fix the IP length of a merged skb (inet_gro_complete(),
     ipv6_gro_complete()) and pass it up."""
     cdef nm_skb *skb = SKB(n, si)
@@ -189,7 +199,7 @@ cdef void gro_complete(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
         else:
             iph[4] = <uint8_t>((skb.len - 40) >> 8)
             iph[5] = <uint8_t>(skb.len - 40)
-    netif_receive_skb(n, nd, si)
+    __gro_pass_up(n, nd, si, pr)
 
 
 cdef inline void __gro_unlink(nm_net *n, nm_rxq *q, uint32_t b, uint32_t si) noexcept nogil:
@@ -205,10 +215,10 @@ cdef inline void __gro_unlink(nm_net *n, nm_rxq *q, uint32_t b, uint32_t si) noe
 
 
 cdef inline void __gro_flush_one(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t b,
-                                 uint32_t si) noexcept nogil:
+                                 uint32_t si, nm_prof_t *pr) noexcept nogil:
     __gro_unlink(n, q, b, si)
     q.gro.flushes += 1
-    gro_complete(n, nd, si)
+    gro_complete(n, nd, si, pr)
 
 
 cdef void __gro_hold(nm_net *n, nm_rxq *q, uint32_t b, uint32_t si) noexcept nogil:
@@ -226,8 +236,11 @@ cdef void __gro_hold(nm_net *n, nm_rxq *q, uint32_t b, uint32_t si) noexcept nog
     q.gro_count[b] += 1
 
 
-cdef void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t si) noexcept nogil:
-    """Models ``napi_gro_receive()`` / ``dev_gro_receive()`` with ``tcp_gro_receive()``."""
+cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t si,
+                                  nm_prof_t *pr) noexcept nogil:
+    """Models ``napi_gro_receive()`` / ``dev_gro_receive()`` with ``tcp_gro_receive()``.
+    Inline: with three builds of the driver the compiler stopped inlining it into
+    ``nm_rx_frame()`` by itself, as it did with one."""
     cdef nm_skb *skb = SKB(n, si)
     cdef nm_skb *ps
     cdef uint32_t b, p = NM_NIL, len, mss = 1, thlen, i
@@ -237,7 +250,7 @@ cdef void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t si) noe
     cdef int flush = 1
     if not __gro_tcp_candidate(n, skb):
         q.gro.normal += 1
-        netif_receive_skb(n, nd, si)
+        __gro_pass_up(n, nd, si, pr)
         return
     b = skb.hash & (GRO_HASH_BUCKETS - 1)
     th = skb_transport_hdr(n, skb)
@@ -280,30 +293,30 @@ cdef void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t si) noe
                 # out_check_final, merged: a short or flagged segment ends the packet.
                 if len < mss or flags & (TCPHDR_URG | TCPHDR_PSH | TCPHDR_RST | TCPHDR_SYN |
                                          TCPHDR_FIN):
-                    __gro_flush_one(n, nd, q, b, p)
+                    __gro_flush_one(n, nd, q, b, p, pr)
                 q.gro.merged += 1
                 __gro_free_merged(n, si)
                 return
         # Not merged: the held packet goes up.
-        __gro_flush_one(n, nd, q, b, p)
+        __gro_flush_one(n, nd, q, b, p, pr)
     # out_check_final for an unmerged segment.
     flush = len < mss or (flags & (TCPHDR_URG | TCPHDR_PSH | TCPHDR_RST | TCPHDR_SYN |
                                    TCPHDR_FIN)) != 0
     if flush or skb.gro_flush:
         q.gro.normal += 1
-        netif_receive_skb(n, nd, si)
+        __gro_pass_up(n, nd, si, pr)
         return
     if q.gro_count[b] >= MAX_GRO_SKBS:
-        __gro_flush_one(n, nd, q, b, q.gro_head[b])     # gro_flush_oldest()
+        __gro_flush_one(n, nd, q, b, q.gro_head[b], pr)     # gro_flush_oldest()
     skb.gso_size = <uint16_t>len
     skb._pad = 0
     q.gro.held += 1
     __gro_hold(n, q, b, si)
 
 
-cdef void napi_gro_flush(nm_net *n, nm_netdev *nd, nm_rxq *q) noexcept nogil:
+cdef void napi_gro_flush(nm_net *n, nm_netdev *nd, nm_rxq *q, nm_prof_t *pr) noexcept nogil:
     """Models ``napi_gro_flush()``: every held skb goes up, oldest first per bucket."""
     cdef uint32_t b
     for b in range(GRO_HASH_BUCKETS):
         while q.gro_head[b] != NM_NIL:
-            __gro_flush_one(n, nd, q, b, q.gro_head[b])
+            __gro_flush_one(n, nd, q, b, q.gro_head[b], pr)

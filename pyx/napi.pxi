@@ -348,10 +348,11 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
 
 
 cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_pkt *p,
-                      uint32_t hash) noexcept nogil:
+                      uint32_t hash, uint64_t tstamp, nm_prof_t *pr) noexcept nogil:
     """One frame through the device and the driver: DMA into posted buffers, build the skb,
     give it to GRO. ``p`` is the parse steering made of the frame. Drops are counted; no
-    buffer is lost."""
+    buffer is lost. Profiled, the skb carries ``tstamp`` (its DMA write's virtual time) and a
+    sampled poll's stages are stamped."""
     cdef uint32_t len = p.len
     cdef nm_rx_buf hdr
     cdef nm_rx_buf bufs[64]
@@ -359,6 +360,8 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     cdef nm_skb *skb
     cdef nm_device *dev = nd.dma_dev
     cdef int rc = 0
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_DMA)
     hdr.netmem = 0
     if p.status == NM_PKT_RUNT or len > nd.mtu + ETH_HLEN + p.nr_vlans * VLAN_HLEN:
         q.stats.length_errors += 1
@@ -392,6 +395,8 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
         q.stats.faults += 1
         q.stats.hw_drops += 1
         return
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_SKB)
     if split:
         __ring_take(&q.hdr_ring, &hdr)
         __sync_for_cpu(q.hdr_pool, &hdr, split)
@@ -411,6 +416,8 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     q.stats.bytes += dlen
     skb = SKB(n, si)
     skb.hash = hash
+    if nm_prof_t is not nm_noprof:
+        skb.tstamp = tstamp | NM_TSTAMP_SET
     if skb_headlen(skb) < ETH_HLEN:
         # eth_type_trans() needs the Ethernet header in the head; an unsplit frame over an
         # unreadable buffer has none.
@@ -419,26 +426,46 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
         return
     skb.data = ETH_HLEN                 # eth_type_trans()
     skb.len -= ETH_HLEN
-    napi_gro_receive(n, nd, q, si)
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_GRO)
+    napi_gro_receive(n, nd, q, si, pr)
 
 
 cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *arena,
-                           const uint64_t *offs, uint32_t start) noexcept nogil:
+                           const uint64_t *offs, uint32_t start, nm_prof_t *pr) noexcept nogil:
     """One NAPI poll of a queue, budget 64, on its CPU in softirq: flush the CPU's deferred skbs
     (``net_rx_action()``), take up to 64 frames, flush GRO, refill the rings. Returns the work
-    done. The caller sets the CPU context."""
+    done. The caller sets the CPU context. Profiled, each step is a stage (in a sampled poll,
+    ``nm_prof``, each frame's too) and each skb carries its frame's arrival."""
     cdef uint32_t work = 0, fi
+    cdef uint64_t tstamp = 0
+    if nm_prof_t is not nm_noprof:
+        prof_enter(__prof(pr), NM_PROF_PUTS)
     q.napi.list_owner = q.cpu           # ____napi_schedule()
     skb_defer_free_flush(n, q.cpu)
+    if nm_prof_t is nm_prof:
+        prof_enter(pr, NM_PROF_TCP)         # the socket prefetch
+    elif nm_prof_t is nm_prof_rx:
+        prof_enter(__prof(pr), NM_PROF_RX)
     if n.nr_socks >= NM_SK_PREFETCH_MIN:
         __sk_prefetch_batch(n, arena, offs, nd.pkts, q.pending + q.pending_pos,
                             min(<uint32_t>NAPI_POLL_WEIGHT, q.npending - q.pending_pos), start)
     while work < NAPI_POLL_WEIGHT and q.pending_pos < q.npending:
         fi = q.pending[q.pending_pos]
         q.pending_pos += 1
-        nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start])
+        if nm_prof_t is not nm_noprof:
+            tstamp = __rx_arrival(n, nd, fi)
+        nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start],
+                    tstamp, pr)
         work += 1
-    napi_gro_flush(n, nd, q)
+    if nm_prof_t is nm_prof:
+        pr.frames[1] += work
+        prof_enter(pr, NM_PROF_GRO)
+    elif nm_prof_t is nm_prof_rx:
+        __prof(pr).frames[0] += work
+    napi_gro_flush(n, nd, q, pr)
+    if nm_prof_t is not nm_noprof:
+        prof_enter(__prof(pr), NM_PROF_REFILL)
     if q.hds:
         nm_rx_ring_refill(q, &q.hdr_ring, q.hdr_pool, NM_HDR_BUF_SIZE)
     nm_rx_ring_refill(q, &q.ring, q.pool, q.buf_size)
@@ -448,16 +475,27 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     return work
 
 
+cdef inline uint64_t __rx_arrival(nm_net *n, nm_netdev *nd, uint32_t fi) noexcept nogil:
+    """The virtual time frame ``fi`` arrives and the device writes it: its timestamp on the
+    machine's clock while ``receive()`` follows the trace, else the clock."""
+    if nd.ts != NULL:
+        return <uint64_t>(nd.ts_base + <int64_t>nd.ts[fi])
+    return n.m.clock_ns
+
+
 cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, const uint64_t *offs,
                             const uint32_t *lens, uint32_t start, uint32_t end) noexcept nogil:
     """Frames [start, end) arrive: the device parses and steers each to a queue, then every
     queue's NAPI polls (budget 64 each, round robin over the queues) until all are taken. The
-    caller makes ``end - start`` at most ``nd.scratch_cap`` (``_nd_reserve()``)."""
+    caller makes ``end - start`` at most ``nd.scratch_cap`` (``_nd_reserve()``). While
+    profiling, the profiled build of the poll runs (one in NM_PROF_SAMPLE a sample)."""
     cdef nm_machine *m = n.m
     cdef uint32_t fi, qi, busy
     cdef nm_pkt *p
     cdef nm_rxq *q
     cdef int cpu = m.cpu, softirq = m.in_softirq
+    if unlikely(n.prof.on):
+        prof_enter(&n.prof, NM_PROF_STEER)
     for qi in range(nd.num_rxq):
         nd.rxq[qi].npending = 0
         nd.rxq[qi].pending_pos = 0
@@ -480,10 +518,17 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
             if q.pending_pos < q.npending:
                 m.cpu = q.cpu
                 m.in_softirq = 1
-                nm_napi_poll(n, nd, q, arena, offs, start)
+                if likely(not n.prof.on):
+                    nm_napi_poll(n, nd, q, arena, offs, start, <nm_noprof *>NULL)
+                elif prof_sample_poll(&n.prof):
+                    nm_napi_poll(n, nd, q, arena, offs, start, &n.prof)
+                else:
+                    nm_napi_poll(n, nd, q, arena, offs, start, <nm_prof_rx *>&n.prof)
                 busy = 1
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:
             nd.rxq[qi].napi.list_owner = -1
     m.cpu = cpu
     m.in_softirq = softirq
+    if unlikely(n.prof.on):
+        prof_enter(&n.prof, NM_PROF_OUTSIDE)

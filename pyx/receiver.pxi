@@ -167,6 +167,8 @@ cdef class CoreReceiver:
         return visited
 
     cdef uint32_t _drain(self) noexcept nogil:
+        """The reads; while profiling, recvmsg(), the read of the bytes and SO_DEVMEM_DONTNEED
+        are stages (per call)."""
         cdef nm_net *n = self.n
         cdef uint32_t i = 0, slot, visited = 0
         while i < n.rdl_len:
@@ -181,6 +183,7 @@ cdef class CoreReceiver:
             else:
                 self._read_copy(slot)
         n.rdl_len = 0
+        prof_stage(n, NM_PROF_OUTSIDE)
         return visited
 
     cdef inline bint _ended(self, uint32_t slot, int64_t rc) noexcept nogil:
@@ -196,10 +199,12 @@ cdef class CoreReceiver:
     cdef void _read_copy(self, uint32_t slot) noexcept nogil:
         cdef int64_t rc
         while True:
+            prof_stage(self.n, NM_PROF_RECVMSG)
             rc = tcp_recvmsg_copy(self.n, slot, self.buf, self.bufsize)
             self.c[RCV_CALLS] += 1
             if self._ended(slot, rc):
                 return
+            prof_stage(self.n, NM_PROF_VALIDATE)
             self._deliver(slot, self.buf, <uint64_t>rc)
 
     cdef void _read_devmem(self, uint32_t slot) noexcept nogil:
@@ -215,8 +220,11 @@ cdef class CoreReceiver:
             rx.cm = self.cm
             rx.cm_max = self.cm_max
             rx.ncm = 0
+            prof_stage(self.n, NM_PROF_RECVMSG)
             rc = tcp_recvmsg_devmem(self.n, slot, &rx, self.bufsize)
             self.c[RCV_CALLS] += 1
+            if rc > 0:
+                prof_stage(self.n, NM_PROF_VALIDATE)
             if rc > 0 and rx.ncm == 0:
                 self._deliver(slot, self.buf, rx.buf_used)        # readable bytes
                 continue
@@ -353,6 +361,7 @@ cdef class CoreReceiver:
         cdef uint64_t i = 0, j
         cdef uint32_t nent, nfrags, count
         cdef int64_t freed
+        prof_stage(self.n, NM_PROF_DONTNEED)
         for j in range(1, self.tok_len):
             if self.tok[j] < self.tok[j - 1]:
                 qsort(self.tok, self.tok_len, sizeof(uint32_t), _cmp_u32)

@@ -211,13 +211,16 @@ cdef class CoreNetDevice:
                 q.hdr_ring.size - q.hdr_ring.nr_empty if q.hds else 0)
 
     def _receive(self, const uint8_t[::1] arena, const uint64_t[::1] offsets,
-                 const uint32_t[::1] lengths, uint32_t start, uint32_t end):
+                 const uint32_t[::1] lengths, uint32_t start, uint32_t end,
+                 const uint64_t[::1] timestamps=None, int64_t ts_base=0):
         """Frames [start, end) of a trace through the device, its NAPI polls, GRO and the
-        stack (one call runs in C)."""
+        stack (one call runs in C). With ``timestamps``, frame i arrives at virtual time
+        ``ts_base + timestamps[i]`` (else at the clock): what a profile's skbs carry."""
         cdef nm_netdev *nd = self.nd
         cdef uint32_t i
         cdef uint64_t total = arena.shape[0]
-        if end > offsets.shape[0] or end > lengths.shape[0] or start > end:
+        if end > offsets.shape[0] or end > lengths.shape[0] or start > end or (
+                timestamps is not None and end > timestamps.shape[0]):
             raise NetmemError(EINVAL, "receive: frame range outside the trace")
         for i in range(start, end):
             if offsets[i] + lengths[i] > total:
@@ -225,9 +228,12 @@ cdef class CoreNetDevice:
         if end == start:
             return
         _nd_reserve(nd, end - start)
+        nd.ts = &timestamps[0] if timestamps is not None else NULL
+        nd.ts_base = ts_base
         with nogil:
             nm_netdev_receive(self.machine.m.net, nd, &arena[0], &offsets[0], &lengths[0],
                               start, end)
+        nd.ts = NULL
 
     def _netif_receive_skb(self, uint32_t si):
         """A frame built by a test as an skb (Ethernet header in its head) up the stack:
@@ -284,6 +290,34 @@ def _ip_mib(CoreMachine machine, bint v6):
     cdef nm_ip_mib *s = &_net(machine).ip6 if v6 else &_net(machine).ip
     return dict(zip(IP_MIB_KEYS, (s.InReceives, s.InHdrErrors, s.InTruncatedPkts,
                                   s.InUnknownProtos, s.InDelivers, s.ReasmReqds, s.ReasmFails)))
+
+
+def _prof_reset(CoreMachine machine):
+    """Clear the profile (pyx/profile.pxi). Returns the TSC cycles one stage boundary costs,
+    back to back."""
+    nm_prof_reset(_net(machine))
+    return nm_prof_boundary_cost()
+
+
+def _prof_start(CoreMachine machine):
+    nm_prof_start(_net(machine))
+
+
+def _prof_stop(CoreMachine machine):
+    nm_prof_stop(_net(machine))
+
+
+def _prof_read(CoreMachine machine):
+    """The profile's counters: ``cycles`` and ``marks`` (intervals) by stage (NM_PROF_*
+    order), ``frames`` of (unsampled, sampled) polls, the latency histogram (``np.uint64``,
+    NM_LAT_BUCKETS) and its maximum."""
+    cdef nm_prof *pr = &_net(machine).prof
+    hist = _np.empty(NM_LAT_BUCKETS, _np.uint64)
+    memcpy(cnp.PyArray_DATA(hist), pr.lat_hist, NM_LAT_BUCKETS * sizeof(uint64_t))
+    return {"cycles": [pr.cyc[i] for i in range(NM_PROF_NR)],
+            "marks": [pr.marks[i] for i in range(NM_PROF_NR)],
+            "frames": (pr.frames[0], pr.frames[1]), "latency-hist": hist,
+            "latency-max": pr.lat_max}
 
 
 def _drop_reasons(CoreMachine machine):

@@ -283,7 +283,8 @@ cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noex
 
 
 cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
-    """Models ``tcp_try_coalesce()``."""
+    """Models ``tcp_try_coalesce()``: ``to`` takes ``frm``'s timestamp when it has one
+    (``has_rxtstamp``: the later arrival)."""
     cdef int delta
     if frm.seq != to.end_seq:
         return False
@@ -295,6 +296,8 @@ cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen)
     to.end_seq = frm.end_seq
     to.ack_seq = frm.ack_seq
     to.tcp_flags |= frm.tcp_flags
+    if frm.tstamp:
+        to.tstamp = frm.tstamp
     return True
 
 
@@ -783,14 +786,17 @@ cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogi
 # ---- freeing skbs the application consumed ------------------------------------------------------
 
 cdef void __free_in_softirq(nm_net *n, uint32_t si, int cpu) noexcept nogil:
-    """Free an skb in softirq context on ``cpu`` (``napi_consume_skb()``)."""
+    """Free an skb in softirq context on ``cpu`` (``napi_consume_skb()``): the profile's
+    PUTS."""
     cdef nm_machine *m = n.m
     cdef int c = m.cpu, s = m.in_softirq
+    cdef uint32_t stage = prof_push(n, NM_PROF_PUTS)
     m.cpu = cpu
     m.in_softirq = 1
     __kfree_skb(n, si)
     m.cpu = c
     m.in_softirq = s
+    prof_stage(n, stage)
 
 
 cdef void skb_defer_free_flush(nm_net *n, int cpu) noexcept nogil:
@@ -811,7 +817,7 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
     built it is queued for that CPU, whose next ``net_rx_action()`` frees it; when the list
     already held half of skb_defer_max the CPU is kicked (the IPI runs its softirq at once
     here). On the same CPU (or with a full list) it is freed with BHs off
-    (``kfree_skb_napi_cache()``)."""
+    (``kfree_skb_napi_cache()``). Either free is the profile's PUTS stage."""
     cdef nm_machine *m = n.m
     cdef nm_skb *skb = SKB(n, si)
     cdef int cpu = skb.alloc_cpu
@@ -829,17 +835,24 @@ cdef void skb_attempt_defer_free(nm_net *n, uint32_t si) noexcept nogil:
 
 
 cdef void __free_softirq_flush(nm_net *n, int cpu) noexcept nogil:
+    """``skb_defer_free_flush()`` on ``cpu`` in its softirq (the kick's IPI): the profile's
+    PUTS."""
     cdef nm_machine *m = n.m
     cdef int c = m.cpu, s = m.in_softirq
+    cdef uint32_t stage = prof_push(n, NM_PROF_PUTS)
     m.cpu = cpu
     m.in_softirq = 1
     skb_defer_free_flush(n, cpu)
     m.cpu = c
     m.in_softirq = s
+    prof_stage(n, stage)
 
 
 cdef inline void tcp_eat_recv_skb(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
-    """Models ``tcp_eat_recv_skb()``."""
+    """Models ``tcp_eat_recv_skb()``; while profiling, the skb's wait goes into the latency
+    histogram (it has been read)."""
+    if unlikely(n.prof.on):
+        prof_rx_latency(n, SKB(n, si))
     __q_unlink(n, &sk.rq_head, &sk.rq_tail, si)
     sock_rfree(n, SKB(n, si))
     skb_attempt_defer_free(n, si)
