@@ -135,7 +135,7 @@ def test_with_runs_the_first_run_is_profiled(monkeypatch):
         made.append(machine)
         return real(machine, *a)
 
-    monkeypatch.setattr("netmem.replay.StageProfile", spy)
+    monkeypatch.setattr("netmem.replay.runner.StageProfile", spy)
     report = run(Config(provider="host", loops=2, runs=3, profile=True, **SMALL))
     assert report.exit_code == 0 and len(report.doc["replay"]["runs"]) == 3
     jsonschema.validate(report.doc, REPORT_SCHEMA)

@@ -29,7 +29,20 @@ from scapy.utils import wrpcap
 
 from netmem import replay
 from netmem.flows import PacketTrace, generate
-from netmem.replay import REPORT_SCHEMA, Config, main, run
+from netmem.replay import (
+    REPORT_SCHEMA,
+    Config,
+    app,
+    cli,
+    compare,
+    main,
+    output,
+    report,
+    rig,
+    run,
+    runner,
+    workload,
+)
 from netmem.testing import tshark_follow_all
 
 SMALL = ["--connections", "4", "--payload", "48KiB"]     # a few hundred frames
@@ -364,9 +377,9 @@ def test_dump_streams_into_a_directory_it_cannot_write(tmp_path, monkeypatch, ca
     d = tmp_path / "ro"
     d.mkdir()
     real = os.access
-    monkeypatch.setattr(replay.os, "access", lambda p, mode: os.fspath(p) != str(d) and
+    monkeypatch.setattr(output.os, "access", lambda p, mode: os.fspath(p) != str(d) and
                         real(p, mode))
-    monkeypatch.setattr(replay, "run", lambda cfg: pytest.fail("ran"))
+    monkeypatch.setattr(cli, "run", lambda cfg: pytest.fail("ran"))
     assert main(["--provider", "host", *SMALL, "--dump-streams", str(d)]) == 2
     assert capsys.readouterr().err == f"netmem-replay: --dump-streams {d}: cannot write in {d}\n"
     assert os.listdir(d) == []
@@ -429,8 +442,8 @@ def test_plot_draws_pool_occupancy_over_trace_time(tmp_path, monkeypatch):
     assert fig.axes[-1].get_xlabel() == "trace time (ms)"
     r = run(Config(provider="host", connections=4, payload=48 << 10, chunk=128, loops=2,
                    plot=str(png)))
-    ts = replay._workload(dataclasses.replace(replay.DEFAULT_WORKLOAD, connections=4,
-                                              payload=48 << 10, mtu=1500, seed=0))[0].timestamps
+    ts = workload._workload(dataclasses.replace(replay.DEFAULT_WORKLOAD, connections=4,
+                                                payload=48 << 10, mtu=1500, seed=0))[0].timestamps
     t, _ = r.timeline.arrays()
     n = len(ts)
     ends = [min(k + 128, n) - 1 for k in range(0, n, 128)]
@@ -451,7 +464,7 @@ def test_validation_failure_is_exit_code_1(tmp_path, capsys):
 @pytest.mark.netmem_leaks_ok
 def test_buffers_lost_is_exit_code_1(tmp_path, monkeypatch):
     """A NIC left registered keeps its pools: inflight after teardown, a leak, exit code 1."""
-    monkeypatch.setattr(replay.NetDevice, "unregister", lambda self: None)
+    monkeypatch.setattr(rig.NetDevice, "unregister", lambda self: None)
     code, doc = replay_json(tmp_path, "--provider", "host", *SMALL)
     assert code == 1
     assert doc["inflight-after-teardown"] > 0 and doc["leaks"]
@@ -482,14 +495,14 @@ def test_dma_into_unmapped_memory_is_exit_code_1(tmp_path, capsys, monkeypatch):
 def test_progress_bar_draws_and_clears(capsys):
     """tqdm's bar, drawn here without its half-second delay and tenth-of-a-second interval
     (no test waits on a clock), then cleared; disabled, it writes nothing."""
-    p = replay._Progress(200, True)
+    p = runner._Progress(200, True)
     p.bar.delay = p.bar.mininterval = 0
     p.update(50)
     p.close()
     err = capsys.readouterr().err
     assert "netmem-replay:  25%" in err and "50.0/200 [" in err and "frames/s" in err, err
     assert err.endswith("\r") and "\n" not in err                   # cleared, not left
-    quiet = replay._Progress(200, False)
+    quiet = runner._Progress(200, False)
     quiet.update(50)
     quiet.close()
     assert capsys.readouterr().err == ""
@@ -610,7 +623,7 @@ def warm_state(name):
 
 
 def counters_of(doc):
-    return replay._report_counters(doc)
+    return report._report_counters(doc)
 
 
 @pytest.mark.parametrize("extra", [
@@ -680,15 +693,15 @@ def test_the_report_names_what_it_was_measured_with(tmp_path, monkeypatch):
     assert e["netmem"] == version("netmem")
     assert e["cpus"] == sorted(os.sched_getaffinity(0))
     assert e["python"] == sys.version.split()[0]
-    checkout = os.path.exists(os.path.join(os.path.dirname(replay.__file__), "..", ".git"))
+    checkout = os.path.exists(os.path.join(os.path.dirname(replay.__file__), "..", "..", ".git"))
     assert (e["git-commit"] is not None) == checkout
     if checkout:
         assert len(e["git-commit"]) == 40 and isinstance(e["git-dirty"], bool)
     monkeypatch.setenv("PATH", str(tmp_path))           # no git: no commit, no failure
-    assert replay._git() == {"git-commit": None, "git-dirty": None}
+    assert report._git() == {"git-commit": None, "git-dirty": None}
 
 
-class KeepRecorder(replay.Receiver):
+class KeepRecorder(app.Receiver):
     """A Receiver that records, at each close_all() (the end of a loop), whether it kept the
     bytes it read in that loop."""
 
@@ -704,7 +717,7 @@ def test_outputs_are_made_in_an_untimed_loop_after_the_timed_ones(tmp_path, monk
     loops, which counts nothing: the counters are those of a run without outputs."""
     pytest.importorskip("matplotlib")
     KeepRecorder.log = []
-    monkeypatch.setattr(replay, "Receiver", KeepRecorder)
+    monkeypatch.setattr(app, "Receiver", KeepRecorder)
     argv = ["--provider", "host", *TINY, "--warmup", "1", "--loops", "2", "--chunk", "64"]
     _, plain = replay_json(tmp_path, *argv)
     assert KeepRecorder.log == [False] * 3
@@ -735,7 +748,7 @@ def interrupt_at(monkeypatch, call):
     """KeyboardInterrupt right after the ``call``-th NetDevice.receive() (1-based) returns,
     as a Ctrl-C that lands when the C receive path hands back to Python."""
     calls = [0]
-    receive = replay.NetDevice.receive
+    receive = rig.NetDevice.receive
 
     def wrapped(self, *a, **kw):
         out = receive(self, *a, **kw)
@@ -744,7 +757,7 @@ def interrupt_at(monkeypatch, call):
             raise KeyboardInterrupt
         return out
 
-    monkeypatch.setattr(replay.NetDevice, "receive", wrapped)
+    monkeypatch.setattr(rig.NetDevice, "receive", wrapped)
 
 
 def test_ctrl_c_reports_the_loops_completed(tmp_path, monkeypatch, capsys):
@@ -798,7 +811,7 @@ def test_ctrl_c_during_the_checks_is_no_ok(tmp_path, monkeypatch):
     "ok" (nothing was checked), the machine is still torn down."""
     def check(self):
         raise KeyboardInterrupt
-    monkeypatch.setattr(replay._App, "check", check)
+    monkeypatch.setattr(app._App, "check", check)
     code, doc = replay_json(tmp_path, "--provider", "host", *TINY, "--loops", "2")
     assert code == 130 and doc["counters"]["loops"] == 2
     assert doc["validation"]["result"] == "skipped", doc["validation"]
@@ -860,10 +873,10 @@ def test_compare_says_beyond_the_spread_only_when_ranges_do_not_overlap(tmp_path
         return d
 
     lo, hi = base["replay"]["min"]["mpps"], base["replay"]["max"]["mpps"]
-    assert replay._beyond(shifted(hi * 1.01, hi * 2), base, "mpps") is True
-    assert replay._beyond(shifted(0, lo * 0.99), base, "mpps") is True
-    assert replay._beyond(shifted(hi, hi * 2), base, "mpps") is False       # they touch
-    assert replay._beyond(shifted(hi * 2, hi * 3, runs=1), base, "mpps") is None
+    assert compare._beyond(shifted(hi * 1.01, hi * 2), base, "mpps") is True
+    assert compare._beyond(shifted(0, lo * 0.99), base, "mpps") is True
+    assert compare._beyond(shifted(hi, hi * 2), base, "mpps") is False       # they touch
+    assert compare._beyond(shifted(hi * 2, hi * 3, runs=1), base, "mpps") is None
 
 
 def test_compare_bad_input_is_exit_code_2(tmp_path, capsys, monkeypatch):

@@ -193,7 +193,7 @@ def test_list_providers_shows_installed_ones(plugin_dir, tmp_path):
     ("eq=a=b", "eq", "a=b"), ("size=4KiB", "size", 4096), ("v=nan", "v", "nan"),
     ("v=-inf", "v", "-inf")])
 def test_provider_arg_values(text, key, value):
-    from netmem.replay import _provider_arg
+    from netmem.replay.config import _provider_arg
 
     assert _provider_arg(text) == (key, value)
     assert type(_provider_arg(text)[1]) is type(value)

@@ -1,0 +1,241 @@
+"""netmem-replay's configuration: ``Config``, the options one for one, and the checks that
+refuse an absurd one before anything is built (``BadInput``, exit code 2); the provider, resolved
+from the ``netmem.providers`` entry points (or given as a class from Python); the values of
+``--bind-queues`` and ``--provider-arg`` read from text; the constants they are checked against.
+A new option is a field of ``Config`` here, its check in ``_check_config()`` and its flag in
+``cli._parser()``.
+"""
+import argparse
+import dataclasses
+import errno
+import functools
+import math
+
+from netmem.errors import NetmemError
+from netmem.flows import FlowParams
+from netmem.netdev import ETH_MAX_MTU, ETH_MIN_MTU, RX_MAX_PENDING
+from netmem.page_pool import PAGE_SIZE
+from netmem.provider import get_provider, replay_args
+from netmem.tools import size_arg
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED = 130          # 128 + SIGINT, as a shell reports a command killed by Ctrl-C
+MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
+ETH_DATA_LEN = 1500             # include/uapi/linux/if_ether.h: Ethernet's MTU (ether_setup())
+MAX_CPUS = 64                   # NM_MAX_CPUS
+NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI budget
+# Frames per receive() call before the application drains: it reads about as often as an
+# application woken per NAPI round would. Bursts of 8192 frames overflow a 1024-entry
+# ptr_ring (40% of the default workload's buffers then go back to the page allocator).
+DEFAULT_CHUNK = 1024
+# The application's recvmsg() buffer (ncdevmem reads 1 MiB at a time too): for devmem, the bytes
+# described per call; the pattern check compares this much at once.
+RECV_BUF = 1 << 20
+# ncdevmem's control buffer, CMSG_SPACE(sizeof(struct iovec) * 10000): 4000 cmsgs of
+# CMSG_SPACE(sizeof(struct dmabuf_cmsg)) = 40 bytes.
+DEVMEM_ANCBUF = 16 + 16 * 10000
+DEVMEM_CMSGS = DEVMEM_ANCBUF // 40
+DEFAULT_WORKLOAD = FlowParams(connections=64, family="both", payload=1 << 16, validate=7,
+                              loss=0.001, reorder=0.001, duplicate=0.001, overlap=0.0005)
+
+
+class BadInput(NetmemError):
+    """An option or input file netmem-replay cannot use (exit code 2)."""
+
+    def __init__(self, msg, code=errno.EINVAL):
+        super().__init__(code, msg)
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration.
+
+
+@dataclasses.dataclass
+class Config:
+    """What ``run()`` does; the command-line options one for one but ``--compare`` and
+    ``--csv``, which compare reports instead (``None``: the default that depends on other
+    options). ``runs`` repeats the timed part, each time on a fresh machine after its own
+    ``warmup`` loops. ``connections``/``payload`` shape the built-in workload;
+    ``validate`` is its ncdevmem pattern (``DEFAULT_WORKLOAD``'s unless given; 0: random
+    bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
+    providers (which need it) and off for host pages; ``chunk`` is frames per receive call
+    before the application drains (smaller with a dma-buf that cannot hold a whole chunk);
+    ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
+    ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
+    stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
+    (``--provider-arg KEY=VALUE``). From Python, ``provider`` may also be the provider's class
+    itself, registered or not: a provider being written replays before it is packaged."""
+
+    provider: str = "dmabuf"
+    provider_args: dict = dataclasses.field(default_factory=dict)
+    pcap: str | None = None
+    connections: int | None = None
+    payload: int | None = None
+    validate: int | None = None
+    queues: int = 2
+    bind_queues: list | None = None
+    header_split: str | None = None
+    mtu: int | None = None
+    iommu: str = "none"
+    app_cpu: str = "other"
+    pool_size: int = 1024
+    dmabuf_size: int = 64 << 20
+    dmabuf_layout: str = "contiguous"
+    loops: int = 1
+    warmup: int = 0
+    runs: int = 1
+    chunk: int = DEFAULT_CHUNK
+    dump_streams: str | None = None
+    json: str | None = None
+    plot: str | None = None
+    seed: int = 0
+    progress: bool | None = None
+    profile: bool = False
+
+    @property
+    def provider_name(self):
+        """The provider as messages and the report name it: the registered name, or a class's
+        ``module:qualname``."""
+        return _qualname(self.provider) if isinstance(self.provider, type) else self.provider
+
+
+def _check_config(cfg):
+    """Refuse absurd options before anything is built (BadInput names the option). Returns
+    the provider's class."""
+    cls = _provider_class(cfg.provider, cfg.provider_args)
+    binds = _binds(cls)
+    if not 1 <= cfg.queues <= MAX_QUEUES:
+        raise BadInput(f"--queues {cfg.queues}: a NIC has 1..{MAX_QUEUES} RX queues")
+    if cfg.bind_queues is not None:
+        if not binds:
+            raise BadInput(f"--bind-queues: the {cfg.provider_name} provider binds no queues")
+        if not cfg.bind_queues:
+            raise BadInput("--bind-queues: no queue given")
+        bad = [q for q in cfg.bind_queues if not 0 <= q < cfg.queues]
+        if bad:
+            raise BadInput(f"--bind-queues: queue {bad[0]} does not exist (the NIC has queues "
+                           f"0..{cfg.queues - 1}, --queues {cfg.queues})", errno.ERANGE)
+        if len(set(cfg.bind_queues)) != len(cfg.bind_queues):
+            raise BadInput("--bind-queues: a queue is listed twice")
+    if cfg.header_split not in (None, "on", "off"):
+        raise BadInput(f"--header-split {cfg.header_split}: on or off")
+    if binds and cfg.header_split == "off":
+        raise BadInput(f"--header-split off: the {cfg.provider_name} provider needs header split "
+                       "(net_mp_open_rxq() refuses a queue without tcp-data-split)")
+    if cfg.mtu is not None and not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
+        raise BadInput(f"--mtu {cfg.mtu}: the NIC takes {ETH_MIN_MTU}..{ETH_MAX_MTU}")
+    if cfg.iommu not in ("none", "passthrough", "dma-iommu"):
+        raise BadInput(f"--iommu {cfg.iommu}: none, passthrough or dma-iommu")
+    if cfg.app_cpu not in ("same", "other"):
+        raise BadInput(f"--app-cpu {cfg.app_cpu}: same or other")
+    if cfg.app_cpu == "other" and cfg.queues + 1 > MAX_CPUS:
+        raise BadInput(f"--app-cpu other with {cfg.queues} queues: every queue has its own "
+                       f"CPU and the application one more, and a machine has at most "
+                       f"{MAX_CPUS} CPUs")
+    if not 1 <= cfg.pool_size <= RX_MAX_PENDING:
+        raise BadInput(f"--pool-size {cfg.pool_size}: the RX ring (and its page pool) holds "
+                       f"1..{RX_MAX_PENDING} buffers")
+    if cfg.dmabuf_size <= 0 or cfg.dmabuf_size % PAGE_SIZE:
+        raise BadInput(f"--dmabuf-size {cfg.dmabuf_size}: a nonzero multiple of {PAGE_SIZE}")
+    if cfg.dmabuf_layout not in ("contiguous", "pages", "random"):
+        raise BadInput(f"--dmabuf-layout {cfg.dmabuf_layout}: contiguous, pages or random")
+    for name in ("loops", "runs", "chunk"):
+        if getattr(cfg, name) < 1:
+            raise BadInput(f"--{name} {getattr(cfg, name)}: at least 1")
+    if cfg.warmup < 0:
+        raise BadInput(f"--warmup {cfg.warmup}: at least 0")
+    if cfg.seed < 0:
+        raise BadInput(f"--seed {cfg.seed}: at least 0")
+    if cfg.validate is not None and cfg.validate != 0 and cfg.validate < 2:
+        raise BadInput(f"--validate {cfg.validate}: ncdevmem's -v takes 2 or more (0: none)")
+    if cfg.pcap is not None and (cfg.connections is not None or cfg.payload is not None):
+        raise BadInput("--connections and --payload shape the built-in workload, not --pcap")
+    return cls
+
+
+def _provider_class(provider, args):
+    """The class registered as ``--provider provider``, read from the entry points now (or
+    ``provider`` itself, a class given from Python), whose ``replay_setup`` takes ``args``.
+    BadInput when none is, it does not load, it has no ``replay_setup``, or the args do not
+    fit it."""
+    name = _qualname(provider) if isinstance(provider, type) else provider
+    try:
+        cls = provider if isinstance(provider, type) else get_provider(provider)
+    except NetmemError as e:
+        raise BadInput(f"--provider {name}: {e.strerror}; see --list-providers", e.errno) \
+            from None
+    except Exception as e:          # the provider's own module failed to import
+        raise BadInput(f"--provider {name}: cannot load it: {type(e).__name__}: {e}",
+                       errno.ENOENT) from None
+    if not callable(getattr(cls, "replay_setup", None)):
+        raise BadInput(f"--provider {name}: {_qualname(cls)} is not a netmem.provider."
+                       "MemoryProvider and has no replay_setup(rig, **provider_args) "
+                       "classmethod: subclass MemoryProvider or implement replay_setup",
+                       errno.EOPNOTSUPP)
+    sig = replay_args(cls)
+    if sig is not None:
+        try:
+            sig.bind(**args)
+        except TypeError as e:
+            raise BadInput(f"--provider-arg: the {name} provider takes {_arg_list(sig)}: {e}") \
+                from None
+    return cls
+
+
+def _binds(cls):
+    """Whether the provider binds queues (header split, ``--bind-queues``, MSG_SOCK_DEVMEM):
+    every one but the host-pages path."""
+    return not getattr(cls, "is_host", False)
+
+
+def _qualname(obj):
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _arg_list(sig):
+    return ", ".join(str(p) for p in sig.parameters.values()) or "no --provider-arg"
+
+
+# --------------------------------------------------------------------------------------------
+# Option values read from text (argparse types).
+
+
+def _queue_list(text):
+    """``0,2-3`` -> [0, 2, 3]."""
+    out = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            out += list(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read queue list {text!r} (use e.g. 0,2-3)") \
+            from None
+    return out
+
+
+def _provider_arg(text):
+    """``KEY=VALUE`` -> (key, value): the value an int (``4096``, ``0x200000``), a finite
+    float, a size (``16MiB``), else the string (``nan`` stays one: JSON has no NaN)."""
+    key, eq, value = text.partition("=")
+    if not eq or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"cannot read {text!r}: KEY=VALUE, KEY a Python "
+                                         "identifier")
+    for parse in (int, functools.partial(int, base=0), _finite_float, size_arg):
+        parsed = _parsed(parse, value)
+        if parsed is not None:
+            return key, parsed
+    return key, value
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _parsed(parse, text):
+    try:
+        return parse(text)
+    except (ValueError, argparse.ArgumentTypeError):
+        return None
