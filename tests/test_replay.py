@@ -229,6 +229,18 @@ def test_jumbo_capture_replays_whole_at_its_own_mtu(tmp_path, capsys, provider):
     assert_streams_equal_tshark(pcap, tmp_path / "d")
 
 
+def test_one_big_jumbo_flow_replays_whole_with_the_default_chunk(tmp_path):
+    """A single 12 MB flow at MTU 9000: the default chunk carries as many bytes as 1024 frames
+    at 1500 (170 jumbo frames), so the socket's 6 MiB receive buffer never overflows between
+    two drains (1024 jumbo frames, 9 MB, did: PROTO_MEM drops and a stream cut short)."""
+    pcap = jumbo_capture(tmp_path, connections=1, family="ipv4", payload=12_000_000,
+                         bidirectional=False, loss=0, reorder=0, duplicate=0, overlap=0)
+    code, doc = replay_json(tmp_path, "--pcap", str(pcap), "--provider", "host")
+    assert code == 0, doc["validation"]
+    assert doc["config"]["chunk"] == 170 and doc["validation"]["bytes"] == 12_000_000
+    assert "PROTO_MEM" not in doc["drops"]["skb-drop-reasons"]
+
+
 def two_mtus_capture(tmp_path):
     """IPv4 connections at MTU 1500 and IPv6 ones at 9000 in one capture."""
     small = generate(connections=2, payload=30_000, bidirectional=True, seed=1).trace

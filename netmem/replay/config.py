@@ -24,9 +24,11 @@ MAX_QUEUES = 64                 # the model driver's queue limit (NetDevice)
 ETH_DATA_LEN = 1500             # include/uapi/linux/if_ether.h: Ethernet's MTU (ether_setup())
 MAX_CPUS = 64                   # NM_MAX_CPUS
 NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI budget
-# Frames per receive() call before the application drains: it reads about as often as an
-# application woken per NAPI round would. Bursts of 8192 frames overflow a 1024-entry
-# ptr_ring (40% of the default workload's buffers then go back to the page allocator).
+# Frames per receive() call before the application drains, at Ethernet's MTU: it reads about as
+# often as an application woken per NAPI round would. Bursts of 8192 frames overflow a
+# 1024-entry ptr_ring (40% of the default workload's buffers then go back to the page
+# allocator). At a larger MTU the chunk carries the same bytes (``default_chunk()``): 1024
+# jumbo frames, 9 MB, would overflow a socket's 6 MiB receive buffer between two drains.
 DEFAULT_CHUNK = 1024
 # The application's recvmsg() buffer (ncdevmem reads 1 MiB at a time too): for devmem, the bytes
 # described per call; the pattern check compares this much at once.
@@ -38,6 +40,12 @@ DEVMEM_CMSGS = DEVMEM_ANCBUF // 40
 DEFAULT_WORKLOAD = FlowParams(connections=64, family="both", payload=1 << 16, validate=7,
                               loss=0.001, reorder=0.001, duplicate=0.001, overlap=0.0005)
 
+
+
+def default_chunk(mtu):
+    """The chunk that carries ``DEFAULT_CHUNK`` frames' worth of bytes at ``mtu``: 1024 frames
+    at 1500, 170 at 9000 (at least one NAPI budget)."""
+    return max(NAPI_POLL_WEIGHT, DEFAULT_CHUNK * ETH_DATA_LEN // max(mtu, ETH_DATA_LEN))
 
 class BadInput(NetmemError):
     """An option or input file netmem-replay cannot use (exit code 2)."""
@@ -59,7 +67,8 @@ class Config:
     ``validate`` is its ncdevmem pattern (``DEFAULT_WORKLOAD``'s unless given; 0: random
     bytes), or the pattern a ``pcap`` carries; ``header_split`` defaults to on for the devmem
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
-    before the application drains (smaller with a dma-buf that cannot hold a whole chunk);
+    before the application drains (None: ``default_chunk(mtu)``; smaller with a dma-buf that
+    cannot hold a whole chunk);
     ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
     ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
     stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
@@ -84,7 +93,7 @@ class Config:
     loops: int = 1
     warmup: int = 0
     runs: int = 1
-    chunk: int = DEFAULT_CHUNK
+    chunk: int | None = None
     dump_streams: str | None = None
     json: str | None = None
     plot: str | None = None
@@ -140,7 +149,7 @@ def _check_config(cfg):
     if cfg.dmabuf_layout not in ("contiguous", "pages", "random"):
         raise BadInput(f"--dmabuf-layout {cfg.dmabuf_layout}: contiguous, pages or random")
     for name in ("loops", "runs", "chunk"):
-        if getattr(cfg, name) < 1:
+        if getattr(cfg, name) is not None and getattr(cfg, name) < 1:
             raise BadInput(f"--{name} {getattr(cfg, name)}: at least 1")
     if cfg.warmup < 0:
         raise BadInput(f"--warmup {cfg.warmup}: at least 0")

@@ -11,7 +11,7 @@ import numpy as np
 from netmem.errors import NetmemError
 from netmem.flows import PacketTrace, generate
 from netmem.netdev import ETH_MAX_MTU
-from netmem.replay.config import DEFAULT_WORKLOAD, ETH_DATA_LEN, BadInput
+from netmem.replay.config import DEFAULT_WORKLOAD, ETH_DATA_LEN, BadInput, default_chunk
 
 
 def _load_trace(cfg):
@@ -103,7 +103,7 @@ def _choose_mtu(cfg, trace):
     model driver's range: jumbo frames up to 9000), and the built-in workload
     ``ETH_DATA_LEN``. The frames longer than the MTU are counted here, before the replay, with
     the arithmetic of the driver's drop (``nm_rx_frame()``: longer than ``mtu + ETH_HLEN +
-    VLAN tags``)."""
+    VLAN tags``). Without ``--chunk``, the chunk follows the MTU (``default_chunk()``)."""
     l3 = trace.l3_lengths()
     largest = int(l3.max()) if len(l3) else 0
     if cfg.mtu is not None:
@@ -112,5 +112,5 @@ def _choose_mtu(cfg, trace):
         mtu, source = ETH_DATA_LEN, "workload"
     else:
         mtu, source = min(max(largest, ETH_DATA_LEN), ETH_MAX_MTU), "capture"
-    cfg = dataclasses.replace(cfg, mtu=mtu)
+    cfg = dataclasses.replace(cfg, mtu=mtu, chunk=cfg.chunk or default_chunk(mtu))
     return cfg, _Mtu(mtu, source, largest, l3 > mtu)
