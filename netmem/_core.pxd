@@ -537,9 +537,6 @@ cdef struct nm_skb:
     uint8_t ip_proto
     uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
     uint8_t _pad
-    # skb->tstamp: the virtual ns of its DMA write | NM_TSTAMP_SET (0: none), set while
-    # profiling; last, so that the hot fields keep their cache lines.
-    uint64_t tstamp
 
 # The device's view of a frame, from its parser (and the flow dissector's eth_get_headlen()).
 cdef struct nm_pkt:
@@ -739,6 +736,10 @@ cdef struct nm_prof:
 cdef struct nm_net:
     nm_machine *m
     nm_skb *skbs                # lazily committed tables, never moved
+    # skb->tstamp of each skb, beside the table: the virtual ns of its DMA write |
+    # NM_TSTAMP_SET (0: none). Written and read only while profiling, so an skb stays 76 bytes
+    # and an unprofiled run never touches these pages.
+    uint64_t *skb_tstamp
     nm_shinfo *shinfos
     uint32_t skb_cap
     uint32_t skb_free           # free lists (NM_NIL when empty)

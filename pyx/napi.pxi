@@ -417,7 +417,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     skb = SKB(n, si)
     skb.hash = hash
     if nm_prof_t is not nm_noprof:
-        skb.tstamp = tstamp | NM_TSTAMP_SET
+        n.skb_tstamp[si] = tstamp | NM_TSTAMP_SET
     if skb_headlen(skb) < ETH_HLEN:
         # eth_type_trans() needs the Ethernet header in the head; an unsplit frame over an
         # unreadable buffer has none.

@@ -107,15 +107,15 @@ cdef inline uint32_t __lat_bucket(uint64_t v) noexcept nogil:
     return ((e - 2) << 3) | <uint32_t>((v >> (e - 3)) & 7)
 
 
-cdef void prof_rx_latency(nm_net *n, nm_skb *skb) noexcept nogil:
+cdef void prof_rx_latency(nm_net *n, uint32_t si) noexcept nogil:
     """The application has read an skb: the virtual time since its DMA write into the
     histogram (skb->tstamp: a GRO packet's first segment's, a coalesced skb's last one's).
     Not inline: called on a cold branch, it keeps ``tcp_eat_recv_skb()`` small enough to be
     inlined into recvmsg as before."""
-    cdef uint64_t now = n.m.clock_ns, t
-    if not skb.tstamp or skb.len == 0:
+    cdef uint64_t now = n.m.clock_ns, t = n.skb_tstamp[si]
+    if not t or n.skbs[si].len == 0:
         return
-    t = skb.tstamp & ~NM_TSTAMP_SET
+    t &= ~NM_TSTAMP_SET
     t = now - t if now > t else 0
     n.prof.lat_hist[__lat_bucket(t)] += 1
     if t > n.prof.lat_max:
@@ -127,8 +127,10 @@ _PROF_STAGES = ("outside", "steer", "dma-write", "skb-build", "gro", "tcp", "rx"
 
 
 cdef void nm_prof_reset(nm_net *n) noexcept nogil:
-    """Every counter cleared (stamping off)."""
+    """Every counter cleared (stamping off), and every skb's timestamp (those set by an earlier
+    profile: an skb allocated while stamping was off keeps what its slot held)."""
     memset(&n.prof, 0, sizeof(nm_prof))
+    memset(n.skb_tstamp, 0, <size_t>n.skb_next * sizeof(uint64_t))
     n.prof.rng = 0x9E3779B9
 
 

@@ -90,6 +90,7 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.skb_cap = NM_SKB_CAP
     n.skbs = <nm_skb *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_skb))
     n.shinfos = <nm_shinfo *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
+    n.skb_tstamp = <uint64_t *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(uint64_t))
     n.skb_free = NM_NIL
     n.shinfo_free = NM_NIL
     n.sk_free = NM_NIL
@@ -108,6 +109,8 @@ cdef void nm_net_free(nm_net *n) noexcept nogil:
         munmap(n.skbs, <uint64_t>NM_SKB_CAP * sizeof(nm_skb))
     if n.shinfos != NULL:
         munmap(n.shinfos, <uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
+    if n.skb_tstamp != NULL:
+        munmap(n.skb_tstamp, <uint64_t>NM_SKB_CAP * sizeof(uint64_t))
     for i in range(n.nr_socks):       # a closed slot's arrays are already NULL
         free(n.socks[i].user_frags)
         free(n.socks[i].uf_used)
@@ -149,6 +152,8 @@ cdef uint32_t __skb_struct_alloc(nm_net *n) noexcept nogil:
     else:
         return NM_NIL
     memset(&n.skbs[i], 0, sizeof(nm_skb))
+    if unlikely(n.prof.on):
+        n.skb_tstamp[i] = 0
     n.skbs[i].next = NM_NIL
     n.skbs[i].prev = NM_NIL
     n.skbs[i].sk = NM_NIL
@@ -309,6 +314,8 @@ cdef uint32_t skb_clone(nm_net *n, uint32_t i) noexcept nogil:
     if c == NM_NIL:
         return NM_NIL
     memcpy(&n.skbs[c], &n.skbs[i], sizeof(nm_skb))
+    if unlikely(n.prof.on):
+        n.skb_tstamp[c] = n.skb_tstamp[i]
     n.skbs[c].next = NM_NIL
     n.skbs[c].prev = NM_NIL
     n.skbs[c].sk = NM_NIL

@@ -296,8 +296,8 @@ cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen)
     to.end_seq = frm.end_seq
     to.ack_seq = frm.ack_seq
     to.tcp_flags |= frm.tcp_flags
-    if frm.tstamp:
-        to.tstamp = frm.tstamp
+    if unlikely(n.prof.on) and n.skb_tstamp[frm - n.skbs]:
+        n.skb_tstamp[to - n.skbs] = n.skb_tstamp[frm - n.skbs]
     return True
 
 
@@ -852,7 +852,7 @@ cdef inline void tcp_eat_recv_skb(nm_net *n, nm_sock *sk, uint32_t si) noexcept 
     """Models ``tcp_eat_recv_skb()``; while profiling, the skb's wait goes into the latency
     histogram (it has been read)."""
     if unlikely(n.prof.on):
-        prof_rx_latency(n, SKB(n, si))
+        prof_rx_latency(n, si)
     __q_unlink(n, &sk.rq_head, &sk.rq_tail, si)
     sock_rfree(n, SKB(n, si))
     skb_attempt_defer_free(n, si)
