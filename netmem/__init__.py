@@ -11,7 +11,14 @@ except ImportError as e:  # no silent pure-Python fallback
 
 from netmem.errors import NetmemError, NetmemWarning
 from netmem.machine import Machine
-from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq, netdev_rx_queue_restart
+from netmem.netdev import (
+    NetDevice,
+    net_mp_close_rxq,
+    net_mp_open_rxq,
+    netdev_rx_queue_restart,
+    netif_mp_close_rxq,
+    netif_mp_open_rxq,
+)
 from netmem.netmem import (
     NET_IOV,
     NET_IOV_DMABUF,
@@ -73,6 +80,8 @@ __all__ = [
     "net_mp_close_rxq",
     "net_mp_open_rxq",
     "netdev_rx_queue_restart",
+    "netif_mp_close_rxq",
+    "netif_mp_open_rxq",
     "netmem_get_dma_addr",
     "netmem_get_pp",
     "netmem_is_net_iov",

@@ -4,7 +4,7 @@ management ops and memory-provider binding.
 Models the receive side of a netdev and its driver (shaped after the devmem-capable drivers:
 bnxt, gve, mlx5), ethtool's ring/channel/ntuple/RSS settings (net/ethtool/rings.c,
 channels.c, ioctl.c), the queue API (``struct netdev_queue_mgmt_ops``,
-``netdev_rx_queue_restart()``) and ``__net_mp_open_rxq()`` / ``__net_mp_close_rxq()``
+``netdev_rx_queue_restart()``) and ``__netif_mp_open_rxq()`` / ``__netif_mp_close_rxq()``
 (net/core/netdev_rx_queue.c). Frames go through the device in C: ``nic.receive(trace)``.
 
 Each RX queue has a NAPI instance on a CPU (queue i on CPU i % cpus, as irq affinity spreads
@@ -27,7 +27,7 @@ from netmem.page_pool import (
 from netmem.provider import mp_uninstall
 
 __all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_mp_open_rxq",
-           "netdev_rx_queue_restart"]
+           "netdev_rx_queue_restart", "netif_mp_close_rxq", "netif_mp_open_rxq"]
 
 EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
 ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
@@ -380,26 +380,27 @@ def netdev_rx_queue_restart(dev, idx):
         dev.ndo_queue_mem_free(old_mem)
 
 
-def net_mp_open_rxq(dev, idx, provider):
-    """Models ``__net_mp_open_rxq()``: every check and errno, then a queue restart with the
-    provider installed (undone if the restart fails)."""
+def netif_mp_open_rxq(dev, idx, provider):
+    """Models ``__netif_mp_open_rxq()`` (``__net_mp_open_rxq()`` until mainline renamed it,
+    7.1 or later; ``net_mp_open_rxq`` stays as an alias): every check and errno, then a queue
+    restart with the provider installed (undone if the restart fails)."""
     if not dev.queue_mgmt_ops:
-        raise NetmemError(EOPNOTSUPP, "net_mp_open_rxq: driver has no queue_mgmt_ops")
+        raise NetmemError(EOPNOTSUPP, "netif_mp_open_rxq: driver has no queue_mgmt_ops")
     if not 0 <= idx < dev.real_num_rx_queues:
-        raise NetmemError(ERANGE, "net_mp_open_rxq: rx queue index out of range")
+        raise NetmemError(ERANGE, "netif_mp_open_rxq: rx queue index out of range")
     if dev.tcp_data_split != "on":
-        raise NetmemError(EINVAL, "net_mp_open_rxq: tcp-data-split is disabled")
+        raise NetmemError(EINVAL, "netif_mp_open_rxq: tcp-data-split is disabled")
     if dev.hds_thresh:
-        raise NetmemError(EINVAL, "net_mp_open_rxq: hds-thresh is not zero")
+        raise NetmemError(EINVAL, "netif_mp_open_rxq: hds-thresh is not zero")
     if dev.xdp_prog:
-        raise NetmemError(EEXIST, "net_mp_open_rxq: unable to custom memory provider to device "
+        raise NetmemError(EEXIST, "netif_mp_open_rxq: unable to custom memory provider to device "
                                   "with XDP program attached")
     q = dev.rx_queues[idx]
     if q.mp is not None:
-        raise NetmemError(EEXIST, "net_mp_open_rxq: designated queue already memory provider "
+        raise NetmemError(EEXIST, "netif_mp_open_rxq: designated queue already memory provider "
                                   "bound")
     if q.af_xdp:
-        raise NetmemError(EBUSY, "net_mp_open_rxq: designated queue already in use by AF_XDP")
+        raise NetmemError(EBUSY, "netif_mp_open_rxq: designated queue already in use by AF_XDP")
     q.mp = provider
     try:
         netdev_rx_queue_restart(dev, idx)
@@ -408,21 +409,28 @@ def net_mp_open_rxq(dev, idx, provider):
         raise
 
 
-def net_mp_close_rxq(dev, idx, provider):
-    """Models ``__net_mp_close_rxq()``: clear the provider and restart the queue on pages.
+def netif_mp_close_rxq(dev, idx, provider):
+    """Models ``__netif_mp_close_rxq()`` (``__net_mp_close_rxq()`` before the rename;
+    ``net_mp_close_rxq`` stays as an alias): clear the provider and restart the queue on pages.
     Quietly nothing after unregister; a provider that is not the installed one is a WARN."""
     if not 0 <= idx < dev.real_num_rx_queues:
-        dev.machine._warn(f"net_mp_close_rxq: queue {idx} out of range (WARN_ON_ONCE)")
+        dev.machine._warn(f"netif_mp_close_rxq: queue {idx} out of range (WARN_ON_ONCE)")
         return
     q = dev.rx_queues[idx]
     if not dev.registered and q.mp is None:
         return
     if q.mp is not provider:
-        dev.machine._warn(f"net_mp_close_rxq: queue {idx} has another provider (WARN_ON_ONCE)")
+        dev.machine._warn(f"netif_mp_close_rxq: queue {idx} has another provider (WARN_ON_ONCE)")
         return
     q.mp = None
     if dev.registered:
         netdev_rx_queue_restart(dev, idx)
+
+
+#: The names before mainline's rename (``net_mp_open_rxq()``/``net_mp_close_rxq()``, 6.12 to
+#: 7.0), kept so that code written against them runs unchanged.
+net_mp_open_rxq = netif_mp_open_rxq
+net_mp_close_rxq = netif_mp_close_rxq
 
 
 # ---- ethtool ------------------------------------------------------------------------------------

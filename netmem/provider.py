@@ -84,8 +84,8 @@ class MemoryProvider(_core.CoreMemoryProvider):
         """Bind a provider of this class for one ``netmem-replay`` run (``rig``: a
         ``netmem.replay.Rig``) and return its ``ReplayBinding``. This default constructs
         ``cls(rig.machine, rig.nic, **provider_args)``, installs it on every queue of
-        ``rig.queues`` with ``net_mp_open_rxq()`` and spreads RSS over them. At teardown
-        (``rig.on_teardown``) it closes those queues (``net_mp_close_rxq()``), lets the machine
+        ``rig.queues`` with ``netif_mp_open_rxq()`` and spreads RSS over them. At teardown
+        (``rig.on_teardown``) it closes those queues (``netif_mp_close_rxq()``), lets the machine
         quiesce (the old page pools go once their buffers are home) and calls the provider's
         ``close()``, if it has one: nothing holds the provider any more.
 
@@ -96,10 +96,10 @@ class MemoryProvider(_core.CoreMemoryProvider):
         1: ``net_devmem_id_alloc()``) is the ``dmabuf_id`` those cmsgs name. Raises
         ``NetmemError``: EOPNOTSUPP without ``memory_map()`` (before anything is built), EINVAL
         when the constructor does not take ``(machine, nic, **provider_args)`` or the areas
-        name no single id, and whatever construction and ``net_mp_open_rxq()`` raise; what was
+        name no single id, and whatever construction and ``netif_mp_open_rxq()`` raise; what was
         set up is undone at teardown. Not a kernel op: the replay's hook (a kernel provider is
         bound by its own uAPI, devmem's by netlink ``bind-rx``)."""
-        from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+        from netmem.netdev import netif_mp_close_rxq, netif_mp_open_rxq
 
         if not callable(getattr(cls, "memory_map", None)):
             raise NetmemError(EOPNOTSUPP, f"{cls.__qualname__} hands out net_iovs the "
@@ -112,14 +112,14 @@ class MemoryProvider(_core.CoreMemoryProvider):
 
         def teardown():
             for q in reversed(opened):
-                net_mp_close_rxq(nic, q, provider)
+                netif_mp_close_rxq(nic, q, provider)
             m.quiesce()
             if hasattr(provider, "close"):
                 provider.close()
 
         rig.on_teardown(teardown)
         for q in rig.queues:
-            net_mp_open_rxq(nic, q, provider)
+            netif_mp_open_rxq(nic, q, provider)
             opened.append(q)
         rig.steer_to_bound()
         return ReplayBinding(provider.memory_map(), _replay_owner_id(cls, m, before))

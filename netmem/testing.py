@@ -39,7 +39,7 @@ from netmem.dma import Device
 from netmem.errors import NetmemError, NetmemWarning
 from netmem.flows import generate
 from netmem.machine import Machine
-from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq
+from netmem.netdev import NetDevice, netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.netlink import page_pool_get, queue_get
 from netmem.netmem import netmem_is_net_iov
 from netmem.page_pool import (
@@ -286,7 +286,7 @@ _RULE_NO_PUT = ("rule: release_netmem returns false for a net_iov, so that the c
                 "put_page()s one (page_pool_return_netmem(); io_pp_zc_release_netmem() and "
                 "mp_dmabuf_devmem_release_page() return false)")
 _RULE_UNBIND = ("rule: unbinding a queue restarts it on pages, and its old pool lives until the "
-                "sockets give its buffers back (__net_mp_close_rxq(), page_pool_destroy())")
+                "sockets give its buffers back (__netif_mp_close_rxq(), page_pool_destroy())")
 _RULE_UNINSTALL = ("rule: unregistering the device calls the provider's uninstall op once per "
                    "bound queue (dev_memory_provider_uninstall() -> mp_ops->uninstall())")
 _RULE_NL = ("rule: nl_fill gives a dict of netlink attributes, for page-pool-get (rxq None) "
@@ -427,7 +427,7 @@ class ProviderConformance:
     others on the ``machine`` fixture, which a subclass may override in its class body.
 
     Hooks: ``make_provider`` (required); ``install``/``uninstall``, how the tests bind the
-    provider to RX queue ``rx_queue`` and unbind it (``net_mp_open_rxq``/``net_mp_close_rxq``
+    provider to RX queue ``rx_queue`` and unbind it (``netif_mp_open_rxq``/``netif_mp_close_rxq``
     by default; a devmem provider binds its dma-buf with bind-rx instead). The ``uninstall``
     hook is the user's unbind, not the provider's ``uninstall`` op, which
     ``NetDevice.unregister`` calls. ``assert_provider_whole`` checks the provider's own
@@ -458,14 +458,14 @@ class ProviderConformance:
         raise NotImplementedError(f"{type(self).__name__}: give make_provider(machine, nic)")
 
     def install(self, nic, queue, provider):
-        """Bind ``provider`` to RX queue ``queue`` of ``nic`` (default: ``net_mp_open_rxq``)."""
-        net_mp_open_rxq(nic, queue, provider)
+        """Bind ``provider`` to RX queue ``queue`` of ``nic`` (default: ``netif_mp_open_rxq``)."""
+        netif_mp_open_rxq(nic, queue, provider)
 
     def uninstall(self, nic, queue, provider):
-        """Unbind ``provider`` from the queue ``install`` bound (default: ``net_mp_close_rxq``,
+        """Unbind ``provider`` from the queue ``install`` bound (default: ``netif_mp_close_rxq``,
         which restarts the queue on pages; the old pool lives while its buffers are out). Also
         called after the device is unregistered, where it must be harmless."""
-        net_mp_close_rxq(nic, queue, provider)
+        netif_mp_close_rxq(nic, queue, provider)
 
     def assert_provider_whole(self, provider):
         """Assert the provider's own accounting is whole: every buffer it handed out is back

@@ -42,7 +42,7 @@ from netmem.genalloc import (
     gen_pool_destroy,
     gen_pool_size,
 )
-from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+from netmem.netdev import netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.netmem import NET_IOV_DMABUF, NetIovArea
 from netmem.page_pool import DMA_FROM_DEVICE
 from netmem.provider import MemoryProvider, ReplayBinding, net_devmem_id_alloc
@@ -249,20 +249,20 @@ def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
 
 
 def net_devmem_bind_dmabuf_to_queue(dev, rxq_idx, binding):
-    """Models ``net_devmem_bind_dmabuf_to_queue()``: ``net_mp_open_rxq()`` with the binding's
+    """Models ``net_devmem_bind_dmabuf_to_queue()``: ``netif_mp_open_rxq()`` with the binding's
     provider (every check and errno there), then the queue joins ``bound_rxqs``."""
-    net_mp_open_rxq(dev, rxq_idx, binding.provider)
+    netif_mp_open_rxq(dev, rxq_idx, binding.provider)
     binding.bound_rxqs.append(dev.rx_queues[rxq_idx])
 
 
 def net_devmem_unbind_dmabuf(binding):
     """Models ``net_devmem_unbind_dmabuf()``: the id goes, each bound queue restarts without
-    the provider (``__net_mp_close_rxq()``: its old pools live while their buffers are out),
+    the provider (``__netif_mp_close_rxq()``: its old pools live while their buffers are out),
     the user's reference is dropped."""
     m = binding.machine
     m._devmem_by_id.pop(binding.id, None)
     for rxq in list(binding.bound_rxqs):
-        net_mp_close_rxq(rxq.nic, rxq.idx, binding.provider)
+        netif_mp_close_rxq(rxq.nic, rxq.idx, binding.provider)
     binding.bound_rxqs.clear()
     binding.put()
 
@@ -282,7 +282,7 @@ def netdev_nl_bind_rx(priv, ifindex, fd, queues):
     """Models ``netdev_nl_bind_rx_doit()``: EINVAL for missing attributes, a queue type that is
     not rx or an id past ``real_num_rx_queues``; ENODEV without the device; EOPNOTSUPP for a
     driver without the queue API or queues on different DMA devices; then the binding and each
-    queue's ``net_mp_open_rxq()`` (a failure unbinds all). Returns the binding id."""
+    queue's ``netif_mp_open_rxq()`` (a failure unbinds all). Returns the binding id."""
     m = priv.machine
     if ifindex is None or fd is None or not queues:
         raise NetmemError(EINVAL, "bind-rx: ifindex, fd and queues are required")

@@ -15,7 +15,7 @@ which the NIC's writes reach without its IOMMU;
 ``PCI_P2PDMA_MAP_THRU_HOST_BRIDGE`` maps the range through the DMA layer for the NIC
 (``dma_map_sgtable()``: an IOVA under dma-iommu), unmapped when the provider's last pool goes;
 ``PCI_P2PDMA_MAP_NOT_SUPPORTED`` fails the pool's creation with EREMOTEIO, so
-``net_mp_open_rxq()`` raises it.
+``netif_mp_open_rxq()`` raises it.
 
 Several resources per device: each provider offers its own range, ``size`` bytes of BAR ``bar``
 from ``offset``, and takes all of it (the newest chunk is searched first). Providers on one
@@ -26,7 +26,7 @@ the resource in place.
 
 Handing the memory back (``remove()``, as devmem's unbind): the provider's resource stops giving
 out p2pmem at once (``pci_p2pdma_remove_resource()``, not in the kernel either), every RX queue it
-is bound to goes back to host pages (``net_mp_close_rxq()``), and the old page pools live on while
+is bound to goes back to host pages (``netif_mp_close_rxq()``), and the old page pools live on while
 sockets and skbs hold their net_iovs (``page_pool_release_retry()`` on the virtual clock). When
 the last pool goes, the net_iov area is retired, the p2pmem freed and the range unmapped.
 """
@@ -36,7 +36,7 @@ import numpy as np
 
 from netmem.dma import SgTable, dma_map_sgtable, dma_unmap_sgtable, sg_dma_address
 from netmem.errors import NetmemError
-from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+from netmem.netdev import netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.netmem import NET_IOV_P2PDMA, NetIovArea
 from netmem.page_pool import DMA_FROM_DEVICE, PAGE_SHIFT, PAGE_SIZE
 from netmem.pci import (
@@ -132,12 +132,12 @@ class P2PDMAProvider(MemoryProvider):
     @classmethod
     def replay_setup(cls, rig):
         """``netmem-replay --provider p2pdma``: ``--dmabuf-size`` bytes of the GPU's BAR memory
-        (a BAR made for it) on each of ``rig.queues`` (``net_mp_open_rxq()``), RSS over them;
+        (a BAR made for it) on each of ``rig.queues`` (``netif_mp_open_rxq()``), RSS over them;
         ``remove()`` hands it back at teardown. Its cmsgs name the provider's ``id``."""
         prov = cls(rig.gpu, size=rig.cfg.dmabuf_size)
         rig.on_teardown(prov.remove)                    # closes the queues it is bound to
         for q in rig.queues:
-            net_mp_open_rxq(rig.nic, q, prov)
+            netif_mp_open_rxq(rig.nic, q, prov)
         rig.steer_to_bound()
         return ReplayBinding(prov.memory_map(), prov.id)
 
@@ -222,7 +222,7 @@ class P2PDMAProvider(MemoryProvider):
             self._release()
             return
         for rxq in self.bound_rxqs:
-            net_mp_close_rxq(rxq.nic, rxq.idx, self)
+            netif_mp_close_rxq(rxq.nic, rxq.idx, self)
 
     def _map(self, dev):
         """``dma_map_sgtable()`` of the range for ``dev``, whatever the map type: a bus address

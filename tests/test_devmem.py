@@ -1,5 +1,5 @@
 """Tests of devmem TCP's binding side against Linux 6.18: ``bind-rx`` (netdev_nl_bind_rx_doit()
-in net/core/netdev-genl.c, with every errno of it and of __net_mp_open_rxq() in
+in net/core/netdev-genl.c, with every errno of it and of __netif_mp_open_rxq() in
 net/core/netdev_rx_queue.c), the binding net_devmem_bind_dmabuf() builds (a genalloc chunk per
 mapped DMA segment, each chunk's net_iovs at ``base_dma_addr + idx * 4096``, ``base_virtual`` the
 running offset in the dma-buf), its references (the user's, one per page pool), the provider's
@@ -192,7 +192,7 @@ def test_bind_rx_queue_type_and_id(two_queues):
     refused(d, errno.EINVAL, queues=[{"id": 0, "type": 1}])     # NETDEV_QUEUE_TYPE_TX
     refused(d, errno.EINVAL, queues=[*rxq(0), {"id": 1, "type": "tx"}])
     # An id at real_num_rx_queues: netdev_nl_read_rxq_bitmap() says EINVAL before
-    # __net_mp_open_rxq() could say ERANGE.
+    # __netif_mp_open_rxq() could say ERANGE.
     refused(d, errno.EINVAL, queues=rxq(2))
     d.nic.ethtool.set_channels(1)
     refused(d, errno.EINVAL, queues=rxq(1))
@@ -233,14 +233,14 @@ def test_bind_rx_xdp_and_af_xdp(two_queues):
     d = two_queues
     nic = d.nic
     # A single-buffer program and tcp-data-split exclude each other (dev_xdp_install()); a
-    # multi-buffer one stays, and then a provider may not come (__net_mp_open_rxq()).
+    # multi-buffer one stays, and then a provider may not come (__netif_mp_open_rxq()).
     raises(errno.EBUSY, nic.attach_xdp)
     nic.attach_xdp(frags=True)
     refused(d, errno.EEXIST)
     nic.detach_xdp()
     nic.rx_queues[0].attach_af_xdp()
     refused(d, errno.EBUSY)
-    # Only the AF_XDP queue is refused. Both refusals came from __net_mp_open_rxq(), after
+    # Only the AF_XDP queue is refused. Both refusals came from __netif_mp_open_rxq(), after
     # net_devmem_bind_dmabuf() had taken ids 1 and 2.
     assert d.nl.bind_rx(nic.ifindex, d.buf.fd, rxq(1)) == 3
     nic.rx_queues[0].detach_af_xdp()
@@ -444,7 +444,7 @@ def test_exhaustion_counts_rx_alloc_fail_and_the_ring_refills_later():
 # ---- unbind and unregister with buffers in flight ---------------------------------------------
 
 def test_unbind_with_tokens_and_skbs_outstanding():
-    """net_devmem_unbind_dmabuf(): the id goes, __net_mp_close_rxq() restarts the queue on
+    """net_devmem_unbind_dmabuf(): the id goes, __netif_mp_close_rxq() restarts the queue on
     pages, the user's reference is dropped; the old pool lives on (and with it the binding)
     until every net_iov is home, then __net_devmem_dmabuf_binding_free() finds the genpool
     whole and gives the dma-buf back."""

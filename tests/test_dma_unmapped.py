@@ -28,7 +28,7 @@ from netmem.dmabuf import (
     udmabuf_create,
 )
 from netmem.flows import generate
-from netmem.netdev import NetDevice, net_mp_close_rxq, net_mp_open_rxq
+from netmem.netdev import NetDevice, netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.pci import (
     pci_alloc_p2pmem,
     pci_free_p2pmem,
@@ -264,7 +264,7 @@ def test_a_nic_bound_to_net_iovs_at_address_0_writes_to_address_0(mode):
     nic = NetDevice(m, num_rx_queues=1)
     nic.ethtool.set_ringparam(tcp_data_split="on")
     provider = FreelistProvider(m, num_niovs=64)     # net_iovs with DMA address 0
-    net_mp_open_rxq(nic, 0, provider)
+    netif_mp_open_rxq(nic, 0, provider)
     nic.receive(generate(connections=2, payload=16384, seed=1).trace)
     writes = m.iommu.unmapped_accesses
     assert writes and {(a["device"], a["address"], a["direction"]) for a in writes} == \
@@ -272,7 +272,7 @@ def test_a_nic_bound_to_net_iovs_at_address_0_writes_to_address_0(mode):
     assert m.iommu.faults == []
     for sk in m.tcp.sockets():
         sk.close()
-    net_mp_close_rxq(nic, 0, provider)
+    netif_mp_close_rxq(nic, 0, provider)
     nic.unregister()
     m.quiesce()
     provider.area.free()

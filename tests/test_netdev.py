@@ -3,9 +3,9 @@ hash against Microsoft's RSS verification suite, the indirection table and ntupl
 errno of every ethtool call (net/ethtool/rings.c, channels.c, ioctl.c), RX rings and their refill
 at the end of each NAPI poll, allocation failures and ring overruns, MTU and VLAN handling,
 header split, multi-buffer frames, queue restarts while sockets hold buffers,
-``net_mp_open_rxq()``/``net_mp_close_rxq()`` with every errno of net/core/netdev_rx_queue.c and a
-provider whose net_iovs make the skbs unreadable, and where consumed skbs are freed
-(``skb_attempt_defer_free()``) as the page_pool stats show it.
+``netif_mp_open_rxq()``/``netif_mp_close_rxq()`` (and their old names) with every errno of
+net/core/netdev_rx_queue.c and a provider whose net_iovs make the skbs unreadable, and where
+consumed skbs are freed (``skb_attempt_defer_free()``) as the page_pool stats show it.
 """
 import errno
 
@@ -17,7 +17,7 @@ from scapy.packet import Raw
 
 from netmem import DMA_FROM_DEVICE, Machine, NetIovArea, NetmemError, NetmemWarning
 from netmem.dma import dma_map_page, dma_unmap_page
-from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq, netdev_rx_queue_restart
+from netmem.netdev import netdev_rx_queue_restart, netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.page_pool import STATS_KEYS
 from netmem.provider import (
     MemoryProvider,
@@ -191,7 +191,7 @@ def test_set_ringparam_errors(make_nic):
 def test_set_ringparam_refusals_with_a_memory_provider(make_nic, provider_factory):
     nic = make_nic(num_rx_queues=2)
     nic.ethtool.set_ringparam(tcp_data_split="on")
-    net_mp_open_rxq(nic, 1, provider_factory(nic))
+    netif_mp_open_rxq(nic, 1, provider_factory(nic))
     raises(errno.EINVAL, nic.ethtool.set_ringparam, tcp_data_split="off")
     raises(errno.EINVAL, nic.ethtool.set_ringparam, tcp_data_split="auto")
     raises(errno.EINVAL, nic.ethtool.set_ringparam, hds_thresh=64)
@@ -214,16 +214,16 @@ def test_set_channels_errors_and_resizing(make_nic, provider_factory):
     raises(errno.EINVAL, et.set_channels, 2)
     et.del_ntuple(rule)
     nic.ethtool.set_ringparam(tcp_data_split="on")
-    net_mp_open_rxq(nic, 2, provider_factory(nic))
+    netif_mp_open_rxq(nic, 2, provider_factory(nic))
     raises(errno.EINVAL, et.set_channels, 2)
-    net_mp_close_rxq(nic, 2, nic.rx_queues[2].mp)
+    netif_mp_close_rxq(nic, 2, nic.rx_queues[2].mp)
     old = [q.page_pool for q in nic.rx_queues]
     et.set_channels(2)
     assert et.get_channels() == {"rx": 2, "max_rx": 4}
     assert [q.page_pool is not None for q in nic.rx_queues] == [True, True, False, False]
     assert [p.freed for p in old] == [False, False, True, True]
     assert [q.posted for q in nic.rx_queues] == [(RING, RING)] * 2 + [(0, 0)] * 2
-    raises(errno.ERANGE, net_mp_open_rxq, nic, 2, provider_factory(nic))
+    raises(errno.ERANGE, netif_mp_open_rxq, nic, 2, provider_factory(nic))
     et.set_channels(4)
     assert [q.posted for q in nic.rx_queues] == [(RING, RING)] * 4
     assert [q.page_pool is old[i] for i, q in enumerate(nic.rx_queues)] == [True, True, False,
@@ -526,38 +526,38 @@ def split_nic(make_nic, provider_factory):
     return nic
 
 
-def test_net_mp_open_rxq_errno(make_nic, provider_factory):
+def test_netif_mp_open_rxq_errno(make_nic, provider_factory):
     nic = make_nic(num_rx_queues=2)
     p = provider_factory(nic)
-    raises(errno.ERANGE, net_mp_open_rxq, nic, 2, p)
-    raises(errno.EINVAL, net_mp_open_rxq, nic, 0, p)    # tcp-data-split is "auto"
+    raises(errno.ERANGE, netif_mp_open_rxq, nic, 2, p)
+    raises(errno.EINVAL, netif_mp_open_rxq, nic, 0, p)    # tcp-data-split is "auto"
     nic.ethtool.set_ringparam(tcp_data_split="on", hds_thresh=64)
-    raises(errno.EINVAL, net_mp_open_rxq, nic, 0, p)    # hds-thresh
+    raises(errno.EINVAL, netif_mp_open_rxq, nic, 0, p)    # hds-thresh
     nic.ethtool.set_ringparam(hds_thresh=0)
     nic.xdp_prog = True                                 # a multi-buffer program, say
-    raises(errno.EEXIST, net_mp_open_rxq, nic, 0, p)
+    raises(errno.EEXIST, netif_mp_open_rxq, nic, 0, p)
     nic.xdp_prog = False
     nic.rx_queues[0].attach_af_xdp()
-    raises(errno.EBUSY, net_mp_open_rxq, nic, 0, p)
+    raises(errno.EBUSY, netif_mp_open_rxq, nic, 0, p)
     nic.rx_queues[0].detach_af_xdp()
     nic.queue_mgmt_ops = False
-    raises(errno.EOPNOTSUPP, net_mp_open_rxq, nic, 0, p)
+    raises(errno.EOPNOTSUPP, netif_mp_open_rxq, nic, 0, p)
     nic.queue_mgmt_ops = True
     assert [q.mp for q in nic.rx_queues] == [None, None]
-    net_mp_open_rxq(nic, 0, p)
-    raises(errno.EEXIST, net_mp_open_rxq, nic, 0, provider_factory(nic))
+    netif_mp_open_rxq(nic, 0, p)
+    raises(errno.EEXIST, netif_mp_open_rxq, nic, 0, provider_factory(nic))
     assert nic.rx_queues[0].page_pool.provider is p
     assert nic.rx_queues[1].page_pool.provider is None
     assert nic.rx_queues[0].header_pool.provider is None
 
 
-def test_net_mp_open_rxq_enodata_when_the_driver_ignores_providers(make_nic, provider_factory):
+def test_netif_mp_open_rxq_enodata_when_the_driver_ignores_providers(make_nic, provider_factory):
     nic = make_nic(mp_aware=False)
     nic.ethtool.set_ringparam(tcp_data_split="on")
     pools_before = set(nic.machine.page_pools)
     old = nic.rx_queues[0].page_pool
     p = provider_factory(nic)
-    raises(errno.ENODATA, net_mp_open_rxq, nic, 0, p)
+    raises(errno.ENODATA, netif_mp_open_rxq, nic, 0, p)
     q = nic.rx_queues[0]
     assert (q.mp, q.page_pool) == (None, old)           # the queue kept running on its pools
     nic.machine.advance(1)
@@ -568,7 +568,7 @@ def test_payload_lands_in_net_iovs_and_is_unreadable(split_nic, provider_factory
     nic = split_nic
     p = provider_factory(nic)
     nic.ethtool.add_ntuple("tcp4", dst_port=5201, queue=1)
-    net_mp_open_rxq(nic, 1, p)
+    netif_mp_open_rxq(nic, 1, p)
     q = nic.rx_queues[1]
     assert q.posted == (256, RING)                      # every net_iov posted, then a failure
     assert q.stats()["alloc_fail"] == 1
@@ -588,31 +588,31 @@ def test_payload_lands_in_net_iovs_and_is_unreadable(split_nic, provider_factory
     # The closed socket's net_iovs went back to the page pool, which keeps them: the provider
     # sees them only when the pool goes.
     assert (len(p.free), q.page_pool.inflight) == (0, 256)
-    net_mp_close_rxq(nic, 1, p)
+    netif_mp_close_rxq(nic, 1, p)
     assert (q.mp, q.page_pool.provider) == (None, None)
     m.quiesce()
     assert len(p.free) == 256
 
 
-def test_net_mp_close_rxq_warns_on_misuse(split_nic, provider_factory):
+def test_netif_mp_close_rxq_warns_on_misuse(split_nic, provider_factory):
     nic = split_nic
     p, other = provider_factory(nic), provider_factory(nic)
-    net_mp_open_rxq(nic, 0, p)
+    netif_mp_open_rxq(nic, 0, p)
     with pytest.warns(NetmemWarning, match="out of range"):
-        net_mp_close_rxq(nic, 2, p)
+        netif_mp_close_rxq(nic, 2, p)
     with pytest.warns(NetmemWarning, match="another provider"):
-        net_mp_close_rxq(nic, 0, other)
+        netif_mp_close_rxq(nic, 0, other)
     assert nic.rx_queues[0].mp is p
-    net_mp_close_rxq(nic, 0, p)
+    netif_mp_close_rxq(nic, 0, p)
 
 
 def test_unregister_calls_uninstall(split_nic, provider_factory, m):
     nic = split_nic
     p = provider_factory(nic)
-    net_mp_open_rxq(nic, 1, p)
+    netif_mp_open_rxq(nic, 1, p)
     nic.unregister()
     assert p.uninstalled == [1]
-    net_mp_close_rxq(nic, 1, p)                         # after unregister: quietly nothing
+    netif_mp_close_rxq(nic, 1, p)                         # after unregister: quietly nothing
     m.quiesce()
     assert len(p.free) == 256
 
@@ -717,3 +717,15 @@ def test_defer_list_kick_at_half_of_skb_defer_max(nic, m):
     with m.on_cpu(1, softirq=False):
         m.tcp.lookup(f2.local, f2.remote).recv(MSS)
     assert pool.stats["recycle_ring"] - mid["recycle_ring"] == 1     # freed at once on CPU 1
+
+
+def test_the_names_before_mainline_renamed_them_still_work():
+    """Mainline renamed ``net_mp_open_rxq()``/``net_mp_close_rxq()`` to ``netif_mp_*``; code
+    written against the old names runs unchanged (the same functions, from both modules)."""
+    import netmem
+    from netmem import netdev
+
+    assert netdev.net_mp_open_rxq is netdev.netif_mp_open_rxq
+    assert netdev.net_mp_close_rxq is netdev.netif_mp_close_rxq
+    assert (netmem.net_mp_open_rxq, netmem.net_mp_close_rxq) == (netdev.netif_mp_open_rxq,
+                                                                 netdev.netif_mp_close_rxq)

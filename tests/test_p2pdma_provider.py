@@ -5,7 +5,7 @@ THRU_HOST_BRIDGE on the AMD CPU, NOT_SUPPORTED on an Intel CPU whose root comple
 whitelisted: EREMOTEIO) under dma-direct and dma-iommu; several providers on one device, with
 their own resources or sharing one; ``remove()`` waiting for the net_iovs sockets hold; the
 errors of init (E2BIG, a failed mapping, a second DMA device, a removed provider); ``uninstall``
-at unregister; ``net_mp_close_rxq()`` with buffers in flight.
+at unregister; ``netif_mp_close_rxq()`` with buffers in flight.
 
 ``lab()`` adds a root port with a switch holding gpu0 (BAR 0: 64 MiB) and eth1; eth0 sits on the
 machine's first root port, so it reaches gpu0 through the host bridge.
@@ -25,7 +25,7 @@ from netmem import (
     NetmemWarning,
 )
 from netmem.dmabuf import add_device_memory
-from netmem.netdev import net_mp_close_rxq, net_mp_open_rxq
+from netmem.netdev import netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.netlink import page_pool_get, queue_get
 from netmem.netmem import NET_IOV_P2PDMA
 from netmem.pci import (
@@ -110,7 +110,7 @@ def test_payload_lands_in_the_bar(split_nic, make_provider, iommu, nic_name, map
     gpu = lab(m)
     nic = split_nic(m, nic_name)
     p = make_provider(gpu)
-    net_mp_open_rxq(nic, 0, p)
+    netif_mp_open_rxq(nic, 0, p)
     q = nic.rx_queues[0]
     pool = q.page_pool
     assert pci_p2pdma_map_type(gpu, nic.pcidev) == map_type
@@ -139,14 +139,14 @@ def test_a_host_bridge_that_refuses_p2p_is_eremoteio(split_nic, make_provider, i
     nic, nic1 = split_nic(m), split_nic(m, "eth1")
     p = make_provider(gpu)
     old = nic.rx_queues[0].page_pool
-    raises(errno.EREMOTEIO, net_mp_open_rxq, nic, 0, p)
+    raises(errno.EREMOTEIO, netif_mp_open_rxq, nic, 0, p)
     assert (nic.rx_queues[0].mp, nic.rx_queues[0].page_pool) == (None, old)
     assert m.dmesg[-3:] == [
         (f"pci {nic.pcidev.pci_name}: cannot be used for peer-to-peer DMA as the client and "
          f"provider ({gpu.pci_name}) do not share an upstream bridge or whitelisted host bridge"),
         "page_pool_init() mem-provider init failed -121",
         "page_pool_create_percpu() gave up with errno -121"]
-    net_mp_open_rxq(nic1, 0, p)                         # the switch needs no host bridge
+    netif_mp_open_rxq(nic1, 0, p)                         # the switch needs no host bridge
     _, data = send(nic1, 2)
     assert landed(p, 0, data)
 
@@ -164,7 +164,7 @@ def test_providers_with_their_own_resources(split_nic, make_provider, m):
     assert (a.bus_addr, b.bus_addr, b.area.num_niovs) == (bar0, bar0 + 2 * MiB, 2 * NIOVS)
     for i, p in enumerate((a, b)):
         nic.ethtool.add_ntuple("tcp4", dst_port=5201 + i, queue=i)
-        net_mp_open_rxq(nic, i, p)
+        netif_mp_open_rxq(nic, i, p)
     sk_a, data_a = send(nic, 3, sport=1000, dport=5201)
     sk_b, data_b = send(nic, 5, sport=1001, dport=5202)
     assert landed(a, 0, data_a) and landed(b, 0, data_b)
@@ -216,7 +216,7 @@ def test_remove_waits_for_net_iovs_in_sockets(split_nic, make_provider, iommu):
     gpu = lab(m)
     nic = split_nic(m)                                  # through the host bridge: a mapping
     p = make_provider(gpu)
-    net_mp_open_rxq(nic, 0, p)
+    netif_mp_open_rxq(nic, 0, p)
     q, old = nic.rx_queues[0], nic.rx_queues[0].page_pool
     sk, data = send(nic, 8)
     ref = p.area.netmem(0)
@@ -236,24 +236,24 @@ def test_remove_waits_for_net_iovs_in_sockets(split_nic, make_provider, iommu):
     if iommu == "dma-iommu":
         raises(errno.EFAULT, nic.pcidev.dma_write, dma, b"late")   # unmapped with the pool
     p.remove()                                          # a second call does nothing
-    raises(errno.ENODEV, net_mp_open_rxq, nic, 0, p)
+    raises(errno.ENODEV, netif_mp_open_rxq, nic, 0, p)
 
 
-def test_net_mp_close_rxq_with_buffers_in_flight(split_nic, make_provider, m):
+def test_netif_mp_close_rxq_with_buffers_in_flight(split_nic, make_provider, m):
     gpu = lab(m)
     nic = split_nic(m, "eth1")
     p = make_provider(gpu)
-    net_mp_open_rxq(nic, 0, p)
+    netif_mp_open_rxq(nic, 0, p)
     q, old = nic.rx_queues[0], nic.rx_queues[0].page_pool
     sk, _ = send(nic, 8)
-    net_mp_close_rxq(nic, 0, p)
+    netif_mp_close_rxq(nic, 0, p)
     assert (q.mp, q.page_pool.provider, old.inflight, p.nr_free) == (None, None, 8, NIOVS - 8)
     m.quiesce()
     assert not old.freed
     sk.close()
     m.quiesce()
     assert (old.freed, p.nr_free, p.removed) == (True, NIOVS, False)
-    net_mp_open_rxq(nic, 0, p)                          # unbound, not gone: it binds again
+    netif_mp_open_rxq(nic, 0, p)                          # unbound, not gone: it binds again
     assert (q.page_pool.provider, q.posted) == (p, (RING, RING))
 
 
@@ -263,7 +263,7 @@ def test_unregister_calls_uninstall(split_nic, make_provider):
     nic = split_nic(m, queues=2)
     p = make_provider(gpu)
     for i in (0, 1):
-        net_mp_open_rxq(nic, i, p)
+        netif_mp_open_rxq(nic, i, p)
     assert p.bound_rxqs == nic.rx_queues
     pools = [q.page_pool for q in nic.rx_queues]
     dma = m.netmem(p.area.netmem(0)).dma_addr
@@ -289,7 +289,7 @@ def test_init_refusals(split_nic, make_provider, make_pool, m):
     m.pci.add_endpoint(rp, "eth2", dma_mask_bits=32)
     nic, nic1, nic2 = split_nic(m), split_nic(m, "eth1"), split_nic(m, "eth2")
     with pytest.warns(NetmemWarning, match="overflow"):    # dma-direct: the BAR is above 4 GiB
-        raises(errno.EIO, net_mp_open_rxq, nic2, 0, p)
-    net_mp_open_rxq(nic1, 0, p)
-    raises(errno.EOPNOTSUPP, net_mp_open_rxq, nic, 0, p)    # one DMA address per net_iov
+        raises(errno.EIO, netif_mp_open_rxq, nic2, 0, p)
+    netif_mp_open_rxq(nic1, 0, p)
+    raises(errno.EOPNOTSUPP, netif_mp_open_rxq, nic, 0, p)    # one DMA address per net_iov
     assert p.bound_rxqs == [nic1.rx_queues[0]]

@@ -23,7 +23,7 @@ from netmem import (
     NetmemWarning,
 )
 from netmem.dma import Device
-from netmem.netdev import net_mp_open_rxq
+from netmem.netdev import netif_mp_open_rxq
 from netmem.netlink import page_pool_get, queue_get
 from netmem.page_pool import STATS_KEYS
 from netmem.provider import (
@@ -462,7 +462,7 @@ def test_nl_fill_wrong_return_is_einval(machine, mp_pool, ret, shown):
 def test_queue_get_checks_nl_fill_and_unregister_uninstall(machine, make_nic):
     nic = make_nic(hds=True)
     prov = Returns(machine, 2048, nl_fill="dmabuf 7", uninstall=True)  # a whole RX ring's worth
-    net_mp_open_rxq(nic, 0, prov)
+    netif_mp_open_rxq(nic, 0, prov)
     with pytest.raises(NetmemError, match=must("nl_fill", "'dmabuf 7' (str)", "a dict")):
         queue_get(machine, nic.ifindex)
     with pytest.raises(NetmemError, match=must("uninstall", "True (bool)", "nothing")) as e:

@@ -26,7 +26,7 @@ values as keywords) and returns a ``netmem.provider.ReplayBinding``: the provide
 ``(offsets, phys, lengths)`` in the ``frag_offset`` space of its devmem cmsgs and the
 ``dmabuf_id`` they name (nothing for host pages, read by copy). ``MemoryProvider``'s default
 builds ``cls(rig.machine, rig.nic, **provider_args)``, installs it on each bound queue with
-``net_mp_open_rxq()`` and reads its net_iovs through its ``memory_map()``. Every provider but
+``netif_mp_open_rxq()`` and reads its net_iovs through its ``memory_map()``. Every provider but
 ``host`` (``is_host``) binds: header split on, ``--bind-queues``, the application reading with
 ``MSG_SOCK_DEVMEM``; the chunk shrinks to what its memory can hold. Departs: ``replay_setup``
 is not a kernel interface (ncdevmem binds a dma-buf with netlink ``bind-rx``; the built-in

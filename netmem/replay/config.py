@@ -130,7 +130,7 @@ def _check_config(cfg):
         raise BadInput(f"--header-split {cfg.header_split}: on or off")
     if binds and cfg.header_split == "off":
         raise BadInput(f"--header-split off: the {cfg.provider_name} provider needs header split "
-                       "(net_mp_open_rxq() refuses a queue without tcp-data-split)")
+                       "(netif_mp_open_rxq() refuses a queue without tcp-data-split)")
     if cfg.mtu is not None and not ETH_MIN_MTU <= cfg.mtu <= ETH_MAX_MTU:
         raise BadInput(f"--mtu {cfg.mtu}: the NIC takes {ETH_MIN_MTU}..{ETH_MAX_MTU}")
     if cfg.iommu not in ("none", "passthrough", "dma-iommu"):
