@@ -48,7 +48,7 @@ bench: $(CORE)
 	$(PIN) $(VPY) -m netmem.tools.bench all --markdown BENCHMARKS.md
 
 replay: $(CORE)
-	$(PIN) $(VPY) -m netmem.replay --loops 20 --warmup 1
+	$(PIN) $(VPY) -m netmem.replay --loops 20 --warmup 1 --runs 3
 
 lint: $(STAMP)
 	$(VPY) -m ruff check netmem providers tools tests
