@@ -279,6 +279,10 @@ cdef struct nm_pool:
 cdef class CoreMachine:
     cdef nm_machine *m
     cdef object __weakref__
+    # Every listed pool's id by the address of its nm_pool, never removed: a descriptor's pp
+    # field is read through it, never dereferenced, so a stale pointer (a provider that forgot
+    # net_mp_niov_clear_page_pool()) to a pool whose memory is freed reads its old id.
+    cdef dict _pool_ids
     cdef int _check_page(self, netmem_ref netmem, str fn) except -1
 
 

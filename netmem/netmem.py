@@ -62,7 +62,9 @@ class NetmemView:
         """The id of the pool the descriptor's ``pp`` field names, as the core stores it, 0
         when clear (``page_pool_clear_pp_info()``, ``net_mp_niov_clear_page_pool()``); unlike
         ``pp``, it stays set when that pool is gone, as a stale ``pp`` pointer stays in the
-        kernel. Read it while the pool object lives: the core keeps the pool's id in the pool."""
+        kernel. The core reads it through the machine's table of pool addresses, never through
+        the pointer, so it stays readable after the pool object is collected (an address a
+        newer pool reuses reads as the newer pool's id)."""
         return self._d()[0]
 
     @property

@@ -180,6 +180,7 @@ cdef class CoreMachine:
         if m == NULL:
             raise MemoryError()
         self.m = m
+        self._pool_ids = {}
         m.npages = npages
         m.mem_bytes = npages << PAGE_SHIFT
         m.mem = <char *>_map_lazy(m.mem_bytes)
@@ -343,7 +344,7 @@ cdef class CoreMachine:
         if not netmem_valid(self.m, netmem):
             raise NetmemError(EINVAL, f"netmem {netmem:#x} is not a buffer of this machine")
         d = __netmem_desc(self.m, netmem)
-        return ((<nm_pool *>d.pp).id if d.pp != NULL else 0, d.pp_ref_count,
+        return (self._pool_ids.get(<size_t>d.pp, 0) if d.pp != NULL else 0, d.pp_ref_count,
                 netmem_ref_count(self.m, netmem), d.dma_addr, netmem_phys(self.m, netmem),
                 d.order, d.nid, d.flags, d.state, d.pp_magic, d.owner)
 

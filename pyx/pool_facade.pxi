@@ -181,6 +181,7 @@ cdef class CorePagePool:
 
     def _list(self, uint32_t pool_id):
         self.pool.id = pool_id
+        self.machine._pool_ids[<size_t>self.pool] = pool_id
 
     # -- the boundary ----------------------------------------------------------------------------
 

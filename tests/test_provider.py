@@ -528,3 +528,31 @@ def test_host_provider_is_no_provider(machine, mp_pool, flags):
     assert host.stats == plain.stats
     host.put_netmem(got[0])
     plain.put_netmem(got[1])
+
+
+class ForgetsClearProvider(FreelistProvider):
+    """Takes net_iovs back without net_mp_niov_clear_page_pool(): they keep a stale pp."""
+
+    def release_netmem(self, pool, netmem):
+        self.free.append(netmem)
+        return False
+
+
+def test_a_stale_pp_reads_its_old_pool_after_the_pool_object_is_gone(machine, dev):
+    """A net_iov whose provider never cleared its pp info points at a pool whose memory is
+    freed once the pool object is collected: the view reads the old pool's id through the
+    machine's table, never through the freed pointer, and ``pp`` is None."""
+    import gc
+
+    from netmem.page_pool import PagePoolParams, page_pool_create
+    prov = ForgetsClearProvider(machine)
+    pool = page_pool_create(machine, PagePoolParams(flags=MP_FLAGS, dev=dev, max_len=4096),
+                            prov)
+    ref, pid = pool.alloc_netmem(), pool.id
+    pool.put_netmem(ref)
+    pool.destroy()
+    machine.quiesce()
+    del pool
+    gc.collect()
+    view = machine.netmem(ref)
+    assert (view.pp_id, view.pp) == (pid, None)
