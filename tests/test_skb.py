@@ -103,6 +103,40 @@ def test_try_coalesce_refusals(machine, make_pool, pool, refusal):
         s.free()
 
 
+def test_try_coalesce_into_an_skb_whose_clone_was_freed(machine, pool):
+    # skb_cloned() is skb->cloned && dataref != 1: the cloned bit stays, but with the clone
+    # gone the original owns its data again and skb_try_coalesce() takes frm's frags.
+    to = _skb_with_frags(machine, pool, 2)
+    to.clone().free()
+    assert to.cloned and to.dataref == 1
+    frm = _skb_with_frags(machine, pool, 3)
+    ok, stolen, delta = skb_try_coalesce(to, frm)
+    assert (ok, stolen, delta) == (True, False, 3 * 512)
+    assert to.info()["len"] == 500 and len(to.frags) == 5
+    frm.free_partial(stolen)
+    to.free()
+
+
+def test_try_coalesce_from_an_skb_whose_clone_was_freed(machine, pool):
+    # skb_head_is_locked(from) and "if (!skb_cloned(from)) nr_frags = 0": with its clone
+    # freed, frm's page-frag head is stolen and its frags move without extra pp references.
+    ref, off = pool.alloc_frag(1024)
+    frm = napi_build_skb(machine, ref, off, 1024)
+    frm.put(b"x" * 50)
+    fref, foff = pool.alloc_frag(512)
+    frm.add_rx_frag(fref, foff, 100, 512)
+    frm.mark_for_recycle()
+    frm.clone().free()
+    count = machine.netmem(fref).pp_ref_count
+    to = _skb_with_frags(machine, pool, 1)
+    ok, stolen, _ = skb_try_coalesce(to, frm)
+    assert ok and stolen
+    assert [f[0] for f in to.frags[-2:]] == [ref, fref]
+    assert machine.netmem(fref).pp_ref_count == count   # moved, not referenced again
+    frm.free_partial(stolen)
+    to.free()
+
+
 def test_try_coalesce_copies_small_readable_into_tailroom(machine, pool):
     to = napi_alloc_skb(machine)
     to.put(b"a" * 10)
