@@ -607,9 +607,11 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
         sk.data_segs_in += max(<uint16_t>1, skb.gso_segs)
     if flags & TCPHDR_RST:
         # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
-        # FIN (tcp_reset_check()); any other sequence draws a challenge ACK. No ACK is ever
-        # sent, so rcv_wup is not modelled and tcp_sequence() passes an old RST too.
-        if seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT):
+        # FIN (tcp_reset_check()) and, with SACK, the right-most SACK block's end; any other
+        # sequence draws a challenge ACK. No ACK is ever sent, so rcv_wup is not modelled and
+        # tcp_sequence() passes an old RST too.
+        if (seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT)
+                or tcp_rst_seq_is_max_sack(n, sk, seq)):
             tcp_reset(n, ski)
             __kfree_skb(n, si)
         else:
@@ -646,6 +648,22 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_TCP_ABORT_ON_DATA)
             return
     tcp_data_queue(n, ski, si)
+
+
+cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+    """Step 2 of ``tcp_validate_incoming()``: ``tcp_is_sack(tp) && tp->rx_opt.num_sacks > 0``
+    and the RST's seq equals ``max_sack``, the highest ``end_seq`` of ``tp->selective_acks``.
+
+    The model keeps no SACK blocks; it derives ``max_sack`` from the out-of-order queue. The
+    blocks the receiver advertises are the ranges of out-of-order arrivals
+    (``tcp_sack_new_ofo_skb()``, merged when they touch), and ``num_sacks`` is 0 exactly when
+    that queue is empty (``tcp_sack_remove()``; ``tcp_fin()``'s ``tcp_sack_reset()``). So
+    ``max_sack`` is the end of the queue's highest contiguous run: the ``end_seq`` of its last
+    skb (ends rise with starts, as a covered segment is dropped or removed). Departs: past
+    ``TCP_NUM_SACKS`` (4) runs the kernel keeps only the four most recently touched blocks,
+    so with five or more holes its ``max_sack`` can be lower; and ``tcp_prune_ofo_queue()``'s
+    ``tcp_sack_reset()`` never happens, as the model does not prune."""
+    return sk.sack_ok and sk.ofo_tail != NM_NIL and seq == SKB(n, sk.ofo_tail).end_seq
 
 
 cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
