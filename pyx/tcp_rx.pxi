@@ -948,8 +948,9 @@ cdef int64_t tcp_recvmsg_tail(nm_sock *sk) noexcept nogil:
 cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     """The receive half of ``tcp_close()`` (in process context): free the receive queue;
     if it held data and the connection was not reset, abort it (TCPAbortOnClose, and the RST
-    ``tcp_send_active_reset()`` counts in OutRsts); drop the out-of-order queue
-    (``skb_rbtree_purge()`` in ``tcp_v4_destroy_sock()``); unhash, free the slot."""
+    ``tcp_send_active_reset()`` counts in OutRsts); then, in ``tcp_v4_destroy_sock()``'s
+    order, release the frags the user still holds (``tcp_release_user_frags()``) and drop the
+    out-of-order queue (``skb_rbtree_purge()``); unhash, free the slot."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef uint64_t unread = 0
     cdef uint32_t si = sk.rq_head
@@ -962,9 +963,11 @@ cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     if unread and sk.state != NM_TCP_CLOSE:
         n.tcp.TCPAbortOnClose += 1
         n.tcp.OutRsts += 1
+    # tcp_v4_destroy_sock(): tcp_release_user_frags() first, skb_rbtree_purge() of the
+    # out-of-order queue after, so the user's frags reach the pool's ring first.
+    tcp_release_user_frags(n, sk)
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
-    tcp_release_user_frags(n, sk)
     inet_unhash(n, ski)
     sk.used = 0
     sk.hnext = n.sk_free
