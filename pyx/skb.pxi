@@ -14,6 +14,7 @@ cdef enum:
     SKB_DATA_ALIGN_SK_BUFF = 256    # SKB_DATA_ALIGN(sizeof(struct sk_buff)) on x86-64
     SKB_DATA_ALIGN_SHINFO = 320     # SKB_DATA_ALIGN(sizeof(struct skb_shared_info))
     NET_SKB_PAD = 64                # max(32, L1_CACHE_BYTES)
+    SKB_DATAREF_MASK = (1 << 16) - 1  # include/linux/skbuff.h: the low half counts all users
     GRO_LEGACY_MAX_SIZE = 65536     # include/linux/netdevice.h: the default gro_max_size
     NM_DEFER_MAX = 64               # net.core.skb_defer_max default
     NM_HDR_BUF_SIZE = 1024          # the model driver's header buffers (header split)
@@ -325,6 +326,18 @@ cdef uint32_t skb_clone(nm_net *n, uint32_t i) noexcept nogil:
     return c
 
 
+cdef inline bint skb_cloned(nm_net *n, nm_skb *skb) noexcept nogil:
+    """Models ``skb_cloned()``: ``skb->cloned && (dataref & SKB_DATAREF_MASK) != 1``. The
+    ``cloned`` bit is sticky (skb_clone() sets it on both skbs, nothing clears it); once the
+    other skbs over the shared info are freed, the survivor is no longer cloned."""
+    return skb.cloned and (skb_shinfo(n, skb).dataref & SKB_DATAREF_MASK) != 1
+
+
+cdef inline bint skb_head_is_locked(nm_net *n, nm_skb *skb) noexcept nogil:
+    """Models ``skb_head_is_locked()``: a kmalloc'ed head, or a clone's shared head."""
+    return not skb_shinfo(n, skb).head_frag or skb_cloned(n, skb)
+
+
 # ---- copying and coalescing ---------------------------------------------------------------------
 
 cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
@@ -366,15 +379,16 @@ cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
 
 cdef bint skb_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen,
                            int *delta_truesize) noexcept nogil:
-    """Models ``skb_try_coalesce()``: append ``frm``'s data to ``to``. Refuses a cloned ``to``, a
-    pp_recycle mismatch, a readability mismatch, too many frags and a locked head; copies into
-    the tailroom when ``frm`` is small and readable; steals ``frm``'s page-frag head."""
+    """Models ``skb_try_coalesce()``: append ``frm``'s data to ``to``. Refuses a cloned ``to``
+    (``skb_cloned()``: sharing its data with a live clone), a pp_recycle mismatch, a
+    readability mismatch, too many frags and a locked head (``skb_head_is_locked()``); copies
+    into the tailroom when ``frm`` is small and readable; steals ``frm``'s page-frag head."""
     cdef nm_shinfo *tsh = skb_shinfo(n, to)
     cdef nm_shinfo *fsh = skb_shinfo(n, frm)
     cdef uint32_t len = frm.len, tail
     cdef int delta, i
     fragstolen[0] = False
-    if to.cloned:
+    if skb_cloned(n, to):
         return False
     if to.pp_recycle != frm.pp_recycle:
         return False
@@ -390,7 +404,7 @@ cdef bint skb_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen,
     if skb_headlen(frm) != 0:
         if tsh.nr_frags + fsh.nr_frags >= MAX_SKB_FRAGS:
             return False
-        if not fsh.head_frag or frm.cloned:
+        if skb_head_is_locked(n, frm):
             return False
         delta = <int>frm.truesize - SKB_DATA_ALIGN_SK_BUFF
         __skb_fill_netmem_desc(to, tsh, tsh.nr_frags, fsh.head_netmem,
@@ -405,7 +419,7 @@ cdef bint skb_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen,
         __skb_fill_netmem_desc(to, tsh, tsh.nr_frags + i, fsh.frags[i].netmem,
                                fsh.frags[i].offset, fsh.frags[i].len)
     tsh.nr_frags += fsh.nr_frags
-    if not frm.cloned:
+    if not skb_cloned(n, frm):
         fsh.nr_frags = 0
     elif skb_pp_frag_ref(n, frm) != 0:
         for i in range(fsh.nr_frags):

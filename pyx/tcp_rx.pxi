@@ -607,9 +607,11 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
         sk.data_segs_in += max(<uint16_t>1, skb.gso_segs)
     if flags & TCPHDR_RST:
         # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
-        # FIN (tcp_reset_check()); any other sequence draws a challenge ACK. No ACK is ever
-        # sent, so rcv_wup is not modelled and tcp_sequence() passes an old RST too.
-        if seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT):
+        # FIN (tcp_reset_check()) and, with SACK, the right-most SACK block's end; any other
+        # sequence draws a challenge ACK. No ACK is ever sent, so rcv_wup is not modelled and
+        # tcp_sequence() passes an old RST too.
+        if (seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT)
+                or tcp_rst_seq_is_max_sack(n, sk, seq)):
             tcp_reset(n, ski)
             __kfree_skb(n, si)
         else:
@@ -646,6 +648,22 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_TCP_ABORT_ON_DATA)
             return
     tcp_data_queue(n, ski, si)
+
+
+cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+    """Step 2 of ``tcp_validate_incoming()``: ``tcp_is_sack(tp) && tp->rx_opt.num_sacks > 0``
+    and the RST's seq equals ``max_sack``, the highest ``end_seq`` of ``tp->selective_acks``.
+
+    The model keeps no SACK blocks; it derives ``max_sack`` from the out-of-order queue. The
+    blocks the receiver advertises are the ranges of out-of-order arrivals
+    (``tcp_sack_new_ofo_skb()``, merged when they touch), and ``num_sacks`` is 0 exactly when
+    that queue is empty (``tcp_sack_remove()``; ``tcp_fin()``'s ``tcp_sack_reset()``). So
+    ``max_sack`` is the end of the queue's highest contiguous run: the ``end_seq`` of its last
+    skb (ends rise with starts, as a covered segment is dropped or removed). Departs: past
+    ``TCP_NUM_SACKS`` (4) runs the kernel keeps only the four most recently touched blocks,
+    so with five or more holes its ``max_sack`` can be lower; and ``tcp_prune_ofo_queue()``'s
+    ``tcp_sack_reset()`` never happens, as the model does not prune."""
+    return sk.sack_ok and sk.ofo_tail != NM_NIL and seq == SKB(n, sk.ofo_tail).end_seq
 
 
 cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
@@ -930,8 +948,9 @@ cdef int64_t tcp_recvmsg_tail(nm_sock *sk) noexcept nogil:
 cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     """The receive half of ``tcp_close()`` (in process context): free the receive queue;
     if it held data and the connection was not reset, abort it (TCPAbortOnClose, and the RST
-    ``tcp_send_active_reset()`` counts in OutRsts); drop the out-of-order queue
-    (``skb_rbtree_purge()`` in ``tcp_v4_destroy_sock()``); unhash, free the slot."""
+    ``tcp_send_active_reset()`` counts in OutRsts); then, in ``tcp_v4_destroy_sock()``'s
+    order, release the frags the user still holds (``tcp_release_user_frags()``) and drop the
+    out-of-order queue (``skb_rbtree_purge()``); unhash, free the slot."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef uint64_t unread = 0
     cdef uint32_t si = sk.rq_head
@@ -944,9 +963,11 @@ cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     if unread and sk.state != NM_TCP_CLOSE:
         n.tcp.TCPAbortOnClose += 1
         n.tcp.OutRsts += 1
+    # tcp_v4_destroy_sock(): tcp_release_user_frags() first, skb_rbtree_purge() of the
+    # out-of-order queue after, so the user's frags reach the pool's ring first.
+    tcp_release_user_frags(n, sk)
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_len = 0
-    tcp_release_user_frags(n, sk)
     inet_unhash(n, ski)
     sk.used = 0
     sk.hnext = n.sk_free

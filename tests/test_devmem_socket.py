@@ -428,6 +428,33 @@ def test_close_releases_every_token():
     teardown(d)
 
 
+def test_close_releases_the_tokens_before_purging_the_ofo_queue():
+    """tcp_v4_destroy_sock() runs tcp_release_user_frags() first and skb_rbtree_purge() of
+    the out-of-order queue later, so the tokens' net_iovs enter the pool's ptr_ring before the
+    out-of-order skb's. The next refill takes the ring in that order into the alloc cache, and
+    allocations pop the cache from its end: the out-of-order net_iov comes back first."""
+    d = setup(ring=16)
+    m = d.m
+    pool = d.nic.rx_queues[0].page_pool
+    f = Flow()
+    at = [f.data(payload(MSS, seed=i), flags="PA", seq=f.isn + 1 + i * MSS) for i in range(4)]
+    sk = one_socket(d, [f.syn(), at[0], at[1], at[3]])          # a hole at segment 2
+    _, held, seen = read_devmem(sk, d.buf, dontneed=False)
+    assert held == [1, 2] and sk.info()["ofo_skbs"] == 1
+    token_niovs = [niov_of(d.binding, c.frag_offset) for c in seen]
+    sk.close()
+    m.quiesce()
+    assert pool.ring_count == 3
+    cached = [pool.alloc_netmem() for _ in range(pool.alloc_count)]
+    got = [pool.alloc_netmem() for _ in range(3)]
+    # The ring was [token 1, token 2, ofo]; the cache hands it back from the end.
+    assert got[1:] == token_niovs[::-1]
+    assert got[0] not in token_niovs
+    for ref in cached + got:
+        pool.put_netmem(ref)
+    teardown(d)
+
+
 # ---- ncdevmem ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("layout", ["contiguous", "pages", "random"])

@@ -27,6 +27,15 @@ def _skb_with_frags(m, pool, n, size=100, recycle=True):
     return skb
 
 
+def _head_frag_skb(m, pool, headlen=50):
+    """napi_build_skb() over a 1024-byte pool frag, ``headlen`` bytes in the head; returns the
+    skb and the head's netmem."""
+    ref, off = pool.alloc_frag(1024)
+    skb = napi_build_skb(m, ref, off, 1024)
+    skb.put(b"x" * headlen)
+    return skb, ref
+
+
 def test_add_rx_frag_counts_len_and_truesize(machine, pool):
     skb = _skb_with_frags(machine, pool, 3)
     i = skb.info()
@@ -103,6 +112,38 @@ def test_try_coalesce_refusals(machine, make_pool, pool, refusal):
         s.free()
 
 
+def test_try_coalesce_into_an_skb_whose_clone_was_freed(machine, pool):
+    # skb_cloned() is skb->cloned && dataref != 1: the cloned bit stays, but with the clone
+    # gone the original owns its data again and skb_try_coalesce() takes frm's frags.
+    to = _skb_with_frags(machine, pool, 2)
+    to.clone().free()
+    assert to.cloned and to.dataref == 1
+    frm = _skb_with_frags(machine, pool, 3)
+    ok, stolen, delta = skb_try_coalesce(to, frm)
+    assert (ok, stolen, delta) == (True, False, 3 * 512)
+    assert to.info()["len"] == 500 and len(to.frags) == 5
+    frm.free_partial(stolen)
+    to.free()
+
+
+def test_try_coalesce_from_an_skb_whose_clone_was_freed(machine, pool):
+    # skb_head_is_locked(from) and "if (!skb_cloned(from)) nr_frags = 0": with its clone
+    # freed, frm's page-frag head is stolen and its frags move without extra pp references.
+    frm, ref = _head_frag_skb(machine, pool)
+    fref, foff = pool.alloc_frag(512)
+    frm.add_rx_frag(fref, foff, 100, 512)
+    frm.mark_for_recycle()
+    frm.clone().free()
+    count = machine.netmem(fref).pp_ref_count
+    to = _skb_with_frags(machine, pool, 1)
+    ok, stolen, _ = skb_try_coalesce(to, frm)
+    assert ok and stolen
+    assert [f[0] for f in to.frags[-2:]] == [ref, fref]
+    assert machine.netmem(fref).pp_ref_count == count   # moved, not referenced again
+    frm.free_partial(stolen)
+    to.free()
+
+
 def test_try_coalesce_copies_small_readable_into_tailroom(machine, pool):
     to = napi_alloc_skb(machine)
     to.put(b"a" * 10)
@@ -116,9 +157,7 @@ def test_try_coalesce_copies_small_readable_into_tailroom(machine, pool):
 
 
 def test_try_coalesce_steals_a_page_frag_head(machine, pool):
-    ref, off = pool.alloc_frag(1024)
-    frm = napi_build_skb(machine, ref, off, 1024)
-    frm.put(b"x" * 50)
+    frm, ref = _head_frag_skb(machine, pool)
     frm.mark_for_recycle()
     to = _skb_with_frags(machine, pool, 1)
     ok, stolen, _ = skb_try_coalesce(to, frm)

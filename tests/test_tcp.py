@@ -373,6 +373,45 @@ def test_rst_must_match_rcv_nxt(nic, m):
     assert m.tcp.drop_reasons == {"TCP_RESET": 2}
 
 
+@pytest.mark.parametrize("sack", [True, False])
+def test_rst_at_the_right_most_sack_block_resets(nic, m, sack):
+    """tcp_validate_incoming(), step 2: with SACK on and blocks to advertise (out-of-order data
+    queued), a RST whose seq is the right-most block's end (max_sack) resets. Without SACK the
+    same RST draws a challenge ACK."""
+    f = Flow()
+    # Two runs above the hole at segment 1: [2, 3) and [4, 6); max_sack is segment 6's start.
+    receive(nic, [f.syn(sack=sack), seg(f, 0), seg(f, 2), seg(f, 4), seg(f, 5)])
+    sk = sock(m, f)
+    assert (sk.info()["sack_ok"], sk.info()["ofo_skbs"]) == (sack, 2)
+    receive(nic, [f.rst(seq=f.isn + 1 + 6 * MSS)])
+    info = sk.info()
+    if sack:
+        assert (info["state"], info["hashed"], info["err"]) == ("CLOSE", False,
+                                                                errno.ECONNRESET)
+        assert m.tcp.mib["TCPChallengeACK"] == 0
+        assert m.tcp.drop_reasons == {}                 # tcp_reset() consumes the RST
+    else:
+        assert (info["state"], info["hashed"]) == ("ESTABLISHED", True)
+        assert m.tcp.mib["TCPChallengeACK"] == 1
+        assert m.tcp.drop_reasons == {"TCP_RESET": 1}
+
+
+def test_rst_inside_the_sack_blocks_draws_a_challenge_ack(nic, m):
+    """Only rcv_nxt and max_sack reset: a RST at another block edge, inside a block or in the
+    hole draws a challenge ACK (counted, dropped as TCP_RESET) and the socket stays."""
+    f = Flow()
+    receive(nic, [f.syn(sack=True), seg(f, 0), seg(f, 2), seg(f, 4), seg(f, 5)])
+    # Ends of [2, 3) and [4, 5) (before segment 5 coalesced into it), a start, the hole.
+    rsts = [f.rst(seq=f.isn + 1 + k) for k in (3 * MSS, 5 * MSS, 2 * MSS, MSS + 100)]
+    for r in rsts:
+        m.advance(1)                                    # past the challenge ACK rate limit
+        receive(nic, [r])
+    sk = sock(m, f)
+    assert (sk.info()["state"], sk.info()["ofo_skbs"]) == ("ESTABLISHED", 2)
+    assert m.tcp.mib["TCPChallengeACK"] == 4
+    assert m.tcp.drop_reasons == {"TCP_RESET": 4}
+
+
 @pytest.mark.xfail(strict=True, reason="tcp_send_challenge_ack() first applies the per-socket "
                    "rate limit (__tcp_oow_rate_limited(), net.ipv4.tcp_invalid_ratelimit 500 ms:"
                    " TCPACKSkippedChallenge); the model counts every challenge, and its clock "
