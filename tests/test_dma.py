@@ -387,6 +387,25 @@ def test_page_pool_syncs_for_device_in_its_dma_dir(big, dma_dir, seen):
     assert dev.nr_mapped == 0 and big.leak_report() == []
 
 
+def test_page_pool_dma_sync_for_cpu_bounces_back(big):
+    """``page_pool_dma_sync_netmem_for_cpu()`` is ``dma_sync_single_range_for_cpu()`` in
+    ``page_pool_get_dma_dir()``: on a bounced buffer the device's bytes reach the CPU, from
+    ``dma_addr + offset + p.offset`` on."""
+    dev = Device(big, "nic32", dma_mask_bits=32)
+    params = netmem.PagePoolParams(flags=netmem.PP_FLAG_DMA_MAP, dev=dev, offset=64, nid=1)
+    pool = netmem.page_pool_create(big, params)
+    ref = pool.alloc_netmem()
+    addr = big.netmem(ref).dma_addr
+    dev.dma_write(addr + 64 + 8, b"from the wire")
+    assert bytes(big.netmem(ref).address()[72:85]) == bytes(13)     # still in the slots
+    assert pool.dma_sync_for_cpu(ref, 8, 13) == addr + 64 + 8
+    assert bytes(big.netmem(ref).address()[72:85]) == b"from the wire"
+    pool.put_netmem(ref)
+    pool.destroy()
+    big.quiesce()
+    assert dev.nr_mapped == 0 and big.leak_report() == []
+
+
 def test_host_provider_iova_window_makes_one_extent(iommu):
     from netmem.providers.host import HostPagesProvider
     dev = Device(iommu, "nic")
