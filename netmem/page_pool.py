@@ -159,13 +159,16 @@ class PagePool(_core.CorePagePool):
         return inflight
 
     def __destroy(self):
-        """Models ``__page_pool_destroy()``: provider destroy, unlist, free."""
+        """Models ``__page_pool_destroy()``: ``page_pool_unlist()`` first, then
+        ``page_pool_uninit()`` (whose last step is the provider's ``destroy``), then free. So a
+        provider's ``destroy()`` no longer finds the pool in ``machine.page_pools``,
+        ``page_pool_by_id()`` or netlink's page-pool-get, as in the kernel."""
+        self.machine._page_pool_unlist(self)
         try:
             if self._mp is not None:
                 mp_destroy(self._mp, self)
         finally:                # the pool is freed whatever the provider's destroy did
             self._freed = True
-            self.machine._page_pool_unlist(self)
 
     def _release_retry(self):
         try:

@@ -237,14 +237,19 @@ cdef void nm_dma_sync_for_device(nm_device *dev, uint64_t addr, uint64_t size,
         swiotlb_bounce(dev.m, addr, size, DMA_TO_DEVICE)
 
 
-cdef inline uint64_t nm_dma_map_page(nm_device *dev, uint64_t phys, uint64_t size) noexcept nogil:
-    """The page_pool's mapping: whole buffer, FROM_DEVICE, no CPU sync, weak ordering."""
-    return nm_dma_map_phys(dev, phys, size, DMA_FROM_DEVICE,
+cdef inline uint64_t nm_dma_map_page(nm_device *dev, uint64_t phys, uint64_t size,
+                                     int dir) noexcept nogil:
+    """The page_pool's mapping, as ``page_pool_dma_map()`` makes it: ``dma_map_page_attrs()``
+    of the whole buffer in the pool's ``p.dma_dir``, no CPU sync, weak ordering."""
+    return nm_dma_map_phys(dev, phys, size, dir,
                            DMA_ATTR_SKIP_CPU_SYNC | DMA_ATTR_WEAK_ORDERING)
 
 
-cdef inline void nm_dma_unmap_page(nm_device *dev, uint64_t addr, uint64_t size) noexcept nogil:
-    nm_dma_unmap_phys(dev, addr, size, DMA_FROM_DEVICE,
+cdef inline void nm_dma_unmap_page(nm_device *dev, uint64_t addr, uint64_t size,
+                                   int dir) noexcept nogil:
+    """The page_pool's unmap (``__page_pool_unmap_netmem_dma()``): the same direction and
+    attrs as the map."""
+    nm_dma_unmap_phys(dev, addr, size, dir,
                       DMA_ATTR_SKIP_CPU_SYNC | DMA_ATTR_WEAK_ORDERING)
 
 

@@ -303,7 +303,9 @@ cdef int pp_iova_window_init(nm_pool *pool, uint32_t slots) noexcept nogil:
 
 
 cdef uint64_t pp_iova_window_link(nm_pool *pool, uint64_t phys, uint64_t size) noexcept nogil:
-    """``dma_iova_link()`` of one buffer into a free slot; DMA_MAPPING_ERROR when none is."""
+    """``dma_iova_link()`` of one buffer into a free slot, with the pool's ``p.dma_dir`` as its
+    direction (IOMMU_WRITE for DMA_FROM_DEVICE, read and write for DMA_BIDIRECTIONAL);
+    DMA_MAPPING_ERROR when no slot is free."""
     cdef uint32_t slot
     cdef uint64_t iova
     if pool.win_free_n == 0:
@@ -311,7 +313,8 @@ cdef uint64_t pp_iova_window_link(nm_pool *pool, uint64_t phys, uint64_t size) n
     pool.win_free_n -= 1
     slot = pool.win_free[pool.win_free_n]
     iova = pool.win_addr + slot * size
-    if iommu_map(pool.dev, <nm_domain *>pool.dev.domain, iova, phys, size, IOMMU_WRITE, False):
+    if iommu_map(pool.dev, <nm_domain *>pool.dev.domain, iova, phys, size,
+                 dma_info_to_prot(pool.dma_dir), False):
         pool.win_free_n += 1
         return DMA_MAPPING_ERROR
     pool.win_unsynced += 1

@@ -267,10 +267,11 @@ cdef int __dev_write_stripped(nm_device *dev, uint64_t dma, const uint8_t *f, nm
 
 
 cdef inline void __sync_for_cpu(nm_pool *pool, nm_rx_buf *b, uint32_t len) noexcept nogil:
-    """Models ``page_pool_dma_sync_netmem_for_cpu()`` on a received buffer."""
+    """Models ``page_pool_dma_sync_netmem_for_cpu()`` on a received buffer, in
+    ``page_pool_get_dma_dir()``."""
     if pool.dma_sync_for_cpu and pool.dma_map:
         pool.nr_sync_for_cpu += 1
-        nm_dma_sync_for_cpu(pool.dev, b.dma, len, DMA_FROM_DEVICE)
+        nm_dma_sync_for_cpu(pool.dev, b.dma, len, pool.dma_dir)
 
 
 # ---- NAPI poll ----------------------------------------------------------------------------------

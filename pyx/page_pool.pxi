@@ -42,10 +42,14 @@ cdef inline bint netmem_is_pp(nm_desc *d) noexcept nogil:
 
 cdef inline void __page_pool_dma_sync_for_device(nm_pool *pool, nm_desc *d,
                                                  uint32_t dma_sync_size) noexcept nogil:
+    """Models ``__page_pool_dma_sync_for_device()``: ``dma_sync_single_for_device()`` of
+    ``dma_addr + p.offset`` in ``p.dma_dir`` (a no-op for DMA_FROM_DEVICE; a bounced
+    DMA_BIDIRECTIONAL buffer is copied out to its swiotlb slots)."""
     if dma_sync_size > pool.max_len:
         dma_sync_size = pool.max_len
     pool.nr_sync_for_device += 1
     pool.sync_for_device_bytes += dma_sync_size
+    nm_dma_sync_for_device(pool.dev, d.dma_addr + pool.offset, dma_sync_size, pool.dma_dir)
 
 
 cdef inline void page_pool_dma_sync_for_device(nm_pool *pool, nm_desc *d,
@@ -97,7 +101,7 @@ cdef void __page_pool_unmap_netmem_dma(nm_pool *pool, netmem_ref netmem) noexcep
     pool.dma_free_ids[pool.dma_free_n] = id
     pool.dma_free_n += 1
     if not pp_iova_window_unlink(pool, d.dma_addr, PAGE_SIZE << pool.order):
-        nm_dma_unmap_page(pool.dev, d.dma_addr, PAGE_SIZE << pool.order)
+        nm_dma_unmap_page(pool.dev, d.dma_addr, PAGE_SIZE << pool.order, pool.dma_dir)
     pool.nr_dma_unmap += 1
 
 
@@ -111,21 +115,23 @@ cdef inline void __page_pool_release_netmem_dma(nm_pool *pool, netmem_ref netmem
 
 
 cdef bint page_pool_dma_map(nm_pool *pool, netmem_ref netmem, nm_desc *d) noexcept nogil:
-    """Models ``page_pool_dma_map()``: map the whole page once, track it, sync for the device."""
+    """Models ``page_pool_dma_map()``: map the whole page once in ``p.dma_dir``
+    (DMA_FROM_DEVICE, or DMA_BIDIRECTIONAL for XDP_TX-style reuse: the device may then read the
+    buffer too), track it, sync for the device."""
     cdef uint64_t size = PAGE_SIZE << pool.order
     cdef uint64_t phys = netmem_phys(pool.m, netmem)
     cdef uint64_t dma = DMA_MAPPING_ERROR
     if pool.win_slots:
         dma = pp_iova_window_link(pool, phys, size)
     if dma == DMA_MAPPING_ERROR:
-        dma = nm_dma_map_page(pool.dev, phys, size)
+        dma = nm_dma_map_page(pool.dev, phys, size, pool.dma_dir)
     if dma == DMA_MAPPING_ERROR:
         return False
     d.dma_addr = dma
     if page_pool_register_dma_index(pool, netmem, d):
         d.dma_addr = 0
         if not pp_iova_window_unlink(pool, dma, size):
-            nm_dma_unmap_page(pool.dev, dma, size)
+            nm_dma_unmap_page(pool.dev, dma, size, pool.dma_dir)
         return False
     pool.nr_dma_map += 1
     page_pool_dma_sync_for_device(pool, d, pool.max_len)

@@ -340,20 +340,26 @@ cdef class CorePagePool:
 
     def dma_sync_for_cpu(self, object ref, object offset, object size):
         """Models ``page_pool_dma_sync_netmem_for_cpu()``: a no-op when the pool does not sync
-        for the CPU (a devmem provider turns it off); else syncs ``dma_addr + offset +
-        p.offset``. Returns that DMA address (0 when nothing was synced)."""
+        for the CPU (a devmem provider turns it off); else ``dma_sync_single_range_for_cpu()``
+        of ``size`` bytes at ``dma_addr + offset + p.offset`` in ``page_pool_get_dma_dir()`` (a
+        bounced buffer is copied back for the CPU). Returns that DMA address (0 when nothing
+        was synced). Departs: a range that does not fit in the buffer (``p.offset`` included) is
+        refused with EINVAL, where the kernel would sync past it."""
         cdef netmem_ref netmem = _ref(ref)
         cdef uint32_t off = _u32(offset, "dma_sync_for_cpu: offset")
         cdef uint32_t sz = _u32(size, "dma_sync_for_cpu: size")
         cdef nm_desc *d
+        cdef uint64_t addr
         self._check_ref(netmem)
         if not self.pool.dma_sync_for_cpu or not self.pool.dma_map:
             return 0
         d = __pp_desc(self.pool, netmem)
-        if <uint64_t>off + sz > (<uint64_t>PAGE_SIZE << self.pool.order):
+        if <uint64_t>off + self.pool.offset + sz > (<uint64_t>PAGE_SIZE << self.pool.order):
             raise NetmemError(EINVAL, "dma_sync_for_cpu: range beyond the buffer")
         self.pool.nr_sync_for_cpu += 1
-        return d.dma_addr + off + self.pool.offset
+        addr = d.dma_addr + off + self.pool.offset
+        nm_dma_sync_for_cpu(self.pool.dev, addr, sz, self.pool.dma_dir)
+        return addr
 
     def update_nid(self, object new_nid):
         """Models ``page_pool_update_nid()``."""

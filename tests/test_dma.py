@@ -334,6 +334,78 @@ def test_page_pool_maps_through_the_layer(mode):
     assert dev.nr_mapped == 0 and m.leak_report() == []
 
 
+@pytest.mark.parametrize("window", [False, True], ids=["dma_map_page", "iova_window"])
+def test_page_pool_maps_in_its_dma_dir(iommu, window):
+    """``page_pool_dma_map()`` maps with ``pool->p.dma_dir``: a DMA_BIDIRECTIONAL pool (XDP_TX)
+    gets read and write PTEs, so the device can read back what it wrote; a DMA_FROM_DEVICE
+    pool's PTEs are IOMMU_WRITE only and the read faults. The same holds for a buffer linked
+    into the host provider's IOVA window."""
+    from netmem.providers.host import HostPagesProvider
+    dev = Device(iommu, "nic")
+    got = {}
+    for dma_dir in (FROM, BIDI):
+        params = netmem.PagePoolParams(flags=netmem.PP_FLAG_DMA_MAP, dev=dev, dma_dir=dma_dir)
+        pool = netmem.page_pool_create(
+            iommu, params, provider=HostPagesProvider(iova_window=True) if window else None)
+        assert (pool.iova_window is not None) == window
+        ref = pool.alloc_netmem()
+        addr = iommu.netmem(ref).dma_addr
+        dev.dma_write(addr + 8, b"xdp!")                 # both directions let the device write
+        try:
+            got[dma_dir] = dev.dma_read(addr + 8, 4)
+        except NetmemError as e:
+            got[dma_dir] = errno.errorcode[e.errno]
+        pool.put_netmem(ref)
+        pool.destroy()
+    assert got == {FROM: "EFAULT", BIDI: b"xdp!"}
+    assert [f["direction"] for f in iommu.iommu.faults] == ["read"]
+    iommu.quiesce()
+    assert dev.nr_mapped == 0 and iommu.leak_report() == []
+
+
+@pytest.mark.parametrize("dma_dir, seen", [(FROM, bytes(4)), (BIDI, b"xmit")],
+                         ids=["FROM_DEVICE", "BIDIRECTIONAL"])
+def test_page_pool_syncs_for_device_in_its_dma_dir(big, dma_dir, seen):
+    """``__page_pool_dma_sync_for_device()`` syncs in ``p.dma_dir``: on a bounced buffer,
+    ``swiotlb_sync_single_for_device()`` copies the CPU's bytes out to the slots for
+    DMA_BIDIRECTIONAL only, so a recycled XDP_TX buffer reaches the device; a DMA_FROM_DEVICE
+    pool's slots keep what they held."""
+    dev = Device(big, "nic32", dma_mask_bits=32)
+    params = netmem.PagePoolParams(flags=netmem.PP_FLAG_DMA_MAP | netmem.PP_FLAG_DMA_SYNC_DEV,
+                                   dev=dev, dma_dir=dma_dir, max_len=PAGE, nid=1)
+    pool = netmem.page_pool_create(big, params)
+    ref = pool.alloc_netmem()
+    addr = big.netmem(ref).dma_addr
+    assert big.netmem(ref).phys >= 1 << 32 and addr < 1 << 32          # bounced
+    big.netmem(ref).address()[:4] = b"xmit"              # the CPU rewrites the frame
+    pool.recycle_direct(ref)                             # page_pool_dma_sync_for_device()
+    assert pool.alloc_netmem() == ref
+    assert dev.dma_read(addr, 4) == seen
+    pool.put_netmem(ref)
+    pool.destroy()
+    big.quiesce()
+    assert dev.nr_mapped == 0 and big.leak_report() == []
+
+
+def test_page_pool_dma_sync_for_cpu_bounces_back(big):
+    """``page_pool_dma_sync_netmem_for_cpu()`` is ``dma_sync_single_range_for_cpu()`` in
+    ``page_pool_get_dma_dir()``: on a bounced buffer the device's bytes reach the CPU, from
+    ``dma_addr + offset + p.offset`` on."""
+    dev = Device(big, "nic32", dma_mask_bits=32)
+    params = netmem.PagePoolParams(flags=netmem.PP_FLAG_DMA_MAP, dev=dev, offset=64, nid=1)
+    pool = netmem.page_pool_create(big, params)
+    ref = pool.alloc_netmem()
+    addr = big.netmem(ref).dma_addr
+    dev.dma_write(addr + 64 + 8, b"from the wire")
+    assert bytes(big.netmem(ref).address()[72:85]) == bytes(13)     # still in the slots
+    assert pool.dma_sync_for_cpu(ref, 8, 13) == addr + 64 + 8
+    assert bytes(big.netmem(ref).address()[72:85]) == b"from the wire"
+    pool.put_netmem(ref)
+    pool.destroy()
+    big.quiesce()
+    assert dev.nr_mapped == 0 and big.leak_report() == []
+
+
 def test_host_provider_iova_window_makes_one_extent(iommu):
     from netmem.providers.host import HostPagesProvider
     dev = Device(iommu, "nic")

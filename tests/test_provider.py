@@ -447,6 +447,32 @@ class NetdevStub:
     ifindex = 3
 
 
+def test_destroy_runs_after_the_pool_is_unlisted(machine, mp_pool):
+    """``__page_pool_destroy()`` calls ``page_pool_unlist()`` before ``page_pool_uninit()``,
+    whose last step is ``mp_ops->destroy``: the provider's destroy sees the pool gone from the
+    machine's list, from ``page_pool_by_id()`` and from page-pool-get."""
+    class Records(FreelistProvider):
+        def destroy(self, pool):
+            super().destroy(pool)
+            self.seen = (pool in machine.page_pools, machine.page_pool_by_id(pool.id),
+                         [r["id"] for r in page_pool_get(machine)])
+
+    prov = Records(machine)
+    pool = mp_pool(prov, netdev=NetdevStub())
+    assert [r["id"] for r in page_pool_get(machine)] == [pool.id]
+    ref = pool.alloc_netmem()
+    pool.destroy()                                      # one net_iov out: the pool waits
+    assert (pool.freed, machine.page_pool_by_id(pool.id)) == (False, pool)
+    assert page_pool_get(machine, pool.id)["inflight"] == 1
+    assert any(f"page_pool {pool.id} destroyed, waiting" in line
+               for line in machine.leak_report())
+    pool.put_netmem(ref)
+    machine.advance(1)                                  # page_pool_release_retry()
+    assert (pool.freed, prov.calls) == (True, ["init", "destroy"])
+    assert prov.seen == (False, None, [])
+    assert (page_pool_get(machine), machine.leak_report()) == ([], [])
+
+
 @pytest.mark.parametrize("ret, shown", [
     (None, "None (NoneType)"), ([("dmabuf", 7)], "[('dmabuf', 7)] (list)"),
     ({7: 1}, "{7: 1} (dict)"),
