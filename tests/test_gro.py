@@ -79,6 +79,34 @@ def test_psh_fin_and_short_segments_end_a_packet(nic, m):
     assert len(sk.read_all()) == 7 * MSS + 1000 + 500
 
 
+@pytest.mark.parametrize(("first", "second"), [
+    ({}, {"window": 503}),                      # the advertised window moved
+    ({}, {"flags": "AN"}),                      # AE (the flag scapy calls N)
+    ({}, {"reserved": 1}),                      # a reserved bit
+    ({"flags": "AC"}, {}),                      # CWR held, then without it
+])
+def test_any_change_in_the_flag_word_flushes(nic, m, first, second):
+    f = Flow()
+    data = [payload(MSS, seed=i) for i in range(3)]
+    receive(nic, [f.syn(), f.data(data[0], **first), f.data(data[1], **second),
+                  f.data(data[2], **second)])
+    # tcp_gro_receive() compares tcp_flag_word() (doff, reserved and AE, flags, window) but
+    # FIN and PSH: the second segment does not merge, the held packet goes up and the
+    # second starts a new one, which the third joins.
+    assert gro(nic) == counts(normal=1, held=2, merged=1, flushes=2)
+    assert read(m, f) == b"".join(data)
+
+
+def test_psh_alone_does_not_stop_a_merge(nic, m):
+    f = Flow()
+    data = [payload(MSS, seed=i) for i in range(3)]
+    receive(nic, [f.syn(), f.data(data[0]), f.data(data[1], flags="PA"), f.data(data[2])])
+    # PSH is masked from the comparison: the segment merges, then ends the packet
+    # (out_check_final); the third starts a new one.
+    assert gro(nic) == counts(normal=1, held=2, merged=1, flushes=2)
+    assert read(m, f) == b"".join(data)
+
+
 def test_a_bare_fin_or_ack_is_not_merged(nic):
     f = Flow()
     receive(nic, [f.syn(), *segs(f, 2), f.data(b""), f.fin()])
@@ -218,3 +246,4 @@ def test_at_most_eight_packets_per_bucket(nic):
     receive(nic, frames)
     # The ninth finds eight held: gro_flush_oldest() sends the first one up.
     assert gro(nic) == counts(normal=9, held=9, flushes=9)
+
