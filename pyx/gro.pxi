@@ -133,18 +133,20 @@ cdef int __gro_network_flush(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
 
 cdef int skb_gro_receive(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
     """Models ``skb_gro_receive()``: move the segment's payload frags to ``p`` (or steal its
-    page-frag head when the payload is in the head). -E2BIG past gro_max_size (or, departing,
-    past MAX_SKB_FRAGS), -ETOOMANYREFS on a pp_recycle mismatch."""
+    page-frag head when the payload is in the head). In the kernel's order: -ETOOMANYREFS on a
+    pp_recycle mismatch, then -E2BIG past gro_max_size or when NAPI_GRO_CB(skb)->flush is set
+    (the IP layer's length check: Ethernet padding), then (departing) -E2BIG past
+    MAX_SKB_FRAGS where the kernel chains on frag_list."""
     cdef nm_shinfo *pinfo = skb_shinfo(n, p)
     cdef nm_shinfo *skbinfo = skb_shinfo(n, skb)
     cdef uint32_t len = skb_gro_len(n, skb)
     cdef uint32_t offset = __tcp_hdr_end(n, skb) - skb.data
     cdef uint32_t headlen = skb_headlen(skb), new_truesize, i
     cdef int delta_truesize
-    if p.len + len >= GRO_LEGACY_MAX_SIZE:
-        return -E2BIG
     if p.pp_recycle != skb.pp_recycle:
         return -ETOOMANYREFS
+    if p.len + len >= GRO_LEGACY_MAX_SIZE or skb.gro_flush:
+        return -E2BIG
     if headlen <= offset:
         if pinfo.nr_frags + skbinfo.nr_frags > MAX_SKB_FRAGS:
             return -E2BIG
@@ -280,7 +282,9 @@ cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t 
     if p != NM_NIL:
         ps = SKB(n, p)
         th2 = skb_transport_hdr(n, ps)
-        flush = skb.gro_flush | ((flags & TCP_FLAG_CWR) != 0)
+        # NAPI_GRO_CB(skb)->flush (skb.gro_flush) is not part of this flush: a segment that
+        # passes the header checks reaches skb_gro_receive(), which refuses it.
+        flush = (flags & TCP_FLAG_CWR) != 0
         # The whole word: a changed doff, AE or window flushes as a changed flag does.
         flush |= ((flags ^ _be32(th2 + 12)) & ~(<uint32_t>(TCP_FLAG_FIN | TCP_FLAG_PSH))) != 0
         flush |= _be32(th + 8) != _be32(th2 + 8)
