@@ -4,15 +4,16 @@ The data plane builds and frees skbs in C (pyx/skb.pxi); this module gives a tes
 operations one by one, over the same C skbs: ``napi_alloc_skb`` / ``napi_build_skb``,
 ``skb_add_rx_frag_netmem``, ``skb_mark_for_recycle``, ``skb_frags_readable``,
 ``skb_try_coalesce``, ``skb_copy_bits``, ``skb_clone``, ``skb_pp_frag_ref``, ``kfree_skb`` and
-``kfree_skb_partial`` (frags of a pp_recycle skb go home through ``napi_pp_put_page``), and
-``netif_receive_skb`` to hand a built frame to the stack. An ``Skb`` is a handle: freeing it
+``kfree_skb_partial`` (frags of a pp_recycle skb go home through ``napi_pp_put_page``),
+``netif_receive_skb`` to hand a built frame to the stack, and ``napi_gro_receive`` /
+``napi_gro_flush`` to hand it to a queue's GRO. An ``Skb`` is a handle: freeing it
 (coalescing it away, or giving it to the stack) ends it.
 """
 from netmem import _core
 from netmem.errors import NetmemError
 
 __all__ = ["MAX_SKB_FRAGS", "Skb", "kfree_skb", "napi_alloc_skb", "napi_build_skb",
-           "netif_receive_skb", "skb_try_coalesce"]
+           "napi_gro_flush", "napi_gro_receive", "netif_receive_skb", "skb_try_coalesce"]
 
 MAX_SKB_FRAGS = _core.MAX_SKB_FRAGS_
 
@@ -116,3 +117,18 @@ def netif_receive_skb(nic, skb):
     frags are net_iovs. The stack owns the skb afterwards."""
     nic._netif_receive_skb(skb._idx())
     skb._freed = True
+
+
+def napi_gro_receive(nic, skb, queue=0, hash=0):
+    """Models a driver handing ``skb`` (a whole frame, its headers in the head, no VLAN tag) to
+    GRO on RX queue ``queue``: ``eth_type_trans()`` then ``napi_gro_receive()``, with ``hash``
+    as the RSS hash (the GRO bucket and flow key). Segments GRO holds wait for
+    ``napi_gro_flush()``, as within one NAPI poll. For skbs the model's driver never builds,
+    such as one not marked for recycling. The stack owns the skb afterwards."""
+    nic._napi_gro_receive(queue, skb._idx(), hash)
+    skb._freed = True
+
+
+def napi_gro_flush(nic, queue=0):
+    """Models ``napi_gro_flush()`` at the end of a NAPI poll: every held packet goes up."""
+    nic._napi_gro_flush(queue)

@@ -20,6 +20,18 @@ cdef enum:
     TCPHDR_CWR = 0x80
     IP_DF = 0x4000
 
+# include/uapi/linux/tcp.h: tcp_flag_word() is the header's fourth 32-bit word (doff, the
+# reserved bits and AE, the flags byte, the window); its TCP_FLAG_* bits, here in host order
+# over _be32(th + 12).
+cdef enum:
+    TCP_FLAG_AE = 0x01000000
+    TCP_FLAG_CWR = 0x00800000
+    TCP_FLAG_URG = 0x00200000
+    TCP_FLAG_PSH = 0x00080000
+    TCP_FLAG_RST = 0x00040000
+    TCP_FLAG_SYN = 0x00020000
+    TCP_FLAG_FIN = 0x00010000
+
 
 cdef inline uint8_t *skb_network_header(nm_net *n, nm_skb *skb) noexcept nogil:
     return skb_head(n.m, skb_shinfo(n, skb)) + skb.network_header
@@ -121,18 +133,20 @@ cdef int __gro_network_flush(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
 
 cdef int skb_gro_receive(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
     """Models ``skb_gro_receive()``: move the segment's payload frags to ``p`` (or steal its
-    page-frag head when the payload is in the head). -E2BIG past gro_max_size (or, departing,
-    past MAX_SKB_FRAGS), -ETOOMANYREFS on a pp_recycle mismatch."""
+    page-frag head when the payload is in the head). In the kernel's order: -ETOOMANYREFS on a
+    pp_recycle mismatch, then -E2BIG past gro_max_size or when NAPI_GRO_CB(skb)->flush is set
+    (the IP layer's length check: Ethernet padding), then (departing) -E2BIG past
+    MAX_SKB_FRAGS where the kernel chains on frag_list."""
     cdef nm_shinfo *pinfo = skb_shinfo(n, p)
     cdef nm_shinfo *skbinfo = skb_shinfo(n, skb)
     cdef uint32_t len = skb_gro_len(n, skb)
     cdef uint32_t offset = __tcp_hdr_end(n, skb) - skb.data
     cdef uint32_t headlen = skb_headlen(skb), new_truesize, i
     cdef int delta_truesize
-    if p.len + len >= GRO_LEGACY_MAX_SIZE:
-        return -E2BIG
     if p.pp_recycle != skb.pp_recycle:
         return -ETOOMANYREFS
+    if p.len + len >= GRO_LEGACY_MAX_SIZE or skb.gro_flush:
+        return -E2BIG
     if headlen <= offset:
         if pinfo.nr_frags + skbinfo.nr_frags > MAX_SKB_FRAGS:
             return -E2BIG
@@ -239,14 +253,18 @@ cdef void __gro_hold(nm_net *n, nm_rxq *q, uint32_t b, uint32_t si) noexcept nog
 cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t si,
                                   nm_prof_t *pr) noexcept nogil:
     """Models ``napi_gro_receive()`` / ``dev_gro_receive()`` with ``tcp_gro_receive()``.
-    Inline: with three builds of the driver the compiler stopped inlining it into
+    ``tcp_gro_receive()`` compares the whole ``tcp_flag_word()`` of the two headers (doff,
+    the reserved bits and AE, the flags and the window) but FIN and PSH: mainline's mask
+    since the AccECN GRO change (earlier kernels masked CWR too, ``~(CWR | FIN | PSH)``, so
+    a held packet with CWR took segments without it); a segment carrying CWR flushes either
+    way. Inline: with three builds of the driver the compiler stopped inlining it into
     ``nm_rx_frame()`` by itself, as it did with one."""
     cdef nm_skb *skb = SKB(n, si)
     cdef nm_skb *ps
     cdef uint32_t b, p = NM_NIL, len, mss = 1, thlen, i
     cdef uint8_t *th
     cdef uint8_t *th2
-    cdef uint8_t flags
+    cdef uint32_t flags
     cdef int flush = 1
     if not __gro_tcp_candidate(n, skb):
         q.gro.normal += 1
@@ -255,7 +273,7 @@ cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t 
     b = skb.hash & (GRO_HASH_BUCKETS - 1)
     th = skb_transport_hdr(n, skb)
     thlen = (th[12] >> 4) * 4
-    flags = th[13]
+    flags = _be32(th + 12)              # tcp_flag_word(th)
     len = skb_gro_len(n, skb)
     skb.gso_segs = 1
     p = q.gro_head[b]
@@ -264,10 +282,12 @@ cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t 
     if p != NM_NIL:
         ps = SKB(n, p)
         th2 = skb_transport_hdr(n, ps)
-        flush = skb.gro_flush | (flags & TCPHDR_CWR)
-        flush |= (flags ^ th2[13]) & ~(TCPHDR_CWR | TCPHDR_FIN | TCPHDR_PSH)
+        # NAPI_GRO_CB(skb)->flush (skb.gro_flush) is not part of this flush: a segment that
+        # passes the header checks reaches skb_gro_receive(), which refuses it.
+        flush = (flags & TCP_FLAG_CWR) != 0
+        # The whole word: a changed doff, AE or window flushes as a changed flag does.
+        flush |= ((flags ^ _be32(th2 + 12)) & ~(<uint32_t>(TCP_FLAG_FIN | TCP_FLAG_PSH))) != 0
         flush |= _be32(th + 8) != _be32(th2 + 8)
-        flush |= thlen != <uint32_t>(th2[12] >> 4) * 4
         i = 20
         while not flush and i < thlen:
             flush |= _be32(th + i) != _be32(th2 + i)
@@ -288,11 +308,11 @@ cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t 
                     q.gro.flush_e2big += 1
                 flush = 1
             else:
-                th2[13] |= flags & (TCPHDR_FIN | TCPHDR_PSH)
+                th2[13] |= (flags & (TCP_FLAG_FIN | TCP_FLAG_PSH)) >> 16
                 flush = 0
                 # out_check_final, merged: a short or flagged segment ends the packet.
-                if len < mss or flags & (TCPHDR_URG | TCPHDR_PSH | TCPHDR_RST | TCPHDR_SYN |
-                                         TCPHDR_FIN):
+                if len < mss or flags & (TCP_FLAG_URG | TCP_FLAG_PSH | TCP_FLAG_RST |
+                                         TCP_FLAG_SYN | TCP_FLAG_FIN):
                     __gro_flush_one(n, nd, q, b, p, pr)
                 q.gro.merged += 1
                 __gro_free_merged(n, si)
@@ -300,8 +320,8 @@ cdef inline void napi_gro_receive(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t 
         # Not merged: the held packet goes up.
         __gro_flush_one(n, nd, q, b, p, pr)
     # out_check_final for an unmerged segment.
-    flush = len < mss or (flags & (TCPHDR_URG | TCPHDR_PSH | TCPHDR_RST | TCPHDR_SYN |
-                                   TCPHDR_FIN)) != 0
+    flush = len < mss or (flags & (TCP_FLAG_URG | TCP_FLAG_PSH | TCP_FLAG_RST |
+                                   TCP_FLAG_SYN | TCP_FLAG_FIN)) != 0
     if flush or skb.gro_flush:
         q.gro.normal += 1
         __gro_pass_up(n, nd, si, pr)

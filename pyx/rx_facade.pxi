@@ -255,6 +255,59 @@ cdef class CoreNetDevice:
         if machine.m.nr_warn:
             machine._flush_warnings()
 
+    def _napi_gro_receive(self, uint32_t qidx, uint32_t si, uint32_t hash):
+        """A frame built by a test as an skb (its headers in the head) given to a queue's GRO
+        as its driver would: ``eth_type_trans()`` then ``napi_gro_receive()``, on the queue's
+        CPU in softirq, with ``hash`` as the RSS hash. What GRO holds stays held until
+        ``_napi_gro_flush()``. For skbs the model's driver never builds (one not marked for
+        recycling)."""
+        cdef CoreMachine machine = self.machine
+        cdef nm_machine *m = machine.m
+        cdef nm_net *n = m.net
+        cdef nm_skb *skb = _skb(machine, si)
+        cdef nm_rxq *q
+        cdef nm_pkt pkt
+        cdef int cpu = m.cpu, softirq = m.in_softirq
+        if qidx >= self.nd.num_rxq or not self.nd.rxq[qidx].started:
+            raise NetmemError(EINVAL, f"napi_gro_receive: queue {qidx} is not running")
+        q = &self.nd.rxq[qidx]
+        if skb_headlen(skb) < ETH_HLEN:
+            raise NetmemError(EINVAL, "eth_type_trans: the Ethernet header is not in the head")
+        nm_parse(skb_head(m, skb_shinfo(n, skb)) + skb.data, skb_headlen(skb), &pkt)
+        if pkt.nr_vlans:
+            raise NetmemError(EINVAL, "napi_gro_receive: a VLAN tag in the frame (the device "
+                                      "strips them)")
+        skb.protocol = 4 if pkt.ethertype == ETH_P_IP else 6 if pkt.ethertype == ETH_P_IPV6 else 0
+        skb.mac_header = <uint16_t>skb.data
+        skb.network_header = <uint16_t>(skb.data + pkt.l3_off)
+        skb.transport_header = <uint16_t>(skb.data + pkt.l4_off) if pkt.l4_off else 0
+        skb.hash = hash
+        skb.napi_id = q.napi.napi_id
+        skb.data += ETH_HLEN
+        skb.len -= ETH_HLEN
+        m.cpu = q.cpu
+        m.in_softirq = 1
+        napi_gro_receive(n, self.nd, q, si, <nm_noprof *>NULL)
+        m.cpu = cpu
+        m.in_softirq = softirq
+        if m.nr_warn:
+            machine._flush_warnings()
+
+    def _napi_gro_flush(self, uint32_t qidx):
+        """``napi_gro_flush()`` of a queue, on its CPU in softirq."""
+        cdef CoreMachine machine = self.machine
+        cdef nm_machine *m = machine.m
+        cdef int cpu = m.cpu, softirq = m.in_softirq
+        if qidx >= self.nd.num_rxq or not self.nd.rxq[qidx].started:
+            raise NetmemError(EINVAL, f"napi_gro_flush: queue {qidx} is not running")
+        m.cpu = self.nd.rxq[qidx].cpu
+        m.in_softirq = 1
+        napi_gro_flush(m.net, self.nd, &self.nd.rxq[qidx], <nm_noprof *>NULL)
+        m.cpu = cpu
+        m.in_softirq = softirq
+        if m.nr_warn:
+            machine._flush_warnings()
+
     def _rxq_stats(self, uint32_t idx):
         cdef nm_rxq_stats *s = &self.nd.rxq[idx].stats
         return dict(zip(RXQ_STATS_KEYS, (s.packets, s.bytes, s.alloc_fail, s.hw_drops,

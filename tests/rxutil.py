@@ -69,10 +69,11 @@ class Flow:
 
     def frame(self, flags, seq, data=b"", options=(), ip_id=None, df=True, ttl=64, tos=0,
               ext=None, pad_to=0, tsval=None, ip_options=None, flowlabel=0, ack=1,
-              mac_src=None):
+              mac_src=None, window=502, reserved=0):
         """One frame with the flow's addresses; ``ip_id`` None takes the next ID; ``tsval``
         overrides the flow's timestamp; ``ext`` is an IPv6 extension header; ``pad_to`` pads
-        the frame with zeros (Ethernet padding)."""
+        the frame with zeros (Ethernet padding); ``reserved`` sets the TCP header's reserved
+        bits (AE is the flag "N")."""
         if ip_id is None:
             ip_id = self.ip_id & 0xffff
             self.ip_id += 1
@@ -81,7 +82,8 @@ class Flow:
         if ts is not None and "S" not in flags:
             opts = [("NOP", None), ("NOP", None), ("Timestamp", (ts, 1)), *opts]
         tcp = TCP(sport=self.sport, dport=self.dport, flags=flags, seq=seq & 0xffffffff,
-                  ack=ack if "A" in flags else 0, window=502, options=opts)
+                  ack=ack if "A" in flags else 0, window=window, reserved=reserved,
+                  options=opts)
         if self.v6:
             l3 = IPv6(src=self.src, dst=self.dst, hlim=ttl, tc=tos, fl=flowlabel)
             if ext is not None:

@@ -7,11 +7,14 @@ the model's flush_e2big). Every trace fits in one NAPI poll (at most 64 frames):
 still held is flushed at its end.
 
 The ``pp_recycle`` mismatch of skb_gro_receive() (-ETOOMANYREFS) cannot be reached from the
-wire: every skb the model driver builds is marked for recycling.
+wire: every skb the model driver builds is marked for recycling. Its tests build the skbs and
+give them to GRO with ``netmem.skb.napi_gro_receive()``.
 """
 import pytest
 from rxutil import MSS, Flow, IPv6ExtHdrDestOpt, payload, receive
 from scapy.layers.inet import IPOption_RR
+
+from netmem.skb import napi_alloc_skb, napi_gro_flush, napi_gro_receive
 
 
 def gro(nic, q=0):
@@ -77,6 +80,34 @@ def test_psh_fin_and_short_segments_end_a_packet(nic, m):
     sk = m.tcp.sockets()[0]
     assert sk.info()["state"] == "CLOSE_WAIT"
     assert len(sk.read_all()) == 7 * MSS + 1000 + 500
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    ({}, {"window": 503}),                      # the advertised window moved
+    ({}, {"flags": "AN"}),                      # AE (the flag scapy calls N)
+    ({}, {"reserved": 1}),                      # a reserved bit
+    ({"flags": "AC"}, {}),                      # CWR held, then without it
+])
+def test_any_change_in_the_flag_word_flushes(nic, m, first, second):
+    f = Flow()
+    data = [payload(MSS, seed=i) for i in range(3)]
+    receive(nic, [f.syn(), f.data(data[0], **first), f.data(data[1], **second),
+                  f.data(data[2], **second)])
+    # tcp_gro_receive() compares tcp_flag_word() (doff, reserved and AE, flags, window) but
+    # FIN and PSH: the second segment does not merge, the held packet goes up and the
+    # second starts a new one, which the third joins.
+    assert gro(nic) == counts(normal=1, held=2, merged=1, flushes=2)
+    assert read(m, f) == b"".join(data)
+
+
+def test_psh_alone_does_not_stop_a_merge(nic, m):
+    f = Flow()
+    data = [payload(MSS, seed=i) for i in range(3)]
+    receive(nic, [f.syn(), f.data(data[0]), f.data(data[1], flags="PA"), f.data(data[2])])
+    # PSH is masked from the comparison: the segment merges, then ends the packet
+    # (out_check_final); the third starts a new one.
+    assert gro(nic) == counts(normal=1, held=2, merged=1, flushes=2)
+    assert read(m, f) == b"".join(data)
 
 
 def test_a_bare_fin_or_ack_is_not_merged(nic):
@@ -180,9 +211,11 @@ def test_padded_segments_are_not_held(nic, m):
     f = Flow()
     frames = [f.syn(), *segs(f, 2), f.data(b"abc", pad_to=60), f.data(b"de", pad_to=60)]
     receive(nic, frames)
-    # A tot_len short of the frame sets NAPI_GRO_CB(skb)->flush: the held packet goes up and
-    # the padded segment with it; ip_rcv_core() then trims the padding.
-    assert gro(nic) == counts(normal=3, held=1, merged=1, flushes=1)
+    # A tot_len short of the frame sets NAPI_GRO_CB(skb)->flush (inet_gro_receive()), which
+    # tcp_gro_receive() does not read: the segment passes its checks and skb_gro_receive()
+    # refuses it (-E2BIG). The held packet goes up and the padded segment with it;
+    # ip_rcv_core() then trims the padding.
+    assert gro(nic) == counts(normal=3, held=1, merged=1, flushes=1, flush_e2big=1)
     assert read(m, f) == payload(MSS, seed=0) + payload(MSS, seed=1) + b"abcde"
 
 
@@ -218,3 +251,39 @@ def test_at_most_eight_packets_per_bucket(nic):
     receive(nic, frames)
     # The ninth finds eight held: gro_flush_oldest() sends the first one up.
     assert gro(nic) == counts(normal=9, held=9, flushes=9)
+
+
+HDRS = 14 + 20 + 20                     # Ethernet, IPv4 and TCP without options
+
+
+@pytest.mark.parametrize("second", ["padded", "past_64k"])
+def test_pp_recycle_mismatch_is_tested_first(nic, m, make_pool, second):
+    """skb_gro_receive() refuses a pp_recycle mismatch (-ETOOMANYREFS) before it tests the
+    size and NAPI_GRO_CB(skb)->flush (-E2BIG): a segment that fails both is counted as the
+    former."""
+    f = Flow()
+    pool = make_pool(pool_size=64)
+    held = napi_alloc_skb(m)
+    if second == "padded":
+        held.put(f.data(payload(100)))      # all in the head
+        held.mark_for_recycle()
+        nxt = napi_alloc_skb(m)
+        # A tot_len short of the frame: inet_gro_receive() sets NAPI_GRO_CB(skb)->flush.
+        nxt.put(f.data(b"abc", pad_to=60))
+    else:
+        # 62000 bytes of payload in page-pool frags: the next 4000 pass 64 KiB.
+        held.put(f.data(payload(62000))[:HDRS])
+        for left in (4000,) * 15 + (2000,):
+            held.add_rx_frag(pool.alloc_netmem(), 0, left, 4096)
+        held.mark_for_recycle()
+        nxt = napi_alloc_skb(m)
+        nxt.put(f.data(payload(4000))[:HDRS])
+        nxt.add_rx_frag(m.alloc_pages(), 0, 4000, 4096)     # a plain page: not pp_recycle
+    napi_gro_receive(nic, held)
+    napi_gro_receive(nic, nxt)
+    napi_gro_flush(nic)
+    # The held packet goes up when the segment cannot join it; the segment goes up alone
+    # (padded: NAPI_GRO_CB(skb)->flush) or is held and flushed at the end.
+    assert gro(nic) == (counts(held=1, normal=1, flushes=1, flush_toomanyrefs=1)
+                        if second == "padded" else
+                        counts(held=2, flushes=2, flush_toomanyrefs=1))
