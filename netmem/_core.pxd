@@ -541,6 +541,7 @@ cdef struct nm_skb:
     uint8_t ip_proto
     uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
     uint8_t _pad
+    uint8_t pfmemalloc          # skb->pfmemalloc: a page frag or head from the memalloc reserves
 
 # The device's view of a frame, from its parser (and the flow dissector's eth_get_headlen()).
 cdef struct nm_pkt:
@@ -703,6 +704,7 @@ cdef struct nm_tcp_mib:
     uint64_t TCPChallengeACK
     uint64_t TCPSYNChallenge
     uint64_t TCPAbortOnClose
+    uint64_t PFMemallocDrop     # LINUX_MIB_PFMEMALLOCDROP (TcpExt, counted by sk_filter_trim_cap())
 
 cdef struct nm_ip_mib:
     uint64_t InReceives

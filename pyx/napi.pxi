@@ -325,6 +325,7 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
             page_pool_put_netmem(q.pool, bufs[i].netmem, <uint32_t>-1, True)
         else:
             __skb_fill_netmem_desc(skb, sh, nr, bufs[i].netmem, bufs[i].offset + first_off, chunk)
+            skb_propagate_pfmemalloc(m, bufs[i].netmem, skb)
             nr += 1
             data_len += chunk
             truesize += bufs[i].size

@@ -10,13 +10,14 @@ RSS_DEFAULT_KEY = bytes.fromhex(
 TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "TCPOFOMerge",
                 "TCPOFODrop", "TCPRcvCoalesce", "TCPRcvQDrop", "DelayedACKLost",
                 "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
-                "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose")
+                "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
                 "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
                 "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
-                "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA")
+                "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA",
+                "PFMEMALLOC")
 RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
                   "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
 GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
@@ -336,7 +337,7 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPOFOMerge, t.TCPOFODrop, t.TCPRcvCoalesce, t.TCPRcvQDrop,
                                    t.DelayedACKLost, t.TCPDSACKOldSent, t.TCPDSACKOfoSent,
                                    t.TCPAbortOnData, t.TCPZeroWindowDrop, t.TCPChallengeACK,
-                                   t.TCPSYNChallenge, t.TCPAbortOnClose)))
+                                   t.TCPSYNChallenge, t.TCPAbortOnClose, t.PFMemallocDrop)))
 
 
 def _ip_mib(CoreMachine machine, bint v6):

@@ -41,7 +41,8 @@ cdef enum:
     NM_DROP_TCP_CLOSE = 15
     NM_DROP_TCP_INVALID_SYN = 16
     NM_DROP_TCP_ABORT_ON_DATA = 17
-    NM_DROP_REASONS = 18
+    NM_DROP_PFMEMALLOC = 18
+    NM_DROP_REASONS = 19
 
 
 cdef inline uint32_t SKB_TRUESIZE(uint32_t x) noexcept nogil:
@@ -188,7 +189,8 @@ cdef uint32_t napi_alloc_skb(nm_net *n, uint32_t cpu) noexcept nogil:
 
 cdef uint32_t napi_build_skb(nm_net *n, netmem_ref netmem, uint32_t off, uint32_t frag_size,
                              uint32_t cpu) noexcept nogil:
-    """Models ``napi_build_skb()`` over a page frag: the frag becomes the head (head_frag)."""
+    """Models ``napi_build_skb()`` over a page frag: the frag becomes the head (head_frag) and
+    ``skb_propagate_pfmemalloc()`` marks the skb when the head's page is pfmemalloc."""
     cdef uint32_t i = napi_alloc_skb(n, cpu)
     cdef nm_shinfo *sh
     if i == NM_NIL:
@@ -197,15 +199,35 @@ cdef uint32_t napi_build_skb(nm_net *n, netmem_ref netmem, uint32_t off, uint32_
     sh.head_frag = 1
     sh.head_netmem = netmem
     sh.head_off = off
+    skb_propagate_pfmemalloc(n.m, netmem, &n.skbs[i])
     n.skbs[i].truesize = SKB_TRUESIZE(frag_size - SKB_DATA_ALIGN_SHINFO)
     return i
 
 
 # ---- frags --------------------------------------------------------------------------------------
 
+cdef inline void skb_propagate_pfmemalloc(nm_machine *m, netmem_ref netmem,
+                                          nm_skb *skb) noexcept nogil:
+    """Models ``skb_propagate_pfmemalloc()`` on ``compound_head()`` of a page, as
+    ``napi_build_skb()`` does for a page-frag head and ``__skb_fill_netmem_desc()`` for a page
+    frag: a pfmemalloc page marks the skb. A net_iov is never pfmemalloc (the kernel returns
+    before the test)."""
+    cdef netmem_ref head
+    if netmem & NET_IOV:
+        return
+    head = netmem_compound_head(m, netmem)
+    if netmem_is_pfmemalloc(__netmem_desc(m, head), head):
+        skb.pfmemalloc = 1
+
+
 cdef inline void __skb_fill_netmem_desc(nm_skb *skb, nm_shinfo *sh, int i, netmem_ref netmem,
                                         uint32_t off, uint32_t size) noexcept nogil:
-    """Models ``__skb_fill_netmem_desc()``: a net_iov makes the skb unreadable."""
+    """Models ``__skb_fill_netmem_desc()``: a net_iov makes the skb unreadable. Departs: its
+    pfmemalloc half is ``skb_propagate_pfmemalloc()``, called by the callers that fill a frag
+    through the kernel's ``__skb_fill_netmem_desc()`` (the driver, ``skb_add_rx_frag_netmem()``,
+    the head ``skb_try_coalesce()`` steals); ``skb_gro_receive()`` and ``skb_try_coalesce()``
+    copy frag descriptors (``*--frag = *--frag2``, ``memcpy()``) and propagate nothing, so they
+    call this alone."""
     sh.frags[i].netmem = netmem
     sh.frags[i].offset = off
     sh.frags[i].len = size
@@ -219,6 +241,7 @@ cdef inline void skb_add_rx_frag_netmem(nm_net *n, nm_skb *skb, int i, netmem_re
     """Models ``skb_add_rx_frag_netmem()``."""
     cdef nm_shinfo *sh = skb_shinfo(n, skb)
     __skb_fill_netmem_desc(skb, sh, i, netmem, off, size)
+    skb_propagate_pfmemalloc(n.m, netmem, skb)
     sh.nr_frags = i + 1
     skb.len += size
     skb.data_len += size
@@ -409,6 +432,7 @@ cdef bint skb_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen,
         delta = <int>frm.truesize - SKB_DATA_ALIGN_SK_BUFF
         __skb_fill_netmem_desc(to, tsh, tsh.nr_frags, fsh.head_netmem,
                                fsh.head_off + frm.data, skb_headlen(frm))
+        skb_propagate_pfmemalloc(n.m, fsh.head_netmem, to)     # skb_fill_page_desc()
         tsh.nr_frags += 1
         fragstolen[0] = True
     else:

@@ -537,8 +537,8 @@ cdef void pskb_trim_rcsum(nm_net *n, nm_skb *skb, uint32_t len) noexcept nogil:
 cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
                   const uint8_t *daddr) noexcept nogil:
     """Models ``tcp_v4_rcv()`` / ``tcp_v6_rcv()`` and ``tcp_rcv_established()`` for the receive
-    side: header checks, socket lookup (opening one on a SYN, or mid-flow when asked), RST,
-    SYN, then ``tcp_data_queue()``."""
+    side: header checks, socket lookup (opening one on a SYN, or mid-flow when asked),
+    ``tcp_filter()``'s pfmemalloc test, RST, SYN, then ``tcp_data_queue()``."""
     cdef nm_skb *skb = SKB(n, si)
     cdef uint8_t *th
     cdef uint32_t doff, ski, seq
@@ -575,6 +575,16 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
         if sk.state != NM_TCP_ESTABLISHED and skb.seq + 1 != sk.rcv_nxt:
             inet_unhash(n, ski)                 # a new connection on a finished tuple
             ski = NM_NIL
+    # tcp_filter() -> sk_filter_trim_cap(), after the lookup and before tcp_segs_in(): an skb
+    # from the memalloc reserves reaches only a SOCK_MEMALLOC socket (the model has none: no
+    # swap over the network), so on any socket found (a listener, for a SYN) it is dropped, -ENOMEM,
+    # counted in PFMemallocDrop with SKB_DROP_REASON_PFMEMALLOC. Without a socket the frame goes
+    # to no_tcp_socket as before.
+    if unlikely(skb.pfmemalloc) and (ski != NM_NIL or (not (flags & TCPHDR_RST) and (
+            flags & TCPHDR_SYN or n.open_on_data))):
+        n.tcp.PFMemallocDrop += 1
+        __drop(n, si, NM_DROP_PFMEMALLOC)
+        return
     if ski == NM_NIL:
         if flags & TCPHDR_SYN and not (flags & TCPHDR_RST):
             ski = __sk_create(n, family, daddr, saddr, dport, sport, seq + 1)

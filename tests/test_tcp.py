@@ -561,6 +561,65 @@ def test_rcvbuf_setting_is_checked(m):
     raises(errno.EINVAL, setattr, m.tcp, "skb_defer_max", -1)
 
 
+# -- pfmemalloc -----------------------------------------------------------------------------------
+
+def _pool_pages(m, pool):
+    """The pages ``pool`` has handed out (the RX ring's buffers), above the reserved first MiB."""
+    return [pfn << 1 for pfn in range(256, m.memory >> 12) if m.netmem(pfn << 1).pp is pool]
+
+
+def _set_pfmemalloc(m, pool, flag=True):
+    """``set_page_pfmemalloc()`` on every page of the ring, as if the page allocator had filled
+    it from the memalloc reserves."""
+    refs = _pool_pages(m, pool)
+    for ref in refs:
+        m.set_pfmemalloc(ref, flag)
+    return refs
+
+
+def test_pfmemalloc_frags_are_dropped_by_tcp_filter(nic, m):
+    """``__skb_fill_netmem_desc()`` carries a pfmemalloc page to ``skb->pfmemalloc``;
+    ``tcp_filter()`` -> ``sk_filter_trim_cap()`` drops it on a socket without SOCK_MEMALLOC
+    (PFMemallocDrop, SKB_DROP_REASON_PFMEMALLOC), before ``tcp_segs_in()``."""
+    f = Flow()
+    receive(nic, [f.syn()])
+    sk = sock(m, f)
+    pool = nic.rx_queues[0].page_pool
+    assert _set_pfmemalloc(m, pool)
+    receive(nic, [seg(f, 0)])
+    assert m.tcp.mib == mib(m, InSegs=2, PassiveOpens=1, PFMemallocDrop=1)
+    assert m.tcp.drop_reasons == {"PFMEMALLOC": 1}
+    info = sk.info()
+    assert (info["rcv_nxt"], info["segs_in"], info["data_segs_in"]) == (f.isn + 1, 1, 0)
+    raises(errno.EAGAIN, sk.recv, 10)
+    # The same segment on pages that are not pfmemalloc is delivered as before.
+    _set_pfmemalloc(m, pool, False)
+    receive(nic, [seg(f, 0)])
+    assert m.tcp.mib == mib(m, InSegs=3, PassiveOpens=1, PFMemallocDrop=1)
+    assert m.tcp.drop_reasons == {"PFMEMALLOC": 1}
+    assert sk.read_all() == payload(MSS, seed=0)
+
+
+def test_pfmemalloc_header_buffer_drops_the_syn_at_the_listener(make_nic, m):
+    """With header split the header buffer is the head (``napi_build_skb()``:
+    ``skb_propagate_pfmemalloc()``); a SYN on a pfmemalloc page is dropped by ``tcp_filter()``
+    on the listener and opens nothing."""
+    nic = make_nic()
+    nic.ethtool.set_ringparam(tcp_data_split="on")
+    q = nic.rx_queues[0]
+    assert _set_pfmemalloc(m, q.header_pool)
+    f = Flow()
+    syn = f.syn()
+    receive(nic, [syn])
+    assert m.tcp.lookup(f.local, f.remote) is None
+    assert m.tcp.mib == mib(m, InSegs=1, PFMemallocDrop=1)
+    assert m.tcp.drop_reasons == {"PFMEMALLOC": 1}
+    _set_pfmemalloc(m, q.header_pool, False)
+    receive(nic, [syn, seg(f, 0)])                     # the SYN again, on a clean page
+    assert sock(m, f).read_all() == payload(MSS, seed=0)
+    assert m.tcp.mib == mib(m, InSegs=3, PassiveOpens=1, PFMemallocDrop=1)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
