@@ -334,23 +334,35 @@ def dma_iova_unlink(dev, state, offset, size, dir, attrs=0):
 
 
 def dma_iova_free(dev, state):
-    """Models ``dma_iova_free()``: release the window (after every range is unlinked)."""
-    _window("dma_iova_free", dev, state, 0, 0)
+    """Models ``dma_iova_free()``: release the window (after every range is unlinked). It
+    passes a NULL gather to ``iommu_dma_free_iova()``, so the window goes straight back
+    (``free_iova_fast()``) even in lazy mode: nothing was unmapped, nothing waits for a flush."""
+    _free_window("dma_iova_free", dev, state, False)
+
+
+def _free_window(fn, dev, state, queued):
+    _window(fn, dev, state, 0, 0)
     pad = state.addr & (_GRANULE - 1)
-    dev._iova_free(state.addr - pad, _iova_align(state.size + pad))
+    dev._iova_free(state.addr - pad, _iova_align(state.size + pad), queued)
     state.addr, state.size, state._dev = 0, 0, None
 
 
 def dma_iova_destroy(dev, state, mapped_len, dir, attrs=0):
-    """Models ``dma_iova_destroy()``: unlink ``[0, mapped_len)`` and free the window in one go
-    (the unmap may go through the flush queue)."""
+    """Models ``dma_iova_destroy()``: unlink ``[0, mapped_len)`` and free the window in one go.
+    With a mapped length this is ``__iommu_dma_iova_unlink(..., free_iova=true)``, whose gather
+    is ``queued`` in lazy mode, so the IOVA goes through the flush queue; without one it is
+    ``dma_iova_free()`` (a NULL gather: freed at once).
+
+    Departure: the kernel hands ``iommu_dma_free_iova()`` the aligned ``mapped_len``, not the
+    window's size (``free_iova_fast()`` then files the pfn in the rcache bin of that size, or
+    ``free_iova()`` drops the whole node); the model frees the whole window."""
     _check_dir("dma_iova_destroy", dir)
     _window("dma_iova_destroy", dev, state, 0, mapped_len)
     if not mapped_len:
         dma_iova_free(dev, state)
         return
     _unlink("dma_iova_destroy", dev, state, 0, mapped_len, True)
-    dma_iova_free(dev, state)
+    _free_window("dma_iova_destroy", dev, state, True)
 
 
 # ---- scatterlists (include/linux/scatterlist.h, kernel/dma/mapping.c) -------------------------
@@ -483,7 +495,7 @@ def _map_sg_iommu(dev, sgt, dir, attrs):
             continue
         if dev._iommu_map(addr, s.phys - lay[0], lay[1], dir, False):
             dev._iommu_unmap(iova, addr - iova, True)
-            dev._iova_free(iova, iova_len)
+            dev._iova_free(iova, iova_len, False)     # out_free_iova: a NULL gather
             return -12
         addr += lay[1]
     dev._iotlb_sync()
@@ -562,7 +574,7 @@ def dma_unmap_sgtable(dev, sgt, dir, attrs=0):
             start = segs[0].dma_address & ~(_GRANULE - 1)
             end = segs[-1].dma_address + segs[-1].dma_length
             dev._iommu_unmap(start, _iova_align(end - start), dev.machine.iommu.strict)
-            dev._iova_free(start, _iova_align(end - start))
+            dev._iova_free(start, _iova_align(end - start), True)   # __iommu_dma_unmap()
         dev._count_map(0, 1, -1)
         for s in sgt.sgl:
             s.dma_address, s.dma_length, s._bus = DMA_MAPPING_ERROR, 0, False

@@ -109,7 +109,18 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
                                    f"__net_devmem_dmabuf_binding_free() of binding {self.id}")
 
     def _free(self):
-        """Models ``__net_devmem_dmabuf_binding_free()``."""
+        """Models ``__net_devmem_dmabuf_binding_free()`` (net/core/devmem.c, read in
+        torvalds/linux at 03e96b8c11d1; later versions run it as a work item and free
+        ``tx_vec`` too, with the same genpool logic).
+
+        Departure: the kernel frees the chunk owners unconditionally,
+        ``gen_pool_for_each_chunk(binding->chunk_pool, net_devmem_dmabuf_free_chunk_owner,
+        NULL)`` (``kvfree(owner->area.niovs); kfree(owner);``), and then destroys the genpool
+        only ``if (!WARN(size != avail, "can't destroy genpool. size=%zu, avail=%zu", ...))``.
+        With net_iovs still out that frees their arrays under them (a use-after-free for the
+        stragglers). The model WARNs the same way but keeps the owners and the genpool when
+        they are not all back, so the area table stays valid and ``leak_report()`` can name
+        them. The dma-buf is released either way, as in the kernel."""
         size, avail = gen_pool_size(self.chunk_pool), gen_pool_avail(self.chunk_pool)
         if size != avail:
             self.machine._warn(f"__net_devmem_dmabuf_binding_free(): can't destroy genpool. "

@@ -811,9 +811,11 @@ cdef class CoreDevice:
             self.machine._flush_warnings()
         return iova
 
-    def _iova_free(self, uint64_t iova, uint64_t size):
-        """``iommu_dma_free_iova()`` (through the flush queue in lazy mode)."""
-        iommu_dma_free_iova(&self.dev, _dev_domain(self), iova, size)
+    def _iova_free(self, uint64_t iova, uint64_t size, bint queued=False):
+        """``iommu_dma_free_iova()``: ``queued`` is ``gather && gather->queued`` (the flush
+        queue, lazy mode only); False is a NULL gather (``free_iova_fast()`` at once)."""
+        cdef nm_domain *d = _dev_domain(self)
+        iommu_dma_free_iova(&self.dev, d, iova, size, queued and d.lazy)
 
     def _iommu_map(self, uint64_t iova, uint64_t phys, uint64_t size, int dir, bint sync):
         """``iommu_map()`` (``iommu_map_nosync()`` without ``sync``): 0 or -ENOMEM/-EEXIST."""

@@ -156,9 +156,12 @@ cdef uint64_t iommu_dma_alloc_iova(nm_device *dev, nm_domain *d, uint64_t size,
 
 
 cdef void iommu_dma_free_iova(nm_device *dev, nm_domain *d, uint64_t iova,
-                              uint64_t size) noexcept nogil:
-    """Models ``iommu_dma_free_iova()``: through the flush queue in lazy mode."""
-    if d.lazy:
+                              uint64_t size, bint queued) noexcept nogil:
+    """Models ``iommu_dma_free_iova()``: ``queued`` is ``gather && gather->queued``, which only
+    ``__iommu_dma_unmap()`` and ``dma_iova_destroy()`` with a mapped length set (in lazy mode);
+    the callers that pass a NULL gather (``dma_iova_free()``, the map-failure paths) free at
+    once through ``free_iova_fast()``. No MSI cookies in the model."""
+    if queued:
         queue_iova(&d.fq, &d.iovad, iova >> PAGE_SHIFT, size >> PAGE_SHIFT, dev.m.cpu,
                    dev.m.clock_ns)
     else:
@@ -219,7 +222,7 @@ cdef uint64_t iommu_dma_map_phys(nm_device *dev, uint64_t phys, uint64_t size, i
     if not iova:
         return DMA_MAPPING_ERROR
     if iommu_map(dev, d, iova, phys - iova_off, len, dma_info_to_prot(dir), True):
-        iommu_dma_free_iova(dev, d, iova, len)
+        iommu_dma_free_iova(dev, d, iova, len, False)
         return DMA_MAPPING_ERROR
     return iova + iova_off
 
@@ -234,7 +237,7 @@ cdef void iommu_dma_unmap_phys(nm_device *dev, uint64_t addr, uint64_t size, int
     iommu_unmap(d, addr, len)
     if not d.lazy:
         dev.m.dma_stats.iotlb_syncs += 1
-    iommu_dma_free_iova(dev, d, addr, len)
+    iommu_dma_free_iova(dev, d, addr, len, d.lazy)
 
 
 cdef int iommu_iova_to_phys(nm_device *dev, uint64_t addr, bint write,
@@ -344,11 +347,12 @@ cdef bint pp_iova_window_unlink(nm_pool *pool, uint64_t dma, uint64_t size) noex
 
 
 cdef void pp_iova_window_free(nm_pool *pool) noexcept nogil:
-    """``dma_iova_free()`` once every buffer has left the pool."""
+    """``dma_iova_free()`` once every buffer has left the pool: a NULL gather, so the window
+    goes straight back to the rcache or tree even in lazy mode."""
     if not pool.win_slots:
         return
     iommu_dma_free_iova(pool.dev, <nm_domain *>pool.dev.domain, pool.win_addr,
-                        <uint64_t>pool.win_slots * (PAGE_SIZE << pool.order))
+                        <uint64_t>pool.win_slots * (PAGE_SIZE << pool.order), False)
     free(pool.win_free)
     pool.win_free = NULL
     pool.win_slots = 0

@@ -12,6 +12,7 @@ from netmem.dma import (
     DmaIovaState,
     SgTable,
     dma_iova_destroy,
+    dma_iova_free,
     dma_iova_link,
     dma_iova_sync,
     dma_iova_try_alloc,
@@ -488,3 +489,42 @@ def test_seg_boundary_must_be_a_power_of_two_minus_one(machine):
     with pytest.raises(NetmemError) as e:
         Device(machine).dma_set_seg_boundary(0x1000)
     assert e.value.errno == errno.EINVAL
+
+
+def test_lazy_dma_iova_free_skips_the_flush_queue(iommu):
+    """dma_iova_free() passes a NULL gather to iommu_dma_free_iova(), so even with
+    iommu.strict=0 the window goes straight back (free_iova_fast()), not through queue_iova();
+    dma_iova_destroy() with a mapped length frees through a queued gather, as unmap does."""
+    dev = Device(iommu, "nic")
+    state = DmaIovaState()
+    assert dma_iova_try_alloc(dev, state, 0, 16 * PAGE)
+    a = state.addr
+    dma_iova_free(dev, state)
+    assert dev._fq_deadline() == 0                    # nothing queued: no flush-queue timer
+    assert iommu.iommu.stats["fq_flushes"] == 0
+    assert dma_iova_try_alloc(dev, state, 0, 16 * PAGE) and state.addr == a   # back at once
+    ref = iommu.alloc_pages()
+    assert dma_iova_link(dev, state, iommu.netmem(ref).phys, 0, PAGE, FROM) == 0
+    dma_iova_destroy(dev, state, PAGE, FROM)
+    assert dev._fq_deadline() != 0                    # queued behind the next IOTLB flush
+    assert dma_iova_try_alloc(dev, state, 0, 16 * PAGE) and state.addr != a
+    dma_iova_free(dev, state)
+    iommu.put_page(ref)
+
+
+def test_lazy_pool_iova_window_free_skips_the_flush_queue(iommu):
+    """The pool's window goes back through dma_iova_free(): a NULL gather, so not queued."""
+    from netmem.providers.host import HostPagesProvider
+    dev = Device(iommu, "nic")
+    params = netmem.PagePoolParams(flags=netmem.PP_FLAG_DMA_MAP, dev=dev, pool_size=256)
+    pool = netmem.page_pool_create(iommu, params, provider=HostPagesProvider(iova_window=True))
+    addr, slots, _ = pool.iova_window
+    refs = [pool.alloc_netmem() for _ in range(8)]
+    for r in refs:
+        pool.put_netmem(r)
+    pool.destroy()                                    # every buffer is back: freed now
+    assert dev.nr_mapped == 0 and pool.iova_window is None
+    assert dev._fq_deadline() == 0                    # nothing queued (no quiesce())
+    state = DmaIovaState()
+    assert dma_iova_try_alloc(dev, state, 0, slots * PAGE) and state.addr == addr
+    dma_iova_free(dev, state)
