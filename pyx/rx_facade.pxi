@@ -159,8 +159,9 @@ cdef class CoreNetDevice:
 
     def _rxq_start(self, uint32_t idx, int cpu, CoreNapi napi, hdr_pool, pool,
                    uint32_t ring_size, bint hds, uint32_t hds_thresh):
-        """Models ``ndo_queue_start()``: rings posted from the new pools. Returns the buffers
-        posted (payload, header)."""
+        """Models ``ndo_queue_start()``: rings posted from the new pools (with header split,
+        payload buffers are whole buffers of the payload pool's order, the queue's
+        ``rx_page_size``). Returns the buffers posted (payload, header)."""
         cdef nm_rxq *q = &self.nd.rxq[idx]
         cdef uint32_t posted, hdr_posted = 0
         q.cpu = cpu
@@ -169,7 +170,7 @@ cdef class CoreNetDevice:
         q.hdr_pool = _pool_of(hdr_pool)
         q.hds = hds
         q.hds_thresh = hds_thresh
-        q.buf_size = PAGE_SIZE if hds else NM_RX_BUF_SIZE
+        q.buf_size = (PAGE_SIZE << q.pool.order) if hds else NM_RX_BUF_SIZE   # rx_page_size
         q.ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
         q.ring.size = q.ring.nr_empty = ring_size
         q.ring.head = q.ring.tail = 0
