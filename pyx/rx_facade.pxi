@@ -664,7 +664,7 @@ def _skb_add_rx_frag(CoreMachine machine, uint32_t si, object ref, uint32_t offs
     if nr >= MAX_SKB_FRAGS:
         raise NetmemError(EINVAL, f"skb_add_rx_frag_netmem: the skb has MAX_SKB_FRAGS "
                                   f"({MAX_SKB_FRAGS}) frags")
-    if offset + size > PAGE_SIZE << __netmem_desc(machine.m, netmem).order:
+    if <uint64_t>offset + size > __netmem_buf_size(machine.m, netmem):
         raise NetmemError(EINVAL, "skb_add_rx_frag_netmem: the frag runs past its buffer")
     skb_add_rx_frag_netmem(machine.m.net, skb, nr, netmem, offset, size, truesize)
 
