@@ -230,7 +230,8 @@ class DmabufDevmemProvider(MemoryProvider):
     def replay_setup(cls, rig):
         """``netmem-replay --provider dmabuf``, as ncdevmem sets up: ``--dmabuf-size`` bytes of
         the GPU's device memory exported as a dma-buf (``--dmabuf-layout``) and bound to
-        ``rig.queues`` with netlink ``bind-rx``, RSS over them; closing the netlink socket
+        ``rig.queues`` with netlink ``bind-rx`` (``--rx-buf-size`` as its rx-buf-size), RSS
+        over them; closing the netlink socket
         unbinds at teardown. The application reads through the dma-buf's scatterlist; the cmsgs
         name the binding id."""
         from netmem.dmabuf import export_device_memory
@@ -243,7 +244,8 @@ class DmabufDevmemProvider(MemoryProvider):
         nl = NetlinkSocket(rig.machine)
         rig.on_teardown(nl.close)                       # unbinds
         binding_id = nl.bind_rx(rig.nic.ifindex, buf.fd,
-                                queues=[{"id": q, "type": "rx"} for q in rig.queues])
+                                queues=[{"id": q, "type": "rx"} for q in rig.queues],
+                                rx_buf_size=cfg.rx_buf_size)
         rig.steer_to_bound()
         return ReplayBinding(buf.scatterlist, binding_id)
 
