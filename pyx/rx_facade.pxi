@@ -161,7 +161,9 @@ cdef class CoreNetDevice:
                    uint32_t ring_size, bint hds, uint32_t hds_thresh):
         """Models ``ndo_queue_start()``: rings posted from the new pools (with header split,
         payload buffers are whole buffers of the payload pool's order, the queue's
-        ``rx_page_size``). Returns the buffers posted (payload, header)."""
+        ``rx_page_size``, and the payload ring is filled to ``ring_size`` divided by the
+        buffer's pages, as ``bnxt_rx_agg_ring_fill_level()`` keeps the bytes posted the same
+        whatever the buffer size). Returns the buffers posted (payload, header)."""
         cdef nm_rxq *q = &self.nd.rxq[idx]
         cdef uint32_t posted, hdr_posted = 0
         q.cpu = cpu
@@ -172,7 +174,7 @@ cdef class CoreNetDevice:
         q.hds_thresh = hds_thresh
         q.buf_size = (PAGE_SIZE << q.pool.order) if hds else NM_RX_BUF_SIZE   # rx_page_size
         q.ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
-        q.ring.size = q.ring.nr_empty = ring_size
+        q.ring.size = q.ring.nr_empty = max(ring_size >> q.pool.order, 1)     # fill level
         q.ring.head = q.ring.tail = 0
         if hds:
             q.hdr_ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))

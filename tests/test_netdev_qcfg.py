@@ -151,7 +151,8 @@ def test_rx_page_size_sets_pool_order_and_survives_restarts(m, make_nic):
 def test_large_host_page_buffers_carry_frames(m, make_nic):
     """A queue rendered with 16 KiB buffers posts order-2 host pages and the device fills
     them: an 8900-byte payload takes one payload buffer (with 4 KiB buffers, three: the ring's
-    refill allocates that many after the 16 first posted), and reads back whole.
+    refill allocates that many after the first posting), and reads back whole. The ring is
+    filled to 16 / 4 buffers of 16 KiB (bnxt_rx_agg_ring_fill_level()).
     (rx_page_size is set in mp_params directly, as a provider's would be: host pages need no
     provider.)"""
     from rxutil import Flow, close_all, payload, receive
@@ -162,9 +163,11 @@ def test_large_host_page_buffers_carry_frames(m, make_nic):
         q.mp_params.rx_page_size = rx_page_size
         nic.ethtool.set_ringparam(rx_ring_size=16)
         f, data = Flow(), payload(8900)
+        posted = q.posted[0]
+        assert posted == 16 * PAGE // max(rx_page_size, PAGE)      # the fill level
         receive(nic, [f.syn(), f.data(data)])
         st = q.page_pool.stats
-        held = st["alloc_fast"] + st["alloc_slow"] + st["alloc_slow_high_order"] - 16
+        held = st["alloc_fast"] + st["alloc_slow"] + st["alloc_slow_high_order"] - posted
         assert m.tcp.sockets()[0].recv(1 << 16) == data
         close_all(m)
         q.mp_params.rx_page_size = 0
