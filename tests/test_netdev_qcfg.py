@@ -8,6 +8,9 @@ bnxt-like driver's ``bnxt_validate_qcfg()``, EINVAL for a value that is not a u3
 import errno
 
 import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
 from netmem import NetmemError
 from netmem.netdev import (
@@ -176,3 +179,87 @@ def test_large_host_page_buffers_carry_frames(m, make_nic):
 
     assert held_buffers(0) == 3
     assert held_buffers(16384) == 1
+
+
+# ---- the lifecycle, as a state machine ------------------------------------------------------
+
+SIZES = [0, PAGE, 2 * PAGE, 3 * PAGE, 4 * PAGE, 8 * PAGE, 16 * PAGE]
+
+
+class QcfgMachine(RuleBasedStateMachine):
+    """Providers asking for any of SIZES open and close on two queues of a 4 KiB-only and a
+    bnxt-like (16 KiB maximum here) device, among ring changes (restarts). A pure-Python
+    reference of __netif_mp_open_rxq()'s rx_page_size rules says what each open must do; after
+    every step each queue's mp_params, rendered config and payload pool order agree with it."""
+
+    def __init__(self):
+        super().__init__()
+        from netmem import Machine
+        self.m = Machine(memory="64MiB", cpus=2)
+        self.devs = [NetDevice(self.m, f"eth{i}", num_rx_queues=2, max_rx_page_size=mx)
+                     for i, mx in enumerate((PAGE, 4 * PAGE))]
+        for d in self.devs:
+            d.ethtool.set_ringparam(tcp_data_split="on", rx_ring_size=8)
+        self.bound = {}             # (dev, queue) -> the provider's rx_page_size
+
+    @staticmethod
+    def expect(dev, size, bound):
+        """The errno of opening a provider of ``size`` on a queue of ``dev`` (0: it binds), in
+        __netif_mp_open_rxq()'s order: rx_page_size support, a bound queue, the driver's
+        validation."""
+        if size and not dev.supported_params:
+            return errno.EOPNOTSUPP
+        if bound:
+            return errno.EEXIST
+        if size and (size & (size - 1) or not PAGE <= size <= dev.max_rx_page_size):
+            return errno.ERANGE
+        return 0
+
+    @rule(d=st.integers(0, 1), q=st.integers(0, 1), size=st.sampled_from(SIZES))
+    def open(self, d, q, size):
+        dev = self.devs[d]
+        want = self.expect(dev, size, (d, q) in self.bound)
+        p = SizedProvider(self.m, size)
+        if want:
+            with pytest.raises(NetmemError) as e:
+                netif_mp_open_rxq(dev, q, p)
+            assert e.value.errno == want
+        else:
+            netif_mp_open_rxq(dev, q, p)
+            self.bound[(d, q)] = (p, size)
+
+    @rule(d=st.integers(0, 1), q=st.integers(0, 1))
+    def close(self, d, q):
+        if (d, q) in self.bound:
+            netif_mp_close_rxq(self.devs[d], q, self.bound.pop((d, q))[0])
+
+    @rule(d=st.integers(0, 1), ring=st.sampled_from([4, 8, 16]))
+    def restart(self, d, ring):
+        self.devs[d].ethtool.set_ringparam(rx_ring_size=ring)
+
+    @invariant()
+    def configs_agree(self):
+        for d, dev in enumerate(self.devs):
+            for q in dev.rx_queues:
+                size = self.bound.get((d, q.idx), (None, 0))[1]
+                assert q.mp_params.rx_page_size == size
+                rendered = size or (PAGE if dev.supported_params else 0)
+                assert q.qcfg == NetdevQueueConfig(rendered)
+                assert q.page_pool.order == max(rendered, PAGE).bit_length() - 13
+                # SizedProvider hands out nothing; host pages fill the ring to its fill level
+                assert q.posted[0] == (0 if (d, q.idx) in self.bound
+                                       else dev.rx_ring_size >> q.page_pool.order)
+
+    def teardown(self):
+        for (d, q), (p, _) in list(self.bound.items()):
+            netif_mp_close_rxq(self.devs[d], q, p)
+        for dev in self.devs:
+            dev.unregister()
+        self.m.quiesce()
+        assert self.m.leak_report() == []
+
+
+def test_qcfg_state_machine():
+    run_state_machine_as_test(QcfgMachine, settings=settings(
+        derandomize=True, database=None, max_examples=40, stateful_step_count=25,
+        deadline=None, suppress_health_check=[HealthCheck.too_slow]))
