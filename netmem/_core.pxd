@@ -153,6 +153,7 @@ cdef struct nm_area:
     uint64_t base_virtual       # byte offset of the area in its dma-buf (or resource)
     uint32_t type               # NET_IOV_DMABUF, NET_IOV_IOURING or NET_IOV_P2PDMA (ours)
     uint32_t owner_id
+    uint32_t niov_shift         # log2 of each net_iov's size (a devmem binding's niov_shift)
 
 cdef struct nm_machine:
     nm_desc *pages
@@ -785,6 +786,7 @@ cdef struct nm_net:
 cdef struct nm_devmem_binding:
     nm_gen_pool *chunk_pool
     uint32_t id
+    uint32_t niov_shift         # binding->niov_shift: PAGE_SHIFT, or log2(rx-buf-size)
     uint32_t nchunks
     uint64_t *chunk_dma
     uint64_t *chunk_niov

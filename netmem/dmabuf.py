@@ -77,6 +77,7 @@ __all__ = [
 PAGE_SIZE = _core.PAGE_SIZE_
 PAGE_SHIFT = _core.PAGE_SHIFT_
 MAX_PAGE_ORDER = _core.MAX_PAGE_ORDER_
+HPAGE_PMD_ORDER = 9                 # x86-64: a hugetlb memfd's 2 MiB folios
 # drivers/dma-buf/dma-buf-mapping.c: ALIGN_DOWN(UINT_MAX, PAGE_SIZE), as sg->length is 32 bits.
 MAX_SG_ENT_SZ = 0xffffffff & ~(PAGE_SIZE - 1)
 # A GPU's device memory as one resizable BAR: 128 GiB shows all of an 80 or 96 GB part.
@@ -524,36 +525,27 @@ def _coalesce(ranges):
 # ---- udmabuf -----------------------------------------------------------------------------------
 
 def udmabuf_create(machine, size, layout="contiguous", seed=0,
-                   size_limit_mb=UDMABUF_SIZE_LIMIT_MB):
+                   size_limit_mb=UDMABUF_SIZE_LIMIT_MB, hugetlb=False):
     """Models ``udmabuf_create()`` over a memfd of ``size`` bytes: the memfd's pages come from
     the machine's buddy allocator (largest blocks first; ``contiguous`` gives one entry where
     they are physically contiguous), cleared as shmem clears them, each block held until the
-    dma-buf is released (``release_udmabuf()``: ``put_page()``). EINVAL for a size that is not
-    a nonzero multiple of the page size or exceeds ``size_limit_mb`` (the module parameter, 64
-    by default), ENOMEM when the machine has not the pages. The CPU reads and writes it
+    dma-buf is released (``release_udmabuf()``: ``put_page()``). With ``hugetlb`` the memfd is
+    a ``MFD_HUGETLB`` one of 2 MiB folios and, as udmabuf exports one scatterlist entry per
+    folio since the devmem rx-buf-size series (2026, likely 7.3), each folio is one 2 MiB entry
+    (``layout`` must be ``contiguous``). EINVAL for a size that is not a nonzero multiple of the
+    page size (of 2 MiB with ``hugetlb``) or exceeds ``size_limit_mb`` (the module parameter,
+    64 by default), ENOMEM when the machine has not the pages. The CPU reads and writes it
     through ``mmap()``."""
     _check_size("udmabuf_create", size, layout)
     if size > size_limit_mb << 20:
         raise NetmemError(_EINVAL, f"udmabuf_create: {size} bytes exceed size_limit_mb "
                                    f"{size_limit_mb}")
-    npages = size >> PAGE_SHIFT
-    if npages > machine.nr_free_pages():
-        raise NetmemError(_ENOMEM, f"udmabuf_create: {npages} pages, {machine.nr_free_pages()} "
-                                   "free")
-    blocks, remaining, order = [], npages, MAX_PAGE_ORDER
-    while remaining:
-        order = min(order, remaining.bit_length() - 1)
-        ref = machine.alloc_pages(order)
-        if ref:
-            blocks.append((ref, order))
-            remaining -= 1 << order
-        elif order:
-            order -= 1
-        else:
-            for ref, _ in blocks:
-                machine.put_page(ref)
-            raise NetmemError(_ENOMEM, f"udmabuf_create: out of pages after "
-                                       f"{npages - remaining} of {npages}")
+    folio = PAGE_SIZE << HPAGE_PMD_ORDER
+    if hugetlb and (size % folio or layout != "contiguous"):
+        raise NetmemError(_EINVAL, f"udmabuf_create: a hugetlb memfd of {size} bytes, layout "
+                                   f"{layout!r}: its size must be a multiple of {folio} and its "
+                                   "scatterlist one entry per folio (contiguous)")
+    blocks = _udmabuf_blocks(machine, size >> PAGE_SHIFT, HPAGE_PMD_ORDER if hugetlb else 0)
 
     def release():
         for ref, _ in blocks:
@@ -565,8 +557,34 @@ def udmabuf_create(machine, size, layout="contiguous", seed=0,
         for off in range(0, length, len(zero)):
             n = min(len(zero), length - off)
             machine._phys_buffer(phys + off, n)[:] = zero[:n]
-    return DmaBuf(machine, "udmabuf", _layout(runs, layout, seed), readable=True,
-                  release=release)
+    entries = [(machine.netmem(ref).phys, folio) for ref, _ in blocks] if hugetlb else \
+        _layout(runs, layout, seed)
+    return DmaBuf(machine, "udmabuf", entries, readable=True, release=release)
+
+
+def _udmabuf_blocks(machine, npages, min_order):
+    """The memfd's memory: buddy blocks of ``min_order`` or more, largest first (hugetlb
+    folios are exactly ``min_order``), as ``(ref, order)``; ENOMEM (and nothing kept) when the
+    machine has not the pages."""
+    if npages > machine.nr_free_pages():
+        raise NetmemError(_ENOMEM, f"udmabuf_create: {npages} pages, {machine.nr_free_pages()} "
+                                   "free")
+    blocks, remaining = [], npages
+    order = min_order if min_order else MAX_PAGE_ORDER
+    while remaining:
+        order = min(order, remaining.bit_length() - 1)
+        ref = machine.alloc_pages(order)
+        if ref:
+            blocks.append((ref, order))
+            remaining -= 1 << order
+        elif order > min_order:
+            order -= 1
+        else:
+            for ref, _ in blocks:
+                machine.put_page(ref)
+            raise NetmemError(_ENOMEM, f"udmabuf_create: out of pages after "
+                                       f"{npages - remaining} of {npages}")
+    return blocks
 
 
 # ---- device memory ------------------------------------------------------------------------------

@@ -5,7 +5,9 @@ Models the receive side of a netdev and its driver (shaped after the devmem-capa
 bnxt, gve, mlx5), ethtool's ring/channel/ntuple/RSS settings (net/ethtool/rings.c,
 channels.c, ioctl.c), the queue API (``struct netdev_queue_mgmt_ops``,
 ``netdev_rx_queue_restart()``) and ``__netif_mp_open_rxq()`` / ``__netif_mp_close_rxq()``
-(net/core/netdev_rx_queue.c). Frames go through the device in C: ``nic.receive(trace)``.
+(net/core/netdev_rx_queue.c), and the per-queue configuration of Linux 7.0
+(``struct netdev_queue_config``, ``__netdev_queue_config()`` in net/core/netdev_config.c). Frames
+go through the device in C: ``nic.receive(trace)``.
 
 Each RX queue has a NAPI instance on a CPU (queue i on CPU i % cpus, as irq affinity spreads
 them), a payload page pool created with ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` (it takes the
@@ -17,6 +19,7 @@ from netmem import _core
 from netmem.errors import NetmemError
 from netmem.page_pool import (
     DMA_FROM_DEVICE,
+    MAX_PAGE_ORDER,
     PAGE_SIZE,
     PP_FLAG_ALLOW_UNREADABLE_NETMEM,
     PP_FLAG_DMA_MAP,
@@ -26,8 +29,23 @@ from netmem.page_pool import (
 )
 from netmem.provider import mp_uninstall
 
-__all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_mp_open_rxq",
-           "netdev_rx_queue_restart", "netif_mp_close_rxq", "netif_mp_open_rxq"]
+__all__ = [
+    "BNXT_MAX_RX_PAGE_SIZE",
+    "QCFG_RX_PAGE_SIZE",
+    "Ethtool",
+    "MpParams",
+    "Napi",
+    "NetDevice",
+    "NetdevQueueConfig",
+    "RxQueue",
+    "net_mp_close_rxq",
+    "net_mp_open_rxq",
+    "netdev_queue_config",
+    "netdev_queue_config_validate",
+    "netdev_rx_queue_restart",
+    "netif_mp_close_rxq",
+    "netif_mp_open_rxq",
+]
 
 EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
 ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
@@ -35,6 +53,8 @@ RX_MAX_PENDING = 8192                       # ethtool -g: the model driver's rx 
 DEFAULT_RING_SIZE = 1024
 RECEIVE_CHUNK = 8192                        # frames per call into C (clock and errors between)
 TCP_DATA_SPLIT = ("auto", "off", "on")      # ETHTOOL_TCP_DATA_SPLIT_{UNKNOWN,DISABLED,ENABLED}
+QCFG_RX_PAGE_SIZE = 0x1                     # include/net/netdev_queues.h: the queue honours it
+BNXT_MAX_RX_PAGE_SIZE = 1 << 15             # drivers/net/ethernet/broadcom/bnxt/bnxt.h: BIT(15)
 
 
 class Napi(_core.CoreNapi):
@@ -61,9 +81,43 @@ class QueueMem:
         self.hdr_pool = hdr_pool
 
 
+class NetdevQueueConfig:
+    """Models ``struct netdev_queue_config`` (Linux 7.0): ``rx_page_size``, the size in bytes of
+    the queue's payload buffers (0: the driver's default, which is PAGE_SIZE here)."""
+
+    __slots__ = ("rx_page_size",)
+
+    def __init__(self, rx_page_size=0):
+        self.rx_page_size = rx_page_size
+
+    def __repr__(self):
+        return f"NetdevQueueConfig(rx_page_size={self.rx_page_size})"
+
+    def __eq__(self, other):
+        return isinstance(other, NetdevQueueConfig) and other.rx_page_size == self.rx_page_size
+
+
+class MpParams:
+    """Models ``struct pp_memory_provider_params`` as ``rxq->mp_params`` keeps it: ``mp`` (the
+    provider, standing for ``mp_ops`` + ``mp_priv``; None when unbound) and ``rx_page_size``
+    (copied from the provider when it is installed, so it survives queue restarts; 0 means not
+    requested). ``netif_mp_close_rxq()`` zeroes both, as Linux commit 7073bb4b696f ("net:
+    memzero mp params when closing a queue") (in v7.0) does."""
+
+    __slots__ = ("mp", "rx_page_size")
+
+    def __init__(self, mp=None, rx_page_size=0):
+        self.mp = mp
+        self.rx_page_size = rx_page_size
+
+    def __repr__(self):
+        return f"MpParams(mp={self.mp!r}, rx_page_size={self.rx_page_size})"
+
+
 class RxQueue:
     """``struct netdev_rx_queue`` with its driver ring: ``idx``, ``napi``, ``cpu``,
-    ``mp`` (the installed memory provider, or None), ``page_pool`` and ``header_pool``."""
+    ``mp_params`` (``MpParams``), ``mp`` (its provider, or None), ``page_pool`` and
+    ``header_pool``."""
 
     def __init__(self, nic, idx):
         self.nic = nic
@@ -71,10 +125,20 @@ class RxQueue:
         self.cpu = idx % nic.machine.cpus
         self.napi = Napi(nic.machine, self.cpu)
         self.napi.list_owner = -1           # idle until it polls
-        self.mp = None                      # rxq->mp_params
+        self.mp_params = MpParams()
         self.mem = None
         self.af_xdp = False                 # rxq->pool (an AF_XDP socket's)
         self._dma_dev = None
+
+    @property
+    def mp(self):
+        """The installed memory provider (``mp_params.mp_ops`` and ``mp_priv``), or None."""
+        return self.mp_params.mp
+
+    @property
+    def qcfg(self):
+        """The queue's configuration as the driver renders it now (``netdev_queue_config()``)."""
+        return netdev_queue_config(self.nic, self.idx)
 
     @property
     def dma_dev(self):
@@ -126,26 +190,37 @@ class NetDevice(_core.CoreNetDevice):
     name, or a new NIC endpoint). ``ethtool`` configures it; ``receive(trace)`` runs frames
     through it; ``unregister()`` tears it down. ``mp_aware=False`` makes a driver that ignores
     memory providers (its pools never take one), for the ENODATA check.
+
+    ``max_rx_page_size`` is the largest payload buffer the driver takes (a power of two from
+    PAGE_SIZE): PAGE_SIZE, the default, is a driver that only supports 4 KiB buffers, as mlx5
+    and fbnic in Linux 7.0 (no ``QCFG_RX_PAGE_SIZE`` in its queue ops' ``supported_params``, no
+    ``ndo_default_qcfg``, no ``ndo_validate_qcfg``); anything larger is a bnxt-like driver
+    (``supported_params = QCFG_RX_PAGE_SIZE``, ``bnxt_queue_default_qcfg()``: PAGE_SIZE,
+    ``bnxt_validate_qcfg()``; bnxt's own maximum is ``BNXT_MAX_RX_PAGE_SIZE``, 32 KiB).
     """
 
     def __new__(cls, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
-                mp_aware=True):
+                mp_aware=True, max_rx_page_size=PAGE_SIZE):
         if not 1 <= num_rx_queues <= 64:
             raise NetmemError(EINVAL, f"NetDevice: num_rx_queues {num_rx_queues} not in 1..64")
         _check_mtu(mtu)
+        _check_max_rx_page_size(max_rx_page_size)
         pcidev = _pcidev(machine, name, pcidev)
         self = super().__new__(cls, machine, pcidev, 0, mtu, num_rx_queues)
         self.pcidev = pcidev
         return self
 
     def __init__(self, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
-                 mp_aware=True):
+                 mp_aware=True, max_rx_page_size=PAGE_SIZE):
         self.name = name
         self.mtu = mtu
         self.num_rx_queues = num_rx_queues
         self.real_num_rx_queues = num_rx_queues
         self.mp_aware = mp_aware
         self.queue_mgmt_ops = True          # drivers without the queue API: set False
+        self.max_rx_page_size = max_rx_page_size
+        # queue_mgmt_ops->supported_params
+        self.supported_params = QCFG_RX_PAGE_SIZE if max_rx_page_size > PAGE_SIZE else 0
         self.xdp_prog = False
         self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
@@ -160,7 +235,7 @@ class NetDevice(_core.CoreNetDevice):
         self._key = _core.RSS_DEFAULT_KEY
         self._rules = {}
         for q in self.rx_queues:
-            self._start(q.idx, self.ndo_queue_mem_alloc(q.idx))
+            self._start(q.idx, self.ndo_queue_mem_alloc(q.idx, netdev_queue_config(self, q.idx)))
 
     def __repr__(self):
         return f"<NetDevice {self.name} ifindex {self.ifindex} rxq {self.real_num_rx_queues}>"
@@ -172,18 +247,38 @@ class NetDevice(_core.CoreNetDevice):
 
     # -- queue management ops ------------------------------------------------------------------
 
-    def ndo_queue_mem_alloc(self, idx):
-        """Models ``ndo_queue_mem_alloc()``: the queue's new page pools (a payload pool that
-        takes the queue's memory provider, and a header pool with header split)."""
+    def ndo_default_qcfg(self, qcfg):
+        """Models ``bnxt_queue_default_qcfg()`` (Linux 7.0): PAGE_SIZE buffers. Only a driver
+        with ``QCFG_RX_PAGE_SIZE`` has the op: the others leave ``rx_page_size`` 0."""
+        if self.supported_params:
+            qcfg.rx_page_size = PAGE_SIZE
+
+    def ndo_validate_qcfg(self, qcfg):
+        """Models ``bnxt_validate_qcfg()`` as plugged into the queue ops (Linux 7.0; a driver
+        without ``QCFG_RX_PAGE_SIZE`` has no op, ``netdev_nop_validate_qcfg()``): ERANGE for an
+        ``rx_page_size`` that is not a power of two or not in PAGE_SIZE..``max_rx_page_size``.
+        Departs: no pre-P5 chips, whose EINVAL for anything but PAGE_SIZE is not modelled."""
+        if not self.supported_params:
+            return
+        size = qcfg.rx_page_size
+        if size & (size - 1) or not PAGE_SIZE <= size <= self.max_rx_page_size:
+            raise NetmemError(ERANGE, f"ndo_validate_qcfg: {self.name} rx_page_size {size} is "
+                                      f"not a power of 2 in {PAGE_SIZE}..{self.max_rx_page_size}")
+
+    def ndo_queue_mem_alloc(self, idx, qcfg):
+        """Models ``ndo_queue_mem_alloc(dev, qcfg, ...)``: the queue's new page pools (a payload
+        pool that takes the queue's memory provider, of the order ``qcfg.rx_page_size`` gives
+        with header split, and a header pool of 4 KiB pages)."""
         q = self.rx_queues[idx]
         m = self.machine
         nid = max(getattr(self.pcidev, "numa_node", -1), -1)
         hds = self.hds_enabled
         flags = PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV
-        buf = PAGE_SIZE if hds else _core.RX_BUF_SIZE
+        order = (max(qcfg.rx_page_size, PAGE_SIZE) // PAGE_SIZE).bit_length() - 1 if hds else 0
+        buf = PAGE_SIZE << order if hds else _core.RX_BUF_SIZE
         mp = q.mp if self.mp_aware else None
         pool = page_pool_create(m, PagePoolParams(
-            order=0, pool_size=self.rx_ring_size, nid=nid, dev=self.pcidev, napi=q.napi,
+            order=order, pool_size=self.rx_ring_size, nid=nid, dev=self.pcidev, napi=q.napi,
             dma_dir=DMA_FROM_DEVICE, max_len=buf, flags=flags | (
                 PP_FLAG_ALLOW_UNREADABLE_NETMEM if self.mp_aware else 0),
             netdev=self, queue_idx=idx), provider=mp)
@@ -343,6 +438,13 @@ def page_pool_unreg_netdev(dev):
             pool.params.netdev = LOOPBACK
 
 
+def _check_max_rx_page_size(size):
+    if not isinstance(size, int) or size & (size - 1) or \
+            not PAGE_SIZE <= size <= PAGE_SIZE << MAX_PAGE_ORDER:
+        raise NetmemError(EINVAL, f"NetDevice: max_rx_page_size {size!r} is not a power of 2 in "
+                                  f"{PAGE_SIZE}..{PAGE_SIZE << MAX_PAGE_ORDER}")
+
+
 def _check_mtu(mtu):
     if not ETH_MIN_MTU <= mtu <= ETH_MAX_MTU:
         raise NetmemError(EINVAL, f"dev_set_mtu: mtu {mtu} not in {ETH_MIN_MTU}..{ETH_MAX_MTU}")
@@ -361,15 +463,51 @@ def _pcidev(machine, name, pcidev):
 
 # ---- the queue API ------------------------------------------------------------------------------
 
+def __netdev_queue_config(dev, idx, validate):
+    """Models ``__netdev_queue_config()`` (net/core/netdev_config.c, Linux 7.0): zeroed, the
+    driver's defaults (``ndo_default_qcfg``), validated, the provider's ``rx_page_size`` from
+    ``rxq->mp_params`` when set, validated again (``ndo_validate_qcfg`` only with
+    ``validate``). Returns a new ``NetdevQueueConfig``."""
+    qcfg = NetdevQueueConfig()
+    dev.ndo_default_qcfg(qcfg)
+    if validate:
+        dev.ndo_validate_qcfg(qcfg)
+    mpp = dev.rx_queues[idx].mp_params
+    if mpp.rx_page_size:
+        qcfg.rx_page_size = mpp.rx_page_size
+    if validate:
+        dev.ndo_validate_qcfg(qcfg)
+    return qcfg
+
+
+def netdev_queue_config(dev, idx):
+    """Models ``netdev_queue_config()``: queue ``idx``'s configuration as its driver reads it,
+    not validated."""
+    return __netdev_queue_config(dev, idx, False)
+
+
+def netdev_queue_config_validate(dev, idx):
+    """Models ``netdev_queue_config_validate()``: the same, validated by the driver; raises its
+    ``NetmemError`` (ERANGE from the bnxt-like driver)."""
+    return __netdev_queue_config(dev, idx, True)
+
+
 def netdev_rx_queue_restart(dev, idx):
-    """Models ``netdev_rx_queue_restart()``: new memory (checked by
-    ``page_pool_check_memory_provider()``: ENODATA when the driver ignored the provider), stop,
-    start on the new memory, free the old (its pools live while their buffers are in flight)."""
+    """Models ``netdev_rx_queue_restart()``: ``netdev_queue_config()``, then
+    ``netdev_rx_queue_reconfig()`` with it."""
+    return netdev_rx_queue_reconfig(dev, idx, netdev_queue_config(dev, idx))
+
+
+def netdev_rx_queue_reconfig(dev, idx, qcfg_new):
+    """Models ``netdev_rx_queue_reconfig()`` (Linux 7.0): new memory for ``qcfg_new`` (checked
+    by ``page_pool_check_memory_provider()``: ENODATA when the driver ignored the provider),
+    stop, start on the new memory, free the old (its pools live while their buffers are in
+    flight)."""
     dev._check_registered("netdev_rx_queue_restart")
     if not dev.queue_mgmt_ops:
         raise NetmemError(EOPNOTSUPP, "netdev_rx_queue_restart: no queue_mgmt_ops")
     q = dev.rx_queues[idx]
-    new_mem = dev.ndo_queue_mem_alloc(idx)
+    new_mem = dev.ndo_queue_mem_alloc(idx, qcfg_new)
     if q.mp is not None and (new_mem.pool.provider is not q.mp):
         dev.ndo_queue_mem_free(new_mem)
         raise NetmemError(ENODATA, "page_pool_check_memory_provider: no page pool of queue "
@@ -382,8 +520,11 @@ def netdev_rx_queue_restart(dev, idx):
 
 def netif_mp_open_rxq(dev, idx, provider):
     """Models ``__netif_mp_open_rxq()`` (``__net_mp_open_rxq()`` until mainline renamed it,
-    7.1 or later; ``net_mp_open_rxq`` stays as an alias): every check and errno, then a queue
-    restart with the provider installed (undone if the restart fails)."""
+    7.1 or later; ``net_mp_open_rxq`` stays as an alias), as of Linux 7.0: every check and
+    errno (EOPNOTSUPP for a provider's ``rx_page_size`` on a driver without
+    ``QCFG_RX_PAGE_SIZE``), then ``rxq->mp_params`` takes the provider and its
+    ``rx_page_size``, the queue config is validated (the driver's errno) and the queue restarts
+    on it; a failure zeroes ``mp_params`` again."""
     if not dev.queue_mgmt_ops:
         raise NetmemError(EOPNOTSUPP, "netif_mp_open_rxq: driver has no queue_mgmt_ops")
     if not 0 <= idx < dev.real_num_rx_queues:
@@ -395,18 +536,31 @@ def netif_mp_open_rxq(dev, idx, provider):
     if dev.xdp_prog:
         raise NetmemError(EEXIST, "netif_mp_open_rxq: unable to custom memory provider to device "
                                   "with XDP program attached")
+    rx_page_size = _provider_rx_page_size(provider)
+    if rx_page_size and not dev.supported_params & QCFG_RX_PAGE_SIZE:
+        raise NetmemError(EOPNOTSUPP, "netif_mp_open_rxq: device does not support: rx_page_size")
     q = dev.rx_queues[idx]
     if q.mp is not None:
         raise NetmemError(EEXIST, "netif_mp_open_rxq: designated queue already memory provider "
                                   "bound")
     if q.af_xdp:
         raise NetmemError(EBUSY, "netif_mp_open_rxq: designated queue already in use by AF_XDP")
-    q.mp = provider
+    q.mp_params = MpParams(provider, rx_page_size)
     try:
-        netdev_rx_queue_restart(dev, idx)
+        netdev_rx_queue_reconfig(dev, idx, netdev_queue_config_validate(dev, idx))
     except NetmemError:
-        q.mp = None
+        q.mp_params = MpParams()
         raise
+
+
+def _provider_rx_page_size(provider):
+    """The provider's ``rx_page_size`` (``pp_memory_provider_params.rx_page_size``, a u32):
+    EINVAL for anything else."""
+    size = getattr(provider, "rx_page_size", 0)
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size < 1 << 32:
+        raise NetmemError(EINVAL, f"netif_mp_open_rxq: the provider's rx_page_size {size!r} is "
+                                  "not a u32 (bytes; 0: not requested)")
+    return int(size)
 
 
 def netif_mp_close_rxq(dev, idx, provider):
@@ -422,7 +576,7 @@ def netif_mp_close_rxq(dev, idx, provider):
     if q.mp is not provider:
         dev.machine._warn(f"netif_mp_close_rxq: queue {idx} has another provider (WARN_ON_ONCE)")
         return
-    q.mp = None
+    q.mp_params = MpParams()
     if dev.registered:
         netdev_rx_queue_restart(dev, idx)
 
@@ -510,7 +664,7 @@ class Ethtool:
             n._set_rss(n._indir, n._key)
         n._set_num_rxq(rx)
         for q in n.rx_queues[old:rx]:
-            n._start(q.idx, n.ndo_queue_mem_alloc(q.idx))
+            n._start(q.idx, n.ndo_queue_mem_alloc(q.idx, netdev_queue_config(n, q.idx)))
 
     def add_ntuple(self, flow_type, src_ip=None, dst_ip=None, src_port=None, dst_port=None,
                    queue=0):

@@ -136,14 +136,15 @@ class NetlinkSocket:
     def __repr__(self):
         return f"<NetlinkSocket netdev bindings {[b.id for b in self.bindings]}>"
 
-    def bind_rx(self, ifindex, fd, queues):
+    def bind_rx(self, ifindex, fd, queues, rx_buf_size=None):
         """``bind-rx``: bind the dma-buf ``fd`` to ``queues`` (``[{"id": q, "type": "rx"}]``)
-        of device ``ifindex``; returns the binding id. Errors as
+        of device ``ifindex``, with net_iovs of ``rx_buf_size`` bytes (``rx-buf-size``,
+        likely 7.3; None: the attribute absent, PAGE_SIZE); returns the binding id. Errors as
         ``netmem.providers.dmabuf.netdev_nl_bind_rx``."""
         from netmem.providers.dmabuf import netdev_nl_bind_rx
         if self.closed:
             raise _core.NetmemError(9, "bind-rx: the netlink socket is closed")
-        return netdev_nl_bind_rx(self, ifindex, fd, queues)
+        return netdev_nl_bind_rx(self, ifindex, fd, queues, rx_buf_size)
 
     def close(self):
         """Unbind every binding made through this socket."""

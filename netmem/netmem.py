@@ -152,19 +152,27 @@ class NetIovArea:
     """Models ``struct net_iov_area``: ``num_niovs`` net_iovs of one type, owned by a provider
     (a dma-buf binding chunk, an io_uring zcrx area, a p2pdma resource, or a user's own).
     ``base_virtual`` is the area's byte offset in its dma-buf (or resource) and ``owner_id`` the
-    id a devmem cmsg reports as ``dmabuf_id`` (the binding's). ``free()`` retires the area."""
+    id a devmem cmsg reports as ``dmabuf_id`` (the binding's). Each net_iov is ``1 <<
+    niov_shift`` bytes (PAGE_SHIFT, or a devmem binding's ``niov_shift`` with rx-buf-size): a
+    cmsg's ``frag_offset`` is ``base_virtual + (idx << niov_shift) + offset``. ``free()``
+    retires the area."""
 
-    def __init__(self, machine, num_niovs, type=NET_IOV_DMABUF, base_virtual=0, owner_id=0):
+    def __init__(self, machine, num_niovs, type=NET_IOV_DMABUF, base_virtual=0, owner_id=0,
+                 niov_shift=12):
         if type not in (NET_IOV_DMABUF, NET_IOV_IOURING, NET_IOV_P2PDMA):
             raise NetmemError(22, f"net_iov area: unknown net_iov type {type}")
+        if not isinstance(niov_shift, int) or not 12 <= niov_shift < 32:
+            raise NetmemError(22, f"net_iov area: niov_shift {niov_shift!r} not in 12..31 (a "
+                                  "net_iov is at least a page, its size a u32)")
         self.machine = machine
         self.id = machine._next_area_id
         self.type = type
         self.num_niovs = int(num_niovs)
         self.base_virtual = base_virtual
         self.owner_id = owner_id
+        self.niov_shift = niov_shift
         self._base = machine._niov_area_alloc(self.num_niovs, self.id, type, base_virtual,
-                                              owner_id)
+                                              owner_id, niov_shift)
         machine._next_area_id += 1
         machine._niov_areas[self.id] = self
 

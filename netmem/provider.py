@@ -46,6 +46,12 @@ class MemoryProvider(_core.CoreMemoryProvider):
     name = "provider"
     #: True only for the host-pages path: the pool then has no ``mp_ops`` at all.
     is_host = False
+    #: ``pp_memory_provider_params.rx_page_size`` (Linux 7.0): the payload buffer size in bytes
+    #: the provider asks of the queue (0: not requested). ``netif_mp_open_rxq()`` copies it into
+    #: the queue's ``mp_params``; the driver's rendered ``netdev_queue_config`` then sets the
+    #: payload pool's order (log2(rx_page_size) - PAGE_SHIFT). A driver without
+    #: ``QCFG_RX_PAGE_SIZE`` refuses a non-zero value with EOPNOTSUPP. Set it on the instance.
+    rx_page_size = 0
 
     def alloc_netmems(self, pool):
         """Return one netmem attached to ``pool`` (``net_mp_niov_set_page_pool``), or 0; may

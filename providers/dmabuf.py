@@ -1,12 +1,17 @@
 """devmem TCP: the dma-buf binding and its memory provider, ``dmabuf_devmem_ops``.
 
-Models net/core/devmem.c. ``net_devmem_bind_dmabuf()`` maps a dma-buf for the NIC and makes a
-genalloc pool (one bit per 4 KiB) with one chunk per DMA segment of the mapping (after IOMMU
-merging), each chunk's owner a ``DmabufGenpoolChunkOwner``: a net_iov area at the segment's
-offset in the dma-buf (``base_virtual``), its DMA address (``base_dma_addr``) and one
-``NET_IOV_DMABUF`` net_iov per 4 KiB, whose DMA address is ``base_dma_addr + idx * 4096``. The
-genpool's addresses are DMA addresses. A ``DmabufDevmemProvider`` is the binding as a queue's
-``mp_params`` (``mp_ops`` + ``mp_priv``): its two buffer ops run in C
+Models net/core/devmem.c with Bobby Eshleman's "net: devmem: allow rx-buf-size > PAGE_SIZE per
+dmabuf binding" (v5, July 2026; likely in 7.3). ``net_devmem_bind_dmabuf()`` maps a dma-buf for
+the NIC and makes a genalloc pool (one bit per net_iov of ``1 << niov_shift`` bytes: 4 KiB, or
+bind-rx's ``rx-buf-size``) with one chunk per DMA segment of the mapping (after IOMMU merging;
+each must be aligned to the net_iov size in address and length), each chunk's owner a
+``DmabufGenpoolChunkOwner``: a net_iov area at the segment's offset in the dma-buf
+(``base_virtual``), its DMA address (``base_dma_addr``) and one ``NET_IOV_DMABUF`` net_iov per
+net_iov size, whose DMA address is ``base_dma_addr + (idx << niov_shift)``. The genpool's
+addresses are DMA addresses. A binding with large net_iovs asks its queues for
+``rx_page_size = 1 << niov_shift`` (so the driver must have ``QCFG_RX_PAGE_SIZE``). A
+``DmabufDevmemProvider`` is the binding as a queue's ``mp_params`` (``mp_ops`` + ``mp_priv``): its
+two buffer ops run in C
 (``mp_dmabuf_devmem_alloc_netmems()``: first fit, one net_iov; ``mp_dmabuf_devmem_release_page()``:
 back to the genpool, never put_page), the other four here.
 
@@ -21,7 +26,7 @@ no destroy, when it is not whole), unmap, detach, ``dma_buf_put()``.
 Departs: bind-rx is not permission-checked (the kernel wants CAP_NET_ADMIN); the RX direction
 only (no TX binding, ``tx_vec``); refcounts are plain ints (``refcount_t``).
 """
-from errno import EBADF, EINVAL, ENODEV, EOPNOTSUPP
+from errno import E2BIG, EBADF, EINVAL, ENODEV, EOPNOTSUPP
 
 from netmem import _core
 from netmem.dmabuf import (
@@ -52,39 +57,43 @@ __all__ = ["DmabufDevmemProvider", "DmabufGenpoolChunkOwner", "NetDevmemDmabufBi
            "net_devmem_bind_dmabuf", "net_devmem_bind_dmabuf_to_queue",
            "net_devmem_lookup_dmabuf", "net_devmem_unbind_dmabuf"]
 
-PAGE_SIZE = 4096
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
 
 
 class DmabufGenpoolChunkOwner(NetIovArea):
     """Models ``struct dmabuf_genpool_chunk_owner``: the area (``base_virtual``, the
-    net_iovs), ``base_dma_addr`` and the binding."""
+    net_iovs, ``1 << binding.niov_shift`` bytes each), ``base_dma_addr`` and the binding."""
 
     def __init__(self, binding, base_virtual, base_dma_addr, length):
-        super().__init__(binding.machine, length // PAGE_SIZE, NET_IOV_DMABUF, base_virtual,
-                         binding.id)
+        shift = binding.niov_shift
+        super().__init__(binding.machine, length >> shift, NET_IOV_DMABUF, base_virtual,
+                         binding.id, shift)
         self.binding = binding
         self.base_dma_addr = base_dma_addr
         binding.machine._niov_area_set_dma_addrs(self._base, self.num_niovs, base_dma_addr)
 
     def net_iov_virtual_addr(self, ref):
         """Models ``net_iov_virtual_addr()``: the net_iov's byte offset in the dma-buf."""
-        return self.base_virtual + self.net_iov_idx(ref) * PAGE_SIZE
+        return self.base_virtual + (self.net_iov_idx(ref) << self.niov_shift)
 
     def net_devmem_get_dma_addr(self, ref):
         """Models ``net_devmem_get_dma_addr()``."""
-        return self.base_dma_addr + self.net_iov_idx(ref) * PAGE_SIZE
+        return self.base_dma_addr + (self.net_iov_idx(ref) << self.niov_shift)
 
 
 class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
     """Models ``struct net_devmem_dmabuf_binding``: ``dmabuf``, ``attachment``, ``sgt``,
     ``dev`` (the netdev, None once every bound queue's netdev is gone), ``chunk_pool``,
-    ``refcount``, ``bound_rxqs``, ``id``, ``direction`` and ``owners`` (the chunks)."""
+    ``refcount``, ``bound_rxqs``, ``id``, ``direction``, ``niov_shift`` (log2 of the net_iov
+    size) and ``owners`` (the chunks)."""
 
-    def __init__(self, dev, dmabuf, direction):
+    def __init__(self, dev, dmabuf, direction, niov_shift=PAGE_SHIFT):
         self.machine = dev.machine
         self.dev = dev
         self.dmabuf = dmabuf
         self.direction = direction
+        self.niov_shift = niov_shift
         self.refcount = 1
         self.bound_rxqs = []
         self.id = 0
@@ -141,15 +150,23 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
         dma_buf_put(self.dmabuf)
 
     def _build(self):
-        """The chunk pool over the mapped DMA segments (``net_devmem_bind_dmabuf()``)."""
+        """The chunk pool over the mapped DMA segments (``net_devmem_bind_dmabuf()``): EINVAL,
+        before any chunk is made, for a segment whose DMA address or length is not aligned to
+        the net_iov size."""
         nid = max(getattr(self.dev.pcidev, "numa_node", -1), -1)
-        self.chunk_pool = gen_pool_create(12, nid)
-        for base_virtual, dma_addr, length in sgt_dma_segments(self.sgt):
+        niov_size = 1 << self.niov_shift
+        segments = sgt_dma_segments(self.sgt)
+        for _, dma_addr, length in segments:
+            if dma_addr % niov_size or length % niov_size:
+                raise NetmemError(EINVAL, f"bind-rx: dmabuf sg entry (addr={dma_addr:#x}, "
+                                          f"len={length}) not aligned to niov size {niov_size}")
+        self.chunk_pool = gen_pool_create(self.niov_shift, nid)
+        for base_virtual, dma_addr, length in segments:
             owner = DmabufGenpoolChunkOwner(self, base_virtual, dma_addr, length)
             self.owners.append(owner)
             gen_pool_add_owner(self.chunk_pool, dma_addr, dma_addr, length, nid, owner)
         self._set_chunks(self.chunk_pool, self.id, [o.base_dma_addr for o in self.owners],
-                         [o._base for o in self.owners])
+                         [o._base for o in self.owners], self.niov_shift)
         self._install_c_ops(self.provider)
 
     def leak(self):
@@ -167,6 +184,9 @@ class DmabufDevmemProvider(MemoryProvider):
 
     def __init__(self, binding):
         self.binding = binding
+        # net_devmem_bind_dmabuf_to_queue(): mp_params.rx_page_size, only for large net_iovs
+        if binding.niov_shift != PAGE_SHIFT:
+            self.rx_page_size = 1 << binding.niov_shift
 
     def __repr__(self):
         return f"<DmabufDevmemProvider binding {self.binding.id}>"
@@ -179,11 +199,12 @@ class DmabufDevmemProvider(MemoryProvider):
 
     def init(self, pool):
         """Models ``mp_dmabuf_devmem_init()``: DMA sync off (dma-buf addresses are not the
-        CPU's to sync), E2BIG for order > 0, a binding reference."""
+        CPU's to sync), E2BIG unless the pool's order is the binding's ``niov_shift -
+        PAGE_SHIFT``, a binding reference."""
         pool.dma_sync = False
         pool.dma_sync_for_cpu_enabled = False
-        if pool.order != 0:
-            return -7       # -E2BIG
+        if pool.order != self.binding.niov_shift - PAGE_SHIFT:
+            return -E2BIG
         self.binding.get()
         return 0
 
@@ -209,7 +230,8 @@ class DmabufDevmemProvider(MemoryProvider):
     def replay_setup(cls, rig):
         """``netmem-replay --provider dmabuf``, as ncdevmem sets up: ``--dmabuf-size`` bytes of
         the GPU's device memory exported as a dma-buf (``--dmabuf-layout``) and bound to
-        ``rig.queues`` with netlink ``bind-rx``, RSS over them; closing the netlink socket
+        ``rig.queues`` with netlink ``bind-rx`` (``--rx-buf-size`` as its rx-buf-size), RSS
+        over them; closing the netlink socket
         unbinds at teardown. The application reads through the dma-buf's scatterlist; the cmsgs
         name the binding id."""
         from netmem.dmabuf import export_device_memory
@@ -222,7 +244,8 @@ class DmabufDevmemProvider(MemoryProvider):
         nl = NetlinkSocket(rig.machine)
         rig.on_teardown(nl.close)                       # unbinds
         binding_id = nl.bind_rx(rig.nic.ifindex, buf.fd,
-                                queues=[{"id": q, "type": "rx"} for q in rig.queues])
+                                queues=[{"id": q, "type": "rx"} for q in rig.queues],
+                                rx_buf_size=cfg.rx_buf_size)
         rig.steer_to_bound()
         return ReplayBinding(buf.scatterlist, binding_id)
 
@@ -231,17 +254,18 @@ class DmabufDevmemProvider(MemoryProvider):
 dmabuf_devmem_ops = DmabufDevmemProvider
 
 
-def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
+def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None, niov_shift=PAGE_SHIFT):
     """Models ``net_devmem_bind_dmabuf()``: get, attach and map the dma-buf behind ``fd`` for
-    ``dma_dev``, build the chunk pool and its net_iovs, allocate the id (from 1) and list the
-    binding on ``priv`` (a ``NetlinkSocket``). Raises the errno of the failing step (EOPNOTSUPP
-    without a DMA device, EBADF for a bad fd, the exporter's and dma_map_sgtable()'s errors);
-    a failure undoes what was done."""
+    ``dma_dev``, build the chunk pool and its net_iovs of ``1 << niov_shift`` bytes, allocate
+    the id (from 1) and list the binding on ``priv`` (a ``NetlinkSocket``). Raises the errno of
+    the failing step (EOPNOTSUPP without a DMA device, EBADF for a bad fd, the exporter's and
+    dma_map_sgtable()'s errors, EINVAL for a DMA segment not aligned to the net_iov size); a
+    failure undoes what was done."""
     m = dev.machine
     if dma_dev is None:
         raise NetmemError(EOPNOTSUPP, "net_devmem_bind_dmabuf: Device doesn't support DMA")
     dmabuf = dma_buf_get(m, fd)
-    binding = NetDevmemDmabufBinding(dev, dmabuf, direction)
+    binding = NetDevmemDmabufBinding(dev, dmabuf, direction, niov_shift)
     try:
         binding.attachment = dma_buf_attach(dmabuf, dma_dev)
         binding.sgt = dma_buf_map_attachment(binding.attachment, direction)
@@ -261,7 +285,9 @@ def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
 
 def net_devmem_bind_dmabuf_to_queue(dev, rxq_idx, binding):
     """Models ``net_devmem_bind_dmabuf_to_queue()``: ``netif_mp_open_rxq()`` with the binding's
-    provider (every check and errno there), then the queue joins ``bound_rxqs``."""
+    provider, whose ``rx_page_size`` is the net_iov size when that is not PAGE_SIZE (every check
+    and errno there: EOPNOTSUPP on a driver without ``QCFG_RX_PAGE_SIZE``, the driver's
+    ERANGE), then the queue joins ``bound_rxqs``."""
     netif_mp_open_rxq(dev, rxq_idx, binding.provider)
     binding.bound_rxqs.append(dev.rx_queues[rxq_idx])
 
@@ -289,21 +315,25 @@ def _check_fd(machine, fd):
         raise NetmemError(EBADF, f"bind-rx: fd {fd} is not an open dma-buf")
 
 
-def netdev_nl_bind_rx(priv, ifindex, fd, queues):
-    """Models ``netdev_nl_bind_rx_doit()``: EINVAL for missing attributes, a queue type that is
-    not rx or an id past ``real_num_rx_queues``; ENODEV without the device; EOPNOTSUPP for a
-    driver without the queue API or queues on different DMA devices; then the binding and each
-    queue's ``netif_mp_open_rxq()`` (a failure unbinds all). Returns the binding id."""
+def netdev_nl_bind_rx(priv, ifindex, fd, queues, rx_buf_size=None):
+    """Models ``netdev_nl_bind_rx_doit()``: EINVAL for missing attributes, an ``rx_buf_size``
+    (``NETDEV_A_DMABUF_RX_BUF_SIZE``, None when absent) that is not a power of two of at least
+    PAGE_SIZE, a queue type that is not rx or an id past ``real_num_rx_queues``; ENODEV without
+    the device; EOPNOTSUPP for a driver without the queue API or queues on different DMA
+    devices; then the binding (net_iovs of ``rx_buf_size`` bytes) and each queue's
+    ``netif_mp_open_rxq()`` (a failure unbinds all). Returns the binding id."""
     m = priv.machine
     if ifindex is None or fd is None or not queues:
         raise NetmemError(EINVAL, "bind-rx: ifindex, fd and queues are required")
+    niov_shift = _niov_shift(rx_buf_size)
     dev = m.netdevs.get(ifindex)
     if dev is None or not dev.registered:
         raise NetmemError(ENODEV, f"bind-rx: no device with ifindex {ifindex}")
     if not dev.queue_mgmt_ops:
         raise NetmemError(EOPNOTSUPP, f"bind-rx: {dev.name} has no queue management ops")
     idxs = _rxq_bitmap(dev, queues)
-    binding = net_devmem_bind_dmabuf(dev, _get_dma_dev(dev, idxs), DMA_FROM_DEVICE, fd, priv)
+    binding = net_devmem_bind_dmabuf(dev, _get_dma_dev(dev, idxs), DMA_FROM_DEVICE, fd, priv,
+                                     niov_shift)
     try:
         for idx in idxs:
             net_devmem_bind_dmabuf_to_queue(dev, idx, binding)
@@ -312,6 +342,20 @@ def netdev_nl_bind_rx(priv, ifindex, fd, queues):
         net_devmem_unbind_dmabuf(binding)
         raise
     return binding.id
+
+
+def _niov_shift(rx_buf_size):
+    """bind-rx's ``NETDEV_A_DMABUF_RX_BUF_SIZE`` (a u32) as ``niov_shift``: PAGE_SHIFT when
+    absent, else EINVAL unless it is a power of two of at least PAGE_SIZE."""
+    if rx_buf_size is None:
+        return PAGE_SHIFT
+    if isinstance(rx_buf_size, bool) or not isinstance(rx_buf_size, int) or \
+            not 0 <= rx_buf_size < 1 << 32:
+        raise NetmemError(EINVAL, f"bind-rx: rx-buf-size {rx_buf_size!r} is not a u32")
+    if not rx_buf_size or rx_buf_size & (rx_buf_size - 1) or rx_buf_size < PAGE_SIZE:
+        raise NetmemError(EINVAL, f"bind-rx: rx_buf_size {rx_buf_size} must be a power of 2 >= "
+                                  f"page size ({PAGE_SIZE})")
+    return rx_buf_size.bit_length() - 1
 
 
 def _rxq_bitmap(dev, queues):

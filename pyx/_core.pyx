@@ -365,10 +365,12 @@ cdef class CoreMachine:
         return memoryview(b)
 
     def _niov_area_alloc(self, uint64_t n, uint32_t area_id, int niov_type,
-                         uint64_t base_virtual=0, uint32_t owner_id=0):
-        """Reserve ``n`` net_iov descriptors for area ``area_id``; returns the first global
-        index. Departs: the index space is not reused when an area goes (the kernel kvfree()s
-        its niov array), so a machine has 2^24 net_iovs (64 GiB of 4 KiB) over its life."""
+                         uint64_t base_virtual=0, uint32_t owner_id=0,
+                         uint32_t niov_shift=PAGE_SHIFT):
+        """Reserve ``n`` net_iov descriptors of ``1 << niov_shift`` bytes for area
+        ``area_id``; returns the first global index. Departs: the index space is not reused
+        when an area goes (the kernel kvfree()s its niov array), so a machine has 2^24 net_iovs
+        (64 GiB of 4 KiB) over its life."""
         cdef uint64_t base = self.m.nr_niovs, i
         cdef nm_desc *d
         cdef nm_area *a
@@ -390,18 +392,21 @@ cdef class CoreMachine:
         a.base_virtual = base_virtual
         a.type = niov_type
         a.owner_id = owner_id
+        a.niov_shift = niov_shift
         self.m.nr_niovs = base + n
         return base
 
     def _niov_area_set_dma_addrs(self, uint64_t base, uint64_t n, uint64_t dma_addr):
-        """``net_mp_niov_set_dma_addr()`` for net_iovs ``[base, base + n)``: 4 KiB apart from
-        ``dma_addr`` (a devmem chunk's ``base_dma_addr + idx * PAGE_SIZE``)."""
+        """``net_mp_niov_set_dma_addr()`` for net_iovs ``[base, base + n)``: a net_iov's size
+        apart from ``dma_addr`` (a devmem chunk's ``base_dma_addr + (idx << niov_shift)``)."""
         cdef uint64_t i
+        cdef uint32_t shift
         if base == 0 or base + n > self.m.nr_niovs:
             raise NetmemError(EINVAL, f"net_mp_niov_set_dma_addr: net_iovs [{base}, {base + n}) "
                                       "are not an area's")
+        shift = self.m.areas[self.m.niovs[base].owner].niov_shift
         for i in range(n):
-            self.m.niovs[base + i].dma_addr = dma_addr + (i << PAGE_SHIFT)
+            self.m.niovs[base + i].dma_addr = dma_addr + (i << shift)
 
     def _niov_area_busy(self, uint64_t base, uint64_t n):
         """How many of the net_iovs ``[base, base + n)`` a page pool holds."""

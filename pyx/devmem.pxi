@@ -22,19 +22,20 @@ cdef inline uint32_t __devmem_chunk(nm_devmem_binding *b, uint64_t addr) noexcep
 
 
 cdef netmem_ref mp_dmabuf_devmem_alloc_netmems(nm_pool *pool) noexcept nogil:
-    """Models ``mp_dmabuf_devmem_alloc_netmems()`` over ``net_devmem_alloc_dmabuf()``: one
-    4 KiB net_iov from the chunk pool (first fit), its pp fields reset, then pp info and the
-    hold count; 0 when the dma-buf is exhausted."""
+    """Models ``mp_dmabuf_devmem_alloc_netmems()`` over ``net_devmem_alloc_dmabuf()`` (with
+    the rx-buf-size series, likely 7.3): one net_iov of ``1 << niov_shift`` bytes from the chunk
+    pool (first fit), its pp fields reset, then pp info and the hold count; 0 when the dma-buf
+    is exhausted."""
     cdef nm_devmem_binding *b = <nm_devmem_binding *>pool.mp_priv
     cdef void *owner = NULL
-    cdef unsigned long addr = nm_gen_pool_alloc_owner(b.chunk_pool, PAGE_SIZE, &owner)
+    cdef unsigned long addr = nm_gen_pool_alloc_owner(b.chunk_pool, 1UL << b.niov_shift, &owner)
     cdef uint32_t c
     cdef uint64_t idx
     cdef nm_desc *d
     if addr == 0:
         return 0
     c = __devmem_chunk(b, addr)
-    idx = b.chunk_niov[c] + ((addr - b.chunk_dma[c]) >> PAGE_SHIFT)
+    idx = b.chunk_niov[c] + ((addr - b.chunk_dma[c]) >> b.niov_shift)
     d = &pool.niovs[idx]
     d.pp_magic = 0
     d.pp = NULL
@@ -45,12 +46,14 @@ cdef netmem_ref mp_dmabuf_devmem_alloc_netmems(nm_pool *pool) noexcept nogil:
 
 cdef void net_devmem_free_dmabuf(nm_pool *pool, nm_devmem_binding *b, netmem_ref netmem,
                                  nm_desc *d) noexcept nogil:
-    """Models ``net_devmem_free_dmabuf()``: back to the chunk pool at its DMA address."""
+    """Models ``net_devmem_free_dmabuf()``: back to the chunk pool at its DMA address, the
+    binding's net_iov size."""
     cdef void *owner = NULL
-    if not nm_gen_pool_has_addr(b.chunk_pool, d.dma_addr, PAGE_SIZE):
+    cdef size_t niov_size = 1UL << b.niov_shift
+    if not nm_gen_pool_has_addr(b.chunk_pool, d.dma_addr, niov_size):
         nm_warn(pool.m, NM_W_DEVMEM_FREE, pool.id, netmem, <int64_t>d.dma_addr)
         return
-    nm_gen_pool_free_owner(b.chunk_pool, d.dma_addr, PAGE_SIZE, &owner)
+    nm_gen_pool_free_owner(b.chunk_pool, d.dma_addr, niov_size, &owner)
 
 
 cdef bint mp_dmabuf_devmem_release_page(nm_pool *pool, netmem_ref netmem) noexcept nogil:
@@ -81,8 +84,9 @@ cdef class CoreDmabufBinding:
         free(self.b.chunk_niov)
 
     def _set_chunks(self, CoreGenPool chunk_pool, uint32_t binding_id, object dma_addrs,
-                    object niov_bases):
-        """The chunk pool, the id, and each chunk's DMA address and first net_iov index."""
+                    object niov_bases, uint32_t niov_shift):
+        """The chunk pool, the id, the net_iov size (``niov_shift``), and each chunk's DMA
+        address and first net_iov index."""
         cdef cnp.ndarray[cnp.uint64_t, ndim=1] a = _np.ascontiguousarray(dma_addrs, _np.uint64)
         cdef cnp.ndarray[cnp.uint64_t, ndim=1] nb = _np.ascontiguousarray(niov_bases, _np.uint64)
         cdef cnp.ndarray order = _np.argsort(a, kind="stable")
@@ -98,6 +102,7 @@ cdef class CoreDmabufBinding:
             self.b.chunk_niov[i] = nb[order[i]]
         self.b.nchunks = n
         self.b.id = binding_id
+        self.b.niov_shift = niov_shift
         self.b.chunk_pool = chunk_pool.pool
         self._chunk_pool = chunk_pool
 
@@ -302,7 +307,7 @@ cdef int64_t tcp_recvmsg_dmabuf(nm_net *n, nm_sock *sk, nm_skb *skb, uint32_t of
         if end > offset:
             copy = min(end - offset, remaining_len)
             frag_offset = a.base_virtual + (((sh.frags[i].netmem >> 1) - a.niov_base)
-                                            << PAGE_SHIFT) + sh.frags[i].offset + offset - start
+                                            << a.niov_shift) + sh.frags[i].offset + offset - start
             offset += copy
             remaining_len -= copy
             if rx.ncm >= rx.cm_max:

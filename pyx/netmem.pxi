@@ -79,6 +79,15 @@ cdef inline uint64_t netmem_phys(nm_machine *m, netmem_ref netmem) noexcept nogi
     return (netmem >> 1) << PAGE_SHIFT
 
 
+cdef inline uint64_t __netmem_buf_size(nm_machine *m, netmem_ref netmem) noexcept nogil:
+    """Bytes behind a netmem: a net_iov's size (its area's ``niov_shift``), a page's
+    ``PAGE_SIZE << order`` (a compound head's order)."""
+    cdef nm_desc *d = __netmem_desc(m, netmem)
+    if netmem & NET_IOV:
+        return 1ULL << m.areas[d.owner].niov_shift
+    return PAGE_SIZE << d.order
+
+
 cdef inline bint netmem_valid(nm_machine *m, netmem_ref netmem) noexcept nogil:
     """Whether a ref names an existing descriptor (the facade refuses anything else)."""
     if netmem == 0:

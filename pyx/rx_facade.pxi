@@ -159,8 +159,11 @@ cdef class CoreNetDevice:
 
     def _rxq_start(self, uint32_t idx, int cpu, CoreNapi napi, hdr_pool, pool,
                    uint32_t ring_size, bint hds, uint32_t hds_thresh):
-        """Models ``ndo_queue_start()``: rings posted from the new pools. Returns the buffers
-        posted (payload, header)."""
+        """Models ``ndo_queue_start()``: rings posted from the new pools (with header split,
+        payload buffers are whole buffers of the payload pool's order, the queue's
+        ``rx_page_size``, and the payload ring is filled to ``ring_size`` divided by the
+        buffer's pages, as ``bnxt_rx_agg_ring_fill_level()`` keeps the bytes posted the same
+        whatever the buffer size). Returns the buffers posted (payload, header)."""
         cdef nm_rxq *q = &self.nd.rxq[idx]
         cdef uint32_t posted, hdr_posted = 0
         q.cpu = cpu
@@ -169,9 +172,9 @@ cdef class CoreNetDevice:
         q.hdr_pool = _pool_of(hdr_pool)
         q.hds = hds
         q.hds_thresh = hds_thresh
-        q.buf_size = PAGE_SIZE if hds else NM_RX_BUF_SIZE
+        q.buf_size = (PAGE_SIZE << q.pool.order) if hds else NM_RX_BUF_SIZE   # rx_page_size
         q.ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
-        q.ring.size = q.ring.nr_empty = ring_size
+        q.ring.size = q.ring.nr_empty = max(ring_size >> q.pool.order, 1)     # fill level
         q.ring.head = q.ring.tail = 0
         if hds:
             q.hdr_ring.slots = <nm_rx_buf *>calloc(ring_size, sizeof(nm_rx_buf))
@@ -663,7 +666,7 @@ def _skb_add_rx_frag(CoreMachine machine, uint32_t si, object ref, uint32_t offs
     if nr >= MAX_SKB_FRAGS:
         raise NetmemError(EINVAL, f"skb_add_rx_frag_netmem: the skb has MAX_SKB_FRAGS "
                                   f"({MAX_SKB_FRAGS}) frags")
-    if offset + size > PAGE_SIZE << __netmem_desc(machine.m, netmem).order:
+    if <uint64_t>offset + size > __netmem_buf_size(machine.m, netmem):
         raise NetmemError(EINVAL, "skb_add_rx_frag_netmem: the frag runs past its buffer")
     skb_add_rx_frag_netmem(machine.m.net, skb, nr, netmem, offset, size, truesize)
 

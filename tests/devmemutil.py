@@ -49,25 +49,29 @@ def lab(m):
     return gpu
 
 
-def make_dmabuf(m, kind, size, layout="contiguous", seed=0):
-    """A udmabuf (``kind="udmabuf"``, the CPU reads it) or GPU device memory (``"gpu"``)."""
+def make_dmabuf(m, kind, size, layout="contiguous", seed=0, hugetlb=False):
+    """A udmabuf (``kind="udmabuf"``, the CPU reads it; over 2 MiB hugetlb folios with
+    ``hugetlb``) or GPU device memory (``"gpu"``)."""
     if kind == "udmabuf":
-        return udmabuf_create(m, size, layout, seed)
+        return udmabuf_create(m, size, layout, seed, hugetlb=hugetlb)
     return export_device_memory(m.pci["gpu0"], size, layout, seed)
 
 
 def setup(m=None, queues=(0,), num_rx_queues=1, size=MiB, kind="udmabuf", layout="contiguous",
-          seed=0, ring=64, iommu="none"):
+          seed=0, ring=64, iommu="none", rx_buf_size=None, max_rx_page_size=PAGE, mtu=1500,
+          hugetlb=False):
     """A bound NIC: ``m``, ``gpu``, ``nic`` (eth1, header split on, ``ring`` buffers per
-    queue), ``buf`` (the dma-buf), ``nl`` (the netlink socket), ``id`` and ``binding``."""
+    queue, buffers up to ``max_rx_page_size``), ``buf`` (the dma-buf), ``nl`` (the netlink
+    socket), ``id`` and ``binding`` (bind-rx with ``rx_buf_size``)."""
     if m is None:
         m = Machine(memory="256MiB", cpus=2, iommu=iommu)
     gpu = lab(m)
-    nic = NetDevice(m, "eth1", num_rx_queues=num_rx_queues)
+    nic = NetDevice(m, "eth1", num_rx_queues=num_rx_queues, mtu=mtu,
+                    max_rx_page_size=max_rx_page_size)
     nic.ethtool.set_ringparam(tcp_data_split="on", rx_ring_size=ring)
-    buf = make_dmabuf(m, kind, size, layout, seed)
+    buf = make_dmabuf(m, kind, size, layout, seed, hugetlb)
     nl = NetlinkSocket(m)
-    bid = nl.bind_rx(nic.ifindex, buf.fd, rxq(*queues)) if queues else None
+    bid = nl.bind_rx(nic.ifindex, buf.fd, rxq(*queues), rx_buf_size) if queues else None
     return SimpleNamespace(m=m, gpu=gpu, nic=nic, buf=buf, nl=nl, id=bid,
                            binding=net_devmem_lookup_dmabuf(m, bid) if bid else None)
 
@@ -146,9 +150,10 @@ def read_devmem(sk, buf, bufsize=1 << 20, ancbufsize=80000, dontneed=True):
 
 def niov_of(binding, frag_offset):
     """The net_iov (netmem_ref) holding byte ``frag_offset`` of the dma-buf."""
+    size = 1 << binding.niov_shift
     for o in binding.owners:
-        if o.base_virtual <= frag_offset < o.base_virtual + o.num_niovs * PAGE:
-            return o.netmem((frag_offset - o.base_virtual) // PAGE)
+        if o.base_virtual <= frag_offset < o.base_virtual + o.num_niovs * size:
+            return o.netmem((frag_offset - o.base_virtual) // size)
     raise AssertionError(f"offset {frag_offset} is in no chunk")
 
 

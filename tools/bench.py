@@ -8,7 +8,8 @@ IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths
 writes (RAM, BAR memory, bus addresses), and ``netmem-bench genalloc`` times a one-unit
 first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupancy (and, for
 contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench devmem`` times genalloc at
-1%, 50% and 99% and devmem TCP receive end to end (``rx_devmem_ns_per_pkt``).
+1%, 50% and 99% and devmem TCP receive end to end (``rx_devmem_ns_per_pkt``; and with jumbo
+frames on a bnxt-like NIC, 4 KiB net_iovs against bind-rx rx-buf-size 16 and 32 KiB).
 ``netmem-bench replay`` times netmem-replay's loop on its default workload with every provider
 this netmem has (after a warm-up loop: hot data), beside ``memcpy_1500_ns``.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
@@ -88,6 +89,12 @@ DESCRIPTIONS = {
                             "buffers, payload into a GPU dma-buf's net_iovs, GRO, TCP, "
                             "recvmsg(MSG_SOCK_DEVMEM) and SO_DEVMEM_DONTNEED of every token; "
                             "8 flows on 2 bound queues, one core",
+    **{f"rx_devmem_jumbo_ns_per_pkt_{k}k": f"the same per 9000-MTU frame (8960 bytes of "
+                                          f"payload) on a bnxt-like NIC, {k} KiB net_iovs "
+                                          f"(bind-rx rx-buf-size{' not given' if k == 4 else ''}"
+                                          f"): {-(-8960 // (k << 10))} buffer(s), cmsg(s) and "
+                                          "token(s) a frame"
+       for k in (4, 16, 32)},
     "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
     "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
     "dev_write_ram_ns": "nm_dev_write of a 1500-byte frame through the IOMMU into a page",
@@ -358,22 +365,22 @@ def _arrays(frames):
     return np.frombuffer(b"".join(frames), dtype=np.uint8).copy(), offs, lens
 
 
-def _rx_timed(m, nic, rounds, devmem=False, teardown=()):
-    """Open the bench's flows on ``nic``, run round 0 to warm up, time ``rounds`` more of
+def _rx_timed(m, nic, rounds, devmem=False, teardown=(), payload=RX_PAYLOAD, warm=1):
+    """Open the bench's flows on ``nic``, run ``warm`` rounds to warm up, time ``rounds`` more of
     ``bench_rx`` (the application copies, or with ``devmem`` reads as ncdevmem does), then
     close the sockets, run ``teardown``, unregister and check that nothing was lost. Returns ns
     per frame."""
-    syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, RX_PAYLOAD)
+    syns, frames = _rx_frames(RX_FLOWS, RX_PER_FLOW, payload)
     arena, offs, lens = _arrays(syns)
     nic._receive(arena, offs, lens, 0, len(syns))
     arena, offs, lens = _arrays(frames)
     seq_base = np.full(RX_FLOWS, 1000, dtype=np.uint32)
-    _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 0, 1, RX_PAYLOAD, 65536,
-                   devmem)                                          # round 0: warm up
-    ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 1, rounds,
-                        RX_PAYLOAD, 65536, devmem)
+    _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, 0, warm, payload, 65536,
+                   devmem)                                          # warm up
+    ns = _core.bench_rx(nic, arena, offs, lens, seq_base, RX_PER_FLOW, warm, rounds,
+                        payload, 65536, devmem)
     got = sum(sk.info()["bytes_received"] for sk in m.tcp.sockets())
-    want = RX_FLOWS * RX_PER_FLOW * RX_PAYLOAD * (rounds + 1)
+    want = RX_FLOWS * RX_PER_FLOW * payload * (rounds + warm)
     for sk in m.tcp.sockets():
         sk.close()
     for step in teardown:
@@ -392,21 +399,31 @@ def _rx_host(rounds):
     return _rx_timed(m, NetDevice(m, num_rx_queues=2), rounds)
 
 
-def _rx_devmem(rounds):
+def _rx_devmem(rounds, payload=RX_PAYLOAD, rx_buf_size=None):
     """ns per frame as ``_rx_host``, but devmem TCP: header split, both queues bound to a GPU's
-    dma-buf, recvmsg(MSG_SOCK_DEVMEM) and SO_DEVMEM_DONTNEED of every token."""
-    from netmem.netdev import NetDevice
+    dma-buf (64 MiB per 4 KiB of net_iov; net_iovs of ``rx_buf_size`` bytes, bind-rx's
+    rx-buf-size, on a bnxt-like NIC when given), recvmsg(MSG_SOCK_DEVMEM) and
+    SO_DEVMEM_DONTNEED of every token."""
+    from netmem.netdev import BNXT_MAX_RX_PAGE_SIZE, NetDevice
     from netmem.netlink import NetlinkSocket
     m = netmem.Machine(memory="1GiB", cpus=2)
     pci = m.pci
     sw = pci.add_switch(pci.add_root_port(pci.host_bridges[0]))     # GPU and NIC share it
-    gpu = pci.add_endpoint(sw, "gpu0", kind="gpu", bars={0: 256 << 20})
-    nic = NetDevice(m, "eth1", num_rx_queues=2, pcidev=pci.add_endpoint(sw, "eth1"))
+    gpu = pci.add_endpoint(sw, "gpu0", kind="gpu", bars={0: 1 << 30})
+    nic = NetDevice(m, "eth1", num_rx_queues=2, pcidev=pci.add_endpoint(sw, "eth1"),
+                    mtu=max(1500, payload + 40),
+                    max_rx_page_size=BNXT_MAX_RX_PAGE_SIZE if rx_buf_size else 4096)
     nic.ethtool.set_ringparam(tcp_data_split="on")
-    buf = dmabuf.export_device_memory(gpu, 64 << 20)
+    buf = dmabuf.export_device_memory(gpu, (64 << 20) * ((rx_buf_size or 4096) // 4096))
     nl = NetlinkSocket(m)
-    nl.bind_rx(nic.ifindex, buf.fd, [{"id": q, "type": "rx"} for q in range(2)])
-    return _rx_timed(m, nic, rounds, devmem=True, teardown=(nl.close, buf.close))
+    nl.bind_rx(nic.ifindex, buf.fd, [{"id": q, "type": "rx"} for q in range(2)], rx_buf_size)
+    # Jumbo runs warm up until every posted net_iov has been written once (their device
+    # memory is committed on first touch): 2 rings of 1024 at up to 3 buffers a frame.
+    return _rx_timed(m, nic, rounds, devmem=True, teardown=(nl.close, buf.close),
+                     payload=payload, warm=1 if payload == RX_PAYLOAD else 32)
+
+
+RX_JUMBO = 8960                     # MTU 9000: three 4 KiB net_iovs a frame, or one larger
 
 
 DEVMEM_FIGURES = {
@@ -416,6 +433,10 @@ DEVMEM_FIGURES = {
                                               int(5_000_000 * scale)))
        for pct in (1, 50, 99)},
     "rx_devmem_ns_per_pkt": lambda scale: _rx_devmem(int(2000 * scale)),
+    **{f"rx_devmem_jumbo_ns_per_pkt_{k}k":
+       (lambda scale, k=k: _rx_devmem(int(500 * scale), RX_JUMBO,
+                                      None if k == 4 else k << 10))
+       for k in (4, 16, 32)},
 }
 
 

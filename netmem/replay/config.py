@@ -30,6 +30,7 @@ NAPI_POLL_WEIGHT = 64           # the smallest chunk worth a drain: one NAPI bud
 # allocator). At a larger MTU the chunk carries the same bytes (``default_chunk()``): 1024
 # jumbo frames, 9 MB, would overflow a socket's 6 MiB receive buffer between two drains.
 DEFAULT_CHUNK = 1024
+DMABUF_SIZE = 64 << 20          # --dmabuf-size per 4 KiB of --rx-buf-size, when not given
 # The application's recvmsg() buffer (ncdevmem reads 1 MiB at a time too): for devmem, the bytes
 # described per call; the pattern check compares this much at once.
 RECV_BUF = 1 << 20
@@ -72,8 +73,12 @@ class Config:
     ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
     ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
     stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
-    (``--provider-arg KEY=VALUE``). From Python, ``provider`` may also be the provider's class
-    itself, registered or not: a provider being written replays before it is packaged."""
+    (``--provider-arg KEY=VALUE``); ``rx_buf_size`` is bind-rx's ``rx-buf-size`` for the
+    dmabuf provider (None: not given, 4 KiB net_iovs), which makes the NIC bnxt-like (buffers
+    up to ``BNXT_MAX_RX_PAGE_SIZE``); ``dmabuf_size`` None is ``DMABUF_SIZE`` (64 MiB) per 4 KiB
+    of buffer, so the pools' worst case fits whatever the buffer size (``default_dmabuf_size()``).
+    From Python, ``provider`` may also be the provider's class itself, registered or not: a
+    provider being written replays before it is packaged."""
 
     provider: str = "dmabuf"
     provider_args: dict = dataclasses.field(default_factory=dict)
@@ -88,8 +93,9 @@ class Config:
     iommu: str = "none"
     app_cpu: str = "other"
     pool_size: int = 1024
-    dmabuf_size: int = 64 << 20
+    dmabuf_size: int | None = None
     dmabuf_layout: str = "contiguous"
+    rx_buf_size: int | None = None
     loops: int = 1
     warmup: int = 0
     runs: int = 1
@@ -144,8 +150,9 @@ def _check_config(cfg):
     if not 1 <= cfg.pool_size <= RX_MAX_PENDING:
         raise BadInput(f"--pool-size {cfg.pool_size}: the RX ring (and its page pool) holds "
                        f"1..{RX_MAX_PENDING} buffers")
-    if cfg.dmabuf_size <= 0 or cfg.dmabuf_size % PAGE_SIZE:
+    if cfg.dmabuf_size is not None and (cfg.dmabuf_size <= 0 or cfg.dmabuf_size % PAGE_SIZE):
         raise BadInput(f"--dmabuf-size {cfg.dmabuf_size}: a nonzero multiple of {PAGE_SIZE}")
+    _check_rx_buf_size(cfg, cls)
     if cfg.dmabuf_layout not in ("contiguous", "pages", "random"):
         raise BadInput(f"--dmabuf-layout {cfg.dmabuf_layout}: contiguous, pages or random")
     for name in ("loops", "runs", "chunk"):
@@ -160,6 +167,26 @@ def _check_config(cfg):
     if cfg.pcap is not None and (cfg.connections is not None or cfg.payload is not None):
         raise BadInput("--connections and --payload shape the built-in workload, not --pcap")
     return cls
+
+
+def _check_rx_buf_size(cfg, cls):
+    """``--rx-buf-size``: bind-rx's rx-buf-size, so the dmabuf provider's only, and what
+    ``netdev_nl_bind_rx_doit()`` takes (a power of 2 of at least PAGE_SIZE, EINVAL)."""
+    size = cfg.rx_buf_size
+    if size is None:
+        return
+    if getattr(cls, "name", None) != "dmabuf":
+        raise BadInput(f"--rx-buf-size: bind-rx's rx-buf-size, for the dmabuf provider only "
+                       f"(not {cfg.provider_name})")
+    if size < PAGE_SIZE or size & (size - 1):
+        raise BadInput(f"--rx-buf-size {size}: rx_buf_size must be a power of 2 >= page size "
+                       f"({PAGE_SIZE})")
+
+
+def default_dmabuf_size(rx_buf_size):
+    """``--dmabuf-size`` when not given: ``DMABUF_SIZE`` per 4 KiB of buffer (64 MiB for
+    4 KiB net_iovs, 256 MiB for 16 KiB ones)."""
+    return DMABUF_SIZE * ((rx_buf_size or PAGE_SIZE) // PAGE_SIZE)
 
 
 def _provider_class(provider, args):

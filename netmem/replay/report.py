@@ -106,6 +106,7 @@ def _document(cfg, trace, params, mtu, runs, counters, validation):
             "iommu": cfg.iommu, "app-cpu": cfg.app_cpu, "pool-size": cfg.pool_size,
             "dmabuf-size": layout["memory"],
             "dmabuf-layout": cfg.dmabuf_layout if layout["binds"] else None,
+            "rx-buf-size": cfg.rx_buf_size,
             "loops": cfg.loops, "warmup": cfg.warmup, "runs": cfg.runs, "chunk": layout["chunk"],
             "seed": cfg.seed, "pcap": cfg.pcap,
             "workload": params.key() if params is not None else None,

@@ -6,7 +6,7 @@ import errno
 
 from netmem.errors import NetmemError
 from netmem.machine import Machine
-from netmem.netdev import NetDevice
+from netmem.netdev import BNXT_MAX_RX_PAGE_SIZE, NetDevice
 from netmem.page_pool import PAGE_SIZE, PP_ALLOC_CACHE_SIZE
 from netmem.provider import ReplayBinding
 from netmem.replay.config import NAPI_POLL_WEIGHT, BadInput
@@ -17,7 +17,8 @@ class Rig:
     **provider_args)`` binds to. Public, for providers:
 
     - ``machine``: the ``Machine``; ``nic``: its ``NetDevice`` ``eth1`` (``cfg.queues`` RX
-      queues, header split on for a binding provider); ``gpu``: the ``PciEndpoint`` ``gpu0``
+      queues, header split on for a binding provider; bnxt-like, buffers up to
+      ``BNXT_MAX_RX_PAGE_SIZE``, with ``--rx-buf-size``); ``gpu``: the ``PciEndpoint`` ``gpu0``
       behind the same PCIe switch (no BAR until a provider gives it one).
     - ``queues``: the indices of the RX queues the provider binds, in the order given
       (``--bind-queues``; every queue by default; none for host pages).
@@ -48,7 +49,8 @@ class Rig:
         self.gpu = pci.add_endpoint(sw, "gpu0", kind="gpu")
         nic_ep = pci.add_endpoint(sw, "eth1", kind="nic")
         self.nic = NetDevice(self.machine, "eth1", num_rx_queues=cfg.queues, pcidev=nic_ep,
-                             mtu=cfg.mtu)
+                             mtu=cfg.mtu, max_rx_page_size=BNXT_MAX_RX_PAGE_SIZE
+                             if cfg.rx_buf_size else PAGE_SIZE)
         try:
             self.nic.ethtool.set_ringparam(tcp_data_split="on" if split else "off",
                                            rx_ring_size=cfg.pool_size)
@@ -108,17 +110,19 @@ def _memory_for(cfg, split):
 
 def _provider_chunk(cfg, nbind, size):
     """The chunk for ``size`` bytes of provider memory: small enough that the payload buffers
-    of a chunk (twice over, for the out-of-order queues) fit beside everything the pools of
-    ``nbind`` bound queues may hold (ring, ptr_ring and alloc cache each). BadInput when not
-    even one NAPI budget of frames fits: the memory is too small for the traffic."""
-    per_frame = -(-max(cfg.mtu - 40, 1) // PAGE_SIZE)
+    (``--rx-buf-size`` bytes each, else 4 KiB) of a chunk (twice over, for the out-of-order
+    queues) fit beside everything the pools of ``nbind`` bound queues may hold (ring, ptr_ring
+    and alloc cache each). BadInput when not even one NAPI budget of frames fits: the memory is
+    too small for the traffic."""
+    buf = cfg.rx_buf_size or PAGE_SIZE
+    per_frame = -(-max(cfg.mtu - 40, 1) // buf)
     pools = nbind * (2 * cfg.pool_size + PP_ALLOC_CACHE_SIZE)
-    frames = (size // PAGE_SIZE - pools) // (2 * per_frame)
+    frames = (size // buf - pools) // (2 * per_frame)
     if frames < NAPI_POLL_WEIGHT:
-        need = (pools + 2 * per_frame * NAPI_POLL_WEIGHT) * PAGE_SIZE
+        need = (pools + 2 * per_frame * NAPI_POLL_WEIGHT) * buf
         raise BadInput(f"--provider {cfg.provider_name}: its memory, {size} bytes (--dmabuf-size "
                        f"for dmabuf and p2pdma), is too small for the traffic: the page pools of "
-                       f"{nbind} bound queue(s) may hold {pools} buffers of {PAGE_SIZE} bytes "
+                       f"{nbind} bound queue(s) may hold {pools} buffers of {buf} bytes "
                        f"(twice --pool-size {cfg.pool_size} plus {PP_ALLOC_CACHE_SIZE} cached, "
                        f"each) besides the frames in flight; use at least {need} bytes",
                        errno.ENOSPC)

@@ -12,7 +12,7 @@ import tqdm
 from netmem.errors import NetmemError
 from netmem.profile import StageProfile
 from netmem.replay.app import _App, _stream_files
-from netmem.replay.config import BadInput, _binds, _check_config
+from netmem.replay.config import BadInput, _binds, _check_config, default_dmabuf_size
 from netmem.replay.counters import _counted, _layout, _snapshot
 from netmem.replay.plot import _Timeline
 from netmem.replay.report import Report, _document, _validation
@@ -77,6 +77,8 @@ def run(cfg):
     cls = _check_config(cfg)
     trace, params, expected = _load_trace(cfg)
     cfg, mtu = _choose_mtu(cfg, trace)
+    cfg = dataclasses.replace(cfg, dmabuf_size=cfg.dmabuf_size
+                              or default_dmabuf_size(cfg.rx_buf_size))
     pattern = (params.validate if params is not None else cfg.validate) or None
     capture = params is None
     if capture:         # what the capture carries in order: outside every clock

@@ -83,6 +83,7 @@ REPORT_SCHEMA = {
                 "pool-size": {"type": "integer", "minimum": 1, "maximum": RX_MAX_PENDING},
                 "dmabuf-size": {"type": ["integer", "null"], "minimum": PAGE_SIZE},
                 "dmabuf-layout": {"enum": ["contiguous", "pages", "random", None]},
+                "rx-buf-size": {"type": ["integer", "null"], "minimum": PAGE_SIZE},
                 "loops": {"type": "integer", "minimum": 1},
                 "warmup": _COUNT,
                 "runs": {"type": "integer", "minimum": 1},
