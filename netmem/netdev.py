@@ -30,6 +30,8 @@ __all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_m
            "netdev_rx_queue_restart", "netif_mp_close_rxq", "netif_mp_open_rxq"]
 
 EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
+ENODEV, ENOSPC = 19, 28
+VLAN_N_VID = 4096                           # include/linux/if_vlan.h; id 4095 is reserved
 ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
 RX_MAX_PENDING = 8192                       # ethtool -g: the model driver's rx maximum
 DEFAULT_RING_SIZE = 1024
@@ -150,6 +152,7 @@ class NetDevice(_core.CoreNetDevice):
         self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
         self.tcp_data_split = "auto"
+        self.vlan_devices = set()           # (vid,) and (vid, inner): register_vlan_device()
         self.hds_thresh = 0
         self.rx_ring_size = DEFAULT_RING_SIZE
         self.ifindex = machine._register_netdev(self)
@@ -267,8 +270,43 @@ class NetDevice(_core.CoreNetDevice):
         self.machine._flush_warnings()
 
     def stats(self):
-        """Device counters (rx_nohandler, rx_dropped, rx_length_errors)."""
+        """Device counters (rx_nohandler, rx_dropped, rx_length_errors and
+        rx_otherhost_dropped: frames with a VLAN id no VLAN device takes, which
+        ``ip_rcv_core()`` drops)."""
         return self._dev_stats()
+
+    # -- VLAN devices --------------------------------------------------------------------------
+
+    def register_vlan_device(self, vid, inner=None):
+        """Models ``register_vlan_device()`` (``ip link add link eth0 type vlan id VID``): a
+        VLAN device with id ``vid`` on this device or, with ``inner``, one with id ``inner``
+        over that VLAN device (QinQ). Tagged frames reach IP only through a VLAN device of
+        their id (or behind a priority tag, id 0); others are PACKET_OTHERHOST. EINVAL for an
+        id outside 0..4094, ENODEV for ``inner`` without the outer device, EEXIST for a device
+        that exists, ENOSPC past 64 stacked devices (the model's table). Departs: a VLAN
+        device has no ifindex or counters of its own, and 802.1Q and 802.1AD are not told
+        apart."""
+        self._check_registered("register_vlan_device")
+        key = _vlan_key(vid, inner)
+        if key in self.vlan_devices:
+            raise NetmemError(EEXIST, f"register_vlan_device: VLAN device {key} exists")
+        if inner is not None and (vid,) not in self.vlan_devices:
+            raise NetmemError(ENODEV, f"register_vlan_device: no VLAN device {vid} under "
+                                      f"{inner}")
+        if not self._vlan_set(vid, -1 if inner is None else inner, True):
+            raise NetmemError(ENOSPC, "register_vlan_device: 64 stacked VLAN devices")
+        self.vlan_devices.add(key)
+
+    def unregister_vlan_device(self, vid, inner=None):
+        """Models ``unregister_vlan_dev()``: the VLAN device goes, and the ones over it; ENODEV
+        when there is none."""
+        key = _vlan_key(vid, inner)
+        if key not in self.vlan_devices:
+            raise NetmemError(ENODEV, f"unregister_vlan_dev: no VLAN device {key}")
+        for k in sorted(self.vlan_devices):
+            if k[0] == vid and (inner is None or k == key):
+                self._vlan_set(k[0], k[1] if len(k) == 2 else -1, False)
+                self.vlan_devices.discard(k)
 
     # -- XDP -------------------------------------------------------------------------------------
 
@@ -341,6 +379,13 @@ def page_pool_unreg_netdev(dev):
     for pool in dev.machine.page_pools:
         if pool.netdev is dev:
             pool.params.netdev = LOOPBACK
+
+
+def _vlan_key(vid, inner):
+    for v in (vid, inner):
+        if v is not None and (not isinstance(v, int) or not 0 <= v < VLAN_N_VID - 1):
+            raise NetmemError(EINVAL, f"register_vlan_device: VLAN id {v!r} not in 0..4094")
+    return (vid,) if inner is None else (vid, inner)
 
 
 def _check_mtu(mtu):
