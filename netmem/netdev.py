@@ -30,7 +30,7 @@ __all__ = ["Ethtool", "Napi", "NetDevice", "RxQueue", "net_mp_close_rxq", "net_m
            "netdev_rx_queue_restart", "netif_mp_close_rxq", "netif_mp_open_rxq"]
 
 EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
-ENODEV, ENOSPC = 19, 28
+ENODEV, ENOSPC, ENETDOWN = 19, 28, 100
 VLAN_N_VID = 4096                           # include/linux/if_vlan.h; id 4095 is reserved
 ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
 RX_MAX_PENDING = 8192                       # ethtool -g: the model driver's rx maximum
@@ -151,6 +151,7 @@ class NetDevice(_core.CoreNetDevice):
         self.xdp_prog = False
         self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
+        self.running = True                 # netif_running(): IFF_UP (dev_open()/dev_close())
         self.tcp_data_split = "auto"
         self.vlan_devices = set()           # (vid,) and (vid, inner): register_vlan_device()
         self.hds_thresh = 0
@@ -229,8 +230,44 @@ class NetDevice(_core.CoreNetDevice):
                 pool._raise_pending()
 
     def _restart_all(self):
+        if not self.running:                # a down device takes the settings at open
+            return
         for q in self.rx_queues[:self.real_num_rx_queues]:
             netdev_rx_queue_restart(self, q.idx)
+
+    # -- up and down ---------------------------------------------------------------------------
+
+    def dev_open(self):
+        """Models ``dev_open()`` (``ip link set dev eth0 up``): ``ndo_open`` makes each queue's
+        memory (new page pools, over the queue's provider if one is bound) and starts it. A
+        device that is up: nothing. A failure stops the queues already started (the device
+        stays down) and raises."""
+        self._check_registered("dev_open")
+        if self.running:
+            return
+        started = []
+        try:
+            for q in self.rx_queues[:self.real_num_rx_queues]:
+                self._start(q.idx, self.ndo_queue_mem_alloc(q.idx))
+                started.append(q.idx)
+        except NetmemError:
+            for idx in started:
+                self.ndo_queue_mem_free(self.ndo_queue_stop(idx))
+            raise
+        self.running = True
+
+    def dev_close(self):
+        """Models ``dev_close()`` (``ip link set dev eth0 down``): ``ndo_stop`` stops every
+        queue and frees its memory; a page pool with buffers still out (in sockets, or held)
+        stays listed by ``page-pool-get`` with its ``detach-time`` until they come home
+        (``page_pool_release_retry()``, once a second). A device that is down: nothing."""
+        self._check_registered("dev_close")
+        if not self.running:
+            return
+        self.running = False
+        for q in self.rx_queues[:self.real_num_rx_queues]:
+            if q.mem is not None:
+                self.ndo_queue_mem_free(self.ndo_queue_stop(q.idx))
 
     # -- receive ---------------------------------------------------------------------------------
 
@@ -242,6 +279,8 @@ class NetDevice(_core.CoreNetDevice):
         fire as the replay goes, and frame i arrives (its DMA write, for a profile's skb
         timestamps) at its timestamp on that clock. Returns the frames given to the device."""
         self._check_registered("receive")
+        if not self.running:
+            raise NetmemError(ENETDOWN, f"receive: {self.name} is down (netif_running())")
         n = len(trace.offsets)
         end = n if count is None else min(n, start + count)
         if not 0 <= start <= end:
@@ -409,7 +448,9 @@ def _pcidev(machine, name, pcidev):
 def netdev_rx_queue_restart(dev, idx):
     """Models ``netdev_rx_queue_restart()``: new memory (checked by
     ``page_pool_check_memory_provider()``: ENODATA when the driver ignored the provider), stop,
-    start on the new memory, free the old (its pools live while their buffers are in flight)."""
+    start on the new memory, free the old (its pools live while their buffers are in flight).
+    On a device that is down the new memory is made, checked and freed (``swap(new_mem,
+    old_mem)``): the queue starts at ``dev_open()``."""
     dev._check_registered("netdev_rx_queue_restart")
     if not dev.queue_mgmt_ops:
         raise NetmemError(EOPNOTSUPP, "netdev_rx_queue_restart: no queue_mgmt_ops")
@@ -419,6 +460,9 @@ def netdev_rx_queue_restart(dev, idx):
         dev.ndo_queue_mem_free(new_mem)
         raise NetmemError(ENODATA, "page_pool_check_memory_provider: no page pool of queue "
                                    f"{idx} took the memory provider")
+    if not dev.running:                 # swap(new_mem, old_mem): the new memory is freed
+        dev.ndo_queue_mem_free(new_mem)
+        return
     old_mem = dev.ndo_queue_stop(idx)
     dev.ndo_queue_start(idx, new_mem)
     if old_mem is not None:
@@ -548,13 +592,14 @@ class Ethtool:
                                       "existing ntuple filter settings")
         old = n.real_num_rx_queues
         for q in n.rx_queues[rx:old]:
-            n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
+            if q.mem is not None:
+                n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
         n.real_num_rx_queues = rx
         if not n._rxfh_configured:
             n._indir = [i % rx for i in range(_core.INDIR_SIZE)]
             n._set_rss(n._indir, n._key)
         n._set_num_rxq(rx)
-        for q in n.rx_queues[old:rx]:
+        for q in n.rx_queues[old:rx] if n.running else ():
             n._start(q.idx, n.ndo_queue_mem_alloc(q.idx))
 
     def add_ntuple(self, flow_type, src_ip=None, dst_ip=None, src_port=None, dst_port=None,

@@ -191,3 +191,79 @@ def test_fail_function_knobs(m, make_pool):
     for r in got + more:
         if r:
             pool.put_netmem(r)
+
+
+# ---- tools/testing/selftests/net/nl_netdev.py --------------------------------------------------
+
+def test_nl_netdev_py_page_pool_check(make_nic, m):
+    """nl_netdev.py page_pool_check, step by step: no pools while down; pools while up; none
+    again when down; a page held (netdevsim's pp_hold: a page of queue 0's pool) keeps its
+    pool listed while down, inflight 1 with a detach-time; up again gives one attached and one
+    detached pool; the page released, the orphan is gone within 2 s (the release retry runs
+    once a second); down gives none; then a held page across unregister (the orphaning path:
+    the pool moves to the loopback device). Departs: the model driver posts its ring from the
+    pool, so an attached pool's inflight is the ring, where netdevsim's is 0."""
+    from netmem.netlink import page_pool_get
+    nic = make_nic()
+
+    def pools():
+        return [p for p in page_pool_get(m) if p.get("ifindex") == nic.ifindex]
+
+    def attached():
+        return [p for p in pools() if "detach-time" not in p]
+
+    def detached():
+        return [p for p in pools() if "detach-time" in p]
+
+    ring = rings_get(nic)["rx"] // 2                    # 2 KiB frags: two to a page
+    nic.dev_close()
+    assert pools() == []
+    nic.dev_open()
+    assert len(attached()) == 1 and attached()[0]["inflight"] == ring
+    nic.dev_close()
+    assert pools() == []
+    nic.dev_open()
+    pool = nic.rx_queues[0].page_pool
+    held = pool.alloc_netmem()                          # pp_hold=y
+    assert attached()[0]["inflight"] > ring             # the slow path's bulk (64) counts
+    nic.dev_close()
+    assert [(p["inflight"], "detach-time" in p) for p in pools()] == [(1, True)]
+    nic.dev_open()
+    assert (len(attached()), len(detached())) == (1, 1)
+    pool.put_netmem(held)                               # pp_hold=n
+    m.advance(2)
+    assert (len(attached()), len(detached())) == (1, 0)
+    nic.dev_close()
+    assert pools() == []
+    nic.dev_open()                                      # up, pp_hold=y, then teardown
+    pool = nic.rx_queues[0].page_pool
+    held = pool.alloc_netmem()
+    ifindex = nic.ifindex
+    nic.unregister()
+    orphan = [p for p in page_pool_get(m) if p["id"] == pool.id]
+    assert orphan and "ifindex" not in orphan[0] and orphan[0]["inflight"] == 1
+    assert all(p.get("ifindex") != ifindex for p in page_pool_get(m))
+    pool.put_netmem(held)
+    m.advance(2)
+    assert page_pool_get(m) == []
+
+
+def test_nl_netdev_py_queue_reset_while_down(make_nic, m):
+    """nl_netdev.py nsim_rxq_reset_down: a queue reset on a device that is down works (the
+    new memory is made and freed) and leaves no pool; the device comes up on the settings
+    changed while down, and a down device takes no frames (ENETDOWN)."""
+    from netmem.netdev import netdev_rx_queue_restart
+    from netmem.netlink import page_pool_get
+    nic = make_nic()
+    nic.dev_close()
+    netdev_rx_queue_restart(nic, 0)
+    rings_set(nic, rx=256, **{"tcp-data-split": "enabled"})
+    assert page_pool_get(m) == []
+    with pytest.raises(NetmemError) as e:
+        receive(nic, [Flow().syn()])
+    assert e.value.errno == errno.ENETDOWN
+    nic.dev_open()
+    assert nic.rx_queues[0].posted == (256, 256)
+    f = Flow()
+    receive(nic, [f.syn(), *f.segments(b"x" * 3000)])
+    assert m.tcp.lookup(f.local, f.remote).read_all() == b"x" * 3000
