@@ -3,7 +3,8 @@
 Models kernel/fail_function.c with lib/fault-inject.c's ``should_fail_ex()`` for the one
 function the model lets fail, ``page_pool_alloc_netmems()`` (mainline marks it
 ``ALLOW_ERROR_INJECTION(page_pool_alloc_netmems, NULL)``: an injected failure returns 0, no
-buffer, before the function runs; until 6.13 the mark was on ``page_pool_alloc_pages()``).
+buffer, before the function runs; earlier kernels had the mark on ``page_pool_alloc_pages()``,
+which the selftest still names).
 ``m.fail_function`` has the debugfs files as attributes: ``inject`` (the function's name, ""
 for none), ``interval``, ``probability`` (percent), ``times`` (-1: no limit) and ``verbose``;
 ``failures`` counts what was injected. Defaults are ``FAULT_ATTR_INITIALIZER``'s: interval 1,
