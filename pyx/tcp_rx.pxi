@@ -733,7 +733,8 @@ cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
 
 cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``ip_rcv_core()`` and ``ip_local_deliver()``: header checks with the kernel's
-    MIB counters, padding trimmed, fragments refused (no reassembly), TCP delivered."""
+    MIB counters, padding trimmed, fragments refused (no reassembly), TCP, UDP and ICMP
+    delivered (``ip_protocol_deliver_rcu()``)."""
     cdef nm_skb *skb = SKB(n, si)
     cdef uint8_t *iph
     cdef uint32_t ihl, tot
@@ -770,7 +771,8 @@ cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
         n.ip.InUnknownProtos += 1
         __drop(n, si, NM_DROP_IP_NOPROTO)
         return
-    n.ip.InDelivers += 1                # counted after the handler, which cannot resubmit here
+    # The kernel counts InDelivers once the handler returns (none resubmits here).
+    n.ip.InDelivers += 1
     if iph[9] == IPPROTO_UDP:
         udp_rcv(n, si, &n.udp, False)
     elif iph[9] == IPPROTO_ICMP:
@@ -781,7 +783,7 @@ cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
 
 cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``ip6_rcv_core()`` and ``ip6_input_finish()``: header checks, padding trimmed,
-    extension headers 0/43/60 walked, fragments refused, TCP delivered."""
+    extension headers 0/43/60 walked, fragments refused, TCP, UDP and ICMPv6 delivered."""
     cdef nm_skb *skb = SKB(n, si)
     cdef uint8_t *iph
     cdef uint8_t *h
