@@ -42,8 +42,8 @@ def rings_set(nic, **attrs):
 
 def test_hds_py_settings_read_back(make_nic):
     """hds.py get_hds, get_hds_thresh, set_hds_disable, set_hds_enable, set_hds_thresh_zero,
-    set_hds_thresh_max: ring-get reports tcp-data-split and hds-thresh, and what ring-set
-    writes reads back."""
+    set_hds_thresh_max, set_hds_thresh_random: ring-get reports tcp-data-split and
+    hds-thresh, and what ring-set writes reads back."""
     nic = make_nic()
     rings = rings_get(nic)
     assert "tcp-data-split" in rings and "hds-thresh" in rings
@@ -55,6 +55,9 @@ def test_hds_py_settings_read_back(make_nic):
     rings_set(nic, **{"hds-thresh": rings["hds-thresh-max"]})
     rings = rings_get(nic)
     assert rings["hds-thresh"] == rings["hds-thresh-max"]
+    for thresh in (1, 100, rings["hds-thresh-max"] - 1):     # set_hds_thresh_random
+        rings_set(nic, **{"hds-thresh": thresh})
+        assert rings_get(nic)["hds-thresh"] == thresh
 
 
 def test_hds_py_thresh_above_max_is_einval(make_nic):
@@ -68,8 +71,8 @@ def test_hds_py_thresh_above_max_is_einval(make_nic):
 
 
 def test_hds_py_xdp_and_ioctl_ring_changes(make_nic):
-    """hds.py (the later version) test_xdp_sb_prog, test_hds_enable_with_xdp and
-    test_ioctl_ringparam_*: with tcp-data-split enabled a single-buffer XDP program is refused
+    """hds.py's XDP and legacy-ioctl checks (the 2025 versions of the file; their names vary
+    between versions): with tcp-data-split enabled a single-buffer XDP program is refused
     (dev_xdp_install(): EBUSY) and a multi-buffer one is taken; with it unknown a single-buffer
     one attaches, and then enabling it is EINVAL; a ring-size change (the legacy
     ETHTOOL_SRINGPARAM path) leaves the split mode as it was."""
