@@ -114,6 +114,8 @@ def test_the_rx_path_agrees_with_classify_frame(make_nic, m, hds):
         assert _what_happened(d) == expected, (frame.hex(), d)
         for sk in m.tcp.sockets():          # each frame meets the stack afresh
             sk.close()
+        for vid in {k[0] for k in nic.vlan_devices}:
+            nic.unregister_vlan_device(vid)
 
     one_frame()
     # The corpus reached every outcome the classifier has.
