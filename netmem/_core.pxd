@@ -155,6 +155,18 @@ cdef struct nm_area:
     uint32_t owner_id
     uint32_t niov_shift         # log2 of each net_iov's size (a devmem binding's niov_shift)
 
+# A struct fault_attr (lib/fault-inject.c) as debugfs fail_function sets it, for the one
+# function the model lets fail: page_pool_alloc_netmems() (pyx/page_pool.pxi).
+cdef struct nm_fault_attr:
+    int enabled                 # page_pool_alloc_netmems is in fail_function/inject
+    uint32_t interval
+    uint32_t probability        # percent
+    int32_t verbose
+    int64_t times               # failures left; -1: no limit
+    uint64_t count              # calls seen while interval > 1
+    uint64_t failures           # model: failures injected
+    uint32_t rng                # xorshift32 state of get_random_u32_below(100)
+
 cdef struct nm_machine:
     nm_desc *pages
     uint64_t npages
@@ -173,6 +185,7 @@ cdef struct nm_machine:
     int cpu_nid[64]
     uint64_t clock_ns
     pp_recycle_stats system_recycle_stats   # shared by PP_FLAG_SYSTEM_POOL pools
+    nm_fault_attr fei           # fail_function on page_pool_alloc_netmems()
     uint32_t trace_mask
     nm_trace_rec *trace_buf
     uint64_t trace_n
@@ -543,6 +556,7 @@ cdef struct nm_skb:
     uint8_t gro_flush           # NAPI_GRO_CB(skb)->flush
     uint8_t _pad
     uint8_t pfmemalloc          # skb->pfmemalloc: a page frag or head from the memalloc reserves
+    uint8_t pkt_type            # skb->pkt_type: PACKET_HOST (0) or PACKET_OTHERHOST (3)
 
 # The device's view of a frame, from its parser (and the flow dissector's eth_get_headlen()).
 cdef struct nm_pkt:
@@ -557,6 +571,7 @@ cdef struct nm_pkt:
     uint8_t ip_proto
     uint8_t _pad
     uint16_t vlan_tci
+    uint16_t vlan_tci2          # the second tag's TCI (0 for fewer than two tags)
     uint16_t ethertype          # after the VLAN tags (host order)
 
 cdef struct nm_ntuple:
@@ -646,6 +661,10 @@ cdef struct nm_netdev:
     uint64_t rx_nohandler       # dev core stats: frames no protocol took
     uint64_t rx_dropped         # dev core stats: frames the stack could not take
     uint64_t rx_length_errors
+    uint64_t rx_otherhost_dropped   # dev core stats: PACKET_OTHERHOST frames ip_rcv_core() drops
+    uint64_t vlan_devs[64]      # VLAN devices on it (register_vlan_device()): a bit per VLAN id
+    uint32_t vlan_stacked[64]   # VLAN devices on those: (outer id << 16) | inner id
+    uint32_t nr_vlan_stacked
     nm_pkt *pkts                # per frame of the chunk at hand: what the parser found
     uint32_t *hashes            # and its RSS hash
     uint32_t scratch_cap        # frames the scratch arrays and every queue's pending hold
@@ -679,6 +698,7 @@ cdef struct nm_sock:
     uint64_t segs_in
     uint64_t data_segs_in
     uint64_t ofo_len            # skbs on the out-of-order queue
+    uint32_t last_oow_ack_time  # tp->last_oow_ack_time (tcp_jiffies32; 0: none yet)
     # sk->sk_user_frags: devmem tokens (xarray ALLOC1, xa_limit_31b) -> net_iov; a bitmap of
     # the used tokens (bit 0 always set) lets xa_alloc() find the lowest free one a word at a time.
     netmem_ref *user_frags
@@ -706,6 +726,7 @@ cdef struct nm_tcp_mib:
     uint64_t TCPSYNChallenge
     uint64_t TCPAbortOnClose
     uint64_t PFMemallocDrop     # LINUX_MIB_PFMEMALLOCDROP (TcpExt, counted by sk_filter_trim_cap())
+    uint64_t TCPACKSkippedChallenge     # tcp_send_challenge_ack()'s per-socket rate limit
 
 cdef struct nm_ip_mib:
     uint64_t InReceives
@@ -715,6 +736,18 @@ cdef struct nm_ip_mib:
     uint64_t InDelivers
     uint64_t ReasmReqds
     uint64_t ReasmFails
+
+# Udp: and Udp6 counters (struct udp_mib), the ones a receiver without UDP sockets counts.
+cdef struct nm_udp_mib:
+    uint64_t InDatagrams
+    uint64_t NoPorts
+    uint64_t InErrors
+
+# Icmp: and Icmp6 counters (InMsgs, InErrors) and IcmpMsg: (InType<N>, per message type).
+cdef struct nm_icmp_mib:
+    uint64_t InMsgs
+    uint64_t InErrors
+    uint64_t InType[256]
 
 # struct dmabuf_cmsg with the cmsg type in front (netmem.tcp.DMABUF_CMSG_DTYPE).
 cdef struct nm_dmabuf_cmsg:
@@ -775,6 +808,20 @@ cdef struct nm_net:
     nm_tcp_mib tcp
     nm_ip_mib ip
     nm_ip_mib ip6
+    nm_udp_mib udp
+    nm_udp_mib udp6
+    nm_icmp_mib icmp
+    nm_icmp_mib icmp6
+    # The stack's clock: while a NAPI poll runs, the arrival of the frame it took last (0: the
+    # machine's clock); tcp_jiffies32 is read from it.
+    uint64_t now_ns
+    # net.ipv4.tcp_invalid_ratelimit (ms) and tcp_challenge_ack_limit (INT_MAX: off), with the
+    # per-netns state of tcp_send_challenge_ack() and the xorshift32 state of its random draw.
+    uint32_t invalid_ratelimit
+    uint32_t challenge_ack_limit
+    uint32_t challenge_timestamp
+    uint32_t challenge_count
+    uint32_t challenge_rng
     uint64_t drop_reasons[32]   # SKB_DROP_REASON_* the model uses (NM_DROP_*)
     nm_prof prof                # netmem-replay --profile (pyx/profile.pxi); cold while off
 

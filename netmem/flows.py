@@ -760,6 +760,25 @@ class PacketTrace:
             off[rows[(et == ETH_P_8021Q) | (et == ETH_P_8021AD)]] += VLAN_HLEN
         return np.where(runt, 0, n - off - 2)
 
+    def vlan_ids(self):
+        """The VLAN ids on the frames, each path once, sorted: ``(id,)`` for a frame with one
+        tag, ``(outer, inner)`` for two (0x8100 or 0x88a8, as ``l3_lengths()`` counts them)."""
+        n = self.lengths.astype(np.int64)
+        base = self.offsets.astype(np.int64)
+        off = np.full(len(n), 12, np.int64)
+        tags = np.full((len(n), 2), -1, np.int64)
+        for k in range(2):
+            rows = np.flatnonzero(off + 6 <= n)
+            at = base[rows] + off[rows]
+            et = self.arena[at].astype(np.int64) << 8 | self.arena[at + 1]
+            hit = rows[(et == ETH_P_8021Q) | (et == ETH_P_8021AD)]
+            tci = base[hit] + off[hit] + 2
+            tags[hit, k] = (self.arena[tci].astype(np.int64) << 8 | self.arena[tci + 1]) & 0xfff
+            off[hit] += VLAN_HLEN
+        out = {(int(a),) if b < 0 else (int(a), int(b))
+               for a, b in np.unique(tags[tags[:, 0] >= 0], axis=0)}
+        return sorted(out)
+
     def __repr__(self):
         skipped = ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
         return (f"<PacketTrace {len(self)} frames, {int(self.lengths.sum(dtype=np.uint64))} "

@@ -85,6 +85,11 @@ class Machine(_core.CoreMachine):
         self.iommu = Iommu(self)
         self.seed = seed
         self.random = random.Random(seed)
+        # tcp_send_challenge_ack()'s random draw: its own stream from the seed, so that
+        # self.random's sequence does not depend on the traffic.
+        _core._net_config(self, seed=random.Random(seed).getrandbits(32))
+        from netmem.fault_inject import FailFunction
+        self.fail_function = FailFunction(self)
         self.dmesg = []
         self.trace = Trace(self)
         self._timers = []

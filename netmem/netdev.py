@@ -48,6 +48,8 @@ __all__ = [
 ]
 
 EINVAL, EEXIST, EBUSY, ERANGE, ENOENT, ENODATA, EOPNOTSUPP = 22, 17, 16, 34, 2, 61, 95
+ENODEV, ENOSPC, ENETDOWN = 19, 28, 100
+VLAN_N_VID = 4096                           # include/linux/if_vlan.h; id 4095 is reserved
 ETH_MIN_MTU, ETH_MAX_MTU = 68, 9000         # the model driver's MTU range
 RX_MAX_PENDING = 8192                       # ethtool -g: the model driver's rx maximum
 DEFAULT_RING_SIZE = 1024
@@ -224,7 +226,9 @@ class NetDevice(_core.CoreNetDevice):
         self.xdp_prog = False
         self.xdp_frags = False              # the program is a multi-buffer one
         self.registered = True
+        self.running = True                 # netif_running(): IFF_UP (dev_open()/dev_close())
         self.tcp_data_split = "auto"
+        self.vlan_devices = set()           # (vid,) and (vid, inner): register_vlan_device()
         self.hds_thresh = 0
         self.rx_ring_size = DEFAULT_RING_SIZE
         self.ifindex = machine._register_netdev(self)
@@ -321,8 +325,45 @@ class NetDevice(_core.CoreNetDevice):
                 pool._raise_pending()
 
     def _restart_all(self):
+        if not self.running:                # a down device takes the settings at open
+            return
         for q in self.rx_queues[:self.real_num_rx_queues]:
             netdev_rx_queue_restart(self, q.idx)
+
+    # -- up and down ---------------------------------------------------------------------------
+
+    def dev_open(self):
+        """Models ``dev_open()`` (``ip link set dev eth0 up``): ``ndo_open`` makes each queue's
+        memory (new page pools, over the queue's provider if one is bound) and starts it. A
+        device that is up: nothing. A failure stops the queues already started (the device
+        stays down) and raises."""
+        self._check_registered("dev_open")
+        if self.running:
+            return
+        started = []
+        try:
+            for q in self.rx_queues[:self.real_num_rx_queues]:
+                qcfg = netdev_queue_config(self, q.idx)
+                self._start(q.idx, self.ndo_queue_mem_alloc(q.idx, qcfg))
+                started.append(q.idx)
+        except NetmemError:
+            for idx in started:
+                self.ndo_queue_mem_free(self.ndo_queue_stop(idx))
+            raise
+        self.running = True
+
+    def dev_close(self):
+        """Models ``dev_close()`` (``ip link set dev eth0 down``): ``ndo_stop`` stops every
+        queue and frees its memory; a page pool with buffers still out (in sockets, or held)
+        stays listed by ``page-pool-get`` with its ``detach-time`` until they come home
+        (``page_pool_release_retry()``, once a second). A device that is down: nothing."""
+        self._check_registered("dev_close")
+        if not self.running:
+            return
+        self.running = False
+        for q in self.rx_queues[:self.real_num_rx_queues]:
+            if q.mem is not None:
+                self.ndo_queue_mem_free(self.ndo_queue_stop(q.idx))
 
     # -- receive ---------------------------------------------------------------------------------
 
@@ -334,6 +375,8 @@ class NetDevice(_core.CoreNetDevice):
         fire as the replay goes, and frame i arrives (its DMA write, for a profile's skb
         timestamps) at its timestamp on that clock. Returns the frames given to the device."""
         self._check_registered("receive")
+        if not self.running:
+            raise NetmemError(ENETDOWN, f"receive: {self.name} is down (netif_running())")
         n = len(trace.offsets)
         end = n if count is None else min(n, start + count)
         if not 0 <= start <= end:
@@ -362,8 +405,43 @@ class NetDevice(_core.CoreNetDevice):
         self.machine._flush_warnings()
 
     def stats(self):
-        """Device counters (rx_nohandler, rx_dropped, rx_length_errors)."""
+        """Device counters (rx_nohandler, rx_dropped, rx_length_errors and
+        rx_otherhost_dropped: frames with a VLAN id no VLAN device takes, which
+        ``ip_rcv_core()`` drops)."""
         return self._dev_stats()
+
+    # -- VLAN devices --------------------------------------------------------------------------
+
+    def register_vlan_device(self, vid, inner=None):
+        """Models ``register_vlan_device()`` (``ip link add link eth0 type vlan id VID``): a
+        VLAN device with id ``vid`` on this device or, with ``inner``, one with id ``inner``
+        over that VLAN device (QinQ). Tagged frames reach IP only through a VLAN device of
+        their id (or behind a priority tag, id 0); others are PACKET_OTHERHOST. EINVAL for an
+        id outside 0..4094, ENODEV for ``inner`` without the outer device, EEXIST for a device
+        that exists, ENOSPC past 64 stacked devices (the model's table). Departs: a VLAN
+        device has no ifindex or counters of its own, and 802.1Q and 802.1AD are not told
+        apart."""
+        self._check_registered("register_vlan_device")
+        key = _vlan_key(vid, inner)
+        if key in self.vlan_devices:
+            raise NetmemError(EEXIST, f"register_vlan_device: VLAN device {key} exists")
+        if inner is not None and (vid,) not in self.vlan_devices:
+            raise NetmemError(ENODEV, f"register_vlan_device: no VLAN device {vid} under "
+                                      f"{inner}")
+        if not self._vlan_set(vid, -1 if inner is None else inner, True):
+            raise NetmemError(ENOSPC, "register_vlan_device: 64 stacked VLAN devices")
+        self.vlan_devices.add(key)
+
+    def unregister_vlan_device(self, vid, inner=None):
+        """Models ``unregister_vlan_dev()``: the VLAN device goes, and the ones over it; ENODEV
+        when there is none."""
+        key = _vlan_key(vid, inner)
+        if key not in self.vlan_devices:
+            raise NetmemError(ENODEV, f"unregister_vlan_dev: no VLAN device {key}")
+        for k in sorted(self.vlan_devices):
+            if k[0] == vid and (inner is None or k == key):
+                self._vlan_set(k[0], k[1] if len(k) == 2 else -1, False)
+                self.vlan_devices.discard(k)
 
     # -- XDP -------------------------------------------------------------------------------------
 
@@ -445,6 +523,13 @@ def _check_max_rx_page_size(size):
                                   f"{PAGE_SIZE}..{PAGE_SIZE << MAX_PAGE_ORDER}")
 
 
+def _vlan_key(vid, inner):
+    for v in (vid, inner):
+        if v is not None and (not isinstance(v, int) or not 0 <= v < VLAN_N_VID - 1):
+            raise NetmemError(EINVAL, f"register_vlan_device: VLAN id {v!r} not in 0..4094")
+    return (vid,) if inner is None else (vid, inner)
+
+
 def _check_mtu(mtu):
     if not ETH_MIN_MTU <= mtu <= ETH_MAX_MTU:
         raise NetmemError(EINVAL, f"dev_set_mtu: mtu {mtu} not in {ETH_MIN_MTU}..{ETH_MAX_MTU}")
@@ -502,7 +587,9 @@ def netdev_rx_queue_reconfig(dev, idx, qcfg_new):
     """Models ``netdev_rx_queue_reconfig()`` (Linux 7.0): new memory for ``qcfg_new`` (checked
     by ``page_pool_check_memory_provider()``: ENODATA when the driver ignored the provider),
     stop, start on the new memory, free the old (its pools live while their buffers are in
-    flight)."""
+    flight).
+    On a device that is down the new memory is made, checked and freed (``swap(new_mem,
+    old_mem)``): the queue starts at ``dev_open()``."""
     dev._check_registered("netdev_rx_queue_restart")
     if not dev.queue_mgmt_ops:
         raise NetmemError(EOPNOTSUPP, "netdev_rx_queue_restart: no queue_mgmt_ops")
@@ -512,6 +599,9 @@ def netdev_rx_queue_reconfig(dev, idx, qcfg_new):
         dev.ndo_queue_mem_free(new_mem)
         raise NetmemError(ENODATA, "page_pool_check_memory_provider: no page pool of queue "
                                    f"{idx} took the memory provider")
+    if not dev.running:                 # swap(new_mem, old_mem): the new memory is freed
+        dev.ndo_queue_mem_free(new_mem)
+        return
     old_mem = dev.ndo_queue_stop(idx)
     dev.ndo_queue_start(idx, new_mem)
     if old_mem is not None:
@@ -657,13 +747,14 @@ class Ethtool:
                                       "existing ntuple filter settings")
         old = n.real_num_rx_queues
         for q in n.rx_queues[rx:old]:
-            n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
+            if q.mem is not None:
+                n.ndo_queue_mem_free(n.ndo_queue_stop(q.idx))
         n.real_num_rx_queues = rx
         if not n._rxfh_configured:
             n._indir = [i % rx for i in range(_core.INDIR_SIZE)]
             n._set_rss(n._indir, n._key)
         n._set_num_rxq(rx)
-        for q in n.rx_queues[old:rx]:
+        for q in n.rx_queues[old:rx] if n.running else ():
             n._start(q.idx, n.ndo_queue_mem_alloc(q.idx, netdev_queue_config(n, q.idx)))
 
     def add_ntuple(self, flow_type, src_ip=None, dst_ip=None, src_port=None, dst_port=None,

@@ -292,12 +292,17 @@ def get_provider(name):
 
 def resolve_provider(params, provider):
     """The provider a new pool will use, as ``page_pool_init()`` finds it: only a pool with
-    ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` takes one; the host-pages provider means none."""
+    ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` reads the RX queue's ``mp_params``; any other pool
+    ignores the queue's provider and is an ordinary host-page pool (no error: if the queue is
+    being bound, ``page_pool_check_memory_provider()`` later fails the restart with ENODATA).
+    The host-pages provider means none. Checked in net/core/page_pool.c of 6.12 to 7.x (the
+    flag test around ``__netif_get_rx_queue(pool->slow.netdev, ...)->mp_params``).
+    Departs: ``provider`` stands for the queue's ``mp_params`` (a pool is not always made by
+    an RX queue here), and an object that is not a ``MemoryProvider`` is EINVAL."""
     if provider is None or getattr(provider, "is_host", False):
         return None
     if not isinstance(provider, MemoryProvider):
         raise NetmemError(22, f"page_pool_init: {provider!r} is not a MemoryProvider")
     if not params.flags & _core.PP_FLAG_ALLOW_UNREADABLE_NETMEM_:
-        raise NetmemError(22, "page_pool_init: a memory provider is only taken by a pool with "
-                              "PP_FLAG_ALLOW_UNREADABLE_NETMEM")
+        return None
     return provider

@@ -120,6 +120,51 @@ class TcpStack:
         return _core._ip_mib(self.machine, True)
 
     @property
+    def udp_mib(self):
+        """``Udp:`` counters (InDatagrams, NoPorts, InErrors): no UDP socket exists, so every
+        datagram that reaches ``udp_rcv()`` whole is NoPorts."""
+        return _core._udp_mib(self.machine, False)
+
+    @property
+    def udp6_mib(self):
+        """``Udp6`` counters, with the Udp6 prefix dropped."""
+        return _core._udp_mib(self.machine, True)
+
+    @property
+    def icmp_mib(self):
+        """``Icmp:`` InMsgs and InErrors, and ``IcmpMsg:``'s InType<N> for each type seen."""
+        return _core._icmp_mib(self.machine, False)
+
+    @property
+    def icmp6_mib(self):
+        """``Icmp6`` InMsgs, InErrors and InType<N>, with the Icmp6 prefix dropped."""
+        return _core._icmp_mib(self.machine, True)
+
+    @property
+    def invalid_ratelimit(self):
+        """net.ipv4.tcp_invalid_ratelimit in ms (500): one challenge ACK per socket per this
+        long (``__tcp_oow_rate_limited()``)."""
+        return _core._net_config(self.machine)["invalid_ratelimit"]
+
+    @invalid_ratelimit.setter
+    def invalid_ratelimit(self, value):
+        if not 0 <= value < 1 << 31:
+            raise NetmemError(22, f"tcp_invalid_ratelimit: {value} out of range")
+        _core._net_config(self.machine, invalid_ratelimit=int(value))
+
+    @property
+    def challenge_ack_limit(self):
+        """net.ipv4.tcp_challenge_ack_limit: challenge ACKs per second in the netns (default
+        INT_MAX, 2147483647, which turns the limit off, as since 6.0)."""
+        return _core._net_config(self.machine)["challenge_ack_limit"]
+
+    @challenge_ack_limit.setter
+    def challenge_ack_limit(self, value):
+        if not 0 <= value < 1 << 31:
+            raise NetmemError(22, f"tcp_challenge_ack_limit: {value} out of range")
+        _core._net_config(self.machine, challenge_ack_limit=int(value))
+
+    @property
     def drop_reasons(self):
         """skbs freed by ``kfree_skb_reason()``, by SKB_DROP_REASON_* name (the nonzero ones)."""
         return _core._drop_reasons(self.machine)

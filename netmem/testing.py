@@ -277,9 +277,10 @@ _RULE_SLOW = ("rule: the pool calls alloc_netmems only when its alloc cache and 
 _RULE_HIGH_ORDER = ("rule: init must refuse a pool of order > 0 with a negative errno (its "
                     "net_iovs are 4 KiB: mp_dmabuf_devmem_init() returns -E2BIG, "
                     "io_pp_zc_init() -EINVAL)")
-_RULE_CORE_REFUSES = ("rule: page_pool_init() refuses a provider for a pool without "
-                      "PP_FLAG_ALLOW_UNREADABLE_NETMEM (EINVAL) or without PP_FLAG_DMA_MAP and "
-                      "PP_FLAG_DMA_SYNC_DEV (EOPNOTSUPP) before it calls mp_ops->init()")
+_RULE_CORE_REFUSES = ("rule: page_pool_init() gives a provider only to a pool with "
+                      "PP_FLAG_ALLOW_UNREADABLE_NETMEM (any other pool ignores it and runs on "
+                      "host pages) and refuses one without PP_FLAG_DMA_MAP and "
+                      "PP_FLAG_DMA_SYNC_DEV (EOPNOTSUPP), before it calls mp_ops->init()")
 _RULE_NO_MP_DRIVER = ("rule: a queue whose driver ignores providers refuses the install "
                       "(page_pool_check_memory_provider(): ENODATA) and keeps its pages")
 _RULE_NO_PUT = ("rule: release_netmem returns false for a net_iov, so that the core never "
@@ -595,17 +596,22 @@ class ProviderConformance:
     @_driving
     def test_pools_the_core_refuses_never_reach_init(self, machine, make_nic, make_pool,
                                                      monkeypatch):
-        """A pool without ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` takes no provider (EINVAL), nor
-        one without ``PP_FLAG_DMA_MAP`` and ``PP_FLAG_DMA_SYNC_DEV`` (EOPNOTSUPP, which
-        ``page_pool_init()`` checks before ``init``): the provider is not called."""
+        """A pool without ``PP_FLAG_ALLOW_UNREADABLE_NETMEM`` ignores the provider (it is an
+        ordinary host-page pool), and one without ``PP_FLAG_DMA_MAP`` and
+        ``PP_FLAG_DMA_SYNC_DEV`` is refused (EOPNOTSUPP, which ``page_pool_init()`` checks
+        before ``init``): either way the provider is not called."""
         nic, provider = self._setup(machine, make_nic)
-        log = self._spy(monkeypatch, provider, "init", "destroy")
+        log = self._spy(monkeypatch, provider, "init", "destroy", "alloc_netmems")
         pools = list(machine.page_pools)
-        for flags, code in ((PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV, errno.EINVAL),
-                            (PP_FLAG_ALLOW_UNREADABLE_NETMEM, errno.EOPNOTSUPP)):
-            with pytest.raises(NetmemError) as e:
-                self._pool(make_pool, nic, provider, flags=flags)
-            assert e.value.errno == code, f"{_RULE_CORE_REFUSES}: {e.value}"
+        plain = self._pool(make_pool, nic, provider, flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV)
+        ref = plain.alloc_netmem()
+        assert plain.provider is None and not netmem_is_net_iov(ref), \
+            f"{_RULE_CORE_REFUSES}: a pool without the flag took the provider"
+        plain.put_netmem(ref)
+        plain.destroy()
+        with pytest.raises(NetmemError) as e:
+            self._pool(make_pool, nic, provider, flags=PP_FLAG_ALLOW_UNREADABLE_NETMEM)
+        assert e.value.errno == errno.EOPNOTSUPP, f"{_RULE_CORE_REFUSES}: {e.value}"
         assert (log, machine.page_pools) == ([], pools), f"{_RULE_CORE_REFUSES}: calls {log}"
         self._finish(machine, nic, provider)
 

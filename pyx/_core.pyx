@@ -54,6 +54,7 @@ include "profile.pxi"
 include "napi.pxi"
 include "gro.pxi"
 include "tcp_rx.pxi"
+include "udp_icmp.pxi"
 include "devmem.pxi"
 include "bench.pxi"
 

@@ -136,7 +136,14 @@ cdef int skb_gro_receive(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
     page-frag head when the payload is in the head). In the kernel's order: -ETOOMANYREFS on a
     pp_recycle mismatch, then -E2BIG past gro_max_size or when NAPI_GRO_CB(skb)->flush is set
     (the IP layer's length check: Ethernet padding), then (departing) -E2BIG past
-    MAX_SKB_FRAGS where the kernel chains on frag_list."""
+    MAX_SKB_FRAGS where the kernel chains the segment on ``frag_list`` (``merge:``,
+    ``NAPI_GRO_CB(p)->last``) up to gro_max_size. The departure is on purpose, for now: an skb
+    with a frag_list needs every consumer of its data to walk the list (``tcp_try_coalesce()``
+    refuses it, the out-of-order queue's trims, ``skb_copy_datagram_iter()``, the devmem cmsg
+    walk of ``tcp_recvmsg_dmabuf()``, kfree_skb), and the TCP receive queues are being
+    rewritten for closed-loop TCP; so without header split a GRO packet holds 17 segments of
+    1448 bytes (24.6 KB) where the kernel's reaches 45 (64 KB), and TCP may coalesce packets
+    the kernel would keep apart."""
     cdef nm_shinfo *pinfo = skb_shinfo(n, p)
     cdef nm_shinfo *skbinfo = skb_shinfo(n, skb)
     cdef uint32_t len = skb_gro_len(n, skb)

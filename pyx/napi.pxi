@@ -18,6 +18,9 @@ cdef enum:
     ETH_P_8021Q = 0x8100
     ETH_P_8021AD = 0x88A8
     IPPROTO_TCP = 6
+    VLAN_VID_MASK = 0x0fff
+    PACKET_HOST = 0
+    PACKET_OTHERHOST = 3
     NAPI_POLL_WEIGHT = 64           # the NAPI budget
     NM_INDIR_SIZE = 128             # RSS indirection table entries
     NM_RSS_KEY_LEN = 40             # NETDEV_RSS_KEY_LEN
@@ -46,8 +49,8 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
     VLAN tags, IPv4/IPv6 (walking IPv6 extension headers 0/43/60) and TCP. ``hdr_len`` is where
     header split cuts and how many bytes a driver copies into the linear part: as
     ``__skb_get_poff()``, the TCP header's offset plus ``max(20, doff * 4)`` when its first 20
-    bytes are in the frame (at most the frame), else as far as the parse got (the IP header
-    included)."""
+    bytes are in the frame (at most the frame), a UDP, ICMP or ICMPv6 header's plus 8, else as
+    far as the parse got (the IP header included)."""
     cdef uint32_t off, ihl, doff, l4
     cdef uint16_t et
     cdef uint8_t nh
@@ -63,6 +66,8 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
         if p.nr_vlans == 0:
             p.vlan_off = <uint16_t>off
             p.vlan_tci = _be16(f + off + 2)
+        else:
+            p.vlan_tci2 = _be16(f + off + 2)
         p.nr_vlans += 1
         off += VLAN_HLEN
         et = _be16(f + off)
@@ -104,6 +109,8 @@ cdef void nm_parse(const uint8_t *f, uint32_t len, nm_pkt *p) noexcept nogil:
     if p.ip_proto == IPPROTO_TCP and l4 + 20 <= len:
         doff = max((f[l4 + 12] >> 4) * 4, 20)
         p.hdr_len = <uint16_t>min(l4 + doff, len)
+    elif p.ip_proto == IPPROTO_UDP or p.ip_proto == IPPROTO_ICMP or p.ip_proto == IPPROTO_ICMPV6:
+        p.hdr_len = <uint16_t>min(l4 + 8, len)     # __skb_get_poff(): the 8-byte header
 
 
 # ---- RSS and ntuple -----------------------------------------------------------------------------
@@ -349,6 +356,44 @@ cdef uint32_t __rx_build_skb(nm_net *n, nm_rxq *q, nm_pkt *p, uint32_t split, nm
     return si
 
 
+cdef inline bint __vlan_dev(const nm_netdev *nd, uint16_t vid) noexcept nogil:
+    """``vlan_find_dev()`` on the real device: a VLAN device with this id."""
+    return (nd.vlan_devs[vid >> 6] >> (vid & 63)) & 1
+
+
+cdef inline bint __vlan_dev_stacked(const nm_netdev *nd, uint16_t outer,
+                                    uint16_t inner) noexcept nogil:
+    """``vlan_find_dev()`` on VLAN device ``outer``: a VLAN device with id ``inner`` over it."""
+    cdef uint32_t i, key = (<uint32_t>outer << 16) | inner
+    for i in range(nd.nr_vlan_stacked):
+        if nd.vlan_stacked[i] == key:
+            return True
+    return False
+
+
+cdef uint8_t vlan_pkt_type(const nm_netdev *nd, const nm_pkt *p) noexcept nogil:
+    """skb->pkt_type as ``__netif_receive_skb_core()`` leaves it for a tagged frame (6.12 to
+    7.x): ``vlan_do_receive()`` hands the frame to the VLAN device of its id, whose round takes
+    the inner tag the same way; where no VLAN device has the id, a VLAN id other than 0 makes
+    the frame PACKET_OTHERHOST (which ``ip_rcv_core()`` drops), and behind a priority tag (id 0)
+    the inner tag is untagged (``skb_vlan_untag()``) and decides as the outer one would.
+    Departs: decided here, where the model's device strips both tags (a NIC strips the outer
+    one and the stack the inner), since the skb keeps only the outer TCI; VLAN devices match
+    by id only (not by 802.1Q/802.1AD protocol), and the frame stays on the real device."""
+    cdef uint16_t v1 = p.vlan_tci & VLAN_VID_MASK, v2 = p.vlan_tci2 & VLAN_VID_MASK
+    if p.nr_vlans == 0:
+        return PACKET_HOST
+    if __vlan_dev(nd, v1):
+        if p.nr_vlans == 2 and v2 and not __vlan_dev_stacked(nd, v1, v2):
+            return PACKET_OTHERHOST
+        return PACKET_HOST
+    if v1:
+        return PACKET_OTHERHOST
+    if p.nr_vlans == 2 and v2 and not __vlan_dev(nd, v2):
+        return PACKET_OTHERHOST
+    return PACKET_HOST
+
+
 cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_pkt *p,
                       uint32_t hash, uint64_t tstamp, nm_prof_t *pr) noexcept nogil:
     """One frame through the device and the driver: DMA into posted buffers, build the skb,
@@ -418,6 +463,7 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
     q.stats.bytes += dlen
     skb = SKB(n, si)
     skb.hash = hash
+    skb.pkt_type = vlan_pkt_type(nd, p)
     if nm_prof_t is not nm_noprof:
         n.skb_tstamp[si] = tstamp | NM_TSTAMP_SET
     if skb_headlen(skb) < ETH_HLEN:
@@ -455,6 +501,8 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     while work < NAPI_POLL_WEIGHT and q.pending_pos < q.npending:
         fi = q.pending[q.pending_pos]
         q.pending_pos += 1
+        # The stack's clock: polls run round robin, so it keeps to the latest arrival.
+        n.now_ns = max(n.now_ns, __rx_arrival(n, nd, fi))
         if nm_prof_t is not nm_noprof:
             tstamp = __rx_arrival(n, nd, fi)
         nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start],
@@ -530,6 +578,7 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:
             nd.rxq[qi].napi.list_owner = -1
+    n.now_ns = 0
     m.cpu = cpu
     m.in_softirq = softirq
     if unlikely(n.prof.on):

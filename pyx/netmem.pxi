@@ -137,3 +137,33 @@ cdef inline void nm_trace(nm_machine *m, uint32_t type, uint32_t pool_id, netmem
                           int64_t a, int64_t b, int64_t c) noexcept nogil:
     if unlikely(m.trace_mask & type):
         __nm_trace(m, type, pool_id, netmem, a, b, c)
+
+
+cdef inline uint32_t nm_xorshift32(uint32_t *state) noexcept nogil:
+    """The next value of a xorshift32 generator (Marsaglia); ``*state`` must not be 0."""
+    cdef uint32_t x = state[0]
+    x ^= x << 13
+    x ^= x >> 17
+    x ^= x << 5
+    state[0] = x
+    return x
+
+
+cdef inline bint should_fail(nm_fault_attr *attr) noexcept nogil:
+    """Models ``should_fail_ex()`` of lib/fault-inject.c for the attributes the model keeps
+    (no task filter, stack trace, space or fail-nth): probability 0 or no times left never
+    fails; with an interval above 1 only every interval-th call may; then it fails with the
+    given probability in percent (``get_random_u32_below(100)``), and a finite ``times``
+    counts down."""
+    if attr.probability == 0 or attr.times == 0:
+        return False
+    if attr.interval > 1:
+        attr.count += 1
+        if attr.count % attr.interval:
+            return False
+    if attr.probability <= nm_xorshift32(&attr.rng) % 100:
+        return False
+    if attr.times != -1:
+        attr.times -= 1
+    attr.failures += 1
+    return True

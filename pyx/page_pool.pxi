@@ -271,6 +271,8 @@ cdef inline netmem_ref page_pool_alloc_netmems(nm_pool *pool) noexcept nogil:
     """Models ``page_pool_alloc_netmems()``: the alloc cache (``__page_pool_get_cached()``),
     else ring refill, then provider or slow path."""
     cdef netmem_ref netmem
+    if unlikely(pool.m.fei.enabled) and should_fail(&pool.m.fei):
+        return 0                        # ALLOW_ERROR_INJECTION(page_pool_alloc_netmems, NULL)
     if likely(pool.alloc_count):
         pool.alloc_count -= 1
         netmem = pool.alloc_cache[pool.alloc_count]

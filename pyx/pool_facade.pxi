@@ -591,3 +591,24 @@ def page_pool_put_netmem_bulk_core(CoreMachine machine, refs):
             pool._check_invariants()
     if machine.m.nr_warn:
         machine._flush_warnings()
+
+
+def _fei_config(CoreMachine machine, enabled=None, interval=None, probability=None, times=None,
+                verbose=None, seed=None):
+    """Set, then read, the fail_function attributes of ``page_pool_alloc_netmems()``
+    (``netmem.fault_inject``); ``count`` and ``failures`` read only."""
+    cdef nm_fault_attr *a = &machine.m.fei
+    if enabled is not None:
+        a.enabled = bool(enabled)
+    if interval is not None:
+        a.interval = interval
+    if probability is not None:
+        a.probability = probability
+    if times is not None:
+        a.times = times
+    if verbose is not None:
+        a.verbose = verbose
+    if seed is not None:
+        a.rng = seed or 1               # xorshift32 never leaves 0
+    return {"enabled": bool(a.enabled), "interval": a.interval, "probability": a.probability,
+            "times": a.times, "verbose": a.verbose, "count": a.count, "failures": a.failures}

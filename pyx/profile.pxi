@@ -88,14 +88,9 @@ cdef inline bint prof_sample_poll(nm_prof *pr) noexcept nogil:
     """Whether the next NAPI poll stamps its frames' stages: every one until a poll with frames
     was, then one in NM_PROF_SAMPLE, from a xorshift32 (Marsaglia) so that no period of the
     replay (chunks, queues) lines up with it."""
-    cdef uint32_t x = pr.rng
     if pr.frames[1] == 0:
         return True
-    x ^= x << 13
-    x ^= x >> 17
-    x ^= x << 5
-    pr.rng = x
-    return x % NM_PROF_SAMPLE == 0
+    return nm_xorshift32(&pr.rng) % NM_PROF_SAMPLE == 0
 
 
 cdef inline uint32_t __lat_bucket(uint64_t v) noexcept nogil:

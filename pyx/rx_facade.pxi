@@ -10,14 +10,15 @@ RSS_DEFAULT_KEY = bytes.fromhex(
 TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "TCPOFOMerge",
                 "TCPOFODrop", "TCPRcvCoalesce", "TCPRcvQDrop", "DelayedACKLost",
                 "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
-                "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop")
+                "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop",
+                "TCPACKSkippedChallenge")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
                 "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
                 "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
                 "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA",
-                "PFMEMALLOC")
+                "PFMEMALLOC", "OTHERHOST")
 RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
                   "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
 GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
@@ -325,7 +326,31 @@ cdef class CoreNetDevice:
 
     def _dev_stats(self):
         return {"rx_nohandler": self.nd.rx_nohandler, "rx_dropped": self.nd.rx_dropped,
-                "rx_length_errors": self.nd.rx_length_errors}
+                "rx_length_errors": self.nd.rx_length_errors,
+                "rx_otherhost_dropped": self.nd.rx_otherhost_dropped}
+
+    def _vlan_set(self, uint16_t vid, int inner, bint on):
+        """Add (``on``) or remove the VLAN device ``vid`` (``inner`` -1), or ``inner`` over
+        it. Returns False when there is nothing to do (present, absent, or no room)."""
+        cdef nm_netdev *nd = self.nd
+        cdef uint32_t i, key = (<uint32_t>vid << 16) | <uint16_t>inner
+        if inner < 0:
+            if __vlan_dev(nd, vid) == on:
+                return False
+            nd.vlan_devs[vid >> 6] ^= <uint64_t>1 << (vid & 63)
+            return True
+        for i in range(nd.nr_vlan_stacked):
+            if nd.vlan_stacked[i] == key:
+                if on:
+                    return False
+                nd.nr_vlan_stacked -= 1
+                nd.vlan_stacked[i] = nd.vlan_stacked[nd.nr_vlan_stacked]
+                return True
+        if not on or nd.nr_vlan_stacked == 64:
+            return False
+        nd.vlan_stacked[nd.nr_vlan_stacked] = key
+        nd.nr_vlan_stacked += 1
+        return True
 
 
 # ---- the stack, machine-wide --------------------------------------------------------------------
@@ -340,7 +365,21 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPOFOMerge, t.TCPOFODrop, t.TCPRcvCoalesce, t.TCPRcvQDrop,
                                    t.DelayedACKLost, t.TCPDSACKOldSent, t.TCPDSACKOfoSent,
                                    t.TCPAbortOnData, t.TCPZeroWindowDrop, t.TCPChallengeACK,
-                                   t.TCPSYNChallenge, t.TCPAbortOnClose, t.PFMemallocDrop)))
+                                   t.TCPSYNChallenge, t.TCPAbortOnClose, t.PFMemallocDrop,
+                                   t.TCPACKSkippedChallenge)))
+
+
+def _udp_mib(CoreMachine machine, bint v6):
+    cdef nm_udp_mib *s = &_net(machine).udp6 if v6 else &_net(machine).udp
+    return {"InDatagrams": s.InDatagrams, "NoPorts": s.NoPorts, "InErrors": s.InErrors}
+
+
+def _icmp_mib(CoreMachine machine, bint v6):
+    """InMsgs, InErrors and, per message type seen, IcmpMsg's InType<N>."""
+    cdef nm_icmp_mib *s = &_net(machine).icmp6 if v6 else &_net(machine).icmp
+    out = {"InMsgs": s.InMsgs, "InErrors": s.InErrors}
+    out.update({f"InType{t}": s.InType[t] for t in range(256) if s.InType[t]})
+    return out
 
 
 def _ip_mib(CoreMachine machine, bint v6):
@@ -383,8 +422,15 @@ def _drop_reasons(CoreMachine machine):
             if n.drop_reasons[i]}
 
 
-def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=None):
+def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=None,
+                invalid_ratelimit=None, challenge_ack_limit=None, seed=None):
     cdef nm_net *n = _net(machine)
+    if invalid_ratelimit is not None:
+        n.invalid_ratelimit = invalid_ratelimit
+    if challenge_ack_limit is not None:
+        n.challenge_ack_limit = challenge_ack_limit
+    if seed is not None:
+        n.challenge_rng = seed or 1     # xorshift32 never leaves 0
     if open_on_data is not None:
         n.open_on_data = bool(open_on_data)
     if rcvbuf is not None:
@@ -393,6 +439,8 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
         n.defer_max = defer_max
     return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
             "defer_max": n.defer_max, "defer_kicks": n.defer_kicks,
+            "invalid_ratelimit": n.invalid_ratelimit,
+            "challenge_ack_limit": n.challenge_ack_limit,
             "skbs_live": n.skbs_live,
             "skbs_deferred": sum(n.defer_count[i] for i in range(machine.m.nr_cpus))}
 

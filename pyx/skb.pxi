@@ -21,6 +21,8 @@ cdef enum:
     NM_HDS_THRESH_MAX = 512         # ethtool hds-thresh maximum of the model driver
     NM_RX_BUF_SIZE = 2048           # payload buffers without header split: half pages
     NM_TCP_RMEM_MAX = 6291456       # net.ipv4.tcp_rmem[2] default: the model's sk_rcvbuf
+    NM_TCP_INVALID_RATELIMIT = 500  # net.ipv4.tcp_invalid_ratelimit: HZ/2 jiffies, in ms
+    NM_INT_MAX = 0x7fffffff         # tcp_challenge_ack_limit default since 6.0: no netns limit
 
     # The SKB_DROP_REASON_* values the model counts (include/net/dropreason-core.h names).
     NM_DROP_NOT_SPECIFIED = 0
@@ -42,7 +44,8 @@ cdef enum:
     NM_DROP_TCP_INVALID_SYN = 16
     NM_DROP_TCP_ABORT_ON_DATA = 17
     NM_DROP_PFMEMALLOC = 18
-    NM_DROP_REASONS = 19
+    NM_DROP_OTHERHOST = 19
+    NM_DROP_REASONS = 20
 
 
 cdef inline uint32_t SKB_TRUESIZE(uint32_t x) noexcept nogil:
@@ -98,6 +101,9 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.sk_free = NM_NIL
     n.defer_max = NM_DEFER_MAX
     n.rcvbuf = NM_TCP_RMEM_MAX
+    n.invalid_ratelimit = NM_TCP_INVALID_RATELIMIT
+    n.challenge_ack_limit = NM_INT_MAX
+    n.challenge_rng = 0x9e3779b9        # reseeded from the machine's seed (_net_config)
     for i in range(NM_MAX_CPUS):
         n.defer_head[i] = NM_NIL
     return 0

@@ -534,6 +534,41 @@ cdef void pskb_trim_rcsum(nm_net *n, nm_skb *skb, uint32_t len) noexcept nogil:
     skb.len = len
 
 
+cdef inline uint32_t tcp_jiffies32(nm_net *n) noexcept nogil:
+    """``tcp_jiffies32`` at HZ 1000 (a jiffy is 1 ms of the stack's clock: the NAPI poll's
+    latest frame while one runs, else the machine's), from INITIAL_JIFFIES (-300 s)."""
+    cdef uint64_t ns = n.now_ns if n.now_ns else n.m.clock_ns
+    return <uint32_t>(ns // 1000000) + <uint32_t>(-300 * 1000)
+
+
+cdef void tcp_send_challenge_ack(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``tcp_send_challenge_ack()`` (the per-netns limit since 6.0; 6.12 to 7.x): first
+    ``__tcp_oow_rate_limited()``, at most one per ``net.ipv4.tcp_invalid_ratelimit`` (500 ms)
+    per socket (else TCPACKSkippedChallenge), then the RFC 5961 limit of
+    ``net.ipv4.tcp_challenge_ack_limit`` per second (INT_MAX, the default, turns it off), each
+    second's budget drawn from [limit/2, limit*3/2) (``get_random_u32_inclusive()``; here a
+    xorshift32 seeded from the machine's seed). A challenge that passes is TCPChallengeACK;
+    nothing is sent."""
+    cdef uint32_t now = tcp_jiffies32(n), half, span
+    if sk.last_oow_ack_time:
+        if <int32_t>(now - sk.last_oow_ack_time) >= 0 and \
+                <int32_t>(now - sk.last_oow_ack_time) < <int32_t>n.invalid_ratelimit:
+            n.tcp.TCPACKSkippedChallenge += 1
+            return
+    sk.last_oow_ack_time = now
+    if n.challenge_ack_limit != NM_INT_MAX:
+        if now // 1000 != n.challenge_timestamp:                # jiffies / HZ
+            half = (n.challenge_ack_limit + 1) >> 1
+            span = n.challenge_ack_limit                        # 0: the whole u32 range
+            n.challenge_timestamp = now // 1000
+            n.challenge_count = half + (nm_xorshift32(&n.challenge_rng) % span if span
+                                        else nm_xorshift32(&n.challenge_rng))
+        if n.challenge_count == 0:
+            return
+        n.challenge_count -= 1
+    n.tcp.TCPChallengeACK += 1
+
+
 cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
                   const uint8_t *daddr) noexcept nogil:
     """Models ``tcp_v4_rcv()`` / ``tcp_v6_rcv()`` and ``tcp_rcv_established()`` for the receive
@@ -625,7 +660,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             tcp_reset(n, ski)
             __kfree_skb(n, si)
         else:
-            n.tcp.TCPChallengeACK += 1          # tcp_send_challenge_ack()
+            tcp_send_challenge_ack(n, sk)
             __drop(n, si, NM_DROP_TCP_RESET)
         return
     if flags & TCPHDR_SYN:
@@ -635,7 +670,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
         if sk.state == NM_TCP_ESTABLISHED:
             n.tcp.InErrs += 1
         n.tcp.TCPSYNChallenge += 1
-        n.tcp.TCPChallengeACK += 1
+        tcp_send_challenge_ack(n, sk)
         __drop(n, si, NM_DROP_TCP_INVALID_SYN)
         return
     if not (flags & TCPHDR_ACK):
@@ -698,7 +733,8 @@ cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
 
 cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``ip_rcv_core()`` and ``ip_local_deliver()``: header checks with the kernel's
-    MIB counters, padding trimmed, fragments refused (no reassembly), TCP delivered."""
+    MIB counters, padding trimmed, fragments refused (no reassembly), TCP, UDP and ICMP
+    delivered (``ip_protocol_deliver_rcu()``)."""
     cdef nm_skb *skb = SKB(n, si)
     cdef uint8_t *iph
     cdef uint32_t ihl, tot
@@ -731,17 +767,23 @@ cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:
         n.ip.ReasmFails += 1
         __drop(n, si, NM_DROP_FRAG_REASM)
         return
-    if iph[9] != IPPROTO_TCP:
+    if iph[9] != IPPROTO_TCP and iph[9] != IPPROTO_UDP and iph[9] != IPPROTO_ICMP:
         n.ip.InUnknownProtos += 1
         __drop(n, si, NM_DROP_IP_NOPROTO)
         return
+    # The kernel counts InDelivers once the handler returns (none resubmits here).
     n.ip.InDelivers += 1
-    tcp_rcv(n, si, 4, iph + 12, iph + 16)
+    if iph[9] == IPPROTO_UDP:
+        udp_rcv(n, si, &n.udp, False)
+    elif iph[9] == IPPROTO_ICMP:
+        icmp_rcv(n, si, &n.icmp, False)
+    else:
+        tcp_rcv(n, si, 4, iph + 12, iph + 16)
 
 
 cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
     """Models ``ip6_rcv_core()`` and ``ip6_input_finish()``: header checks, padding trimmed,
-    extension headers 0/43/60 walked, fragments refused, TCP delivered."""
+    extension headers 0/43/60 walked, fragments refused, TCP, UDP and ICMPv6 delivered."""
     cdef nm_skb *skb = SKB(n, si)
     cdef uint8_t *iph
     cdef uint8_t *h
@@ -785,12 +827,17 @@ cdef void ipv6_rcv(nm_net *n, uint32_t si) noexcept nogil:
         n.ip6.ReasmFails += 1
         __drop(n, si, NM_DROP_FRAG_REASM)
         return
-    if nh != IPPROTO_TCP:
+    if nh != IPPROTO_TCP and nh != IPPROTO_UDP and nh != IPPROTO_ICMPV6:
         n.ip6.InUnknownProtos += 1
         __drop(n, si, NM_DROP_IP_NOPROTO)
         return
     n.ip6.InDelivers += 1
-    tcp_rcv(n, si, 6, iph + 8, iph + 24)
+    if nh == IPPROTO_UDP:
+        udp_rcv(n, si, &n.udp6, True)
+    elif nh == IPPROTO_ICMPV6:
+        icmp_rcv(n, si, &n.icmp6, True)
+    else:
+        tcp_rcv(n, si, 6, iph + 8, iph + 24)
 
 
 cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogil:
@@ -799,7 +846,11 @@ cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogi
     (rx_nohandler is only for exact delivery, which an rx_handler such as bonding asks for; the
     model has none)."""
     cdef nm_skb *skb = SKB(n, si)
-    if skb.protocol == 4:
+    if skb.pkt_type == PACKET_OTHERHOST and (skb.protocol == 4 or skb.protocol == 6):
+        # ip_rcv_core() / ip6_rcv_core(): dropped before anything is counted in Ip/Ip6.
+        nd.rx_otherhost_dropped += 1
+        __drop(n, si, NM_DROP_OTHERHOST)
+    elif skb.protocol == 4:
         ip_rcv(n, si)
     elif skb.protocol == 6:
         ipv6_rcv(n, si)

@@ -11,7 +11,7 @@ import ipaddress
 import numpy as np
 from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrDestOpt
-from scapy.layers.l2 import Dot1Q, Ether
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from netmem.flows import Flows, PacketTrace
@@ -92,7 +92,9 @@ class Flow:
             l3 = IP(src=self.src, dst=self.dst, id=ip_id, flags="DF" if df else 0, ttl=ttl,
                     tos=tos, options=ip_options or [])
         eth = Ether(src=mac_src or self.mac_src, dst=MAC_DST)
-        if self.vlan is not None:
+        if isinstance(self.vlan, tuple):                  # QinQ: (outer, inner)
+            eth = eth / Dot1AD(vlan=self.vlan[0]) / Dot1Q(vlan=self.vlan[1])
+        elif self.vlan is not None:
             eth = eth / Dot1Q(vlan=self.vlan)
         pkt = eth / l3 / tcp
         if data:

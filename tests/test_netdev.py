@@ -353,14 +353,56 @@ def test_vlan_tag_is_stripped_before_the_stack(nic, m):
         len(x) - 4 for x in Flow(vlan=0).segments(data)) + (62 - 4) + (58 - 4)
 
 
-@pytest.mark.xfail(strict=True, reason="__netif_receive_skb_core() marks a frame whose VLAN id "
-                   "is not 0 PACKET_OTHERHOST when no VLAN device takes it, and ip_rcv_core() "
-                   "drops it (OTHERHOST); the model has no VLAN devices and delivers it")
 def test_vlan_frames_without_a_vlan_device_are_otherhost(nic, m):
+    """__netif_receive_skb_core(): vlan_do_receive() finds no VLAN device for id 100, so the
+    frame is PACKET_OTHERHOST, and ip_rcv_core() drops it before Ip counts it (reason
+    OTHERHOST, the device's rx_otherhost_dropped). IPv6 the same."""
     f = Flow(vlan=100)
-    receive(nic, [f.syn()])
-    assert m.tcp.ip_mib["InReceives"] == 0
-    assert m.tcp.drop_reasons == {"OTHERHOST": 1}
+    f6 = Flow(src="fd00::1", dst="fd00::2", vlan=7)
+    receive(nic, [f.syn(), f6.syn()])
+    assert m.tcp.ip_mib["InReceives"] == m.tcp.ip6_mib["InReceives"] == 0
+    assert m.tcp.drop_reasons == {"OTHERHOST": 2}
+    assert nic.stats()["rx_otherhost_dropped"] == 2
+    assert m.tcp.sockets() == []
+
+
+def test_vlan_devices_take_their_frames(nic, m):
+    """With ``ip link add link eth0 type vlan id 100`` (register_vlan_device()) the frames of
+    id 100 reach TCP; other ids stay OTHERHOST. Two tags: a priority tag (id 0) lets the inner
+    tag decide (skb_vlan_untag(), then vlan_do_receive() again), and behind a VLAN device
+    the inner id needs a VLAN device stacked on it."""
+    data = payload(3000)
+
+    def run(flow, expect):
+        before = m.tcp.drop_reasons.get("OTHERHOST", 0)
+        receive(nic, [flow.syn(), *flow.segments(data)])
+        sk = m.tcp.lookup(flow.local, flow.remote)
+        if expect:
+            assert sk.read_all() == data
+        else:
+            assert sk is None and m.tcp.drop_reasons["OTHERHOST"] == before + 2  # SYN, GRO packet
+
+    nic.register_vlan_device(100)
+    run(Flow(vlan=100), True)
+    run(Flow(vlan=101, sport=40001), False)
+    run(Flow(vlan=(0, 100), sport=40002), True)        # priority tag, then 100
+    run(Flow(vlan=(0, 5), sport=40003), False)
+    run(Flow(vlan=(100, 5), sport=40004), False)       # eth0.100 has no eth0.100.5
+    nic.register_vlan_device(100, 5)
+    run(Flow(vlan=(100, 5), sport=40005), True)
+    run(Flow(vlan=(100, 0), sport=40006), True)        # a priority tag inside eth0.100
+    with pytest.raises(NetmemError) as e:
+        nic.register_vlan_device(100)
+    assert e.value.errno == errno.EEXIST
+    with pytest.raises(NetmemError) as e:
+        nic.register_vlan_device(4095)
+    assert e.value.errno == errno.EINVAL
+    with pytest.raises(NetmemError) as e:
+        nic.register_vlan_device(7, 5)
+    assert e.value.errno == errno.ENODEV
+    nic.unregister_vlan_device(100)                     # and eth0.100.5 with it
+    assert nic.vlan_devices == set()
+    run(Flow(vlan=100, sport=40007), False)
 
 
 def test_jumbo_frames_take_several_buffers(make_nic, m):

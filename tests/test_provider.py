@@ -21,6 +21,7 @@ from netmem import (
     NetIovArea,
     NetmemError,
     NetmemWarning,
+    netmem_is_net_iov,
 )
 from netmem.dma import Device
 from netmem.netdev import netif_mp_open_rxq
@@ -522,12 +523,16 @@ def test_helpers_refuse_misuse(machine, mp_pool, prov):
     machine.put_page(page)
 
 
-def test_provider_needs_allow_unreadable(machine, mp_pool, prov):
-    with pytest.raises(NetmemError) as e:
-        mp_pool(prov, flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV)
-    assert e.value.errno == errno.EINVAL
-    assert (prov.calls, machine.page_pools) == ([], [])
-    assert machine.dmesg == ["page_pool_create_percpu() gave up with errno -22"]
+def test_a_pool_without_allow_unreadable_ignores_the_provider(machine, mp_pool, prov):
+    """page_pool_init() reads the queue's mp_params only under PP_FLAG_ALLOW_UNREADABLE_NETMEM:
+    any other pool is made, on host pages, and the provider is never called (audit finding 9:
+    the model used to refuse it with EINVAL)."""
+    pool = mp_pool(prov, flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV)
+    assert pool.provider is None and machine.page_pools == [pool]
+    ref = pool.alloc_netmem()
+    assert not netmem_is_net_iov(ref)
+    pool.put_netmem(ref)
+    assert (prov.calls, machine.dmesg) == ([], [])
 
 
 def test_provider_must_be_a_memory_provider(machine, mp_pool):

@@ -9,6 +9,7 @@ import ipaddress
 import pytest
 
 from netmem.flows import PacketTrace, generate
+from netmem.replay.rig import add_vlan_devices
 from netmem.testing import tshark_follow_all
 
 CASES = {
@@ -37,6 +38,7 @@ def test_streams_equal_tshark(m, make_nic, tmp_path, case, hds):
     flows.write_pcap(pcap)
     trace = PacketTrace.from_pcap(pcap)
     nic = make_nic(num_rx_queues=2)
+    add_vlan_devices(nic, trace.vlan_ids())         # eth0.42 for the tagged case
     if hds:
         nic.ethtool.set_ringparam(tcp_data_split="on")
     nic.receive(trace)

@@ -22,6 +22,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from netmem.flows import PacketTrace, classify_frame
+from netmem.replay.rig import add_vlan_devices
 
 ETH = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 V4 = IP(src="10.0.0.1", dst="10.0.0.2")
@@ -61,7 +62,13 @@ def _edit(base, edits, cut):
 def _counters(m, nic):
     t = m.tcp
     return {"tcp": t.mib, "ip4": t.ip_mib, "ip6": t.ip6_mib, "drop": t.drop_reasons,
-            "dev": nic.stats()}
+            "dev": nic.stats(), "l4": {**_prefixed("udp", t.udp_mib), **_prefixed(
+                "udp6", t.udp6_mib), **_prefixed("icmp", t.icmp_mib),
+                **_prefixed("icmp6", t.icmp6_mib)}}
+
+
+def _prefixed(name, mib):
+    return {f"{name}.{k}": v for k, v in mib.items()}
 
 
 def _delta(before, after):
@@ -76,6 +83,8 @@ def _what_happened(d):
         return "ip_fragment"
     if ip.get("InTruncatedPkts"):
         return "truncated"
+    if d["l4"]:                             # udp_rcv() or icmp_rcv() took it
+        return "non_tcp"
     if (ip.get("InHdrErrors") or d["tcp"].get("InErrs") or d["dev"].get("rx_length_errors")
             or d["drop"].get("NOT_SPECIFIED")):
         return "malformed"
@@ -96,6 +105,7 @@ def test_the_rx_path_agrees_with_classify_frame(make_nic, m, hds):
     @given(FRAMES)
     def one_frame(frame):
         tr = PacketTrace.from_frames([frame], keep_all=True)
+        add_vlan_devices(nic, tr.vlan_ids())    # as netmem-replay does
         before = _counters(m, nic)
         nic.receive(tr)
         d = _delta(before, _counters(m, nic))
@@ -104,6 +114,8 @@ def test_the_rx_path_agrees_with_classify_frame(make_nic, m, hds):
         assert _what_happened(d) == expected, (frame.hex(), d)
         for sk in m.tcp.sockets():          # each frame meets the stack afresh
             sk.close()
+        for vid in {k[0] for k in nic.vlan_devices}:
+            nic.unregister_vlan_device(vid)
 
     one_frame()
     # The corpus reached every outcome the classifier has.

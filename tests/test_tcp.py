@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from rxutil import MSS, Ether, Flow, IPv6ExtHdrDestOpt, Trace, payload, receive
 from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting
+from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrRouting
 from scapy.packet import Raw
 
 from netmem import NetmemError, _core, flows
@@ -412,17 +412,69 @@ def test_rst_inside_the_sack_blocks_draws_a_challenge_ack(nic, m):
     assert m.tcp.drop_reasons == {"TCP_RESET": 4}
 
 
-@pytest.mark.xfail(strict=True, reason="tcp_send_challenge_ack() first applies the per-socket "
-                   "rate limit (__tcp_oow_rate_limited(), net.ipv4.tcp_invalid_ratelimit 500 ms:"
-                   " TCPACKSkippedChallenge); the model counts every challenge, and its clock "
-                   "does not advance inside a receive() chunk")
 def test_challenge_acks_are_rate_limited(nic, m):
+    """tcp_send_challenge_ack(): __tcp_oow_rate_limited() lets one challenge ACK through per
+    socket per net.ipv4.tcp_invalid_ratelimit (500 ms) and counts the others in
+    TCPACKSkippedChallenge; the window is measured from the last one sent, on the stack's
+    clock (the arrival of the frames the NAPI poll takes)."""
     f = Flow()
     receive(nic, [f.syn(), seg(f, 0)])
     nxt = f.isn + 1 + MSS
     receive(nic, [f.rst(seq=nxt + 10), f.rst(seq=nxt + 20)])
-    assert m.tcp.mib["TCPChallengeACK"] == 1
-    assert m.tcp.mib.get("TCPACKSkippedChallenge") == 1
+    assert (m.tcp.mib["TCPChallengeACK"], m.tcp.mib["TCPACKSkippedChallenge"]) == (1, 1)
+    m.advance(0.499)
+    receive(nic, [f.rst(seq=nxt + 30)])                 # 499 ms after the first: skipped
+    m.advance(0.001)
+    receive(nic, [f.frame("SA", f.isn)])                # 500 ms: a SYN's challenge goes out
+    assert (m.tcp.mib["TCPChallengeACK"], m.tcp.mib["TCPACKSkippedChallenge"]) == (2, 2)
+    assert m.tcp.drop_reasons == {"TCP_RESET": 3, "TCP_INVALID_SYN": 1}
+    g = Flow(sport=40001)                               # another socket has its own window
+    receive(nic, [g.syn(), g.rst(seq=g.isn + 100)])
+    assert m.tcp.mib["TCPChallengeACK"] == 3
+
+
+def test_challenge_acks_within_one_trace_follow_its_timestamps(nic, m):
+    """Inside one receive() call the stack's clock is each frame's arrival: RSTs 300 ms
+    apart are limited by the socket's 500 ms window as they would be on the wire."""
+    f = Flow()
+    nxt = f.isn + 1
+    frames = [f.syn(), *[f.rst(seq=nxt + 10 + i) for i in range(5)]]
+    nic.receive(Trace(frames, gap_ns=300_000_000))
+    # At 300, 600, 900, 1200, 1500 ms: sent at 300, 900 and 1500.
+    assert (m.tcp.mib["TCPChallengeACK"], m.tcp.mib["TCPACKSkippedChallenge"]) == (3, 2)
+
+
+def test_the_netns_challenge_ack_limit(make_nic):
+    """With net.ipv4.tcp_challenge_ack_limit set (INT_MAX, off, by default since 6.0), each
+    second allows a budget drawn from [limit/2, limit*3/2) across the netns; challenges past
+    it are neither sent nor counted. The draw comes from the machine's seed."""
+    from netmem import Machine
+
+    def run(seed):
+        m = Machine(seed=seed)
+        nic = make_nic(machine=m)
+        m.tcp.challenge_ack_limit = 4
+        flows = [Flow(sport=41000 + i) for i in range(16)]
+        receive(nic, [x.syn() for x in flows])
+        receive(nic, [x.rst(seq=x.isn + 100) for x in flows])
+        first = m.tcp.mib["TCPChallengeACK"]
+        m.advance(1)
+        receive(nic, [x.rst(seq=x.isn + 200) for x in flows])
+        got = (first, m.tcp.mib["TCPChallengeACK"] - first,
+               m.tcp.mib["TCPACKSkippedChallenge"])
+        for sk in m.tcp.sockets():
+            sk.close()
+        nic.unregister()
+        m.quiesce()
+        return got
+
+    a, b = run(1), run(1)
+    assert a == b                                       # deterministic
+    assert 2 <= a[0] <= 5 and 2 <= a[1] <= 5 and a[2] == 0
+    assert run(2) != a or run(3) != a                   # the draw depends on the seed
+    m = Machine()
+    assert m.tcp.challenge_ack_limit == 2147483647 and m.tcp.invalid_ratelimit == 500
+    raises(errno.EINVAL, setattr, m.tcp, "challenge_ack_limit", -1)
 
 
 def test_rst_after_fin_at_rcv_nxt_minus_one(nic, m):
@@ -682,7 +734,8 @@ def test_unknown_ethertype_and_runts(nic, m):
     lldp = bytes(Ether(dst="01:80:c2:00:00:0e", type=0x88cc) / Raw(b"\0" * 46))
     receive(nic, [arp, lldp, b"\x02" * 13, b""])
     # __netif_receive_skb_core(): no handler and no exact delivery -> rx_dropped.
-    assert nic.stats() == {"rx_nohandler": 0, "rx_dropped": 2, "rx_length_errors": 2}
+    assert nic.stats() == {"rx_nohandler": 0, "rx_dropped": 2, "rx_length_errors": 2,
+                           "rx_otherhost_dropped": 0}
     assert m.tcp.drop_reasons == {"UNHANDLED_PROTO": 2}
     assert nic.rx_queues[0].stats()["length_errors"] == 2
 
@@ -691,7 +744,8 @@ def test_a_frame_that_ends_inside_a_vlan_tag(nic, m):
     tagged = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02", type=0x8100))
     receive(nic, [tagged + b"\x00\x05", tagged + b"\x00\x05\x08"])
     # skb_vlan_untag() cannot pull the tag and the EtherType after it: freed, not rx_dropped.
-    assert nic.stats() == {"rx_nohandler": 0, "rx_dropped": 0, "rx_length_errors": 0}
+    assert nic.stats() == {"rx_nohandler": 0, "rx_dropped": 0, "rx_length_errors": 0,
+                           "rx_otherhost_dropped": 0}
     assert m.tcp.drop_reasons == {"NOT_SPECIFIED": 2}
 
 
@@ -718,14 +772,42 @@ def test_protocols_without_a_handler(nic, m):
     assert m.tcp.drop_reasons == {"IP_NOPROTO": 2}
 
 
-@pytest.mark.xfail(strict=True, reason="UDP and ICMP have handlers in ip_protocol_deliver_rcu(): "
-                   "InDelivers, then udp_rcv() drops a datagram with no socket (Udp NoPorts, "
-                   "NO_SOCKET); the model counts every non-TCP protocol in InUnknownProtos")
 def test_udp_and_icmp_are_delivered(nic, m):
+    """ip_protocol_deliver_rcu() hands UDP and ICMP to their handlers (InDelivers): with no
+    UDP socket __udp4_lib_rcv() counts NoPorts (NO_SOCKET); icmp_rcv() counts InMsgs and the
+    type (IcmpMsg InType8) and consumes the echo request. IPv6 the same way (Udp6, Icmp6)."""
     udp = bytes(ETH / ip4() / UDP(sport=5, dport=53) / Raw(b"q" * 20))
     icmp = bytes(ETH / ip4() / ICMP() / Raw(b"p" * 20))
-    receive(nic, [udp, icmp])
+    v6 = IPv6(src="fd00::1", dst="fd00::2")
+    udp6 = bytes(ETH / v6 / UDP(sport=5, dport=53) / Raw(b"q" * 20))
+    echo6 = bytes(ETH / v6 / ICMPv6EchoRequest(data=b"p" * 20))
+    receive(nic, [udp, icmp, udp6, echo6])
     assert m.tcp.ip_mib == ip_mib(m, InReceives=2, InDelivers=2)
+    assert m.tcp.ip6_mib == ip_mib(m, InReceives=2, InDelivers=2)
+    assert m.tcp.udp_mib == m.tcp.udp6_mib == {"InDatagrams": 0, "NoPorts": 1, "InErrors": 0}
+    assert m.tcp.icmp_mib == {"InMsgs": 1, "InErrors": 0, "InType8": 1}
+    assert m.tcp.icmp6_mib == {"InMsgs": 1, "InErrors": 0, "InType128": 1}
+    assert m.tcp.drop_reasons == {"NO_SOCKET": 2}       # the echo requests are consumed
+    assert m.tcp.mib["InSegs"] == 0
+
+
+def test_udp_and_icmp_errors(nic, m):
+    """The handlers' own checks: a UDP length past the datagram or below 8 is InErrors
+    (PKT_TOO_SMALL); an ICMP message shorter than its header is InErrors (NOT_SPECIFIED); an
+    ICMPv4 type past NR_ICMP_TYPES (18) counts its type, then InErrors (UNHANDLED_PROTO). A
+    UDP length shorter than the datagram trims it, and the datagram still meets no socket."""
+    frames = [bytes(ETH / ip4() / UDP(len=60) / Raw(b"q" * 20)),       # past the datagram
+              bytes(ETH / ip4() / UDP(len=7) / Raw(b"q" * 20)),        # below the header
+              bytes(ETH / ip4() / UDP(len=10) / Raw(b"q" * 20)),       # trimmed: NoPorts
+              bytes(ETH / ip4(proto=17) / Raw(b"q" * 4)),              # no UDP header
+              bytes(ETH / ip4(proto=1) / Raw(b"\x08\x00\x00")),       # 3 bytes of ICMP
+              bytes(ETH / ip4() / ICMP(type=40))]
+    receive(nic, frames)
+    assert m.tcp.ip_mib == ip_mib(m, InReceives=6, InDelivers=6)
+    assert m.tcp.udp_mib == {"InDatagrams": 0, "NoPorts": 1, "InErrors": 3}
+    assert m.tcp.icmp_mib == {"InMsgs": 2, "InErrors": 2, "InType40": 1}
+    assert m.tcp.drop_reasons == {"PKT_TOO_SMALL": 2, "NOT_SPECIFIED": 2, "NO_SOCKET": 1,
+                                  "UNHANDLED_PROTO": 1}
 
 
 def test_bad_input_leaves_every_buffer_accounted(nic, m):

@@ -61,6 +61,10 @@ class Rig:
         self.binding = ReplayBinding()
         self._undo = []
 
+    def add_vlan_devices(self, ids):
+        """``add_vlan_devices(self.nic, ids)``."""
+        add_vlan_devices(self.nic, ids)
+
     def on_teardown(self, fn):
         """Run ``fn()`` at teardown (the last registered first)."""
         self._undo.append(fn)
@@ -127,3 +131,17 @@ def _provider_chunk(cfg, nbind, size):
                        f"each) besides the frames in flight; use at least {need} bytes",
                        errno.ENOSPC)
     return min(cfg.chunk, frames)
+
+
+def add_vlan_devices(nic, ids):
+    """VLAN devices on ``nic`` for a trace's tagged frames (``register_vlan_device()``), as the
+    host the traffic went to has them (else the stack drops the frames as PACKET_OTHERHOST):
+    one per outer id, one stacked per (outer, inner) pair; behind a priority tag (id 0) the
+    inner id's. ``ids`` as ``PacketTrace.vlan_ids()`` gives them. Raises ``NetmemError``
+    (ENOSPC) past 64 stacked pairs."""
+    for key in ids:
+        outer, inner = key[0], key[1] if len(key) == 2 else 0
+        for want in ((outer,) if outer else (), (inner,) if inner and not outer else (),
+                     (outer, inner) if outer and inner else ()):
+            if want and want not in nic.vlan_devices:
+                nic.register_vlan_device(*want)

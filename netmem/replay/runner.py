@@ -126,6 +126,10 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, first):
     except NetmemError as e:
         raise BadInput(str(e), e.errno) from None
     try:
+        try:
+            rig.add_vlan_devices(trace.vlan_ids())
+        except NetmemError as e:
+            raise BadInput(str(e), e.errno) from None
         rig.bind(cls)
         app = _App(rig, pattern, expected, capture)
         one.layout = _layout(rig)
