@@ -23,6 +23,7 @@ from decimal import Decimal
 
 import numpy as np
 
+from netmem.capture import _MAX_SNAPLEN, STREAM_WINDOW, CaptureMap, _gather_u32, read_capture
 from netmem.errors import NetmemError
 
 __all__ = [
@@ -64,7 +65,6 @@ _UNDECIDED = -1
 # A loaded capture keeps the file's bytes as its arena (record headers between frames) unless
 # the frames kept fill less than this share of it; then they are copied back to back.
 _COMPACT_BELOW = 0.75
-_MAX_SNAPLEN = 262144   # libpcap's MAXIMUM_SNAPLEN: a larger record length is corruption
 _TRACE_FORMAT = 1       # the .npz layout version written by PacketTrace.save()
 
 
@@ -340,14 +340,6 @@ def _compact(arena, offsets, lengths):
     return arena[mask], new_off
 
 
-def _gather_u32(arena, pos, little):
-    """Unaligned 32-bit loads at ``pos`` (int64 array), as uint64."""
-    b = [arena[pos + k].astype(np.uint64) for k in range(4)]
-    if not little:
-        b.reverse()
-    return b[0] | b[1] << np.uint64(8) | b[2] << np.uint64(16) | b[3] << np.uint64(24)
-
-
 def _to_ethernet(arena, offsets, lengths, linktypes):
     """Frames of any supported link type as Ethernet frames in a new compact arena.
 
@@ -412,161 +404,27 @@ def _to_ethernet(arena, offsets, lengths, linktypes):
 
 
 # --------------------------------------------------------------------------------------------
-# Capture file readers: pcap and pcapng over the file's bytes, no scapy.
-
-
-def _read_pcap(data, arena, path):
-    """Walk a pcap file: (data offsets, captured lengths, ns timestamps, linktypes, truncated)."""
-    magic = data[:4]
-    little, nano = {b"\xd4\xc3\xb2\xa1": (True, False), b"\x4d\x3c\xb2\xa1": (True, True),
-                    b"\xa1\xb2\xc3\xd4": (False, False), b"\xa1\xb2\x3c\x4d": (False, True)}[magic]
-    e = "<" if little else ">"
-    if len(data) < 24:
-        raise _err(errno.EINVAL, f"from_pcap: {path}: truncated pcap file header "
-                                 f"({len(data)} of 24 bytes)")
-    snaplen, network = struct.unpack_from(e + "II", data, 16)
-    linktype = network & 0xFFFF  # the upper bits carry the FCS length
-    limit = max(snaplen, _MAX_SNAPLEN)
-    incl_at = struct.Struct(e + "I").unpack_from
-    heads = []
-    append = heads.append
-    pos, end = 24, len(data)
-    while pos + 16 <= end:
-        incl = incl_at(data, pos + 8)[0]
-        nxt = pos + 16 + incl
-        if nxt > end:
-            break
-        append(pos)
-        pos = nxt
-    truncated = int(pos != end)
-    if truncated and pos + 16 <= end and incl_at(data, pos + 8)[0] > limit:
-        raise _err(errno.EINVAL, f"from_pcap: {path}: record {len(heads)} at byte {pos}: "
-                                 f"captured length {incl_at(data, pos + 8)[0]} exceeds the "
-                                 f"snapshot length {snaplen}")
-    h = np.array(heads, np.int64)
-    sec = _gather_u32(arena, h, little)
-    frac = _gather_u32(arena, h + 4, little)
-    incl = _gather_u32(arena, h + 8, little)
-    over = np.flatnonzero(incl > limit)
-    if len(over):
-        i = int(over[0])
-        raise _err(errno.EINVAL, f"from_pcap: {path}: record {i} at byte {int(h[i])}: captured "
-                                 f"length {int(incl[i])} exceeds the snapshot length {snaplen}")
-    ts = sec * np.uint64(1_000_000_000) + frac * np.uint64(1 if nano else 1000)
-    lt = np.full(len(h), linktype, np.int64)
-    return h + 16, incl, ts, lt, truncated
-
-
-def _idb_options(data, e, pos, end):
-    """(ns per tick as a (num, den) pair, ts offset in s) from an IDB's options."""
-    num, den, tsoffset = 1000, 1, 0  # if_tsresol defaults to 10^-6 s
-    while pos + 4 <= end:
-        code, olen = struct.unpack_from(e + "HH", data, pos)
-        if code == 0:
-            break
-        val = data[pos + 4:pos + 4 + olen]
-        if code == 9 and olen >= 1:  # if_tsresol
-            r = val[0]
-            if r & 0x80:
-                num, den = 1_000_000_000, 1 << (r & 0x7F)
-            elif (r & 0x7F) <= 9:
-                num, den = 10 ** (9 - (r & 0x7F)), 1
-            else:
-                num, den = 1, 10 ** ((r & 0x7F) - 9)
-        elif code == 14 and olen >= 8:  # if_tsoffset, seconds
-            tsoffset = struct.unpack_from(e + "q", val)[0]
-        pos += 4 + olen + (-olen % 4)
-    return num, den, tsoffset
-
-
-def _read_pcapng(data, path):
-    """Walk a pcapng file: (data offsets, captured lengths, ns timestamps, linktypes,
-    truncated). Enhanced, simple and obsolete packet blocks; other blocks are skipped."""
-    offs, lens, ticks, ifs = [], [], [], []
-    interfaces = []  # every IDB of the file: (linktype, snaplen, num, den, tsoffset)
-    section = []     # indices into interfaces of the current section's IDBs
-    e = "<"
-    pos, end = 0, len(data)
-    truncated = 0
-    while pos + 12 <= end:
-        if data[pos:pos + 4] == b"\x0a\x0d\x0d\x0a":  # SHB: byte order from its magic
-            bom = data[pos + 8:pos + 12]
-            if bom == b"\x4d\x3c\x2b\x1a":
-                e = "<"
-            elif bom == b"\x1a\x2b\x3c\x4d":
-                e = ">"
-            else:
-                raise _err(errno.EINVAL, f"from_pcap: {path}: section header at byte {pos}: bad "
-                                         f"byte-order magic {bom.hex()}")
-            section = []
-        btype, blen = struct.unpack_from(e + "II", data, pos)
-        if blen < 12 or blen % 4:
-            raise _err(errno.EINVAL, f"from_pcap: {path}: block at byte {pos}: bad block length "
-                                     f"{blen}")
-        if pos + blen > end:
-            truncated = 1
-            break
-        bend = pos + blen - 4
-        if btype == 1:  # IDB
-            if blen < 20:
-                raise _err(errno.EINVAL, f"from_pcap: {path}: interface block at byte {pos} is "
-                                         f"too short")
-            lt, snap = struct.unpack_from(e + "H2xI", data, pos + 8)
-            section.append(len(interfaces))
-            interfaces.append((lt, snap, *_idb_options(data, e, pos + 16, bend)))
-        elif btype in (6, 2):  # EPB, obsolete PB: same layout up to the data
-            if btype == 6:
-                ifid, hi, lo, cap = struct.unpack_from(e + "IIII", data, pos + 8)
-            else:
-                ifid, hi, lo, cap = struct.unpack_from(e + "H2xIII", data, pos + 8)
-            if pos + 28 + cap > bend or ifid >= len(section):
-                raise _err(errno.EINVAL, f"from_pcap: {path}: packet block at byte {pos}: "
-                                         f"captured length {cap} or interface {ifid} invalid")
-            offs.append(pos + 28)
-            lens.append(cap)
-            ticks.append(hi << 32 | lo)
-            ifs.append(section[ifid])
-        elif btype == 3:  # SPB: interface 0, no timestamp, length from the snaplen
-            if not section:
-                raise _err(errno.EINVAL, f"from_pcap: {path}: simple packet block at byte {pos} "
-                                         f"before any interface")
-            orig = struct.unpack_from(e + "I", data, pos + 8)[0]
-            snap = interfaces[section[0]][1]
-            cap = min(orig, snap or orig, bend - (pos + 12))
-            offs.append(pos + 12)
-            lens.append(cap)
-            ticks.append(ticks[-1] if ticks else 0)
-            ifs.append(section[0])
-        pos += blen
-    if pos < end:
-        truncated = 1
-    count = len(offs)
-    ts = np.zeros(count, np.uint64)
-    lt = np.zeros(count, np.int64)
-    ifs_a = np.array(ifs, np.int64)
-    ticks_a = np.array(ticks, np.uint64)
-    for i, (linktype, _snap, num, den, tsoffset) in enumerate(interfaces):
-        sel = ifs_a == i
-        if not sel.any():
-            continue
-        lt[sel] = linktype
-        t = ticks_a[sel]
-        if den == 1:
-            ns = t * np.uint64(num)
-        else:  # exact: ticks * num // den without overflow for any realistic capture
-            q, rem = np.divmod(t, np.uint64(den))
-            ns = q * np.uint64(num) + rem * np.uint64(num) // np.uint64(den)
-        shift = tsoffset * 1_000_000_000
-        if shift >= 0:
-            ts[sel] = ns + np.uint64(shift)
-        else:  # a negative offset, clamped at the epoch
-            back = np.uint64(-shift)
-            ts[sel] = np.where(ns > back, ns - np.minimum(ns, back), 0)
-    return np.array(offs, np.int64), np.array(lens, np.uint64), ts, lt, truncated
-
-
-# --------------------------------------------------------------------------------------------
 # PacketTrace.
+
+
+def _frame_windows(offsets, lengths, cmap, window):
+    """Frame ranges ``[a, b)`` that cover the frames in order: one for a trace in memory
+    (``cmap`` None); over a ``CaptureMap``, as many frames as fit in ``window`` bytes (one at
+    least), each range's pages given back once the caller is done with it. The frames must be
+    in file order (a capture's are)."""
+    n = len(offsets)
+    if cmap is None:
+        if n:
+            yield 0, n
+        return
+    ends = offsets.astype(np.uint64) + lengths
+    a = 0
+    while a < n:
+        lo = int(offsets[a])
+        b = max(a + 1, int(np.searchsorted(ends, np.uint64(lo + window), "right")))
+        yield a, b
+        cmap.release(lo, int(ends[b - 1]))
+        a = b
 
 
 def _check_linktypes(linktypes, who):
@@ -633,6 +491,8 @@ class PacketTrace:
             payload_bytes = int(pay.sum(dtype=np.uint64))
         self.payload_bytes = int(payload_bytes)
         self.cut_short = False
+        self._map = None        # the CaptureMap of a streamed trace
+        self.window = None      # a streamed trace's bytes resident at once
 
     def __len__(self):
         return len(self.offsets)
@@ -646,6 +506,23 @@ class PacketTrace:
         o = int(self.offsets[i])
         return self.arena[o:o + int(self.lengths[i])].tobytes()
 
+    @property
+    def streamed(self):
+        """The trace reads its frames from its capture file as it goes (``from_pcap(path,
+        stream=True)``): the arena maps the file, and no more than about ``window`` bytes of
+        it are resident at once."""
+        return self._map is not None
+
+    def release(self, start, end):
+        """Frames ``[start, end)`` are done with: a streamed trace gives their pages back to
+        the page cache (a later read faults them in again); an in-memory trace keeps them."""
+        if self._map is not None and end > start:
+            self._map.release(int(self.offsets[start]),
+                              int(self.offsets[end - 1]) + int(self.lengths[end - 1]))
+
+    def _windows(self):
+        return _frame_windows(self.offsets, self.lengths, self._map, self.window)
+
     def tcp_streams(self):
         """The trace's TCP conversations numbered as tshark numbers ``tcp.stream``: in the
         order of their first frame. A list indexed by stream number of ``(node0, node1)``, each
@@ -656,46 +533,57 @@ class PacketTrace:
         frames skipped here (IP fragments, frames cut by the snapshot length), which shifts its
         later indices. A 4-tuple that a later connection reuses stays one stream here, where
         tshark starts a new one on its SYN (port reuse)."""
-        h = self._tcp_headers()
-        if not len(h.rows):
-            return []
-        six, addrs, ports = h.six, h.addrs, h.ports
-        ends = [np.column_stack([a.view(">u8").astype(np.uint64), p])
-                for a, p in zip(addrs, ports, strict=True)]      # (hi, lo, port) per side
-        src, dst = ends
-        hi_lt = src[:, 0] < dst[:, 0]
-        hi_eq = src[:, 0] == dst[:, 0]
-        lo_lt = src[:, 1] < dst[:, 1]
-        lo_eq = src[:, 1] == dst[:, 1]
-        src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (src[:, 2] <= dst[:, 2]))))
-        low = np.where(src_low[:, None], src, dst)
-        high = np.where(src_low[:, None], dst, src)
-        key = np.column_stack([six.astype(np.uint64), low, high])
-        _, first = np.unique(key, axis=0, return_index=True)
-        return [(h.end(0, i), h.end(1, i)) for i in np.sort(first).tolist()]
+        seen = {}
+        for h in self._tcp_header_windows():
+            if not len(h.rows):
+                continue
+            ends = [np.column_stack([a.view(">u8").astype(np.uint64), p])
+                    for a, p in zip(h.addrs, h.ports, strict=True)]   # (hi, lo, port) per side
+            src, dst = ends
+            hi_lt = src[:, 0] < dst[:, 0]
+            hi_eq = src[:, 0] == dst[:, 0]
+            lo_lt = src[:, 1] < dst[:, 1]
+            lo_eq = src[:, 1] == dst[:, 1]
+            src_low = hi_lt | (hi_eq & (lo_lt | (lo_eq & (src[:, 2] <= dst[:, 2]))))
+            low = np.where(src_low[:, None], src, dst)
+            high = np.where(src_low[:, None], dst, src)
+            key = np.column_stack([h.six.astype(np.uint64), low, high])
+            uniq, first = np.unique(key, axis=0, return_index=True)
+            for j in np.argsort(first, kind="stable").tolist():
+                k = uniq[j].tobytes()
+                if k not in seen:
+                    i = int(first[j])
+                    seen[k] = (h.end(0, i), h.end(1, i))
+        return list(seen.values())
 
-    def _tcp_headers(self):
-        """The TCP frames' headers, vectorised: ``rows`` (their frame indices), ``six``,
-        ``addrs`` (source and destination, 16 bytes each, IPv4 in the last 4), ``ports``
-        (source, destination), ``seq``, ``flags``, ``payload`` (TCP payload lengths)."""
-        count = len(self)
-        l3, l4 = np.zeros(count, np.int64), np.zeros(count, np.int64)
-        code, payload = _classify_arena(self.arena, self.offsets, self.lengths, l3, l4)
+    def _tcp_header_windows(self):
+        """``_tcp_headers()`` of each window of the trace, in order."""
+        for a, b in self._windows():
+            yield self._tcp_headers(a, b)
+
+    def _tcp_headers(self, a=0, b=None):
+        """The TCP frames' headers among frames ``[a, b)``, vectorised: ``rows`` (their frame
+        indices), ``six``, ``addrs`` (source and destination, 16 bytes each, IPv4 in the last
+        4), ``ports`` (source, destination), ``seq``, ``flags``, ``payload`` (TCP payload
+        lengths)."""
+        b = len(self) if b is None else b
+        l3, l4 = np.zeros(b - a, np.int64), np.zeros(b - a, np.int64)
+        code, payload = _classify_arena(self.arena, self.offsets[a:b], self.lengths[a:b], l3, l4)
         rows = np.flatnonzero(code <= _TCP6)
         arena = self.arena
-        base = self.offsets[rows].astype(np.int64)
+        base = self.offsets[a:b][rows].astype(np.int64)
         six = code[rows] == _TCP6
         ip = base + l3[rows]
         tcp = base + l4[rows]
         addrs = []                                  # source, destination: 16 bytes each
         for v4_at, v6_at in ((12, 8), (16, 24)):
-            a = np.zeros((len(rows), 16), np.uint8)
-            a[~six, 12:] = arena[ip[~six, None] + v4_at + np.arange(4)]
-            a[six] = arena[ip[six, None] + v6_at + np.arange(16)]
-            addrs.append(a)
+            ad = np.zeros((len(rows), 16), np.uint8)
+            ad[~six, 12:] = arena[ip[~six, None] + v4_at + np.arange(4)]
+            ad[six] = arena[ip[six, None] + v6_at + np.arange(16)]
+            addrs.append(ad)
         ports = [arena[tcp + k].astype(np.uint64) << np.uint64(8) | arena[tcp + k + 1]
                  for k in (0, 2)]
-        return _TcpHeaders(rows, six, addrs, ports, _gather_u32(arena, tcp + 4, False),
+        return _TcpHeaders(rows + a, six, addrs, ports, _gather_u32(arena, tcp + 4, False),
                            arena[tcp + 13], payload[rows].astype(np.int64))
 
     def in_order_bytes(self, deliver=None):
@@ -712,7 +600,9 @@ class PacketTrace:
         without it), no SYN (no data is taken from a SYN without a Fast Open cookie) and no RST.
         Sequence numbers are unwrapped along each stream, so a stream may pass 4 GiB. A SYN with
         another ISN starts a new stream on the same 4-tuple (port reuse); the streams of a
-        direction add up.
+        direction add up. The headers are read window by window (a streamed trace keeps a
+        window resident), and what is kept per TCP frame is its direction, sequence number,
+        flags and payload length.
 
         Departs from the receiver: the order of frames decides nothing but the start, so a
         hole filled after the stream's FIN, a RST (which ends the socket; a later segment opens
@@ -722,23 +612,36 @@ class PacketTrace:
         :param deliver: bool per frame, the frames the receiver gets (default: all); a frame
             the NIC drops (longer than its MTU) is not delivered
         """
-        h = self._tcp_headers()
-        keep = ((h.flags & TCPHDR_RST) == 0) if deliver is None else \
-            np.asarray(deliver, bool)[h.rows] & ((h.flags & TCPHDR_RST) == 0)
-        at = np.flatnonzero(keep)           # a RST opens no socket and carries no data
-        if not len(at):
+        deliver = None if deliver is None else np.asarray(deliver, bool)
+        ids, names, cols = {}, [], []       # direction key -> id; id -> ends; per window
+        for h in self._tcp_header_windows():
+            keep = (h.flags & TCPHDR_RST) == 0  # a RST opens no socket and carries no data
+            if deliver is not None:
+                keep &= deliver[h.rows]
+            at = np.flatnonzero(keep)
+            if not len(at):
+                continue
+            key = np.column_stack([h.six[at], *(a[at].view(">u8") for a in h.addrs),
+                                   *(p[at] for p in h.ports)]).astype(np.uint64)
+            uniq, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+            local = np.empty(len(uniq), np.int64)
+            for j in range(len(uniq)):
+                k = uniq[j].tobytes()
+                if k not in ids:
+                    ids[k] = len(names)
+                    i = int(at[first[j]])
+                    names.append((h.end(0, i), h.end(1, i)))
+                local[j] = ids[k]
+            cols.append((local[inverse.reshape(-1)], h.seq[at].astype(np.int64),
+                         h.flags[at].astype(np.int64), h.payload[at]))
+        if not cols:
             return {}
-        key = np.column_stack([h.six[at], *(a[at].view(">u8") for a in h.addrs),
-                               *(p[at] for p in h.ports)]).astype(np.uint64)
-        _, first, direction = np.unique(key, axis=0, return_index=True, return_inverse=True)
-        order = np.argsort(direction.reshape(-1), kind="stable")    # capture order in each
-        inc, got = _stream_bytes(direction.reshape(-1)[order], h.seq[at][order].astype(np.int64),
-                                 h.flags[at][order].astype(np.int64), h.payload[at][order])
+        direction, seq, flags, payload = (np.concatenate(c) for c in zip(*cols, strict=True))
+        order = np.argsort(direction, kind="stable")    # capture order in each
+        inc, got = _stream_bytes(direction[order], seq[order], flags[order], payload[order])
         out = {}
-        for d, n in zip(direction.reshape(-1)[order][inc].tolist(), got.tolist(), strict=True):
-            i = int(at[first[d]])
-            ends = (h.end(0, i), h.end(1, i))
-            out[ends] = out.get(ends, 0) + n
+        for d, n in zip(direction[order][inc].tolist(), got.tolist(), strict=True):
+            out[names[d]] = out.get(names[d], 0) + n
         return out
 
     def l3_lengths(self):
@@ -749,16 +652,18 @@ class PacketTrace:
         IP header's total length count, as they do on the wire. A frame shorter than an
         Ethernet header gives 0 (the device drops it as a runt whatever the MTU). ``np.int64``,
         one per frame."""
-        n = self.lengths.astype(np.int64)
-        base = self.offsets.astype(np.int64)
-        off = np.full(len(n), 12, np.int64)                 # the EtherType after the MACs
-        runt = n < ETH_HLEN
-        for _ in range(2):
-            rows = np.flatnonzero(off + 6 <= n)             # room for a tag and what follows
-            at = base[rows] + off[rows]
-            et = self.arena[at].astype(np.int64) << 8 | self.arena[at + 1]
-            off[rows[(et == ETH_P_8021Q) | (et == ETH_P_8021AD)]] += VLAN_HLEN
-        return np.where(runt, 0, n - off - 2)
+        out = np.zeros(len(self), np.int64)
+        for a, b in self._windows():
+            n = self.lengths[a:b].astype(np.int64)
+            base = self.offsets[a:b].astype(np.int64)
+            off = np.full(len(n), 12, np.int64)             # the EtherType after the MACs
+            for _ in range(2):
+                rows = np.flatnonzero(off + 6 <= n)         # room for a tag and what follows
+                at = base[rows] + off[rows]
+                et = self.arena[at].astype(np.int64) << 8 | self.arena[at + 1]
+                off[rows[(et == ETH_P_8021Q) | (et == ETH_P_8021AD)]] += VLAN_HLEN
+            out[a:b] = np.where(n < ETH_HLEN, 0, n - off - 2)
+        return out
 
     def __repr__(self):
         skipped = ", ".join(f"{k}={v}" for k, v in self.skipped.items() if v)
@@ -770,12 +675,16 @@ class PacketTrace:
 
     @classmethod
     def _build(cls, arena, offsets, lengths, timestamps, linktypes, keep_all, truncated=0,
-               bad=None):
+               bad=None, cmap=None, window=STREAM_WINDOW):
         """Classify, count, drop (unless keep_all) and compact. ``linktypes`` per frame;
-        non-Ethernet frames are converted first."""
+        non-Ethernet frames are converted first. Over a ``CaptureMap`` (``cmap``) the trace is
+        streamed: classified ``window`` by window, never compacted nor converted."""
         if len(linktypes) and (linktypes != DLT_EN10MB).any():
             arena, offsets, lengths, bad = _to_ethernet(arena, offsets, lengths, linktypes)
-        code, payload = _classify_arena(arena, offsets, lengths)
+        code = np.empty(len(offsets), np.int8)
+        payload = np.empty(len(offsets), np.uint32)
+        for a, b in _frame_windows(offsets, lengths, cmap, window):
+            code[a:b], payload[a:b] = _classify_arena(arena, offsets[a:b], lengths[a:b])
         if bad is not None:
             code[bad] = _MALFORMED
         counts = np.bincount(code.astype(np.int64), minlength=len(_CLASSES))
@@ -783,11 +692,13 @@ class PacketTrace:
         skipped["truncated"] += truncated
         keep = slice(None) if keep_all else code <= _TCP6
         offsets, lengths = offsets[keep], lengths[keep]
-        if int(lengths.sum(dtype=np.uint64)) < _COMPACT_BELOW * len(arena):
+        if cmap is None and int(lengths.sum(dtype=np.uint64)) < _COMPACT_BELOW * len(arena):
             arena, offsets = _compact(arena, offsets, lengths)
         trace = cls(arena, offsets, lengths, timestamps[keep], DLT_EN10MB, skipped,
                     int(payload[keep].sum(dtype=np.uint64)))
         trace.cut_short = bool(truncated)
+        if cmap is not None:
+            trace._map, trace.window = cmap, window
         return trace
 
     @classmethod
@@ -846,7 +757,7 @@ class PacketTrace:
         return cls._build(arena, offsets, lengths, np.array(ts, np.uint64), lts, keep_all)
 
     @classmethod
-    def from_pcap(cls, path, keep_all=False):
+    def from_pcap(cls, path, keep_all=False, stream=False, window=STREAM_WINDOW):
         """A trace of a pcap or pcapng capture (either byte order; pcap in µs or ns).
 
         Link types: Ethernet; raw IP (101, and 12, 14, 228, 229) and Linux cooked v1 (113) and
@@ -855,51 +766,57 @@ class PacketTrace:
         counts the cut one as ``truncated``. Timestamps are ns on the capture's clock
         (pcapng ``if_tsresol`` and ``if_tsoffset`` applied).
 
+        With ``stream``, the trace is backed by the file itself, mapped read-only: loading
+        indexes it (offsets, lengths, timestamps) and every later pass over its frames
+        (classifying, ``in_order_bytes()``, ``NetDevice.receive()``) keeps about ``window``
+        bytes of it resident, giving the pages back behind it, so a capture of any size loads
+        and replays in bounded memory. A streamed capture must be Ethernet throughout
+        (``EOPNOTSUPP`` otherwise: converting raw IP and cooked frames needs a copy, which a
+        trace read whole makes). The file must not change while the trace is in use.
+
         Models what a capture replay needs, not libpcap: pcapng options other than the two above,
         and blocks other than interface and packet blocks, are skipped.
         """
         path = os.fspath(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise _err(errno.ENOENT, f"from_pcap: {path}: no such file") from None
-        except IsADirectoryError:
-            raise _err(errno.EISDIR, f"from_pcap: {path}: is a directory") from None
-        if len(data) < 4:
-            raise _err(errno.EINVAL, f"from_pcap: {path}: not a pcap or pcapng file "
-                                     f"({len(data)} bytes)")
-        arena = np.frombuffer(data, np.uint8)
-        if data[:4] == b"\x0a\x0d\x0d\x0a":
-            if len(data) < 28:
-                raise _err(errno.EINVAL, f"from_pcap: {path}: truncated pcapng section header")
-            offsets, lengths, ts, lts, truncated = _read_pcapng(data, path)
-        elif data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\xc3\xd4",
-                          b"\xa1\xb2\x3c\x4d"):
-            offsets, lengths, ts, lts, truncated = _read_pcap(data, arena, path)
-        else:
-            raise _err(errno.EINVAL, f"from_pcap: {path}: not a pcap or pcapng file (magic "
-                                     f"{data[:4].hex()})")
+        if stream and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
+            raise _err(errno.EINVAL, f"from_pcap: window {window!r} must be an int >= 1 (bytes)")
+        arena, offsets, lengths, ts, lts, truncated, cmap = read_capture(path, "from_pcap",
+                                                                         stream, window)
         _check_linktypes(lts, "from_pcap")
-        return cls._build(arena, offsets, lengths, ts, lts, keep_all, truncated)
+        if cmap is not None and len(lts) and (lts != DLT_EN10MB).any():
+            lt = int(lts[np.flatnonzero(lts != DLT_EN10MB)[0]])
+            raise _err(errno.EOPNOTSUPP, f"from_pcap: {path}: link type {lt}: a streamed trace "
+                                         f"needs Ethernet frames (stream=False converts them)")
+        return cls._build(arena, offsets, lengths, ts, lts, keep_all, truncated, cmap=cmap,
+                          window=window)
 
     # -- files ---------------------------------------------------------------------------------
 
     def save(self, path):
         """Write the trace to ``path`` (exactly that name) as an ``.npz`` (``np.savez``, no
-        pickle)."""
+        pickle). A streamed trace saves its index only (offsets, lengths, timestamps, counts)
+        with its capture's path, relative to ``path``'s directory, and the capture's identity
+        (size, modification time, a digest of its first and last MiB): ``load()`` streams the
+        capture again, and refuses it (``ESTALE``) if it changed since."""
         self._save(path, None)
 
     def _save(self, path, meta):
-        with open(os.fspath(path), "wb") as f:
-            np.savez(f, format=np.int64(_TRACE_FORMAT), arena=self.arena, offsets=self.offsets,
+        path = os.fspath(path)
+        if self._map is None:
+            where = {"arena": self.arena}
+        else:
+            rel = os.path.relpath(self._map.path, os.path.dirname(os.path.abspath(path)))
+            where = {"capture": np.str_(rel), "capture_key": np.str_(json.dumps(self._map.key)),
+                     "window": np.int64(self.window)}
+        with open(path, "wb") as f:
+            np.savez(f, format=np.int64(_TRACE_FORMAT), offsets=self.offsets,
                      lengths=self.lengths, timestamps=self.timestamps,
                      linktype=np.int64(self.linktype),
                      skipped_reasons=np.array(list(self.skipped), dtype=np.str_),
                      skipped_counts=np.array(list(self.skipped.values()), np.int64),
                      payload_bytes=np.int64(self.payload_bytes),
                      cut_short=np.bool_(self.cut_short),
-                     meta=np.str_(json.dumps(meta, sort_keys=True)))
+                     meta=np.str_(json.dumps(meta, sort_keys=True)), **where)
 
     @classmethod
     def load(cls, path):
@@ -916,9 +833,13 @@ class PacketTrace:
                                              f"{int(z['format'])}, expected {_TRACE_FORMAT}")
                 skipped = dict(zip(z["skipped_reasons"].tolist(),
                                    z["skipped_counts"].tolist(), strict=True))
-                trace = cls(z["arena"], z["offsets"], z["lengths"], z["timestamps"],
-                            int(z["linktype"]), skipped, int(z["payload_bytes"]))
+                cmap = _open_indexed(path, z) if "capture" in z.files else None
+                trace = cls(z["arena"] if cmap is None else cmap.arena, z["offsets"],
+                            z["lengths"], z["timestamps"], int(z["linktype"]), skipped,
+                            int(z["payload_bytes"]))
                 trace.cut_short = "cut_short" in z.files and bool(z["cut_short"])
+                if cmap is not None:
+                    trace._map, trace.window = cmap, int(z["window"])
                 meta = json.loads(str(z["meta"]))
         except FileNotFoundError:
             raise _err(errno.ENOENT, f"PacketTrace.load: {path}: no such file") from None
@@ -928,6 +849,17 @@ class PacketTrace:
             raise _err(errno.EINVAL, f"PacketTrace.load: {path}: not a saved PacketTrace "
                                      f"({e})") from None
         return trace, meta
+
+
+def _open_indexed(path, z):
+    """The ``CaptureMap`` of the capture a saved index names, if it is still the capture that
+    was indexed (``ESTALE`` if not)."""
+    capture = os.path.join(os.path.dirname(os.path.abspath(path)), str(z["capture"]))
+    cmap = CaptureMap(capture, "PacketTrace.load")
+    if cmap.key != json.loads(str(z["capture_key"])):
+        raise _err(errno.ESTALE, f"PacketTrace.load: {path}: the capture {capture} changed "
+                                 f"since it was indexed (size, modification time or contents)")
+    return cmap
 
 
 class _TcpHeaders:
@@ -1136,19 +1068,20 @@ class Flows:
     def write_pcap(self, path, pcapng=False):
         """Write the trace as a pcap (ns timestamps) or pcapng (``if_tsresol`` 9) file with
         scapy, and the trace cache ``path + ".npz"`` keyed by the parameters (see
-        ``cached_trace``)."""
+        ``cached_trace``): the capture's index, not a second copy of its frames."""
         path = os.fspath(path)
         _write_capture(self.trace, path, pcapng)
-        meta = _cache_key(self.params, pcapng, path)
-        self.trace._save(path + ".npz", meta)
+        indexed = PacketTrace.from_pcap(path, stream=True)
+        indexed._save(path + ".npz", _cache_key(self.params, pcapng))
 
 
 def cached_trace(path, pcapng=False, params=None, **kwargs):
-    """The trace of ``path + ".npz"`` if ``Flows.write_pcap(path, pcapng)`` wrote it, and
-    ``path`` beside it, for these parameters (``params``, or a ``FlowParams(**kwargs)``);
-    None otherwise. So a second run with the same parameters reuses the capture and its trace
-    instead of generating them again (``netmem-flows`` does); a capture replaced since (its
-    size differs), a cache of other parameters or written with another numpy is not reused."""
+    """The trace of ``path`` as ``Flows.write_pcap(path, pcapng)`` cached it (``path +
+    ".npz"``, the capture's index: the trace is streamed from ``path``), for these parameters
+    (``params``, or a ``FlowParams(**kwargs)``); None otherwise. So a second run with the same
+    parameters reuses the capture instead of generating it again (``netmem-flows`` does); a
+    capture changed since it was indexed (size, modification time, its first or last MiB), a
+    cache of other parameters or written with another numpy is not reused."""
     path = os.fspath(path)
     params = params if params is not None else FlowParams(**kwargs)
     if not (os.path.isfile(path) and os.path.isfile(path + ".npz")):
@@ -1157,13 +1090,14 @@ def cached_trace(path, pcapng=False, params=None, **kwargs):
         trace, meta = PacketTrace._load(path + ".npz")
     except NetmemError:
         return None
-    return trace if meta == _cache_key(params, pcapng, path) else None
+    if not trace.streamed or trace._map.path != os.path.abspath(path):
+        return None
+    return trace if meta == _cache_key(params, pcapng) else None
 
 
-def _cache_key(params, pcapng, path):
+def _cache_key(params, pcapng):
     # numpy's version: a release may change what Generator methods draw from the same seed.
-    return {"params": params.key(), "pcapng": bool(pcapng), "numpy": np.__version__,
-            "size": os.path.getsize(path)}
+    return {"params": params.key(), "pcapng": bool(pcapng), "numpy": np.__version__}
 
 
 def _write_capture(trace, path, pcapng):

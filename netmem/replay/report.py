@@ -147,10 +147,12 @@ def _trace_doc(trace, mtu):
     replayed), bytes and TCP payload, the largest frame at L3, and the frames skipped by
     reason: the classifier's (``PacketTrace.skipped``, not replayed) and ``too_long``, the
     frames longer than the MTU at L3, which the NIC drops as ``rx_length_errors`` (counted
-    from the trace before the replay; once per loop in ``drops``)."""
+    from the trace before the replay; once per loop in ``drops``); ``streamed``: the frames
+    were read from the capture file as the replay went (``PacketTrace.streamed``)."""
     return {"frames": len(trace), "bytes": int(trace.lengths.sum(dtype=np.uint64)),
             "payload-bytes": trace.payload_bytes, "largest-l3-length": mtu.largest,
-            "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())}}
+            "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())},
+            "streamed": trace.streamed}
 
 
 def _validation(cfg, runs, pattern, expected, capture, counters):
@@ -322,7 +324,8 @@ class Report:
                      f"{'the NAPI CPU' if c['app-cpu'] == 'same' else 'another CPU'}")
         src = c["pcap"] or _describe_workload(c["workload"])
         lines.append(f"trace: {src}: {tr['frames']} frames, {tr['bytes']} bytes, TCP payload "
-                     f"{tr['payload-bytes']} bytes")
+                     f"{tr['payload-bytes']} bytes"
+                     f"{', streamed from the file' if tr['streamed'] else ''}")
         skipped = {k: v for k, v in tr["skipped"].items() if v}
         lines.append("frames skipped: " + (", ".join(f"{v} {k}" for k, v in skipped.items())
                                            if skipped else "none"))
