@@ -89,10 +89,12 @@ def test_stream_refuses_what_it_cannot_stream(tmp_path):
 
 
 def replay_doc(tmp_path, monkeypatch, pcap, opener, name):
-    monkeypatch.setattr(replay_workload, "_open_capture", opener)
+    """netmem-replay's report: streamed by ``opener``, or with ``--pcap-in-memory`` (None)."""
+    if opener is not None:
+        monkeypatch.setattr(replay_workload, "_open_capture", opener)
     out = tmp_path / f"{name}.json"
     code = main(["--pcap", str(pcap), "--provider", "dmabuf", "--loops", "2", "--warmup", "1",
-                 "--chunk", "100", "--json", str(out)])
+                 "--chunk", "100", "--json", str(out), *(["--pcap-in-memory"] * (not opener))])
     doc = json.loads(out.read_text())
     assert code == 0 and doc["validation"]["result"] == "ok", doc["validation"]
     return doc
@@ -103,11 +105,16 @@ def test_streamed_replay_is_the_replay_in_memory(tmp_path, monkeypatch, capture)
     into C and pages given back mid-frame; counters and the bytes read must be the same."""
     streamed = replay_doc(tmp_path, monkeypatch, capture,
                           lambda p: PacketTrace.from_pcap(p, stream=True, window=3000), "s")
-    whole = replay_doc(tmp_path, monkeypatch, capture, PacketTrace.from_pcap, "m")
+    whole = replay_doc(tmp_path, monkeypatch, capture, None, "m")
     assert streamed["trace"].pop("streamed") and not whole["trace"].pop("streamed")
     for key in ("trace", "counters", "drops", "qstats", "queues", "recycle", "tcp-mib", "iommu",
                 "devmem", "validation"):
         assert streamed[key] == whole[key], key
+
+
+def test_pcap_in_memory_needs_a_pcap(capsys):
+    assert main(["--pcap-in-memory"]) == 2
+    assert "--pcap-in-memory reads a --pcap capture whole" in capsys.readouterr().err
 
 
 def test_replay_streams_an_ethernet_capture(tmp_path, capture):

@@ -19,7 +19,8 @@ def _load_trace(cfg):
     """(trace, workload FlowParams or None, expected stream lengths or None)."""
     if cfg.pcap is not None:
         try:
-            trace = _open_capture(cfg.pcap)
+            trace = (PacketTrace.from_pcap(cfg.pcap) if cfg.pcap_in_memory else
+                     _open_capture(cfg.pcap))
         except NetmemError as e:
             raise BadInput(f"--pcap {e.strerror}", e.errno) from None
         if trace.cut_short:
