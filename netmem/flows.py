@@ -29,7 +29,7 @@ from netmem.errors import NetmemError
 __all__ = [
     "DLT_EN10MB", "DLT_LINUX_SLL", "DLT_LINUX_SLL2", "DLT_RAW", "SKIP_REASONS",
     "Connection", "FlowParams", "Flows", "PacketTrace", "cached_trace", "classify_frame",
-    "generate", "ncdevmem_pattern",
+    "generate", "ncdevmem_pattern", "write_generated",
 ]
 
 # Link types (pcap LINKTYPE_* values, tcpdump.org/linktypes.html).
@@ -1102,36 +1102,51 @@ def _cache_key(params, pcapng):
 
 def _write_capture(trace, path, pcapng):
     """The frames of ``trace`` to ``path`` through scapy's raw writers (bytes, not packets)."""
-    from scapy.utils import RawPcapNgWriter, RawPcapWriter
+    with _CaptureWriter(path, pcapng) as w:
+        w.write(trace)
 
-    class _NsPcapNgWriter(RawPcapNgWriter):
-        """scapy's pcapng writer with ns timestamps: its one IDB carries ``if_tsresol`` = 9
-        (scapy writes none, so µs)."""
 
-        def __init__(self, filename):
-            super().__init__(filename)
-            self.tsresol = 1_000_000_000
+class _CaptureWriter:
+    """A pcap (ns timestamps) or pcapng (``if_tsresol`` 9) file written through scapy's raw
+    writers, a trace at a time (bytes, not packets)."""
 
-        def _write_block_idb(self, linktype, ifname=None):
-            opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
-            body = struct.pack("<HHI", linktype, 0, _MAX_SNAPLEN)
-            self.f.write(self.build_block(struct.pack("<I", 1), body, options=opts))
+    def __init__(self, path, pcapng):
+        from scapy.utils import RawPcapNgWriter, RawPcapWriter
 
-    w = _NsPcapNgWriter(path) if pcapng else RawPcapWriter(path, linktype=DLT_EN10MB, nano=True,
-                                                            snaplen=_MAX_SNAPLEN)
-    w.linktype = DLT_EN10MB
-    try:
-        w.write_header(None)
-        arena = trace.arena
+        class _NsPcapNgWriter(RawPcapNgWriter):
+            """scapy's pcapng writer with ns timestamps: its one IDB carries ``if_tsresol`` =
+            9 (scapy writes none, so µs)."""
+
+            def __init__(self, filename):
+                super().__init__(filename)
+                self.tsresol = 1_000_000_000
+
+            def _write_block_idb(self, linktype, ifname=None):
+                opts = struct.pack("<HHB3x", 9, 1, 9) + struct.pack("<HH", 0, 0)
+                body = struct.pack("<HHI", linktype, 0, _MAX_SNAPLEN)
+                self.f.write(self.build_block(struct.pack("<I", 1), body, options=opts))
+
+        self.pcapng = pcapng
+        self.w = _NsPcapNgWriter(path) if pcapng else RawPcapWriter(
+            path, linktype=DLT_EN10MB, nano=True, snaplen=_MAX_SNAPLEN)
+        self.w.linktype = DLT_EN10MB
+        self.w.write_header(None)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.w.close()
+
+    def write(self, trace):
+        w, arena = self.w, trace.arena
         for o, n, t in zip(trace.offsets.tolist(), trace.lengths.tolist(),
                            trace.timestamps.tolist(), strict=True):
             raw = arena[o:o + n].tobytes()
-            if pcapng:  # seconds as a Decimal: exact in ns
+            if self.pcapng:  # seconds as a Decimal: exact in ns
                 w.write_packet(raw, sec=Decimal(t) / 1_000_000_000)
             else:
                 w.write_packet(raw, sec=t // 1_000_000_000, usec=t % 1_000_000_000)
-    finally:
-        w.close()
 
 
 def ncdevmem_pattern(n, length, start=0):
@@ -1240,153 +1255,263 @@ def generate(params=None, **kwargs):
         params = FlowParams(**kwargs)
     elif kwargs:
         raise _err(errno.EINVAL, "generate: give a FlowParams or keyword arguments, not both")
-    p = params
-    rng = np.random.default_rng(p.seed)
-    nconn = p.connections
-    fams = np.full(nconn, 6 if p.family == "ipv6" else 4, np.int64)
-    if p.family == "both":
-        fams[1::2] = 6
-    isns = (rng.integers(0, 1 << 32, size=(nconn, 2), dtype=np.uint64) if p.isn is None
-            else np.full((nconn, 2), p.isn, np.uint64))
-    ipids = rng.integers(0, 1 << 16, size=(nconn, 2)).tolist()
-    length = p.payload
-    ndir = 2 if p.bidirectional else 1
-    if p.validate is not None:
-        one = ncdevmem_pattern(p.validate, length).tobytes()
-        streams = [one] * (nconn * ndir)
-    else:
-        # The bit generator's raw 64-bit words: stable across numpy versions, and 17 times
-        # faster than Generator.bytes().
-        total = length * nconn * ndir
-        words = rng.bit_generator.random_raw((total + 7) // 8).astype("<u8", copy=False)
-        blob = words.view(np.uint8)[:total].tobytes()
-        streams = [blob[i * length:(i + 1) * length] for i in range(nconn * ndir)]
-
-    conns, raw_addrs, pk = [], [], []  # pk: per connection (dirs, kinds, starts, ends)
-    for c in range(nconn):
-        fam = int(fams[c])
-        mss = p.mss_for(fam)
-        host, port = 2 + c // _EPHEMERAL, 32768 + c % _EPHEMERAL
-        caddr, craw = _address(fam, host)
-        saddr, sraw = _address(fam, 1)
-        raw_addrs.append((craw, sraw))
-        to_client = streams[c * ndir + 1] if ndir == 2 else b""
-        conns.append(Connection(c, fam, (caddr, port), (saddr, _SERVER_PORT), p.vlan,
-                                int(isns[c, 0]), int(isns[c, 1]), streams[c * ndir], to_client))
-        per_dir = [_impair(*_segments(length, mss), p, rng) for _ in range(ndir)]
-        order = _interleave([len(s) for s, _ in per_dir], p.interleave, rng)
-        d_dirs = np.concatenate([np.full(len(s), d, np.int64) for d, (s, _) in
-                                 enumerate(per_dir)])[order]
-        d_st = np.concatenate([s for s, _ in per_dir])[order]
-        d_en = np.concatenate([e for _, e in per_dir])[order]
-        fin_dirs = np.arange(ndir)
-        pk.append((np.concatenate([[0, 1, 0], d_dirs, fin_dirs]),
-                   np.concatenate([[_SYN, _SYNACK, _ACK], np.full(len(d_st), _DATA),
-                                   np.full(ndir, _FIN)]),
-                   np.concatenate([[0, 0, 0], d_st, np.full(ndir, length)]),
-                   np.concatenate([[0, 0, 0], d_en, np.full(ndir, length)])))
-    order = _interleave([len(x[0]) for x in pk], p.interleave, rng)
-    conn_of = np.repeat(np.arange(nconn), [len(x[0]) for x in pk])[order]
-    dirs, kinds, starts, ends = (np.concatenate([x[i] for x in pk])[order] for i in range(4))
-    trace = _build_frames(p, conns, raw_addrs, ipids, conn_of, dirs, kinds, starts, ends)
-    return Flows(p, trace, conns)
+    plan = _Plan(params, materialize=True)
+    trace = _FrameBuilder(plan).build(0, plan.count)
+    return Flows(params, trace, plan.conns)
 
 
-def _build_frames(p, conns, raw_addrs, ipids, conn_of, dirs, kinds, starts, ends):
-    """The frames of the packets described by the arrays, in their order, as a PacketTrace:
-    headers and payload written per packet with ``struct`` into one arena (frames at even
-    offsets), then every IPv4 and TCP checksum computed at once with numpy."""
-    vlan_len = VLAN_HLEN if p.vlan is not None else 0
-    fam6 = np.array([c.family == 6 for c in conns])[conn_of]
-    l3 = ETH_HLEN + vlan_len
-    iphl = np.where(fam6, 40, 20)
-    opt = np.where(kinds <= _SYNACK, _TCPOLEN_MSS, 0)
-    tcp_len = 20 + opt + (ends - starts) * (kinds == _DATA)
-    flen = np.maximum(l3 + iphl + tcp_len, ETH_ZLEN)
-    stride = flen + (flen & 1)  # even offsets: 16-bit words line up for the checksums
-    offsets = np.zeros(len(flen), np.int64)
-    np.cumsum(stride[:-1], out=offsets[1:])
-    arena = np.zeros(int(stride.sum()) + 2, np.uint8)  # + 2: see _ones_sum
-    mv = memoryview(arena)
+def write_generated(path, params=None, pcapng=False, slice_frames=1 << 16,
+                    window=STREAM_WINDOW, **kwargs):
+    """What ``generate(params).write_pcap(path, pcapng)`` writes, the same bytes, without the
+    trace in memory: the packets are planned (about 50 bytes each: connection, direction,
+    kind, stream range), then built, written and dropped ``slice_frames`` at a time, the
+    payload computed for each slice where it is needed (the seed's raw words are found with
+    ``PCG64.advance()``, the pattern is one stream long). So a capture of any size is
+    written in memory bounded by its packet count and one slice. Returns the trace, streamed
+    from the capture written with ``window`` (its index is the cache ``path + ".npz"``)."""
+    if params is None:
+        params = FlowParams(**kwargs)
+    elif kwargs:
+        raise _err(errno.EINVAL, "write_generated: give a FlowParams or keyword arguments, "
+                                 "not both")
+    if not isinstance(slice_frames, int) or slice_frames < 1:
+        raise _err(errno.EINVAL, f"write_generated: slice_frames {slice_frames!r} must be an "
+                                 f"int >= 1")
+    path = os.fspath(path)
+    plan = _Plan(params, materialize=False)
+    builder = _FrameBuilder(plan)
+    with _CaptureWriter(path, pcapng) as w:
+        for a in range(0, plan.count, slice_frames):
+            w.write(builder.build(a, min(a + slice_frames, plan.count)))
+    trace = PacketTrace.from_pcap(path, stream=True, window=window)
+    trace._save(path + ".npz", _cache_key(params, pcapng))
+    return trace
 
-    # Per (connection, direction): the header bytes that never change, and the pseudo-header.
-    tmpl, pseudo, isn = {}, {}, {}
-    for c, (caddr, saddr) in zip(conns, raw_addrs, strict=True):
-        for d, (src, dst, smac, dmac, sport, dport) in enumerate((
-                (caddr, saddr, _MAC_CLIENT, _MAC_SERVER, c.client[1], c.server[1]),
-                (saddr, caddr, _MAC_SERVER, _MAC_CLIENT, c.server[1], c.client[1]))):
-            eth = dmac + smac
-            if p.vlan is not None:
-                eth += struct.pack("!HH", ETH_P_8021Q, p.vlan)
-            if c.family == 4:
-                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, _IP_DF, _TTL, IPPROTO_TCP, 0,
-                                 src, dst)
-                eth += struct.pack("!H", ETH_P_IP)
+
+class _Payload:
+    """The payload of stream ``i`` (connection ``i // ndir``, direction ``i % ndir``): with
+    ``validate``, ncdevmem's pattern (the same for every stream); else stream ``i`` is bytes
+    ``[i * payload, (i + 1) * payload)`` of the seed's raw 64-bit words drawn after the ISNs
+    and IP ids (the bit generator's raw words: stable across numpy versions, and 17 times
+    faster than ``Generator.bytes()``). The words are not drawn here: the generator is
+    advanced past them (its buffered 32-bit half kept, which ``advance()`` resets), and
+    ``read()`` draws the ones a range needs from a copy of the state before them."""
+
+    def __init__(self, p, rng, count):
+        self.length = p.payload
+        self.pattern = None if p.validate is None else \
+            ncdevmem_pattern(p.validate, p.payload).tobytes()
+        if self.pattern is None:
+            bg = rng.bit_generator
+            self.state = bg.state
+            bg.advance((self.length * count + 7) // 8)
+            st = bg.state
+            st["has_uint32"], st["uinteger"] = self.state["has_uint32"], self.state["uinteger"]
+            bg.state = st
+
+    def read(self, i, lo, hi):
+        """Bytes ``[lo, hi)`` of stream ``i``."""
+        if self.pattern is not None:
+            return self.pattern[lo:hi]
+        a, b = i * self.length + lo, i * self.length + hi
+        bg = np.random.PCG64()
+        bg.state = self.state
+        bg.advance(a // 8)
+        words = bg.random_raw((b - a // 8 * 8 + 7) // 8).astype("<u8", copy=False)
+        return words.view(np.uint8)[a % 8:a % 8 + hi - lo].tobytes()
+
+
+class _Plan:
+    """What ``generate()`` draws from the seed, in its order: ISNs, IP ids, the payload, each
+    connection's impairments and the interleaving; the packets as arrays (``conn_of``,
+    ``dirs``, ``kinds``, ``starts``, ``ends``) in the order they are sent. With
+    ``materialize``, each ``Connection`` carries its streams' bytes (``generate()``); else
+    they are empty and ``payload`` reads them where needed (``write_generated()``)."""
+
+    def __init__(self, p, materialize):
+        rng = np.random.default_rng(p.seed)
+        nconn = p.connections
+        fams = np.full(nconn, 6 if p.family == "ipv6" else 4, np.int64)
+        if p.family == "both":
+            fams[1::2] = 6
+        isns = (rng.integers(0, 1 << 32, size=(nconn, 2), dtype=np.uint64) if p.isn is None
+                else np.full((nconn, 2), p.isn, np.uint64))
+        self.ipids = rng.integers(0, 1 << 16, size=(nconn, 2)).tolist()
+        length = p.payload
+        self.ndir = ndir = 2 if p.bidirectional else 1
+        self.payload = _Payload(p, rng, nconn * ndir)
+
+        def stream(i):
+            return self.payload.read(i, 0, length) if materialize else b""
+
+        conns, raw_addrs, pk = [], [], []  # pk: per connection (dirs, kinds, starts, ends)
+        for c in range(nconn):
+            fam = int(fams[c])
+            mss = p.mss_for(fam)
+            host, port = 2 + c // _EPHEMERAL, 32768 + c % _EPHEMERAL
+            caddr, craw = _address(fam, host)
+            saddr, sraw = _address(fam, 1)
+            raw_addrs.append((craw, sraw))
+            to_client = stream(c * ndir + 1) if ndir == 2 else b""
+            conns.append(Connection(c, fam, (caddr, port), (saddr, _SERVER_PORT), p.vlan,
+                                    int(isns[c, 0]), int(isns[c, 1]), stream(c * ndir),
+                                    to_client))
+            per_dir = [_impair(*_segments(length, mss), p, rng) for _ in range(ndir)]
+            order = _interleave([len(s) for s, _ in per_dir], p.interleave, rng)
+            d_dirs = np.concatenate([np.full(len(s), d, np.int64) for d, (s, _) in
+                                     enumerate(per_dir)])[order]
+            d_st = np.concatenate([s for s, _ in per_dir])[order]
+            d_en = np.concatenate([e for _, e in per_dir])[order]
+            fin_dirs = np.arange(ndir)
+            pk.append((np.concatenate([[0, 1, 0], d_dirs, fin_dirs]),
+                       np.concatenate([[_SYN, _SYNACK, _ACK], np.full(len(d_st), _DATA),
+                                       np.full(ndir, _FIN)]),
+                       np.concatenate([[0, 0, 0], d_st, np.full(ndir, length)]),
+                       np.concatenate([[0, 0, 0], d_en, np.full(ndir, length)])))
+        order = _interleave([len(x[0]) for x in pk], p.interleave, rng)
+        self.conn_of = np.repeat(np.arange(nconn), [len(x[0]) for x in pk])[order]
+        self.dirs, self.kinds, self.starts, self.ends = (
+            np.concatenate([x[i] for x in pk])[order] for i in range(4))
+        self.params, self.conns, self.raw_addrs = p, conns, raw_addrs
+        self.materialized = materialize
+        self.count = len(self.conn_of)
+
+
+class _FrameBuilder:
+    """The frames of a ``_Plan``'s packets, a slice at a time, in order: headers and payload
+    written per packet with ``struct`` into one arena (frames at even offsets), then every IPv4
+    and TCP checksum computed at once with numpy. What carries from one slice to the next (the
+    receivers' ``rcv_nxt`` and out-of-order segments, the IP ids, the clock) lives here, so
+    the slices add up to the frames of one build of the whole plan."""
+
+    def __init__(self, plan):
+        p = self.p = plan.params
+        self.plan = plan
+        # Per (connection, direction): the header bytes that never change, the pseudo-header.
+        self.tmpl, self.pseudo, self.isn = {}, {}, {}
+        for c, (caddr, saddr) in zip(plan.conns, plan.raw_addrs, strict=True):
+            for d, (src, dst, smac, dmac, sport, dport) in enumerate((
+                    (caddr, saddr, _MAC_CLIENT, _MAC_SERVER, c.client[1], c.server[1]),
+                    (saddr, caddr, _MAC_SERVER, _MAC_CLIENT, c.server[1], c.client[1]))):
+                eth = dmac + smac
+                if p.vlan is not None:
+                    eth += struct.pack("!HH", ETH_P_8021Q, p.vlan)
+                if c.family == 4:
+                    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, _IP_DF, _TTL,
+                                     IPPROTO_TCP, 0, src, dst)
+                    eth += struct.pack("!H", ETH_P_IP)
+                else:
+                    ip = struct.pack("!IHBB16s16s", 6 << 28, 0, IPPROTO_TCP, _TTL, src, dst)
+                    eth += struct.pack("!H", ETH_P_IPV6)
+                self.tmpl[c.index, d] = eth + ip + struct.pack("!HH", sport, dport)
+                self.pseudo[c.index, d] = _pseudo_sum(src, dst)
+            self.isn[c.index, 0], self.isn[c.index, 1] = c.client_isn, c.server_isn
+        self.fam6 = np.array([c.family == 6 for c in plan.conns])
+        self.mss_opt = {c.index: struct.pack("!BBH", 2, 4, p.mss_for(c.family))
+                        for c in plan.conns}
+        # (conn, dir) -> the peer's rcv_nxt for that direction, as a stream offset (+1 once the
+        # FIN is in): the ACK number the peer sends. Out-of-order segments wait in a heap until
+        # the hole before them fills, so nothing unseen is acknowledged.
+        self.rcv_nxt, self.ooo = {}, {}
+        self.clock = 0          # the next frame's timestamp, ns
+
+    def _streams(self, conn_of, dirs, kinds, starts, ends):
+        """(conn, dir) -> (first byte, memoryview) covering the payload of these packets."""
+        plan, out = self.plan, {}
+        data = kinds == _DATA
+        if not data.any():
+            return out
+        key = conn_of[data] * plan.ndir + dirs[data]
+        for k in np.unique(key).tolist():
+            sel = key == k
+            lo, hi = int(starts[data][sel].min()), int(ends[data][sel].max())
+            c = plan.conns[k // plan.ndir]
+            whole = c.to_client if k % plan.ndir else c.to_server
+            out[k // plan.ndir, k % plan.ndir] = (lo, memoryview(whole)[lo:hi] if
+                                                  plan.materialized else
+                                                  memoryview(plan.payload.read(k, lo, hi)))
+        return out
+
+    def build(self, first, stop):
+        """Packets ``[first, stop)`` of the plan as a PacketTrace, timed after the previous
+        slice."""
+        p, plan = self.p, self.plan
+        conn_of, dirs, kinds, starts, ends = (a[first:stop] for a in (
+            plan.conn_of, plan.dirs, plan.kinds, plan.starts, plan.ends))
+        vlan_len = VLAN_HLEN if p.vlan is not None else 0
+        fam6 = self.fam6[conn_of]
+        l3 = ETH_HLEN + vlan_len
+        iphl = np.where(fam6, 40, 20)
+        opt = np.where(kinds <= _SYNACK, _TCPOLEN_MSS, 0)
+        tcp_len = 20 + opt + (ends - starts) * (kinds == _DATA)
+        flen = np.maximum(l3 + iphl + tcp_len, ETH_ZLEN)
+        stride = flen + (flen & 1)  # even offsets: 16-bit words line up for the checksums
+        offsets = np.zeros(len(flen), np.int64)
+        np.cumsum(stride[:-1], out=offsets[1:])
+        arena = np.zeros(int(stride.sum()) + 2, np.uint8)  # + 2: see _ones_sum
+        self._write_packets(arena, offsets, l3, conn_of, dirs, kinds, starts, ends, fam6)
+        ip_off = offsets + l3
+        tcp_off = ip_off + iphl
+        psum = np.array([self.pseudo[k] for k in zip(conn_of.tolist(), dirs.tolist(),
+                                                      strict=True)],
+                        np.uint64) + tcp_len.astype(np.uint64)
+        _put_csum(arena, tcp_off + 16, _ones_sum(arena, tcp_off, tcp_len) + psum)
+        v4 = ~fam6
+        _put_csum(arena, ip_off[v4] + 10, _ones_sum(arena, ip_off[v4], np.full(v4.sum(), 20)))
+        wire = np.ceil((flen + _WIRE_OVERHEAD) * 8 / p.link_gbps).astype(np.uint64)
+        ts = np.full(len(flen), self.clock, np.uint64)
+        np.cumsum(wire[:-1], out=ts[1:])
+        ts[1:] += np.uint64(self.clock)
+        self.clock += int(wire.sum(dtype=np.uint64))
+        pay = int(((ends - starts) * (kinds == _DATA)).sum())
+        return PacketTrace(arena[:-2], offsets, flen, ts, DLT_EN10MB, None, pay)
+
+    def _write_packets(self, arena, offsets, l3, conn_of, dirs, kinds, starts, ends, fam6):
+        """Each packet's headers (checksums 0) and payload into the arena."""
+        tmpl, isn, ipids, rcv_nxt, ooo = self.tmpl, self.isn, self.plan.ipids, self.rcv_nxt, \
+            self.ooo
+        streams = self._streams(conn_of, dirs, kinds, starts, ends)
+        mv = memoryview(arena)
+        length = self.p.payload
+        pack_v4 = struct.Struct("!HH").pack_into
+        pack_v6 = struct.Struct("!H").pack_into
+        pack_tcp = struct.Struct("!IIBBH").pack_into
+        mask = 0xFFFFFFFF
+        for o, c, d, kind, s, e, is6 in zip(offsets.tolist(), conn_of.tolist(), dirs.tolist(),
+                                           kinds.tolist(), starts.tolist(), ends.tolist(),
+                                           fam6.tolist(), strict=True):
+            t = tmpl[c, d]
+            mv[o:o + len(t)] = t
+            ip = o + l3
+            tcp = ip + (40 if is6 else 20)
+            if kind == _DATA:
+                plen, optlen = e - s, 0
+                _rcv_advance(rcv_nxt, ooo, (c, d), s, e)
+                seq = isn[c, d] + 1 + s
+                flags = TCPHDR_ACK | (TCPHDR_PSH if e == length else 0)
+            elif kind == _FIN:  # after every data segment of its direction: in order
+                plen, optlen = 0, 0
+                rcv_nxt[c, d] = length + 1
+                seq = isn[c, d] + 1 + length
+                flags = TCPHDR_FIN | TCPHDR_ACK
             else:
-                ip = struct.pack("!IHBB16s16s", 6 << 28, 0, IPPROTO_TCP, _TTL, src, dst)
-                eth += struct.pack("!H", ETH_P_IPV6)
-            tmpl[c.index, d] = eth + ip + struct.pack("!HH", sport, dport)
-            pseudo[c.index, d] = _pseudo_sum(src, dst)
-        isn[c.index, 0], isn[c.index, 1] = c.client_isn, c.server_isn
-
-    streams = {(c.index, 0): memoryview(c.to_server) for c in conns}
-    streams.update({(c.index, 1): memoryview(c.to_client) for c in conns})
-    length = p.payload
-    # (conn, dir) -> the peer's rcv_nxt for that direction, as a stream offset (+1 once the FIN
-    # is in): the ACK number the peer sends. Out-of-order segments wait in a heap until the hole
-    # before them fills, so nothing unseen is acknowledged.
-    rcv_nxt, ooo = {}, {}
-    mss_opt = {c.index: struct.pack("!BBH", 2, 4, p.mss_for(c.family)) for c in conns}
-    pack_v4 = struct.Struct("!HH").pack_into
-    pack_v6 = struct.Struct("!H").pack_into
-    pack_tcp = struct.Struct("!IIBBH").pack_into
-    mask = 0xFFFFFFFF
-    for o, c, d, kind, s, e, is6 in zip(offsets.tolist(), conn_of.tolist(), dirs.tolist(),
-                                       kinds.tolist(), starts.tolist(), ends.tolist(),
-                                       fam6.tolist(), strict=True):
-        t = tmpl[c, d]
-        mv[o:o + len(t)] = t
-        ip = o + l3
-        tcp = ip + (40 if is6 else 20)
-        if kind == _DATA:
-            plen, optlen = e - s, 0
-            _rcv_advance(rcv_nxt, ooo, (c, d), s, e)
-            seq = isn[c, d] + 1 + s
-            flags = TCPHDR_ACK | (TCPHDR_PSH if e == length else 0)
-        elif kind == _FIN:  # after every data segment of its direction: in order
-            plen, optlen = 0, 0
-            rcv_nxt[c, d] = length + 1
-            seq = isn[c, d] + 1 + length
-            flags = TCPHDR_FIN | TCPHDR_ACK
-        else:
-            plen, optlen = 0, (_TCPOLEN_MSS if kind != _ACK else 0)
-            seq = isn[c, d] + (1 if kind == _ACK else 0)
-            flags = {_SYN: TCPHDR_SYN, _SYNACK: TCPHDR_SYN | TCPHDR_ACK, _ACK: TCPHDR_ACK}[kind]
-        ack = 0 if kind == _SYN else (isn[c, 1 - d] + 1 + rcv_nxt.get((c, 1 - d), 0)) & mask
-        if is6:
-            pack_v6(arena, ip + 4, 20 + optlen + plen)
-        else:
-            pack_v4(arena, ip + 2, 40 + optlen + plen, ipids[c][d] & 0xFFFF)
-            ipids[c][d] += 1
-        pack_tcp(arena, tcp + 4, seq & mask, ack, (5 + optlen // 4) << 4, flags, _TCP_WINDOW)
-        if optlen:
-            mv[tcp + 20:tcp + 24] = mss_opt[c]
-        if plen:
-            mv[tcp + 20:tcp + 20 + plen] = streams[c, d][s:e]
-
-    ip_off = offsets + l3
-    tcp_off = ip_off + iphl
-    psum = np.array([pseudo[k] for k in zip(conn_of.tolist(), dirs.tolist(), strict=True)],
-                    np.uint64) + tcp_len.astype(np.uint64)
-    _put_csum(arena, tcp_off + 16, _ones_sum(arena, tcp_off, tcp_len) + psum)
-    v4 = ~fam6
-    _put_csum(arena, ip_off[v4] + 10, _ones_sum(arena, ip_off[v4], np.full(v4.sum(), 20)))
-
-    wire = np.ceil((flen + _WIRE_OVERHEAD) * 8 / p.link_gbps).astype(np.uint64)
-    ts = np.zeros(len(flen), np.uint64)
-    np.cumsum(wire[:-1], out=ts[1:])
-    pay = int(((ends - starts) * (kinds == _DATA)).sum())
-    return PacketTrace(arena[:-2], offsets, flen, ts, DLT_EN10MB, None, pay)
+                plen, optlen = 0, (_TCPOLEN_MSS if kind != _ACK else 0)
+                seq = isn[c, d] + (1 if kind == _ACK else 0)
+                flags = {_SYN: TCPHDR_SYN, _SYNACK: TCPHDR_SYN | TCPHDR_ACK,
+                         _ACK: TCPHDR_ACK}[kind]
+            ack = 0 if kind == _SYN else (isn[c, 1 - d] + 1 + rcv_nxt.get((c, 1 - d), 0)) & mask
+            if is6:
+                pack_v6(arena, ip + 4, 20 + optlen + plen)
+            else:
+                pack_v4(arena, ip + 2, 40 + optlen + plen, ipids[c][d] & 0xFFFF)
+                ipids[c][d] += 1
+            pack_tcp(arena, tcp + 4, seq & mask, ack, (5 + optlen // 4) << 4, flags,
+                     _TCP_WINDOW)
+            if optlen:
+                mv[tcp + 20:tcp + 24] = self.mss_opt[c]
+            if plen:
+                lo, view = streams[c, d]
+                mv[tcp + 20:tcp + 20 + plen] = view[s - lo:e - lo]
 
 
 def _rcv_advance(rcv_nxt, ooo, flow, s, e):

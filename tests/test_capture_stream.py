@@ -124,38 +124,79 @@ def test_replay_streams_an_ethernet_capture(tmp_path, capture):
     assert doc["trace"]["streamed"] and doc["validation"]["result"] == "ok"
 
 
-# The RSS check runs in a child, and reads the peak of its own memory (VmHWM): ru_maxrss would
+# The RSS checks run in a child, which reads the peak of its own memory (VmHWM): ru_maxrss would
 # carry the peak of the pytest process it was forked from across exec.
 _RSS_CHILD = """
 import json, sys
-from netmem.flows import PacketTrace
+import scapy.utils
+from netmem.flows import PacketTrace, write_generated
 from netmem.replay import main, workload
-stream = sys.argv[2] == "stream"
-workload._open_capture = lambda p: PacketTrace.from_pcap(p, stream=stream, window=1 << 20)
-code = main(["--pcap", sys.argv[1], "--provider", "host", "--loops", "1", "--warmup", "0",
-             "--json", sys.argv[3]])
-status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-print(json.dumps({"code": code, "peak": int(status["VmHWM"].split()[0]) * 1024}))
+
+def peak():
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    return int(status["VmHWM"].split()[0]) * 1024
+
+mode, path = sys.argv[1], sys.argv[2]
+before = peak()
+if mode == "write":
+    write_generated(path, connections=4, payload=12 << 20, seed=5, slice_frames=1024,
+                    window=1 << 20)
+    code = 0
+else:
+    workload._open_capture = lambda p: PacketTrace.from_pcap(p, stream=True, window=1 << 20)
+    code = main(["--pcap", path, "--provider", "host", "--loops", "1", "--warmup", "0",
+                 "--json", sys.argv[3], *(["--pcap-in-memory"] * (mode == "memory"))])
+print(json.dumps({"code": code, "before": before, "peak": peak()}))
 """
 
 
-def test_streamed_replay_keeps_memory_bounded(tmp_path):
-    """A 50 MiB capture: read whole it costs its size in resident memory, streamed with a
-    1 MiB window it costs a few MiB (pages given back as the replay goes)."""
+def rss_child(*argv):
+    res = subprocess.run([sys.executable, "-c", _RSS_CHILD, *map(str, argv)],
+                         capture_output=True, text=True, check=True)
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    assert got["code"] == 0
+    return got
+
+
+def test_captures_of_any_size_in_bounded_memory(tmp_path):
+    """A 50 MiB capture, written a slice at a time (``write_generated``: a few MiB) and
+    replayed: read whole it costs its size in resident memory, streamed with a 1 MiB window a
+    few MiB (pages given back as the replay goes)."""
     path = tmp_path / "big.pcap"
-    generate(connections=4, payload=12 << 20, seed=5).write_pcap(path)
+    wrote = rss_child("write", path)
     size = os.path.getsize(path)
+    assert size > 48 << 20 and wrote["peak"] - wrote["before"] < size / 2, (wrote, size)
     peaks = {}
     for mode in ("memory", "stream"):
-        res = subprocess.run([sys.executable, "-c", _RSS_CHILD, str(path), mode,
-                              str(tmp_path / f"{mode}.json")], capture_output=True, text=True,
-                             check=True)
-        got = json.loads(res.stdout.strip().splitlines()[-1])
-        assert got["code"] == 0
+        peaks[mode] = rss_child(mode, path, tmp_path / f"{mode}.json")["peak"]
         assert json.loads((tmp_path / f"{mode}.json").read_text())["validation"]["result"] == \
             "ok"
-        peaks[mode] = got["peak"]
     assert peaks["memory"] - peaks["stream"] > 0.75 * size, (peaks, size)
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_write_generated_writes_what_generate_writes(tmp_path, pcapng):
+    """Slices of one packet, of a few (edges anywhere in a connection's stream) and of all:
+    the same file, byte for byte, as generate().write_pcap(), random payload and pattern."""
+    for kw in (IMPAIRED, {"connections": 2, "payload": 7777, "validate": 7, "seed": 3}):
+        generate(**kw).write_pcap(tmp_path / "a.pcap", pcapng=pcapng)
+        want = (tmp_path / "a.pcap").read_bytes()
+        for slice_frames in (1, 7, 1 << 20):
+            trace = flows.write_generated(tmp_path / "b.pcap", pcapng=pcapng,
+                                          slice_frames=slice_frames, **kw)
+            assert (tmp_path / "b.pcap").read_bytes() == want
+            assert trace.streamed and flows.cached_trace(tmp_path / "b.pcap", pcapng,
+                                                         **kw) is not None
+
+
+def test_write_generated_refuses_bad_input(tmp_path):
+    with pytest.raises(NetmemError) as e:
+        flows.write_generated(tmp_path / "x.pcap", slice_frames=0)
+    assert e.value.errno == errno.EINVAL and "slice_frames 0" in str(e.value)
+    with pytest.raises(NetmemError) as e:
+        flows.write_generated(tmp_path / "x.pcap", flows.FlowParams(), seed=1)
+    assert e.value.errno == errno.EINVAL and "not both" in str(e.value)
+    assert not (tmp_path / "x.pcap").exists()
 
 
 def test_trace_cache_is_an_index(tmp_path):
