@@ -45,9 +45,13 @@ class CaptureMap:
     ``release(lo, hi)`` gives back the whole pages below ``hi`` from ``lo`` (or from the end of
     the previous release, when this one follows it), so a reader that walks the file forward
     keeps at most its window resident. The pages are the page cache's: a later read of them
-    faults them back in (from the cache, or the disk if the kernel dropped them)."""
+    faults them back in (from the cache, or the disk if the kernel dropped them), which costs
+    about as much as the model's work on them. So the first ``keep`` bytes of the file are
+    never given back: a replay that loops over a capture that fits reads it once, and one that
+    does not rereads only what lies past ``keep`` (for a scan in a loop, keeping the head is
+    the best use of the memory: any page given back is read again before a kept one would be)."""
 
-    def __init__(self, path, who):
+    def __init__(self, path, who, keep=0):
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -62,12 +66,13 @@ class CaptureMap:
         self.size = st.st_size
         self.arena = np.frombuffer(self.mm, np.uint8) if self.mm is not None else \
             np.zeros(0, np.uint8)
+        self.keep = keep - keep % mmap.PAGESIZE     # bytes at the head never given back
         self._end = 0   # the end of the last release, page aligned
 
     def release(self, lo, hi):
         """Give back the pages of ``[lo, hi)`` (whole pages below ``hi``)."""
         page = mmap.PAGESIZE
-        start = self._end if self._end <= lo else lo - lo % page
+        start = max(self._end if self._end <= lo else lo - lo % page, self.keep)
         stop = min(hi, self.size) // page * page
         if stop > start:
             self.mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
@@ -86,13 +91,14 @@ def _file_key(f, st):
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": h.hexdigest()}
 
 
-def read_capture(path, who, stream=False, window=STREAM_WINDOW):
+def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     """Open and index a pcap or pcapng capture: (arena, offsets, lengths, ns timestamps,
     linktypes, truncated, the ``CaptureMap`` or None). Read whole unless ``stream``; streamed,
-    the walk gives back each ``window`` of the file once past it."""
+    the walk gives back each ``window`` of the file once past it (but the first ``keep``
+    bytes)."""
     cmap = None
     if stream:
-        cmap = CaptureMap(path, who)
+        cmap = CaptureMap(path, who, keep)
         data, arena = cmap.mm if cmap.mm is not None else b"", cmap.arena
     else:
         try:

@@ -507,8 +507,14 @@ class PacketTrace:
     def streamed(self):
         """The trace reads its frames from its capture file as it goes (``from_pcap(path,
         stream=True)``): the arena maps the file, and no more than about ``window`` bytes of
-        it are resident at once."""
+        it are resident at once, besides the first ``keep`` bytes, which stay."""
         return self._map is not None
+
+    @property
+    def keep(self):
+        """The bytes at the head of a streamed trace's capture that stay resident once read
+        (None for a trace in memory)."""
+        return self._map.keep if self._map is not None else None
 
     def release(self, start, end):
         """Frames ``[start, end)`` are done with: a streamed trace gives their pages back to
@@ -754,7 +760,7 @@ class PacketTrace:
         return cls._build(arena, offsets, lengths, np.array(ts, np.uint64), lts, keep_all)
 
     @classmethod
-    def from_pcap(cls, path, keep_all=False, stream=False, window=STREAM_WINDOW):
+    def from_pcap(cls, path, keep_all=False, stream=False, window=STREAM_WINDOW, keep=0):
         """A trace of a pcap or pcapng capture (either byte order; pcap in µs or ns).
 
         Link types: Ethernet; raw IP (101, and 12, 14, 228, 229) and Linux cooked v1 (113) and
@@ -767,18 +773,23 @@ class PacketTrace:
         indexes it (offsets, lengths, timestamps) and every later pass over its frames
         (classifying, ``in_order_bytes()``, ``NetDevice.receive()``) keeps about ``window``
         bytes of it resident, giving the pages back behind it, so a capture of any size loads
-        and replays in bounded memory. A streamed capture must be Ethernet throughout
-        (``EOPNOTSUPP`` otherwise: converting raw IP and cooked frames needs a copy, which a
-        trace read whole makes). The file must not change while the trace is in use.
+        and replays in bounded memory. A later pass reads the file again (from the page cache
+        while the kernel keeps it), but for its first ``keep`` bytes, which stay resident once
+        read: a capture that fits in ``keep`` is read once however often it is replayed. A
+        streamed capture must be Ethernet throughout (``EOPNOTSUPP`` otherwise: converting raw
+        IP and cooked frames needs a copy, which a trace read whole makes). The file must not
+        change while the trace is in use.
 
         Models what a capture replay needs, not libpcap: pcapng options other than the two above,
         and blocks other than interface and packet blocks, are skipped.
         """
         path = os.fspath(path)
-        if stream and (not isinstance(window, int) or isinstance(window, bool) or window < 1):
-            raise _err(errno.EINVAL, f"from_pcap: window {window!r} must be an int >= 1 (bytes)")
+        for name, value, least in (("window", window, 1), ("keep", keep, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < least:
+                raise _err(errno.EINVAL, f"from_pcap: {name} {value!r} must be an int >= "
+                                         f"{least} (bytes)")
         arena, offsets, lengths, ts, lts, truncated, cmap = read_capture(path, "from_pcap",
-                                                                         stream, window)
+                                                                         stream, window, keep)
         _check_linktypes(lts, "from_pcap")
         if cmap is not None and len(lts) and (lts != DLT_EN10MB).any():
             lt = int(lts[np.flatnonzero(lts != DLT_EN10MB)[0]])
@@ -804,7 +815,7 @@ class PacketTrace:
         else:
             rel = os.path.relpath(self._map.path, os.path.dirname(os.path.abspath(path)))
             where = {"capture": np.str_(rel), "capture_key": np.str_(json.dumps(self._map.key)),
-                     "window": np.int64(self.window)}
+                     "window": np.int64(self.window), "keep": np.int64(self._map.keep)}
         with open(path, "wb") as f:
             np.savez(f, format=np.int64(_TRACE_FORMAT), offsets=self.offsets,
                      lengths=self.lengths, timestamps=self.timestamps,
@@ -830,7 +841,7 @@ class PacketTrace:
                                              f"{int(z['format'])}, expected {_TRACE_FORMAT}")
                 skipped = dict(zip(z["skipped_reasons"].tolist(),
                                    z["skipped_counts"].tolist(), strict=True))
-                cmap = _open_indexed(path, z) if "capture" in z.files else None
+                cmap = _open_indexed(path, z, int(z["keep"])) if "capture" in z.files else None
                 trace = cls(z["arena"] if cmap is None else cmap.arena, z["offsets"],
                             z["lengths"], z["timestamps"], int(z["linktype"]), skipped,
                             int(z["payload_bytes"]))
@@ -848,11 +859,11 @@ class PacketTrace:
         return trace, meta
 
 
-def _open_indexed(path, z):
+def _open_indexed(path, z, keep):
     """The ``CaptureMap`` of the capture a saved index names, if it is still the capture that
     was indexed (``ESTALE`` if not)."""
     capture = os.path.join(os.path.dirname(os.path.abspath(path)), str(z["capture"]))
-    cmap = CaptureMap(capture, "PacketTrace.load")
+    cmap = CaptureMap(capture, "PacketTrace.load", keep)
     if cmap.key != json.loads(str(z["capture_key"])):
         raise _err(errno.ESTALE, f"PacketTrace.load: {path}: the capture {capture} changed "
                                  f"since it was indexed (size, modification time or contents)")

@@ -103,10 +103,11 @@ def replay_doc(tmp_path, monkeypatch, pcap, opener, name):
 def test_streamed_replay_is_the_replay_in_memory(tmp_path, monkeypatch, capture):
     """The differential test: a window of 3000 bytes (two frames) forces a window per call
     into C and pages given back mid-frame; counters and the bytes read must be the same."""
-    streamed = replay_doc(tmp_path, monkeypatch, capture,
-                          lambda p: PacketTrace.from_pcap(p, stream=True, window=3000), "s")
+    streamed = replay_doc(tmp_path, monkeypatch, capture, lambda p, keep: PacketTrace.from_pcap(
+        p, stream=True, window=3000, keep=5 * 4096), "s")
     whole = replay_doc(tmp_path, monkeypatch, capture, None, "m")
     assert streamed["trace"].pop("streamed") and not whole["trace"].pop("streamed")
+    assert streamed["trace"].pop("keep") == 5 * 4096 and whole["trace"].pop("keep") is None
     for key in ("trace", "counters", "drops", "qstats", "queues", "recycle", "tcp-mib", "iommu",
                 "devmem", "validation"):
         assert streamed[key] == whole[key], key
@@ -115,6 +116,33 @@ def test_streamed_replay_is_the_replay_in_memory(tmp_path, monkeypatch, capture)
 def test_pcap_in_memory_needs_a_pcap(capsys):
     assert main(["--pcap-in-memory"]) == 2
     assert "--pcap-in-memory reads a --pcap capture whole" in capsys.readouterr().err
+    assert main(["--pcap-keep", "1MiB"]) == 2
+    assert "--pcap-keep keeps the head of a streamed --pcap" in capsys.readouterr().err
+
+
+def rss_file():
+    with open("/proc/self/status") as f:
+        status = dict(line.split(":", 1) for line in f)
+    return int(status["RssFile"].split()[0]) * 1024
+
+
+def test_keep_holds_the_head_of_the_capture_resident(tmp_path):
+    """Streamed with a 1 MiB window, a pass over an 8 MiB capture leaves about nothing of it
+    resident; with ``keep`` 6 MiB, its first 6 MiB stay (a later loop does not read them)."""
+    path = tmp_path / "k.pcap"
+    generate(connections=2, payload=4 << 20, seed=2).write_pcap(path)
+    grew = {}
+    for keep in (0, 6 << 20):
+        before = rss_file()
+        trace = PacketTrace.from_pcap(path, stream=True, window=1 << 20, keep=keep)
+        trace.l3_lengths()
+        grew[keep] = rss_file() - before
+        assert trace.keep == keep
+        del trace
+    assert grew[0] < 2 << 20 and grew[6 << 20] > 5 << 20, grew
+    with pytest.raises(NetmemError) as e:
+        PacketTrace.from_pcap(path, stream=True, keep=-1)
+    assert e.value.errno == errno.EINVAL and "keep -1" in str(e.value)
 
 
 def test_replay_streams_an_ethernet_capture(tmp_path, capture):
@@ -143,7 +171,8 @@ if mode == "write":
                     window=1 << 20)
     code = 0
 else:
-    workload._open_capture = lambda p: PacketTrace.from_pcap(p, stream=True, window=1 << 20)
+    workload._open_capture = lambda p, keep: PacketTrace.from_pcap(p, stream=True,
+                                                                   window=1 << 20)
     code = main(["--pcap", path, "--provider", "host", "--loops", "1", "--warmup", "0",
                  "--json", sys.argv[3], *(["--pcap-in-memory"] * (mode == "memory"))])
 print(json.dumps({"code": code, "before": before, "peak": peak()}))

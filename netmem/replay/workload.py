@@ -20,7 +20,7 @@ def _load_trace(cfg):
     if cfg.pcap is not None:
         try:
             trace = (PacketTrace.from_pcap(cfg.pcap) if cfg.pcap_in_memory else
-                     _open_capture(cfg.pcap))
+                     _open_capture(cfg.pcap, cfg.pcap_keep))
         except NetmemError as e:
             raise BadInput(f"--pcap {e.strerror}", e.errno) from None
         if trace.cut_short:
@@ -44,12 +44,13 @@ def _load_trace(cfg):
     return trace, params, expected
 
 
-def _open_capture(path):
+def _open_capture(path, keep=0):
     """The trace of a capture, streamed from the file (so a capture of any size replays in
-    bounded memory; each loop reads it again, through the page cache), or read whole when its
-    frames are not all Ethernet (raw IP and Linux cooked frames are converted in memory)."""
+    bounded memory; each loop reads it again, through the page cache, but its first ``keep``
+    bytes), or read whole when its frames are not all Ethernet (raw IP and Linux cooked frames
+    are converted in memory)."""
     try:
-        return PacketTrace.from_pcap(path, stream=True)
+        return PacketTrace.from_pcap(path, stream=True, keep=keep)
     except NetmemError as e:
         if e.errno != errno.EOPNOTSUPP:
             raise
