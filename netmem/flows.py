@@ -278,10 +278,11 @@ class _CaptureWriter:
 def ncdevmem_pattern(n, length, start=0):
     """ncdevmem's ``validate_buffer()`` expectation for ``-v n``, ``length`` bytes from stream
     byte ``start`` (``np.uint8``): its seed runs 1, 2, ..., N-1, 0 (an ``unsigned char``, so at
-    most 256 values), and a seed of 0 is expected as ``'\\n'``."""
+    most 256 values), and a seed of 0 is expected as ``'\\n'``. One period is computed and
+    repeated, so a long pattern costs its length in bytes, no more."""
     period = n if n <= 256 else 256
-    seeds = (np.arange(start, start + length, dtype=np.int64) + 1) % period
-    return np.where(seeds == 0, 10, seeds).astype(np.uint8)
+    seeds = (np.arange(start, start + min(length, period), dtype=np.int64) + 1) % period
+    return np.resize(np.where(seeds == 0, 10, seeds).astype(np.uint8), length)
 
 
 def _segments(length, mss):
