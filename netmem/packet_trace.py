@@ -635,16 +635,22 @@ class PacketTrace:
                     i = int(at[first[j]])
                     names.append((h.end(0, i), h.end(1, i)))
                 local[j] = ids[k]
-            cols.append((local[inverse.reshape(-1)], h.seq[at].astype(np.int64),
-                         h.flags[at].astype(np.int64), h.payload[at]))
+            cols.append((local[inverse.reshape(-1)].astype(np.int32),
+                         h.seq[at].astype(np.uint32), h.flags[at],
+                         h.payload[at].astype(np.uint32)))
         if not cols:
             return {}
         direction, seq, flags, payload = (np.concatenate(c) for c in zip(*cols, strict=True))
+        del cols
         order = np.argsort(direction, kind="stable")    # capture order in each
-        inc, got = _stream_bytes(direction[order], seq[order], flags[order], payload[order])
+        ordered = direction[order]
         out = {}
-        for d, n in zip(direction[order][inc].tolist(), got.tolist(), strict=True):
-            out[names[d]] = out.get(names[d], 0) + n
+        for a, b in _direction_blocks(ordered):
+            sel = order[a:b]
+            inc, got = _stream_bytes(ordered[a:b].astype(np.int64), seq[sel].astype(np.int64),
+                                     flags[sel].astype(np.int64), payload[sel].astype(np.int64))
+            for d, n in zip(ordered[a:b][inc].tolist(), got.tolist(), strict=True):
+                out[names[d]] = out.get(names[d], 0) + n
         return out
 
     def l3_lengths(self):
@@ -891,6 +897,23 @@ _BIG = 1 << 40          # stream positions above this (1 TiB) are clipped in _pr
 def _serial(x):
     """``x`` as a signed 32-bit difference of sequence numbers (RFC 1982 arithmetic)."""
     return (x + (1 << 31)) % _INT32 - (1 << 31)
+
+
+_BLOCK = 1 << 20        # TCP frames per _stream_bytes() call: about 130 MiB of temporaries
+
+
+def _direction_blocks(ordered):
+    """Ranges ``[a, b)`` of ``ordered`` (direction ids, sorted) of about ``_BLOCK`` entries
+    that never split a direction (a direction with more is one block), so the streams of a
+    long capture are worked out a block at a time."""
+    n = len(ordered)
+    edges = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    a = 0
+    while a < n:
+        i = int(np.searchsorted(edges, a + _BLOCK))
+        b = int(edges[i]) if i < len(edges) else n
+        yield a, b
+        a = b
 
 
 def _stream_bytes(direction, seq, flags, payload):

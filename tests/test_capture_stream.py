@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from netmem import flows
+from netmem import flows, packet_trace
 from netmem.errors import NetmemError
 from netmem.flows import PacketTrace, generate
 from netmem.replay import main
@@ -49,6 +49,14 @@ def test_streamed_trace_is_the_trace_in_memory(capture, window):
     assert streamed.streamed and not whole.streamed
     deliver = np.arange(len(whole)) % 5 != 3            # as frames an MTU drops
     assert summary(streamed, deliver) == summary(whole, deliver)
+
+
+def test_in_order_bytes_block_by_block(capture, monkeypatch):
+    """Streams worked out a few directions at a time add up to the whole at once."""
+    trace = PacketTrace.from_pcap(capture, stream=True, window=4097)
+    whole = trace.in_order_bytes()
+    monkeypatch.setattr(packet_trace, "_BLOCK", 7)
+    assert trace.in_order_bytes() == whole
 
 
 def test_streamed_keep_all_counts_what_it_skips(tmp_path):
