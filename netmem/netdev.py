@@ -373,7 +373,10 @@ class NetDevice(_core.CoreNetDevice):
         TCP all run in C. With ``clock``, the virtual clock follows the trace's timestamps
         (from where it stands at the call), so timers (page-pool release, IOMMU flush queues)
         fire as the replay goes, and frame i arrives (its DMA write, for a profile's skb
-        timestamps) at its timestamp on that clock. Returns the frames given to the device."""
+        timestamps) at its timestamp on that clock. After each call into C (``RECEIVE_CHUNK``
+        frames) the trace is told those frames are done with (``PacketTrace.release()``, where
+        the trace has it), so a streamed trace keeps the frames of one call resident. Returns
+        the frames given to the device."""
         self._check_registered("receive")
         if not self.running:
             raise NetmemError(ENETDOWN, f"receive: {self.name} is down (netif_running())")
@@ -382,12 +385,15 @@ class NetDevice(_core.CoreNetDevice):
         if not 0 <= start <= end:
             raise NetmemError(EINVAL, f"receive: frames [{start}, {end}) outside the trace")
         ts = trace.timestamps
+        release = getattr(trace, "release", None)     # a duck-typed trace may not have it
         t0, base = self.machine.clock_ns, (int(ts[start]) if end > start else 0)
         pos = start
         while pos < end:
             nxt = min(end, pos + RECEIVE_CHUNK)
             self._receive(trace.arena, trace.offsets, trace.lengths, pos, nxt,
                           ts if clock else None, t0 - base)
+            if release is not None:
+                release(pos, nxt)
             self._raise_pending()
             if clock:
                 due = t0 + int(ts[nxt - 1]) - base

@@ -28,7 +28,7 @@ from scapy.layers.l2 import ARP, LLC, Dot1AD, Dot1Q, Dot3, Ether
 from scapy.packet import Raw
 from scapy.utils import PcapNgWriter, RawPcapWriter, rdpcap, wrpcap
 
-from netmem import NetmemError, flows, testing
+from netmem import NetmemError, flows, packet_trace, testing
 from netmem.flows import FlowParams, PacketTrace, classify_frame, generate
 
 C4, S4 = "192.0.2.2", "192.0.2.1"
@@ -123,7 +123,7 @@ def test_classify_frame(name):
     assert classify_frame(frame) == want
     # The vectorised classifier of the loads agrees, and so does the trace's tally.
     trace = PacketTrace.from_frames([frame], keep_all=True)
-    assert flows._CLASSES[flows._classify_arena(trace.arena, trace.offsets,
+    assert packet_trace._CLASSES[packet_trace._classify_arena(trace.arena, trace.offsets,
                                                 trace.lengths)[0][0]] == want
     if want.startswith("tcp"):
         assert sum(trace.skipped.values()) == 0
@@ -132,9 +132,10 @@ def test_classify_frame(name):
 
 
 def test_classify_payload_lengths():
-    assert flows._classify(v4(data=b"y" * 333)) == (flows._TCP4, 333)
-    assert flows._classify(v4(data=b"")) == (flows._TCP4, 0)  # padding is not payload
-    assert flows._classify(v6(IPv6ExtHdrHopByHop(), data=b"z" * 77)) == (flows._TCP6, 77)
+    assert packet_trace._classify(v4(data=b"y" * 333)) == (packet_trace._TCP4, 333)
+    assert packet_trace._classify(v4(data=b"")) == (packet_trace._TCP4, 0)  # padding is not payload
+    assert packet_trace._classify(v6(IPv6ExtHdrHopByHop(), data=b"z" * 77)) == \
+        (packet_trace._TCP6, 77)
 
 
 def test_vectorised_classifier_matches_the_reference_on_mutants():
@@ -153,8 +154,8 @@ def test_vectorised_classifier_matches_the_reference_on_mutants():
                     b[rng.integers(0, min(len(b), 90))] = rng.integers(0, 256)
             frames.append(bytes(b))
     trace = PacketTrace.from_frames(frames, keep_all=True)
-    code, payload = flows._classify_arena(trace.arena, trace.offsets, trace.lengths)
-    ref = [flows._classify(f) for f in frames]
+    code, payload = packet_trace._classify_arena(trace.arena, trace.offsets, trace.lengths)
+    ref = [packet_trace._classify(f) for f in frames]
     assert code.tolist() == [c for c, _ in ref]
     assert payload.tolist() == [p for _, p in ref]
     assert len(set(code.tolist())) == 6  # every outcome met
@@ -620,7 +621,9 @@ def test_trace_cache(tmp_path):
     f = generate(**kw)
     f.write_pcap(path)
     cached = flows.cached_trace(path, **kw)
-    assert cached is not None and np.array_equal(cached.arena, f.trace.arena)
+    assert cached is not None and cached.streamed
+    assert [cached.frame(i) for i in range(len(cached))] == \
+        [f.trace.frame(i) for i in range(len(f.trace))]
     assert flows.cached_trace(path, params=FlowParams(**kw)) is not None
     assert flows.cached_trace(path, seed=2, connections=2, payload=3000) is None
     assert flows.cached_trace(path, pcapng=True, **kw) is None

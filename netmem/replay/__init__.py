@@ -16,6 +16,9 @@ socket, so the next loop opens them again on the trace's SYNs (the same sequence
 meet old data). The default trace is a built-in workload: ``DEFAULT_WORKLOAD``, 64 connections of
 64 KiB over IPv4 and IPv6 with light loss, reordering, duplication and overlap, carrying
 ncdevmem's ``-v 7`` pattern (4 MiB of frames: it stays in the caches as it is replayed).
+A ``--pcap`` capture of Ethernet frames is streamed from the file (``PacketTrace.from_pcap(...,
+stream=True)``: resident memory stays bounded whatever its size, and each loop reads it again,
+from the page cache while the kernel keeps it); ``--pcap-in-memory`` reads it whole.
 ``run(Config(...))`` is the same without the command line; it returns a ``Report``.
 
 Providers: ``--provider NAME`` is any class registered under the entry-point group

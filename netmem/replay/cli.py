@@ -61,6 +61,13 @@ def _parser():
                 description=sys.modules[__package__].__doc__.split("\n\n")[0])
     ap.add_argument("--pcap", metavar="FILE", help="a pcap or pcapng capture (default: the "
                     "built-in workload)")
+    ap.add_argument("--pcap-in-memory", action="store_true",
+                    help="read the capture whole into memory (default: stream it from the "
+                         "file, a window at a time, reading it again each loop)")
+    ap.add_argument("--pcap-keep", type=size_arg, default=d.pcap_keep, metavar="SIZE",
+                    help="keep the first SIZE bytes of a streamed capture resident once read, "
+                         "so later loops do not read them again (default: 0; a capture that "
+                         "fits is read once)")
     ap.add_argument("--provider", default=d.provider, metavar="NAME",
                     help="memory behind the RX queues: a provider registered under the "
                          "netmem.providers entry points (default: %(default)s, devmem TCP)")

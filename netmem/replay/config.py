@@ -70,6 +70,8 @@ class Config:
     providers (which need it) and off for host pages; ``chunk`` is frames per receive call
     before the application drains (None: ``default_chunk(mtu)``; smaller with a dma-buf that
     cannot hold a whole chunk);
+    ``pcap_in_memory`` reads the capture whole instead of streaming it from the file;
+    ``pcap_keep`` bytes at the head of a streamed capture stay resident across loops;
     ``mtu`` None fits the NIC to a ``pcap``'s largest frame (``_choose_mtu()``) and is
     ``ETH_DATA_LEN`` for the built-in workload; ``progress`` None shows the progress bar when
     stderr is a terminal; ``provider_args`` the keywords of the provider's ``replay_setup``
@@ -83,6 +85,8 @@ class Config:
     provider: str = "dmabuf"
     provider_args: dict = dataclasses.field(default_factory=dict)
     pcap: str | None = None
+    pcap_in_memory: bool = False
+    pcap_keep: int = 0
     connections: int | None = None
     payload: int | None = None
     validate: int | None = None
@@ -166,6 +170,13 @@ def _check_config(cfg):
         raise BadInput(f"--validate {cfg.validate}: ncdevmem's -v takes 2 or more (0: none)")
     if cfg.pcap is not None and (cfg.connections is not None or cfg.payload is not None):
         raise BadInput("--connections and --payload shape the built-in workload, not --pcap")
+    if cfg.pcap_in_memory and cfg.pcap is None:
+        raise BadInput("--pcap-in-memory reads a --pcap capture whole: there is no --pcap")
+    if cfg.pcap_keep < 0:
+        raise BadInput(f"--pcap-keep {cfg.pcap_keep}: at least 0")
+    if cfg.pcap_keep and (cfg.pcap is None or cfg.pcap_in_memory):
+        raise BadInput("--pcap-keep keeps the head of a streamed --pcap capture: there is "
+                       "none (no --pcap, or --pcap-in-memory)")
     return cls
 
 

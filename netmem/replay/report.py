@@ -148,10 +148,21 @@ def _trace_doc(trace, mtu):
     replayed), bytes and TCP payload, the largest frame at L3, and the frames skipped by
     reason: the classifier's (``PacketTrace.skipped``, not replayed) and ``too_long``, the
     frames longer than the MTU at L3, which the NIC drops as ``rx_length_errors`` (counted
-    from the trace before the replay; once per loop in ``drops``)."""
+    from the trace before the replay; once per loop in ``drops``); ``streamed``: the frames
+    were read from the capture file as the replay went (``PacketTrace.streamed``), all but the
+    first ``keep`` bytes again in each loop (None: read whole)."""
     return {"frames": len(trace), "bytes": int(trace.lengths.sum(dtype=np.uint64)),
             "payload-bytes": trace.payload_bytes, "largest-l3-length": mtu.largest,
-            "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())}}
+            "skipped": {**trace.skipped, "too_long": int(mtu.too_long.sum())},
+            "streamed": trace.streamed, "keep": trace.keep}
+
+
+def _streamed(tr):
+    """How the text report's trace line says the capture was read."""
+    if not tr["streamed"]:
+        return ""
+    return (", streamed from the file" +
+            (f" (its first {tr['keep']} bytes kept resident)" if tr["keep"] else ""))
 
 
 def _validation(cfg, runs, pattern, expected, capture, counters):
@@ -323,7 +334,8 @@ class Report:
                      f"{'the NAPI CPU' if c['app-cpu'] == 'same' else 'another CPU'}")
         src = c["pcap"] or _describe_workload(c["workload"])
         lines.append(f"trace: {src}: {tr['frames']} frames, {tr['bytes']} bytes, TCP payload "
-                     f"{tr['payload-bytes']} bytes")
+                     f"{tr['payload-bytes']} bytes"
+                     f"{_streamed(tr)}")
         skipped = {k: v for k, v in tr["skipped"].items() if v}
         lines.append("frames skipped: " + (", ".join(f"{v} {k}" for k, v in skipped.items())
                                            if skipped else "none"))

@@ -94,9 +94,11 @@ REPORT_SCHEMA = {
             },
         },
         "trace": {"type": "object", "required": ["frames", "bytes", "payload-bytes",
-                                                 "largest-l3-length", "skipped"],
+                                                 "largest-l3-length", "skipped", "streamed",
+                                                 "keep"],
                   "properties": {"frames": _COUNT, "bytes": _COUNT, "payload-bytes": _COUNT,
-                                 "largest-l3-length": _COUNT,
+                                 "largest-l3-length": _COUNT, "streamed": {"type": "boolean"},
+                                 "keep": {"type": ["integer", "null"], "minimum": 0},
                                  "skipped": {**_COUNTS, "required": ["too_long"]}}},
         "environment": {
             "type": "object",

@@ -3,6 +3,7 @@
 (``_choose_mtu()``) with the frames too long for it counted beforehand.
 """
 import dataclasses
+import errno
 import functools
 import ipaddress
 
@@ -18,7 +19,8 @@ def _load_trace(cfg):
     """(trace, workload FlowParams or None, expected stream lengths or None)."""
     if cfg.pcap is not None:
         try:
-            trace = PacketTrace.from_pcap(cfg.pcap)
+            trace = (PacketTrace.from_pcap(cfg.pcap) if cfg.pcap_in_memory else
+                     _open_capture(cfg.pcap, cfg.pcap_keep))
         except NetmemError as e:
             raise BadInput(f"--pcap {e.strerror}", e.errno) from None
         if trace.cut_short:
@@ -40,6 +42,19 @@ def _load_trace(cfg):
         raise BadInput(f"workload: {e.strerror}", e.errno) from None
     trace, expected = _workload(params)
     return trace, params, expected
+
+
+def _open_capture(path, keep=0):
+    """The trace of a capture, streamed from the file (so a capture of any size replays in
+    bounded memory; each loop reads it again, through the page cache, but its first ``keep``
+    bytes), or read whole when its frames are not all Ethernet (raw IP and Linux cooked frames
+    are converted in memory)."""
+    try:
+        return PacketTrace.from_pcap(path, stream=True, keep=keep)
+    except NetmemError as e:
+        if e.errno != errno.EOPNOTSUPP:
+            raise
+    return PacketTrace.from_pcap(path)
 
 
 @functools.lru_cache(maxsize=2)
