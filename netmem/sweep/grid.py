@@ -13,7 +13,7 @@ from netmem.replay.config import BadInput
 
 #: netmem-replay options a sweep owns or that are not a replay's: the sweep writes each run's
 #: ``--json`` itself, passes its own ``--runs``, and shows its own progress.
-RESERVED = ("json", "plot", "dump-streams", "compare", "csv", "list-providers", "runs",
+RESERVED = ("json", "plot", "trace-out", "dump-streams", "compare", "csv", "list-providers", "runs",
             "progress", "no-progress", "help")
 
 
