@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from netmem.sweep import cli, execute, grid, main, results
+from netmem.sweep import cli, execute, grid, main, plot, results
 
 TINY = ["--param", "connections=4", "--param", "payload=4KiB"]
 GRID = ["--param", "provider=host,dmabuf", "--param", "pool-size=256,1024", *TINY]
@@ -157,3 +157,15 @@ def test_resume_refuses_another_grids_output(tmp_path, capsys):
     assert main(["--param", "queues=1,2", "--out", str(out), "--resume"]) == 2
     assert "the output of another grid" in capsys.readouterr().err
     assert out.read_text() == "run,mtu,exit-code\n0,1500,0\n"
+
+
+def test_the_plots_lines_are_named_by_the_parameters_that_vary():
+    rows = [{"run": i, "provider": p, "pool-size": s, "connections": "4", "replay.mpps": 1.0 + i,
+             "replay.mpps.min": 0.5 + i, "replay.mpps.max": 1.5 + i}
+            for i, (p, s) in enumerate([("host", "256"), ("host", "1024"), ("dmabuf", "256"),
+                                        ("dmabuf", "1024")])]
+    names = ["provider", "pool-size", "connections"]
+    assert plot.series(names, rows, "provider", "replay.mpps") == {
+        "pool-size=256": [("host", 1.0, 0.5, 1.5), ("dmabuf", 3.0, 2.5, 3.5)],
+        "pool-size=1024": [("host", 2.0, 1.5, 2.5), ("dmabuf", 4.0, 3.5, 4.5)]}
+    assert plot.series(names, rows, "provider", "replay.gbps") == {}

@@ -14,12 +14,12 @@ def _number(text):
 
 def series(names, rows, x, y):
     """``{label: [(x value, y, lo, hi)]}``: the rows with figure ``y``, grouped by the values
-    of the parameters other than ``x`` (label ``a=1, b=2``; "" when there are none)."""
+    of the other parameters that vary (label ``a=1, b=2``; "" when none does)."""
     out = {}
-    for r in sorted(rows, key=lambda r: r["run"]):
-        if r.get(y) is None:
-            continue
-        label = ", ".join(f"{n}={r[n]}" for n in names if n != x)
+    rows = [r for r in sorted(rows, key=lambda r: r["run"]) if r.get(y) is not None]
+    vary = [n for n in names if n != x and len({r[n] for r in rows}) > 1]
+    for r in rows:
+        label = ", ".join(f"{n}={r[n]}" for n in vary)
         out.setdefault(label, []).append((r[x], r[y], r.get(f"{y}.min"), r.get(f"{y}.max")))
     return out
 
