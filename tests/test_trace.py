@@ -10,7 +10,7 @@ import pytest
 
 from netmem import trace as nmtrace
 from netmem.flows import generate
-from netmem.replay import DEFAULT_WORKLOAD, Config, run
+from netmem.replay import DEFAULT_WORKLOAD, Config, main, run
 
 # The Trace Event Format's JSON Object Format (docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OO
 # QtYMH4h6I0nSsKchNAySU): the phases netmem writes (X complete, i instant, M metadata); ts and
@@ -134,3 +134,11 @@ def test_the_ring_is_bounded_by_default(machine):
     machine.trace.enable("*")
     assert nmtrace.TRACE_RING == 1 << 18
     assert machine.trace.enabled == sorted(nmtrace._core.TRACEPOINTS)
+
+
+def test_trace_out_into_a_missing_directory_is_bad_input(tmp_path, capsys):
+    path = tmp_path / "nodir" / "t.json"
+    assert main(["--provider", "host", "--connections", "4", "--trace-out", str(path)]) == 2
+    assert capsys.readouterr().err == (f"netmem-replay: --trace-out {path}: "
+                                       f"{path.parent} does not exist\n")
+    assert not path.parent.exists()
