@@ -15,7 +15,7 @@ $(VPY):
 
 $(STAMP): $(VPY) pyproject.toml setup.py
 	$(VPY) -m pip install -q --disable-pip-version-check "setuptools>=68" wheel "Cython>=3.0" "numpy>=1.24"
-	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,dev,plot,compare]'
+	$(VPY) -m pip install -q --disable-pip-version-check --no-build-isolation -e '.[test,dev,plot,compare,cluster]'
 	touch $(STAMP)
 
 $(CORE): $(STAMP) $(PYX) setup.py

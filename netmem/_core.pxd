@@ -56,6 +56,8 @@ cdef struct nm_trace_rec:
     uint64_t ts_ns
     uint32_t type
     uint32_t pool_id
+    int32_t cpu                 # the CPU it ran on (m.cpu)
+    int32_t queue               # the RX queue whose NAPI poll it ran in, or -1
     netmem_ref netmem
     int64_t a
     int64_t b
@@ -187,9 +189,12 @@ cdef struct nm_machine:
     pp_recycle_stats system_recycle_stats   # shared by PP_FLAG_SYSTEM_POOL pools
     nm_fault_attr fei           # fail_function on page_pool_alloc_netmems()
     uint32_t trace_mask
-    nm_trace_rec *trace_buf
+    nm_trace_rec *trace_buf     # trace_cap records, allocated when a tracepoint is enabled
     uint64_t trace_n
-    uint64_t trace_cap
+    uint64_t trace_cap          # the ring's size, in records
+    uint64_t trace_dropped      # records lost to a full ring
+    uint64_t trace_ts           # while a NAPI poll traces: its frame's arrival; else 0 (clock)
+    int32_t trace_queue         # while a NAPI poll traces: its queue; else -1
     nm_warn_rec warn[64]
     uint32_t nr_warn
     uint64_t nr_warn_lost
@@ -643,6 +648,7 @@ cdef struct nm_rxq:
     uint32_t gro_count[8]
     nm_gro_stats gro
     nm_rxq_stats stats
+    uint64_t trace_ts           # traced: the latest frame time of its polls (they never go back)
 
 cdef struct nm_netdev:
     nm_machine *m

@@ -131,6 +131,7 @@ class Machine(_core.CoreMachine):
             ifindex += 1
         self.netdevs[ifindex] = nic
         self._next_ifindex = ifindex + 1
+        self.trace._name_dev(ifindex, nic.name)
         return ifindex
 
     def __repr__(self):

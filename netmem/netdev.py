@@ -612,6 +612,8 @@ def netdev_rx_queue_reconfig(dev, idx, qcfg_new):
     dev.ndo_queue_start(idx, new_mem)
     if old_mem is not None:
         dev.ndo_queue_mem_free(old_mem)
+    dev.machine._trace_record(_core.TRACEPOINTS["netmem:netdev_rx_queue_restart"], 0, dev.ifindex,
+                              idx, 0, 0)
 
 
 def netif_mp_open_rxq(dev, idx, provider):

@@ -84,10 +84,21 @@ IOMMU_MODES = {"none": NM_IOMMU_NONE, "passthrough": NM_IOMMU_PASSTHROUGH,
 STATE_NAMES = {NM_ST_NONE: "none", NM_ST_OWNED: "owned", NM_ST_CACHE: "cache",
                NM_ST_RING: "ring", NM_ST_PUTTING: "putting"}
 
-TRACEPOINTS = {"page_pool_release": TP_PAGE_POOL_RELEASE,
-               "page_pool_state_release": TP_PAGE_POOL_STATE_RELEASE,
-               "page_pool_state_hold": TP_PAGE_POOL_STATE_HOLD,
-               "page_pool_update_nid": TP_PAGE_POOL_UPDATE_NID}
+TRACEPOINTS = {"page_pool:page_pool_release": TP_PAGE_POOL_RELEASE,
+               "page_pool:page_pool_state_release": TP_PAGE_POOL_STATE_RELEASE,
+               "page_pool:page_pool_state_hold": TP_PAGE_POOL_STATE_HOLD,
+               "page_pool:page_pool_update_nid": TP_PAGE_POOL_UPDATE_NID,
+               "napi:napi_poll": TP_NAPI_POLL,
+               "skb:kfree_skb": TP_KFREE_SKB,
+               "net:netif_receive_skb": TP_NETIF_RECEIVE_SKB,
+               "netmem:sock_devmem_dontneed": TP_SOCK_DEVMEM_DONTNEED,
+               "netmem:netdev_rx_queue_restart": TP_NETDEV_RX_QUEUE_RESTART}
+TRACE_RING = NM_TRACE_RING
+#: nm_trace_rec, field for field (netmem/_core.pxd).
+TRACE_DTYPE = _np.dtype([("ts_ns", "<u8"), ("type", "<u4"), ("pool_id", "<u4"),
+                         ("cpu", "<i4"), ("queue", "<i4"), ("netmem", "<u8"), ("a", "<i8"),
+                         ("b", "<i8"), ("c", "<i8")])
+assert TRACE_DTYPE.itemsize == sizeof(nm_trace_rec)
 
 WARNINGS = {
     NM_W_NOT_PP: "put of netmem {netmem:#x}: not a page_pool buffer (napi_pp_put_page() would "
@@ -181,6 +192,7 @@ cdef class CoreMachine:
         if m == NULL:
             raise MemoryError()
         self.m = m
+        m.trace_queue = -1
         self._pool_ids = {}
         m.npages = npages
         m.mem_bytes = npages << PAGE_SHIFT
@@ -470,17 +482,41 @@ cdef class CoreMachine:
         self.m.clock_ns = ns
 
     def _trace_set_mask(self, uint32_t mask):
+        """Record the tracepoints of ``mask``; the ring is allocated when one is first on."""
+        if mask and self.m.trace_buf == NULL:
+            self._trace_ring(NM_TRACE_RING)
         self.m.trace_mask = mask
 
-    def _trace_take(self):
-        cdef uint64_t i
-        cdef nm_trace_rec *t
-        out = []
-        for i in range(self.m.trace_n):
-            t = &self.m.trace_buf[i]
-            out.append((t.ts_ns, t.type, t.pool_id, t.netmem, t.a, t.b, t.c))
+    def _trace_ring(self, uint64_t records):
+        """A new, empty ring of ``records`` records (what the old one held is dropped)."""
+        cdef void *buf
+        if records == 0:
+            raise NetmemError(EINVAL, "trace ring: at least one record")
+        buf = malloc(records * sizeof(nm_trace_rec))
+        if buf == NULL:
+            raise MemoryError()
+        free(self.m.trace_buf)
+        self.m.trace_buf = <nm_trace_rec *>buf
+        self.m.trace_cap = records
         self.m.trace_n = 0
-        return out
+        self.m.trace_dropped = 0
+
+    def _trace_take(self):
+        """The records so far (a ``TRACE_DTYPE`` array, oldest first) and how many a full ring
+        dropped since the last take; the ring is emptied."""
+        cdef uint64_t n = self.m.trace_n
+        cdef cnp.ndarray out = _np.empty(n, TRACE_DTYPE)
+        if n:
+            memcpy(cnp.PyArray_DATA(out), self.m.trace_buf, n * sizeof(nm_trace_rec))
+        dropped = self.m.trace_dropped
+        self.m.trace_n = 0
+        self.m.trace_dropped = 0
+        return out, dropped
+
+    def _trace_record(self, uint32_t tp, uint32_t pool_id, uint64_t netmem, int64_t a,
+                      int64_t b, int64_t c):
+        """A tracepoint hit in Python (``netdev_rx_queue_restart()``), recorded as in C."""
+        nm_trace(self.m, tp, pool_id, netmem, a, b, c)
 
     def _take_warnings(self):
         cdef uint32_t i

@@ -208,6 +208,15 @@ cdef void __dontneed_put(nm_net *n, const netmem_ref *netmems, uint32_t nr) noex
 
 cdef int64_t sock_devmem_dontneed(nm_net *n, nm_sock *sk, const uint32_t *tokens,
                                   uint32_t num_tokens) noexcept nogil:
+    """``__sock_devmem_dontneed()`` and the model's tracepoint ``netmem:sock_devmem_dontneed``
+    (the kernel has none): the socket, the token ranges given, the frags freed."""
+    cdef int64_t ret = __sock_devmem_dontneed(n, sk, tokens, num_tokens)
+    nm_trace(n.m, TP_SOCK_DEVMEM_DONTNEED, 0, <netmem_ref>(sk - n.socks), num_tokens, ret, 0)
+    return ret
+
+
+cdef int64_t __sock_devmem_dontneed(nm_net *n, nm_sock *sk, const uint32_t *tokens,
+                                    uint32_t num_tokens) noexcept nogil:
     """Models ``sock_devmem_dontneed()`` after its checks: erase ``token_start ..
     token_start + token_count - 1`` of each entry, at most MAX_DONTNEED_FRAGS tokens looked at,
     unknown ones skipped; the net_iovs are put in batches of 16 (its ``netmems[16]``, put with

@@ -486,9 +486,11 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     done. The caller sets the CPU context. Profiled, each step is a stage (in a sampled poll,
     ``nm_prof``, each frame's too) and each skb carries its frame's arrival."""
     cdef uint32_t work = 0, fi
-    cdef uint64_t tstamp = 0
+    cdef uint64_t tstamp = 0, traced = 0
     if nm_prof_t is not nm_noprof:
         prof_enter(__prof(pr), NM_PROF_PUTS)
+    if unlikely(n.m.trace_mask):
+        traced = __trace_poll_begin(n, nd, q)
     q.napi.list_owner = q.cpu           # ____napi_schedule()
     skb_defer_free_flush(n, q.cpu)
     if nm_prof_t is nm_prof:
@@ -505,6 +507,8 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
         n.now_ns = max(n.now_ns, __rx_arrival(n, nd, fi))
         if nm_prof_t is not nm_noprof:
             tstamp = __rx_arrival(n, nd, fi)
+        if unlikely(traced):
+            __trace_frame(n, nd, q, fi)
         nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start],
                     tstamp, pr)
         work += 1
@@ -522,7 +526,40 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     q.stats.polls += 1
     if work < NAPI_POLL_WEIGHT:
         q.napi.list_owner = -1          # napi_complete_done()
+    if unlikely(traced):
+        __trace_poll_end(n, nd, q, work, traced)
     return work
+
+
+# ---- tracing a poll: virtual time inside receive() ----------------------------------------------
+# The clock stands still through one receive() call; a traced poll's events take its frames'
+# arrival times instead (trace_ts), never earlier than the queue's last traced event, so the
+# polls of one queue follow each other and each one's events lie within it.
+
+cdef uint64_t __trace_poll_begin(nm_net *n, nm_netdev *nd, nm_rxq *q) noexcept nogil:
+    """A traced poll starts at its first frame's arrival: returns that time (never 0)."""
+    if q.pending_pos < q.npending:
+        __trace_frame(n, nd, q, q.pending[q.pending_pos])
+    else:
+        q.trace_ts = max(q.trace_ts, n.m.clock_ns)
+        n.m.trace_ts = q.trace_ts
+    n.m.trace_queue = <int32_t>q.idx
+    return max(q.trace_ts, 1)
+
+
+cdef inline void __trace_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t fi) noexcept nogil:
+    q.trace_ts = max(q.trace_ts, __rx_arrival(n, nd, fi))
+    n.m.trace_ts = q.trace_ts
+
+
+cdef void __trace_poll_end(nm_net *n, nm_netdev *nd, nm_rxq *q, uint32_t work,
+                           uint64_t start) noexcept nogil:
+    """``trace_napi_poll(napi, work, budget)`` at the poll's end (napi_poll()): its start in
+    ``c``, so a reader draws the poll as a span; then time is the clock's again."""
+    nm_trace(n.m, TP_NAPI_POLL, q.napi.napi_id if q.napi != NULL else 0, nd.ifindex, work,
+             NAPI_POLL_WEIGHT, <int64_t>start)
+    n.m.trace_ts = 0
+    n.m.trace_queue = -1
 
 
 cdef inline uint64_t __rx_arrival(nm_net *n, nm_netdev *nd, uint32_t fi) noexcept nogil:

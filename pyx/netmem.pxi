@@ -114,18 +114,18 @@ cdef inline void nm_warn(nm_machine *m, int code, uint32_t pool_id, netmem_ref n
 
 cdef void __nm_trace(nm_machine *m, uint32_t type, uint32_t pool_id, netmem_ref netmem,
                      int64_t a, int64_t b, int64_t c) noexcept nogil:
+    """Record one event in the trace ring, at the poll's frame time (``trace_ts``) or the clock;
+    a full ring drops it and counts it."""
     cdef nm_trace_rec *t
-    cdef void *buf
     if m.trace_n == m.trace_cap:
-        buf = realloc(m.trace_buf, (m.trace_cap * 2 + 1024) * sizeof(nm_trace_rec))
-        if buf == NULL:
-            return
-        m.trace_buf = <nm_trace_rec *>buf
-        m.trace_cap = m.trace_cap * 2 + 1024
+        m.trace_dropped += 1
+        return
     t = &m.trace_buf[m.trace_n]
-    t.ts_ns = m.clock_ns
+    t.ts_ns = m.trace_ts if m.trace_ts else m.clock_ns
     t.type = type
     t.pool_id = pool_id
+    t.cpu = m.cpu
+    t.queue = m.trace_queue
     t.netmem = netmem
     t.a = a
     t.b = b

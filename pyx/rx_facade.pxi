@@ -215,6 +215,15 @@ cdef class CoreNetDevice:
         return (q.ring.size - q.ring.nr_empty,
                 q.hdr_ring.size - q.hdr_ring.nr_empty if q.hds else 0)
 
+    @property
+    def ifindex(self):
+        """The device's ifindex (``register_netdevice()`` gives it): in C for tracepoints."""
+        return self.nd.ifindex
+
+    @ifindex.setter
+    def ifindex(self, uint32_t value):
+        self.nd.ifindex = value
+
     def _receive(self, const uint8_t[::1] arena, const uint64_t[::1] offsets,
                  const uint32_t[::1] lengths, uint32_t start, uint32_t end,
                  const uint64_t[::1] timestamps=None, int64_t ts_base=0):

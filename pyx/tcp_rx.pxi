@@ -33,8 +33,9 @@ cdef inline bint after(uint32_t a, uint32_t b) noexcept nogil:
 
 
 cdef inline void __drop(nm_net *n, uint32_t si, int reason) noexcept nogil:
-    """``kfree_skb_reason()``: counted by reason."""
+    """``kfree_skb_reason()``: counted by reason; ``trace_kfree_skb()``."""
     n.drop_reasons[reason] += 1
+    nm_trace(n.m, TP_KFREE_SKB, 0, si, reason, SKB(n, si).protocol, 0)
     __kfree_skb(n, si)
 
 
@@ -846,6 +847,7 @@ cdef void netif_receive_skb(nm_net *n, nm_netdev *nd, uint32_t si) noexcept nogi
     (rx_nohandler is only for exact delivery, which an rx_handler such as bonding asks for; the
     model has none)."""
     cdef nm_skb *skb = SKB(n, si)
+    nm_trace(n.m, TP_NETIF_RECEIVE_SKB, 0, si, skb.len, nd.ifindex, 0)
     if skb.pkt_type == PACKET_OTHERHOST and (skb.protocol == 4 or skb.protocol == 6):
         # ip_rcv_core() / ip6_rcv_core(): dropped before anything is counted in Ip/Ip6.
         nd.rx_otherhost_dropped += 1

@@ -923,7 +923,8 @@ def test_update_nid_flushes_the_cache(machine, pool):
     pool.update_nid(0)
     assert (pool.nid, pool.alloc_count, pool.release_cnt, pool.inflight) == (0, 0, 63, 1)
     assert machine.trace.events == [{"event": "page_pool:page_pool_update_nid", "ts_ns": 2 * NSEC,
-                                     "pool": pool.id, "pool_nid": -1, "new_nid": 0}]
+                                     "cpu": 0, "queue": None, "pool": pool.id, "pool_nid": -1,
+                                     "new_nid": 0}]
     with pytest.raises(NetmemError) as e:
         pool.update_nid(1)
     assert e.value.errno == errno.EINVAL
@@ -948,8 +949,9 @@ def test_tracepoints(machine, pool):
     assert [(e["release"], e["pfn"]) for e in releases] == list(
         zip(range(1, 65), [*range(318, 255, -1), 319], strict=True))
     assert {e["event"] for e in releases} == {"page_pool:page_pool_state_release"}
-    assert last == {"event": "page_pool:page_pool_release", "ts_ns": 3 * NSEC, "pool": pool.id,
-                    "inflight": 0, "hold": 64, "release": 64, "cnt": 1}
+    assert last == {"event": "page_pool:page_pool_release", "ts_ns": 3 * NSEC, "cpu": 0,
+                    "queue": None, "pool": pool.id, "inflight": 0, "hold": 64, "release": 64,
+                    "cnt": 1}
     machine.trace.disable()
     assert machine.trace.enabled == []
     with pytest.raises(ValueError, match="no tracepoint"):

@@ -60,8 +60,9 @@ subtracted, and summed over the runs; page-pool-get's ``inflight`` and ``infligh
 gauges, the state after the last timed loop (``GAUGES``). The time figures (seconds per run,
 Mpps, Gbit/s of payload, ns per frame) are each run's, reported as the median, min and max over
 the runs with every run's loop seconds; they time this model on this CPU, not a kernel. No clock
-covers output work: ``--dump-streams`` keeps its bytes, and ``--plot`` samples the pools, in one
-loop more after the timed loops of the first run, which counts nothing. Ctrl-C prints the report
+covers output work: ``--dump-streams`` keeps its bytes, ``--plot`` samples the pools, and
+``--trace-out`` records the tracepoints, in one loop more after the timed loops of the first
+run, which counts nothing. Ctrl-C prints the report
 of the timed loops completed, marked interrupted. ``--compare A.json B.json ...`` replays nothing
 and prints reports side by side (``Comparison``).
 
@@ -92,7 +93,8 @@ resolved and ``--provider-arg`` values read); ``output`` (outputs checked before
 written through a temporary file); ``workload`` (the trace: a capture or the built-in
 workload, and the MTU); ``rig`` (``Rig``: the machine of one run); ``app`` (the application and
 its verdict, the stream files); ``counters`` (the snapshots of the timed loops' counters,
-``GAUGES``); ``plot`` (the timeline and its figure); ``report`` (the document, ``Report`` and
+``GAUGES``); ``plot`` (the timeline and its figure); ``traceout`` (``--trace-out``: the
+tracepoints as Chrome trace-event JSON); ``report`` (the document, ``Report`` and
 its text table, ``TIME_FIGURES``); ``schema`` (``REPORT_SCHEMA``); ``runner`` (``run()`` and
 its loops; not ``run``, which names the function); ``compare`` (``Comparison``); ``cli``
 (``main()``, the parser). A new option: a ``Config`` field and its check in ``config``, its flag

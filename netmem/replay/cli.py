@@ -127,6 +127,10 @@ def _parser():
     ap.add_argument("--json", metavar="FILE", help="write the report as one JSON document")
     ap.add_argument("--plot", metavar="FILE.png", help="plot pool occupancy and recycling "
                     "over that same untimed loop")
+    ap.add_argument("--trace-out", metavar="FILE.json",
+                    help="the tracepoints (page_pool, napi_poll, kfree_skb, netif_receive_skb, "
+                         "devmem token returns, queue restarts) of that same untimed loop as "
+                         "Chrome trace-event JSON, for the Perfetto UI")
     ap.add_argument("--seed", type=int, default=d.seed)
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: when it is a terminal)")
@@ -189,6 +193,12 @@ def _write_outputs(cfg, report):
                   "not written", file=sys.stderr)
         else:
             report.write_plot(cfg.plot)
+    if cfg.trace_out is not None:
+        if report.trace is None:
+            print(f"netmem-replay: interrupted before the untimed loop: --trace-out "
+                  f"{cfg.trace_out} not written", file=sys.stderr)
+        else:
+            report.write_trace(cfg.trace_out)
 
 
 def _main_compare(args):

@@ -107,6 +107,7 @@ class Config:
     dump_streams: str | None = None
     json: str | None = None
     plot: str | None = None
+    trace_out: str | None = None
     seed: int = 0
     progress: bool | None = None
     profile: bool = False

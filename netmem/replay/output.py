@@ -13,7 +13,7 @@ from netmem.tools import unwritable_dir
 
 def _check_outputs(cfg):
     """Every output must be writable before the run starts: nothing is written on bad input."""
-    for opt, path in (("--json", cfg.json), ("--plot", cfg.plot)):
+    for opt, path in (("--json", cfg.json), ("--plot", cfg.plot), ("--trace-out", cfg.trace_out)):
         if path is not None:
             _check_output(opt, path)
     if cfg.plot is not None and importlib.util.find_spec("matplotlib") is None:

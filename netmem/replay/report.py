@@ -23,6 +23,7 @@ from netmem.replay.config import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from netmem.replay.counters import _RECEIVER_COUNTERS, GAUGES, _recycle_split
 from netmem.replay.output import _umask, _write_atomic
 from netmem.replay.plot import write_plot
+from netmem.replay.traceout import write_trace
 from netmem.replay.workload import _mtu_why
 
 TIME_FIGURES = ("seconds", "mpps", "gbps", "ns-per-frame")
@@ -283,10 +284,11 @@ class Report:
     bytes, with ``--dump-streams``), ``timeline`` (with ``--plot``); ``exit_code``; the
     writers of each output, all through a temporary file renamed at the end."""
 
-    def __init__(self, doc, streams=None, timeline=None):
+    def __init__(self, doc, streams=None, timeline=None, trace=None):
         self.doc = doc
         self.streams = streams
         self.timeline = timeline
+        self.trace = trace
 
     @property
     def exit_code(self):
@@ -317,6 +319,10 @@ class Report:
         """``--plot``: the figure of the timeline (``plot.write_plot()``), the configuration in
         its title."""
         write_plot(path, self.timeline, self.doc["config"])
+
+    def write_trace(self, path):
+        """``--trace-out``: the Chrome trace-event document (``traceout._TraceOut``)."""
+        write_trace(path, self.trace)
 
     def format_table(self):
         """The report as text, the form ``netmem-replay`` prints."""

@@ -17,6 +17,7 @@ from netmem.replay.counters import _counted, _layout, _snapshot
 from netmem.replay.plot import _Timeline
 from netmem.replay.report import Report, _document, _validation
 from netmem.replay.rig import Rig
+from netmem.replay.traceout import _TraceOut
 from netmem.replay.workload import _choose_mtu, _load_trace
 
 
@@ -54,6 +55,7 @@ class _Run:
     layout: dict | None = None
     streams: dict | None = None
     timeline: _Timeline | None = None
+    trace: dict | None = None
     nfail: int = 0
     failures: list = dataclasses.field(default_factory=list)
     inflight: int = 0
@@ -83,7 +85,7 @@ def run(cfg):
     capture = params is None
     if capture:         # what the capture carries in order: outside every clock
         expected = trace.in_order_bytes(~mtu.too_long)
-    observe = cfg.dump_streams is not None or cfg.plot is not None
+    observe = _observes(cfg)
     progress = _Progress(len(trace) * (cfg.runs * (cfg.warmup + cfg.loops) + observe),
                          sys.stderr.isatty() if cfg.progress is None else cfg.progress)
     done = 0
@@ -113,24 +115,33 @@ def run(cfg):
     first = runs[0]
     streams = (_stream_files(trace, first.streams) if cfg.dump_streams is not None and
                first.streams is not None else None)
-    return Report(doc, streams, first.timeline)
+    return Report(doc, streams, first.timeline, first.trace)
+
+
+def _observes(cfg):
+    """Whether an output needs the untimed loop after the timed ones."""
+    return cfg.dump_streams is not None or cfg.plot is not None or cfg.trace_out is not None
 
 
 def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, first):
     """One run into ``one``: a fresh machine and provider ``cls`` bound to it, the loops, the
     checks, the teardown. The ``first`` run is the one ``--profile`` profiles and the one that
     replays the untimed loop for the outputs after the timed ones."""
-    observe = first and (cfg.dump_streams is not None or cfg.plot is not None)
+    observe = first and _observes(cfg)
     try:
         rig = Rig(cfg, _binds(cls))
     except NetmemError as e:
         raise BadInput(str(e), e.errno) from None
+    tracer = _TraceOut(rig) if first and cfg.trace_out is not None else None
     try:
         try:
             rig.add_vlan_devices(trace.vlan_ids())
         except NetmemError as e:
             raise BadInput(str(e), e.errno) from None
-        rig.bind(cls)
+        if tracer is not None:
+            tracer.bind(lambda: rig.bind(cls))
+        else:
+            rig.bind(cls)
         app = _App(rig, pattern, expected, capture)
         one.layout = _layout(rig)
         try:
@@ -139,6 +150,8 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, first):
             _replay(rig, app, trace, one, tick, profile)
             if observe:
                 timeline = _Timeline(rig, trace) if cfg.plot is not None else None
+                if tracer is not None:
+                    tracer.observe()
                 _observe(rig, app, trace, tick, timeline)
                 one.timeline = timeline
         except KeyboardInterrupt:
@@ -148,6 +161,8 @@ def _run_once(cfg, cls, trace, pattern, expected, capture, one, tick, first):
         one.nfail, one.failures, one.checked = app.nfail, app.failures, True
     finally:
         rig.teardown()
+    if tracer is not None:
+        one.trace = tracer.document(cfg)
     one.inflight = sum(p.inflight for p in rig.machine.page_pools)
     one.leaks = rig.machine.leak_report()
     one.unmapped = rig.machine.iommu.stats["unmapped_accesses"]

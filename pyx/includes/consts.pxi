@@ -92,11 +92,22 @@ cdef enum:
     NM_W_DEVMEM_NOT_NIOV = 13       # WARN_ON_ONCE(!netmem_is_net_iov()) / !napi_pp_put_page()
     NM_P_DAC_NOTICE = 100           # printk, not WARN: dev_notice("Using %d-bit DMA addresses")
 
-    # Tracepoints (include/trace/events/page_pool.h).
+    # Tracepoints: include/trace/events/page_pool.h, napi.h, skb.h, net.h; the last two are
+    # the model's own (the kernel has no tracepoint in sock_devmem_dontneed() or
+    # netdev_rx_queue_restart()).
     TP_PAGE_POOL_RELEASE = 1 << 0
     TP_PAGE_POOL_STATE_RELEASE = 1 << 1
     TP_PAGE_POOL_STATE_HOLD = 1 << 2
     TP_PAGE_POOL_UPDATE_NID = 1 << 3
+    TP_NAPI_POLL = 1 << 4
+    TP_KFREE_SKB = 1 << 5
+    TP_NETIF_RECEIVE_SKB = 1 << 6
+    TP_SOCK_DEVMEM_DONTNEED = 1 << 7
+    TP_NETDEV_RX_QUEUE_RESTART = 1 << 8
+    # The trace ring's records (56 bytes each: 14 MiB, committed as it fills): a replay's
+    # untimed loop of the default workload records about 30,000; a full ring drops the newest
+    # and counts them (trace_dropped), as perf counts lost records.
+    NM_TRACE_RING = 1 << 18
 
 cdef extern from *:
     """
