@@ -192,7 +192,7 @@ cdef inline nm_tx_skb *tcp_write_queue_tail(nm_tx_sock *sk) noexcept nogil:
 
 cdef nm_tx_skb *tcp_entail(nm_tx_sock *sk) noexcept nogil:
     """A new empty skb at the tail of the write queue (``tcp_stream_alloc_skb()`` +
-    ``tcp_skb_entail()``): PSH set (cleared by the first append of a send), or NULL."""
+    ``tcp_skb_entail()``): flags ACK only, or NULL."""
     cdef nm_tx_skb *skb
     if __grow(<void **>&sk.skbs, &sk.skb_cap, sk.skb_tail + 1, sizeof(nm_tx_skb)) < 0:
         return NULL
