@@ -260,7 +260,7 @@ def test_sendmsg_errors(rig, case, err):
     elif case == "cmsg_len":
         anc = [(SOL_SOCKET, SCM_DEVMEM_DMABUF, struct.pack("=Q", rig.id))]
     elif case == "other cmsg":
-        anc = rig.cmsg() + [(SOL_SOCKET, 37, b"\0" * 4)]
+        anc = [*rig.cmsg(), (SOL_SOCKET, 37, b"\0" * 4)]
     elif case == "route elsewhere":
         sk.dst = other
     elif case == "offset past the end":
