@@ -10,9 +10,11 @@ from devmemutil import MiB, lab, make_dmabuf, raises, rxq
 from netmem.providers.dmabuf import net_devmem_lookup_dmabuf
 
 from netmem import Machine
+from netmem.dmabuf import dma_buf_unmap_attachment
 from netmem.flows import PacketTrace
 from netmem.netdev import NetDevice
 from netmem.netlink import NetlinkSocket
+from netmem.page_pool import DMA_TO_DEVICE
 from netmem.tcp import SCM_DEVMEM_DMABUF, SOL_SOCKET
 from netmem.tcp_tx import (
     MSG_MORE,
@@ -413,4 +415,21 @@ def test_abort_releases_everything():
     r.send([(0, 100)])
     r.sk.abort()
     assert r.binding.refcount == 1
+    r.teardown()
+
+
+def test_unmapped_payload_read_is_an_iommu_fault():
+    """The device reads the payload by DMA at the net_iovs' addresses: with the mapping torn
+    down behind the binding's back (a bug a test can stage), the read is an IOMMU fault on
+    eth1, recorded, and the frame does not go out."""
+    r = Rig(iommu="dma-iommu")
+    b = r.binding
+    dma_buf_unmap_attachment(b.attachment, b.sgt, DMA_TO_DEVICE)
+    b.sgt = None                                    # the binding's free must not unmap it again
+    put(r, 0, b"x" * 100)
+    assert r.send([(0, 100)]) == 100
+    assert r.tx.txq.stats()["tx_packets"] == 1     # the SYN only
+    (fault,) = r.m.iommu.faults
+    assert (fault["device"], fault["direction"]) == ("eth1", "read")
+    r.ack_all()
     r.teardown()
