@@ -848,6 +848,7 @@ cdef struct nm_txq:
     uint64_t tx_packets
     uint64_t tx_bytes
     uint64_t tx_dropped         # dev_core_stats_tx_dropped_inc() (validate_xmit_skb())
+    uint64_t payload_bytes      # TCP payload on the wire since the last take (PacketTrace's)
 
 cdef struct nm_tx_sock:
     nm_txq *dst                 # the route's device (__sk_dst_get(sk)->dev)

@@ -74,8 +74,8 @@ class TxQueue(_core.CoreTxQueue):
         """The frames sent since the last call, as a ``PacketTrace`` (timestamps on the virtual
         clock), ready for ``NetDevice.receive()`` or ``PacketTrace.write_pcap()``."""
         from netmem.flows import PacketTrace
-        arena, offsets, lengths, ts = self._take()
-        return PacketTrace(arena, offsets, lengths, ts)
+        arena, offsets, lengths, ts, payload = self._take()
+        return PacketTrace(arena, offsets, lengths, ts, payload_bytes=payload)
 
 
 def _ipv4(addr, what):

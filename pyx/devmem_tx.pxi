@@ -46,14 +46,26 @@ cdef int __grow(void **p, uint64_t *cap, uint64_t need, size_t item) noexcept no
 # ---- checksums ---------------------------------------------------------------------------------
 
 cdef uint64_t __csum_add(uint64_t sum, const uint8_t *p, uint64_t n) noexcept nogil:
-    """Big-endian 16-bit words of ``p[:n]`` added to ``sum`` (an odd last byte is the high one)."""
-    cdef uint64_t i = 0
-    while i + 1 < n:
-        sum += (<uint64_t>p[i] << 8) | p[i + 1]
+    """Ones'-complement sum of ``p[:n]`` as big-endian 16-bit words (an odd last byte is the
+    high one) added to ``sum``: native 32-bit words are summed (RFC 1071: the sum is the same
+    in either byte order, swapped), folded and byte-swapped once."""
+    cdef uint64_t acc = 0, i = 0
+    cdef uint32_t w
+    cdef uint16_t h
+    while i + 4 <= n:
+        memcpy(&w, p + i, 4)
+        acc += w
+        i += 4
+    if i + 2 <= n:
+        memcpy(&h, p + i, 2)
+        acc += h
         i += 2
+    while acc >> 16:
+        acc = (acc & 0xffff) + (acc >> 16)
+    acc = ((acc & 0xff) << 8) | (acc >> 8)          # little-endian host: to big-endian
     if i < n:
-        sum += <uint64_t>p[i] << 8
-    return sum
+        acc += <uint64_t>p[i] << 8
+    return sum + acc
 
 
 cdef inline uint16_t __csum_fold(uint64_t sum) noexcept nogil:
@@ -486,6 +498,7 @@ cdef int __tx_frame(nm_tx_sock *sk, nm_txq *q, nm_machine *m, uint32_t seq, uint
     q.nframes += 1
     q.tx_packets += 1
     q.tx_bytes += len
+    q.payload_bytes += len - hdrlen
     return 0
 
 
@@ -624,12 +637,14 @@ cdef class CoreTxQueue:
                 "tx_dropped": self.q.tx_dropped}
 
     def _take(self):
-        """The frames on the wire since the last take: (arena, offsets, lengths, timestamps)."""
+        """The frames on the wire since the last take: (arena, offsets, lengths, timestamps,
+        TCP payload bytes)."""
         out = (__take_array(self.q.arena, self.q.arena_len, _np.uint8),
                __take_array(self.q.offs, self.q.nframes, _np.uint64),
                __take_array(self.q.lens, self.q.nframes, _np.uint32),
                __take_array(self.q.ts, self.q.nframes, _np.uint64))
-        self.q.arena_len = self.q.nframes = 0
+        out += (self.q.payload_bytes,)
+        self.q.arena_len = self.q.nframes = self.q.payload_bytes = 0
         return out
 
 
