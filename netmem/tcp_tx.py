@@ -176,11 +176,11 @@ class TxSocket(_core.CoreTxSock):
             binding = net_devmem_get_binding(self, dmabuf_id)
         if not sockc_err and dmabuf_id and not (flags & MSG_ZEROCOPY and self._zerocopy):
             raise NetmemError(EINVAL, "sendmsg: a dmabuf id needs MSG_ZEROCOPY and SO_ZEROCOPY")
-        if sockc_err:
-            raise sockc_err
-        if self.state != "ESTABLISHED" or self.shutdown:
+        if self.state != "ESTABLISHED" or self.shutdown:      # sk_stream_wait_connect()
             raise NetmemError(EPIPE, f"sendmsg: socket is {self.state}"
                                      f"{' and shut down' if self.shutdown else ''}")
+        if sockc_err:
+            raise sockc_err
         if not size:
             return 0
         if binding is None:

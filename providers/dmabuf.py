@@ -259,7 +259,8 @@ dmabuf_devmem_ops = DmabufDevmemProvider
 
 def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None):
     """Models ``net_devmem_bind_dmabuf()``: get, attach and map the dma-buf behind ``fd`` for
-    ``dma_dev``, build the chunk pool and its net_iovs, allocate the id (from 1) and list the
+    ``dma_dev`` in ``direction``, build the chunk pool and its net_iovs (and, for
+    DMA_TO_DEVICE, the ``tx_vec``), allocate the id (from 1) and list the
     binding on ``priv`` (a ``NetlinkSocket``). Raises the errno of the failing step (EOPNOTSUPP
     without a DMA device, EBADF for a bad fd, the exporter's and dma_map_sgtable()'s errors);
     a failure undoes what was done."""
