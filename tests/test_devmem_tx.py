@@ -118,7 +118,7 @@ def test_check_tx_and_chunks(kind, iommu, chunk):
         r.ack_all()
         assert wait_compl(r.sk) == (i, i)
     assert r.deliver() == b"hello\nworld\n"
-    assert r.m.iommu.faults == []
+    assert r.m.iommu.faults == [] and r.m.iommu.unmapped_accesses == []
     r.teardown()
 
 
