@@ -843,10 +843,111 @@ cdef struct nm_devmem_binding:
     uint32_t nchunks
     uint64_t *chunk_dma
     uint64_t *chunk_niov
+    int64_t ref                 # binding->ref: the user, each page pool, each TX skb frag
+    uint32_t dev_ifindex        # binding->dev's ifindex (0 once cleared)
+    netmem_ref *tx_vec          # TX bindings: the net_iov at each 4 KiB of the dma-buf
+    uint64_t tx_vec_len
+    uint64_t dmabuf_size
 
 cdef class CoreDmabufBinding:
     cdef nm_devmem_binding b
     cdef object _chunk_pool     # the CoreGenPool the C struct points into
+
+
+# devmem TX (pyx/devmem_tx.pxi). A TX skb's frag: a net_iov of a TX binding (holding a
+# binding reference, as get_netmem() -> net_devmem_get_net_iov() does), offset and length.
+cdef struct nm_tx_frag:
+    netmem_ref netmem
+    nm_devmem_binding *b
+    uint32_t off
+    uint32_t len
+
+# A TCP skb on the write queue (unsent) or the retransmit queue (sent, not yet acked).
+cdef struct nm_tx_skb:
+    uint32_t seq
+    uint32_t end_seq
+    uint64_t frag0              # its first frag in the socket's frag array
+    uint32_t nr_frags
+    int32_t uarg                # its ubuf_info_msgzc slot (skb_zcopy()), -1 for none
+    uint8_t tcp_flags           # TCPHDR_SYN, TCPHDR_FIN, TCPHDR_PSH
+    uint8_t sent
+
+# struct ubuf_info_msgzc: one MSG_ZEROCOPY notification's range and references.
+cdef struct nm_uarg:
+    uint32_t id
+    uint32_t len
+    uint32_t bytelen
+    uint32_t refcnt
+    uint8_t zerocopy
+    uint8_t live
+
+# A queued SO_EE_ORIGIN_ZEROCOPY sock_extended_err: ee_info (lo), ee_data (hi), ee_code.
+cdef struct nm_zc_notif:
+    uint32_t lo
+    uint32_t hi
+    uint8_t code
+
+# The device's TX queue and the wire its frames go out on (one bytes arena, as a PacketTrace).
+cdef struct nm_txq:
+    nm_device *dev              # netdev_queue_get_dma_dev(netdev, 0, NETDEV_QUEUE_TYPE_TX)
+    uint32_t ifindex
+    bint netmem_tx
+    uint8_t *arena
+    uint64_t arena_len
+    uint64_t arena_cap
+    uint64_t *offs
+    uint32_t *lens
+    uint64_t *ts
+    uint64_t nframes
+    uint64_t frames_cap
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped         # dev_core_stats_tx_dropped_inc() (validate_xmit_skb())
+    uint64_t payload_bytes      # TCP payload on the wire since the last take (PacketTrace's)
+
+cdef struct nm_tx_sock:
+    nm_txq *dst                 # the route's device (__sk_dst_get(sk)->dev)
+    uint8_t hdr[54]             # Ethernet + IPv4 + TCP header template
+    uint32_t isn
+    uint32_t snd_una
+    uint32_t snd_nxt
+    uint32_t write_seq
+    uint32_t snd_wnd
+    uint32_t max_window
+    uint32_t rcv_nxt
+    uint32_t mss
+    uint16_t ip_id
+    uint32_t zckey              # sk->sk_zckey
+    bint zerocopy               # SOCK_ZEROCOPY (SO_ZEROCOPY)
+    bint dead                   # SOCK_DEAD: closed; completions are no longer queued
+    nm_tx_skb *skbs             # [skb_head, skb_tail): rtx queue, then write queue
+    uint64_t skb_head
+    uint64_t skb_tail
+    uint64_t skb_cap
+    uint64_t send_head          # the first unsent skb (tcp_send_head())
+    nm_tx_frag *frags
+    uint64_t frag_head
+    uint64_t frag_tail
+    uint64_t frag_cap
+    nm_uarg *uargs
+    uint32_t uarg_cap
+    nm_zc_notif *errq
+    uint64_t errq_head
+    uint64_t errq_tail
+    uint64_t errq_cap
+    uint64_t segs_out           # tcp_info: tcpi_segs_out, tcpi_data_segs_out, tcpi_bytes_sent,
+    uint64_t data_segs_out      # tcpi_bytes_acked
+    uint64_t bytes_sent
+    uint64_t bytes_acked
+
+cdef class CoreTxQueue:
+    cdef nm_txq q
+    cdef object _dev            # the CoreDevice q.dev points into
+
+cdef class CoreTxSock:
+    cdef nm_tx_sock sk
+    cdef object _dst            # the CoreTxQueue sk.dst points into
+    cdef dict _bindings         # id -> CoreDmabufBinding, for every binding a frag points into
 
 
 cdef class CoreNetDevice:

@@ -28,6 +28,7 @@ from netmem.page_pool import (
     page_pool_create,
 )
 from netmem.provider import mp_uninstall
+from netmem.tcp_tx import TxQueue
 
 __all__ = [
     "BNXT_MAX_RX_PAGE_SIZE",
@@ -191,7 +192,9 @@ class NetDevice(_core.CoreNetDevice):
     ``pcidev`` is the PCI function that does its DMA (default: the machine's endpoint of that
     name, or a new NIC endpoint). ``ethtool`` configures it; ``receive(trace)`` runs frames
     through it; ``unregister()`` tears it down. ``mp_aware=False`` makes a driver that ignores
-    memory providers (its pools never take one), for the ENODATA check.
+    memory providers (its pools never take one), for the ENODATA check; ``netmem_tx=False``
+    one without netmem TX (``netdev->netmem_tx``: bind-tx is EOPNOTSUPP, unreadable skbs are
+    dropped). ``txq`` is its TX queue (devmem TX, ``netmem.tcp_tx``).
 
     ``max_rx_page_size`` is the largest payload buffer the driver takes (a power of two from
     PAGE_SIZE): PAGE_SIZE, the default, is a driver that only supports 4 KiB buffers, as mlx5
@@ -202,7 +205,7 @@ class NetDevice(_core.CoreNetDevice):
     """
 
     def __new__(cls, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
-                mp_aware=True, max_rx_page_size=PAGE_SIZE):
+                mp_aware=True, max_rx_page_size=PAGE_SIZE, netmem_tx=True):
         if not 1 <= num_rx_queues <= 64:
             raise NetmemError(EINVAL, f"NetDevice: num_rx_queues {num_rx_queues} not in 1..64")
         _check_mtu(mtu)
@@ -213,7 +216,7 @@ class NetDevice(_core.CoreNetDevice):
         return self
 
     def __init__(self, machine, name="eth0", num_rx_queues=4, pcidev=None, mtu=1500,
-                 mp_aware=True, max_rx_page_size=PAGE_SIZE):
+                 mp_aware=True, max_rx_page_size=PAGE_SIZE, netmem_tx=True):
         self.name = name
         self.mtu = mtu
         self.num_rx_queues = num_rx_queues
@@ -234,6 +237,7 @@ class NetDevice(_core.CoreNetDevice):
         self.ifindex = machine._register_netdev(self)
         self.rx_queues = [RxQueue(self, i) for i in range(num_rx_queues)]
         self.ethtool = Ethtool(self)
+        self.txq = TxQueue(self, netmem_tx)
         self._indir = [i % num_rx_queues for i in range(_core.INDIR_SIZE)]
         self._rxfh_configured = False       # IFF_RXFH_CONFIGURED: the user set the table
         self._key = _core.RSS_DEFAULT_KEY
@@ -243,6 +247,11 @@ class NetDevice(_core.CoreNetDevice):
 
     def __repr__(self):
         return f"<NetDevice {self.name} ifindex {self.ifindex} rxq {self.real_num_rx_queues}>"
+
+    @property
+    def netmem_tx(self):
+        """``netdev->netmem_tx``: the driver can transmit net_iov frags."""
+        return self.txq.netmem_tx
 
     @property
     def hds_enabled(self):

@@ -4,7 +4,8 @@ Models Documentation/netlink/specs/netdev.yaml with net/core/page_pool_user.c an
 net/core/netdev-genl.c: ``page_pool_get`` (``page-pool-get``), ``page_pool_stats_get``
 (``page-pool-stats-get``), ``queue_get`` (``queue-get``) and ``qstats_get`` (``qstats-get``).
 Attribute names are the family's; like the kernel, only pools with a netdev are listed.
-``NetlinkSocket`` carries ``bind-rx`` (devmem TCP): its bindings live as long as it does.
+``NetlinkSocket`` carries ``bind-rx`` and ``bind-tx`` (devmem TCP): its bindings live as long
+as it does.
 Departs: ``detach-time`` is shown whenever a pool is detached, also at virtual second 0 (the
 kernel omits a 0, which its boot clock never reads).
 """
@@ -145,6 +146,14 @@ class NetlinkSocket:
         if self.closed:
             raise _core.NetmemError(9, "bind-rx: the netlink socket is closed")
         return netdev_nl_bind_rx(self, ifindex, fd, queues, rx_buf_size)
+
+    def bind_tx(self, ifindex, fd):
+        """``bind-tx``: bind the dma-buf ``fd`` for transmit on device ``ifindex``; returns the
+        binding id. Errors as ``netmem.devmem_tx.netdev_nl_bind_tx``."""
+        from netmem.devmem_tx import netdev_nl_bind_tx
+        if self.closed:
+            raise _core.NetmemError(9, "bind-tx: the netlink socket is closed")
+        return netdev_nl_bind_tx(self, ifindex, fd)
 
     def close(self):
         """Unbind every binding made through this socket."""

@@ -829,6 +829,11 @@ class PacketTrace:
 
     # -- files ---------------------------------------------------------------------------------
 
+    def write_pcap(self, path, pcapng=False):
+        """The frames to a pcap (or pcapng) file at ``path``, ns timestamps (needs scapy)."""
+        from netmem.flows import _write_capture
+        _write_capture(self, path, pcapng)
+
     def save(self, path):
         """Write the trace to ``path`` (exactly that name) as an ``.npz`` (``np.savez``, no
         pickle). A streamed trace saves its index only (offsets, lengths, timestamps, counts)

@@ -23,10 +23,16 @@ flight frees nothing early. The last reference frees the binding as
 the next ``advance()``/``quiesce()``): chunk owners, the genpool (with the kernel's WARN, and
 no destroy, when it is not whole), unmap, detach, ``dma_buf_put()``.
 
-Departs: bind-rx is not permission-checked (the kernel wants CAP_NET_ADMIN); the RX direction
-only (no TX binding, ``tx_vec``); refcounts are plain ints (``refcount_t``).
+A TX binding (``bind-tx``, ``netmem.devmem_tx``) is mapped ``DMA_TO_DEVICE`` and has a
+``tx_vec``: the net_iov at each 4 KiB of the dma-buf, which ``sendmsg()`` turns iovec offsets
+into; each frag of a TX skb holds a binding reference until the skb is freed.
+
+Departs: bind-rx is not permission-checked (the kernel wants CAP_NET_ADMIN); the refcount is a
+plain count in C (``refcount_t``, a ``percpu_ref`` from 6.18.19), shared with the TX frags.
 """
 from errno import E2BIG, EBADF, EINVAL, ENODEV, EOPNOTSUPP
+
+import numpy as np
 
 from netmem import _core
 from netmem.dmabuf import (
@@ -49,7 +55,7 @@ from netmem.genalloc import (
 )
 from netmem.netdev import netif_mp_close_rxq, netif_mp_open_rxq
 from netmem.netmem import NET_IOV_DMABUF, NetIovArea
-from netmem.page_pool import DMA_FROM_DEVICE
+from netmem.page_pool import DMA_FROM_DEVICE, DMA_TO_DEVICE
 from netmem.provider import MemoryProvider, ReplayBinding, net_devmem_id_alloc
 
 __all__ = ["DmabufDevmemProvider", "DmabufGenpoolChunkOwner", "NetDevmemDmabufBinding",
@@ -95,12 +101,23 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
         self.direction = direction
         self.niov_shift = niov_shift
         self.refcount = 1
+        self._free_scheduled = False
         self.bound_rxqs = []
         self.id = 0
         self.attachment = self.sgt = self.chunk_pool = None
         self.owners = []
         self.provider = DmabufDevmemProvider(self)
         self.freed = False
+
+    @property
+    def dev(self):
+        """``binding->dev``: the netdev (None once cleared)."""
+        return self._dev
+
+    @dev.setter
+    def dev(self, dev):
+        self._dev = dev
+        self._set_dev_ifindex(dev.ifindex if dev is not None else 0)
 
     def __repr__(self):
         return (f"<NetDevmemDmabufBinding id {self.id} dmabuf fd {self.dmabuf.fd} "
@@ -113,7 +130,13 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
     def put(self):
         """Models ``net_devmem_dmabuf_binding_put()``: the last reference schedules the free."""
         self.refcount -= 1
-        if self.refcount == 0:
+        self._reap()
+
+    def _reap(self):
+        """Schedule the free once the last reference is gone (the C side drops TX frags'
+        references; this runs after each call that may)."""
+        if self.refcount == 0 and not self._free_scheduled:
+            self._free_scheduled = True
             self.machine.add_timer(0, self._free,
                                    f"__net_devmem_dmabuf_binding_free() of binding {self.id}")
 
@@ -167,6 +190,9 @@ class NetDevmemDmabufBinding(_core.CoreDmabufBinding):
             gen_pool_add_owner(self.chunk_pool, dma_addr, dma_addr, length, nid, owner)
         self._set_chunks(self.chunk_pool, self.id, [o.base_dma_addr for o in self.owners],
                          [o._base for o in self.owners], self.niov_shift)
+        if self.direction == DMA_TO_DEVICE:
+            self._set_tx_vec(np.concatenate([o.niovs for o in self.owners]
+                                            or [np.zeros(0, np.uint64)]), self.dmabuf.size)
         self._install_c_ops(self.provider)
 
     def leak(self):
@@ -256,11 +282,12 @@ dmabuf_devmem_ops = DmabufDevmemProvider
 
 def net_devmem_bind_dmabuf(dev, dma_dev, direction, fd, priv=None, niov_shift=PAGE_SHIFT):
     """Models ``net_devmem_bind_dmabuf()``: get, attach and map the dma-buf behind ``fd`` for
-    ``dma_dev``, build the chunk pool and its net_iovs of ``1 << niov_shift`` bytes, allocate
-    the id (from 1) and list the binding on ``priv`` (a ``NetlinkSocket``). Raises the errno of
-    the failing step (EOPNOTSUPP without a DMA device, EBADF for a bad fd, the exporter's and
-    dma_map_sgtable()'s errors, EINVAL for a DMA segment not aligned to the net_iov size); a
-    failure undoes what was done."""
+    ``dma_dev`` in ``direction``, build the chunk pool and its net_iovs of ``1 << niov_shift``
+    bytes (and, for DMA_TO_DEVICE, the ``tx_vec``: 4 KiB net_iovs, bind-tx takes no
+    rx-buf-size), allocate the id (from 1) and list the binding on ``priv`` (a
+    ``NetlinkSocket``). Raises the errno of the failing step (EOPNOTSUPP without a DMA device,
+    EBADF for a bad fd, the exporter's and dma_map_sgtable()'s errors, EINVAL for a DMA segment
+    not aligned to the net_iov size); a failure undoes what was done."""
     m = dev.machine
     if dma_dev is None:
         raise NetmemError(EOPNOTSUPP, "net_devmem_bind_dmabuf: Device doesn't support DMA")

@@ -16,7 +16,8 @@ from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
 from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
-                         ENODEV, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE, ETOOMANYREFS)
+                         EMSGSIZE, ENOBUFS, ENODEV, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE,
+                         ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -56,6 +57,7 @@ include "gro.pxi"
 include "tcp_rx.pxi"
 include "udp_icmp.pxi"
 include "devmem.pxi"
+include "devmem_tx.pxi"
 include "bench.pxi"
 
 # Python-visible constants (the package re-exports them).

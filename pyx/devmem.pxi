@@ -82,6 +82,32 @@ cdef class CoreDmabufBinding:
     def __dealloc__(self):
         free(self.b.chunk_dma)
         free(self.b.chunk_niov)
+        free(self.b.tx_vec)
+
+    @property
+    def refcount(self):
+        """``binding->ref``: the user's, each page pool's and each TX skb frag's."""
+        return self.b.ref
+
+    @refcount.setter
+    def refcount(self, int64_t value):
+        self.b.ref = value
+
+    def _set_dev_ifindex(self, uint32_t ifindex):
+        self.b.dev_ifindex = ifindex
+
+    def _set_tx_vec(self, object refs, uint64_t dmabuf_size):
+        """``binding->tx_vec``: the net_iov at each 4 KiB of the dma-buf, in order."""
+        cdef cnp.ndarray[cnp.uint64_t, ndim=1] a = _np.ascontiguousarray(refs, _np.uint64)
+        cdef uint64_t n = a.shape[0]
+        free(self.b.tx_vec)
+        self.b.tx_vec = <netmem_ref *>malloc(max(n, 1) * sizeof(netmem_ref))
+        if self.b.tx_vec == NULL:
+            raise MemoryError()
+        if n:
+            memcpy(self.b.tx_vec, &a[0], n * sizeof(netmem_ref))
+        self.b.tx_vec_len = n
+        self.b.dmabuf_size = dmabuf_size
 
     def _set_chunks(self, CoreGenPool chunk_pool, uint32_t binding_id, object dma_addrs,
                     object niov_bases, uint32_t niov_shift):

@@ -74,5 +74,5 @@ def test_import_without_the_core_says_make_compile():
 def test_devmem_bench_suite_runs_and_loses_nothing():
     res = bench.run_devmem(runs=5, scale=0.002)
     assert set(res) >= {"genalloc_alloc_free_1pct_ns", "genalloc_alloc_free_99pct_ns",
-                        "rx_devmem_ns_per_pkt"}
+                        "rx_devmem_ns_per_pkt", "tx_devmem_ns_per_pkt"}
     assert all(r["median"] > 0 for r in res.values())

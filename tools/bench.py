@@ -8,8 +8,9 @@ IOVA allocator's rcache and tree, ``netmem-bench dma`` for the DMA mapping paths
 writes (RAM, BAR memory, bus addresses), and ``netmem-bench genalloc`` times a one-unit
 first-fit alloc + free in a 1 GiB pool of 4 KiB units at 10%, 50% and 90% occupancy (and, for
 contrast, the kernel's linear bitmap scan at 90%). ``netmem-bench devmem`` times genalloc at
-1%, 50% and 99% and devmem TCP receive end to end (``rx_devmem_ns_per_pkt``; and with jumbo
-frames on a bnxt-like NIC, 4 KiB net_iovs against bind-rx rx-buf-size 16 and 32 KiB).
+1%, 50% and 99%, devmem TCP receive end to end (``rx_devmem_ns_per_pkt``; and with jumbo
+frames on a bnxt-like NIC, 4 KiB net_iovs against bind-rx rx-buf-size 16 and 32 KiB) and devmem
+TX (``tx_devmem_ns_per_pkt``).
 ``netmem-bench replay`` times netmem-replay's loop on its default workload with every provider
 this netmem has (after a warm-up loop: hot data), beside ``memcpy_1500_ns``.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
@@ -60,6 +61,7 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     "genalloc_alloc_free_50pct_ns": (30.0, "ns"),
     "genalloc_alloc_free_99pct_ns": (2.0, "x genalloc_alloc_free_1pct_ns"),
     "rx_devmem_ns_per_pkt": (350.0, "ns"),
+    "tx_devmem_ns_per_pkt": (1000.0, "ns"),
     # A device write into BAR memory costs what one into RAM does (devmem RX into a GPU).
     "dev_write_bar_ns": (1.5, "x dev_write_ram_ns"),
     "dev_write_bus_ns": (1.5, "x dev_write_ram_ns"),
@@ -95,6 +97,10 @@ DESCRIPTIONS = {
                                           f"): {-(-8960 // (k << 10))} buffer(s), cmsg(s) and "
                                           "token(s) a frame"
        for k in (4, 16, 32)},
+    "tx_devmem_ns_per_pkt": "per 1514-byte frame, devmem TX: sendmsg(MSG_ZEROCOPY) of 8 MiB "
+                            "from a GPU dma-buf (skbs of net_iov frags, in C), the TSO "
+                            "device's DMA reads through the IOMMU, checksums, the wire taken "
+                            "as a PacketTrace, the ACK and its completion; one core",
     "iova_alloc_free_fast_ns": "alloc_iova_fast + free_iova_fast, 1 page, warm rcache",
     "iova_alloc_free_tree_ns": "alloc_iova + free_iova, 1 page, 10k live ranges",
     "dev_write_ram_ns": "nm_dev_write of a 1500-byte frame through the IOMMU into a page",
@@ -426,6 +432,46 @@ def _rx_devmem(rounds, payload=RX_PAYLOAD, rx_buf_size=None):
 RX_JUMBO = 8960                     # MTU 9000: three 4 KiB net_iovs a frame, or one larger
 
 
+def _tx_devmem(rounds):
+    """ns per frame of devmem TX: ``rounds`` sends of 8 MiB from a GPU dma-buf bound with
+    bind-tx (dma-iommu), each taken off the wire, acked and its completion read."""
+    import struct
+
+    from netmem.netdev import NetDevice
+    from netmem.netlink import NetlinkSocket
+    from netmem.tcp import SCM_DEVMEM_DMABUF, SOL_SOCKET
+    from netmem.tcp_tx import MSG_ZEROCOPY, SO_ZEROCOPY, TxSocket
+    m = netmem.Machine(memory="256MiB", cpus=2, iommu="dma-iommu")
+    pci = m.pci
+    sw = pci.add_switch(pci.add_root_port(pci.host_bridges[0]))
+    gpu = pci.add_endpoint(sw, "gpu0", kind="gpu", bars={0: 256 << 20})
+    nic = NetDevice(m, "eth1", num_rx_queues=1, pcidev=pci.add_endpoint(sw, "eth1"))
+    buf = dmabuf.export_device_memory(gpu, 8 << 20)
+    nl = NetlinkSocket(m)
+    cmsg = [(SOL_SOCKET, SCM_DEVMEM_DMABUF, struct.pack("=I", nl.bind_tx(nic.ifindex, buf.fd)))]
+    sk = TxSocket(m, nic, "10.0.0.1", "10.0.1.1", 40000, 5201, wnd=1 << 30)
+    sk.connect()
+    sk.setsockopt(SOL_SOCKET, SO_ZEROCOPY, 1)
+    nic.txq.trace()
+    frames, ns = 0, 0
+    for i in range(rounds + 1):                                     # the first warms up
+        t = time.perf_counter_ns()
+        sk.sendmsg([(0, 8 << 20)], cmsg, MSG_ZEROCOPY)
+        n = len(nic.txq.trace())
+        sk.ack(sk.info()["snd_nxt"])
+        sk.recvmsg_errqueue()
+        if i:
+            frames, ns = frames + n, ns + time.perf_counter_ns() - t
+    sk.abort()
+    nl.close()
+    nic.unregister()
+    buf.close()
+    m.quiesce()
+    if m.leak_report() or m.iommu.faults:
+        raise RuntimeError(f"tx bench: {m.leak_report()} {m.iommu.faults}")
+    return ns / frames
+
+
 DEVMEM_FIGURES = {
     "floor_lifo_ns": lambda scale: _floor(int(20_000_000 * scale)),
     **{f"genalloc_alloc_free_{pct}pct_ns":
@@ -437,6 +483,7 @@ DEVMEM_FIGURES = {
        (lambda scale, k=k: _rx_devmem(int(500 * scale), RX_JUMBO,
                                       None if k == 4 else k << 10))
        for k in (4, 16, 32)},
+    "tx_devmem_ns_per_pkt": lambda scale: _tx_devmem(max(1, int(20 * scale))),
 }
 
 
