@@ -7,9 +7,10 @@ application writes, then the area's freelist, else the ``ZCRX_EVENT_ALLOC_FAIL``
 ``io_pp_zc_release_netmem()``: back to the freelist, never put_page), the other four here. The
 uapi, the registration and RECV_ZC are in ``netmem.zcrx``.
 
-``rx_page_size`` is the buffer size the queue is asked for (``mp_params.rx_page_size``): the
-ifq's ``rx_buf_len`` when userspace asked for one above PAGE_SIZE, else 0 (not requested), as
-Linux commit "io_uring/zcrx: don't set rx_page_size when not requested" has it.
+``rx_page_size`` is the buffer size the queue is asked for (``mp_params.rx_page_size``, which
+``netif_mp_open_rxq()`` copies into the queue's configuration): the ifq's ``rx_buf_len`` when
+userspace asked for one above PAGE_SIZE, else 0 (not requested), as Linux commit
+"io_uring/zcrx: don't set rx_page_size when not requested" has it.
 """
 from errno import EINVAL, EOPNOTSUPP
 
@@ -29,7 +30,8 @@ class IoUringPpZcProvider(MemoryProvider):
 
     def __init__(self, ifq):
         self.ifq = ifq
-        self.rx_page_size = 1 << ifq.niov_shift if ifq.rx_buf_len_requested else 0
+        size = 1 << ifq.niov_shift
+        self.rx_page_size = size if ifq.rx_buf_len_requested and size > 1 << PAGE_SHIFT else 0
 
     def __repr__(self):
         return f"<IoUringPpZcProvider zcrx ifq {self.ifq.zcrx_id}>"
