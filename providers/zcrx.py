@@ -14,8 +14,11 @@ userspace asked for one above PAGE_SIZE, else 0 (not requested), as Linux commit
 """
 from errno import EINVAL, EOPNOTSUPP
 
+import numpy as np
+
+from netmem.errors import NetmemError
 from netmem.page_pool import DMA_FROM_DEVICE
-from netmem.provider import MemoryProvider
+from netmem.provider import MemoryProvider, ReplayBinding
 
 __all__ = ["IoUringPpZcProvider", "io_uring_pp_zc_ops"]
 
@@ -75,6 +78,53 @@ class IoUringPpZcProvider(MemoryProvider):
         """Models ``io_pp_uninstall()``: the netdev under the queue went; the ifq drops it and
         unmaps its area."""
         self.ifq.drop_netdev()
+
+    @classmethod
+    def replay_setup(cls, rig, zcrx_area="host", rx_buf_len=0):
+        """``netmem-replay --provider zcrx``, as iou-zcrx.c sets up: a ring (DEFER_TASKRUN,
+        SINGLE_ISSUER, CQE32; 4096 CQEs), an area of ``--dmabuf-size`` bytes of user memory
+        (``zcrx_area=host``; hugetlb pages when ``rx_buf_len`` is above PAGE_SIZE) or of a
+        udmabuf (``zcrx_area=dmabuf``), a refill ring with an entry per buffer (at most 32768),
+        and one ifq on the first of ``rig.queues`` (zcrx binds one queue: the others are left
+        out and RSS sends everything there). The application reads with RECV_ZC; teardown
+        closes the ring (scrub, queue closed) and frees the memory. Provider args:
+        ``--provider-arg zcrx_area=host|dmabuf``, ``--provider-arg rx_buf_len=16KiB``."""
+        from netmem import zcrx as z
+        from netmem.dmabuf import udmabuf_create
+
+        if zcrx_area not in ("host", "dmabuf"):
+            raise NetmemError(EINVAL, f"zcrx_area {zcrx_area!r}: host or dmabuf")
+        m, size = rig.machine, rig.cfg.dmabuf_size
+        shift = max(int(rx_buf_len or 0).bit_length() - 1, PAGE_SHIFT)
+        nniovs = size >> shift
+        if not 0 < nniovs <= z.IO_RQ_MAX_ENTRIES:
+            raise NetmemError(EINVAL, f"--dmabuf-size {size}: 1 to {z.IO_RQ_MAX_ENTRIES} "
+                                      f"buffers of {1 << shift} bytes")
+        del rig.queues[1:]
+        if zcrx_area == "host":
+            mem = z.mmap_anonymous(m, size, hugetlb=rx_buf_len > 1 << PAGE_SHIFT)
+            rig.on_teardown(mem.munmap)
+            area = z.IoUringZcrxAreaReg(addr=mem.addr, len=size)
+            runs = z._runs(mem.pages)
+            offs = np.cumsum([0] + [n for _, n in runs[:-1]]).astype(np.uint64)
+            memory_map = (offs, np.array([p for p, _ in runs], np.uint64),
+                          np.array([n for _, n in runs], np.uint64))
+        else:
+            buf = udmabuf_create(m, size, seed=rig.seed)
+            rig.on_teardown(buf.close)
+            area = z.IoUringZcrxAreaReg(len=size, flags=z.IORING_ZCRX_AREA_DMABUF,
+                                        dmabuf_fd=buf.fd)
+            memory_map = buf.scatterlist
+        ring = z.IoUring(m, 64, z.IORING_SETUP_DEFER_TASKRUN | z.IORING_SETUP_SINGLE_ISSUER |
+                         z.IORING_SETUP_CQE32, cq_entries=4096)
+        rig.on_teardown(ring.close)
+        rq = 1 << (nniovs - 1).bit_length()
+        reg = z.IoUringZcrxIfqReg(if_idx=rig.nic.ifindex, if_rxq=rig.queues[0], rq_entries=rq,
+                                  area=area, region=z.IoUringRegionDesc(size=128 + 16 * rq),
+                                  rx_buf_len=rx_buf_len)
+        zid = ring.register_zcrx_ifq(reg)
+        rig.steer_to_bound()
+        return ReplayBinding(memory_map, zcrx=(ring, ring.zcrx_ctxs[zid]))
 
 
 #: The kernel's name for the ops (``static const struct memory_provider_ops io_uring_pp_zc_ops``).
