@@ -728,7 +728,7 @@ class IoUring(_core.CoreIoUring):
             return self._export(ifq, ctrl)
         if ctrl.op == ZCRX_CTRL_ARM_EVENT:
             t = ctrl.event_type
-            if not 0 <= t < _ZCRX_EVENT_TYPE_LAST or ifq.ctx is not self:
+            if not 0 <= t < _ZCRX_EVENT_TYPE_LAST:
                 raise NetmemError(EINVAL, f"zcrx ctrl ARM_EVENT: event type {t}")
             if not ifq._arm_event(t):
                 raise NetmemError(EINVAL, f"zcrx ctrl ARM_EVENT: event {t} has not fired")
@@ -784,7 +784,7 @@ class IoUring(_core.CoreIoUring):
     def _issue(self, req):
         """Models ``io_recvzc()``: one issue; a terminal result completes the request."""
         sock, ifq, user_data, length, limited = req
-        if sock._slot is None:
+        if sock._closed:                        # the model's socket is gone with its fd
             ret, left = -EBADF, length
         else:
             ret, left = self._recvzc(self.machine, ifq, sock._slot, user_data, length)

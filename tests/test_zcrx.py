@@ -318,6 +318,9 @@ def test_zcrx_copy_fallback_event_and_stats():
     assert got == data and final == 0
     assert events == [ZCRX_EVENT_COPY]
     assert d.ifq.stats == {"copy_count": 6, "copy_bytes": len(data)}
+    sk2 = one_socket_more(d, pattern(MSS), sport=40002, port=PORT + 1)
+    _, _, events = app_loop(d, sk2, user_data=4)     # fired, not re-armed: no CQE
+    assert events == [] and d.ifq.stats["copy_count"] == 7
     d.ring.register_zcrx_ctrl(ZcrxCtrl(zcrx_id=d.id, op=ZCRX_CTRL_ARM_EVENT,
                                        event_type=ZCRX_EVENT_COPY))
     raises(errno.EINVAL, d.ring.register_zcrx_ctrl,
@@ -496,23 +499,26 @@ def test_recv_zc_errors():
 
 def test_refill_garbage_is_ignored():
     """Refill entries naming another area, an offset past the area, or a nonzero __pad, and
-    entries for buffers the user does not hold, are skipped; the good ones come back."""
+    entries for buffers the user does not hold, are taken off the ring and change nothing
+    (``io_parse_rqe()``, the user-ref check); the good ones give the buffers back through the
+    page pool's next refill."""
     d = rig(area_pages=20, ring=16)
     sk = one_socket(d, pattern(4 * MSS))
     d.ring.prep_recv_zc(sk, d.id)
     cqes = d.ring.completions()
     good = cqes[cqes["flags"] & IORING_CQE_F_MORE > 0]
     t = int(d.ifq.rq_tail[0])
-    bad = [(1 << 48, 0, 0), (d.mem.length, 0, 0), (int(good[0]["off"]), 0, 1),
-           (19 * PAGE, 0, 0)]
+    bad = [(1 << 48 | int(good[0]["off"]), 0, 0), (d.mem.length, 0, 0),
+           (int(good[0]["off"]), 0, 1), (19 * PAGE, 0, 0)]
     for i, e in enumerate(bad):
         d.ifq.rqes[t + i] = e
     d.ifq.rq_tail[0] = t + len(bad)
+    assert d.ring.register_zcrx_ctrl(ZcrxCtrl(zcrx_id=d.id, op=ZCRX_CTRL_FLUSH_RQ)) == 4
+    assert d.ifq.user_refs.sum() == 4 and int(d.ifq.rq_head[0]) == t + 4
     refill(d.ifq, good)
-    held = d.ifq.user_refs.sum()
     f = Flow(dport=PORT, sport=40002)       # the cache is empty: the next refill reads the ring
     receive(d.nic, [f.syn(), *f.segments(pattern(MSS), flags="A")])
-    assert held == 4 and d.ifq.user_refs.sum() == 0
+    assert d.ifq.user_refs.sum() == 0
     assert d.ifq.cached_rq_head == int(d.ifq.rq_tail[0]) == int(d.ifq.rq_head[0])
     teardown(d)
 
