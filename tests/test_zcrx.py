@@ -280,16 +280,32 @@ def test_zcrx_large_chunks():
     teardown(d)
 
 
-def test_zcrx_large_chunks_asks_the_queue_for_its_buffer_size():
-    """rx_buf_len above PAGE_SIZE sets the provider's ``rx_page_size`` (what
-    ``netif_mp_open_rxq()`` gives the queue); not requested, it stays 0. The pool the queue
-    makes now is order 0, which io_pp_zc_init() refuses (EINVAL) and the queue keeps none."""
-    d = rig(register=False, area_pages=1024, rx_buf_len=2 * PAGE, hugetlb=True)
-    raises(errno.EINVAL, d.ring.register_zcrx_ifq, d.reg)
-    assert d.nic.rx_queues[1].mp is None and d.ring.zcrx_ctxs == {}
-    d.reg.rx_buf_len, d.reg.zcrx_id, d.area.rq_area_token = PAGE, 0, 0
-    d.ring.register_zcrx_ifq(d.reg)
-    assert d.ring.zcrx_ctxs[0].provider.rx_page_size == 0
+def test_zcrx_rx_page_size_only_when_requested():
+    """The provider asks the queue for ``rx_buf_len`` (``rx_page_size``) only when userspace
+    asked for more than PAGE_SIZE ("io_uring/zcrx: don't set rx_page_size when not
+    requested"); ``io_pp_zc_init()`` refuses a pool whose buffers are not the ifq's
+    (``order + PAGE_SHIFT != niov_shift``: EINVAL) and takes no ifq reference then."""
+    from netmem.providers.zcrx import IoUringPpZcProvider
+
+    from netmem.page_pool import (
+        PP_FLAG_ALLOW_UNREADABLE_NETMEM,
+        PP_FLAG_DMA_MAP,
+        PP_FLAG_DMA_SYNC_DEV,
+        PagePoolParams,
+        page_pool_create,
+    )
+
+    for shift, asked, want in ((13, True, 8192), (12, True, 0), (12, False, 0)):
+        ifq = SimpleNamespace(niov_shift=shift, rx_buf_len_requested=asked)
+        assert IoUringPpZcProvider(ifq).rx_page_size == want
+    d = rig(rx_buf_len=PAGE)
+    assert d.ifq.provider.rx_page_size == 0 and d.reg.rx_buf_len == PAGE
+    refs = d.ifq.refs
+    raises(errno.EINVAL, page_pool_create, d.m, PagePoolParams(
+        order=1, pool_size=64, dev=d.nic.pcidev, max_len=2 * PAGE, dma_dir=2,
+        flags=PP_FLAG_DMA_MAP | PP_FLAG_DMA_SYNC_DEV | PP_FLAG_ALLOW_UNREADABLE_NETMEM),
+        provider=d.ifq.provider)
+    assert d.ifq.refs == refs
     teardown(d)
 
 
