@@ -954,3 +954,45 @@ cdef class CoreNetDevice:
     cdef nm_netdev *nd
     cdef readonly CoreMachine machine
     cdef object _keep               # the pools, napis and device the C side points at
+
+# ---- io_uring zcrx (pyx/zcrx.pxi) ----------------------------------------------------------------
+
+# A 32-byte CQE (struct io_uring_cqe with big_cqe[2], the zcrx CQE's struct io_uring_zcrx_cqe):
+# the completion queue an IoUring shares with its application.
+cdef struct nm_io_cqe:
+    uint64_t user_data
+    int32_t res
+    uint32_t flags
+    uint64_t zcrx_off           # struct io_uring_zcrx_cqe: off, __pad
+    uint64_t zcrx_pad
+
+cdef struct nm_io_cq:
+    nm_io_cqe *cqes             # the CQ ring (the Python IoUring's numpy array)
+    uint32_t *khead             # the ring's head (the application advances it) and tail
+    uint32_t *ktail
+    uint32_t mask               # cq_entries - 1
+    uint32_t cqe_flags          # IORING_CQE_F_32 on a CQE_MIXED ring, else 0
+    uint64_t overflow           # CQEs refused because the ring was full
+
+# struct io_zcrx_ifq with its one struct io_zcrx_area, as the data path needs it. The refill
+# ring and the stats live in the ifq's region (the Python IoZcrxIfq's numpy array); the
+# freelist and the user refs in arrays the Python object owns.
+cdef struct nm_zcrx_ifq:
+    nm_machine *m
+    uint32_t *rq_head           # struct io_uring: head, tail (shared with the application)
+    uint32_t *rq_tail
+    uint64_t *rqes              # struct io_uring_zcrx_rqe[rq_entries]: off, len | __pad << 32
+    uint32_t rq_entries
+    uint32_t cached_rq_head
+    uint64_t niov_base          # global index of the area's first net_iov
+    uint32_t num_niovs
+    uint32_t niov_shift
+    uint32_t *freelist
+    uint32_t free_count
+    int32_t *user_refs          # area->user_refs
+    uint64_t *niov_phys         # kernel-readable area: each net_iov's memory (else NULL)
+    bint kern_readable
+    uint32_t allowed_events     # the event descriptor's type_mask
+    uint32_t fired_events       # fired and not re-armed (ZCRX_CTRL_ARM_EVENT)
+    uint32_t pending_events     # fired, their CQE not yet posted (the task work)
+    uint64_t *stats             # struct zcrx_stats in the region, or NULL

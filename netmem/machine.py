@@ -108,6 +108,9 @@ class Machine(_core.CoreMachine):
         self._devmem_by_id = {}     # net_devmem_dmabuf_bindings: id -> bound binding
         self._devmem_next_id = 0    # xa_alloc_cyclic(), from 1
         self._p2pdma_providers = {}  # p2pdma providers not yet removed: id -> provider
+        self._zcrx_ifqs = {}        # io_uring zcrx ifqs not yet freed (an ordered set)
+        self._zcrx_files = {}       # exported zcrx fds (ZCRX_CTRL_EXPORT): fd -> ifq
+        self._user_mappings = {}    # netmem.zcrx.mmap_anonymous(): user address -> mapping
         self.pci = PciTopology(self)
         host = self.pci.add_host_bridge(PCI_VENDOR_ID_AMD, 0x1480)   # Starship/Matisse RC
         self.pci.add_endpoint(self.pci.add_root_port(host), "eth0", kind="nic",
@@ -348,6 +351,9 @@ class Machine(_core.CoreMachine):
         out += [(b.leak(), b in freeing) for b in self._devmem_bindings]
         out += [(d._leak_report(), any(b.dmabuf is d for b in freeing))
                 for d in self._dmabufs.values()]
+        out += [(ifq.leak(), memory) for ifq in self._zcrx_ifqs]
+        out += [(f"user mapping at {a:#x} ({mp.length} bytes) not unmapped", False)
+                for a, mp in self._user_mappings.items()]
         out += [(line, False) for line in self.pci._p2pmem_leaks()]
         out += [(line, False) for line in self.iommu._leaks()]
         return out

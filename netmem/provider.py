@@ -195,10 +195,13 @@ class ReplayBinding:
     ``offsets[i]`` of the ``frag_offset`` space of its devmem cmsgs; the application reads with
     ``recvmsg(MSG_SOCK_DEVMEM)`` and each SCM_DEVMEM_DMABUF frag through it
     (``netmem.tcp.Receiver(dmabuf=memory_map)``). ``dmabuf_id``: the id those cmsgs name (None
-    without a map). EINVAL for a map of another shape or an id below 1."""
+    without a map). ``zcrx``: for io_uring zcrx, ``(IoUring, IoZcrxIfq)``: the application
+    reads with RECV_ZC instead, ``memory_map`` by area offset, and needs no id. EINVAL for a
+    map of another shape or an id below 1."""
 
     memory_map: tuple | None = None
     dmabuf_id: int | None = None
+    zcrx: tuple | None = None
 
     def __post_init__(self):
         if self.memory_map is None:
@@ -211,7 +214,7 @@ class ReplayBinding:
                 or len({len(a) for a in arrays}) != 1):
             raise NetmemError(EINVAL, "memory_map(): not (offsets, phys, lengths), three uint64 "
                                       "arrays of one length")
-        if not (isinstance(self.dmabuf_id, int) and self.dmabuf_id >= 1):
+        if self.zcrx is None and not (isinstance(self.dmabuf_id, int) and self.dmabuf_id >= 1):
             raise NetmemError(EINVAL, f"ReplayBinding: dmabuf_id {self.dmabuf_id!r} is not an "
                                       "id from 1")
         object.__setattr__(self, "memory_map", arrays)

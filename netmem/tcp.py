@@ -369,12 +369,16 @@ class Receiver:
     checked against ncdevmem's ``-v N`` pattern; with ``keep``, every byte is kept for
     ``kept()``. Call it in the application's context (``with m.on_cpu(cpu, softirq=False)``).
 
+    With ``zcrx`` (``(IoUring, IoZcrxIfq)`` of ``netmem.zcrx``) it is iou-zcrx.c instead:
+    RECV_ZC on each ready socket, each completion's bytes read through ``dmabuf`` (the area's
+    memory, by area offset) and every buffer handed back through the ifq's refill ring.
+
     Departs from ncdevmem: tokens go back per socket per drain, not per recvmsg call; the
     streams' state lasts until ``close_all()``, which closes every socket (the process's exit).
     """
 
     def __init__(self, machine, *, dmabuf=None, dmabuf_id=0, bufsize=1 << 20, cmsgs=4000,
-                 validate=None, keep=False):
+                 validate=None, keep=False, zcrx=None):
         from netmem.flows import ncdevmem_pattern
         if validate is not None and not (isinstance(validate, int) and validate >= 1):
             raise NetmemError(22, f"Receiver: validate={validate!r} is not a positive integer")
@@ -382,13 +386,16 @@ class Receiver:
             raise NetmemError(22, f"Receiver: bufsize={bufsize!r} is not in 1 .. 1 GiB")
         if not (isinstance(cmsgs, int) and 1 <= cmsgs <= 1 << 20):
             raise NetmemError(22, f"Receiver: cmsgs={cmsgs!r} is not in 1 .. 1M")
-        if dmabuf is not None and not (isinstance(dmabuf_id, int) and dmabuf_id >= 1):
+        if zcrx is None and dmabuf is not None and not (isinstance(dmabuf_id, int)
+                                                        and dmabuf_id >= 1):
             raise NetmemError(22, f"Receiver: dmabuf_id={dmabuf_id!r} is not a binding id")
         period = min(validate, 256) if validate else 0
         ring = ncdevmem_pattern(validate, bufsize + period) if validate else None
         mem = getattr(dmabuf, "scatterlist", dmabuf)
-        self._rx = _core.CoreReceiver(machine, dmabuf is not None, bufsize, cmsgs, mem,
-                                      dmabuf_id, ring, period, keep)
+        self._rx = _core.CoreReceiver(machine, dmabuf is not None and zcrx is None, bufsize,
+                                      cmsgs, mem, dmabuf_id, ring, period, keep)
+        if zcrx is not None:
+            self._rx._set_zcrx(*zcrx)
 
     @property
     def keep(self):

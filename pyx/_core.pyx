@@ -16,8 +16,8 @@ from cpython.exc cimport PyErr_Clear
 from cpython.long cimport PyLong_CheckExact
 from cpython.ref cimport PyObject
 from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT, EINVAL, EIO,
-                         EMSGSIZE, ENOBUFS, ENODEV, ENOENT, ENOMEM, ENOSPC, EOPNOTSUPP, EPIPE,
-                         ETOOMANYREFS)
+                         EMSGSIZE, ENOBUFS, ENODEV, ENOENT, ENOMEM, ENOSPC, ENOTCONN, EOPNOTSUPP,
+                         EPIPE, ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset
@@ -58,6 +58,7 @@ include "tcp_rx.pxi"
 include "udp_icmp.pxi"
 include "devmem.pxi"
 include "devmem_tx.pxi"
+include "zcrx.pxi"
 include "bench.pxi"
 
 # Python-visible constants (the package re-exports them).
@@ -80,6 +81,9 @@ DESC_SIZE = sizeof(nm_desc)
 DMA_ATTR_SKIP_CPU_SYNC_ = DMA_ATTR_SKIP_CPU_SYNC
 DMA_ATTR_WEAK_ORDERING_ = DMA_ATTR_WEAK_ORDERING
 DMA_ATTR_MMIO_ = DMA_ATTR_MMIO
+IORING_CQE_F_MORE_ = IORING_CQE_F_MORE
+IORING_CQE_F_32_ = IORING_CQE_F_32
+IORING_ZCRX_AREA_SHIFT_ = IORING_ZCRX_AREA_SHIFT
 IOMMU_MODES = {"none": NM_IOMMU_NONE, "passthrough": NM_IOMMU_PASSTHROUGH,
                "dma-iommu": NM_IOMMU_DMA}
 
@@ -128,6 +132,8 @@ WARNINGS = {
                       "{netmem:#x}, DMA address {val:#x}",
     NM_W_DEVMEM_NOT_NIOV: "devmem: WARN_ON_ONCE: {netmem:#x} is not a page_pool net_iov "
                           "(a token or frag the pool does not own)",
+    NM_W_ZCRX_NOT_NIOV: "io_pp_zc_release_netmem(): WARN_ON_ONCE(!netmem_is_net_iov()): "
+                        "{netmem:#x} released to page_pool {pool}",
 }
 
 #: Records that are kernel log lines (printk), not WARNs: code -> format.

@@ -27,11 +27,13 @@ cdef enum:                      # CoreReceiver.c[]: one counter each, as _RCV_CO
     RCV_FOREIGN_ID
     RCV_READ_FAULTS
     RCV_LINEAR_MISMATCH
+    RCV_ZCRX_CQES
+    RCV_REFILL_ENTRIES
     RCV_NR_COUNTERS
 
 _RCV_COUNTERS = ("recvmsg-calls", "bytes", "dmabuf-frags", "linear-frags", "tokens-returned",
                  "dontneed-calls", "dontneed-short", "foreign-frags", "foreign-id",
-                 "read-faults", "linear-mismatch")
+                 "read-faults", "linear-mismatch", "zcrx-cqes", "refill-entries")
 
 
 cdef int _cmp_u32(const void *a, const void *b) noexcept nogil:
@@ -57,7 +59,9 @@ cdef class CoreReceiver:
 
     cdef CoreMachine machine
     cdef nm_net *n
-    cdef bint devmem, nomem
+    cdef bint devmem, nomem, zcrx
+    cdef CoreIoUring zring              # io_uring zcrx: the ring RECV_ZC posts to, and the ifq
+    cdef CoreZcrxIfq zifq
     cdef public bint keep               # keep every byte read, for take_kept()
     cdef uint8_t *buf                   # the iov of one recvmsg
     cdef uint8_t *bounce                # where a dma-buf frag is read to when nothing checks it
@@ -178,7 +182,9 @@ cdef class CoreReceiver:
             if not n.socks[slot].used or self.st[slot].eof:
                 continue
             visited += 1
-            if self.devmem:
+            if self.zcrx:
+                self._read_zcrx(slot)
+            elif self.devmem:
                 self._read_devmem(slot)
             else:
                 self._read_copy(slot)
@@ -245,6 +251,52 @@ cdef class CoreReceiver:
             if self._ended(slot, rc):
                 break
         self._dontneed(slot)
+
+    def _set_zcrx(self, CoreIoUring ring, CoreZcrxIfq ifq):
+        """Read with io_uring zcrx (iou-zcrx.c): RECV_ZC on ``ring`` through ``ifq``, each
+        completion read through the memory map at its area offset, each buffer returned through
+        the ifq's refill ring."""
+        self.zring, self.zifq, self.zcrx = ring, ifq, True
+
+    cdef void _read_zcrx(self, uint32_t slot) noexcept nogil:
+        """iou-zcrx.c's loop for one socket: RECV_ZC (``io_zcrx_recv()``, the socket slot as
+        user_data) until EAGAIN or the end; after each issue every CQE's bytes are read from the
+        area at ``off & ~IORING_ZCRX_AREA_MASK`` and checked, the buffer returned (``rqe.off``
+        that offset with the area token, 0; ``rqe.len`` the length) and the tail stored. The
+        refill ring has an entry per net_iov at least (the replay sizes it so), so it never
+        fills."""
+        cdef nm_io_cq *cq = &self.zring.cq
+        cdef nm_zcrx_ifq *ifq = &self.zifq.ifq
+        cdef uint32_t length, head, tail, rqt, rq_mask = ifq.rq_entries - 1
+        cdef nm_dmabuf_cmsg c
+        cdef nm_io_cqe *e
+        cdef uint64_t *rqe
+        cdef int64_t rc
+        c.dmabuf_id = self.dmabuf_id
+        while True:
+            length = 0
+            prof_stage(self.n, NM_PROF_RECVMSG)
+            rc = io_zcrx_recv(self.n, ifq, cq, slot, slot, &length)
+            self.c[RCV_CALLS] += 1
+            head, tail, rqt = cq.khead[0], cq.ktail[0], ifq.rq_tail[0]
+            if head != tail:
+                prof_stage(self.n, NM_PROF_VALIDATE)
+            while head != tail:
+                e = &cq.cqes[head & cq.mask]
+                head += 1
+                c.frag_offset = e.zcrx_off & ((1ULL << IORING_ZCRX_AREA_SHIFT) - 1)
+                c.frag_size = <uint32_t>e.res
+                self._read_frag(slot, &c)
+                rqe = &ifq.rqes[2 * (rqt & rq_mask)]
+                rqe[0] = c.frag_offset
+                rqe[1] = c.frag_size
+                rqt += 1
+            self.c[RCV_ZCRX_CQES] += rqt - ifq.rq_tail[0]
+            self.c[RCV_REFILL_ENTRIES] += rqt - ifq.rq_tail[0]
+            cq.khead[0] = head
+            ifq.rq_tail[0] = rqt
+            if self._ended(slot, rc):
+                return
 
     cdef void _read_frag(self, uint32_t slot, nm_dmabuf_cmsg *c) noexcept nogil:
         """The bytes of one SCM_DEVMEM_DMABUF cmsg, read through the dma-buf's scatterlist (a

@@ -8,6 +8,7 @@ import re
 import types
 
 import numpy as np
+import pytest
 from netmem.providers.dmabuf import net_devmem_bind_dmabuf, net_devmem_bind_dmabuf_to_queue
 from netmem.providers.host import HostPagesProvider
 from netmem.providers.p2pdma import P2PDMAProvider
@@ -151,3 +152,35 @@ class TestP2pdmaConformance(ProviderConformance):
 
     def free_provider(self, provider):
         provider.remove()
+
+
+class TestZcrxConformance(ProviderConformance):
+    """io_uring zcrx's provider (``io_uring_pp_zc_ops``) over an ifq with 8 MiB of user memory,
+    registered by ``io_register_zcrx()`` on the device but for its last step, the queue open:
+    the suite binds the provider with ``netif_mp_open_rxq()`` as it binds any provider."""
+
+    def make_provider(self, machine, nic):
+        import netmem.netdev
+        from netmem import zcrx as z
+
+        self._mem = z.mmap_anonymous(machine, 8 << 20)
+        self._ring = z.IoUring(machine, 64, z.IORING_SETUP_DEFER_TASKRUN |
+                               z.IORING_SETUP_SINGLE_ISSUER | z.IORING_SETUP_CQE32)
+        reg = z.IoUringZcrxIfqReg(
+            if_idx=nic.ifindex, if_rxq=self.rx_queue, rq_entries=2048,
+            area=z.IoUringZcrxAreaReg(addr=self._mem.addr, len=self._mem.length),
+            region=z.IoUringRegionDesc(size=128 + 16 * 2048))
+        with pytest.MonkeyPatch.context() as mp:     # the suite's install() opens the queue
+            mp.setattr(netmem.netdev, "netif_mp_open_rxq", lambda *args: None)
+            zid = self._ring.register_zcrx_ifq(reg)
+        ifq = self._ring.zcrx_ctxs[zid]
+        ifq.netdev, ifq.if_rxq = None, -1
+        return ifq.provider
+
+    def assert_provider_whole(self, provider):
+        ifq = provider.ifq
+        assert ifq.free_count == ifq.area.num_niovs and ifq.user_refs.sum() == 0
+
+    def free_provider(self, provider):
+        self._ring.close()
+        self._mem.munmap()

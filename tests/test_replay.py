@@ -140,7 +140,7 @@ def test_dmabuf_rx_buf_size_replays_and_validates(tmp_path, iommu):
 @pytest.mark.parametrize("argv, message", [
     (["--rx-buf-size", "6KiB"], "--rx-buf-size 6144: rx_buf_size must be a power of 2"),
     (["--rx-buf-size", "2KiB"], "--rx-buf-size 2048: rx_buf_size must be a power of 2"),
-    (["--provider", "host", "--rx-buf-size", "16KiB"], "for the dmabuf provider only"),
+    (["--provider", "host", "--rx-buf-size", "16KiB"], "of the dmabuf and zcrx providers only"),
     (["--rx-buf-size", "64KiB"], "ndo_validate_qcfg"),          # bnxt's maximum is 32 KiB
     (["--rx-buf-size", "16KiB", "--dmabuf-layout", "pages"], "not aligned to niov size"),
 ])

@@ -41,7 +41,7 @@ def test_bench_replay_times_every_provider_it_has_beside_memcpy():
     from netmem.provider import builtin_providers
     res = bench.run_replay(runs=5, scale=0.01, variants=False)      # variants: seconds each
     have = builtin_providers()
-    assert have == ["dmabuf", "host", "p2pdma"]
+    assert have == ["dmabuf", "host", "p2pdma", "zcrx"]
     assert set(res) == {"memcpy_1500_ns", "replay_peak_rss_mib",
                         *(f"replay_{f}_{p}" for p in have for f in ("ns_per_pkt", "mpps"))}
     assert set(bench.TARGETS) >= {f"replay_ns_per_pkt_dmabuf_{v}"

@@ -28,7 +28,8 @@ class _App:
         b = rig.binding
         try:
             self.rx = Receiver(rig.machine, dmabuf=b.memory_map, dmabuf_id=b.dmabuf_id or 0,
-                               bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None)
+                               bufsize=RECV_BUF, cmsgs=DEVMEM_CMSGS, validate=pattern or None,
+                               zcrx=b.zcrx)
         except NetmemError as e:         # a memory map outside RAM and the BARs
             raise BadInput(f"--provider {rig.cfg.provider_name}: memory_map(): {e.strerror}",
                            e.errno) from None

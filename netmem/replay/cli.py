@@ -94,10 +94,11 @@ def _parser():
     ap.add_argument("--dmabuf-size", type=size_arg, default=d.dmabuf_size, metavar="SIZE",
                     help="dma-buf (or p2pdma) memory, e.g. 16GiB (default 64MiB per 4KiB of "
                          "--rx-buf-size)")
-    ap.add_argument("--rx-buf-size", type=size_arg, default=d.rx_buf_size, metavar="SIZE",
-                    help="dmabuf: bind-rx's rx-buf-size, the net_iov size, e.g. 16KiB (a power "
-                         "of 2 from 4KiB; the NIC is then bnxt-like, up to 32KiB; default: "
-                         "not given, 4KiB)")
+    ap.add_argument("--rx-buf-size", "--rx-buf-len", type=size_arg, default=d.rx_buf_size,
+                    metavar="SIZE",
+                    help="the net_iov size, e.g. 16KiB: bind-rx's rx-buf-size for dmabuf, "
+                         "the ifq's rx_buf_len for zcrx (a power of 2 from 4KiB; the NIC is "
+                         "then bnxt-like, up to 32KiB; default: not given, 4KiB)")
     ap.add_argument("--dmabuf-layout", choices=("contiguous", "pages", "random"),
                     default=d.dmabuf_layout, help="the exporter's scatterlist")
     ap.add_argument("--loops", type=int, default=d.loops, metavar="K",

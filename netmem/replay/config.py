@@ -182,14 +182,15 @@ def _check_config(cfg):
 
 
 def _check_rx_buf_size(cfg, cls):
-    """``--rx-buf-size``: bind-rx's rx-buf-size, so the dmabuf provider's only, and what
-    ``netdev_nl_bind_rx_doit()`` takes (a power of 2 of at least PAGE_SIZE, EINVAL)."""
+    """``--rx-buf-size`` (``--rx-buf-len``): bind-rx's rx-buf-size for dmabuf, the ifq's
+    ``rx_buf_len`` for zcrx, so theirs only, and what ``netdev_nl_bind_rx_doit()`` takes (a
+    power of 2 of at least PAGE_SIZE, EINVAL)."""
     size = cfg.rx_buf_size
     if size is None:
         return
-    if getattr(cls, "name", None) != "dmabuf":
-        raise BadInput(f"--rx-buf-size: bind-rx's rx-buf-size, for the dmabuf provider only "
-                       f"(not {cfg.provider_name})")
+    if getattr(cls, "name", None) not in ("dmabuf", "zcrx"):
+        raise BadInput(f"--rx-buf-size: the net_iov size of the dmabuf and zcrx providers "
+                       f"only (not {cfg.provider_name})")
     if size < PAGE_SIZE or size & (size - 1):
         raise BadInput(f"--rx-buf-size {size}: rx_buf_size must be a power of 2 >= page size "
                        f"({PAGE_SIZE})")

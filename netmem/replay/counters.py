@@ -10,7 +10,7 @@ from netmem import netlink
 
 #: The receiver's counters the report shows (``devmem``, and ``bytes`` for the validation).
 _RECEIVER_COUNTERS = ("recvmsg-calls", "dmabuf-frags", "linear-frags", "tokens-returned",
-                      "dontneed-calls")
+                      "dontneed-calls", "zcrx-cqes", "refill-entries")
 #: What the report shows that is state at the end of the last counted timed loop, not a count.
 GAUGES = ("queues[].page-pool.inflight", "queues[].page-pool.inflight-mem",
           "queues[].header-page-pool.inflight", "queues[].header-page-pool.inflight-mem")

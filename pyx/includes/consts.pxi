@@ -90,7 +90,16 @@ cdef enum:
     NM_W_DEVMEM_REF = 11            # mp_dmabuf_devmem_release_page(): WARN_ON_ONCE(refcount != 1)
     NM_W_DEVMEM_FREE = 12           # net_devmem_free_dmabuf(): WARN_ON(!gen_pool_has_addr())
     NM_W_DEVMEM_NOT_NIOV = 13       # WARN_ON_ONCE(!netmem_is_net_iov()) / !napi_pp_put_page()
+    NM_W_ZCRX_NOT_NIOV = 14         # io_pp_zc_release_netmem(): WARN_ON_ONCE(!netmem_is_net_iov())
     NM_P_DAC_NOTICE = 100           # printk, not WARN: dev_notice("Using %d-bit DMA addresses")
+
+    # io_uring zcrx: include/uapi/linux/io_uring/zcrx.h and io_uring/zcrx.c (Linux 7.2).
+    IORING_ZCRX_AREA_SHIFT = 48     # the area id sits above the byte offset in rqe/cqe off
+    IO_SKBS_PER_CALL_LIMIT = 20     # io_zcrx_recv_skb(): skbs per RECV_ZC issue, then requeue
+    ZCRX_EVENT_ALLOC_FAIL = 0       # enum zcrx_event_type
+    ZCRX_EVENT_COPY = 1
+    IORING_CQE_F_MORE = 1 << 1      # include/uapi/linux/io_uring.h: more CQEs will follow
+    IORING_CQE_F_32 = 1 << 15       # a 32-byte CQE on a CQE_MIXED ring
 
     # Tracepoints: include/trace/events/page_pool.h, napi.h, skb.h, net.h; the last two are
     # the model's own (the kernel has no tracepoint in sock_devmem_dontneed() or
