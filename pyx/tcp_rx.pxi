@@ -388,7 +388,8 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
 
 cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     """Models ``tcp_data_queue_ofo()`` over a sorted list (the kernel's rbtree): coalesce at the
-    tail, drop what is covered, replace what the new segment covers."""
+    tail, drop what is covered, replace what the new segment covers; a queued skb goes through
+    ``skb_condense()`` before ``skb_set_owner_r()`` charges it."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef nm_skb *skb = SKB(n, si)
     cdef nm_skb *s1
@@ -402,6 +403,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
     if sk.ofo_head == NM_NIL:
         __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, NM_NIL, si)
         sk.ofo_len += 1
+        skb_condense(n, skb)
         skb_set_owner_r(n, skb, ski)
         return
     if tcp_try_coalesce(n, SKB(n, sk.ofo_tail), skb, &fragstolen):
@@ -454,6 +456,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         tcp_dsack_extend(n, sk, s1.seq)
         n.tcp.TCPOFOMerge += 1
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
+    skb_condense(n, skb)
     skb_set_owner_r(n, skb, ski)
 
 

@@ -231,6 +231,33 @@ def test_ofo_partial_overlap_is_kept_and_read_once(nic, m):
     assert sk.read_all() == data[:3 * MSS + 100]
 
 
+@pytest.mark.parametrize("hds", [False, True])
+def test_ofo_skb_is_condensed(make_nic, m, hds):
+    """``tcp_data_queue_ofo()`` ends in ``skb_condense()``: a readable out-of-order skb whose
+    payload fits the head's tailroom (a 256-byte kmalloc head, or a 1 KiB header buffer with
+    header split) has it copied into the head, its page_pool frag is put at once, and its
+    truesize becomes ``SKB_TRUESIZE(skb_end_offset())``. When the hole fills,
+    ``tcp_ofo_queue()`` cannot coalesce it (``skb_try_coalesce()``: a kmalloc head with data
+    is locked; a header-buffer head is stolen)."""
+    nic = make_nic(hds=hds)
+    f = Flow()
+    data = payload(MSS + 300)
+    base = f.isn + 1
+    receive(nic, [f.syn(sack=True), f.data(data[:MSS], seq=base, flags="PA")])
+    sk = sock(m, f)
+    rmem = sk.info()["rmem_alloc"]
+    receive(nic, [f.data(data[MSS + 100:], seq=base + MSS + 100, flags="PA")])
+    assert sk.info()["ofo_skbs"] == 1
+    # SKB_TRUESIZE(256), or SKB_TRUESIZE(1024 - 320) for the header buffer.
+    assert sk.info()["rmem_alloc"] - rmem == (1280 if hds else 832)
+    receive(nic, [f.data(data[MSS:MSS + 100], seq=base + MSS, flags="PA")])
+    assert sk.info()["rcv_nxt"] == base + MSS + 300
+    # The filler coalesces into the tail; the condensed skb only when its head is a page frag.
+    assert m.tcp.mib["TCPRcvCoalesce"] == (2 if hds else 1)
+    assert sk.info()["rcv_queue_skbs"] == (1 if hds else 2)
+    assert sk.read_all() == data
+
+
 # -- duplicates, overlaps, wrap-around ------------------------------------------------------------
 
 @pytest.mark.parametrize("sack", [False, True])
