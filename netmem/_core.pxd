@@ -511,6 +511,14 @@ cdef struct nm_shinfo:
     nm_frag frags[17]           # MAX_SKB_FRAGS (CONFIG_MAX_SKB_FRAGS default)
     uint8_t linear[256]         # a kmalloc'ed head (headers copied by the driver)
 
+# struct rb_node (pyx/rbtree.pxi), in a table beside the objects it orders: links are indices,
+# NM_NIL for NULL.
+cdef struct nm_rb_node:
+    uint32_t parent
+    uint32_t rb_left
+    uint32_t rb_right
+    uint32_t color              # RB_RED or RB_BLACK
+
 # struct sk_buff: the fields the RX path reads, and TCP_SKB_CB.
 cdef struct nm_skb:
     uint32_t shinfo             # index of the shared info (clones share it)
@@ -668,8 +676,9 @@ cdef struct nm_sock:
     uint32_t copied_seq
     uint32_t rq_head            # sk_receive_queue (skb indices, NM_NIL when empty)
     uint32_t rq_tail
-    uint32_t ofo_head           # out_of_order_queue, sorted by seq
+    uint32_t ofo_head           # out_of_order_queue in seq order (rb_first .. ooo_last_skb)
     uint32_t ofo_tail
+    uint32_t ofo_root           # out_of_order_queue.rb_node, over n.skb_rb
     int err                     # sk->sk_err
     uint32_t shutdown           # RCV_SHUTDOWN once the FIN is taken
     uint64_t rmem_alloc         # sk_rmem_alloc: truesize of queued skbs
@@ -747,6 +756,7 @@ cdef struct nm_net:
     # and an unprofiled run never touches these pages.
     uint64_t *skb_tstamp
     nm_shinfo *shinfos
+    nm_rb_node *skb_rb          # skb->rbnode (the out-of-order queue), beside the table
     uint32_t skb_cap
     uint32_t skb_free           # free lists (NM_NIL when empty)
     uint32_t shinfo_free

@@ -483,6 +483,27 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "devmem_tokens": sk.uf_count}
 
 
+def _sk_ofo_tree(CoreMachine machine, uint32_t ski):
+    """The out-of-order rbtree for tests: ``(root, nodes, order)`` where ``nodes`` maps an skb
+    index to ``(seq, end_seq, parent, left, right, color)`` (None for NULL links; color 0 red,
+    1 black) and ``order`` lists the skb indices of the seq-ordered list."""
+    cdef nm_net *n = _net(machine)
+    cdef nm_sock *sk = _sock(machine, ski)
+    cdef nm_rb_node *t = n.skb_rb
+    cdef uint32_t si = sk.ofo_head
+
+    def link(uint32_t i):
+        return None if i == NM_NIL else i
+
+    nodes, order = {}, []
+    while si != NM_NIL:
+        order.append(si)
+        nodes[si] = (SKB(n, si).seq, SKB(n, si).end_seq, link(t[si].parent),
+                     link(t[si].rb_left), link(t[si].rb_right), t[si].color)
+        si = SKB(n, si).next
+    return link(sk.ofo_root), nodes, order
+
+
 cdef inline uint64_t _unread(nm_sock *sk, uint64_t bufsize) noexcept:
     """Room a read of ``bufsize`` can fill: no more than the socket has in order (so a large
     ``bufsize`` costs no large allocation)."""

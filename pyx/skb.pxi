@@ -93,6 +93,7 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.skbs = <nm_skb *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_skb))
     n.shinfos = <nm_shinfo *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
     n.skb_tstamp = <uint64_t *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(uint64_t))
+    n.skb_rb = <nm_rb_node *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_rb_node))
     n.skb_free = NM_NIL
     n.shinfo_free = NM_NIL
     n.sk_free = NM_NIL
@@ -113,6 +114,8 @@ cdef void nm_net_free(nm_net *n) noexcept nogil:
         munmap(n.shinfos, <uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
     if n.skb_tstamp != NULL:
         munmap(n.skb_tstamp, <uint64_t>NM_SKB_CAP * sizeof(uint64_t))
+    if n.skb_rb != NULL:
+        munmap(n.skb_rb, <uint64_t>NM_SKB_CAP * sizeof(nm_rb_node))
     for i in range(n.nr_socks):       # a closed slot's arrays are already NULL
         free(n.socks[i].user_frags)
         free(n.socks[i].uf_used)

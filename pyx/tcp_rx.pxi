@@ -197,7 +197,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     sk.rcv_nxt = rcv_nxt
     sk.copied_seq = rcv_nxt
     sk.rq_head = sk.rq_tail = NM_NIL
-    sk.ofo_head = sk.ofo_tail = NM_NIL
+    sk.ofo_head = sk.ofo_tail = sk.ofo_root = NM_NIL
     sk.rcvbuf = n.rcvbuf
     b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
     sk.hnext = n.sk_hash[b]
@@ -330,6 +330,7 @@ cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     if sk.state == NM_TCP_ESTABLISHED:
         sk.state = NM_TCP_CLOSE_WAIT
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
+    sk.ofo_root = NM_NIL
     sk.ofo_len = 0
 
 
@@ -366,8 +367,7 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
             if before(skb.end_seq, dsack_high):
                 dsack_high = skb.end_seq
             tcp_dsack_extend(n, sk, skb.seq)
-        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
-        sk.ofo_len -= 1
+        __ofo_unlink(n, sk, si)
         if not after(skb.end_seq, sk.rcv_nxt):
             sock_rfree(n, skb)
             __drop(n, si, NM_DROP_TCP_OFO_DROP)
@@ -386,61 +386,98 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
             break
 
 
+cdef inline void __ofo_unlink(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
+    """``rb_erase()`` from the out-of-order queue (and from its seq-ordered list)."""
+    rb_erase(n.skb_rb, si, &sk.ofo_root)
+    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
+    sk.ofo_len -= 1
+
+
+cdef void __ofo_insert(nm_net *n, nm_sock *sk, uint32_t si, uint32_t parent,
+                       uint32_t *p) noexcept nogil:
+    """``rb_link_node()`` at ``*p`` under ``parent`` and ``rb_insert_color()``; in the list,
+    after its in-order predecessor (``parent`` when linked on its right)."""
+    cdef nm_rb_node *t = n.skb_rb
+    cdef uint32_t at
+    if parent == NM_NIL:
+        at = NM_NIL
+    elif p == &t[parent].rb_right:
+        at = parent
+    else:
+        at = SKB(n, parent).prev
+    rb_link_node(t, si, parent, p)
+    rb_insert_color(t, si, &sk.ofo_root)
+    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, at, si)
+    sk.ofo_len += 1
+
+
+cdef bint tcp_ooo_try_coalesce(nm_net *n, uint32_t to, uint32_t si) noexcept nogil:
+    """Models ``tcp_ooo_try_coalesce()`` of ``si`` into ``to`` and, when it was eaten,
+    coalesce_done's ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
+    cdef bint fragstolen
+    if tcp_try_coalesce(n, SKB(n, to), SKB(n, si), &fragstolen):
+        kfree_skb_partial(n, si, fragstolen)
+        return True
+    return False
+
+
 cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
-    """Models ``tcp_data_queue_ofo()`` over a sorted list (the kernel's rbtree): coalesce at the
-    tail, drop what is covered, replace what the new segment covers; a queued skb goes through
-    ``skb_condense()`` before ``skb_set_owner_r()`` charges it."""
+    """Models ``tcp_data_queue_ofo()`` over the out-of-order rbtree (pyx/rbtree.pxi, the
+    kernel's shape): coalesce after ``ooo_last_skb`` (the list's tail) or link right of it;
+    else descend from the root, and at every node on the way that starts at or before the
+    segment drop it if covered (``TCPOFOMerge``), note a partial overlap, replace a node with
+    the same start that it covers (``rb_replace_node()``), or coalesce into a node ending at its
+    start; then merge_right removes the nodes it covers. A queued skb goes through
+    ``skb_condense()`` before ``skb_set_owner_r()`` charges it. The list (``ofo_head`` ..
+    ``ofo_tail``) holds the same skbs in order, for ``rb_first()``/``rb_next()``."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef nm_skb *skb = SKB(n, si)
+    cdef nm_rb_node *t = n.skb_rb
     cdef nm_skb *s1
-    cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, p, nxt
-    cdef bint fragstolen
+    cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, parent = NM_NIL, nxt
+    cdef uint32_t *p = &sk.ofo_root
+    cdef bint replaced = False
     if not tcp_try_rmem_schedule(n, sk, skb):
         n.tcp.TCPOFODrop += 1
         __drop(n, si, NM_DROP_PROTO_MEM)
         return
     n.tcp.TCPOFOQueue += 1
-    if sk.ofo_head == NM_NIL:
-        __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, NM_NIL, si)
-        sk.ofo_len += 1
-        skb_condense(n, skb)
-        skb_set_owner_r(n, skb, ski)
-        return
-    if tcp_try_coalesce(n, SKB(n, sk.ofo_tail), skb, &fragstolen):
-        kfree_skb_partial(n, si, fragstolen)
-        return
-    if not before(seq, SKB(n, sk.ofo_tail).end_seq):
-        p = sk.ofo_tail
-    else:
-        # Walk back to the last skb starting at or before seq.
-        p = sk.ofo_tail
-        while p != NM_NIL and before(seq, SKB(n, p).seq):
-            p = SKB(n, p).prev
-        if p != NM_NIL:
-            s1 = SKB(n, p)
+    if sk.ofo_root != NM_NIL:
+        if tcp_ooo_try_coalesce(n, sk.ofo_tail, si):
+            return
+        if not before(seq, SKB(n, sk.ofo_tail).end_seq):
+            parent = sk.ofo_tail
+            p = &t[parent].rb_right
+        while p[0] != NM_NIL:
+            parent = p[0]
+            s1 = SKB(n, parent)
+            if before(seq, s1.seq):
+                p = &t[parent].rb_left
+                continue
             if before(seq, s1.end_seq):
                 if not after(end_seq, s1.end_seq):
-                    n.tcp.TCPOFOMerge += 1
+                    n.tcp.TCPOFOMerge += 1      # all the bits are present
                     tcp_dsack_set(n, sk, seq)
                     __drop(n, si, NM_DROP_TCP_OFOMERGE)
                     return
                 if after(seq, s1.seq):
-                    tcp_dsack_set(n, sk, seq)
+                    tcp_dsack_set(n, sk, seq)   # partial overlap
                 else:
-                    # Same start and it covers s1: s1 goes.
-                    nxt = s1.prev
-                    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, p)
-                    sk.ofo_len -= 1
+                    # Same start and it covers s1: s1 goes, skb takes its place.
+                    rb_replace_node(t, parent, si, &sk.ofo_root)
+                    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, parent, si)
+                    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, parent)
                     sock_rfree(n, s1)
                     tcp_dsack_extend(n, sk, s1.seq)
                     n.tcp.TCPOFOMerge += 1
-                    __drop(n, p, NM_DROP_TCP_OFOMERGE)
-                    p = nxt
-            elif tcp_try_coalesce(n, s1, skb, &fragstolen):
-                kfree_skb_partial(n, si, fragstolen)
+                    __drop(n, parent, NM_DROP_TCP_OFOMERGE)
+                    replaced = True
+                    break
+            elif tcp_ooo_try_coalesce(n, parent, si):
                 return
-    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, p, si)
-    sk.ofo_len += 1
+            p = &t[parent].rb_right
+    if not replaced:
+        __ofo_insert(n, sk, si, parent, p)
     # merge_right: remove the segments the new one covers.
     while skb.next != NM_NIL:
         nxt = skb.next
@@ -450,8 +487,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         if before(end_seq, s1.end_seq):
             tcp_dsack_extend(n, sk, s1.seq)
             break
-        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, nxt)
-        sk.ofo_len -= 1
+        __ofo_unlink(n, sk, nxt)
         sock_rfree(n, s1)
         tcp_dsack_extend(n, sk, s1.seq)
         n.tcp.TCPOFOMerge += 1
@@ -980,6 +1016,7 @@ cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     # out-of-order queue after, so the user's frags reach the pool's ring first.
     tcp_release_user_frags(n, sk)
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
+    sk.ofo_root = NM_NIL
     sk.ofo_len = 0
     inet_unhash(n, ski)
     sk.used = 0

@@ -11,6 +11,7 @@ Segments carry PSH unless a test says otherwise, so that GRO hands each one up o
 what TCP does with it is what the counters show.
 """
 import errno
+import random
 import socket
 
 import numpy as np
@@ -255,6 +256,91 @@ def test_ofo_skb_is_condensed(make_nic, m, hds):
     # The filler coalesces into the tail; the condensed skb only when its head is a page frag.
     assert m.tcp.mib["TCPRcvCoalesce"] == (2 if hds else 1)
     assert sk.info()["rcv_queue_skbs"] == (1 if hds else 2)
+    assert sk.read_all() == data
+
+
+def ofo_tree(sk):
+    """The out-of-order rbtree, checked: the red-black rules of lib/rbtree.c (black root, no
+    red node with a red child, one black height), parent links that match, an in-order walk
+    that is the seq-ordered list. Returns ``(root, nodes)``."""
+    root, nodes, order = _core._sk_ofo_tree(sk._stack.machine, sk._slot)
+    assert (root is None) == (not nodes)
+
+    def walk(i, parent):
+        if i is None:
+            return [], 1
+        *_, par, left, right, color = nodes[i]
+        assert par == parent
+        if color == 0:
+            assert all(c is None or nodes[c][5] == 1 for c in (left, right)), "red-red"
+        lo, hl = walk(left, i)
+        ro, hr = walk(right, i)
+        assert hl == hr, "black heights differ"
+        return [*lo, i, *ro], hl + color
+
+    if root is not None:
+        assert nodes[root][5] == 1
+        inorder, _ = walk(root, None)
+        assert inorder == order
+    return root, nodes
+
+
+def test_ofo_overlap_checks_follow_the_rbtree_path(nic, m):
+    """``tcp_data_queue_ofo()`` tests every node on its way down from the root, not only the
+    segment's start-predecessor (audit finding 7): after A = [U, 2U) (the root) and a partial
+    overlap B = [1.5U, 2.1U) (its right child), C = [2U, 3U) coalesces into A, the first node
+    on its path that ends at its start, although its predecessor B overlaps it; A now covers
+    N = [2.05U, 2.9U), which is dropped (``TCPOFOMerge``), though B alone would keep it."""
+    f = Flow()
+    U = 400
+    data = payload(3 * U)
+    base = f.isn + 1
+
+    def at(lo, hi):
+        return f.data(data[lo:hi], seq=base + lo, flags="PA")
+
+    receive(nic, [f.syn(sack=True), at(U, 2 * U), at(3 * U // 2, 21 * U // 10)])
+    sk = sock(m, f)
+    root, nodes = ofo_tree(sk)
+    assert nodes[root][:2] == (base + U, base + 2 * U)
+    receive(nic, [at(2 * U, 3 * U)])
+    root, nodes = ofo_tree(sk)
+    assert nodes[root][:2] == (base + U, base + 3 * U) and len(nodes) == 2
+    assert m.tcp.mib == mib(m, InSegs=4, PassiveOpens=1, TCPOFOQueue=3, TCPRcvCoalesce=1,
+                            TCPDSACKOfoSent=1)
+    receive(nic, [at(41 * U // 20, 29 * U // 10)])
+    assert sk.info()["ofo_skbs"] == 2
+    assert m.tcp.mib == mib(m, InSegs=5, PassiveOpens=1, TCPOFOQueue=4, TCPRcvCoalesce=1,
+                            TCPOFOMerge=1, TCPDSACKOfoSent=2)
+    assert m.tcp.drop_reasons == {"TCP_OFOMERGE": 1}
+    receive(nic, [at(0, U)])
+    assert sk.read_all() == data
+
+
+def test_ofo_rbtree_keeps_its_shape_rules(nic, m):
+    """Many out-of-order segments, with duplicates and overlaps, in a seeded random order:
+    after each the out-of-order queue is a red-black tree by lib/rbtree.c's rules whose
+    in-order walk is the queue (rb_insert_color(), rb_erase() by merge_right and
+    tcp_ofo_queue(), rb_replace_node()), and the stream reads back whole."""
+    rng = random.Random(7)
+    f = Flow()
+    U, N = 300, 120
+    data = payload(N * U)
+    base = f.isn + 1
+    segs = []
+    for _ in range(3 * N):
+        lo = rng.randrange(1, N) * U + rng.choice((0, 0, 0, U // 3))
+        hi = min(N * U, lo + rng.choice((1, 1, 2, 3)) * U + rng.choice((0, U // 2)))
+        segs.append((lo, hi))
+    receive(nic, [f.syn(sack=True)])
+    sk = sock(m, f)
+    for k in range(0, len(segs), 12):
+        receive(nic, [f.data(data[lo:hi], seq=base + lo, flags="PA") for lo, hi in segs[k:k + 12]])
+        ofo_tree(sk)
+    assert sk.info()["ofo_skbs"] > 10
+    receive(nic, [f.data(data[:U], seq=base, flags="PA")])
+    receive(nic, [f.data(data[lo:lo + U], seq=base + lo, flags="PA") for lo in range(0, N * U, U)])
+    assert sk.info()["ofo_skbs"] == 0 and sk.info()["rcv_nxt"] == base + N * U
     assert sk.read_all() == data
 
 
