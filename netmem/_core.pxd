@@ -666,6 +666,7 @@ cdef struct nm_sock:
     uint8_t used
     uint8_t sack_ok             # SACK permitted (from the SYN's options)
     uint8_t dsack               # tp->rx_opt.dsack: a D-SACK is set for the segment at hand
+    uint8_t num_sacks           # tp->rx_opt.num_sacks: blocks in selective_acks (at most 4)
     uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
     uint8_t laddr[16]
     uint8_t raddr[16]
@@ -687,6 +688,10 @@ cdef struct nm_sock:
     uint64_t segs_in
     uint64_t data_segs_in
     uint64_t ofo_len            # skbs on the out-of-order queue
+    # tp->selective_acks[TCP_NUM_SACKS] and tp->duplicate_sack[0], (start_seq, end_seq) each:
+    # the SACK blocks the receiver would send, most recently touched first.
+    uint32_t selective_acks[8]
+    uint32_t duplicate_sack[2]
     # sk->sk_user_frags: devmem tokens (xarray ALLOC1, xa_limit_31b) -> net_iov; a bitmap of
     # the used tokens (bit 0 always set) lets xa_alloc() find the lowest free one a word at a time.
     netmem_ref *user_frags

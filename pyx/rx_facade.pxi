@@ -480,7 +480,11 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
             "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,
-            "devmem_tokens": sk.uf_count}
+            "devmem_tokens": sk.uf_count,
+            "sack_blocks": [(sk.selective_acks[2 * i], sk.selective_acks[2 * i + 1])
+                            for i in range(sk.num_sacks)],
+            "dsack_block": ((sk.duplicate_sack[0], sk.duplicate_sack[1]) if sk.dsack
+                            else None)}
 
 
 def _sk_ofo_tree(CoreMachine machine, uint32_t ski):

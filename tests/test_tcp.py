@@ -344,6 +344,73 @@ def test_ofo_rbtree_keeps_its_shape_rules(nic, m):
     assert sk.read_all() == data
 
 
+def test_sack_blocks_follow_tcp_sack_new_ofo_skb(nic, m):
+    """The receiver's SACK blocks, packetdrill-style (segments in, the blocks an ACK would
+    carry out), as ``tcp_data_queue_ofo()`` builds them: the first out-of-order segment makes
+    one block; ``tcp_sack_new_ofo_skb()`` puts a new block in front and forgets the oldest past
+    four, moves the block a segment extends to the front and lets it eat those it reaches
+    (``tcp_sack_maybe_coalesce()``); ``tcp_sack_remove()`` drops what rcv_nxt covers; an RST
+    at the highest block's end resets (``max_sack``)."""
+    f = Flow()
+    base = f.isn + 1
+
+    def blocks(sk):
+        return [((a - base) // MSS, (b - base) // MSS) for a, b in sk.info()["sack_blocks"]]
+
+    receive(nic, [f.syn(sack=True), seg(f, 0), seg(f, 2)])
+    sk = sock(m, f)
+    assert blocks(sk) == [(2, 3)]
+    receive(nic, [seg(f, 4), seg(f, 6), seg(f, 8)])
+    assert blocks(sk) == [(8, 9), (6, 7), (4, 5), (2, 3)]
+    receive(nic, [seg(f, 10)])                          # TCP_NUM_SACKS: (2, 3) is forgotten
+    assert blocks(sk) == [(10, 11), (8, 9), (6, 7), (4, 5)]
+    receive(nic, [seg(f, 3)])                           # extends (4, 5) down, to the front
+    assert blocks(sk) == [(3, 5), (10, 11), (8, 9), (6, 7)]
+    receive(nic, [seg(f, 5)])                           # reaches (6, 7): eaten
+    assert blocks(sk) == [(3, 7), (10, 11), (8, 9)]
+    receive(nic, [seg(f, 1)])                           # rcv_nxt 7: (3, 7) is covered
+    assert sk.info()["rcv_nxt"] == base + 7 * MSS
+    assert blocks(sk) == [(10, 11), (8, 9)]
+    assert sk.info()["dsack_block"] is None
+    receive(nic, [f.rst(seq=base + 9 * MSS)])           # not max_sack: a challenge ACK
+    assert sk.info()["state"] == "ESTABLISHED"
+    receive(nic, [f.rst(seq=base + 11 * MSS)])
+    assert sk.info()["state"] == "CLOSE"
+
+
+def test_dsack_blocks_follow_tcp_dsack_set(nic, m):
+    """The D-SACK block of the segment at hand (``tcp_dsack_set()``, ``tcp_dsack_extend()``):
+    an old duplicate reports itself (``TCPDSACKOldSent``); a partial out-of-order overlap
+    reports the part it shares; a segment that replaces a queued one and covers others
+    widens one block over those that touch it (``TCPDSACKOfoSent`` once); the next segment
+    clears it."""
+    f = Flow()
+    base = f.isn + 1
+    U = 400
+    data = payload(6 * U)
+
+    def at(lo, hi):
+        return f.data(data[lo:hi], seq=base + lo, flags="PA")
+
+    def dsack(sk):
+        b = sk.info()["dsack_block"]
+        return None if b is None else (b[0] - base, b[1] - base)
+
+    receive(nic, [f.syn(sack=True), at(0, U), at(0, U)])
+    sk = sock(m, f)
+    assert dsack(sk) == (0, U) and m.tcp.mib["TCPDSACKOldSent"] == 1
+    receive(nic, [at(2 * U, 3 * U), at(2 * U + 100, 3 * U + 100)])
+    assert dsack(sk) == (2 * U + 100, 3 * U)
+    receive(nic, [at(4 * U, 5 * U), at(2 * U, 5 * U + 50)])
+    # Replaces [2U, 3U) and drops [2U + 100, 3U + 100) and [4U, 5U): the block widens over
+    # what touches it (tcp_sack_extend()); [4U, 5U) does not, and is not reported.
+    assert dsack(sk) == (2 * U, 3 * U + 100)
+    assert m.tcp.mib["TCPDSACKOfoSent"] == 2
+    receive(nic, [at(U, 2 * U)])
+    assert dsack(sk) is None and sk.info()["sack_blocks"] == []
+    assert sk.read_all() == data[:5 * U + 50]
+
+
 # -- duplicates, overlaps, wrap-around ------------------------------------------------------------
 
 @pytest.mark.parametrize("sack", [False, True])
