@@ -667,6 +667,7 @@ cdef struct nm_sock:
     uint8_t sack_ok             # SACK permitted (from the SYN's options)
     uint8_t dsack               # tp->rx_opt.dsack: a D-SACK is set for the segment at hand
     uint8_t num_sacks           # tp->rx_opt.num_sacks: blocks in selective_acks (at most 4)
+    uint8_t tstamp_ok           # tp->rx_opt.tstamp_ok: the SYN carried timestamps
     uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
     uint8_t laddr[16]
     uint8_t raddr[16]

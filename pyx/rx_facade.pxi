@@ -471,6 +471,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
     cdef nm_sock *sk = _sock(machine, ski)
     cdef uint32_t si
     cdef uint64_t queued = 0
+    cdef uint32_t ack[8]
+    cdef int nr_ack = tcp_ack_sack_blocks(sk, ack)
     si = sk.rq_head
     while si != NM_NIL:
         queued += 1
@@ -484,7 +486,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "sack_blocks": [(sk.selective_acks[2 * i], sk.selective_acks[2 * i + 1])
                             for i in range(sk.num_sacks)],
             "dsack_block": ((sk.duplicate_sack[0], sk.duplicate_sack[1]) if sk.dsack
-                            else None)}
+                            else None),
+            "ack_sack_blocks": [(ack[2 * i], ack[2 * i + 1]) for i in range(nr_ack)]}
 
 
 def _sk_ofo_tree(CoreMachine machine, uint32_t ski):

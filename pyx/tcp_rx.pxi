@@ -410,6 +410,35 @@ cdef void tcp_sack_remove(nm_sock *sk) noexcept nogil:
     sk.num_sacks = num_sacks
 
 
+cdef enum:
+    MAX_TCP_OPTION_SPACE = 40
+    TCPOLEN_TSTAMP_ALIGNED = 12
+    TCPOLEN_SACK_BASE_ALIGNED = 4
+    TCPOLEN_SACK_PERBLOCK = 8
+
+
+cdef int tcp_ack_sack_blocks(nm_sock *sk, uint32_t *out) noexcept nogil:
+    """The SACK blocks of the next ACK, as ``tcp_established_options()`` counts them (the
+    blocks that fit beside the timestamps: 3 with them, 4 without) and ``tcp_options_write()``
+    writes them (the D-SACK block first, then ``selective_acks``): (start, end) pairs into
+    ``out`` (room for 4), their number returned. Departs: no MD5, MPTCP or AccECN options
+    compete for the room."""
+    cdef int size = TCPOLEN_TSTAMP_ALIGNED if sk.tstamp_ok else 0
+    cdef int eff_sacks = sk.num_sacks + sk.dsack, nr, i, j = 0
+    if eff_sacks == 0:
+        return 0
+    nr = min(eff_sacks, (MAX_TCP_OPTION_SPACE - size - TCPOLEN_SACK_BASE_ALIGNED)
+             // TCPOLEN_SACK_PERBLOCK)
+    if sk.dsack:
+        out[0] = sk.duplicate_sack[0]
+        out[1] = sk.duplicate_sack[1]
+        j = 1
+    for i in range(nr - j):
+        out[2 * (i + j)] = sk.selective_acks[2 * i]
+        out[2 * (i + j) + 1] = sk.selective_acks[2 * i + 1]
+    return nr
+
+
 cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     """Models ``tcp_fin()`` for ESTABLISHED: CLOSE_WAIT, and what sits after the FIN in the
     out-of-order queue is dropped."""
@@ -734,7 +763,10 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
                 return
             if not (flags & TCPHDR_ACK):
                 n.tcp.PassiveOpens += 1         # a SYN-ACK opens the active side
-            n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
+            n.socks[ski].sack_ok = tcp_parse_options_has(th, doff, 4)
+            # tp->rx_opt.tstamp_ok: the local side answers a SYN's timestamps with its own
+            # (net.ipv4.tcp_timestamps is on by default).
+            n.socks[ski].tstamp_ok = tcp_parse_options_has(th, doff, 8)
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
             # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
@@ -815,8 +847,9 @@ cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) n
     return seq == max_sack
 
 
-cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
-    """Whether a SYN's options carry SACK_PERM (kind 4)."""
+cdef bint tcp_parse_options_has(const uint8_t *th, uint32_t doff, uint8_t kind) noexcept nogil:
+    """The part of ``tcp_parse_options()`` the receiver needs from a SYN: whether its options
+    carry ``kind`` (TCPOPT_SACK_PERM 4, TCPOPT_TIMESTAMP 8)."""
     cdef uint32_t i = 20, optlen
     while i < doff:
         if th[i] == 0:
@@ -826,7 +859,7 @@ cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
             continue
         if i + 1 >= doff:
             break
-        if th[i] == 4:
+        if th[i] == kind:
             return True
         optlen = th[i + 1]
         if optlen < 2:

@@ -378,6 +378,29 @@ def test_sack_blocks_follow_tcp_sack_new_ofo_skb(nic, m):
     assert sk.info()["state"] == "CLOSE"
 
 
+@pytest.mark.parametrize("ts", [False, True])
+def test_ack_sack_option_fits_beside_the_timestamps(nic, m, ts):
+    """The SACK blocks the next ACK carries: as many as fit in the 40 option bytes
+    (``tcp_established_options()``: 4, or 3 beside the 12 bytes of timestamps when the SYN
+    offered them), the D-SACK block first (``tcp_options_write()``)."""
+    f = Flow(tsopt=ts)
+    base = f.isn + 1
+    opts = [("MSS", MSS), ("SAckOK", b"")] + ([("Timestamp", (1, 0))] if ts else [])
+    syn = f.frame("S", f.isn, options=opts)
+    f.seq += 1
+    receive(nic, [syn, seg(f, 0), *[seg(f, i) for i in (2, 4, 6, 8)]])
+    sk = sock(m, f)
+
+    def ack(sk):
+        return [((a - base) // MSS, (b - base) // MSS) for a, b in sk.info()["ack_sack_blocks"]]
+
+    assert ack(sk) == [(8, 9), (6, 7), (4, 5), (2, 3)][:3 if ts else 4]
+    receive(nic, [seg(f, 6)])                           # a duplicate: D-SACK first
+    assert ack(sk) == [(6, 7), (6, 7), (8, 9), (4, 5)][:3 if ts else 4]
+    receive(nic, [seg(f, 0)])
+    assert ack(sk)[0] == (0, 1)
+
+
 def test_dsack_blocks_follow_tcp_dsack_set(nic, m):
     """The D-SACK block of the segment at hand (``tcp_dsack_set()``, ``tcp_dsack_extend()``):
     an old duplicate reports itself (``TCPDSACKOldSent``); a partial out-of-order overlap
