@@ -530,6 +530,14 @@ cdef struct nm_shinfo:
     nm_frag frags[17]           # MAX_SKB_FRAGS (CONFIG_MAX_SKB_FRAGS default)
     uint8_t linear[256]         # a kmalloc'ed head (headers copied by the driver)
 
+# struct rb_node (pyx/rbtree.pxi), in a table beside the objects it orders: links are indices,
+# NM_NIL for NULL.
+cdef struct nm_rb_node:
+    uint32_t parent
+    uint32_t rb_left
+    uint32_t rb_right
+    uint32_t color              # RB_RED or RB_BLACK
+
 # struct sk_buff: the fields the RX path reads, and TCP_SKB_CB.
 cdef struct nm_skb:
     uint32_t shinfo             # index of the shared info (clones share it)
@@ -684,6 +692,8 @@ cdef struct nm_sock:
     uint8_t used
     uint8_t sack_ok             # SACK permitted (from the SYN's options)
     uint8_t dsack               # tp->rx_opt.dsack: a D-SACK is set for the segment at hand
+    uint8_t num_sacks           # tp->rx_opt.num_sacks: blocks in selective_acks (at most 4)
+    uint8_t tstamp_ok           # tp->rx_opt.tstamp_ok: the SYN carried timestamps
     uint8_t on_rdllist          # on n.rdllist (kept when the slot is reused: the entry stays)
     uint8_t laddr[16]
     uint8_t raddr[16]
@@ -694,8 +704,9 @@ cdef struct nm_sock:
     uint32_t copied_seq
     uint32_t rq_head            # sk_receive_queue (skb indices, NM_NIL when empty)
     uint32_t rq_tail
-    uint32_t ofo_head           # out_of_order_queue, sorted by seq
+    uint32_t ofo_head           # out_of_order_queue in seq order (rb_first .. ooo_last_skb)
     uint32_t ofo_tail
+    uint32_t ofo_root           # out_of_order_queue.rb_node, over n.skb_rb
     int err                     # sk->sk_err
     uint32_t shutdown           # RCV_SHUTDOWN once the FIN is taken
     uint64_t rmem_alloc         # sk_rmem_alloc: truesize of queued skbs
@@ -705,6 +716,10 @@ cdef struct nm_sock:
     uint64_t data_segs_in
     uint64_t ofo_len            # skbs on the out-of-order queue
     uint32_t last_oow_ack_time  # tp->last_oow_ack_time (tcp_jiffies32; 0: none yet)
+    # tp->selective_acks[TCP_NUM_SACKS] and tp->duplicate_sack[0], (start_seq, end_seq) each:
+    # the SACK blocks the receiver would send, most recently touched first.
+    uint32_t selective_acks[8]
+    uint32_t duplicate_sack[2]
     # sk->sk_user_frags: devmem tokens (xarray ALLOC1, xa_limit_31b) -> net_iov; a bitmap of
     # the used tokens (bit 0 always set) lets xa_alloc() find the lowest free one a word at a time.
     netmem_ref *user_frags
@@ -787,6 +802,7 @@ cdef struct nm_net:
     # and an unprofiled run never touches these pages.
     uint64_t *skb_tstamp
     nm_shinfo *shinfos
+    nm_rb_node *skb_rb          # skb->rbnode (the out-of-order queue), beside the table
     uint32_t skb_cap
     uint32_t skb_free           # free lists (NM_NIL when empty)
     uint32_t shinfo_free

@@ -236,7 +236,11 @@ class Socket:
 
     def info(self):
         """tcp_info-like state: ``state``, ``rcv_nxt``, ``copied_seq``, ``rmem_alloc``,
-        ``bytes_received``, ``segs_in``, queue lengths, ..."""
+        ``bytes_received``, ``segs_in``, queue lengths, ...; ``sack_blocks``, the receiver's
+        ``tp->selective_acks`` (most recently touched first, at most 4), and ``dsack_block``,
+        ``tp->duplicate_sack[0]`` while the last data segment set one (else None); and
+        ``ack_sack_blocks``, the SACK option the next ACK would carry (D-SACK first, at most 4,
+        3 beside timestamps)."""
         self._check()
         return _core._sk_info(self._stack.machine, self._slot)
 

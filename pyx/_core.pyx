@@ -42,6 +42,7 @@ cdef extern from "Python.h":
 
 include "includes/consts.pxi"
 include "netmem.pxi"
+include "rbtree.pxi"
 include "buddy.pxi"
 include "ptr_ring.pxi"
 include "dma.pxi"

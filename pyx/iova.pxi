@@ -8,7 +8,8 @@
 # negative errno, and bumps a counter. Departures from the kernel, each also stated where it
 # happens:
 # - the rbtree is a red-black tree over a node array (links are indices, not pointers); its
-#   shape may differ from lib/rbtree.c's, its order and every address it hands out do not;
+#   shape may differ from lib/rbtree.c's (pyx/rbtree.pxi is that one), its order and every
+#   address it hands out do not; its functions carry an iova_ prefix;
 # - the kernel's calls take the current CPU from the context; here the caller names it (`cpu`);
 # - a CPU's two magazines per bin are allocated on its first use of the bin, not at init for
 #   every possible CPU (same behaviour, less memory for 64 possible CPUs);
@@ -35,7 +36,7 @@ cdef unsigned long iova_rcache_range() noexcept nogil:
 
 # ---- the range tree: a red-black tree over nm_iova nodes ---------------------------------------
 
-cdef inline uint32_t rb_next(nm_iova *t, uint32_t x) noexcept nogil:
+cdef inline uint32_t iova_rb_next(nm_iova *t, uint32_t x) noexcept nogil:
     cdef uint32_t p
     if t[x].rb_right != NM_IOVA_NIL:
         x = t[x].rb_right
@@ -49,7 +50,7 @@ cdef inline uint32_t rb_next(nm_iova *t, uint32_t x) noexcept nogil:
     return p
 
 
-cdef inline uint32_t rb_prev(nm_iova *t, uint32_t x) noexcept nogil:
+cdef inline uint32_t iova_rb_prev(nm_iova *t, uint32_t x) noexcept nogil:
     cdef uint32_t p
     if t[x].rb_left != NM_IOVA_NIL:
         x = t[x].rb_left
@@ -145,7 +146,7 @@ cdef inline void __rb_transplant(nm_iova_domain *iovad, uint32_t u, uint32_t v) 
     t[v].rb_parent = t[u].rb_parent
 
 
-cdef void __rb_erase_color(nm_iova_domain *iovad, uint32_t x) noexcept nogil:
+cdef void __iova_rb_erase_color(nm_iova_domain *iovad, uint32_t x) noexcept nogil:
     cdef nm_iova *t = iovad.nodes
     cdef uint32_t p, w
     while x != iovad.root and t[x].rb_color == NM_RB_BLACK:
@@ -196,7 +197,7 @@ cdef void __rb_erase_color(nm_iova_domain *iovad, uint32_t x) noexcept nogil:
     t[x].rb_color = NM_RB_BLACK
 
 
-cdef void rb_erase(nm_iova_domain *iovad, uint32_t z) noexcept nogil:
+cdef void iova_rb_erase(nm_iova_domain *iovad, uint32_t z) noexcept nogil:
     """Unlink node ``z`` (``rb_erase()``). Nodes keep their index: a successor that takes
     ``z``'s place is moved, not copied, so cached node indices stay valid."""
     cdef nm_iova *t = iovad.nodes
@@ -225,7 +226,7 @@ cdef void rb_erase(nm_iova_domain *iovad, uint32_t z) noexcept nogil:
         t[t[y].rb_left].rb_parent = y
         t[y].rb_color = t[z].rb_color
     if y_color == NM_RB_BLACK:
-        __rb_erase_color(iovad, x)
+        __iova_rb_erase_color(iovad, x)
     t[NM_IOVA_NIL].rb_parent = NM_IOVA_NIL
     t[NM_IOVA_NIL].rb_color = NM_RB_BLACK
 
@@ -322,12 +323,12 @@ cdef void __cached_rbnode_delete_update(nm_iova_domain *iovad, uint32_t free_) n
     cdef nm_iova *cached_iova = &t[iovad.cached32_node]
     if free_ == iovad.cached32_node or (t[free_].pfn_hi < iovad.dma_32bit_pfn
                                         and t[free_].pfn_lo >= cached_iova.pfn_lo):
-        iovad.cached32_node = rb_next(t, free_)
+        iovad.cached32_node = iova_rb_next(t, free_)
     if t[free_].pfn_lo < iovad.dma_32bit_pfn:
         iovad.max32_alloc_size = iovad.dma_32bit_pfn
     cached_iova = &t[iovad.cached_node]
     if t[free_].pfn_lo >= cached_iova.pfn_lo:
-        iovad.cached_node = rb_next(t, free_)
+        iovad.cached_node = iova_rb_next(t, free_)
 
 
 cdef uint32_t iova_find_limit(nm_iova_domain *iovad, unsigned long limit_pfn) noexcept nogil:
@@ -419,7 +420,7 @@ cdef int __alloc_and_insert_iova_range(nm_iova_domain *iovad, unsigned long size
             high_pfn = min(high_pfn, t[curr].pfn_lo)
             new_pfn = (high_pfn - size) & align_mask
             prev = curr
-            curr = rb_prev(t, curr)
+            curr = iova_rb_prev(t, curr)
             if not (curr != NM_IOVA_NIL and new_pfn <= t[curr].pfn_hi and new_pfn >= low_pfn):
                 break
         if high_pfn >= size and new_pfn >= low_pfn:
@@ -480,7 +481,7 @@ cdef inline uint32_t private_find_iova(nm_iova_domain *iovad, unsigned long pfn)
 
 cdef inline void remove_iova(nm_iova_domain *iovad, uint32_t n) noexcept nogil:
     __cached_rbnode_delete_update(iovad, n)
-    rb_erase(iovad, n)
+    iova_rb_erase(iovad, n)
     iovad.nr_ranges -= 1
 
 
@@ -545,7 +546,7 @@ cdef int reserve_iova(nm_iova_domain *iovad, unsigned long pfn_lo,
             overlap = True
         elif overlap or t[node].pfn_lo > pfn_hi:
             break
-        node = rb_next(t, node)
+        node = iova_rb_next(t, node)
     n = alloc_iova_mem(iovad)                                           # __insert_new_range()
     if n == NM_IOVA_NIL:
         return -ENOMEM
@@ -1232,7 +1233,7 @@ cdef class CoreIovaDomain:
             node = t[node].rb_left
         while node != NM_IOVA_ANCHOR_NODE:
             out.append((t[node].pfn_lo, t[node].pfn_hi))
-            node = rb_next(t, node)
+            node = iova_rb_next(t, node)
         return out
 
     def magazines(self, int order, int cpu):

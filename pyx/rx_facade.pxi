@@ -531,6 +531,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
     cdef nm_sock *sk = _sock(machine, ski)
     cdef uint32_t si
     cdef uint64_t queued = 0
+    cdef uint32_t ack[8]
+    cdef int nr_ack = tcp_ack_sack_blocks(sk, ack)
     si = sk.rq_head
     while si != NM_NIL:
         queued += 1
@@ -540,7 +542,33 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
             "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,
-            "devmem_tokens": sk.uf_count}
+            "devmem_tokens": sk.uf_count,
+            "sack_blocks": [(sk.selective_acks[2 * i], sk.selective_acks[2 * i + 1])
+                            for i in range(sk.num_sacks)],
+            "dsack_block": ((sk.duplicate_sack[0], sk.duplicate_sack[1]) if sk.dsack
+                            else None),
+            "ack_sack_blocks": [(ack[2 * i], ack[2 * i + 1]) for i in range(nr_ack)]}
+
+
+def _sk_ofo_tree(CoreMachine machine, uint32_t ski):
+    """The out-of-order rbtree for tests: ``(root, nodes, order)`` where ``nodes`` maps an skb
+    index to ``(seq, end_seq, parent, left, right, color)`` (None for NULL links; color 0 red,
+    1 black) and ``order`` lists the skb indices of the seq-ordered list."""
+    cdef nm_net *n = _net(machine)
+    cdef nm_sock *sk = _sock(machine, ski)
+    cdef nm_rb_node *t = n.skb_rb
+    cdef uint32_t si = sk.ofo_head
+
+    def link(uint32_t i):
+        return None if i == NM_NIL else i
+
+    nodes, order = {}, []
+    while si != NM_NIL:
+        order.append(si)
+        nodes[si] = (SKB(n, si).seq, SKB(n, si).end_seq, link(t[si].parent),
+                     link(t[si].rb_left), link(t[si].rb_right), t[si].color)
+        si = SKB(n, si).next
+    return link(sk.ofo_root), nodes, order
 
 
 cdef inline uint64_t _unread(nm_sock *sk, uint64_t bufsize) noexcept:

@@ -96,6 +96,7 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.skbs = <nm_skb *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_skb))
     n.shinfos = <nm_shinfo *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
     n.skb_tstamp = <uint64_t *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(uint64_t))
+    n.skb_rb = <nm_rb_node *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_rb_node))
     n.skb_free = NM_NIL
     n.shinfo_free = NM_NIL
     n.sk_free = NM_NIL
@@ -119,6 +120,8 @@ cdef void nm_net_free(nm_net *n) noexcept nogil:
         munmap(n.shinfos, <uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
     if n.skb_tstamp != NULL:
         munmap(n.skb_tstamp, <uint64_t>NM_SKB_CAP * sizeof(uint64_t))
+    if n.skb_rb != NULL:
+        munmap(n.skb_rb, <uint64_t>NM_SKB_CAP * sizeof(nm_rb_node))
     for i in range(n.nr_socks):       # a closed slot's arrays are already NULL
         free(n.socks[i].user_frags)
         free(n.socks[i].uf_used)
@@ -404,6 +407,30 @@ cdef int skb_copy_bits(nm_net *n, nm_skb *skb, uint32_t offset, uint8_t *to,
             to += copy
         start = end
     return -EFAULT
+
+
+cdef void skb_condense(nm_net *n, nm_skb *skb) noexcept nogil:
+    """Models ``skb_condense()`` (net/core/skbuff.c, Linux 6.12 on, with the
+    ``skb_frags_readable()`` test of devmem TCP): when the frag bytes fit the head's tailroom
+    and the skb is neither cloned nor unreadable, ``__pskb_pull_tail(skb, skb->data_len)``
+    copies them into the head and the frags go home at once; in every case but those refusals,
+    truesize becomes ``SKB_TRUESIZE(skb_end_offset(skb))`` (the frags' truesize is not known).
+    ``tcp_data_queue_ofo()`` calls it on every skb it queues."""
+    cdef nm_shinfo *sh = skb_shinfo(n, skb)
+    cdef uint32_t tail
+    cdef int i
+    if skb.data_len:
+        tail = skb.data + skb_headlen(skb)
+        if (skb.data_len > skb_end_offset(sh) - tail or skb_cloned(n, skb)
+                or not skb_frags_readable(skb)):
+            return
+        # Readable and within skb->len: the copy cannot fail (the kernel BUG()s if it does).
+        skb_copy_bits(n, skb, skb_headlen(skb), skb_head(n.m, sh) + tail, skb.data_len)
+        for i in range(sh.nr_frags):
+            skb_page_unref(n.m, sh.frags[i].netmem, skb.pp_recycle)
+        sh.nr_frags = 0
+        skb.data_len = 0
+    skb.truesize = SKB_TRUESIZE(skb_end_offset(sh))
 
 
 cdef bint skb_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen,

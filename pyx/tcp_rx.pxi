@@ -3,8 +3,10 @@
 # Models net/core/dev.c (__netif_receive_skb_core()'s protocol dispatch), net/ipv4/ip_input.c
 # (ip_rcv_core(), ip_local_deliver()), net/ipv6/ip6_input.c (ip6_rcv_core()), net/ipv4/tcp_ipv4.c
 # (tcp_v4_rcv()), net/ipv4/tcp_input.c (tcp_validate_incoming(), tcp_data_queue(),
-# tcp_data_queue_ofo(), tcp_ofo_queue(), tcp_try_coalesce(), tcp_fin(), tcp_reset()) and
-# net/ipv4/tcp.c (tcp_recvmsg_locked(), tcp_eat_recv_skb()) with skb_attempt_defer_free().
+# tcp_data_queue_ofo() over an rbtree (pyx/rbtree.pxi), tcp_ofo_queue(), tcp_try_coalesce(), the
+# SACK and D-SACK blocks (tcp_sack_new_ofo_skb(), tcp_sack_remove(), tcp_dsack_set()), tcp_fin(),
+# tcp_reset()) and net/ipv4/tcp.c (tcp_recvmsg_locked(), tcp_eat_recv_skb()) with
+# skb_attempt_defer_free().
 #
 # Departs (each documented in docs/design.md): no checksums (the device reports
 # CHECKSUM_UNNECESSARY); every address is local; no receive window (nothing is sent, so nothing
@@ -198,7 +200,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     sk.rcv_nxt = rcv_nxt
     sk.copied_seq = rcv_nxt
     sk.rq_head = sk.rq_tail = NM_NIL
-    sk.ofo_head = sk.ofo_tail = NM_NIL
+    sk.ofo_head = sk.ofo_tail = sk.ofo_root = NM_NIL
     sk.rcvbuf = n.rcvbuf
     b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
     sk.hnext = n.sk_hash[b]
@@ -307,8 +309,21 @@ cdef inline void tcp_rcv_nxt_update(nm_sock *sk, uint32_t seq) noexcept nogil:
     sk.rcv_nxt = seq
 
 
-cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
-    """The MIB half of ``tcp_dsack_set()`` (a D-SACK is only sent when SACK is on)."""
+cdef inline bint tcp_sack_extend(uint32_t *sp, uint32_t seq, uint32_t end_seq) noexcept nogil:
+    """Models ``tcp_sack_extend()``: widen block ``sp`` (start, end) by a range that touches
+    or overlaps it; false when they are apart."""
+    if not after(seq, sp[1]) and not after(sp[0], end_seq):
+        if before(seq, sp[0]):
+            sp[0] = seq
+        if after(end_seq, sp[1]):
+            sp[1] = end_seq
+        return True
+    return False
+
+
+cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq, uint32_t end_seq) noexcept nogil:
+    """Models ``tcp_dsack_set()`` (``net.ipv4.tcp_dsack`` on, its default): with SACK, count
+    the D-SACK (old or out-of-order) and make [seq, end_seq) the duplicate block."""
     if not sk.sack_ok:
         return
     if before(seq, sk.rcv_nxt):
@@ -316,13 +331,113 @@ cdef void tcp_dsack_set(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
     else:
         n.tcp.TCPDSACKOfoSent += 1
     sk.dsack = 1
+    sk.duplicate_sack[0] = seq
+    sk.duplicate_sack[1] = end_seq
 
 
-cdef inline void tcp_dsack_extend(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
+cdef inline void tcp_dsack_extend(nm_net *n, nm_sock *sk, uint32_t seq,
+                                  uint32_t end_seq) noexcept nogil:
     """Models ``tcp_dsack_extend()``: the first D-SACK of a segment is set (and counted),
     later ones only widen it."""
     if not sk.dsack:
-        tcp_dsack_set(n, sk, seq)
+        tcp_dsack_set(n, sk, seq, end_seq)
+    else:
+        tcp_sack_extend(sk.duplicate_sack, seq, end_seq)
+
+
+cdef inline void __sack_move(nm_sock *sk, int to, int frm) noexcept nogil:
+    sk.selective_acks[2 * to] = sk.selective_acks[2 * frm]
+    sk.selective_acks[2 * to + 1] = sk.selective_acks[2 * frm + 1]
+
+
+cdef void tcp_sack_maybe_coalesce(nm_sock *sk) noexcept nogil:
+    """Models ``tcp_sack_maybe_coalesce()``: the first block eats the others it reaches."""
+    cdef int this_sack = 1, i
+    while this_sack < sk.num_sacks:
+        if tcp_sack_extend(sk.selective_acks, sk.selective_acks[2 * this_sack],
+                           sk.selective_acks[2 * this_sack + 1]):
+            sk.num_sacks -= 1
+            for i in range(this_sack, sk.num_sacks):
+                __sack_move(sk, i, i + 1)
+            continue
+        this_sack += 1
+
+
+cdef void tcp_sack_new_ofo_skb(nm_sock *sk, uint32_t seq, uint32_t end_seq) noexcept nogil:
+    """Models ``tcp_sack_new_ofo_skb()``: the block the range extends moves to the front (and
+    may eat others); else a new block goes in front, the oldest falling off past
+    TCP_NUM_SACKS (4). Departs: ``tcp_sack_compress_send_ack()`` (an ACK sent when the block
+    is third or later) is not modelled, as nothing is sent."""
+    cdef int cur_sacks = sk.num_sacks, this_sack
+    cdef uint32_t a, b
+    for this_sack in range(cur_sacks):
+        if tcp_sack_extend(&sk.selective_acks[2 * this_sack], seq, end_seq):
+            a = sk.selective_acks[2 * this_sack]
+            b = sk.selective_acks[2 * this_sack + 1]
+            while this_sack > 0:                # rotate it to the first slot
+                __sack_move(sk, this_sack, this_sack - 1)
+                this_sack -= 1
+            sk.selective_acks[0] = a
+            sk.selective_acks[1] = b
+            if cur_sacks > 1:
+                tcp_sack_maybe_coalesce(sk)
+            return
+    this_sack = cur_sacks
+    if this_sack >= 4:                          # TCP_NUM_SACKS: forget the last one
+        this_sack -= 1
+        sk.num_sacks -= 1
+    while this_sack > 0:
+        __sack_move(sk, this_sack, this_sack - 1)
+        this_sack -= 1
+    sk.selective_acks[0] = seq
+    sk.selective_acks[1] = end_seq
+    sk.num_sacks += 1
+
+
+cdef void tcp_sack_remove(nm_sock *sk) noexcept nogil:
+    """Models ``tcp_sack_remove()``: rcv_nxt advanced; blocks it reached are eaten (all of them
+    when the out-of-order queue is empty)."""
+    cdef int num_sacks = sk.num_sacks, this_sack = 0, i
+    if sk.ofo_root == NM_NIL:
+        sk.num_sacks = 0
+        return
+    while this_sack < num_sacks:
+        if not before(sk.rcv_nxt, sk.selective_acks[2 * this_sack]):
+            for i in range(this_sack + 1, num_sacks):
+                __sack_move(sk, i - 1, i)
+            num_sacks -= 1
+            continue
+        this_sack += 1
+    sk.num_sacks = num_sacks
+
+
+cdef enum:
+    MAX_TCP_OPTION_SPACE = 40
+    TCPOLEN_TSTAMP_ALIGNED = 12
+    TCPOLEN_SACK_BASE_ALIGNED = 4
+    TCPOLEN_SACK_PERBLOCK = 8
+
+
+cdef int tcp_ack_sack_blocks(nm_sock *sk, uint32_t *out) noexcept nogil:
+    """The SACK blocks of the next ACK, as ``tcp_established_options()`` counts them (the
+    blocks that fit beside the timestamps: 3 with them, 4 without) and ``tcp_options_write()``
+    writes them (the D-SACK block first, then ``selective_acks``): (start, end) pairs into
+    ``out`` (room for 4), their number returned. Departs: no MD5, MPTCP or AccECN options
+    compete for the room."""
+    cdef int size = TCPOLEN_TSTAMP_ALIGNED if sk.tstamp_ok else 0
+    cdef int eff_sacks = sk.num_sacks + sk.dsack, nr, i, j = 0
+    if eff_sacks == 0:
+        return 0
+    nr = min(eff_sacks, (MAX_TCP_OPTION_SPACE - size - TCPOLEN_SACK_BASE_ALIGNED)
+             // TCPOLEN_SACK_PERBLOCK)
+    if sk.dsack:
+        out[0] = sk.duplicate_sack[0]
+        out[1] = sk.duplicate_sack[1]
+        j = 1
+    for i in range(nr - j):
+        out[2 * (i + j)] = sk.selective_acks[2 * i]
+        out[2 * (i + j) + 1] = sk.selective_acks[2 * i + 1]
+    return nr
 
 
 cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
@@ -331,7 +446,9 @@ cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     if sk.state == NM_TCP_ESTABLISHED:
         sk.state = NM_TCP_CLOSE_WAIT
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
+    sk.ofo_root = NM_NIL
     sk.ofo_len = 0
+    sk.dsack = sk.num_sacks = 0         # tcp_sack_reset()
 
 
 cdef void tcp_reset(nm_net *n, uint32_t ski) noexcept nogil:
@@ -355,7 +472,7 @@ cdef void __tcp_queue_tail(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
 cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
     """Models ``tcp_ofo_queue()``: move what became in order to the receive queue."""
     cdef nm_sock *sk = &n.socks[ski]
-    cdef uint32_t si, dsack_high = sk.rcv_nxt
+    cdef uint32_t si, dsack_high = sk.rcv_nxt, dsack
     cdef nm_skb *skb
     cdef bint fragstolen, eaten, fin
     while sk.ofo_head != NM_NIL:
@@ -364,11 +481,11 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
         if after(skb.seq, sk.rcv_nxt):
             break
         if before(skb.seq, dsack_high):
+            dsack = dsack_high
             if before(skb.end_seq, dsack_high):
                 dsack_high = skb.end_seq
-            tcp_dsack_extend(n, sk, skb.seq)
-        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
-        sk.ofo_len -= 1
+            tcp_dsack_extend(n, sk, skb.seq, dsack)
+        __ofo_unlink(n, sk, si)
         if not after(skb.end_seq, sk.rcv_nxt):
             sock_rfree(n, skb)
             __drop(n, si, NM_DROP_TCP_OFO_DROP)
@@ -387,59 +504,108 @@ cdef void tcp_ofo_queue(nm_net *n, uint32_t ski) noexcept nogil:
             break
 
 
+cdef inline void __ofo_unlink(nm_net *n, nm_sock *sk, uint32_t si) noexcept nogil:
+    """``rb_erase()`` from the out-of-order queue (and from its seq-ordered list)."""
+    rb_erase(n.skb_rb, si, &sk.ofo_root)
+    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, si)
+    sk.ofo_len -= 1
+
+
+cdef void __ofo_insert(nm_net *n, nm_sock *sk, uint32_t si, uint32_t parent,
+                       uint32_t *p) noexcept nogil:
+    """``rb_link_node()`` at ``*p`` under ``parent`` and ``rb_insert_color()``; in the list,
+    after its in-order predecessor (``parent`` when linked on its right)."""
+    cdef nm_rb_node *t = n.skb_rb
+    cdef uint32_t at
+    if parent == NM_NIL:
+        at = NM_NIL
+    elif p == &t[parent].rb_right:
+        at = parent
+    else:
+        at = SKB(n, parent).prev
+    rb_link_node(t, si, parent, p)
+    rb_insert_color(t, si, &sk.ofo_root)
+    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, at, si)
+    sk.ofo_len += 1
+
+
+cdef bint tcp_ooo_try_coalesce(nm_net *n, uint32_t to, uint32_t si) noexcept nogil:
+    """Models ``tcp_ooo_try_coalesce()`` of ``si`` into ``to`` and, when it was eaten,
+    coalesce_done's ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
+    cdef bint fragstolen
+    if tcp_try_coalesce(n, SKB(n, to), SKB(n, si), &fragstolen):
+        kfree_skb_partial(n, si, fragstolen)
+        return True
+    return False
+
+
 cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
-    """Models ``tcp_data_queue_ofo()`` over a sorted list (the kernel's rbtree): coalesce at the
-    tail, drop what is covered, replace what the new segment covers."""
+    """Models ``tcp_data_queue_ofo()`` over the out-of-order rbtree (pyx/rbtree.pxi, the
+    kernel's shape): coalesce after ``ooo_last_skb`` (the list's tail) or link right of it;
+    else descend from the root, and at every node on the way that starts at or before the
+    segment drop it if covered (``TCPOFOMerge``), note a partial overlap, replace a node with
+    the same start that it covers (``rb_replace_node()``), or coalesce into a node ending at its
+    start; then merge_right removes the nodes it covers. A queued skb goes through
+    ``skb_condense()`` before ``skb_set_owner_r()`` charges it. The list (``ofo_head`` ..
+    ``ofo_tail``) holds the same skbs in order, for ``rb_first()``/``rb_next()``."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef nm_skb *skb = SKB(n, si)
+    cdef nm_rb_node *t = n.skb_rb
     cdef nm_skb *s1
-    cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, p, nxt
-    cdef bint fragstolen
+    cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, parent = NM_NIL, nxt
+    cdef uint32_t *p = &sk.ofo_root
+    cdef bint replaced = False, first = sk.ofo_root == NM_NIL
     if not tcp_try_rmem_schedule(n, sk, skb):
         n.tcp.TCPOFODrop += 1
         __drop(n, si, NM_DROP_PROTO_MEM)
         return
     n.tcp.TCPOFOQueue += 1
-    if sk.ofo_head == NM_NIL:
-        __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, NM_NIL, si)
-        sk.ofo_len += 1
-        skb_set_owner_r(n, skb, ski)
-        return
-    if tcp_try_coalesce(n, SKB(n, sk.ofo_tail), skb, &fragstolen):
-        kfree_skb_partial(n, si, fragstolen)
-        return
-    if not before(seq, SKB(n, sk.ofo_tail).end_seq):
-        p = sk.ofo_tail
-    else:
-        # Walk back to the last skb starting at or before seq.
-        p = sk.ofo_tail
-        while p != NM_NIL and before(seq, SKB(n, p).seq):
-            p = SKB(n, p).prev
-        if p != NM_NIL:
-            s1 = SKB(n, p)
+    if first and sk.sack_ok:
+        sk.num_sacks = 1                        # initial out-of-order segment: one block
+        sk.selective_acks[0] = seq
+        sk.selective_acks[1] = end_seq
+    elif not first:
+        if tcp_ooo_try_coalesce(n, sk.ofo_tail, si):
+            if sk.sack_ok:                      # coalesce_done, add_sack
+                tcp_sack_new_ofo_skb(sk, seq, end_seq)
+            return
+        if not before(seq, SKB(n, sk.ofo_tail).end_seq):
+            parent = sk.ofo_tail
+            p = &t[parent].rb_right
+        while p[0] != NM_NIL:
+            parent = p[0]
+            s1 = SKB(n, parent)
+            if before(seq, s1.seq):
+                p = &t[parent].rb_left
+                continue
             if before(seq, s1.end_seq):
                 if not after(end_seq, s1.end_seq):
-                    n.tcp.TCPOFOMerge += 1
-                    tcp_dsack_set(n, sk, seq)
+                    n.tcp.TCPOFOMerge += 1      # all the bits are present
                     __drop(n, si, NM_DROP_TCP_OFOMERGE)
+                    tcp_dsack_set(n, sk, seq, end_seq)
+                    if sk.sack_ok:              # add_sack
+                        tcp_sack_new_ofo_skb(sk, seq, end_seq)
                     return
                 if after(seq, s1.seq):
-                    tcp_dsack_set(n, sk, seq)
+                    tcp_dsack_set(n, sk, seq, s1.end_seq)       # partial overlap
                 else:
-                    # Same start and it covers s1: s1 goes.
-                    nxt = s1.prev
-                    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, p)
-                    sk.ofo_len -= 1
+                    # Same start and it covers s1: s1 goes, skb takes its place.
+                    rb_replace_node(t, parent, si, &sk.ofo_root)
+                    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, parent, si)
+                    __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, parent)
                     sock_rfree(n, s1)
-                    tcp_dsack_extend(n, sk, s1.seq)
+                    tcp_dsack_extend(n, sk, s1.seq, s1.end_seq)
                     n.tcp.TCPOFOMerge += 1
-                    __drop(n, p, NM_DROP_TCP_OFOMERGE)
-                    p = nxt
-            elif tcp_try_coalesce(n, s1, skb, &fragstolen):
-                kfree_skb_partial(n, si, fragstolen)
+                    __drop(n, parent, NM_DROP_TCP_OFOMERGE)
+                    replaced = True
+                    break
+            elif tcp_ooo_try_coalesce(n, parent, si):
+                if sk.sack_ok:
+                    tcp_sack_new_ofo_skb(sk, seq, end_seq)
                 return
-    __q_insert_after(n, &sk.ofo_head, &sk.ofo_tail, p, si)
-    sk.ofo_len += 1
+            p = &t[parent].rb_right
+    if not replaced:
+        __ofo_insert(n, sk, si, parent, p)
     # merge_right: remove the segments the new one covers.
     while skb.next != NM_NIL:
         nxt = skb.next
@@ -447,14 +613,16 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         if not after(end_seq, s1.seq):
             break
         if before(end_seq, s1.end_seq):
-            tcp_dsack_extend(n, sk, s1.seq)
+            tcp_dsack_extend(n, sk, s1.seq, end_seq)
             break
-        __q_unlink(n, &sk.ofo_head, &sk.ofo_tail, nxt)
-        sk.ofo_len -= 1
+        __ofo_unlink(n, sk, nxt)
         sock_rfree(n, s1)
-        tcp_dsack_extend(n, sk, s1.seq)
+        tcp_dsack_extend(n, sk, s1.seq, s1.end_seq)
         n.tcp.TCPOFOMerge += 1
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
+    if sk.sack_ok and not first:                # add_sack (the first skb built its block)
+        tcp_sack_new_ofo_skb(sk, seq, end_seq)
+    skb_condense(n, skb)
     skb_set_owner_r(n, skb, ski)
 
 
@@ -471,7 +639,7 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     partial = before(skb.seq, sk.rcv_nxt) and after(skb.end_seq, sk.rcv_nxt)
     if skb.seq == sk.rcv_nxt or partial:
         if skb.seq != sk.rcv_nxt:
-            tcp_dsack_set(n, sk, skb.seq)       # partial packet, seq < rcv_nxt < end_seq
+            tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt)   # partial packet, seq < rcv_nxt < end_seq
         if not tcp_try_rmem_schedule(n, sk, skb) and sk.rq_head != NM_NIL and skb.len:
             n.tcp.TCPRcvQDrop += 1
             __drop(n, si, NM_DROP_PROTO_MEM)
@@ -486,13 +654,15 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
             __tcp_queue_tail(n, ski, si)
         if sk.ofo_head != NM_NIL:
             tcp_ofo_queue(n, ski)
+        if sk.num_sacks:
+            tcp_sack_remove(sk)
         if eaten:
             kfree_skb_partial(n, si, fragstolen)
         ep_poll_callback(n, ski)        # tcp_data_ready()
         return
     if not after(skb.end_seq, sk.rcv_nxt):
         n.tcp.DelayedACKLost += 1
-        tcp_dsack_set(n, sk, skb.seq)
+        tcp_dsack_set(n, sk, skb.seq, skb.end_seq)
         __drop(n, si, NM_DROP_TCP_OLD_DATA)
         return
     tcp_data_queue_ofo(n, ski, si)
@@ -629,7 +799,10 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
                 return
             if not (flags & TCPHDR_ACK):
                 n.tcp.PassiveOpens += 1         # a SYN-ACK opens the active side
-            n.socks[ski].sack_ok = tcp_parse_sack_perm(th, doff)
+            n.socks[ski].sack_ok = tcp_parse_options_has(th, doff, 4)
+            # tp->rx_opt.tstamp_ok: the local side answers a SYN's timestamps with its own
+            # (net.ipv4.tcp_timestamps is on by default).
+            n.socks[ski].tstamp_ok = tcp_parse_options_has(th, doff, 8)
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
             # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
@@ -698,22 +871,21 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
 
 cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
     """Step 2 of ``tcp_validate_incoming()``: ``tcp_is_sack(tp) && tp->rx_opt.num_sacks > 0``
-    and the RST's seq equals ``max_sack``, the highest ``end_seq`` of ``tp->selective_acks``.
-
-    The model keeps no SACK blocks; it derives ``max_sack`` from the out-of-order queue. The
-    blocks the receiver advertises are the ranges of out-of-order arrivals
-    (``tcp_sack_new_ofo_skb()``, merged when they touch), and ``num_sacks`` is 0 exactly when
-    that queue is empty (``tcp_sack_remove()``; ``tcp_fin()``'s ``tcp_sack_reset()``). So
-    ``max_sack`` is the end of the queue's highest contiguous run: the ``end_seq`` of its last
-    skb (ends rise with starts, as a covered segment is dropped or removed). Departs: past
-    ``TCP_NUM_SACKS`` (4) runs the kernel keeps only the four most recently touched blocks,
-    so with five or more holes its ``max_sack`` can be lower; and ``tcp_prune_ofo_queue()``'s
-    ``tcp_sack_reset()`` never happens, as the model does not prune."""
-    return sk.sack_ok and sk.ofo_tail != NM_NIL and seq == SKB(n, sk.ofo_tail).end_seq
+    and the RST's seq equals ``max_sack``, the highest ``end_seq`` of ``tp->selective_acks``."""
+    cdef uint32_t max_sack
+    cdef int i
+    if not sk.sack_ok or sk.num_sacks == 0:
+        return False
+    max_sack = sk.selective_acks[1]
+    for i in range(1, sk.num_sacks):
+        if after(sk.selective_acks[2 * i + 1], max_sack):
+            max_sack = sk.selective_acks[2 * i + 1]
+    return seq == max_sack
 
 
-cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
-    """Whether a SYN's options carry SACK_PERM (kind 4)."""
+cdef bint tcp_parse_options_has(const uint8_t *th, uint32_t doff, uint8_t kind) noexcept nogil:
+    """The part of ``tcp_parse_options()`` the receiver needs from a SYN: whether its options
+    carry ``kind`` (TCPOPT_SACK_PERM 4, TCPOPT_TIMESTAMP 8)."""
     cdef uint32_t i = 20, optlen
     while i < doff:
         if th[i] == 0:
@@ -723,7 +895,7 @@ cdef bint tcp_parse_sack_perm(const uint8_t *th, uint32_t doff) noexcept nogil:
             continue
         if i + 1 >= doff:
             break
-        if th[i] == 4:
+        if th[i] == kind:
             return True
         optlen = th[i + 1]
         if optlen < 2:
@@ -1030,6 +1202,7 @@ cdef void tcp_close_rx(nm_net *n, uint32_t ski) noexcept nogil:
     # out-of-order queue after, so the user's frags reach the pool's ring first.
     tcp_release_user_frags(n, sk)
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
+    sk.ofo_root = NM_NIL
     sk.ofo_len = 0
     inet_unhash(n, ski)
     sk.used = 0

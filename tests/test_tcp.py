@@ -11,6 +11,7 @@ Segments carry PSH unless a test says otherwise, so that GRO hands each one up o
 what TCP does with it is what the counters show.
 """
 import errno
+import random
 import socket
 
 import numpy as np
@@ -229,6 +230,208 @@ def test_ofo_partial_overlap_is_kept_and_read_once(nic, m):
     assert sk.info()["rcv_nxt"] == base + 3 * MSS + 100
     assert (sk.info()["rcv_queue_skbs"], m.tcp.mib["TCPDSACKOldSent"]) == (2, 0)
     assert sk.read_all() == data[:3 * MSS + 100]
+
+
+@pytest.mark.parametrize("hds", [False, True])
+def test_ofo_skb_is_condensed(make_nic, m, hds):
+    """``tcp_data_queue_ofo()`` ends in ``skb_condense()``: a readable out-of-order skb whose
+    payload fits the head's tailroom (a 256-byte kmalloc head, or a 1 KiB header buffer with
+    header split) has it copied into the head, its page_pool frag is put at once, and its
+    truesize becomes ``SKB_TRUESIZE(skb_end_offset())``. When the hole fills,
+    ``tcp_ofo_queue()`` cannot coalesce it (``skb_try_coalesce()``: a kmalloc head with data
+    is locked; a header-buffer head is stolen)."""
+    nic = make_nic(hds=hds)
+    f = Flow()
+    data = payload(MSS + 300)
+    base = f.isn + 1
+    receive(nic, [f.syn(sack=True), f.data(data[:MSS], seq=base, flags="PA")])
+    sk = sock(m, f)
+    rmem = sk.info()["rmem_alloc"]
+    receive(nic, [f.data(data[MSS + 100:], seq=base + MSS + 100, flags="PA")])
+    assert sk.info()["ofo_skbs"] == 1
+    # SKB_TRUESIZE(256), or SKB_TRUESIZE(1024 - 320) for the header buffer.
+    assert sk.info()["rmem_alloc"] - rmem == (1280 if hds else 832)
+    receive(nic, [f.data(data[MSS:MSS + 100], seq=base + MSS, flags="PA")])
+    assert sk.info()["rcv_nxt"] == base + MSS + 300
+    # The filler coalesces into the tail; the condensed skb only when its head is a page frag.
+    assert m.tcp.mib["TCPRcvCoalesce"] == (2 if hds else 1)
+    assert sk.info()["rcv_queue_skbs"] == (1 if hds else 2)
+    assert sk.read_all() == data
+
+
+def ofo_tree(sk):
+    """The out-of-order rbtree, checked: the red-black rules of lib/rbtree.c (black root, no
+    red node with a red child, one black height), parent links that match, an in-order walk
+    that is the seq-ordered list. Returns ``(root, nodes)``."""
+    root, nodes, order = _core._sk_ofo_tree(sk._stack.machine, sk._slot)
+    assert (root is None) == (not nodes)
+
+    def walk(i, parent):
+        if i is None:
+            return [], 1
+        *_, par, left, right, color = nodes[i]
+        assert par == parent
+        if color == 0:
+            assert all(c is None or nodes[c][5] == 1 for c in (left, right)), "red-red"
+        lo, hl = walk(left, i)
+        ro, hr = walk(right, i)
+        assert hl == hr, "black heights differ"
+        return [*lo, i, *ro], hl + color
+
+    if root is not None:
+        assert nodes[root][5] == 1
+        inorder, _ = walk(root, None)
+        assert inorder == order
+    return root, nodes
+
+
+def test_ofo_overlap_checks_follow_the_rbtree_path(nic, m):
+    """``tcp_data_queue_ofo()`` tests every node on its way down from the root, not only the
+    segment's start-predecessor (audit finding 7): after A = [U, 2U) (the root) and a partial
+    overlap B = [1.5U, 2.1U) (its right child), C = [2U, 3U) coalesces into A, the first node
+    on its path that ends at its start, although its predecessor B overlaps it; A now covers
+    N = [2.05U, 2.9U), which is dropped (``TCPOFOMerge``), though B alone would keep it."""
+    f = Flow()
+    U = 400
+    data = payload(3 * U)
+    base = f.isn + 1
+
+    def at(lo, hi):
+        return f.data(data[lo:hi], seq=base + lo, flags="PA")
+
+    receive(nic, [f.syn(sack=True), at(U, 2 * U), at(3 * U // 2, 21 * U // 10)])
+    sk = sock(m, f)
+    root, nodes = ofo_tree(sk)
+    assert nodes[root][:2] == (base + U, base + 2 * U)
+    receive(nic, [at(2 * U, 3 * U)])
+    root, nodes = ofo_tree(sk)
+    assert nodes[root][:2] == (base + U, base + 3 * U) and len(nodes) == 2
+    assert m.tcp.mib == mib(m, InSegs=4, PassiveOpens=1, TCPOFOQueue=3, TCPRcvCoalesce=1,
+                            TCPDSACKOfoSent=1)
+    receive(nic, [at(41 * U // 20, 29 * U // 10)])
+    assert sk.info()["ofo_skbs"] == 2
+    assert m.tcp.mib == mib(m, InSegs=5, PassiveOpens=1, TCPOFOQueue=4, TCPRcvCoalesce=1,
+                            TCPOFOMerge=1, TCPDSACKOfoSent=2)
+    assert m.tcp.drop_reasons == {"TCP_OFOMERGE": 1}
+    receive(nic, [at(0, U)])
+    assert sk.read_all() == data
+
+
+def test_ofo_rbtree_keeps_its_shape_rules(nic, m):
+    """Many out-of-order segments, with duplicates and overlaps, in a seeded random order:
+    after each the out-of-order queue is a red-black tree by lib/rbtree.c's rules whose
+    in-order walk is the queue (rb_insert_color(), rb_erase() by merge_right and
+    tcp_ofo_queue(), rb_replace_node()), and the stream reads back whole."""
+    rng = random.Random(7)
+    f = Flow()
+    U, N = 300, 120
+    data = payload(N * U)
+    base = f.isn + 1
+    segs = []
+    for _ in range(3 * N):
+        lo = rng.randrange(1, N) * U + rng.choice((0, 0, 0, U // 3))
+        hi = min(N * U, lo + rng.choice((1, 1, 2, 3)) * U + rng.choice((0, U // 2)))
+        segs.append((lo, hi))
+    receive(nic, [f.syn(sack=True)])
+    sk = sock(m, f)
+    for k in range(0, len(segs), 12):
+        receive(nic, [f.data(data[lo:hi], seq=base + lo, flags="PA") for lo, hi in segs[k:k + 12]])
+        ofo_tree(sk)
+    assert sk.info()["ofo_skbs"] > 10
+    receive(nic, [f.data(data[:U], seq=base, flags="PA")])
+    receive(nic, [f.data(data[lo:lo + U], seq=base + lo, flags="PA") for lo in range(0, N * U, U)])
+    assert sk.info()["ofo_skbs"] == 0 and sk.info()["rcv_nxt"] == base + N * U
+    assert sk.read_all() == data
+
+
+def test_sack_blocks_follow_tcp_sack_new_ofo_skb(nic, m):
+    """The receiver's SACK blocks, packetdrill-style (segments in, the blocks an ACK would
+    carry out), as ``tcp_data_queue_ofo()`` builds them: the first out-of-order segment makes
+    one block; ``tcp_sack_new_ofo_skb()`` puts a new block in front and forgets the oldest past
+    four, moves the block a segment extends to the front and lets it eat those it reaches
+    (``tcp_sack_maybe_coalesce()``); ``tcp_sack_remove()`` drops what rcv_nxt covers; an RST
+    at the highest block's end resets (``max_sack``)."""
+    f = Flow()
+    base = f.isn + 1
+
+    def blocks(sk):
+        return [((a - base) // MSS, (b - base) // MSS) for a, b in sk.info()["sack_blocks"]]
+
+    receive(nic, [f.syn(sack=True), seg(f, 0), seg(f, 2)])
+    sk = sock(m, f)
+    assert blocks(sk) == [(2, 3)]
+    receive(nic, [seg(f, 4), seg(f, 6), seg(f, 8)])
+    assert blocks(sk) == [(8, 9), (6, 7), (4, 5), (2, 3)]
+    receive(nic, [seg(f, 10)])                          # TCP_NUM_SACKS: (2, 3) is forgotten
+    assert blocks(sk) == [(10, 11), (8, 9), (6, 7), (4, 5)]
+    receive(nic, [seg(f, 3)])                           # extends (4, 5) down, to the front
+    assert blocks(sk) == [(3, 5), (10, 11), (8, 9), (6, 7)]
+    receive(nic, [seg(f, 5)])                           # reaches (6, 7): eaten
+    assert blocks(sk) == [(3, 7), (10, 11), (8, 9)]
+    receive(nic, [seg(f, 1)])                           # rcv_nxt 7: (3, 7) is covered
+    assert sk.info()["rcv_nxt"] == base + 7 * MSS
+    assert blocks(sk) == [(10, 11), (8, 9)]
+    assert sk.info()["dsack_block"] is None
+    receive(nic, [f.rst(seq=base + 9 * MSS)])           # not max_sack: a challenge ACK
+    assert sk.info()["state"] == "ESTABLISHED"
+    receive(nic, [f.rst(seq=base + 11 * MSS)])
+    assert sk.info()["state"] == "CLOSE"
+
+
+@pytest.mark.parametrize("ts", [False, True])
+def test_ack_sack_option_fits_beside_the_timestamps(nic, m, ts):
+    """The SACK blocks the next ACK carries: as many as fit in the 40 option bytes
+    (``tcp_established_options()``: 4, or 3 beside the 12 bytes of timestamps when the SYN
+    offered them), the D-SACK block first (``tcp_options_write()``)."""
+    f = Flow(tsopt=ts)
+    base = f.isn + 1
+    opts = [("MSS", MSS), ("SAckOK", b"")] + ([("Timestamp", (1, 0))] if ts else [])
+    syn = f.frame("S", f.isn, options=opts)
+    f.seq += 1
+    receive(nic, [syn, seg(f, 0), *[seg(f, i) for i in (2, 4, 6, 8)]])
+    sk = sock(m, f)
+
+    def ack(sk):
+        return [((a - base) // MSS, (b - base) // MSS) for a, b in sk.info()["ack_sack_blocks"]]
+
+    assert ack(sk) == [(8, 9), (6, 7), (4, 5), (2, 3)][:3 if ts else 4]
+    receive(nic, [seg(f, 6)])                           # a duplicate: D-SACK first
+    assert ack(sk) == [(6, 7), (6, 7), (8, 9), (4, 5)][:3 if ts else 4]
+    receive(nic, [seg(f, 0)])
+    assert ack(sk)[0] == (0, 1)
+
+
+def test_dsack_blocks_follow_tcp_dsack_set(nic, m):
+    """The D-SACK block of the segment at hand (``tcp_dsack_set()``, ``tcp_dsack_extend()``):
+    an old duplicate reports itself (``TCPDSACKOldSent``); a partial out-of-order overlap
+    reports the part it shares; a segment that replaces a queued one and covers others
+    widens one block over those that touch it (``TCPDSACKOfoSent`` once); the next segment
+    clears it."""
+    f = Flow()
+    base = f.isn + 1
+    U = 400
+    data = payload(6 * U)
+
+    def at(lo, hi):
+        return f.data(data[lo:hi], seq=base + lo, flags="PA")
+
+    def dsack(sk):
+        b = sk.info()["dsack_block"]
+        return None if b is None else (b[0] - base, b[1] - base)
+
+    receive(nic, [f.syn(sack=True), at(0, U), at(0, U)])
+    sk = sock(m, f)
+    assert dsack(sk) == (0, U) and m.tcp.mib["TCPDSACKOldSent"] == 1
+    receive(nic, [at(2 * U, 3 * U), at(2 * U + 100, 3 * U + 100)])
+    assert dsack(sk) == (2 * U + 100, 3 * U)
+    receive(nic, [at(4 * U, 5 * U), at(2 * U, 5 * U + 50)])
+    # Replaces [2U, 3U) and drops [2U + 100, 3U + 100) and [4U, 5U): the block widens over
+    # what touches it (tcp_sack_extend()); [4U, 5U) does not, and is not reported.
+    assert dsack(sk) == (2 * U, 3 * U + 100)
+    assert m.tcp.mib["TCPDSACKOfoSent"] == 2
+    receive(nic, [at(U, 2 * U)])
+    assert dsack(sk) is None and sk.info()["sack_blocks"] == []
+    assert sk.read_all() == data[:5 * U + 50]
 
 
 # -- duplicates, overlaps, wrap-around ------------------------------------------------------------
