@@ -21,6 +21,16 @@ cdef inline unsigned long roundup_pow_of_two(unsigned long n) noexcept nogil:
     return 1UL << fls_long(n - 1) if n > 1 else 1
 
 
+cdef inline void prefetchw_range(const char *addr, uint64_t len) noexcept nogil:
+    """``prefetch_range()`` (include/linux/prefetch.h) for writing: ``prefetchw`` of each
+    cache line of ``[addr, addr + len)``. The caller's barrier keeps it (see
+    ``__sk_prefetch_batch()``)."""
+    cdef const char *end = addr + len
+    while addr < end:
+        prefetchw(addr)
+        addr += SMP_CACHE_BYTES
+
+
 cdef inline bint netmem_is_net_iov(netmem_ref netmem) noexcept nogil:
     return netmem & NET_IOV
 
