@@ -425,7 +425,7 @@ cdef void nm_dev_prefetchw(nm_device *dev, uint64_t addr, uint64_t n) noexcept n
     if dev.m.iommu_mode != NM_IOMMU_DMA and dma_capable(dev, addr, n):
         p = __phys_target(dev.m, addr, n, &t, &off)
         if p != NULL:
-            prefetchw_range(p, n)
+            prefetch_range(p, n, True)
     barrier()       # prefetches are no side effect to GCC: without it, the call goes
 
 
