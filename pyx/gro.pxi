@@ -87,11 +87,14 @@ cdef bint __gro_tcp_candidate(nm_net *n, nm_skb *skb) noexcept nogil:
 cdef inline bint __gro_same_flow(nm_net *n, nm_skb *p, nm_skb *skb) noexcept nogil:
     """``gro_list_prepare()`` (the RSS hash, the VLAN tag, ``compare_ether_header()``), then
     the IP layer's and ``tcp_gro_lookup()``'s checks. Departs: a priority tag (VLAN id 0,
-    priority 0) reads as no tag."""
-    cdef uint8_t *a = skb_network_header(n, p)
-    cdef uint8_t *b = skb_network_header(n, skb)
+    priority 0) reads as no tag. The held skb's headers are read only once its hash matches:
+    most of a bucket's chain is other flows, and their shinfo lines are cold."""
+    cdef uint8_t *a
+    cdef uint8_t *b
     if p.hash != skb.hash or p.vlan_tci != skb.vlan_tci or p.protocol != skb.protocol:
         return False
+    a = skb_network_header(n, p)
+    b = skb_network_header(n, skb)
     if memcmp(skb_head(n.m, skb_shinfo(n, p)) + p.mac_header,
               skb_head(n.m, skb_shinfo(n, skb)) + skb.mac_header, ETH_HLEN) != 0:
         return False

@@ -442,6 +442,9 @@ cdef void nm_rx_frame(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *f, nm_
         q.stats.faults += 1
         q.stats.hw_drops += 1
         return
+    # The buffer the next frame's payload goes to: its lines warm while this frame goes up.
+    if q.ring.slots[i].netmem:
+        nm_dev_prefetchw(dev, q.ring.slots[i].dma, min(q.buf_size, nd.mtu + ETH_HLEN))
     if nm_prof_t is nm_prof:
         prof_enter(pr, NM_PROF_SKB)
     if split:

@@ -21,6 +21,19 @@ cdef inline unsigned long roundup_pow_of_two(unsigned long n) noexcept nogil:
     return 1UL << fls_long(n - 1) if n > 1 else 1
 
 
+cdef inline void prefetch_range(const char *addr, uint64_t len, bint write) noexcept nogil:
+    """``prefetch_range()`` (include/linux/prefetch.h), with ``prefetchw`` when ``write``: each
+    cache line of ``[addr, addr + len)`` (the kernel strides 4 lines on x86 and leaves the
+    rest to the hardware). The caller's barrier keeps it (see ``__sk_prefetch_batch()``)."""
+    cdef const char *end = addr + len
+    while addr < end:
+        if write:
+            prefetchw(addr)
+        else:
+            prefetch(addr)
+        addr += SMP_CACHE_BYTES
+
+
 cdef inline bint netmem_is_net_iov(netmem_ref netmem) noexcept nogil:
     return netmem & NET_IOV
 

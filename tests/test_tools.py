@@ -1,6 +1,7 @@
 """The command-line tools and the package's import guard: they run and report what they should
 (no timing is asserted here; figures belong to ``netmem-bench``)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -51,6 +52,17 @@ def test_bench_replay_times_every_provider_it_has_beside_memcpy():
     assert res["replay_mpps_host"]["ratio_to_floor"] is None          # not a time
     assert res["memcpy_1500_ns"]["ratio_to_floor"] == 1.0
     assert "replay_mpps_host" in bench.format_table("replay", res)
+
+
+def test_bench_capture_builds_once_and_replays_it_in_a_process_of_its_own(tmp_path):
+    path = str(tmp_path / "cap.pcap")
+    args = ("-n", "2", "--payload", "64KiB")
+    first = bench._capture(5, path, args)
+    stamp = os.path.getmtime(path)
+    assert len(first) == 5 and all(ns > 0 and mpps > 0 for ns, mpps in first)
+    assert len(bench._capture(5, path, args)) == 5
+    assert os.path.getmtime(path) == stamp                  # reused, not written again
+    assert bench.capture_path().endswith(bench.CAPTURE_NAME)
 
 
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):

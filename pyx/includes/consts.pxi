@@ -9,12 +9,14 @@ cdef extern from *:
     #define nm_unlikely(x) __builtin_expect(!!(x), 0)
     #define nm_barrier()   __asm__ __volatile__("" ::: "memory")
     #define nm_prefetch(x) __builtin_prefetch(x)
+    #define nm_prefetchw(x) __builtin_prefetch(x, 1)
     """
     const int NETMEM_DEBUG
     bint likely "nm_likely"(bint) noexcept nogil
     bint unlikely "nm_unlikely"(bint) noexcept nogil
     void barrier "nm_barrier"() noexcept nogil
     void prefetch "nm_prefetch"(const void *) noexcept nogil       # include/linux/prefetch.h
+    void prefetchw "nm_prefetchw"(const void *) noexcept nogil
 
 cdef enum:
     PAGE_SHIFT = 12
