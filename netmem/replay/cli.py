@@ -180,26 +180,20 @@ def main(argv=None):
 def _write_outputs(cfg, report):
     """The outputs ``cfg`` asks for; after Ctrl-C, those whose untimed loop did not complete
     are named on stderr instead."""
-    if cfg.dump_streams is not None:
-        if report.streams is None:
-            print(f"netmem-replay: interrupted before the stream files' loop: "
-                  f"--dump-streams {cfg.dump_streams} not written", file=sys.stderr)
-        else:
-            report.write_streams(cfg.dump_streams)
     if cfg.json is not None:
         report.write_json(cfg.json)
-    if cfg.plot is not None:
-        if report.timeline is None:
-            print(f"netmem-replay: interrupted before the timeline's loop: --plot {cfg.plot} "
-                  "not written", file=sys.stderr)
+    for option, path, done, write, loop in (
+            ("--dump-streams", cfg.dump_streams, report.streams, report.write_streams,
+             "the stream files' loop"),
+            ("--plot", cfg.plot, report.timeline, report.write_plot, "the timeline's loop"),
+            ("--trace-out", cfg.trace_out, report.trace, report.write_trace, "the untimed loop")):
+        if path is None:
+            continue
+        if done is None:
+            print(f"netmem-replay: interrupted before {loop}: {option} {path} not written",
+                  file=sys.stderr)
         else:
-            report.write_plot(cfg.plot)
-    if cfg.trace_out is not None:
-        if report.trace is None:
-            print(f"netmem-replay: interrupted before the untimed loop: --trace-out "
-                  f"{cfg.trace_out} not written", file=sys.stderr)
-        else:
-            report.write_trace(cfg.trace_out)
+            write(path)
 
 
 def _main_compare(args):
