@@ -308,9 +308,13 @@ cdef inline void tcp_ca_event(nm_tcp_cc_sock *tp, int ev) noexcept nogil:
         tp.icsk_ca_ops.cwnd_event(tp, ev)
 
 
+cdef inline bint tcp_in_cwnd_reduction(nm_tcp_cc_sock *tp) noexcept nogil:
+    return tp.icsk_ca_state == TCP_CA_CWR or tp.icsk_ca_state == TCP_CA_Recovery
+
+
 cdef uint32_t tcp_current_ssthresh(nm_tcp_cc_sock *tp) noexcept nogil:
     """``tcp_current_ssthresh()``: outside a reduction, at least 3/4 of cwnd."""
-    if (1 << tp.icsk_ca_state) & ((1 << TCP_CA_CWR) | (1 << TCP_CA_Recovery)):
+    if tcp_in_cwnd_reduction(tp):
         return tp.snd_ssthresh
     return max(tp.snd_ssthresh, (tp.snd_cwnd >> 1) + (tp.snd_cwnd >> 2))
 
@@ -327,7 +331,7 @@ cdef void tcp_enter_recovery(nm_tcp_cc_sock *tp) noexcept nogil:
     """``tcp_enter_recovery()`` (no ECE): fast retransmit starts a cwnd reduction unless one
     is under way. Without PRR, cwnd drops to the new ssthresh at once (the model's departure)."""
     tp.prior_ssthresh = 0
-    if tp.icsk_ca_state < TCP_CA_CWR:
+    if not tcp_in_cwnd_reduction(tp):
         tp.prior_ssthresh = tcp_current_ssthresh(tp)
         tcp_init_cwnd_reduction(tp)
         tp.snd_cwnd = tp.snd_ssthresh
@@ -336,8 +340,7 @@ cdef void tcp_enter_recovery(nm_tcp_cc_sock *tp) noexcept nogil:
 
 cdef void tcp_end_cwnd_reduction(nm_tcp_cc_sock *tp) noexcept nogil:
     """``tcp_end_cwnd_reduction()`` then Open: recovery ends with cwnd = ssthresh."""
-    cdef bint reducing = tp.icsk_ca_state == TCP_CA_CWR or tp.icsk_ca_state == TCP_CA_Recovery
-    if tp.snd_ssthresh < TCP_INFINITE_SSTHRESH and reducing:
+    if tp.snd_ssthresh < TCP_INFINITE_SSTHRESH and tcp_in_cwnd_reduction(tp):
         tp.snd_cwnd = tp.snd_ssthresh
     tcp_set_ca_state(tp, TCP_CA_Open)
 
@@ -368,13 +371,14 @@ cdef void tcp_undo_cwnd_reduction(nm_tcp_cc_sock *tp) noexcept nogil:
 
 cdef void tcp_cong_init(nm_tcp_cc_sock *tp, const nm_tcp_congestion_ops *ops) noexcept nogil:
     """``tcp_init_sock()`` and ``tcp_init_congestion_control()``: cwnd 10, ssthresh infinite,
-    RTO 1 s, then the ops' init."""
+    RTO 1 s (mdev_us to match), then the ops' init."""
     memset(tp, 0, sizeof(nm_tcp_cc_sock))
     tp.snd_cwnd = TCP_INIT_CWND
     tp.snd_ssthresh = TCP_INFINITE_SSTHRESH
     tp.snd_cwnd_clamp = 0xffffffff
     tp.is_cwnd_limited = True
     tp.icsk_rto = TCP_TIMEOUT_INIT
+    tp.mdev_us = TCP_TIMEOUT_INIT * (1000000 // HZ)
     tp.icsk_ca_ops = ops
     if ops.init != NULL:
         ops.init(tp)
@@ -389,7 +393,7 @@ cdef void tcp_cong_on_ack(nm_tcp_cc_sock *tp, uint32_t acked, int64_t rtt_us) no
         tcp_ack_update_rtt(tp, rtt_us)
     if tp.icsk_ca_ops.pkts_acked != NULL:
         tp.icsk_ca_ops.pkts_acked(tp, acked, rtt_us)
-    if not (tp.icsk_ca_state == TCP_CA_CWR or tp.icsk_ca_state == TCP_CA_Recovery):
+    if not tcp_in_cwnd_reduction(tp):
         tp.icsk_ca_ops.cong_avoid(tp, tp.snd_una, acked)
     if before(tp.snd_nxt, tp.snd_una + tp.snd_cwnd):
         tp.snd_nxt = tp.snd_una + tp.snd_cwnd

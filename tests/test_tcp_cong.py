@@ -69,6 +69,17 @@ def test_reno_slow_start_stops_at_ssthresh():
     assert list(out[:, 0]) == [7, 10] and cc.state["snd_cwnd_cnt"] == 3
 
 
+def test_recovery_from_loss_reduces_again():
+    """Loss is not a cwnd reduction (tcp_in_cwnd_reduction(): CWR and Recovery only), so a
+    fast retransmit after the RTO's slow start halves cwnd again."""
+    cc = _core.CoreCongestion("reno")
+    run(cc, [*acks(10), (RTO, 0, -1, 2000), *acks(1, acked=9, start_us=3000)])
+    assert (cc.state["snd_cwnd"], cc.state["snd_ssthresh"]) == (10, 10)
+    out = run(cc, [(RECOVERY, 0, -1, 4000)])
+    assert tuple(out[0, [0, 1, 3]]) == (5, 5, CA_RECOVERY)
+    assert cc.state["prior_ssthresh"] == 10              # tcp_current_ssthresh(): max(10, 7)
+
+
 def test_undo_restores_cwnd_and_ssthresh():
     cc = _core.CoreCongestion("reno")
     run(cc, [*acks(10), (RECOVERY, 0, -1, 5000), (UNDO, 0, -1, 6000)])

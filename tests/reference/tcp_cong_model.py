@@ -61,7 +61,8 @@ class RefSender:
         self.prior_cwnd = self.prior_ssthresh = 0
         self.snd_una = self.snd_nxt = self.high_seq = 0
         self.lsndtime = self.now_us = 0
-        self.srtt_us = self.mdev_us = self.mdev_max_us = self.rttvar_us = self.rtt_seq = 0
+        self.srtt_us = self.mdev_max_us = self.rttvar_us = self.rtt_seq = 0
+        self.mdev_us = TCP_TIMEOUT_INIT * 1000         # tcp_init_sock(): jiffies_to_usecs()
         self.icsk_rto, self.icsk_backoff, self.ca_state = TCP_TIMEOUT_INIT, 0, CA_OPEN
         if self.cubic:
             self.bictcp_reset()
@@ -240,7 +241,7 @@ class RefSender:
             self.lsndtime = self.jiffies
         elif kind == RECOVERY:
             self.prior_ssthresh = 0
-            if self.ca_state < CA_CWR:
+            if self.ca_state not in (CA_CWR, CA_RECOVERY):       # !tcp_in_cwnd_reduction()
                 self.prior_ssthresh = self.current_ssthresh()
                 self.high_seq, self.snd_cwnd_cnt = self.snd_nxt, 0
                 self.prior_cwnd = self.snd_cwnd
