@@ -1012,3 +1012,106 @@ cdef struct nm_zcrx_ifq:
     uint32_t fired_events       # fired and not re-armed (ZCRX_CTRL_ARM_EVENT)
     uint32_t pending_events     # fired, their CQE not yet posted (the task work)
     uint64_t *stats             # struct zcrx_stats in the region, or NULL
+
+# ---- closed loop, sender side (pyx/tcp_cong.pxi, tcp_rtt.pxi, link.pxi, event_heap.pxi) -------
+
+# struct bictcp of net/ipv4/tcp_cubic.c (Linux 6.12).
+cdef struct nm_bictcp:
+    uint32_t cnt                # increase cwnd by 1 after ACKs
+    uint32_t last_max_cwnd      # last maximum snd_cwnd
+    uint32_t last_cwnd          # the last snd_cwnd
+    uint32_t last_time          # time when updated last_cwnd (jiffies)
+    uint32_t bic_origin_point   # origin point of bic function
+    uint32_t bic_K              # time to origin point from the beginning of the epoch
+    uint32_t delay_min          # min delay (usec)
+    uint32_t epoch_start        # beginning of an epoch (jiffies)
+    uint32_t ack_cnt            # number of acks
+    uint32_t tcp_cwnd           # estimated tcp cwnd
+    uint8_t sample_cnt          # number of samples to decide curr_rtt
+    uint8_t found               # the exit point is found?
+    uint32_t round_start        # beginning of each round (usec)
+    uint32_t end_seq            # end_seq of the round
+    uint32_t last_ack           # last time when the ACK spacing is close (usec)
+    uint32_t curr_rtt           # the minimum rtt of current round
+
+cdef struct nm_tcp_cc_sock
+
+# struct tcp_congestion_ops: the hooks the sender calls (include/net/tcp.h).
+cdef struct nm_tcp_congestion_ops:
+    uint32_t (*ssthresh)(nm_tcp_cc_sock *tp) noexcept nogil
+    void (*cong_avoid)(nm_tcp_cc_sock *tp, uint32_t ack, uint32_t acked) noexcept nogil
+    void (*set_state)(nm_tcp_cc_sock *tp, uint8_t new_state) noexcept nogil
+    void (*cwnd_event)(nm_tcp_cc_sock *tp, int ev) noexcept nogil
+    uint32_t (*undo_cwnd)(nm_tcp_cc_sock *tp) noexcept nogil
+    void (*pkts_acked)(nm_tcp_cc_sock *tp, uint32_t pkts_acked, int64_t rtt_us) noexcept nogil
+    void (*init)(nm_tcp_cc_sock *tp) noexcept nogil
+    const char *name
+
+# The sender-side fields of struct tcp_sock / inet_connection_sock the congestion control, the
+# RTT estimator and the RTO read and write. Sequence numbers count segments, not bytes.
+cdef struct nm_tcp_cc_sock:
+    uint32_t snd_cwnd
+    uint32_t snd_cwnd_cnt
+    uint32_t snd_cwnd_clamp
+    uint32_t snd_ssthresh
+    uint32_t prior_cwnd
+    uint32_t prior_ssthresh
+    uint32_t packets_out
+    uint32_t max_packets_out
+    bint is_cwnd_limited
+    uint32_t snd_una
+    uint32_t snd_nxt
+    uint32_t high_seq
+    uint32_t lsndtime           # jiffies of the last send
+    uint64_t tcp_mstamp         # usec clock of the last ACK processed
+    uint32_t srtt_us            # smoothed RTT << 3, usec
+    uint32_t mdev_us            # medium deviation << 2
+    uint32_t mdev_max_us        # maximal mdev for the last RTT period
+    uint32_t rttvar_us          # smoothed mdev_max
+    uint32_t rtt_seq            # sequence number to update rttvar
+    uint32_t icsk_rto           # jiffies
+    uint8_t icsk_backoff
+    uint8_t icsk_ca_state       # TCP_CA_*
+    const nm_tcp_congestion_ops *icsk_ca_ops
+    nm_bictcp ca                # inet_csk_ca()
+
+# A unidirectional link: rate, one-way delay, a drop-tail byte-limited FIFO, random loss.
+cdef struct nm_link:
+    uint64_t rate_bps
+    uint64_t delay_ns
+    uint64_t queue_bytes        # the FIFO's byte limit (frames queued or on the wire)
+    uint32_t loss_thresh        # a frame is lost when the PRNG draws below this (2^32 scale)
+    uint32_t rng                # xorshift32 state
+    uint64_t busy_until         # when the wire finishes the last accepted frame
+    uint64_t backlog            # bytes queued or serialising
+    uint64_t *fin               # ring of (finish time, length) of frames in the FIFO
+    uint32_t *len
+    uint32_t head
+    uint32_t count
+    uint32_t cap
+    uint64_t enqueued
+    uint64_t dropped_queue
+    uint64_t dropped_loss
+    uint64_t delivered
+    uint64_t bytes              # bytes delivered
+
+cdef struct nm_event:
+    uint64_t time
+    uint64_t seq
+    uint64_t arg
+    uint32_t kind
+
+cdef struct nm_event_heap:
+    nm_event *ev
+    uint64_t n
+    uint64_t cap
+    uint64_t next_seq
+
+cdef class CoreCongestion:
+    cdef nm_tcp_cc_sock tp
+
+cdef class CoreLink:
+    cdef nm_link link
+
+cdef class CoreEventHeap:
+    cdef nm_event_heap h

@@ -20,7 +20,7 @@ from libc.errno cimport (E2BIG, EAGAIN, EBADF, EBUSY, ECONNRESET, EEXIST, EFAULT
                          EPIPE, ETOOMANYREFS)
 from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
-from libc.string cimport memcmp, memcpy, memmove, memset
+from libc.string cimport memcmp, memcpy, memmove, memset, strcmp
 
 from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
                            PROT_WRITE, mmap, munmap, nm_now_ns, nm_tsc)
@@ -60,6 +60,10 @@ include "udp_icmp.pxi"
 include "devmem.pxi"
 include "devmem_tx.pxi"
 include "zcrx.pxi"
+include "tcp_rtt.pxi"
+include "tcp_cong.pxi"
+include "link.pxi"
+include "event_heap.pxi"
 include "bench.pxi"
 
 # Python-visible constants (the package re-exports them).
