@@ -875,7 +875,7 @@ class PacketTrace:
                                              f"{int(z['format'])}, expected {_TRACE_FORMAT}")
                 skipped = dict(zip(z["skipped_reasons"].tolist(),
                                    z["skipped_counts"].tolist(), strict=True))
-                cmap = _open_indexed(path, z, int(z["keep"])) if "capture" in z.files else None
+                cmap = _open_indexed(path, z) if "capture" in z.files else None
                 trace = cls(z["arena"] if cmap is None else cmap.arena, z["offsets"],
                             z["lengths"], z["timestamps"], int(z["linktype"]), skipped,
                             int(z["payload_bytes"]))
@@ -893,11 +893,11 @@ class PacketTrace:
         return trace, meta
 
 
-def _open_indexed(path, z, keep):
+def _open_indexed(path, z):
     """The ``CaptureMap`` of the capture a saved index names, if it is still the capture that
     was indexed (``ESTALE`` if not)."""
     capture = os.path.join(os.path.dirname(os.path.abspath(path)), str(z["capture"]))
-    cmap = CaptureMap(capture, "PacketTrace.load", keep)
+    cmap = CaptureMap(capture, "PacketTrace.load", int(z["keep"]), int(z["window"]))
     if cmap.key != json.loads(str(z["capture_key"])):
         raise _err(errno.ESTALE, f"PacketTrace.load: {path}: the capture {capture} changed "
                                  f"since it was indexed (size, modification time or contents)")
