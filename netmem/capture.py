@@ -129,6 +129,23 @@ def _file_key(f, st):
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": h.hexdigest()}
 
 
+def index_cache_path(path):
+    """Where ``netmem-replay`` caches the index of the capture at ``path``: in
+    ``$NETMEM_CACHE_DIR`` when set; else next to the capture (``path + ".npz"``, where
+    ``netmem-flows`` writes it) when its directory is writable; else in the user's cache
+    directory (``$XDG_CACHE_HOME/netmem``, by default ``~/.cache/netmem``), named after the
+    capture and a digest of its absolute path."""
+    path = os.path.abspath(path)
+    where = os.environ.get("NETMEM_CACHE_DIR")
+    if not where and os.access(os.path.dirname(path), os.W_OK):
+        return path + ".npz"
+    if not where:
+        where = os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                             os.path.join(os.path.expanduser("~"), ".cache"), "netmem")
+    tag = hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+    return os.path.join(where, f"{os.path.basename(path)}-{tag}.npz")
+
+
 def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     """Open and index a pcap or pcapng capture: (arena, offsets, lengths, ns timestamps,
     linktypes, truncated, the ``CaptureMap`` or None). Read whole unless ``stream``; streamed,

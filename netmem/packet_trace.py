@@ -10,6 +10,7 @@ runs on loads). What a receiver gets in order (``in_order_bytes()``) and tshark'
 ``from_packets``; reading pcap and pcapng is ``netmem.capture``. ``netmem.flows`` re-exports
 the public names.
 """
+import contextlib
 import errno
 import ipaddress
 import json
@@ -18,7 +19,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from netmem.capture import STREAM_WINDOW, CaptureMap, _gather_u32, read_capture
+from netmem.capture import STREAM_WINDOW, CaptureMap, _gather_u32, index_cache_path, read_capture
 from netmem.errors import NetmemError
 
 __all__ = [
@@ -861,12 +862,37 @@ class PacketTrace:
                      meta=np.str_(json.dumps(meta, sort_keys=True)), **where)
 
     @classmethod
-    def load(cls, path):
-        """The trace ``save()`` wrote at ``path``."""
-        return cls._load(path)[0]
+    def load(cls, path, keep=None):
+        """The trace ``save()`` wrote at ``path``; a streamed one keeps the first ``keep`` bytes
+        of its capture resident (None: as it was saved)."""
+        return cls._load(path, keep)[0]
 
     @classmethod
-    def _load(cls, path):
+    def from_index_cache(cls, path, keep=0):
+        """``from_pcap(path, stream=True, keep=keep)``, its index loaded from the cache
+        (``index_cache_path(path)``) when the cache is that of the capture as it is now (size,
+        modification time, first and last MiB), else indexed and cached (a cache that cannot
+        be written is not). Returns (trace, whether the cache was used)."""
+        cache = index_cache_path(path)
+        try:
+            trace = cls.load(cache, keep)
+            if trace.streamed and trace._map.path == os.path.abspath(path):
+                return trace, True
+        except NetmemError:     # none, another capture's, stale or unreadable: index again
+            pass
+        trace = cls.from_pcap(path, stream=True, keep=keep)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            trace._save(tmp, None)
+            os.replace(tmp, cache)      # a concurrent reader sees the old file or the new one
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        return trace, False
+
+    @classmethod
+    def _load(cls, path, keep=None):
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -875,7 +901,7 @@ class PacketTrace:
                                              f"{int(z['format'])}, expected {_TRACE_FORMAT}")
                 skipped = dict(zip(z["skipped_reasons"].tolist(),
                                    z["skipped_counts"].tolist(), strict=True))
-                cmap = _open_indexed(path, z) if "capture" in z.files else None
+                cmap = _open_indexed(path, z, keep) if "capture" in z.files else None
                 trace = cls(z["arena"] if cmap is None else cmap.arena, z["offsets"],
                             z["lengths"], z["timestamps"], int(z["linktype"]), skipped,
                             int(z["payload_bytes"]))
@@ -893,11 +919,12 @@ class PacketTrace:
         return trace, meta
 
 
-def _open_indexed(path, z):
+def _open_indexed(path, z, keep=None):
     """The ``CaptureMap`` of the capture a saved index names, if it is still the capture that
     was indexed (``ESTALE`` if not)."""
     capture = os.path.join(os.path.dirname(os.path.abspath(path)), str(z["capture"]))
-    cmap = CaptureMap(capture, "PacketTrace.load", int(z["keep"]), int(z["window"]))
+    cmap = CaptureMap(capture, "PacketTrace.load", int(z["keep"]) if keep is None else keep,
+                      int(z["window"]))
     if cmap.key != json.loads(str(z["capture_key"])):
         raise _err(errno.ESTALE, f"PacketTrace.load: {path}: the capture {capture} changed "
                                  f"since it was indexed (size, modification time or contents)")

@@ -276,3 +276,35 @@ def test_trace_cache_key_sees_an_edited_capture(tmp_path, edit):
     with pytest.raises(NetmemError) as e:
         PacketTrace.load(path + ".npz")
     assert e.value.errno == errno.ESTALE and "changed since it was indexed" in str(e.value)
+
+
+def test_replay_indexes_a_capture_once(tmp_path, monkeypatch):
+    """``netmem-replay --pcap`` walks a capture once: later runs load its index from the cache
+    (next to it, its directory being writable), an edited capture is walked again; a capture in
+    a directory it cannot write is cached under ``$XDG_CACHE_HOME/netmem``."""
+    walks = []
+    read = packet_trace.read_capture
+    monkeypatch.setattr(packet_trace, "read_capture", lambda *a: walks.append(a[0]) or read(*a))
+    monkeypatch.delenv("NETMEM_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "c.pcap"
+    generate(connections=2, payload=100_000, seed=3).trace.write_pcap(str(path))
+    runs = [main(["--pcap", str(path), "--provider", "host", "--loops", "1", "--warmup", "0"])
+            for _ in range(2)]
+    assert runs == [0, 0] and len(walks) == 1 and os.path.isfile(f"{path}.npz")
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))         # edited: walked again
+    assert replay_workload._open_capture(str(path)).streamed and len(walks) == 2
+    replay_workload._open_capture(str(path))
+    assert len(walks) == 2
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != str(tmp_path) and access(p, m))
+    os.unlink(f"{path}.npz")
+    for _ in range(2):
+        replay_workload._open_capture(str(path))
+    cached = os.listdir(tmp_path / "xdg" / "netmem")
+    assert len(walks) == 3 and not os.path.exists(f"{path}.npz"), walks
+    assert len(cached) == 1 and cached[0].startswith("c.pcap-"), cached
+    monkeypatch.setenv("NETMEM_CACHE_DIR", str(tmp_path / "mine"))
+    replay_workload._open_capture(str(path))
+    assert len(walks) == 4 and len(os.listdir(tmp_path / "mine")) == 1

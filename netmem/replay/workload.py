@@ -47,10 +47,10 @@ def _load_trace(cfg):
 def _open_capture(path, keep=0):
     """The trace of a capture, streamed from the file (so a capture of any size replays in
     bounded memory; each loop reads it again, through the page cache, but its first ``keep``
-    bytes), or read whole when its frames are not all Ethernet (raw IP and Linux cooked frames
-    are converted in memory)."""
+    bytes), its index from the cache (``PacketTrace.from_index_cache()``); or read whole when
+    its frames are not all Ethernet (raw IP and Linux cooked frames are converted in memory)."""
     try:
-        return PacketTrace.from_pcap(path, stream=True, keep=keep)
+        return PacketTrace.from_index_cache(path, keep)[0]
     except NetmemError as e:
         if e.errno != errno.EOPNOTSUPP:
             raise
