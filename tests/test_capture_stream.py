@@ -59,6 +59,18 @@ def test_in_order_bytes_block_by_block(capture, monkeypatch):
     assert trace.in_order_bytes() == whole
 
 
+def test_unique_rows_is_numpy_unique_of_rows():
+    """``in_order_bytes()`` and ``tcp_streams()`` number directions by ``_unique_rows()``: the
+    same rows in the same order as ``np.unique(axis=0)``, so the same ids and output order."""
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 3000):
+        key = rng.integers(0, 4, (n, 5)).astype(np.uint64) << np.uint64(62)
+        key[:, 2] = rng.integers(0, 3, n)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        got = packet_trace._unique_rows(key)
+        assert (got[0] == first).all() and (got[1] == inverse.reshape(-1)).all()
+
+
 def test_streamed_keep_all_counts_what_it_skips(tmp_path):
     f = generate(connections=2, payload=5000, seed=3)
     arp = bytes(12) + b"\x08\x06" + bytes(46)
