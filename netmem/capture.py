@@ -80,6 +80,7 @@ class CaptureMap:
         self.keep = keep - keep % mmap.PAGESIZE     # bytes at the head never given back
         self._end = 0   # the end of the last release, page aligned
         self.ahead = ahead
+        self.cached = False     # the index came from the cache (index_cache_path())
         self._fetched = 0       # the end of the bytes handed to the prefetch thread
         self._fetching = None   # that thread, and where its bytes start
 

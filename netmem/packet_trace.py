@@ -871,25 +871,31 @@ class PacketTrace:
     def from_index_cache(cls, path, keep=0):
         """``from_pcap(path, stream=True, keep=keep)``, its index loaded from the cache
         (``index_cache_path(path)``) when the cache is that of the capture as it is now (size,
-        modification time, first and last MiB), else indexed and cached (a cache that cannot
-        be written is not). Returns (trace, whether the cache was used)."""
-        cache = index_cache_path(path)
+        modification time, first and last MiB), else indexed (``cache_index()`` then writes
+        the cache)."""
         try:
-            trace = cls.load(cache, keep)
+            trace = cls.load(index_cache_path(path), keep)
             if trace.streamed and trace._map.path == os.path.abspath(path):
-                return trace, True
+                trace._map.cached = True
+                return trace
         except NetmemError:     # none, another capture's, stale or unreadable: index again
             pass
-        trace = cls.from_pcap(path, stream=True, keep=keep)
+        return cls.from_pcap(path, stream=True, keep=keep)
+
+    def cache_index(self):
+        """Write a streamed trace's index to its capture's cache (``index_cache_path()``),
+        unless it was loaded from there; a cache that cannot be written is not."""
+        if self._map is None or self._map.cached:
+            return
+        cache = index_cache_path(self._map.path)
         tmp = f"{cache}.{os.getpid()}.tmp"
         try:
             os.makedirs(os.path.dirname(cache), exist_ok=True)
-            trace._save(tmp, None)
+            self._save(tmp, None)
             os.replace(tmp, cache)      # a concurrent reader sees the old file or the new one
         except OSError:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-        return trace, False
 
     @classmethod
     def _load(cls, path, keep=None):

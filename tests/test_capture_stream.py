@@ -306,17 +306,17 @@ def test_replay_indexes_a_capture_once(tmp_path, monkeypatch):
     assert runs == [0, 0] and len(walks) == 1 and os.path.isfile(f"{path}.npz")
     st = os.stat(path)
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))         # edited: walked again
-    assert replay_workload._open_capture(str(path)).streamed and len(walks) == 2
-    replay_workload._open_capture(str(path))
+    replay_workload._open_capture(str(path)).cache_index()
+    replay_workload._open_capture(str(path)).cache_index()
     assert len(walks) == 2
     access = os.access
     monkeypatch.setattr(os, "access", lambda p, m: p != str(tmp_path) and access(p, m))
     os.unlink(f"{path}.npz")
     for _ in range(2):
-        replay_workload._open_capture(str(path))
+        replay_workload._open_capture(str(path)).cache_index()
     cached = os.listdir(tmp_path / "xdg" / "netmem")
     assert len(walks) == 3 and not os.path.exists(f"{path}.npz"), walks
     assert len(cached) == 1 and cached[0].startswith("c.pcap-"), cached
     monkeypatch.setenv("NETMEM_CACHE_DIR", str(tmp_path / "mine"))
-    replay_workload._open_capture(str(path))
+    replay_workload._open_capture(str(path)).cache_index()
     assert len(walks) == 4 and len(os.listdir(tmp_path / "mine")) == 1

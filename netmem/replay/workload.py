@@ -28,6 +28,7 @@ def _load_trace(cfg):
                            f"middle of a record (after {len(trace)} TCP frames)")
         if len(trace) + sum(trace.skipped.values()) == 0:
             raise BadInput(f"--pcap from_pcap: {cfg.pcap}: holds no frames")
+        trace.cache_index()     # bad input writes nothing
         return trace, None, None
     fields = {"mtu": ETH_DATA_LEN if cfg.mtu is None else cfg.mtu, "seed": cfg.seed}
     if cfg.connections is not None:
@@ -50,7 +51,7 @@ def _open_capture(path, keep=0):
     bytes), its index from the cache (``PacketTrace.from_index_cache()``); or read whole when
     its frames are not all Ethernet (raw IP and Linux cooked frames are converted in memory)."""
     try:
-        return PacketTrace.from_index_cache(path, keep)[0]
+        return PacketTrace.from_index_cache(path, keep)
     except NetmemError as e:
         if e.errno != errno.EOPNOTSUPP:
             raise
