@@ -19,6 +19,7 @@ import threading
 
 import numpy as np
 
+from netmem._core import pcap_heads
 from netmem.errors import NetmemError
 
 _MAX_SNAPLEN = 262144   # libpcap's MAXIMUM_SNAPLEN: a larger record length is corruption
@@ -195,26 +196,24 @@ def _read_pcap(data, arena, path, release=None, window=STREAM_WINDOW):
     linktype = network & 0xFFFF  # the upper bits carry the FCS length
     limit = max(snaplen, _MAX_SNAPLEN)
     incl_at = struct.Struct(e + "I").unpack_from
-    heads = array.array("q")
-    append = heads.append
+    parts = []
     pos, end = 24, len(data)
-    mark = window if release is not None else end + 1
-    while pos + 16 <= end:
-        incl = incl_at(data, pos + 8)[0]
-        nxt = pos + 16 + incl
-        if nxt > end:
+    while True:     # a window of the file at a time: its records' offsets, in C
+        out = np.empty(min(window, end) // 16 + 1, np.int64)
+        n, nxt = pcap_heads(arena, pos, pos + window, little, out)
+        parts.append(out[:n].copy())
+        if release is not None and n:
+            release(pos, nxt)
+        if not n:
             break
-        append(pos)
         pos = nxt
-        if pos >= mark:
-            release(mark - window, pos)
-            mark = pos + window
     truncated = int(pos != end)
     if truncated and pos + 16 <= end and incl_at(data, pos + 8)[0] > limit:
-        raise _err(errno.EINVAL, f"from_pcap: {path}: record {len(heads)} at byte {pos}: "
+        raise _err(errno.EINVAL, f"from_pcap: {path}: record {sum(map(len, parts))} at byte "
+                                 f"{pos}: "
                                  f"captured length {incl_at(data, pos + 8)[0]} exceeds the "
                                  f"snapshot length {snaplen}")
-    h = np.frombuffer(heads, np.int64) if len(heads) else np.zeros(0, np.int64)
+    h = np.concatenate(parts)
     cols = [np.zeros(len(h), np.uint64) for _ in range(3)]     # sec, frac, incl
     a = 0
     while a < len(h):       # the record headers, a window of the file at a time

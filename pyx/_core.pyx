@@ -61,6 +61,7 @@ include "devmem.pxi"
 include "devmem_tx.pxi"
 include "zcrx.pxi"
 include "bench.pxi"
+include "capture.pxi"
 
 # Python-visible constants (the package re-exports them).
 PAGE_SIZE_ = PAGE_SIZE
