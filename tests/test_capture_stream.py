@@ -165,6 +165,18 @@ def test_keep_holds_the_head_of_the_capture_resident(tmp_path):
     assert e.value.errno == errno.EINVAL and "keep -1" in str(e.value)
 
 
+def test_release_prefetches_the_next_window(tmp_path):
+    """A release has a thread fault in the next window of the capture (``MADV_POPULATE_READ``),
+    so the reader does not take those faults; no more than that window."""
+    path = tmp_path / "p.pcap"
+    generate(connections=2, payload=4 << 20, seed=2).write_pcap(path)
+    trace = PacketTrace.from_pcap(path, stream=True, window=2 << 20)
+    before = rss_file()
+    trace.release(0, 1)
+    trace._map._fetching[0].join()
+    assert (2 << 20) - 8192 <= rss_file() - before <= (2 << 20) + 8192, rss_file() - before
+
+
 def test_replay_streams_an_ethernet_capture(tmp_path, capture):
     out = tmp_path / "r.json"
     assert main(["--pcap", str(capture), "--provider", "host", "--json", str(out)]) == 0
