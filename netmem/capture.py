@@ -9,14 +9,17 @@ is done with, so the resident memory stays bounded by the window whatever the fi
 Nothing here models the kernel; scapy is not used.
 """
 import array
+import ctypes
 import errno
 import hashlib
 import mmap
 import os
 import struct
+import threading
 
 import numpy as np
 
+from netmem._core import pcap_heads
 from netmem.errors import NetmemError
 
 _MAX_SNAPLEN = 262144   # libpcap's MAXIMUM_SNAPLEN: a larger record length is corruption
@@ -25,6 +28,9 @@ _PCAP_MAGICS = {b"\xd4\xc3\xb2\xa1": (True, False), b"\x4d\x3c\xb2\xa1": (True, 
                 b"\xa1\xb2\xc3\xd4": (False, False), b"\xa1\xb2\x3c\x4d": (False, True)}
 STREAM_WINDOW = 64 << 20   # bytes of a streamed capture resident at once: 64 MiB
 _KEY_SPAN = 1 << 20        # bytes hashed at each end of a capture for its identity: 1 MiB
+_MADV_POPULATE_READ = 22   # Linux 5.14+; an older kernel answers EINVAL and nothing is fetched
+_madvise = ctypes.CDLL(None, use_errno=True).madvise    # ctypes drops the GIL for the call
+_madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 def _err(code, msg):
@@ -50,9 +56,14 @@ class CaptureMap:
     first ``keep`` bytes of the file are never given back: a replay that loops over a capture
     that fits reads it once, and one that does not rereads only what lies past ``keep`` (for a
     scan in a loop, keeping the head is the best use of the memory: any page given back is
-    read again before a kept one would be)."""
+    read again before a kept one would be).
 
-    def __init__(self, path, who, keep=0):
+    So that the reader does not take those faults itself, each release also has a thread fault
+    in (``madvise(MADV_POPULATE_READ)``, without the GIL) the next ``ahead`` bytes past it,
+    while the reader works on what it has (``NetDevice.receive()`` runs in C without the GIL):
+    about ``ahead`` bytes more are resident. ``ahead`` 0: no prefetch."""
+
+    def __init__(self, path, who, keep=0, ahead=0):
         try:
             with open(path, "rb") as f:
                 st = os.fstat(f.fileno())
@@ -69,6 +80,10 @@ class CaptureMap:
             np.zeros(0, np.uint8)
         self.keep = keep - keep % mmap.PAGESIZE     # bytes at the head never given back
         self._end = 0   # the end of the last release, page aligned
+        self.ahead = ahead
+        self.cached = False     # the index came from the cache (index_cache_path())
+        self._fetched = 0       # the end of the bytes handed to the prefetch thread
+        self._fetching = None   # that thread, and where its bytes start
 
     def release(self, lo, hi):
         """Give back the pages of ``[lo, hi)`` (whole pages below ``hi``)."""
@@ -76,8 +91,32 @@ class CaptureMap:
         start = max(self._end if self._end <= lo else lo - lo % page, self.keep)
         stop = min(hi, self.size) // page * page
         if stop > start:
+            self._wait_below(stop)
             self.mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
         self._end = max(stop, start)
+        self._fetch(stop)
+
+    def _wait_below(self, stop):
+        """Wait for a prefetch that reaches below ``stop`` (it would fault in again what is
+        being given back)."""
+        if self._fetching is not None and self._fetching[1] < stop:
+            self._fetching[0].join()
+            self._fetching = None
+
+    def _fetch(self, stop):
+        """Have the thread fault in ``[stop, stop + ahead)`` but what it has, when less than
+        half of it is left and no fetch is running."""
+        if stop < self._fetched - self.ahead:       # a new pass over the file
+            self._fetched = 0
+        lo, hi = max(stop, self._fetched), min(stop + self.ahead, self.size)
+        if hi - lo < self.ahead // 2 or lo >= hi or \
+                (self._fetching is not None and self._fetching[0].is_alive()):
+            return
+        lo -= lo % mmap.PAGESIZE
+        t = threading.Thread(target=_madvise, daemon=True,
+                             args=(self.arena.ctypes.data + lo, hi - lo, _MADV_POPULATE_READ))
+        t.start()
+        self._fetching, self._fetched = (t, lo), hi
 
 
 def _file_key(f, st):
@@ -92,6 +131,23 @@ def _file_key(f, st):
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "digest": h.hexdigest()}
 
 
+def index_cache_path(path):
+    """Where ``netmem-replay`` caches the index of the capture at ``path``: in
+    ``$NETMEM_CACHE_DIR`` when set; else next to the capture (``path + ".npz"``, where
+    ``netmem-flows`` writes it) when its directory is writable; else in the user's cache
+    directory (``$XDG_CACHE_HOME/netmem``, by default ``~/.cache/netmem``), named after the
+    capture and a digest of its absolute path."""
+    path = os.path.abspath(path)
+    where = os.environ.get("NETMEM_CACHE_DIR")
+    if not where and os.access(os.path.dirname(path), os.W_OK):
+        return path + ".npz"
+    if not where:
+        where = os.path.join(os.environ.get("XDG_CACHE_HOME") or
+                             os.path.join(os.path.expanduser("~"), ".cache"), "netmem")
+    tag = hashlib.blake2b(path.encode(), digest_size=8).hexdigest()
+    return os.path.join(where, f"{os.path.basename(path)}-{tag}.npz")
+
+
 def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     """Open and index a pcap or pcapng capture: (arena, offsets, lengths, ns timestamps,
     linktypes, truncated, the ``CaptureMap`` or None). Read whole unless ``stream``; streamed,
@@ -99,7 +155,7 @@ def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     bytes)."""
     cmap = None
     if stream:
-        cmap = CaptureMap(path, who, keep)
+        cmap = CaptureMap(path, who, keep, window)
         data, arena = cmap.mm if cmap.mm is not None else b"", cmap.arena
     else:
         try:
@@ -140,26 +196,24 @@ def _read_pcap(data, arena, path, release=None, window=STREAM_WINDOW):
     linktype = network & 0xFFFF  # the upper bits carry the FCS length
     limit = max(snaplen, _MAX_SNAPLEN)
     incl_at = struct.Struct(e + "I").unpack_from
-    heads = array.array("q")
-    append = heads.append
+    parts = []
     pos, end = 24, len(data)
-    mark = window if release is not None else end + 1
-    while pos + 16 <= end:
-        incl = incl_at(data, pos + 8)[0]
-        nxt = pos + 16 + incl
-        if nxt > end:
+    while True:     # a window of the file at a time: its records' offsets, in C
+        out = np.empty(min(window, end) // 16 + 1, np.int64)
+        n, nxt = pcap_heads(arena, pos, pos + window, little, out)
+        parts.append(out[:n].copy())
+        if release is not None and n:
+            release(pos, nxt)
+        if not n:
             break
-        append(pos)
         pos = nxt
-        if pos >= mark:
-            release(mark - window, pos)
-            mark = pos + window
     truncated = int(pos != end)
     if truncated and pos + 16 <= end and incl_at(data, pos + 8)[0] > limit:
-        raise _err(errno.EINVAL, f"from_pcap: {path}: record {len(heads)} at byte {pos}: "
+        raise _err(errno.EINVAL, f"from_pcap: {path}: record {sum(map(len, parts))} at byte "
+                                 f"{pos}: "
                                  f"captured length {incl_at(data, pos + 8)[0]} exceeds the "
                                  f"snapshot length {snaplen}")
-    h = np.frombuffer(heads, np.int64) if len(heads) else np.zeros(0, np.int64)
+    h = np.concatenate(parts)
     cols = [np.zeros(len(h), np.uint64) for _ in range(3)]     # sec, frac, incl
     a = 0
     while a < len(h):       # the record headers, a window of the file at a time

@@ -10,6 +10,7 @@ runs on loads). What a receiver gets in order (``in_order_bytes()``) and tshark'
 ``from_packets``; reading pcap and pcapng is ``netmem.capture``. ``netmem.flows`` re-exports
 the public names.
 """
+import contextlib
 import errno
 import ipaddress
 import json
@@ -18,7 +19,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from netmem.capture import STREAM_WINDOW, CaptureMap, _gather_u32, read_capture
+from netmem.capture import STREAM_WINDOW, CaptureMap, _gather_u32, index_cache_path, read_capture
 from netmem.errors import NetmemError
 
 __all__ = [
@@ -551,9 +552,9 @@ class PacketTrace:
             low = np.where(src_low[:, None], src, dst)
             high = np.where(src_low[:, None], dst, src)
             key = np.column_stack([h.six.astype(np.uint64), low, high])
-            uniq, first = np.unique(key, axis=0, return_index=True)
+            first, _ = _unique_rows(key)
             for j in np.argsort(first, kind="stable").tolist():
-                k = uniq[j].tobytes()
+                k = key[first[j]].tobytes()
                 if k not in seen:
                     i = int(first[j])
                     seen[k] = (h.end(0, i), h.end(1, i))
@@ -626,16 +627,16 @@ class PacketTrace:
                 continue
             key = np.column_stack([h.six[at], *(a[at].view(">u8") for a in h.addrs),
                                    *(p[at] for p in h.ports)]).astype(np.uint64)
-            uniq, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
-            local = np.empty(len(uniq), np.int64)
-            for j in range(len(uniq)):
-                k = uniq[j].tobytes()
+            first, inverse = _unique_rows(key)
+            local = np.empty(len(first), np.int64)
+            for j in range(len(first)):
+                k = key[first[j]].tobytes()
                 if k not in ids:
                     ids[k] = len(names)
                     i = int(at[first[j]])
                     names.append((h.end(0, i), h.end(1, i)))
                 local[j] = ids[k]
-            cols.append((local[inverse.reshape(-1)].astype(np.int32),
+            cols.append((local[inverse].astype(np.int32),
                          h.seq[at].astype(np.uint32), h.flags[at],
                          h.payload[at].astype(np.uint32)))
         if not cols:
@@ -861,12 +862,43 @@ class PacketTrace:
                      meta=np.str_(json.dumps(meta, sort_keys=True)), **where)
 
     @classmethod
-    def load(cls, path):
-        """The trace ``save()`` wrote at ``path``."""
-        return cls._load(path)[0]
+    def load(cls, path, keep=None):
+        """The trace ``save()`` wrote at ``path``; a streamed one keeps the first ``keep`` bytes
+        of its capture resident (None: as it was saved)."""
+        return cls._load(path, keep)[0]
 
     @classmethod
-    def _load(cls, path):
+    def from_index_cache(cls, path, keep=0):
+        """``from_pcap(path, stream=True, keep=keep)``, its index loaded from the cache
+        (``index_cache_path(path)``) when the cache is that of the capture as it is now (size,
+        modification time, first and last MiB), else indexed (``cache_index()`` then writes
+        the cache)."""
+        try:
+            trace = cls.load(index_cache_path(path), keep)
+            if trace.streamed and trace._map.path == os.path.abspath(path):
+                trace._map.cached = True
+                return trace
+        except NetmemError:     # none, another capture's, stale or unreadable: index again
+            pass
+        return cls.from_pcap(path, stream=True, keep=keep)
+
+    def cache_index(self):
+        """Write a streamed trace's index to its capture's cache (``index_cache_path()``),
+        unless it was loaded from there; a cache that cannot be written is not."""
+        if self._map is None or self._map.cached:
+            return
+        cache = index_cache_path(self._map.path)
+        tmp = f"{cache}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(cache), exist_ok=True)
+            self._save(tmp, None)
+            os.replace(tmp, cache)      # a concurrent reader sees the old file or the new one
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    @classmethod
+    def _load(cls, path, keep=None):
         path = os.fspath(path)
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -875,7 +907,7 @@ class PacketTrace:
                                              f"{int(z['format'])}, expected {_TRACE_FORMAT}")
                 skipped = dict(zip(z["skipped_reasons"].tolist(),
                                    z["skipped_counts"].tolist(), strict=True))
-                cmap = _open_indexed(path, z, int(z["keep"])) if "capture" in z.files else None
+                cmap = _open_indexed(path, z, keep) if "capture" in z.files else None
                 trace = cls(z["arena"] if cmap is None else cmap.arena, z["offsets"],
                             z["lengths"], z["timestamps"], int(z["linktype"]), skipped,
                             int(z["payload_bytes"]))
@@ -893,11 +925,12 @@ class PacketTrace:
         return trace, meta
 
 
-def _open_indexed(path, z, keep):
+def _open_indexed(path, z, keep=None):
     """The ``CaptureMap`` of the capture a saved index names, if it is still the capture that
     was indexed (``ESTALE`` if not)."""
     capture = os.path.join(os.path.dirname(os.path.abspath(path)), str(z["capture"]))
-    cmap = CaptureMap(capture, "PacketTrace.load", keep)
+    cmap = CaptureMap(capture, "PacketTrace.load", int(z["keep"]) if keep is None else keep,
+                      int(z["window"]))
     if cmap.key != json.loads(str(z["capture_key"])):
         raise _err(errno.ESTALE, f"PacketTrace.load: {path}: the capture {capture} changed "
                                  f"since it was indexed (size, modification time or contents)")
@@ -916,6 +949,21 @@ class _TcpHeaders:
         a = self.addrs[side][i]
         raw = a.tobytes() if self.six[i] else a[12:].tobytes()
         return str(ipaddress.ip_address(raw)), int(self.ports[side][i])
+
+
+def _unique_rows(key):
+    """The distinct rows of ``key`` (2-D, unsigned) in sorted order, as ``np.unique(key,
+    axis=0, return_index=True, return_inverse=True)`` gives them: (the first index of each,
+    the inverse), without its sort of whole rows (slow: a comparison of bytes per pair). The
+    columns are factorised one at a time into codes that keep their order, folded into one
+    code per row that sorts as the rows do."""
+    code = np.zeros(len(key), np.int64)
+    for col in key.T:
+        values, c = np.unique(col, return_inverse=True)
+        code = code * len(values) + c.reshape(-1)   # below len(key) ** 2: no overflow
+        code = np.unique(code, return_inverse=True)[1].reshape(-1)
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return first, inverse.reshape(-1)
 
 
 _INT32 = 1 << 32

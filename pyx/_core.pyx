@@ -65,6 +65,7 @@ include "tcp_cong.pxi"
 include "link.pxi"
 include "event_heap.pxi"
 include "bench.pxi"
+include "capture.pxi"
 
 # Python-visible constants (the package re-exports them).
 PAGE_SIZE_ = PAGE_SIZE

@@ -59,6 +59,18 @@ def test_in_order_bytes_block_by_block(capture, monkeypatch):
     assert trace.in_order_bytes() == whole
 
 
+def test_unique_rows_is_numpy_unique_of_rows():
+    """``in_order_bytes()`` and ``tcp_streams()`` number directions by ``_unique_rows()``: the
+    same rows in the same order as ``np.unique(axis=0)``, so the same ids and output order."""
+    rng = np.random.default_rng(4)
+    for n in (0, 1, 3000):
+        key = rng.integers(0, 4, (n, 5)).astype(np.uint64) << np.uint64(62)
+        key[:, 2] = rng.integers(0, 3, n)
+        _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+        got = packet_trace._unique_rows(key)
+        assert (got[0] == first).all() and (got[1] == inverse.reshape(-1)).all()
+
+
 def test_streamed_keep_all_counts_what_it_skips(tmp_path):
     f = generate(connections=2, payload=5000, seed=3)
     arp = bytes(12) + b"\x08\x06" + bytes(46)
@@ -151,6 +163,18 @@ def test_keep_holds_the_head_of_the_capture_resident(tmp_path):
     with pytest.raises(NetmemError) as e:
         PacketTrace.from_pcap(path, stream=True, keep=-1)
     assert e.value.errno == errno.EINVAL and "keep -1" in str(e.value)
+
+
+def test_release_prefetches_the_next_window(tmp_path):
+    """A release has a thread fault in the next window of the capture (``MADV_POPULATE_READ``),
+    so the reader does not take those faults; no more than that window."""
+    path = tmp_path / "p.pcap"
+    generate(connections=2, payload=4 << 20, seed=2).write_pcap(path)
+    trace = PacketTrace.from_pcap(path, stream=True, window=2 << 20)
+    before = rss_file()
+    trace.release(0, 1)
+    trace._map._fetching[0].join()
+    assert (2 << 20) - 8192 <= rss_file() - before <= (2 << 20) + 8192, rss_file() - before
 
 
 def test_replay_streams_an_ethernet_capture(tmp_path, capture):
@@ -276,3 +300,35 @@ def test_trace_cache_key_sees_an_edited_capture(tmp_path, edit):
     with pytest.raises(NetmemError) as e:
         PacketTrace.load(path + ".npz")
     assert e.value.errno == errno.ESTALE and "changed since it was indexed" in str(e.value)
+
+
+def test_replay_indexes_a_capture_once(tmp_path, monkeypatch):
+    """``netmem-replay --pcap`` walks a capture once: later runs load its index from the cache
+    (next to it, its directory being writable), an edited capture is walked again; a capture in
+    a directory it cannot write is cached under ``$XDG_CACHE_HOME/netmem``."""
+    walks = []
+    read = packet_trace.read_capture
+    monkeypatch.setattr(packet_trace, "read_capture", lambda *a: walks.append(a[0]) or read(*a))
+    monkeypatch.delenv("NETMEM_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = tmp_path / "c.pcap"
+    generate(connections=2, payload=100_000, seed=3).trace.write_pcap(str(path))
+    runs = [main(["--pcap", str(path), "--provider", "host", "--loops", "1", "--warmup", "0"])
+            for _ in range(2)]
+    assert runs == [0, 0] and len(walks) == 1 and os.path.isfile(f"{path}.npz")
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))         # edited: walked again
+    replay_workload._open_capture(str(path)).cache_index()
+    replay_workload._open_capture(str(path)).cache_index()
+    assert len(walks) == 2
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: p != str(tmp_path) and access(p, m))
+    os.unlink(f"{path}.npz")
+    for _ in range(2):
+        replay_workload._open_capture(str(path)).cache_index()
+    cached = os.listdir(tmp_path / "xdg" / "netmem")
+    assert len(walks) == 3 and not os.path.exists(f"{path}.npz"), walks
+    assert len(cached) == 1 and cached[0].startswith("c.pcap-"), cached
+    monkeypatch.setenv("NETMEM_CACHE_DIR", str(tmp_path / "mine"))
+    replay_workload._open_capture(str(path)).cache_index()
+    assert len(walks) == 4 and len(os.listdir(tmp_path / "mine")) == 1

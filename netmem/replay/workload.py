@@ -28,6 +28,7 @@ def _load_trace(cfg):
                            f"middle of a record (after {len(trace)} TCP frames)")
         if len(trace) + sum(trace.skipped.values()) == 0:
             raise BadInput(f"--pcap from_pcap: {cfg.pcap}: holds no frames")
+        trace.cache_index()     # bad input writes nothing
         return trace, None, None
     fields = {"mtu": ETH_DATA_LEN if cfg.mtu is None else cfg.mtu, "seed": cfg.seed}
     if cfg.connections is not None:
@@ -47,10 +48,10 @@ def _load_trace(cfg):
 def _open_capture(path, keep=0):
     """The trace of a capture, streamed from the file (so a capture of any size replays in
     bounded memory; each loop reads it again, through the page cache, but its first ``keep``
-    bytes), or read whole when its frames are not all Ethernet (raw IP and Linux cooked frames
-    are converted in memory)."""
+    bytes), its index from the cache (``PacketTrace.from_index_cache()``); or read whole when
+    its frames are not all Ethernet (raw IP and Linux cooked frames are converted in memory)."""
     try:
-        return PacketTrace.from_pcap(path, stream=True, keep=keep)
+        return PacketTrace.from_index_cache(path, keep)
     except NetmemError as e:
         if e.errno != errno.EOPNOTSUPP:
             raise
