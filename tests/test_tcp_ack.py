@@ -118,3 +118,19 @@ def test_fin_ack_is_delayed_in_pingpong_mode(nic, m):
     assert d.acks(50) == [(41, (100 + 1) / MSS, 510, [])]
     assert sk.info()["state"] == "CLOSE_WAIT" and m.tcp.mib["DelayedACKs"] == 1
     close_all(m)
+
+
+def test_ack_ring_drops_when_full(nic, m):
+    """The ring holds 4096 ACK records until ``m.tcp.acks()`` drains it; what does not fit is
+    counted (``acks_dropped``) and still counted in OutSegs, as it left the socket. Each old
+    duplicate is ACKed at once (``tcp_data_queue()``: DelayedACKLost, quick-ack mode)."""
+    d = Drill(m, nic)
+    d.syn()
+    d.seg(1, 0)
+    dup = d.f.data(payload(MSS, seed=0), flags="PA", seq=d.base)
+    d.at(2, [dup] * 4200)
+    acks = m.tcp.acks()
+    assert len(acks) == 4096 and m.tcp.acks_dropped == 4201 - 4096
+    assert m.tcp.mib["OutSegs"] == 4201 and m.tcp.mib["DelayedACKLost"] == 4200
+    assert (acks["ack"][1:] == d.base + MSS).all() and (acks["nr_sack"][1:] == 1).all()
+    close_all(m)
