@@ -190,7 +190,7 @@ cdef void tcp_send_ack(nm_net *n, uint32_t ski) noexcept nogil:
         r.ack = sk.rcv_nxt
         r.win = win
         r.flags = TCPHDR_ACK
-        r.tsval = tcp_jiffies32(n) if sk.tstamp_ok else 0
+        r.tsval = <uint32_t>(r.t_ns // 1000000) if sk.tstamp_ok else 0     # tcp_clock_ms()
         r.tsecr = sk.ts_recent if sk.tstamp_ok else 0
         r.nr_sack = <uint8_t>tcp_ack_sack_blocks(sk, r.sack) if sk.sack_ok else 0
     sk.dsack = 0

@@ -134,3 +134,15 @@ def test_ack_ring_drops_when_full(nic, m):
     assert m.tcp.mib["OutSegs"] == 4201 and m.tcp.mib["DelayedACKLost"] == 4200
     assert (acks["ack"][1:] == d.base + MSS).all() and (acks["nr_sack"][1:] == 1).all()
     close_all(m)
+
+
+def test_ack_timestamps_echo_ts_recent(nic, m):
+    """With timestamps, an ACK echoes the TSval ``tcp_replace_ts_recent()`` kept (the segment
+    started at or before ``rcv_wup``) and carries the clock in ms (``tcp_clock_ms()``, no
+    ``tsoffset``); without, both are 0."""
+    d = Drill(m, nic)
+    d.syn()
+    d.at(1, [d.f.data(payload(MSS), flags="PA", seq=d.base, tsval=777)])
+    a = m.tcp.acks()[-1]
+    assert (int(a["tsecr"]), int(a["tsval"])) == (777, int(a["t_ns"]) // 10**6)
+    close_all(m)
