@@ -727,6 +727,36 @@ cdef struct nm_sock:
     uint32_t uf_cap             # tokens the arrays hold (a multiple of 64)
     uint32_t uf_hint            # every token below it is in use
     uint64_t uf_count           # outstanding tokens
+    # The ACK side (pyx/tcp_ack.pxi): icsk->icsk_ack and the tcp_sock window fields.
+    uint8_t ack_pending         # icsk_ack.pending: ICSK_ACK_SCHED | ICSK_ACK_TIMER | ICSK_ACK_NOW
+    uint8_t ack_quick           # icsk_ack.quick: quick ACKs left
+    uint8_t pingpong            # inet_csk_in_pingpong_mode() (set by tcp_fin())
+    uint8_t rcv_wscale          # tp->rx_opt.rcv_wscale (0: the SYN had no window scale option)
+    uint8_t on_delack           # on n.delack_list
+    uint32_t ato                # icsk_ack.ato (jiffies)
+    uint32_t lrcvtime           # icsk_ack.lrcvtime (tcp_jiffies32)
+    uint32_t ack_timeout        # icsk_ack.timeout (jiffies)
+    uint32_t rcv_mss            # icsk_ack.rcv_mss
+    uint32_t advmss             # tp->advmss
+    uint32_t rcv_wup            # tp->rcv_wup: rcv_nxt at the last window update sent
+    uint32_t rcv_wnd            # tp->rcv_wnd
+    uint32_t rcv_ssthresh       # tp->rcv_ssthresh
+    uint32_t window_clamp       # tp->window_clamp
+    uint32_t snd_nxt            # the receiver's own sequence (ISS + 1: it sends no data)
+    uint32_t ts_recent          # tp->rx_opt.ts_recent: TSecr of the next ACK
+
+# One ACK the receiver sent (tcp_send_ack()), as m.tcp.acks() returns it (ACK_DTYPE).
+cdef struct nm_ack_rec:
+    uint64_t t_ns               # virtual time it left (the stack's clock)
+    uint32_t slot               # the socket
+    uint32_t seq
+    uint32_t ack
+    uint16_t win                # the window field as sent (scaled by rcv_wscale)
+    uint8_t flags               # TCP flags (ACK)
+    uint8_t nr_sack             # SACK blocks in sack (a D-SACK first)
+    uint32_t tsval              # TSval/TSecr (0 without timestamps)
+    uint32_t tsecr
+    uint32_t sack[8]            # (start, end) pairs
 
 cdef struct nm_tcp_mib:
     uint64_t InSegs
@@ -748,6 +778,11 @@ cdef struct nm_tcp_mib:
     uint64_t TCPAbortOnClose
     uint64_t PFMemallocDrop     # LINUX_MIB_PFMEMALLOCDROP (TcpExt, counted by sk_filter_trim_cap())
     uint64_t TCPACKSkippedChallenge     # tcp_send_challenge_ack()'s per-socket rate limit
+    uint64_t OutSegs            # Tcp: OutSegs (the ACKs sent)
+    uint64_t DelayedACKs        # tcp_delack_timer_handler() sent one
+    uint64_t TCPWantZeroWindowAdv
+    uint64_t TCPToZeroWindowAdv
+    uint64_t TCPFromZeroWindowAdv
 
 cdef struct nm_ip_mib:
     uint64_t InReceives
@@ -845,6 +880,17 @@ cdef struct nm_net:
     uint32_t challenge_count
     uint32_t challenge_rng
     uint64_t drop_reasons[32]   # SKB_DROP_REASON_* the model uses (NM_DROP_*)
+    # The ACKs sent (pyx/tcp_ack.pxi): a ring of ack_cap records (a power of two), produced at
+    # ack_head, drained from ack_tail by m.tcp.acks(); a full ring drops (ack_dropped).
+    nm_ack_rec *acks
+    uint64_t ack_head
+    uint64_t ack_tail
+    uint64_t ack_dropped
+    uint32_t ack_cap
+    # The sockets with an armed delayed-ACK timer, and the earliest deadline (ns; 0: none).
+    uint32_t *delack_list
+    uint32_t delack_len
+    uint64_t delack_next
     nm_prof prof                # netmem-replay --profile (pyx/profile.pxi); cold while off
 
 

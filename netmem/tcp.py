@@ -64,6 +64,7 @@ class TcpStack:
     def __init__(self, machine):
         self.machine = machine
         self._socks = {}            # slot -> Socket
+        self.acks_dropped = 0       # ACK records the full ring dropped (as of the last acks())
 
     def __repr__(self):
         return f"<TcpStack {len(self.sockets())} socket(s)>"
@@ -108,6 +109,18 @@ class TcpStack:
         """TCP counters: ``Tcp:`` (InSegs, InErrs, OutRsts, PassiveOpens) and ``TcpExt:``
         (TCPOFOQueue, TCPOFOMerge, TCPOFODrop, TCPRcvCoalesce, ...) by their kernel names."""
         return _core._tcp_mib(self.machine)
+
+    def acks(self, max_records=None):
+        """Drain the ACKs the receiver sent (``tcp_send_ack()``, pyx/tcp_ack.pxi), oldest first,
+        as a numpy array of ``ACK_DTYPE``: ``t_ns`` (the stack's virtual clock), ``slot`` (the
+        socket), ``seq``, ``ack``, ``win`` (the window field as sent, scaled), ``flags``,
+        ``tsval``/``tsecr`` (0 without timestamps), ``nr_sack`` and ``sack`` (up to 4
+        (start, end) blocks, a D-SACK first). Delayed-ACK timers due by the machine's clock
+        fire first. The ring holds 4096 records; what did not fit is counted in
+        ``acks_dropped``."""
+        out, self.acks_dropped = _core._tcp_acks(self.machine, (1 << 64) - 1
+                                                 if max_records is None else max_records)
+        return out
 
     @property
     def ip_mib(self):

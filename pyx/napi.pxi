@@ -508,6 +508,8 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
         q.pending_pos += 1
         # The stack's clock: polls run round robin, so it keeps to the latest arrival.
         n.now_ns = max(n.now_ns, __rx_arrival(n, nd, fi))
+        if unlikely(n.delack_next != 0):
+            tcp_delack_run(n)               # the delayed-ACK timers due by this arrival
         if nm_prof_t is not nm_noprof:
             tstamp = __rx_arrival(n, nd, fi)
         if unlikely(traced):
@@ -618,7 +620,9 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:
             nd.rxq[qi].napi.list_owner = -1
+    tcp_delack_run(n)
     n.now_ns = 0
+    tcp_delack_run(n)                       # and those due by the machine's clock
     m.cpu = cpu
     m.in_softirq = softirq
     if unlikely(n.prof.on):

@@ -11,7 +11,8 @@ TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "T
                 "TCPOFODrop", "TCPRcvCoalesce", "TCPRcvQDrop", "DelayedACKLost",
                 "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
                 "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop",
-                "TCPACKSkippedChallenge")
+                "TCPACKSkippedChallenge", "OutSegs", "DelayedACKs", "TCPWantZeroWindowAdv",
+                "TCPToZeroWindowAdv", "TCPFromZeroWindowAdv")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
@@ -375,7 +376,30 @@ def _tcp_mib(CoreMachine machine):
                                    t.DelayedACKLost, t.TCPDSACKOldSent, t.TCPDSACKOfoSent,
                                    t.TCPAbortOnData, t.TCPZeroWindowDrop, t.TCPChallengeACK,
                                    t.TCPSYNChallenge, t.TCPAbortOnClose, t.PFMemallocDrop,
-                                   t.TCPACKSkippedChallenge)))
+                                   t.TCPACKSkippedChallenge, t.OutSegs, t.DelayedACKs,
+                                   t.TCPWantZeroWindowAdv, t.TCPToZeroWindowAdv,
+                                   t.TCPFromZeroWindowAdv)))
+
+
+ACK_DTYPE = _np.dtype([("t_ns", "<u8"), ("slot", "<u4"), ("seq", "<u4"), ("ack", "<u4"),
+                      ("win", "<u2"), ("flags", "u1"), ("nr_sack", "u1"), ("tsval", "<u4"),
+                      ("tsecr", "<u4"), ("sack", "<u4", (4, 2))])
+
+
+def _tcp_acks(CoreMachine machine, uint64_t max_n):
+    """Drain up to ``max_n`` ACK records (oldest first) as an ACK_DTYPE array, after firing
+    the delayed-ACK timers due by the machine's clock; and the ring's drop count."""
+    cdef nm_net *n = _net(machine)
+    cdef uint64_t k, i
+    tcp_delack_run(n)
+    k = min(n.ack_head - n.ack_tail, max_n)
+    out = _np.zeros(k, dtype=ACK_DTYPE)
+    cdef uint8_t[::1] raw = out.view(_np.uint8)
+    cdef nm_ack_rec *dst = <nm_ack_rec *>&raw[0] if k else NULL
+    for i in range(k):
+        dst[i] = n.acks[(n.ack_tail + i) & (n.ack_cap - 1)]
+    n.ack_tail += k
+    return out, n.ack_dropped
 
 
 def _udp_mib(CoreMachine machine, bint v6):

@@ -21,6 +21,7 @@ cdef enum:
     NM_HDS_THRESH_MAX = 512         # ethtool hds-thresh maximum of the model driver
     NM_RX_BUF_SIZE = 2048           # payload buffers without header split: half pages
     NM_TCP_RMEM_MAX = 6291456       # net.ipv4.tcp_rmem[2] default: the model's sk_rcvbuf
+    NM_ACK_RING = 4096              # ACK records a machine holds until m.tcp.acks() drains
     NM_TCP_INVALID_RATELIMIT = 500  # net.ipv4.tcp_invalid_ratelimit: HZ/2 jiffies, in ms
     NM_INT_MAX = 0x7fffffff         # tcp_challenge_ack_limit default since 6.0: no netns limit
 
@@ -105,6 +106,8 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.invalid_ratelimit = NM_TCP_INVALID_RATELIMIT
     n.challenge_ack_limit = NM_INT_MAX
     n.challenge_rng = 0x9e3779b9        # reseeded from the machine's seed (_net_config)
+    n.acks = <nm_ack_rec *>calloc(NM_ACK_RING, sizeof(nm_ack_rec))
+    n.ack_cap = NM_ACK_RING if n.acks != NULL else 0       # without a ring every ACK drops
     for i in range(NM_MAX_CPUS):
         n.defer_head[i] = NM_NIL
     return 0
@@ -127,6 +130,8 @@ cdef void nm_net_free(nm_net *n) noexcept nogil:
         free(n.socks[i].uf_used)
     free(n.socks)
     free(n.cm_scratch)
+    free(n.acks)
+    free(n.delack_list)
     free(n.rdllist)
     free(n.sk_hash)
     free(n)

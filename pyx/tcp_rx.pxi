@@ -158,11 +158,12 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     cdef uint32_t i, b, cap
     cdef nm_sock *sk
     cdef void *p
-    cdef uint8_t on_rdllist = 0
+    cdef uint8_t on_rdllist = 0, on_delack = 0
     if n.sk_free != NM_NIL:
         i = n.sk_free
         n.sk_free = n.socks[i].hnext
         on_rdllist = n.socks[i].on_rdllist
+        on_delack = n.socks[i].on_delack
     else:
         if n.nr_socks == n.cap_socks:
             cap = n.cap_socks * 2 + 64
@@ -170,6 +171,10 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
             if p == NULL:
                 return NM_NIL
             n.rdllist = <uint32_t *>p
+            p = realloc(n.delack_list, cap * sizeof(uint32_t))
+            if p == NULL:
+                return NM_NIL
+            n.delack_list = <uint32_t *>p
             p = realloc(n.socks, cap * sizeof(nm_sock))
             if p == NULL:
                 return NM_NIL
@@ -184,6 +189,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     # which the walk would otherwise hash (and cut a chain short).
     memset(sk, 0, sizeof(nm_sock))
     sk.on_rdllist = on_rdllist
+    sk.on_delack = on_delack            # the delayed-ACK list keeps its entry too
     if n.sk_hash == NULL or n.nr_socks > n.sk_hash_mask + 1:       # at most one a bucket
         if __sk_hash_resize(n, max(<uint32_t>NM_SK_HASH_MIN,
                                    <uint32_t>roundup_pow_of_two(n.nr_socks))) < 0:
@@ -443,8 +449,10 @@ cdef int tcp_ack_sack_blocks(nm_sock *sk, uint32_t *out) noexcept nogil:
 cdef void tcp_fin(nm_net *n, nm_sock *sk) noexcept nogil:
     """Models ``tcp_fin()`` for ESTABLISHED: CLOSE_WAIT, and what sits after the FIN in the
     out-of-order queue is dropped."""
+    inet_csk_schedule_ack(sk)
     if sk.state == NM_TCP_ESTABLISHED:
         sk.state = NM_TCP_CLOSE_WAIT
+        sk.pingpong = 1                 # inet_csk_enter_pingpong_mode()
     __sk_purge(n, &sk.ofo_head, &sk.ofo_tail, NM_DROP_NOT_SPECIFIED)
     sk.ofo_root = NM_NIL
     sk.ofo_len = 0
@@ -559,6 +567,7 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         n.tcp.TCPOFODrop += 1
         __drop(n, si, NM_DROP_PROTO_MEM)
         return
+    inet_csk_schedule_ack(sk)
     n.tcp.TCPOFOQueue += 1
     if first and sk.sack_ok:
         sk.num_sacks = 1                        # initial out-of-order segment: one block
@@ -640,20 +649,26 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     if skb.seq == sk.rcv_nxt or partial:
         if skb.seq != sk.rcv_nxt:
             tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt)   # partial packet, seq < rcv_nxt < end_seq
-        if not tcp_try_rmem_schedule(n, sk, skb) and sk.rq_head != NM_NIL and skb.len:
-            n.tcp.TCPRcvQDrop += 1
-            __drop(n, si, NM_DROP_PROTO_MEM)
-            return
+        if not tcp_try_rmem_schedule(n, sk, skb):
+            sk.ack_pending |= ICSK_ACK_NOW | ICSK_ACK_SCHED
+            if sk.rq_head != NM_NIL and skb.len:
+                n.tcp.TCPRcvQDrop += 1
+                __drop(n, si, NM_DROP_PROTO_MEM)
+                return
         # Else sk_forced_mem_schedule(): an empty queue (or a bare FIN) always takes it.
         eaten = (sk.rq_tail != NM_NIL
                  and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
         tcp_rcv_nxt_update(sk, skb.end_seq)
+        if skb.len:
+            tcp_event_data_recv(n, sk, skb)
         if skb.tcp_flags & TCPHDR_FIN:
             tcp_fin(n, sk)
         if not eaten:
             __tcp_queue_tail(n, ski, si)
         if sk.ofo_head != NM_NIL:
             tcp_ofo_queue(n, ski)
+            if sk.ofo_root == NM_NIL:
+                sk.ack_pending |= ICSK_ACK_NOW     # the hole is filled: ACK it at once
         if sk.num_sacks:
             tcp_sack_remove(sk)
         if eaten:
@@ -663,6 +678,8 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
     if not after(skb.end_seq, sk.rcv_nxt):
         n.tcp.DelayedACKLost += 1
         tcp_dsack_set(n, sk, skb.seq, skb.end_seq)
+        tcp_enter_quickack_mode(sk, TCP_MAX_QUICKACKS)     # out_of_window: force an ACK
+        inet_csk_schedule_ack(sk)
         __drop(n, si, NM_DROP_TCP_OLD_DATA)
         return
     tcp_data_queue_ofo(n, ski, si)
@@ -803,6 +820,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             # tp->rx_opt.tstamp_ok: the local side answers a SYN's timestamps with its own
             # (net.ipv4.tcp_timestamps is on by default).
             n.socks[ski].tstamp_ok = tcp_parse_options_has(th, doff, 8)
+            tcp_ack_init(&n.socks[ski], tcp_parse_options_has(th, doff, 3))
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
             # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
@@ -814,6 +832,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             if ski == NM_NIL:
                 __drop(n, si, NM_DROP_PROTO_MEM)
                 return
+            tcp_ack_init(&n.socks[ski], True)   # mid-flow: assume the SYN offered scaling
         else:
             if not (flags & TCPHDR_RST):
                 n.tcp.OutRsts += 1              # tcp_v4_send_reset()
@@ -866,7 +885,10 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             tcp_reset(n, ski)
             __drop(n, si, NM_DROP_TCP_ABORT_ON_DATA)
             return
+    if sk.tstamp_ok:
+        tcp_replace_ts_recent(sk, th, doff, seq)
     tcp_data_queue(n, ski, si)
+    tcp_ack_snd_check(n, ski)
 
 
 cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
@@ -883,9 +905,31 @@ cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) n
     return seq == max_sack
 
 
-cdef bint tcp_parse_options_has(const uint8_t *th, uint32_t doff, uint8_t kind) noexcept nogil:
+cdef inline bint tcp_parse_options_has(const uint8_t *th, uint32_t doff,
+                                       uint8_t kind) noexcept nogil:
     """The part of ``tcp_parse_options()`` the receiver needs from a SYN: whether its options
-    carry ``kind`` (TCPOPT_SACK_PERM 4, TCPOPT_TIMESTAMP 8)."""
+    carry ``kind`` (TCPOPT_WINDOW 3, TCPOPT_SACK_PERM 4, TCPOPT_TIMESTAMP 8)."""
+    return tcp_option_at(th, doff, kind) != 0
+
+
+cdef void tcp_replace_ts_recent(nm_sock *sk, const uint8_t *th, uint32_t doff,
+                                uint32_t seq) noexcept nogil:
+    """Models ``tcp_replace_ts_recent()``: a segment's TSval that is not older than
+    ``ts_recent`` becomes the next ACK's TSecr when the segment starts at or before
+    ``rcv_wup``. Departs: ``tcp_paws_check()``'s 24-day staleness rule is left out."""
+    cdef uint32_t i, tsval
+    if after(seq, sk.rcv_wup):
+        return
+    i = tcp_option_at(th, doff, 8)
+    if i == 0 or i + 10 > doff or th[i + 1] != 10:
+        return
+    tsval = _be32(th + i + 2)
+    if sk.ts_recent == 0 or <int32_t>(tsval - sk.ts_recent) >= 0:
+        sk.ts_recent = tsval
+
+
+cdef uint32_t tcp_option_at(const uint8_t *th, uint32_t doff, uint8_t kind) noexcept nogil:
+    """``tcp_parse_options()``'s walk: the offset of the first option ``kind`` (0: none)."""
     cdef uint32_t i = 20, optlen
     while i < doff:
         if th[i] == 0:
@@ -896,12 +940,12 @@ cdef bint tcp_parse_options_has(const uint8_t *th, uint32_t doff, uint8_t kind) 
         if i + 1 >= doff:
             break
         if th[i] == kind:
-            return True
+            return i
         optlen = th[i + 1]
         if optlen < 2:
             break
         i += optlen
-    return False
+    return 0
 
 
 cdef void ip_rcv(nm_net *n, uint32_t si) noexcept nogil:

@@ -1,0 +1,148 @@
+"""The receiver's ACKs (pyx/tcp_ack.pxi), in the shape of packetdrill scripts: segments go in
+at given virtual times (``+t <``), the ACKs come out as ``m.tcp.acks()`` records (``> .``: time,
+ack, window field, SACK blocks), each test naming the kernel functions it follows (6.6 to
+6.12, HZ 1000)."""
+import pytest
+from rxutil import MSS, Flow, Trace, close_all, payload
+
+
+class Drill:
+    """A packetdrill script over one flow: ``syn()`` opens it, ``seg(t_ms, i)`` is segment i
+    (``MSS`` bytes) arriving at ``t_ms`` after the start (the virtual clock moves there first),
+    ``acks()`` the ACKs sent since the last call as ``(t_ms, ack, win, sack)`` with sequence
+    numbers as segment counts from the first data byte."""
+
+    def __init__(self, m, nic, wscale=True, ts=True, sack=True):
+        self.m, self.nic, self.f = m, nic, Flow(tsopt=ts)
+        self.base = self.f.isn + 1
+        self.opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else []) + (
+            [("Timestamp", (1, 0))] if ts else []) + ([("WScale", 7)] if wscale else [])
+        m.advance(1 - (m.clock_ns % 10**9) / 1e9)       # start on a whole second
+        self.t0 = m.clock_ns
+
+    def at(self, t_ms, frames):
+        target = self.t0 + round(t_ms * 1e6)
+        if target > self.m.clock_ns:
+            self.m.advance((target - self.m.clock_ns) / 1e9)
+        self.nic.receive(Trace(frames, gap_ns=0))
+
+    def syn(self, t_ms=0):
+        self.at(t_ms, [self.f.frame("S", self.f.isn, options=self.opts)])
+        self.f.seq += 1
+        return self.m.tcp.lookup(self.f.local, self.f.remote)
+
+    def seg(self, t_ms, i, flags="PA", size=MSS):
+        self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
+                                   seq=self.base + i * MSS)])
+
+    def acks(self, until_ms=None):
+        if until_ms is not None:
+            self.at(until_ms, [])
+        out = []
+        for a in self.m.tcp.acks():
+            sack = [((int(x) - self.base) / MSS, (int(y) - self.base) / MSS)
+                    for x, y in a["sack"][:a["nr_sack"]]]
+            out.append(((int(a["t_ns"]) - self.t0) / 1e6, (int(a["ack"]) - self.base) / MSS,
+                        int(a["win"]), sack))
+        return out
+
+
+def test_quickack_then_delayed_ack(nic, m):
+    """``tcp_event_data_recv()`` starts in quick-ack mode (``tcp_incr_quickack()``: min(rcv_wnd
+    / (2 * rcv_mss), TCP_MAX_QUICKACKS) = 16 ACKs), so the first 16 segments are ACKed at
+    once; then one segment waits for the delayed-ACK timer (``tcp_send_delayed_ack()``: ato =
+    TCP_ATO_MIN, 40 ms; ``tcp_delack_timer_handler()``, DelayedACKs), and a second full frame
+    is ACKed at once (``__tcp_ack_snd_check()``: rcv_nxt - rcv_wup > rcv_mss). The window
+    field is 65160 bytes aligned to the scale, >> 7: 510 (``tcp_select_window()``)."""
+    d = Drill(m, nic)
+    d.syn()
+    for i in range(16):
+        d.seg(1 + i, i)
+    assert d.acks() == [(1 + i, i + 1, 510, []) for i in range(16)]
+    d.seg(20, 16)
+    assert d.acks(59.9) == []
+    assert d.acks(70) == [(60, 17, 510, [])]
+    assert m.tcp.mib["DelayedACKs"] == 1
+    d.seg(100, 17)
+    d.seg(101, 18)
+    assert d.acks() == [(101, 19, 510, [])]
+    assert m.tcp.mib["OutSegs"] == 18
+    close_all(m)
+
+
+def test_out_of_order_and_duplicates_ack_at_once(nic, m):
+    """Out of quick-ack mode, data out of order is ACKed at once with its SACK blocks
+    (``__tcp_ack_snd_check()``'s ofo test, ``tcp_sack_new_ofo_skb()``); an old duplicate
+    enters quick-ack mode and is ACKed at once with its D-SACK first (``tcp_data_queue()``'s
+    out_of_window: ``tcp_enter_quickack_mode()``, ``tcp_dsack_set()``); the segment that
+    fills the hole is ACKed at once (ICSK_ACK_NOW) and the blocks it covers go
+    (``tcp_sack_remove()``). Three blocks fit beside the timestamps."""
+    d = Drill(m, nic)
+    d.syn()
+    for i in range(16):
+        d.seg(1 + i, i)
+    d.acks()
+    d.seg(20, 17)
+    d.seg(21, 19)
+    assert d.acks() == [(20, 16, 510, [(17, 18)]), (21, 16, 510, [(19, 20), (17, 18)])]
+    d.seg(22, 3)
+    assert d.acks() == [(22, 16, 510, [(3, 4), (19, 20), (17, 18)])]
+    d.seg(23, 16)
+    assert d.acks() == [(23, 18, 510, [(19, 20)])]
+    close_all(m)
+
+
+@pytest.mark.parametrize("wscale,ts,win", [(True, True, 510), (False, True, 65160),
+                                           (True, False, 502), (False, False, 64240)])
+def test_window_field_follows_tcp_select_window(nic, m, wscale, ts, win):
+    """The first ACK's window field: ``tcp_select_initial_window()`` offers tcp_rmem[1] at the
+    6.6 scaling ratio (64 KiB) rounded down to the MSS (1448 with timestamps, 1460 without),
+    capped at 65535; with the SYN's window scale, ``rcv_wscale`` 7 (ilog2(tcp_rmem[2]) - 15)
+    and ``__tcp_select_window()`` aligns up to 128 before the shift; without, it keeps the
+    MSS multiple."""
+    d = Drill(m, nic, wscale=wscale, ts=ts)
+    d.syn()
+    d.seg(1, 0)
+    assert d.acks() == [(1, 1, win, [])]
+    close_all(m)
+
+
+def test_fin_ack_is_delayed_in_pingpong_mode(nic, m):
+    """``tcp_fin()`` schedules an ACK and enters ping-pong mode, which ends quick-ack mode
+    (``tcp_in_quickack_mode()``): the FIN is ACKed by the delayed-ACK timer, 40 ms later,
+    which leaves ping-pong mode (``tcp_delack_timer_handler()``)."""
+    d = Drill(m, nic)
+    sk = d.syn()
+    d.seg(1, 0, flags="FPA", size=100)
+    assert d.acks() == []
+    assert d.acks(50) == [(41, (100 + 1) / MSS, 510, [])]
+    assert sk.info()["state"] == "CLOSE_WAIT" and m.tcp.mib["DelayedACKs"] == 1
+    close_all(m)
+
+
+def test_ack_ring_drops_when_full(nic, m):
+    """The ring holds 4096 ACK records until ``m.tcp.acks()`` drains it; what does not fit is
+    counted (``acks_dropped``) and still counted in OutSegs, as it left the socket. Each old
+    duplicate is ACKed at once (``tcp_data_queue()``: DelayedACKLost, quick-ack mode)."""
+    d = Drill(m, nic)
+    d.syn()
+    d.seg(1, 0)
+    dup = d.f.data(payload(MSS, seed=0), flags="PA", seq=d.base)
+    d.at(2, [dup] * 4200)
+    acks = m.tcp.acks()
+    assert len(acks) == 4096 and m.tcp.acks_dropped == 4201 - 4096
+    assert m.tcp.mib["OutSegs"] == 4201 and m.tcp.mib["DelayedACKLost"] == 4200
+    assert (acks["ack"][1:] == d.base + MSS).all() and (acks["nr_sack"][1:] == 1).all()
+    close_all(m)
+
+
+def test_ack_timestamps_echo_ts_recent(nic, m):
+    """With timestamps, an ACK echoes the TSval ``tcp_replace_ts_recent()`` kept (the segment
+    started at or before ``rcv_wup``) and carries the clock in ms (``tcp_clock_ms()``, no
+    ``tsoffset``); without, both are 0."""
+    d = Drill(m, nic)
+    d.syn()
+    d.at(1, [d.f.data(payload(MSS), flags="PA", seq=d.base, tsval=777)])
+    a = m.tcp.acks()[-1]
+    assert (int(a["tsecr"]), int(a["tsval"])) == (777, int(a["t_ns"]) // 10**6)
+    close_all(m)
