@@ -788,6 +788,8 @@ cdef struct nm_tcp_mib:
     uint64_t RcvPruned
     uint64_t OfoPruned
     uint64_t TCPRcvCollapsed
+    uint64_t BeyondWindow       # LINUX_MIB_BEYOND_WINDOW (6.17): tcp_sequence() past the window
+    uint64_t TCPACKSkippedSeq   # tcp_oow_rate_limited() held a dup ACK back
 
 cdef struct nm_ip_mib:
     uint64_t InReceives

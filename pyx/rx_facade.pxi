@@ -13,14 +13,15 @@ TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "T
                 "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop",
                 "TCPACKSkippedChallenge", "OutSegs", "DelayedACKs", "TCPWantZeroWindowAdv",
                 "TCPToZeroWindowAdv", "TCPFromZeroWindowAdv", "PruneCalled", "RcvPruned",
-                "OfoPruned", "TCPRcvCollapsed")
+                "OfoPruned", "TCPRcvCollapsed", "BeyondWindow", "TCPACKSkippedSeq")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
                 "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
                 "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
                 "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA",
-                "PFMEMALLOC", "OTHERHOST", "TCP_OFO_QUEUE_PRUNE")
+                "PFMEMALLOC", "OTHERHOST", "TCP_OFO_QUEUE_PRUNE", "TCP_OLD_SEQUENCE",
+                "TCP_INVALID_END_SEQUENCE", "TCP_ZEROWINDOW", "TCP_OVERWINDOW")
 RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
                   "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
 GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
@@ -395,7 +396,8 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPACKSkippedChallenge, t.OutSegs, t.DelayedACKs,
                                    t.TCPWantZeroWindowAdv, t.TCPToZeroWindowAdv,
                                    t.TCPFromZeroWindowAdv, t.PruneCalled, t.RcvPruned,
-                                   t.OfoPruned, t.TCPRcvCollapsed)))
+                                   t.OfoPruned, t.TCPRcvCollapsed, t.BeyondWindow,
+                                   t.TCPACKSkippedSeq)))
 
 
 ACK_DTYPE = _np.dtype([("t_ns", "<u8"), ("slot", "<u4"), ("seq", "<u4"), ("ack", "<u4"),

@@ -39,20 +39,24 @@ cdef inline uint32_t tcp_receive_window(nm_sock *sk) noexcept nogil:
 
 cdef void tcp_ack_init(nm_sock *sk, uint8_t wscale_ok) noexcept nogil:
     """The window and ACK state of a passive open: ``tcp_openreq_init_rwin()`` ->
-    ``tcp_select_initial_window()`` over the listener's ``tcp_full_space()`` (tcp_rmem[1]),
+    ``tcp_select_initial_window()`` over the listener's ``tcp_full_space()`` (tcp_rmem[1], or
+    the ``SO_RCVBUF`` of ``m.tcp.rcvbuf``, which also clamps the window: SOCK_RCVBUF_LOCK),
     ``tcp_init_buffer_space()``'s clamp to the socket's ``tcp_full_space()``, and
     ``tcp_initialize_rcv_mss()``. The MSS is the local one (1460 IPv4, 1440 IPv6, less the
-    timestamps); ``rcv_wscale`` is ilog2(max(tcp_rmem[2], rmem_max)) - 15 when the SYN offered
-    window scaling. Departs: no ISN is drawn (ISS 0)."""
+    timestamps); ``rcv_wscale`` is ilog2(min(max(tcp_rmem[2], rmem_max), window_clamp)) - 15
+    when the SYN offered window scaling. Departs: no ISN is drawn (ISS 0)."""
     cdef uint32_t mss, space, wscale = 0, clamp = 0xffff << TCP_MAX_WSCALE
+    cdef uint32_t full = tcp_win_from_space(sk.rcvbuf if sk.rcvbuf_lock else TCP_RMEM_DEFAULT)
+    if sk.rcvbuf_lock:
+        clamp = full
     sk.advmss = 1460 if sk.family == 4 else 1440
     mss = sk.advmss - (TCPOLEN_TSTAMP_ALIGNED if sk.tstamp_ok else 0)
-    space = min(tcp_win_from_space(TCP_RMEM_DEFAULT), clamp)
+    space = min(full, clamp)
     if space > mss:
         space -= space % mss
     sk.rcv_wnd = min(space, <uint32_t>0xffff)
     if wscale_ok:
-        space = max(space, <uint32_t>NM_TCP_RMEM_MAX)
+        space = min(max(space, <uint32_t>NM_TCP_RMEM_MAX), clamp)
         wscale = min(max(<int>fls_long(space) - 1 - 15, 0), TCP_MAX_WSCALE)   # ilog2
     sk.rcv_wscale = <uint8_t>wscale
     sk.window_clamp = min(<uint32_t>0xffff << wscale, clamp, tcp_win_from_space(sk.rcvbuf))
@@ -294,3 +298,50 @@ cdef void tcp_ack_snd_check(nm_net *n, uint32_t ski) noexcept nogil:
         tcp_send_ack(n, ski)
     else:
         tcp_send_delayed_ack(n, ski)
+
+
+# ---- segments out of the window (tcp_validate_incoming(), step 1) ------------------------------
+
+cdef int tcp_sequence(nm_sock *sk, nm_skb *skb) noexcept nogil:
+    """Models ``tcp_sequence()`` of 7.x (``tcp: do not accept packets beyond window``, 6.17,
+    with the 2026 fix that lets a FIN reach past the window): an skb ending before ``rcv_wup``
+    is old; one past ``rcv_nxt + tcp_receive_window()`` is refused when it starts past it, or
+    when the receive queue is not empty (an skb the reader has made room for is taken whole).
+    The SKB_DROP_REASON (NM_DROP_*), or -1 to go on."""
+    cdef uint32_t seq_limit
+    if before(skb.end_seq, sk.rcv_wup):
+        return NM_DROP_TCP_OLD_SEQUENCE
+    seq_limit = sk.rcv_nxt + tcp_receive_window(sk)
+    if unlikely(after(skb.end_seq, seq_limit)):
+        if not after(skb.end_seq - ((skb.tcp_flags & TCPHDR_FIN) != 0), seq_limit):
+            return -1
+        if after(skb.seq, seq_limit):
+            return NM_DROP_TCP_INVALID_SEQUENCE
+        if sk.rq_head != NM_NIL:
+            return NM_DROP_TCP_INVALID_END_SEQUENCE
+    return -1
+
+
+cdef bint __tcp_oow_rate_limited(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``__tcp_oow_rate_limited()``: an out-of-window answer at most once per
+    ``net.ipv4.tcp_invalid_ratelimit`` (500 ms) per socket; the caller counts the skip."""
+    cdef uint32_t now = tcp_jiffies32(n)
+    if sk.last_oow_ack_time:
+        if 0 <= <int32_t>(now - sk.last_oow_ack_time) < <int32_t>n.invalid_ratelimit:
+            return True
+    sk.last_oow_ack_time = now
+    return False
+
+
+cdef void tcp_send_dupack(nm_net *n, uint32_t ski, nm_skb *skb) noexcept nogil:
+    """Models ``tcp_send_dupack()``: data that starts below ``rcv_nxt`` is a lost delayed ACK
+    (``DelayedACKLost``, quick-ack mode) and, with SACK, a D-SACK of its part below
+    ``rcv_nxt``; an ACK goes at once."""
+    cdef nm_sock *sk = &n.socks[ski]
+    if skb.end_seq != skb.seq and before(skb.seq, sk.rcv_nxt):
+        n.tcp.DelayedACKLost += 1
+        tcp_enter_quickack_mode(sk, TCP_MAX_QUICKACKS)
+        if sk.sack_ok:
+            tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt if after(skb.end_seq, sk.rcv_nxt)
+                          else skb.end_seq)
+    tcp_send_ack(n, ski)

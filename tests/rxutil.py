@@ -170,9 +170,19 @@ class Drill:
 
     def seg(self, t_ms, i, flags="PA", size=None, n=1):
         """Segment ``i`` (``n`` segments' worth of bytes in one, as a GRO packet would be)."""
-        size = (size or self.size) * n
+        size = (self.size if size is None else size) * n
         self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
                                    seq=self.base + i * self.size)])
+
+    def burst(self, t_ms, i, count, flags="A"):
+        """Segments ``i`` .. ``i + count - 1`` in one poll, which GRO merges into one skb (a
+        packetdrill packet longer than the MTU)."""
+        self.at(t_ms, [self.f.data(payload(self.size, seed=k), flags=flags,
+                                   seq=self.base + k * self.size) for k in range(i, i + count)])
+
+    def ack(self, t_ms, i=0):
+        """A pure ACK whose seq is segment ``i``'s."""
+        self.at(t_ms, [self.f.frame("A", self.base + i * self.size)])
 
     def read(self, nbytes):
         return len(self.sk.recv(nbytes))

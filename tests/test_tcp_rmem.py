@@ -4,7 +4,7 @@ the function of net/ipv4/tcp_input.c (mainline 6.17 to 7.x) it follows. Every te
 accounting after each step: ``rmem_alloc`` is the truesize of the queued skbs, and the pool's
 pages in flight are exactly those in its cache and ring, posted on the device's ring, or held
 by the socket's queues."""
-from rxutil import MSS, Drill, close_all, payload
+from rxutil import Drill, close_all, payload
 
 from netmem import _core
 from netmem.netmem import netmem_get_pp
@@ -24,35 +24,58 @@ def check_accounting(m, nic, sk):
 
 
 def test_prune_ofo_queue_drops_from_the_tail(nic, m):
-    """``tcp_prune_ofo_queue()``: with the out-of-order queue over ``sk_rcvbuf``, a segment
-    that would land last finds nothing to prune (``tcp_prune_queue()``: PruneCalled, then
-    RcvPruned, and ``tcp_data_queue_ofo()`` drops it: TCPOFODrop, PROTO_MEM); one below the
-    queue's tail drops skbs from the tail down (TCP_OFO_QUEUE_PRUNE, OfoPruned) until the
-    socket can ingest, resets the SACK blocks (``tcp_sack_reset()``), and is queued: the ACK
-    carries only its block. The pruned skb's buffers go back to the pool."""
+    """``tcp_prune_ofo_queue()``: small segments (300 bytes, a 2 KiB buffer each) fill
+    ``sk_rcvbuf`` (20000, locked) well inside the window. ``tcp_prune_queue()`` collapses the
+    out-of-order queue first (``tcp_collapse_ofo_queue()``: TCPRcvCollapsed), but segments
+    that would land last find nothing to prune (RcvPruned; ``tcp_data_queue_ofo()`` drops them:
+    TCPOFODrop, PROTO_MEM). The segment filling the hole below them prunes from the tail
+    (TCP_OFO_QUEUE_PRUNE, OfoPruned), resets the SACK blocks (``tcp_sack_reset()``) and is
+    queued: the ACK carries only its block. The pruned buffers go back to the pool."""
     m.tcp.rcvbuf = 20000
-    d = Drill(m, nic)
+    d = Drill(m, nic, size=300)
     sk = d.syn()
     d.seg(1, 0)
-    for i in range(10, 36):
+    for i in range(3, 29):
+        d.seg(2, i)
+    held = check_accounting(m, nic, sk)
+    mib = m.tcp.mib
+    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"], mib["TCPRcvCollapsed"]) == (9, 16, 17)
+    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (17, 16, 0)
+    assert (mib["BeyondWindow"], sk.info()["rmem_alloc"]) == (1, 20544)
+    d.acks()
+    d.seg(3, 2)
+    assert d.acks() == [(3, 1, 8388, [(2, 3)])]
+    mib = m.tcp.mib
+    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (18, 16, 1)
+    assert m.tcp.drop_reasons == {"PROTO_MEM": 16, "TCP_OFO_QUEUE_PRUNE": 1,
+                                  "TCP_INVALID_END_SEQUENCE": 1}
+    assert sk.info()["sack_blocks"] == [(d.base + 2 * 300, d.base + 3 * 300)]
+    assert sk.info()["rmem_alloc"] == 4160
+    assert len(held - check_accounting(m, nic, sk)) >= 1
+    assert d.read(10000) == 300
+    close_all(m)
+
+
+def test_collapse_ofo_queue(nic, m):
+    """``tcp_collapse_ofo_queue()``: a run of out-of-order skbs bloated by their 2 KiB
+    buffers (500 bytes each) is copied into one new skb when memory runs short
+    (TCPRcvCollapsed), so the segments fit and nothing is dropped; the SACK block covers the
+    run, and filling the hole delivers every byte."""
+    m.tcp.rcvbuf = 20000
+    d = Drill(m, nic, size=500)
+    sk = d.syn()
+    d.seg(1, 0)
+    for i in range(2, 17):
         d.seg(2, i)
     check_accounting(m, nic, sk)
     mib = m.tcp.mib
-    # Segments 10..17 coalesce into one out-of-order skb of 20096 bytes of truesize in all
-    # (the in-order skb's 2880 with it); the 18 after it find the socket full.
-    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"]) == (8, 18)
-    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (18, 18, 0)
-    assert d.acks()[-1] == (2, 1, 498, [(10, 18)])
-    held = check_accounting(m, nic, sk)
-    d.seg(3, 5)
-    assert d.acks() == [(3, 1, 498, [(5, 6)])]
-    mib = m.tcp.mib
-    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (19, 18, 1)
-    assert m.tcp.drop_reasons == {"PROTO_MEM": 18, "TCP_OFO_QUEUE_PRUNE": 1}
-    assert sk.info()["sack_blocks"] == [(d.base + 5 * MSS, d.base + 6 * MSS)]
-    # The eight pruned segments' buffers are home: the socket holds segment 0's and 5's.
-    assert len(held - check_accounting(m, nic, sk)) == 4
-    assert d.read(10 * MSS) == MSS
+    assert (mib["PruneCalled"], mib["TCPRcvCollapsed"], mib["TCPOFODrop"]) == (2, 5, 0)
+    assert d.acks()[-1] == (2, 1, 8188, [(2, 17)])
+    d.seg(3, 1)
+    assert d.acks() == [(3, 17, 2144, [])]
+    check_accounting(m, nic, sk)
+    assert sk.recv(100000) == b"".join(payload(500, seed=i) for i in range(17))
+    assert m.tcp.drop_reasons == {}
     close_all(m)
 
 
