@@ -475,8 +475,15 @@ def _drop_reasons(CoreMachine machine):
 
 
 def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=None,
-                invalid_ratelimit=None, challenge_ack_limit=None, seed=None):
+                invalid_ratelimit=None, challenge_ack_limit=None, seed=None, rmem=None,
+                moderate_rcvbuf=None, rcvbuf_low_rtt=None):
     cdef nm_net *n = _net(machine)
+    if rmem is not None:
+        n.tcp_rmem[0], n.tcp_rmem[1], n.tcp_rmem[2] = rmem
+    if moderate_rcvbuf is not None:
+        n.moderate_rcvbuf = bool(moderate_rcvbuf)
+    if rcvbuf_low_rtt is not None:
+        n.rcvbuf_low_rtt = rcvbuf_low_rtt
     if invalid_ratelimit is not None:
         n.invalid_ratelimit = invalid_ratelimit
     if challenge_ack_limit is not None:
@@ -491,6 +498,9 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
     if defer_max is not None:
         n.defer_max = defer_max
     return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
+            "rcvbuf_lock": bool(n.rcvbuf_lock),
+            "rmem": (n.tcp_rmem[0], n.tcp_rmem[1], n.tcp_rmem[2]),
+            "moderate_rcvbuf": bool(n.moderate_rcvbuf), "rcvbuf_low_rtt": n.rcvbuf_low_rtt,
             "defer_max": n.defer_max, "defer_kicks": n.defer_kicks,
             "invalid_ratelimit": n.invalid_ratelimit,
             "challenge_ack_limit": n.challenge_ack_limit,
@@ -589,7 +599,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
     return {"state": TCP_STATES[sk.state], "rcv_nxt": sk.rcv_nxt, "copied_seq": sk.copied_seq,
             "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf, "queued_truesize": truesize,
             "rcv_wnd": sk.rcv_wnd, "rcv_wup": sk.rcv_wup, "rcv_ssthresh": sk.rcv_ssthresh,
-            "window_clamp": sk.window_clamp,
+            "window_clamp": sk.window_clamp, "rcv_rtt_us": sk.rcv_rtt_us >> 3,
+            "rcvq_space": sk.rcvq_space,
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
             "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,

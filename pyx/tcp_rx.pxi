@@ -207,7 +207,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     sk.copied_seq = rcv_nxt
     sk.rq_head = sk.rq_tail = NM_NIL
     sk.ofo_head = sk.ofo_tail = sk.ofo_root = NM_NIL
-    sk.rcvbuf = n.rcvbuf
+    sk.rcvbuf = n.rcvbuf if n.rcvbuf_lock else n.tcp_rmem[1]
     sk.rcvbuf_lock = n.rcvbuf_lock
     b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
     sk.hnext = n.sk_hash[b]
@@ -532,9 +532,13 @@ cdef void __ofo_insert(nm_net *n, nm_sock *sk, uint32_t si, uint32_t parent,
 
 cdef bint tcp_ooo_try_coalesce(nm_net *n, uint32_t to, uint32_t si) noexcept nogil:
     """Models ``tcp_ooo_try_coalesce()`` of ``si`` into ``to`` and, when it was eaten,
-    coalesce_done's ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
+    coalesce_done: ``tcp_grow_window()`` with SACK (without, the window stays put to force
+    duplicate ACKs), ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
     cdef bint fragstolen
+    cdef nm_sock *sk = &n.socks[SKB(n, to).sk]
     if tcp_try_coalesce(n, SKB(n, to), SKB(n, si), &fragstolen):
+        if sk.sack_ok:
+            tcp_grow_window(n, sk, SKB(n, si), True)
         kfree_skb_partial(n, si, fragstolen)
         return True
     return False
@@ -626,6 +630,8 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
     if sk.sack_ok and not first:                # add_sack (the first skb built its block)
         tcp_sack_new_ofo_skb(sk, seq, end_seq)
+    if sk.sack_ok:
+        tcp_grow_window(n, sk, skb, False)
     skb_condense(n, skb)
     skb_set_owner_r(n, skb, ski)
 
@@ -693,12 +699,12 @@ cdef void __tcp_queue_and_out(nm_net *n, uint32_t ski, uint32_t si) noexcept nog
     eaten = (sk.rq_tail != NM_NIL
              and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
     tcp_rcv_nxt_update(sk, skb.end_seq)
+    if not eaten:
+        __tcp_queue_tail(n, ski, si)            # tcp_queue_rcv(): charged before the window grows
     if skb.len:
         tcp_event_data_recv(n, sk, skb)
     if skb.tcp_flags & TCPHDR_FIN:
         tcp_fin(n, sk)
-    if not eaten:
-        __tcp_queue_tail(n, ski, si)
     if sk.ofo_head != NM_NIL:
         tcp_ofo_queue(n, ski)
         if sk.ofo_root == NM_NIL:
@@ -842,7 +848,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             # tp->rx_opt.tstamp_ok: the local side answers a SYN's timestamps with its own
             # (net.ipv4.tcp_timestamps is on by default).
             n.socks[ski].tstamp_ok = tcp_parse_options_has(th, doff, 8)
-            tcp_ack_init(&n.socks[ski], tcp_parse_options_has(th, doff, 3))
+            tcp_ack_init(n, &n.socks[ski], tcp_parse_options_has(th, doff, 3))
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
             # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
@@ -854,7 +860,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             if ski == NM_NIL:
                 __drop(n, si, NM_DROP_PROTO_MEM)
                 return
-            tcp_ack_init(&n.socks[ski], True)   # mid-flow: assume the SYN offered scaling
+            tcp_ack_init(n, &n.socks[ski], True)   # mid-flow: assume the SYN offered scaling
         else:
             if not (flags & TCPHDR_RST):
                 n.tcp.OutRsts += 1              # tcp_v4_send_reset()
@@ -1244,6 +1250,7 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
                 break
             sk.copied_seq += used
             copied += used
+            tcp_rcv_space_adjust(n, sk)
             if used + offset < skb.len:
                 break
             if skb.tcp_flags & TCPHDR_FIN:
@@ -1256,6 +1263,7 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
             break
         tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
     if copied:
+        tcp_cleanup_rbuf(n, ski, copied)
         return <int64_t>copied
     return tcp_recvmsg_tail(sk)
 

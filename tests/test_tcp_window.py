@@ -5,7 +5,8 @@ segments in, the ACKs' fields and the MIB counters out. ``m.tcp.rcvbuf`` plays
 ``SO_RCVBUF [10000]``, so ``tcp_select_initial_window()`` offers 8760 without window scaling
 (``rcv_wscale`` 0: the locked buffer clamps the window). Segments are 1000 bytes
 (``--mss=1000``); ACK and SACK fields are in segments."""
-from rxutil import Drill, close_all
+import pytest
+from rxutil import MSS, Drill, close_all
 
 
 def drill(m, nic, **kw):
@@ -42,13 +43,14 @@ def test_rcv_big_endseq(nic, m):
     close_all(m)
 
 
-def test_zero_window_drop(nic, m):
-    """``tcp_data_queue()``: with the advertised window at zero (``tcp_select_window()``:
-    TCPWantZeroWindowAdv, TCPToZeroWindowAdv), data at ``rcv_nxt`` is refused by
-    ``tcp_sequence()`` while the queue holds data (BeyondWindow); once the queue is read (the
-    model sends no window update on read yet) it passes ``tcp_sequence()`` and
-    ``tcp_data_queue()`` drops it (TCPZeroWindowDrop, TCP_ZEROWINDOW), entering quick-ack
-    mode: the ACK goes at once and opens the window."""
+def test_zero_window_and_the_update_on_read(nic, m):
+    """``tcp_select_window()`` goes to zero as the unread queue fills ``sk_rcvbuf``
+    (TCPWantZeroWindowAdv, TCPToZeroWindowAdv); data at ``rcv_nxt`` is then refused by
+    ``tcp_sequence()`` while the queue holds data (BeyondWindow, TCP_INVALID_END_SEQUENCE).
+    The read that empties the queue sends the window update at once (``tcp_cleanup_rbuf()``:
+    the new window is at least twice what was left, TCPFromZeroWindowAdv), and the segment
+    sent again is taken. (``tcp_data_queue()``'s TCPZeroWindowDrop needs a zero window with an
+    empty receive queue, which this update prevents.)"""
     d = drill(m, nic)
     for k in range(0, 9, 3):
         d.burst(100 + k, k, 3)
@@ -57,10 +59,12 @@ def test_zero_window_drop(nic, m):
     d.seg(600, 9)
     assert d.acks() == [(600, 9, 0, [])]
     assert d.read(100000) == 9000
+    assert d.acks() == [(600, 9, 8000, [])]
+    assert m.tcp.mib["TCPFromZeroWindowAdv"] == 1
     d.seg(700, 9)
-    assert d.acks() == [(700, 9, 8000, [])]
-    assert (m.tcp.mib["TCPZeroWindowDrop"], m.tcp.mib["TCPFromZeroWindowAdv"]) == (1, 1)
-    assert m.tcp.drop_reasons == {"TCP_INVALID_END_SEQUENCE": 1, "TCP_ZEROWINDOW": 1}
+    assert d.sk.info()["rcv_nxt"] == d.base + 10 * 1000
+    assert (m.tcp.mib["TCPZeroWindowDrop"], m.tcp.mib["BeyondWindow"]) == (0, 1)
+    assert m.tcp.drop_reasons == {"TCP_INVALID_END_SEQUENCE": 1}
     close_all(m)
 
 
@@ -98,4 +102,38 @@ def test_old_segments_draw_a_dupack(nic, m):
     mib = m.tcp.mib
     assert (mib["DelayedACKLost"], mib["TCPDSACKOldSent"], mib["TCPACKSkippedSeq"]) == (2, 2, 1)
     assert m.tcp.drop_reasons == {"TCP_OLD_SEQUENCE": 5}
+    close_all(m)
+
+
+@pytest.mark.parametrize("moderate", [True, False])
+def test_rcvbuf_autotuning_and_window_growth(nic, m, moderate):
+    """A sender that fills the advertised window each 10 ms round trip, a reader that drains
+    the queue each round: ``tcp_rcv_rtt_measure()`` finds the 10 ms RTT once a window's worth
+    has arrived; at the next read ``tcp_rcv_space_adjust()`` (per skb copied) sees 46336
+    bytes taken (less those still queued) beat ``rcvq_space`` (14600, ``tcp_init_buffer_space()``:
+    10 segments) and ``tcp_rcvbuf_grow()`` raises ``sk_rcvbuf`` from tcp_rmem[1] (131072) to
+    the space of 2 * 46336 plus the slow-start growth (991106), the clamp following (495553);
+    ``tcp_grow_window()`` then lets ``rcv_ssthresh`` and the advertised window climb towards
+    it. With ``net.ipv4.tcp_moderate_rcvbuf`` off nothing grows past tcp_rmem[1]'s window."""
+    m.tcp.moderate_rcvbuf = moderate
+    d = Drill(m, nic)
+    d.syn()
+    i, win, hist = 0, 501, []
+    for rtt in range(5):
+        n = (win << 7) // MSS
+        for k in range(0, n, 16):
+            d.burst(10 * rtt + 1, i, min(16, n - k))
+            i += min(16, n - k)
+        d.read(10 ** 8)
+        win = d.acks()[-1][2]
+        info = d.sk.info()
+        hist.append((n, info["rcvbuf"], info["window_clamp"], info["rcv_ssthresh"], win))
+    assert d.sk.info()["rcv_rtt_us"] == 10000
+    if moderate:
+        assert hist == [(44, 131072, 64076, 64076, 501), (44, 991106, 495553, 64076, 501),
+                        (44, 991106, 495553, 191500, 1497), (132, 991106, 495553, 411553, 3216),
+                        (284, 991106, 495553, 461953, 3610)]
+    else:
+        assert hist == [(44, 131072, 64076, 64076, 501)] * 5
+    assert (m.tcp.mib["BeyondWindow"], m.tcp.mib["PruneCalled"]) == (0, 0)
     close_all(m)
