@@ -4,6 +4,7 @@ the function of net/ipv4/tcp_input.c (mainline 6.17 to 7.x) it follows. Every te
 accounting after each step: ``rmem_alloc`` is the truesize of the queued skbs, and the pool's
 pages in flight are exactly those in its cache and ring, posted on the device's ring, or held
 by the socket's queues."""
+from devmemutil import read_devmem, setup, teardown
 from rxutil import Drill, close_all, payload
 
 from netmem import _core
@@ -103,3 +104,44 @@ def test_collapse_receive_queue(nic, m):
     assert data == b"".join(payload(500, seed=i) for i in range(7))
     check_accounting(m, nic, sk)
     close_all(m)
+
+
+def test_prune_gives_devmem_net_iovs_back():
+    """devmem TCP (header split, payload in 4 KiB net_iovs of a bound dma-buf): 100-byte
+    segments out of order coalesce into an skb that grows by a net_iov's truesize each, so
+    ``sk_rcvbuf`` (40000, locked) fills after nine. ``tcp_collapse()`` never copies unreadable
+    skbs (6.12's ``skb_frags_readable()`` checks: no TCPRcvCollapsed), so the later segments
+    are dropped (RcvPruned, TCPOFODrop); the segment filling the hole prunes the out-of-order
+    skb (OfoPruned), whose eight net_iovs go back to the page pool's cache at once; the
+    delayed ACK (``tcp_clamp_window()`` left quick-ack mode) acknowledges the two in order.
+    Every net_iov the pool has out is in its cache, on the ring or in the socket's queues."""
+    d = setup(ring=64)
+    d.m.tcp.rcvbuf = 40000
+    dr = Drill(d.m, d.nic, size=100)
+    sk = dr.syn()
+    pool = d.nic.rx_queues[0].page_pool
+
+    def held():
+        _core._defer_flush_all(d.m)
+        niovs = {r for r in _core._sk_netmems(d.m, sk._slot) if r & 1}
+        ring = {r for r in d.nic._rxq_ring_netmems(0) if r & 1}
+        assert pool.inflight == pool.alloc_count + pool.ring_count + len(ring | niovs)
+        assert sk.info()["rmem_alloc"] == sk.info()["queued_truesize"]
+        return len(niovs), pool.alloc_count
+
+    dr.seg(1, 0)
+    for k in range(2, 30):
+        dr.seg(2, k)
+    assert held() == (10, 0)
+    mib = d.m.tcp.mib
+    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"], mib["RcvPruned"]) == (9, 19, 19)
+    assert dr.acks()[-1] == (2, 1, 18724, [(2, 11)])
+    dr.seg(3, 1)
+    assert held() == (2, 8)
+    assert dr.acks(50) == [(43, 2, 18624, [])]
+    mib = d.m.tcp.mib
+    assert (mib["OfoPruned"], mib["TCPRcvCollapsed"]) == (1, 0)
+    assert d.m.tcp.drop_reasons == {"PROTO_MEM": 19, "TCP_OFO_QUEUE_PRUNE": 1}
+    got, tokens, _ = read_devmem(sk, d.buf)
+    assert got == payload(100, seed=0) + payload(100, seed=1) and tokens == []
+    teardown(d)
