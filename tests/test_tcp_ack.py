@@ -3,69 +3,32 @@ at given virtual times (``+t <``), the ACKs come out as ``m.tcp.acks()`` records
 ack, window field, SACK blocks), each test naming the kernel functions it follows (6.6 to
 6.12, HZ 1000)."""
 import pytest
-from rxutil import MSS, Flow, Trace, close_all, payload
-
-
-class Drill:
-    """A packetdrill script over one flow: ``syn()`` opens it, ``seg(t_ms, i)`` is segment i
-    (``MSS`` bytes) arriving at ``t_ms`` after the start (the virtual clock moves there first),
-    ``acks()`` the ACKs sent since the last call as ``(t_ms, ack, win, sack)`` with sequence
-    numbers as segment counts from the first data byte."""
-
-    def __init__(self, m, nic, wscale=True, ts=True, sack=True):
-        self.m, self.nic, self.f = m, nic, Flow(tsopt=ts)
-        self.base = self.f.isn + 1
-        self.opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else []) + (
-            [("Timestamp", (1, 0))] if ts else []) + ([("WScale", 7)] if wscale else [])
-        m.advance(1 - (m.clock_ns % 10**9) / 1e9)       # start on a whole second
-        self.t0 = m.clock_ns
-
-    def at(self, t_ms, frames):
-        target = self.t0 + round(t_ms * 1e6)
-        if target > self.m.clock_ns:
-            self.m.advance((target - self.m.clock_ns) / 1e9)
-        self.nic.receive(Trace(frames, gap_ns=0))
-
-    def syn(self, t_ms=0):
-        self.at(t_ms, [self.f.frame("S", self.f.isn, options=self.opts)])
-        self.f.seq += 1
-        return self.m.tcp.lookup(self.f.local, self.f.remote)
-
-    def seg(self, t_ms, i, flags="PA", size=MSS):
-        self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
-                                   seq=self.base + i * MSS)])
-
-    def acks(self, until_ms=None):
-        if until_ms is not None:
-            self.at(until_ms, [])
-        out = []
-        for a in self.m.tcp.acks():
-            sack = [((int(x) - self.base) / MSS, (int(y) - self.base) / MSS)
-                    for x, y in a["sack"][:a["nr_sack"]]]
-            out.append(((int(a["t_ns"]) - self.t0) / 1e6, (int(a["ack"]) - self.base) / MSS,
-                        int(a["win"]), sack))
-        return out
+from rxutil import MSS, Drill, close_all, payload
 
 
 def test_quickack_then_delayed_ack(nic, m):
     """``tcp_event_data_recv()`` starts in quick-ack mode (``tcp_incr_quickack()``: min(rcv_wnd
     / (2 * rcv_mss), TCP_MAX_QUICKACKS) = 16 ACKs), so the first 16 segments are ACKed at
     once; then one segment waits for the delayed-ACK timer (``tcp_send_delayed_ack()``: ato =
-    TCP_ATO_MIN, 40 ms; ``tcp_delack_timer_handler()``, DelayedACKs), and a second full frame
-    is ACKed at once (``__tcp_ack_snd_check()``: rcv_nxt - rcv_wup > rcv_mss). The window
-    field is 65160 bytes aligned to the scale, >> 7: 510 (``tcp_select_window()``)."""
+    TCP_ATO_MIN, 40 ms; ``tcp_delack_timer_handler()``, DelayedACKs), and once the reader has
+    caught up a second full frame is ACKed at once (``__tcp_ack_snd_check()``: rcv_nxt -
+    rcv_wup > rcv_mss and the window's right edge moves on). The window field starts at
+    ``rcv_ssthresh``, 64076 (``tcp_init_buffer_space()``: tcp_full_space() of tcp_rmem[1],
+    65536, less one advmss), aligned up to 128 and shifted by 7: 501 (``tcp_select_window()``);
+    unread, each 2 KiB buffer takes 1 KiB of free space (8 units) off it."""
     d = Drill(m, nic)
     d.syn()
     for i in range(16):
         d.seg(1 + i, i)
-    assert d.acks() == [(1 + i, i + 1, 510, []) for i in range(16)]
+    assert d.acks() == [(1 + i, i + 1, 501 - 8 * i, []) for i in range(16)]
     d.seg(20, 16)
     assert d.acks(59.9) == []
-    assert d.acks(70) == [(60, 17, 510, [])]
+    assert d.acks(70) == [(60, 17, 373, [])]
     assert m.tcp.mib["DelayedACKs"] == 1
+    assert d.read(100 * MSS) == 17 * MSS
     d.seg(100, 17)
     d.seg(101, 18)
-    assert d.acks() == [(101, 19, 510, [])]
+    assert d.acks() == [(101, 19, 493, [])]
     assert m.tcp.mib["OutSegs"] == 18
     close_all(m)
 
@@ -84,22 +47,23 @@ def test_out_of_order_and_duplicates_ack_at_once(nic, m):
     d.acks()
     d.seg(20, 17)
     d.seg(21, 19)
-    assert d.acks() == [(20, 16, 510, [(17, 18)]), (21, 16, 510, [(19, 20), (17, 18)])]
+    assert d.acks() == [(20, 16, 381, [(17, 18)]), (21, 16, 381, [(19, 20), (17, 18)])]
     d.seg(22, 3)
-    assert d.acks() == [(22, 16, 510, [(3, 4), (19, 20), (17, 18)])]
+    assert d.acks() == [(22, 16, 381, [(3, 4), (19, 20), (17, 18)])]
     d.seg(23, 16)
-    assert d.acks() == [(23, 18, 510, [(19, 20)])]
+    assert d.acks() == [(23, 18, 359, [(19, 20)])]
     close_all(m)
 
 
-@pytest.mark.parametrize("wscale,ts,win", [(True, True, 510), (False, True, 65160),
-                                           (True, False, 502), (False, False, 64240)])
+@pytest.mark.parametrize("wscale,ts,win", [(True, True, 501), (False, True, 63712),
+                                           (True, False, 501), (False, False, 63712)])
 def test_window_field_follows_tcp_select_window(nic, m, wscale, ts, win):
     """The first ACK's window field: ``tcp_select_initial_window()`` offers tcp_rmem[1] at the
     6.6 scaling ratio (64 KiB) rounded down to the MSS (1448 with timestamps, 1460 without),
-    capped at 65535; with the SYN's window scale, ``rcv_wscale`` 7 (ilog2(tcp_rmem[2]) - 15)
-    and ``__tcp_select_window()`` aligns up to 128 before the shift; without, it keeps the
-    MSS multiple."""
+    capped at 65535; ``tcp_init_buffer_space()`` keeps one advmss of it for the application
+    (``rcv_ssthresh`` 64076). With the SYN's window scale, ``rcv_wscale`` 7 (ilog2(tcp_rmem[2])
+    - 15) and ``__tcp_select_window()`` aligns up to 128 before the shift; without, it keeps
+    the multiple of ``rcv_mss`` (the segments' 1448) below 64076."""
     d = Drill(m, nic, wscale=wscale, ts=ts)
     d.syn()
     d.seg(1, 0)
@@ -115,7 +79,7 @@ def test_fin_ack_is_delayed_in_pingpong_mode(nic, m):
     sk = d.syn()
     d.seg(1, 0, flags="FPA", size=100)
     assert d.acks() == []
-    assert d.acks(50) == [(41, (100 + 1) / MSS, 510, [])]
+    assert d.acks(50) == [(41, (100 + 1) / MSS, 509, [])]
     assert sk.info()["state"] == "CLOSE_WAIT" and m.tcp.mib["DelayedACKs"] == 1
     close_all(m)
 
