@@ -65,6 +65,7 @@ include "tcp_rtt.pxi"
 include "tcp_cong.pxi"
 include "link.pxi"
 include "event_heap.pxi"
+include "tcp_sender.pxi"
 include "bench.pxi"
 include "capture.pxi"
 
@@ -943,3 +944,4 @@ cdef class CoreNapi:
 include "pool_facade.pxi"
 include "rx_facade.pxi"
 include "receiver.pxi"
+include "closed_loop.pxi"

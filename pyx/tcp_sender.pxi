@@ -1,0 +1,831 @@
+# The closed loop's TCP senders: output, ACK processing, SACK, RACK-TLP, PRR and the RTO, in C.
+#
+# Models, as of Linux 6.12 to 7.x at HZ 1000 (read in torvalds/linux): tcp_write_xmit() and
+# tcp_snd_wnd_test() (net/ipv4/tcp_output.c), tcp_xmit_retransmit_queue(), tcp_send_loss_probe()
+# and tcp_schedule_loss_probe(); tcp_ack(), tcp_ack_update_window(), tcp_clean_rtx_queue(),
+# tcp_sacktag_write_queue() (tcp_sacktag_one(), D-SACK detection, tcp_check_sack_reordering()),
+# tcp_process_tlp_ack(), tcp_fastretrans_alert() (the RACK path: tcp_identify_packet_loss(),
+# tcp_time_to_recover()'s "the loss is proven", tcp_try_to_open()), tcp_cwnd_reduction() (PRR,
+# RFC 6937) and tcp_cong_control() (net/ipv4/tcp_input.c); tcp_rack_advance(),
+# tcp_rack_detect_loss(), tcp_rack_mark_lost(), tcp_rack_reo_timeout() (net/ipv4/tcp_recovery.c,
+# the current form: reo_wnd = max(min_rtt / 4, 1 ms)); tcp_rearm_rto(), tcp_retransmit_timer()
+# and tcp_enter_loss()'s marking, tcp_probe_timer() (net/ipv4/tcp_timer.c). Loss detection is
+# RACK-TLP (net.ipv4.tcp_recovery = 1, tcp_early_retrans = 3, Linux's defaults), not RFC 6675.
+#
+# Every transmission is a record in the context's ``out`` array (the closed loop makes a frame of
+# each); timers are events on the context's heap. Departs: no F-RTO (tcp_frto), no undo (neither
+# D-SACK nor timestamp undo: a D-SACK is counted, TCPDSACKRecv); min_rtt is the minimum over the
+# connection (the kernel's windowed filter keeps 300 s, longer than any closed-loop run); no
+# Nagle, TSO or pacing: one MSS per segment, cwnd-limited; no SACK renege; TSval in ms.
+
+cdef extern from *:
+    """#define NM_NO_RTT UINT32_MAX"""
+    const uint32_t NM_NO_RTT                # min_rtt_us before the first sample (~0U)
+
+DEF TCPCB_SACKED_ACKED = 0x01
+DEF TCPCB_SACKED_RETRANS = 0x02
+DEF TCPCB_LOST = 0x04
+DEF TCPCB_EVER_RETRANS = 0x80
+DEF ICSK_TIME_RETRANS = 1
+DEF ICSK_TIME_PROBE0 = 3
+DEF ICSK_TIME_REO_TIMEOUT = 4
+DEF ICSK_TIME_LOSS_PROBE = 5
+DEF TCP_TIMEOUT_MIN_US = 2000      # TCP_TIMEOUT_MIN, 2 jiffies
+DEF TCP_RACK_REO_MIN_US = 1000     # tcp_rack_detect_loss(): reo_wnd's floor
+DEF FLAG_DATA_SACKED = 0x20
+DEF FLAG_SND_UNA_ADVANCED = 0x400
+DEF FLAG_SET_XMIT_TIMER = 0x1000
+DEF FLAG_DSACKING_ACK = 0x800
+DEF FLAG_DSACK_TLP = 0x20000
+DEF NM_EV_SND_TIMER = 1            # the heap event of a sender's retransmit timer (arg: conn)
+
+cdef enum:
+    NM_SND_CLOSED = 0
+    NM_SND_SYN_SENT = 1
+    NM_SND_ESTABLISHED = 2
+    NM_SND_DONE = 3                 # the FIN is acknowledged
+
+
+cdef struct nm_snd_xmit:           # one segment handed to the device
+    uint32_t conn
+    uint32_t seq
+    uint32_t len                    # payload bytes
+    uint8_t flags                   # TCPHDR_*
+    uint8_t retrans
+
+
+cdef struct nm_snd_ctx:            # what the senders share: the clock, the MIB, output, timers
+    uint64_t now_ns
+    nm_tcp_snd_mib *mib
+    nm_snd_xmit *out
+    uint64_t nout
+    uint64_t out_cap
+    nm_event_heap *timers
+    int err                         # -ENOMEM once an array could not grow
+
+
+# ---- the retransmit queue ----------------------------------------------------------------------
+
+cdef inline nm_tcp_seg *__seg(nm_tcp_sender *s, uint32_t i) noexcept nogil:
+    return &s.q[(s.q_head + i) & (s.q_cap - 1)]
+
+
+cdef nm_tcp_seg *__seg_append(nm_tcp_sender *s) noexcept nogil:
+    """Room for one more segment at the tail (the ring doubles, unwrapped), or NULL."""
+    cdef uint32_t cap = s.q_cap * 2 if s.q_cap else 64, i
+    cdef nm_tcp_seg *q
+    if s.q_count == s.q_cap:
+        q = <nm_tcp_seg *>malloc(cap * sizeof(nm_tcp_seg))
+        if q == NULL:
+            return NULL
+        for i in range(s.q_count):
+            q[i] = __seg(s, i)[0]
+        free(s.q)
+        s.q, s.q_cap, s.q_head = q, cap, 0
+    s.q_count += 1
+    return __seg(s, s.q_count - 1)
+
+
+cdef uint32_t __seg_find(nm_tcp_sender *s, uint32_t seq) noexcept nogil:
+    """The index of the first segment that does not end at or before ``seq``."""
+    cdef uint32_t lo = 0, hi = s.q_count, mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if after(__seg(s, mid).end_seq, seq):
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+cdef inline uint32_t tcp_packets_in_flight(nm_tcp_sender *s) noexcept nogil:
+    """``tcp_packets_in_flight()``: packets_out - left_out + retrans_out."""
+    return s.tp.packets_out - (s.sacked_out + s.lost_out) + s.retrans_out
+
+
+cdef inline uint32_t tcp_wnd_end(nm_tcp_sender *s) noexcept nogil:
+    return s.tp.snd_una + s.snd_wnd
+
+
+cdef void tcp_sender_init(nm_tcp_sender *s, const nm_tcp_congestion_ops *ops, uint32_t iss,
+                          uint64_t payload, uint16_t sport) noexcept nogil:
+    """A socket that will send ``payload`` bytes then a FIN (``tcp_init_sock()``: cwnd 10,
+    RTO 1 s), closed until ``tcp_connect()``."""
+    free(s.q)
+    memset(s, 0, sizeof(nm_tcp_sender))
+    tcp_cong_init(&s.tp, ops)
+    s.tp.prr = 1
+    s.iss = iss
+    s.write_seq = iss + 1 + <uint32_t>payload
+    s.tp.snd_una = s.tp.snd_nxt = iss
+    s.sport = sport
+    s.slot = NM_NIL
+    s.min_rtt_us = NM_NO_RTT
+
+
+# ---- output --------------------------------------------------------------------------------------
+
+cdef void __snd_emit(nm_snd_ctx *ctx, uint32_t conn, nm_tcp_seg *seg, bint retrans) noexcept nogil:
+    cdef nm_snd_xmit *x
+    if __grow(<void **>&ctx.out, &ctx.out_cap, ctx.nout + 1, sizeof(nm_snd_xmit)) < 0:
+        ctx.err = -ENOMEM
+        return
+    x = &ctx.out[ctx.nout]
+    ctx.nout += 1
+    x.conn = conn
+    x.seq = seg.seq
+    x.len = seg.end_seq - seg.seq - ((seg.tcp_flags & (TCPHDR_SYN | TCPHDR_FIN)) != 0)
+    x.flags = seg.tcp_flags | (0 if seg.tcp_flags & TCPHDR_SYN else TCPHDR_ACK)
+    x.retrans = retrans
+    seg.xmit_ns = ctx.now_ns
+    ctx.mib.OutSegs += 1
+
+
+cdef void inet_csk_reset_xmit_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn,
+                                    uint8_t what, uint64_t when_us) noexcept nogil:
+    """``inet_csk_reset_xmit_timer()``: one timer, ``what`` due ``when_us`` from now (at most
+    TCP_RTO_MAX). The heap holds at most one event per sender that is not later than the
+    timer; an event that finds the timer moved later is pushed again (``tcp_write_timer()``)."""
+    s.icsk_pending = what
+    s.icsk_timeout = ctx.now_ns + min(when_us, <uint64_t>TCP_RTO_MAX * 1000) * 1000
+    if s.timer_ev == 0 or s.icsk_timeout < s.timer_ev:
+        if nm_event_push(ctx.timers, s.icsk_timeout, NM_EV_SND_TIMER, conn) < 0:
+            ctx.err = -ENOMEM
+            return
+        s.timer_ev = s.icsk_timeout
+
+
+cdef inline int64_t tcp_rto_delta_us(nm_tcp_sender *s, nm_snd_ctx *ctx) noexcept nogil:
+    """``tcp_rto_delta_us()``: how far the RTO of the head segment is in the future."""
+    return (<int64_t>(__seg(s, 0).xmit_ns // 1000) + <int64_t>s.tp.icsk_rto * 1000
+            - <int64_t>(ctx.now_ns // 1000))
+
+
+cdef void tcp_rearm_rto(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_rearm_rto()``: off with nothing out; after a loss probe or reorder timer, the RTO
+    of the head segment as it stands (at least a microsecond away); else icsk_rto from now."""
+    cdef uint64_t rto_us = <uint64_t>s.tp.icsk_rto * 1000
+    cdef int64_t delta
+    if s.tp.packets_out == 0:
+        s.icsk_pending = 0
+        return
+    if s.icsk_pending == ICSK_TIME_REO_TIMEOUT or s.icsk_pending == ICSK_TIME_LOSS_PROBE:
+        delta = tcp_rto_delta_us(s, ctx)
+        rto_us = <uint64_t>usecs_to_jiffies(<uint64_t>max(delta, <int64_t>1)) * 1000
+    inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, rto_us)
+
+
+cdef bint tcp_schedule_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn,
+                                  bint advancing_rto) noexcept nogil:
+    """``tcp_schedule_loss_probe()``: in Open or CWR with packets out, a probe in 2 srtt (plus
+    the minimum RTO with one packet out, for a delayed ACK; TCP_TIMEOUT_INIT without an RTT),
+    unless the RTO comes first."""
+    cdef uint64_t timeout
+    cdef int64_t rto_delta
+    if (s.tp.packets_out == 0 or (s.tp.icsk_ca_state != TCP_CA_Open
+                                  and s.tp.icsk_ca_state != TCP_CA_CWR)):
+        return False
+    if s.tp.srtt_us:
+        timeout = (s.tp.srtt_us >> 2) + (TCP_RTO_MIN_US if s.tp.packets_out == 1
+                                         else TCP_TIMEOUT_MIN_US)
+        timeout = <uint64_t>usecs_to_jiffies(timeout) * 1000
+    else:
+        timeout = TCP_TIMEOUT_INIT * 1000
+    rto_delta = (<int64_t>s.tp.icsk_rto * 1000 if advancing_rto
+                 else tcp_rto_delta_us(s, ctx))
+    if rto_delta > 0:
+        timeout = min(timeout, <uint64_t>usecs_to_jiffies(<uint64_t>rto_delta) * 1000)
+    inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_LOSS_PROBE, timeout)
+    return True
+
+
+cdef void tcp_connect(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_connect()``: the SYN (MSS, SACK-permitted, timestamps, window scale: the frame's
+    options) goes out, the RTO at TCP_TIMEOUT_INIT."""
+    cdef nm_tcp_seg *seg = __seg_append(s)
+    if seg == NULL:
+        ctx.err = -ENOMEM
+        return
+    seg.seq, seg.end_seq, seg.sacked, seg.tcp_flags = s.iss, s.iss + 1, 0, TCPHDR_SYN
+    s.state = NM_SND_SYN_SENT
+    s.tp.snd_nxt = s.iss + 1
+    s.tp.packets_out = 1
+    s.tp.tcp_mstamp = ctx.now_ns // 1000
+    ctx.mib.ActiveOpens += 1
+    __snd_emit(ctx, conn, seg, False)
+    inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, <uint64_t>s.tp.icsk_rto * 1000)
+
+
+cdef void tcp_finish_connect(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t mss,
+                             uint8_t wscale, uint32_t win, uint32_t tsval) noexcept nogil:
+    """``tcp_rcv_synsent_state_process()`` for the SYN-ACK: the SYN is acknowledged (an RTT
+    sample unless it was retransmitted), the peer's MSS (less the timestamp option), window
+    scale and window taken, ESTABLISHED, and the data goes (``tcp_finish_connect()``, then
+    ``tcp_data_snd_check()``)."""
+    cdef nm_tcp_seg *seg = __seg(s, 0)
+    s.tp.tcp_mstamp = ctx.now_ns // 1000
+    if not (seg.sacked & TCPCB_EVER_RETRANS):
+        tcp_ack_update_rtt(&s.tp, <int64_t>((ctx.now_ns - seg.xmit_ns) // 1000))
+        s.min_rtt_us = min(s.min_rtt_us, <uint32_t>((ctx.now_ns - seg.xmit_ns) // 1000))
+    s.q_head = (s.q_head + 1) & (s.q_cap - 1)
+    s.q_count -= 1
+    s.tp.packets_out = 0
+    s.tp.snd_una = s.iss + 1
+    s.rtx_hint = s.iss + 1
+    s.mss_cache = mss - TCPOLEN_TSTAMP_ALIGNED
+    s.snd_wscale = wscale
+    s.snd_wnd = win                     # a SYN-ACK's window is never scaled
+    s.snd_wl1 = 0
+    s.ts_recent = tsval
+    s.state = NM_SND_ESTABLISHED
+    s.icsk_pending = 0
+    tcp_snd_write_xmit(s, ctx, conn)
+
+
+cdef void tcp_snd_write_xmit(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_write_xmit()``: new segments of one MSS (the last one shorter, with the FIN) while
+    cwnd has room (``tcp_cwnd_test()``) and each fits the peer's window
+    (``tcp_snd_wnd_test()``); ``tcp_event_new_data_sent()`` arms the RTO when nothing was out,
+    ``tcp_cwnd_validate()`` records whether cwnd was the limit, then one loss probe per tail
+    loss episode is scheduled. With nothing out and the window too small, the persist timer
+    (``tcp_check_probe_timer()``)."""
+    cdef uint32_t end
+    cdef nm_tcp_seg *seg
+    cdef uint32_t sent = 0, flags
+    cdef bint cwnd_limited = False
+    if s.state != NM_SND_ESTABLISHED:
+        return
+    while before(s.tp.snd_nxt, s.write_seq + 1):
+        if tcp_packets_in_flight(s) >= s.tp.snd_cwnd:
+            cwnd_limited = True
+            break
+        end = s.tp.snd_nxt + s.mss_cache
+        flags = 0
+        if not before(end, s.write_seq):
+            end = s.write_seq
+            flags = TCPHDR_FIN | TCPHDR_PSH
+        if after(end, tcp_wnd_end(s)):
+            break
+        seg = __seg_append(s)
+        if seg == NULL:
+            ctx.err = -ENOMEM
+            return
+        seg.seq, seg.end_seq, seg.sacked = s.tp.snd_nxt, end + (flags != 0), 0
+        seg.tcp_flags = <uint8_t>flags
+        s.tp.snd_nxt = seg.end_seq
+        s.tp.packets_out += 1
+        __snd_emit(ctx, conn, seg, False)
+        sent += 1
+        if s.tp.packets_out == 1 or s.icsk_pending == ICSK_TIME_LOSS_PROBE:
+            tcp_rearm_rto(s, ctx, conn)         # tcp_event_new_data_sent()
+    if tcp_packets_in_flight(s) >= s.tp.snd_cwnd:
+        cwnd_limited = True
+    if sent or cwnd_limited:            # tcp_cwnd_validate()
+        if not before(s.tp.snd_una, s.tp.high_seq) or cwnd_limited or \
+                s.tp.packets_out > s.tp.max_packets_out:
+            s.tp.is_cwnd_limited = cwnd_limited
+            s.tp.max_packets_out = s.tp.packets_out
+    if sent:
+        s.tp.lsndtime = tcp_sk_jiffies32(&s.tp)
+        if tcp_in_cwnd_reduction(&s.tp):
+            s.tp.prr_out += sent
+        tcp_schedule_loss_probe(s, ctx, conn, False)
+    elif s.tp.packets_out == 0 and before(s.tp.snd_nxt, s.write_seq + 1) and \
+            s.icsk_pending == 0:
+        inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_PROBE0,
+                                  inet_csk_rto_backoff(&s.tp, TCP_RTO_MAX) * 1000)
+
+
+cdef void tcp_retransmit_seg(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn,
+                             nm_tcp_seg *seg) noexcept nogil:
+    """``tcp_retransmit_skb()``: RetransSegs, and the segment is SACKED_RETRANS (retrans_out)
+    until it is acknowledged or marked lost again."""
+    ctx.mib.RetransSegs += 1
+    s.retrans += 1
+    if s.tp.icsk_ca_state == TCP_CA_Loss:
+        ctx.mib.TCPSlowStartRetrans += 1
+    else:
+        ctx.mib.TCPFastRetrans += 1
+    if not (seg.sacked & TCPCB_SACKED_RETRANS):
+        s.retrans_out += 1
+    seg.sacked |= TCPCB_SACKED_RETRANS | TCPCB_EVER_RETRANS
+    __snd_emit(ctx, conn, seg, True)
+
+
+cdef void tcp_xmit_retransmit_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_xmit_retransmit_queue()``: the segments marked lost and not retransmitted yet, in
+    sequence order from the hint, while cwnd has room; PRR counts them (prr_out); a
+    retransmitted head rearms the RTO."""
+    cdef uint32_t i
+    cdef nm_tcp_seg *seg
+    cdef bint rearm = False
+    if s.lost_out == 0 or s.tp.packets_out == 0:
+        return
+    i = __seg_find(s, s.rtx_hint)
+    while i < s.q_count:
+        if tcp_packets_in_flight(s) >= s.tp.snd_cwnd:
+            break
+        seg = __seg(s, i)
+        if (seg.sacked & TCPCB_LOST) and not (seg.sacked & (TCPCB_SACKED_ACKED
+                                                            | TCPCB_SACKED_RETRANS)):
+            if after(seg.end_seq, tcp_wnd_end(s)) and seg.seq != s.tp.snd_una:
+                break
+            tcp_retransmit_seg(s, ctx, conn, seg)
+            if tcp_in_cwnd_reduction(&s.tp):
+                s.tp.prr_out += 1
+            if i == 0 and s.icsk_pending != ICSK_TIME_REO_TIMEOUT:
+                rearm = True
+        s.rtx_hint = seg.end_seq
+        i += 1
+    if rearm:
+        inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, <uint64_t>s.tp.icsk_rto * 1000)
+
+
+# ---- RACK (net/ipv4/tcp_recovery.c) -----------------------------------------------------------------
+
+cdef inline bint tcp_rack_sent_after(uint64_t t1, uint64_t t2, uint32_t seq1,
+                                     uint32_t seq2) noexcept nogil:
+    return t1 > t2 or (t1 == t2 and after(seq1, seq2))
+
+
+cdef void tcp_rack_advance(nm_tcp_sender *s, nm_snd_ctx *ctx, nm_tcp_seg *seg) noexcept nogil:
+    """``tcp_rack_advance()``: the most recently sent of the segments delivered so far; a
+    retransmitted one only when its RTT is not below min_rtt (it may be the original's)."""
+    cdef uint32_t rtt_us
+    if s.rack_mstamp and not tcp_rack_sent_after(seg.xmit_ns, s.rack_mstamp, seg.end_seq,
+                                                 s.rack_end_seq):
+        return
+    rtt_us = <uint32_t>((ctx.now_ns - seg.xmit_ns) // 1000)
+    if seg.sacked & TCPCB_EVER_RETRANS and rtt_us < s.min_rtt_us:
+        return
+    s.rack_rtt_us = rtt_us
+    s.rack_mstamp = seg.xmit_ns
+    s.rack_end_seq = seg.end_seq
+    s.rack_advanced = 1
+
+
+cdef void tcp_mark_seg_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, nm_tcp_seg *seg) noexcept nogil:
+    """``tcp_mark_skb_lost()`` (and RACK's TCPLostRetransmit): lost, and a retransmission of
+    it is no longer in flight."""
+    if seg.sacked & TCPCB_SACKED_ACKED:
+        return
+    if seg.sacked & TCPCB_SACKED_RETRANS:
+        seg.sacked &= ~TCPCB_SACKED_RETRANS
+        s.retrans_out -= 1
+        ctx.mib.TCPLostRetransmit += 1
+    if not (seg.sacked & TCPCB_LOST):
+        seg.sacked |= TCPCB_LOST
+        s.lost_out += 1
+    if before(seg.seq, s.rtx_hint):
+        s.rtx_hint = seg.seq
+
+
+cdef uint32_t tcp_rack_detect_loss(nm_tcp_sender *s, nm_snd_ctx *ctx) noexcept nogil:
+    """``tcp_rack_detect_loss()``: a segment sent before the most recently delivered one is
+    lost once RACK's RTT plus the reordering window (min_rtt / 4, at least 1 ms; 1 ms when
+    losses are already marked and no reordering was seen) has passed since it was sent;
+    returns the longest wait still to go (us, 0: none). The kernel walks the segments in send
+    order and stops at the first sent after RACK's; here every unsacked segment is tested."""
+    cdef uint32_t reo_wnd = TCP_RACK_REO_MIN_US, i, timeout = 0
+    cdef int64_t remaining
+    cdef nm_tcp_seg *seg
+    if (s.rack_reord or not s.lost_out) and s.min_rtt_us != NM_NO_RTT:
+        reo_wnd = max(s.min_rtt_us >> 2, reo_wnd)
+    for i in range(s.q_count):
+        seg = __seg(s, i)
+        if seg.sacked & TCPCB_SACKED_ACKED:
+            continue
+        if seg.sacked & TCPCB_LOST and not (seg.sacked & TCPCB_SACKED_RETRANS):
+            continue
+        if not tcp_rack_sent_after(s.rack_mstamp, seg.xmit_ns, s.rack_end_seq, seg.end_seq):
+            continue
+        remaining = (<int64_t>s.rack_rtt_us + reo_wnd
+                     - <int64_t>((ctx.now_ns - seg.xmit_ns) // 1000))
+        if remaining < 0:
+            tcp_mark_seg_lost(s, ctx, seg)
+        else:
+            timeout = max(timeout, <uint32_t>(1 + remaining))
+    return timeout
+
+
+cdef bint tcp_rack_mark_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_rack_mark_lost()``: detect once RACK advanced; a pending wait is the reorder
+    timer (plus TCP_TIMEOUT_MIN). Returns whether it armed that timer."""
+    cdef uint32_t timeout
+    if not s.rack_advanced:
+        return False
+    s.rack_advanced = 0
+    timeout = tcp_rack_detect_loss(s, ctx)
+    if timeout:
+        inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_REO_TIMEOUT,
+                                  (<uint64_t>usecs_to_jiffies(timeout) + 2) * 1000)
+    return timeout != 0
+
+
+cdef void tcp_cwnd_reduction(nm_tcp_sender *s, int32_t newly_acked_sacked, int32_t newly_lost,
+                             int flag) noexcept nogil:
+    """``tcp_cwnd_reduction()``: Proportional Rate Reduction (RFC 6937): while more than
+    ssthresh is in flight, send ssthresh/prior_cwnd of what is delivered; below it, grow
+    back toward ssthresh (slow-start reduction bound); one segment at least when the
+    reduction starts, so the fast retransmit goes."""
+    cdef nm_tcp_cc_sock *tp = &s.tp
+    cdef int64_t sndcnt, delta = <int64_t>tp.snd_ssthresh - tcp_packets_in_flight(s)
+    if newly_acked_sacked <= 0 or tp.prior_cwnd == 0:
+        return
+    tp.prr_delivered += newly_acked_sacked
+    if delta < 0:
+        sndcnt = (<int64_t>((<uint64_t>tp.snd_ssthresh * tp.prr_delivered + tp.prior_cwnd - 1)
+                            // tp.prior_cwnd) - tp.prr_out)
+    else:
+        sndcnt = max(<int64_t>tp.prr_delivered - tp.prr_out, <int64_t>newly_acked_sacked)
+        if flag & FLAG_SND_UNA_ADVANCED and not newly_lost:
+            sndcnt += 1
+        sndcnt = min(delta, sndcnt)
+    sndcnt = max(sndcnt, <int64_t>(0 if tp.prr_out else 1))
+    tp.snd_cwnd = <uint32_t>max(<int64_t>tcp_packets_in_flight(s) + sndcnt, 1)
+
+
+# ---- ACK processing (net/ipv4/tcp_input.c) -------------------------------------------------------
+
+cdef void tcp_ack_update_window(nm_tcp_sender *s, uint32_t ack, uint32_t ack_seq,
+                                uint32_t win) noexcept nogil:
+    """``tcp_ack_update_window()`` / ``tcp_may_update_window()``: the window field scaled by
+    the peer's wscale, taken from a newer ACK, a newer segment, or a larger window."""
+    cdef uint32_t nwin = win << s.snd_wscale
+    if (after(ack, s.tp.snd_una) or after(ack_seq, s.snd_wl1)
+            or (ack_seq == s.snd_wl1 and nwin > s.snd_wnd)):
+        s.snd_wl1 = ack_seq
+        s.snd_wnd = nwin
+
+
+cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack,
+                                 const uint32_t *sack, uint32_t nsack,
+                                 uint32_t *newly_sacked) noexcept nogil:
+    """``tcp_sacktag_write_queue()``: a first block below the cumulative ACK, or inside the
+    second block, is a D-SACK (``tcp_check_dsack()``: TCPDSACKRecv; FLAG_DSACK_TLP when it
+    covers the loss probe's retransmission); every other block tags the segments it covers
+    whole (``tcp_sacktag_one()``: SACKED_ACKED, out of lost_out and retrans_out, RACK
+    advanced); a never-retransmitted segment newly SACKed below the highest SACK is reordering
+    (``tcp_check_sack_reordering()``: TCPSACKReorder, RACK's reo_wnd follows min_rtt)."""
+    cdef uint32_t b, i, start, end
+    cdef int flag = 0
+    cdef bint reord = False
+    cdef nm_tcp_seg *seg
+    for b in range(nsack):
+        start, end = sack[2 * b], sack[2 * b + 1]
+        if not after(end, start):
+            continue
+        if b == 0 and (before(start, ack) or (nsack > 1 and not before(start, sack[2])
+                                               and not after(end, sack[3]))):
+            ctx.mib.TCPDSACKRecv += 1
+            flag |= FLAG_DSACKING_ACK
+            if s.tlp_retrans and s.tlp_high_seq and not before(end, s.tlp_high_seq) and \
+                    before(start, s.tlp_high_seq):
+                flag |= FLAG_DSACK_TLP
+            continue
+        if after(end, s.tp.snd_nxt) or not after(end, ack):
+            continue
+        i = __seg_find(s, start)
+        while i < s.q_count:
+            seg = __seg(s, i)
+            if after(seg.end_seq, end):
+                break
+            i += 1
+            if before(seg.seq, start) or seg.sacked & TCPCB_SACKED_ACKED:
+                continue
+            if seg.sacked & TCPCB_SACKED_RETRANS:
+                seg.sacked &= ~TCPCB_SACKED_RETRANS
+                s.retrans_out -= 1
+            if seg.sacked & TCPCB_LOST:
+                seg.sacked &= ~TCPCB_LOST
+                s.lost_out -= 1
+            seg.sacked |= TCPCB_SACKED_ACKED
+            s.sacked_out += 1
+            newly_sacked[0] += 1
+            flag |= FLAG_DATA_SACKED
+            tcp_rack_advance(s, ctx, seg)
+            if s.highest_sack and before(seg.end_seq, s.highest_sack) and \
+                    not (seg.sacked & TCPCB_EVER_RETRANS):
+                reord = True
+            if s.highest_sack == 0 or after(seg.end_seq, s.highest_sack):
+                s.highest_sack = seg.end_seq
+    if reord:
+        ctx.mib.TCPSACKReorder += 1
+        s.rack_reord = 1
+    return flag
+
+
+cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack,
+                                  uint32_t *acked_sacked, int64_t *seq_rtt,
+                                  int64_t *ca_rtt) noexcept nogil:
+    """``tcp_clean_rtx_queue()``: the segments the ACK covers leave the queue (and the sacked,
+    lost and retransmitted counts); RTT samples from the oldest and newest of them that were
+    never retransmitted (Karn); RACK advanced. Returns the segments acked; ``acked_sacked``
+    gets those not SACKed before."""
+    cdef uint32_t n = 0
+    cdef nm_tcp_seg *seg
+    cdef uint64_t first = 0, last = 0
+    while s.q_count:
+        seg = __seg(s, 0)
+        if after(seg.end_seq, ack):
+            break
+        if seg.sacked & TCPCB_SACKED_ACKED:
+            s.sacked_out -= 1
+        else:
+            acked_sacked[0] += 1
+        if seg.sacked & TCPCB_LOST:
+            s.lost_out -= 1
+        if seg.sacked & TCPCB_SACKED_RETRANS:
+            s.retrans_out -= 1
+        if not (seg.sacked & TCPCB_EVER_RETRANS):
+            if first == 0:
+                first = seg.xmit_ns
+            last = seg.xmit_ns
+        tcp_rack_advance(s, ctx, seg)
+        s.tp.packets_out -= 1
+        s.q_head = (s.q_head + 1) & (s.q_cap - 1)
+        s.q_count -= 1
+        n += 1
+    if first:
+        seq_rtt[0] = <int64_t>((ctx.now_ns - first) // 1000)
+        ca_rtt[0] = <int64_t>((ctx.now_ns - last) // 1000)
+    return n
+
+
+cdef void tcp_process_tlp_ack(nm_tcp_sender *s, uint32_t ack, int flag,
+                              nm_snd_ctx *ctx) noexcept nogil:
+    """``tcp_process_tlp_ack()``: a probe of new data, or one whose original arrived too
+    (D-SACK, or a pure duplicate), ends the episode; an ACK past a retransmitted probe proves
+    a loss the probe repaired: one cwnd reduction (CWR), TCPLossProbeRecovery."""
+    if before(ack, s.tlp_high_seq):
+        return
+    if not s.tlp_retrans or flag & FLAG_DSACK_TLP:
+        s.tlp_high_seq = 0
+    elif after(ack, s.tlp_high_seq):
+        tcp_init_cwnd_reduction(&s.tp)
+        s.tlp_high_seq = 0
+        tcp_set_ca_state(&s.tp, TCP_CA_CWR)
+        tcp_end_cwnd_reduction(&s.tp)
+        tcp_try_to_open(s)
+        ctx.mib.TCPLossProbeRecovery += 1
+    elif not (flag & (FLAG_SND_UNA_ADVANCED | FLAG_DATA_SACKED)):
+        s.tlp_high_seq = 0
+
+
+cdef inline void tcp_try_to_open(nm_tcp_sender *s) noexcept nogil:
+    """``tcp_try_to_open()`` / ``tcp_try_keep_open()``: Disorder while SACKed or retransmitted
+    segments are out, else Open (a CWR stays until its reduction ends)."""
+    cdef uint8_t state = TCP_CA_Disorder if (s.sacked_out or s.retrans_out) else TCP_CA_Open
+    if s.tp.icsk_ca_state != TCP_CA_CWR and s.tp.icsk_ca_state != state:
+        tcp_set_ca_state(&s.tp, state)
+
+
+cdef int tcp_fastretrans_alert(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn,
+                               int flag) noexcept nogil:
+    """``tcp_fastretrans_alert()`` with RACK: a reduction ends once snd_una passes high_seq
+    (CWR and Recovery: ``tcp_end_cwnd_reduction()``; Loss: Open, cwnd kept); then RACK marks
+    losses (``tcp_identify_packet_loss()``: a reorder timer it arms keeps the xmit timer
+    from being reset), and a proven loss outside Recovery and Loss enters Recovery
+    (TCPSackRecovery; PRR from here), else ``tcp_try_to_open()``. Returns the flag."""
+    cdef nm_tcp_cc_sock *tp = &s.tp
+    if tp.icsk_ca_state >= TCP_CA_CWR and not before(tp.snd_una, tp.high_seq):
+        if tp.icsk_ca_state == TCP_CA_Loss:
+            tcp_set_ca_state(tp, TCP_CA_Open)
+        else:
+            tcp_end_cwnd_reduction(tp)
+        tcp_try_to_open(s)
+    if tcp_rack_mark_lost(s, ctx, conn):
+        flag &= ~FLAG_SET_XMIT_TIMER
+    if tp.icsk_ca_state == TCP_CA_Recovery or tp.icsk_ca_state == TCP_CA_Loss:
+        return flag
+    if s.lost_out:
+        ctx.mib.TCPSackRecovery += 1
+        tcp_enter_recovery(tp)
+    else:
+        tcp_try_to_open(s)
+    return flag
+
+
+cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack,
+                  uint32_t ack_seq, uint32_t win, const uint32_t *sack, uint32_t nsack,
+                  uint32_t tsval) noexcept nogil:
+    """``tcp_ack()`` for an established sender: an ACK below snd_una only has its SACK blocks
+    read, one past snd_nxt is ignored; else the window, SACK tags, the cumulative ACK, the RTT
+    (``tcp_ack_update_rtt()``: the sequence sample, else none: TSecr is in ms), the loss probe,
+    ``tcp_fastretrans_alert()``, ``tcp_cong_control()`` (PRR in a reduction, else cong_avoid
+    when cwnd was the limit), the timers (``tcp_set_xmit_timer()``: a loss probe or the RTO),
+    then ``tcp_xmit_recovery()`` and ``tcp_data_snd_check()``. The FIN's ACK ends the
+    connection."""
+    cdef nm_tcp_cc_sock *tp = &s.tp
+    cdef uint32_t prior_snd_una = tp.snd_una, acked, acked_sacked = 0, newly_sacked = 0
+    cdef uint32_t prior_lost
+    cdef int64_t seq_rtt = -1, ca_rtt = -1
+    cdef int flag = 0
+    tp.tcp_mstamp = ctx.now_ns // 1000
+    ctx.mib.InSegs += 1
+    if s.state != NM_SND_ESTABLISHED:
+        return
+    if after(tsval, s.ts_recent) or s.ts_recent == 0:
+        s.ts_recent = tsval
+    if before(ack, prior_snd_una):
+        if nsack:
+            tcp_sacktag_write_queue(s, ctx, prior_snd_una, sack, nsack, &newly_sacked)
+        return
+    if after(ack, tp.snd_nxt):
+        return
+    tcp_ack_update_window(s, ack, ack_seq, win)
+    if nsack:
+        flag |= tcp_sacktag_write_queue(s, ctx, ack, sack, nsack, &newly_sacked)
+    acked = tcp_snd_clean_rtx_queue(s, ctx, ack, &acked_sacked, &seq_rtt, &ca_rtt)
+    if after(ack, prior_snd_una):
+        flag |= FLAG_SND_UNA_ADVANCED
+        tp.snd_una = ack
+        if before(s.rtx_hint, ack):
+            s.rtx_hint = ack
+    if seq_rtt >= 0:
+        s.min_rtt_us = min(s.min_rtt_us, <uint32_t>ca_rtt)
+        tcp_ack_update_rtt(tp, seq_rtt)
+    if acked:
+        flag |= FLAG_SET_XMIT_TIMER
+        if tp.icsk_ca_ops.pkts_acked != NULL:
+            tp.icsk_ca_ops.pkts_acked(tp, acked, ca_rtt)
+    if s.tlp_high_seq:
+        tcp_process_tlp_ack(s, ack, flag, ctx)
+    prior_lost = s.lost_out
+    if (not (flag & FLAG_SND_UNA_ADVANCED) or flag & (FLAG_DATA_SACKED | FLAG_DSACKING_ACK)
+            or tp.icsk_ca_state != TCP_CA_Open):       # tcp_ack_is_dubious()
+        flag = tcp_fastretrans_alert(s, ctx, conn, flag)
+    if tp.packets_out == 0 and not before(tp.snd_una, s.write_seq + 1):
+        s.state = NM_SND_DONE
+        s.icsk_pending = 0
+        return
+    if flag & FLAG_SET_XMIT_TIMER:      # tcp_set_xmit_timer()
+        if not tcp_schedule_loss_probe(s, ctx, conn, True):
+            tcp_rearm_rto(s, ctx, conn)
+    acked_sacked += newly_sacked
+    if tcp_in_cwnd_reduction(tp):
+        tcp_cwnd_reduction(s, <int32_t>acked_sacked,
+                           <int32_t>(s.lost_out - prior_lost) if s.lost_out > prior_lost else 0,
+                           flag)
+    elif acked_sacked and tcp_is_cwnd_limited(tp):
+        tp.icsk_ca_ops.cong_avoid(tp, ack, acked_sacked)
+    tcp_xmit_retransmit_queue(s, ctx, conn)
+    tcp_snd_write_xmit(s, ctx, conn)
+
+
+# ---- timers (net/ipv4/tcp_timer.c) ---------------------------------------------------------------
+
+cdef void tcp_enter_loss_mark(nm_tcp_sender *s) noexcept nogil:
+    """``tcp_enter_loss()``'s marking (``tcp_timeout_mark_lost()``): every segment not SACKed
+    is lost, none is in flight as a retransmission; the loss probe is forgotten."""
+    cdef uint32_t i
+    cdef nm_tcp_seg *seg
+    for i in range(s.q_count):
+        seg = __seg(s, i)
+        seg.sacked &= ~TCPCB_SACKED_RETRANS
+        if not (seg.sacked & (TCPCB_SACKED_ACKED | TCPCB_LOST)):
+            seg.sacked |= TCPCB_LOST
+            s.lost_out += 1
+    s.retrans_out = 0
+    s.tlp_high_seq = 0
+    s.rtx_hint = s.tp.snd_una
+    s.rack_advanced = 0
+
+
+cdef void tcp_retransmit_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_retransmit_timer()``: counted by the state it ends (TCPTimeouts from Open,
+    TCPSackRecoveryFail, TCPLossFailures, TCPSackFailures), ``tcp_enter_loss()`` (cwnd 1,
+    everything out lost), the head retransmitted, the RTO doubled (``icsk_backoff``) and
+    rearmed. A SYN is sent again (TCPSynRetrans) with the same backoff."""
+    cdef nm_tcp_cc_sock *tp = &s.tp
+    if tp.packets_out == 0:
+        return
+    if s.state == NM_SND_SYN_SENT:
+        ctx.mib.TCPSynRetrans += 1
+        ctx.mib.RetransSegs += 1
+        __seg(s, 0).sacked |= TCPCB_EVER_RETRANS
+        __snd_emit(ctx, conn, __seg(s, 0), True)
+    else:
+        if tp.icsk_ca_state == TCP_CA_Recovery:
+            ctx.mib.TCPSackRecoveryFail += 1
+        elif tp.icsk_ca_state == TCP_CA_Loss:
+            ctx.mib.TCPLossFailures += 1
+        elif tp.icsk_ca_state == TCP_CA_Disorder or s.sacked_out:
+            ctx.mib.TCPSackFailures += 1
+        else:
+            ctx.mib.TCPTimeouts += 1
+        tcp_enter_loss(tp)
+        tcp_enter_loss_mark(s)
+        tcp_xmit_retransmit_queue(s, ctx, conn)
+    tcp_retransmit_timer_backoff(tp)
+    inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, <uint64_t>tp.icsk_rto * 1000)
+
+
+cdef void tcp_send_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_send_loss_probe()``: one probe per episode: new data when the window allows it,
+    else the last segment again (``__tcp_retransmit_skb()``: RetransSegs, not retrans_out);
+    TCPLossProbes; then the RTO."""
+    cdef uint64_t before_out = ctx.nout
+    cdef nm_tcp_seg *seg
+    if s.tlp_high_seq == 0 and s.tp.packets_out:
+        s.tlp_retrans = 0
+        if before(s.tp.snd_nxt, s.write_seq + 1):
+            s.tp.snd_cwnd += 1          # push_one = 2 ignores cwnd: one segment over it
+            tcp_write_xmit_one(s, ctx, conn)
+            s.tp.snd_cwnd -= 1
+        if ctx.nout == before_out:
+            seg = __seg(s, s.q_count - 1)
+            ctx.mib.RetransSegs += 1
+            s.retrans += 1
+            seg.sacked |= TCPCB_EVER_RETRANS
+            __snd_emit(ctx, conn, seg, True)
+            s.tlp_retrans = 1
+        ctx.mib.TCPLossProbes += 1
+        s.tlp_high_seq = s.tp.snd_nxt
+    s.icsk_pending = 0
+    tcp_rearm_rto(s, ctx, conn)
+
+
+cdef void tcp_write_xmit_one(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_write_xmit(push_one = 2)``: at most one new segment, no loss probe scheduled."""
+    cdef uint32_t end = s.tp.snd_nxt + s.mss_cache
+    cdef uint8_t flags = 0
+    cdef nm_tcp_seg *seg
+    if not before(end, s.write_seq):
+        end = s.write_seq
+        flags = TCPHDR_FIN | TCPHDR_PSH
+    if after(end, tcp_wnd_end(s)):
+        return
+    seg = __seg_append(s)
+    if seg == NULL:
+        ctx.err = -ENOMEM
+        return
+    seg.seq, seg.end_seq, seg.sacked, seg.tcp_flags = s.tp.snd_nxt, end + (flags != 0), 0, flags
+    s.tp.snd_nxt = seg.end_seq
+    s.tp.packets_out += 1
+    __snd_emit(ctx, conn, seg, False)
+
+
+cdef void tcp_probe_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_probe_timer()`` -> ``tcp_send_probe0()``: with nothing out and the window shut,
+    ``tcp_write_wakeup()`` sends what the window now takes, or ``tcp_xmit_probe_skb()`` a
+    segment at snd_una - 1 without data, which draws an ACK (TCPWinProbe); the probe backs
+    off as the RTO does."""
+    cdef nm_tcp_seg probe
+    cdef uint64_t n0 = ctx.nout
+    s.icsk_pending = 0
+    if s.tp.packets_out or not before(s.tp.snd_nxt, s.write_seq + 1):
+        return
+    tcp_snd_write_xmit(s, ctx, conn)
+    if ctx.nout != n0:
+        s.tp.icsk_backoff = 0
+        return
+    probe.seq = probe.end_seq = s.tp.snd_una - 1
+    probe.tcp_flags = 0
+    __snd_emit(ctx, conn, &probe, False)
+    ctx.mib.TCPWinProbe += 1
+    if s.tp.icsk_backoff < 15:
+        s.tp.icsk_backoff += 1
+    inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_PROBE0,
+                              inet_csk_rto_backoff(&s.tp, TCP_RTO_MAX) * 1000)
+
+
+cdef void tcp_write_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_write_timer_handler()`` for the heap event of ``s``: nothing when the timer was
+    cancelled; the event pushed again when the timer moved later; else the handler of the
+    pending timer (reorder, loss probe, RTO, zero-window probe)."""
+    cdef uint8_t what = s.icsk_pending
+    s.timer_ev = 0
+    if what == 0 or s.state == NM_SND_DONE:
+        return
+    if s.icsk_timeout > ctx.now_ns:
+        if nm_event_push(ctx.timers, s.icsk_timeout, NM_EV_SND_TIMER, conn) < 0:
+            ctx.err = -ENOMEM
+        s.timer_ev = s.icsk_timeout
+        return
+    s.tp.tcp_mstamp = ctx.now_ns // 1000
+    if what == ICSK_TIME_REO_TIMEOUT:
+        s.icsk_pending = 0
+        tcp_rack_reo_timeout(s, ctx, conn)
+    elif what == ICSK_TIME_LOSS_PROBE:
+        tcp_send_loss_probe(s, ctx, conn)
+    elif what == ICSK_TIME_RETRANS:
+        s.icsk_pending = 0
+        tcp_retransmit_timer(s, ctx, conn)
+    else:
+        tcp_probe_timer(s, ctx, conn)
+
+
+cdef void tcp_rack_reo_timeout(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """``tcp_rack_reo_timeout()``: the reordering window has passed: mark what is lost, enter
+    Recovery if not in it (PRR's first step), retransmit; the RTO again."""
+    cdef uint32_t prior_inflight = tcp_packets_in_flight(s)
+    tcp_rack_detect_loss(s, ctx)
+    if prior_inflight != tcp_packets_in_flight(s):
+        if s.tp.icsk_ca_state != TCP_CA_Recovery:
+            ctx.mib.TCPSackRecovery += 1
+            tcp_enter_recovery(&s.tp)
+            tcp_cwnd_reduction(s, 1, 0, 0)
+        tcp_xmit_retransmit_queue(s, ctx, conn)
+    if s.icsk_pending != ICSK_TIME_RETRANS:
+        tcp_rearm_rto(s, ctx, conn)
