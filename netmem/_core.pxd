@@ -1164,7 +1164,7 @@ cdef struct nm_tcp_seg:
     uint32_t seq
     uint32_t end_seq
     uint64_t xmit_ns            # skb->skb_mstamp_ns: the last (re)transmission
-    uint8_t sacked              # TCPCB_SACKED_ACKED | TCPCB_SACKED_RETRANS | TCPCB_LOST | TCPCB_EVER_RETRANS
+    uint8_t sacked              # TCPCB_SACKED_ACKED, _SACKED_RETRANS, _LOST, _EVER_RETRANS
     uint8_t tcp_flags           # TCPHDR_SYN / TCPHDR_FIN (the payload's flags are added on output)
 
 # The sender's MIB (nstat names), summed over the connections of one loop.

@@ -178,7 +178,8 @@ cdef class CoreClosedLoop:
             j = (self.f_head + i) & (self.f_cap - 1)
             memcpy(arena + <uint64_t>i * self.slot_size, self.arena + <uint64_t>j * self.slot_size,
                    self.f_len[j])
-            due[i], ln[i], cn[i], syn[i] = self.f_due[j], self.f_len[j], self.f_conn[j], self.f_syn[j]
+            due[i], ln[i] = self.f_due[j], self.f_len[j]
+            cn[i], syn[i] = self.f_conn[j], self.f_syn[j]
         free(self.arena)
         free(self.f_due)
         free(self.f_len)
@@ -190,17 +191,20 @@ cdef class CoreClosedLoop:
 
     # ---- the sender's side of the wire ------------------------------------------------------
 
-    cdef void _build(self, uint8_t *f, nm_snd_xmit *x, uint32_t len, uint32_t optlen) noexcept nogil:
+    cdef void _build(self, uint8_t *f, nm_snd_xmit *x, uint32_t len,
+                     uint32_t optlen) noexcept nogil:
         """The frame of one transmission: Ethernet, IPv4 (DF, TTL 64), TCP with its options and
         the pattern's bytes at the stream offset; IPv4 and TCP checksums (``__csum_add()``)."""
         cdef nm_tcp_sender *s = &self.snd[x.conn]
         cdef uint8_t *ip = f + 14
         cdef uint8_t *th = f + 34
         cdef uint8_t *o = th + 20
-        cdef uint32_t host = 2 + x.conn // CL_EPHEMERAL, tsval = <uint32_t>(self.ctx.now_ns // 1000000)
+        cdef uint32_t host = 2 + x.conn // CL_EPHEMERAL
+        cdef uint32_t tsval = <uint32_t>(self.ctx.now_ns // 1000000)
         cdef uint64_t off, sum
         memcpy(f, b"\x02\x00\x00\x00\x00\x01\x02\x00\x00\x00\x00\x02\x08\x00", 14)
-        memcpy(ip, b"\x45\x00\x00\x00\x00\x00\x40\x00\x40\x06\x00\x00\xc0\x00\x02\x00\xc0\x00\x02\x01", 20)
+        memcpy(ip, b"\x45\x00\x00\x00\x00\x00\x40\x00\x40\x06\x00\x00", 12)
+        memcpy(ip + 12, b"\xc0\x00\x02\x00\xc0\x00\x02\x01", 8)   # 192.0.2.host > .1
         __put16(ip + 2, len - 14)
         __put16(ip + 4, s.ip_id)
         s.ip_id += 1

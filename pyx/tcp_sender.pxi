@@ -312,7 +312,8 @@ cdef void tcp_retransmit_seg(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn,
     __snd_emit(ctx, conn, seg, True)
 
 
-cdef void tcp_xmit_retransmit_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+cdef void tcp_xmit_retransmit_queue(nm_tcp_sender *s, nm_snd_ctx *ctx,
+                                    uint32_t conn) noexcept nogil:
     """``tcp_xmit_retransmit_queue()``: the segments marked lost and not retransmitted yet, in
     sequence order from the hint, while cwnd has room; PRR counts them (prr_out); a
     retransmitted head rearms the RTO."""
@@ -341,7 +342,7 @@ cdef void tcp_xmit_retransmit_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t 
         inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, <uint64_t>s.tp.icsk_rto * 1000)
 
 
-# ---- RACK (net/ipv4/tcp_recovery.c) -----------------------------------------------------------------
+# ---- RACK (net/ipv4/tcp_recovery.c) ----------------------------------------------------------
 
 cdef inline bint tcp_rack_sent_after(uint64_t t1, uint64_t t2, uint32_t seq1,
                                      uint32_t seq2) noexcept nogil:
@@ -475,8 +476,8 @@ cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack
         start, end = sack[2 * b], sack[2 * b + 1]
         if not after(end, start):
             continue
-        if b == 0 and (before(start, ack) or (nsack > 1 and not before(start, sack[2])
-                                               and not after(end, sack[3]))):
+        if b == 0 and (before(start, ack) or (
+                nsack > 1 and not before(start, sack[2]) and not after(end, sack[3]))):
             ctx.mib.TCPDSACKRecv += 1
             flag |= FLAG_DSACKING_ACK
             if s.tlp_retrans and s.tlp_high_seq and not before(end, s.tlp_high_seq) and \
@@ -516,8 +517,8 @@ cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack
 
 
 cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack,
-                                  uint32_t *acked_sacked, int64_t *seq_rtt,
-                                  int64_t *ca_rtt) noexcept nogil:
+                                      uint32_t *acked_sacked, int64_t *seq_rtt,
+                                      int64_t *ca_rtt) noexcept nogil:
     """``tcp_clean_rtx_queue()``: the segments the ACK covers leave the queue (and the sacked,
     lost and retransmitted counts); RTT samples from the oldest and newest of them that were
     never retransmitted (Karn); RACK advanced. Returns the segments acked; ``acked_sacked``
