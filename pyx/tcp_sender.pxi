@@ -16,7 +16,8 @@
 # each); timers are events on the context's heap. Departs: no F-RTO (tcp_frto), no undo (neither
 # D-SACK nor timestamp undo: a D-SACK is counted, TCPDSACKRecv); min_rtt is the minimum over the
 # connection (the kernel's windowed filter keeps 300 s, longer than any closed-loop run); no
-# Nagle, TSO or pacing: one MSS per segment, cwnd-limited; no SACK renege; TSval in ms.
+# Nagle, TSO or pacing: one MSS per segment, cwnd-limited; no SACK renege; TSval in ms; RTT
+# samples from cumulative ACKs only (none from SACKed segments: first_sackt).
 
 cdef extern from *:
     """#define NM_NO_RTT UINT32_MAX"""
@@ -520,12 +521,13 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
                                       uint32_t *acked_sacked, int64_t *seq_rtt,
                                       int64_t *ca_rtt) noexcept nogil:
     """``tcp_clean_rtx_queue()``: the segments the ACK covers leave the queue (and the sacked,
-    lost and retransmitted counts); RTT samples from the oldest and newest of them that were
-    never retransmitted (Karn); RACK advanced. Returns the segments acked; ``acked_sacked``
+    lost and retransmitted counts); RTT samples from the oldest and newest of them neither
+    retransmitted nor SACKed before, none if a retransmission is acked (Karn); RACK advanced. Returns the segments acked; ``acked_sacked``
     gets those not SACKed before."""
     cdef uint32_t n = 0
     cdef nm_tcp_seg *seg
     cdef uint64_t first = 0, last = 0
+    cdef bint retrans_acked = False
     while s.q_count:
         seg = __seg(s, 0)
         if after(seg.end_seq, ack):
@@ -538,7 +540,9 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
             s.lost_out -= 1
         if seg.sacked & TCPCB_SACKED_RETRANS:
             s.retrans_out -= 1
-        if not (seg.sacked & TCPCB_EVER_RETRANS):
+        if seg.sacked & TCPCB_EVER_RETRANS:
+            retrans_acked = True            # FLAG_RETRANS_DATA_ACKED: no sequence sample
+        elif not (seg.sacked & TCPCB_SACKED_ACKED):
             if first == 0:
                 first = seg.xmit_ns
             last = seg.xmit_ns
@@ -547,7 +551,7 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
         s.q_head = (s.q_head + 1) & (s.q_cap - 1)
         s.q_count -= 1
         n += 1
-    if first:
+    if first and not retrans_acked:
         seq_rtt[0] = <int64_t>((ctx.now_ns - first) // 1000)
         ca_rtt[0] = <int64_t>((ctx.now_ns - last) // 1000)
     return n
@@ -668,7 +672,7 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
         tcp_cwnd_reduction(s, <int32_t>acked_sacked,
                            <int32_t>(s.lost_out - prior_lost) if s.lost_out > prior_lost else 0,
                            flag)
-    elif acked_sacked and tcp_is_cwnd_limited(tp):
+    elif flag & FLAG_SND_UNA_ADVANCED and tcp_is_cwnd_limited(tp):     # tcp_may_raise_cwnd()
         tp.icsk_ca_ops.cong_avoid(tp, ack, acked_sacked)
     tcp_xmit_retransmit_queue(s, ctx, conn)
     tcp_snd_write_xmit(s, ctx, conn)
@@ -830,3 +834,95 @@ cdef void tcp_rack_reo_timeout(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn)
         tcp_xmit_retransmit_queue(s, ctx, conn)
     if s.icsk_pending != ICSK_TIME_RETRANS:
         tcp_rearm_rto(s, ctx, conn)
+
+
+# ---- the Python boundary (tests) -----------------------------------------------------------------
+
+cdef class CoreTcpSender:
+    """One sender driven by hand (tests): ``connect()``, ``established()``, ``ack()`` and
+    ``advance()`` (its timers due by then) at given virtual times; ``out()`` the segments it
+    sent since the last call as (seq, len, flags, retrans) tuples relative to the ISS."""
+
+    cdef nm_tcp_sender s
+    cdef nm_snd_ctx ctx
+    cdef nm_tcp_snd_mib _mib
+    cdef nm_event_heap heap
+
+    def __cinit__(self, str cc="reno", uint64_t payload=1 << 20, uint32_t iss=1000):
+        cdef const nm_tcp_congestion_ops *ops = tcp_ca_find(cc.encode())
+        if ops == NULL:
+            raise NetmemError(EINVAL, f"sender: unknown congestion control {cc!r}")
+        tcp_sender_init(&self.s, ops, iss, payload, 40000)
+        self.ctx.mib = &self._mib
+        self.ctx.timers = &self.heap
+
+    def __dealloc__(self):
+        free(self.s.q)
+        free(self.ctx.out)
+        free(self.heap.ev)
+
+    cdef int _at(self, uint64_t now_ns) except -1:
+        if now_ns < self.ctx.now_ns:
+            raise NetmemError(EINVAL, "sender: time only moves forward")
+        self.ctx.now_ns = now_ns
+        return 0
+
+    def connect(self, uint64_t now_ns=0):
+        self._at(now_ns)
+        tcp_connect(&self.s, &self.ctx, 0)
+
+    def established(self, uint64_t now_ns, uint32_t mss=1460, uint8_t wscale=7,
+                    uint32_t win=65535):
+        self._at(now_ns)
+        if self.s.state != NM_SND_SYN_SENT:
+            raise NetmemError(EINVAL, "sender: established() without a SYN out")
+        tcp_finish_connect(&self.s, &self.ctx, 0, mss, wscale, win, 0)
+
+    def ack(self, uint64_t now_ns, uint32_t ack, uint32_t win=512, sacks=()):
+        """An ACK of ``ack`` (relative to the ISS) with the window field ``win`` and SACK
+        blocks ``sacks`` ((start, end) pairs, relative)."""
+        cdef uint32_t sk[8]
+        cdef uint32_t i = 0
+        self._at(now_ns)
+        if len(sacks) > 4:
+            raise NetmemError(EINVAL, "sender: at most 4 SACK blocks")
+        for a, b in sacks:
+            sk[2 * i], sk[2 * i + 1] = self.s.iss + <uint32_t>a, self.s.iss + <uint32_t>b
+            i += 1
+        tcp_ack(&self.s, &self.ctx, 0, self.s.iss + ack, 1, win, sk, i, 0)
+
+    def advance(self, uint64_t now_ns):
+        """Fire the timers due by ``now_ns``, each at its own time."""
+        cdef nm_event ev
+        while self.heap.n and self.heap.ev[0].time <= now_ns:
+            nm_event_pop(&self.heap, &ev)
+            self._at(max(ev.time, self.ctx.now_ns))
+            tcp_write_timer(&self.s, &self.ctx, 0)
+        self._at(now_ns)
+
+    def out(self):
+        cdef uint64_t i
+        res = [(<uint32_t>(self.ctx.out[i].seq - self.s.iss), self.ctx.out[i].len,
+                self.ctx.out[i].flags, bool(self.ctx.out[i].retrans))
+               for i in range(self.ctx.nout)]
+        self.ctx.nout = 0
+        return res
+
+    @property
+    def mib(self):
+        return dict(self._mib)
+
+    @property
+    def state(self):
+        """The sender's fields by kernel name (sequence numbers relative to the ISS)."""
+        cdef nm_tcp_sender *s = &self.s
+        return {"snd_una": <uint32_t>(s.tp.snd_una - s.iss),
+                "snd_nxt": <uint32_t>(s.tp.snd_nxt - s.iss), "snd_wnd": s.snd_wnd,
+                "snd_cwnd": s.tp.snd_cwnd, "snd_ssthresh": s.tp.snd_ssthresh,
+                "packets_out": s.tp.packets_out, "sacked_out": s.sacked_out,
+                "lost_out": s.lost_out, "retrans_out": s.retrans_out,
+                "icsk_ca_state": s.tp.icsk_ca_state, "icsk_pending": s.icsk_pending,
+                "icsk_timeout": s.icsk_timeout, "icsk_rto": s.tp.icsk_rto,
+                "icsk_backoff": s.tp.icsk_backoff, "srtt_us": s.tp.srtt_us >> 3,
+                "mss_cache": s.mss_cache, "tlp_high_seq": s.tlp_high_seq and
+                <uint32_t>(s.tlp_high_seq - s.iss), "done": s.state == NM_SND_DONE}

@@ -1,0 +1,153 @@
+"""The closed loop's TCP sender (pyx/tcp_sender.pxi) driven by hand-built ACKs: window and
+cwnd limits, slow start, a SACK hole found by RACK's reorder timer then fast retransmit with
+PRR, the tail loss probe, the RTO with exponential backoff and its MIB names, the
+zero-window probe, D-SACK.
+"""
+import pytest
+
+from netmem import NetmemError
+from netmem._core import CoreTcpSender
+
+US, MS = 1000, 1000000
+MSS = 1448                       # 1460 less the timestamp option
+TCP_CA_Open, TCP_CA_Disorder, TCP_CA_CWR, TCP_CA_Recovery, TCP_CA_Loss = range(5)
+FIN, SYN, ACK = 0x01, 0x02, 0x10
+
+
+def sender(payload=100 * MSS, win=65535, cc="reno"):
+    """Connected at 100 us (an RTT of 100 us from the SYN): the first flight is out."""
+    s = CoreTcpSender(cc, payload=payload)
+    s.connect(0)
+    assert s.out() == [(0, 0, SYN, False)]
+    s.established(100 * US, mss=1460, wscale=7, win=win)
+    return s
+
+
+def seg(i):
+    return 1 + i * MSS
+
+
+def test_first_flight_is_cwnd_10_of_one_mss_each():
+    s = sender()
+    out = s.out()
+    assert [o[0] for o in out] == [seg(i) for i in range(10)]
+    assert all(o[1] == MSS and o[2] == ACK and not o[3] for o in out)
+    st = s.state
+    assert st["mss_cache"] == MSS and st["srtt_us"] == 100 and st["packets_out"] == 10
+
+
+def test_the_peers_window_limits_what_is_sent():
+    """tcp_snd_wnd_test(): a SYN-ACK window of 4 segments lets 4 out; an ACK's window is
+    scaled by the peer's wscale (7); cwnd does not grow while the window, not cwnd, is the
+    limit (tcp_is_cwnd_limited())."""
+    s = sender(win=4 * MSS + 10)
+    assert len(s.out()) == 4
+    s.ack(200 * US, seg(4), win=(6 * MSS + 100) >> 7)
+    assert s.state["snd_wnd"] == ((6 * MSS + 100) >> 7) << 7
+    assert len(s.out()) == 6
+    assert s.state["snd_cwnd"] == 10
+
+
+def test_slow_start_grows_cwnd_by_the_segments_acked():
+    s = sender()
+    s.out()
+    s.ack(200 * US, seg(2))
+    assert s.state["snd_cwnd"] == 12
+    assert len(s.out()) == 4                      # 2 acked + 2 of growth
+
+
+def test_sack_hole_then_rack_reorder_timer_then_fast_retransmit_with_prr():
+    """Segment 0 is lost, 1..9 are SACKed 100 us later: RACK waits the reordering window
+    (max(min_rtt / 4, 1 ms), in jiffies) before marking it lost (tcp_rack_reo_timeout()), then
+    Recovery (TCPSackRecovery), the fast retransmit (TCPFastRetrans, RetransSegs), ssthresh
+    halved by Reno; SACKs alone do not grow cwnd."""
+    s = sender()
+    s.out()
+    s.ack(200 * US, seg(0), sacks=[(seg(1), seg(10))])
+    st = s.state
+    assert st["sacked_out"] == 9 and st["icsk_ca_state"] == TCP_CA_Disorder
+    assert st["snd_cwnd"] == 10 and st["lost_out"] == 0
+    assert st["icsk_pending"] == 4                # ICSK_TIME_REO_TIMEOUT
+    assert len(s.out()) == 9                      # the SACKed ones left room in flight
+    s.advance(4 * MS)
+    assert s.out() == []                          # due at 4.2 ms
+    s.advance(5 * MS)
+    assert s.out() == [(seg(0), MSS, ACK, True)]
+    st, mib = s.state, s.mib
+    assert st["icsk_ca_state"] == TCP_CA_Recovery and st["snd_ssthresh"] == 5
+    assert mib["TCPSackRecovery"] == 1 and mib["TCPFastRetrans"] == mib["RetransSegs"] == 1
+    s.ack(5 * MS + 100 * US, seg(19))              # everything out so far
+    st = s.state
+    # recovery ends at ssthresh (5), then the same ACK's 10 segments grow it in congestion
+    # avoidance (tcp_cong_control() after tcp_fastretrans_alert()): 5 + 10 // 5
+    assert st["icsk_ca_state"] == TCP_CA_Open and st["snd_ssthresh"] == 5
+    assert st["snd_cwnd"] == 7
+
+
+def test_tail_loss_probe_then_rto_with_exponential_backoff():
+    """Nothing is acknowledged: the loss probe goes at 2 srtt + 2 ms (new data: TCPLossProbes),
+    then the RTO (200 ms floor on rttvar) marks everything lost, cwnd 1, the head again
+    (TCPTimeouts, TCPSlowStartRetrans), icsk_rto doubles each time (icsk_backoff)."""
+    s = sender()
+    s.out()
+    s.advance(4 * MS)
+    assert s.out() == [(seg(10), MSS, ACK, False)]
+    assert s.mib["TCPLossProbes"] == 1 and s.state["tlp_high_seq"] == seg(11)
+    rto0 = s.state["icsk_rto"]
+    assert rto0 == 201                            # srtt + rttvar (200 ms floor), in jiffies
+    # "Reset s.t. tcp_rearm_rto will restart timer from now": the probe (at 3.1 ms) + rto
+    assert s.state["icsk_timeout"] == 3100 * US + rto0 * MS
+    s.advance(3100 * US + rto0 * MS)
+    assert s.out() == [(seg(0), MSS, ACK, True)]
+    st, mib = s.state, s.mib
+    assert st["icsk_ca_state"] == TCP_CA_Loss and st["snd_cwnd"] == 1
+    assert st["lost_out"] == 11 and st["icsk_backoff"] == 1 and st["icsk_rto"] == 2 * rto0
+    assert mib["TCPTimeouts"] == 1 and mib["TCPSlowStartRetrans"] == 1
+    t = st["icsk_timeout"]
+    s.advance(t - 1)
+    assert s.out() == []
+    s.advance(t)
+    assert s.out() == [(seg(0), MSS, ACK, True)]
+    assert s.state["icsk_backoff"] == 2 and s.state["icsk_rto"] == 4 * rto0
+    assert s.mib["TCPLossFailures"] == 1          # an RTO in Loss
+    # the head's ACK: a retransmission acked gives no RTT sample (Karn); slow start from 1
+    s.ack(t + 100 * US, seg(1))
+    assert s.state["snd_cwnd"] == 2 and s.state["icsk_rto"] == 4 * rto0
+    assert [o[0] for o in s.out()] == [seg(1), seg(2)]
+
+
+def test_zero_window_probe():
+    """A shut window with nothing out: the persist timer sends a probe at snd_una - 1 with no
+    data (TCPWinProbe) and backs off; an ACK that opens the window lets data go."""
+    s = sender(win=0)
+    assert s.out() == []
+    assert s.state["icsk_pending"] == 3           # ICSK_TIME_PROBE0
+    s.advance(100 * US + 201 * MS)
+    assert s.out() == [(0, 0, ACK, False)]
+    assert s.mib["TCPWinProbe"] == 1 and s.state["icsk_backoff"] == 1
+    s.ack(202 * MS, seg(0), win=512)
+    assert len(s.out()) == 10
+
+
+def test_dsack_is_counted_and_a_duplicate_ack_below_snd_una_only_reads_sacks():
+    s = sender()
+    s.out()
+    s.ack(200 * US, seg(10))
+    s.ack(300 * US, seg(10), sacks=[(seg(3), seg(4))])     # below the cumulative ACK: D-SACK
+    assert s.mib["TCPDSACKRecv"] == 1
+    s.ack(400 * US, seg(5))                                 # old: ignored
+    assert s.state["snd_una"] == seg(10)
+
+
+def test_fin_acked_ends_the_connection():
+    s = sender(payload=3 * MSS + 5)
+    out = s.out()
+    assert out[-1] == (seg(3), 5, ACK | FIN | 0x08, False)
+    s.ack(200 * US, seg(3) + 5 + 1)
+    assert s.state["done"] and s.state["packets_out"] == 0
+
+
+def test_time_does_not_go_back():
+    s = sender()
+    with pytest.raises(NetmemError):
+        s.ack(10 * US, seg(1))
