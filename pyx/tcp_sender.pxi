@@ -522,8 +522,8 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
                                       int64_t *ca_rtt) noexcept nogil:
     """``tcp_clean_rtx_queue()``: the segments the ACK covers leave the queue (and the sacked,
     lost and retransmitted counts); RTT samples from the oldest and newest of them neither
-    retransmitted nor SACKed before, none if a retransmission is acked (Karn); RACK advanced. Returns the segments acked; ``acked_sacked``
-    gets those not SACKed before."""
+    retransmitted nor SACKed before, none if a retransmission is acked (Karn); RACK advanced.
+    Returns the segments acked; ``acked_sacked`` gets those not SACKed before."""
     cdef uint32_t n = 0
     cdef nm_tcp_seg *seg
     cdef uint64_t first = 0, last = 0
