@@ -733,6 +733,7 @@ cdef struct nm_sock:
     uint8_t pingpong            # inet_csk_in_pingpong_mode() (set by tcp_fin())
     uint8_t rcv_wscale          # tp->rx_opt.rcv_wscale (0: the SYN had no window scale option)
     uint8_t on_delack           # on n.delack_list
+    uint8_t rcvbuf_lock         # SOCK_RCVBUF_LOCK: sk_rcvbuf was set (m.tcp.rcvbuf), never tuned
     uint32_t ato                # icsk_ack.ato (jiffies)
     uint32_t lrcvtime           # icsk_ack.lrcvtime (tcp_jiffies32)
     uint32_t ack_timeout        # icsk_ack.timeout (jiffies)
@@ -783,6 +784,10 @@ cdef struct nm_tcp_mib:
     uint64_t TCPWantZeroWindowAdv
     uint64_t TCPToZeroWindowAdv
     uint64_t TCPFromZeroWindowAdv
+    uint64_t PruneCalled        # tcp_prune_queue() (pyx/tcp_rmem.pxi)
+    uint64_t RcvPruned
+    uint64_t OfoPruned
+    uint64_t TCPRcvCollapsed
 
 cdef struct nm_ip_mib:
     uint64_t InReceives
@@ -858,6 +863,7 @@ cdef struct nm_net:
     uint32_t sk_free            # closed socket slots for reuse (NM_NIL when none)
     int open_on_data            # open a socket on the first segment of a flow seen mid-way
     uint64_t rcvbuf
+    uint8_t rcvbuf_lock         # m.tcp.rcvbuf was set: new sockets' sk_rcvbuf is locked
     uint32_t defer_head[64]     # per-CPU skb defer lists (skb_attempt_defer_free())
     uint32_t defer_count[64]
     uint32_t defer_max          # net.core.skb_defer_max

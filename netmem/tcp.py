@@ -11,8 +11,8 @@ the connection each receive one direction. A socket opens on the SYN (or SYN-ACK
 direction; with ``m.tcp.open_on_data = True`` it also opens on the first segment of a flow the
 capture caught mid-way (its stream then starts at that segment).
 
-Departures from Linux are listed in ``docs/design.md`` (no checksums, no receive window or
-buffer autotuning, no TIME_WAIT, no IP reassembly).
+Departures from Linux are listed in ``docs/design.md`` (no checksums, no buffer autotuning, no
+TIME_WAIT, no IP reassembly).
 """
 import ipaddress
 import socket as _socket
@@ -194,7 +194,9 @@ class TcpStack:
 
     @property
     def rcvbuf(self):
-        """sk_rcvbuf of new sockets (default tcp_rmem[2], 6 MiB; fixed, no autotuning)."""
+        """sk_rcvbuf of new sockets (default tcp_rmem[2], 6 MiB; no autotuning). Setting it is
+        ``setsockopt(SO_RCVBUF)`` on each new socket: ``SOCK_RCVBUF_LOCK``, so memory pressure
+        (``tcp_clamp_window()``) does not grow it."""
         return _core._net_config(self.machine)["rcvbuf"]
 
     @rcvbuf.setter

@@ -12,14 +12,15 @@ TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "T
                 "TCPDSACKOldSent", "TCPDSACKOfoSent", "TCPAbortOnData", "TCPZeroWindowDrop",
                 "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop",
                 "TCPACKSkippedChallenge", "OutSegs", "DelayedACKs", "TCPWantZeroWindowAdv",
-                "TCPToZeroWindowAdv", "TCPFromZeroWindowAdv")
+                "TCPToZeroWindowAdv", "TCPFromZeroWindowAdv", "PruneCalled", "RcvPruned",
+                "OfoPruned", "TCPRcvCollapsed")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
                 "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
                 "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
                 "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA",
-                "PFMEMALLOC", "OTHERHOST")
+                "PFMEMALLOC", "OTHERHOST", "TCP_OFO_QUEUE_PRUNE")
 RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
                   "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
 GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
@@ -216,6 +217,21 @@ cdef class CoreNetDevice:
         return (q.ring.size - q.ring.nr_empty,
                 q.hdr_ring.size - q.hdr_ring.nr_empty if q.hds else 0)
 
+    def _rxq_ring_netmems(self, uint32_t idx):
+        """For tests: the netmem of every posted buffer of the queue (payload ring, then header
+        ring)."""
+        cdef nm_rxq *q = &self.nd.rxq[idx]
+        cdef nm_rx_ring *r
+        cdef int k
+        out = []
+        if not q.started:
+            return out
+        for k in range(2):
+            r = &q.ring if k == 0 else &q.hdr_ring
+            if r.slots != NULL:
+                out += [r.slots[i].netmem for i in range(r.size) if r.slots[i].netmem]
+        return out
+
     @property
     def ifindex(self):
         """The device's ifindex (``register_netdevice()`` gives it): in C for tracepoints."""
@@ -378,7 +394,8 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPSYNChallenge, t.TCPAbortOnClose, t.PFMemallocDrop,
                                    t.TCPACKSkippedChallenge, t.OutSegs, t.DelayedACKs,
                                    t.TCPWantZeroWindowAdv, t.TCPToZeroWindowAdv,
-                                   t.TCPFromZeroWindowAdv)))
+                                   t.TCPFromZeroWindowAdv, t.PruneCalled, t.RcvPruned,
+                                   t.OfoPruned, t.TCPRcvCollapsed)))
 
 
 ACK_DTYPE = _np.dtype([("t_ns", "<u8"), ("slot", "<u4"), ("seq", "<u4"), ("ack", "<u4"),
@@ -468,6 +485,7 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
         n.open_on_data = bool(open_on_data)
     if rcvbuf is not None:
         n.rcvbuf = rcvbuf
+        n.rcvbuf_lock = 1               # as setsockopt(SO_RCVBUF): SOCK_RCVBUF_LOCK
     if defer_max is not None:
         n.defer_max = defer_max
     return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
@@ -554,15 +572,22 @@ cdef nm_sock *_sock(CoreMachine machine, uint32_t ski) except NULL:
 def _sk_info(CoreMachine machine, uint32_t ski):
     cdef nm_sock *sk = _sock(machine, ski)
     cdef uint32_t si
-    cdef uint64_t queued = 0
+    cdef uint64_t queued = 0, truesize = 0
     cdef uint32_t ack[8]
     cdef int nr_ack = tcp_ack_sack_blocks(sk, ack)
     si = sk.rq_head
     while si != NM_NIL:
         queued += 1
+        truesize += SKB(machine.m.net, si).truesize
+        si = SKB(machine.m.net, si).next
+    si = sk.ofo_head
+    while si != NM_NIL:
+        truesize += SKB(machine.m.net, si).truesize
         si = SKB(machine.m.net, si).next
     return {"state": TCP_STATES[sk.state], "rcv_nxt": sk.rcv_nxt, "copied_seq": sk.copied_seq,
-            "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf,
+            "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf, "queued_truesize": truesize,
+            "rcv_wnd": sk.rcv_wnd, "rcv_wup": sk.rcv_wup, "rcv_ssthresh": sk.rcv_ssthresh,
+            "window_clamp": sk.window_clamp,
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
             "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,
@@ -572,6 +597,24 @@ def _sk_info(CoreMachine machine, uint32_t ski):
             "dsack_block": ((sk.duplicate_sack[0], sk.duplicate_sack[1]) if sk.dsack
                             else None),
             "ack_sack_blocks": [(ack[2 * i], ack[2 * i + 1]) for i in range(nr_ack)]}
+
+
+def _sk_netmems(CoreMachine machine, uint32_t ski):
+    """For tests: the netmems the socket's queues hold (each skb's frags and page-frag head),
+    the receive queue first."""
+    cdef nm_net *n = _net(machine)
+    cdef nm_sock *sk = _sock(machine, ski)
+    cdef nm_shinfo *sh
+    cdef uint32_t si
+    out = []
+    for si in (sk.rq_head, sk.ofo_head):
+        while si != NM_NIL:
+            sh = skb_shinfo(n, SKB(n, si))
+            out += [sh.frags[i].netmem for i in range(sh.nr_frags)]
+            if sh.head_frag:
+                out.append(sh.head_netmem)
+            si = SKB(n, si).next
+    return out
 
 
 def _sk_ofo_tree(CoreMachine machine, uint32_t ski):

@@ -46,7 +46,8 @@ cdef enum:
     NM_DROP_TCP_ABORT_ON_DATA = 17
     NM_DROP_PFMEMALLOC = 18
     NM_DROP_OTHERHOST = 19
-    NM_DROP_REASONS = 20
+    NM_DROP_TCP_OFO_QUEUE_PRUNE = 20
+    NM_DROP_REASONS = 21
 
 
 cdef inline uint32_t SKB_TRUESIZE(uint32_t x) noexcept nogil:

@@ -9,8 +9,8 @@
 # skb_attempt_defer_free().
 #
 # Departs (each documented in docs/design.md): no checksums (the device reports
-# CHECKSUM_UNNECESSARY); every address is local; no receive window (nothing is sent, so nothing
-# is advertised) and sk_rcvbuf is fixed at tcp_rmem[2] (no autotuning); a socket opens on a SYN
+# CHECKSUM_UNNECESSARY); every address is local; memory pressure is pyx/tcp_rmem.pxi and the
+# ACKs and the window pyx/tcp_ack.pxi; a socket opens on a SYN
 # (or SYN-ACK) of its direction, or, when asked, on the first segment of a flow seen mid-way;
 # no TIME_WAIT: a new SYN on a finished connection opens a new socket; no IP reassembly.
 
@@ -208,6 +208,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     sk.rq_head = sk.rq_tail = NM_NIL
     sk.ofo_head = sk.ofo_tail = sk.ofo_root = NM_NIL
     sk.rcvbuf = n.rcvbuf
+    sk.rcvbuf_lock = n.rcvbuf_lock
     b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
     sk.hnext = n.sk_hash[b]
     n.sk_hash[b] = i
@@ -281,14 +282,6 @@ cdef inline void __sk_purge(nm_net *n, uint32_t *head, uint32_t *tail,
             __kfree_skb(n, si)
         else:
             __drop(n, si, reason)
-
-
-cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogil:
-    """Models ``tcp_try_rmem_schedule()`` (true when the kernel's returns 0): the skb may be
-    charged unless sk_rmem_alloc is already above sk_rcvbuf. Departs: the kernel then collapses
-    the queues and prunes the out-of-order queue (``tcp_prune_queue()``) and may find room;
-    the model does neither (sk_rmem_schedule() against tcp_mem always succeeds)."""
-    return sk.rmem_alloc <= sk.rcvbuf
 
 
 cdef bint tcp_try_coalesce(nm_net *n, nm_skb *to, nm_skb *frm, bint *fragstolen) noexcept nogil:
@@ -562,11 +555,13 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
     cdef nm_skb *s1
     cdef uint32_t seq = skb.seq, end_seq = skb.end_seq, parent = NM_NIL, nxt
     cdef uint32_t *p = &sk.ofo_root
-    cdef bint replaced = False, first = sk.ofo_root == NM_NIL
+    cdef bint replaced = False, first
     if not tcp_try_rmem_schedule(n, sk, skb):
         n.tcp.TCPOFODrop += 1
+        ep_poll_callback(n, ski)                # sk->sk_data_ready()
         __drop(n, si, NM_DROP_PROTO_MEM)
         return
+    first = sk.ofo_root == NM_NIL               # after pruning, which may have emptied it
     inet_csk_schedule_ack(sk)
     n.tcp.TCPOFOQueue += 1
     if first and sk.sack_ok:
@@ -650,7 +645,8 @@ cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
         if skb.seq != sk.rcv_nxt:
             tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt)   # partial packet, seq < rcv_nxt < end_seq
         if not tcp_try_rmem_schedule(n, sk, skb):
-            sk.ack_pending |= ICSK_ACK_NOW | ICSK_ACK_SCHED
+            sk.ack_pending |= ICSK_ACK_NOW | ICSK_ACK_SCHED     # ICSK_ACK_NOMEM is not kept
+            ep_poll_callback(n, ski)            # sk->sk_data_ready()
             if sk.rq_head != NM_NIL and skb.len:
                 n.tcp.TCPRcvQDrop += 1
                 __drop(n, si, NM_DROP_PROTO_MEM)

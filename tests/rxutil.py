@@ -1,7 +1,8 @@
 """Helpers of the RX-path tests: a packet trace built from scapy packets (the attributes of
 ``netmem.flows.PacketTrace``: ``arena`` uint8, ``offsets`` uint64, ``lengths`` uint32,
 ``timestamps`` uint64 ns), flow builders that make segments as a Linux sender does (DF set, the
-IP ID incrementing by one per segment, ACK on every segment after the SYN), ``close_all``
+IP ID incrementing by one per segment, ACK on every segment after the SYN), ``Drill`` (a
+packetdrill script over one flow: segments in at virtual times, ACKs out), ``close_all``
 (``netmem.testing.close_sockets``) and ``capture_with_holes`` (a generated capture missing
 frames). The fixtures (``m``, ``make_nic``, ``nic``) come from the
 netmem plugin and conftest.py.
@@ -136,8 +137,57 @@ def receive(nic, frames, **kw):
     return tr
 
 
-__all__ = ["MSS", "Dot1Q", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all", "payload",
-           "receive"]
+__all__ = ["MSS", "Dot1Q", "Drill", "Ether", "Flow", "IPv6ExtHdrDestOpt", "Trace", "close_all",
+           "payload", "receive"]
+
+
+class Drill:
+    """A packetdrill script over one flow: ``syn()`` opens it, ``seg(t_ms, i)`` is segment i
+    (``size`` bytes, ``MSS`` unless told) arriving at ``t_ms`` after the start (the virtual
+    clock moves there first), ``acks()`` the ACKs sent since the last call as
+    ``(t_ms, ack, win, sack)`` with sequence numbers as segment counts (of ``size``) from the
+    first data byte, ``read(n)`` the application's ``read(4, ..., n)``."""
+
+    def __init__(self, m, nic, wscale=True, ts=True, sack=True, size=MSS):
+        self.m, self.nic, self.f, self.size = m, nic, Flow(tsopt=ts), size
+        self.base = self.f.isn + 1
+        self.opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else []) + (
+            [("Timestamp", (1, 0))] if ts else []) + ([("WScale", 7)] if wscale else [])
+        m.advance(1 - (m.clock_ns % 10**9) / 1e9)       # start on a whole second
+        self.t0 = m.clock_ns
+
+    def at(self, t_ms, frames):
+        target = self.t0 + round(t_ms * 1e6)
+        if target > self.m.clock_ns:
+            self.m.advance((target - self.m.clock_ns) / 1e9)
+        self.nic.receive(Trace(frames, gap_ns=0))
+
+    def syn(self, t_ms=0):
+        self.at(t_ms, [self.f.frame("S", self.f.isn, options=self.opts)])
+        self.f.seq += 1
+        self.sk = self.m.tcp.lookup(self.f.local, self.f.remote)
+        return self.sk
+
+    def seg(self, t_ms, i, flags="PA", size=None, n=1):
+        """Segment ``i`` (``n`` segments' worth of bytes in one, as a GRO packet would be)."""
+        size = (size or self.size) * n
+        self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
+                                   seq=self.base + i * self.size)])
+
+    def read(self, nbytes):
+        return len(self.sk.recv(nbytes))
+
+    def acks(self, until_ms=None):
+        if until_ms is not None:
+            self.at(until_ms, [])
+        out = []
+        for a in self.m.tcp.acks():
+            sack = [((int(x) - self.base) / self.size, (int(y) - self.base) / self.size)
+                    for x, y in a["sack"][:a["nr_sack"]]]
+            out.append(((int(a["t_ns"]) - self.t0) / 1e6,
+                        (int(a["ack"]) - self.base) / self.size,
+                        int(a["win"]), sack))
+        return out
 
 
 def capture_with_holes(f, path, every=23):

@@ -795,9 +795,10 @@ def test_ipv6_with_extension_headers(nic, m):
 # -- receive buffer -------------------------------------------------------------------------------
 
 def test_rcvbuf_limits_the_receive_queue(nic, m):
-    """tcp_try_rmem_schedule() fails once sk_rmem_alloc is above sk_rcvbuf; in order, the
-    segment is dropped (TCPRcvQDrop) only if the queue holds something. The model does not
-    collapse or prune queues to make room."""
+    """tcp_try_rmem_schedule() fails once sk_rmem_alloc is above sk_rcvbuf and
+    tcp_prune_queue() finds nothing to collapse (each skb's truesize is under twice its
+    payload) or prune (PruneCalled, RcvPruned); in order, the segment is dropped (TCPRcvQDrop)
+    only if the queue holds something; with empty queues tcp_prune_queue() returns at once."""
     m.tcp.rcvbuf = 10000
     f = Flow()
     receive(nic, [f.syn(), *[seg(f, i) for i in range(7)]])
@@ -806,6 +807,7 @@ def test_rcvbuf_limits_the_receive_queue(nic, m):
     # seventh, out of order now, goes too (TCPOFODrop).
     assert (sk.info()["rmem_alloc"], sk.info()["rcvbuf"]) == (11072, 10000)
     assert (m.tcp.mib["TCPRcvQDrop"], m.tcp.mib["TCPOFODrop"]) == (1, 1)
+    assert (m.tcp.mib["PruneCalled"], m.tcp.mib["RcvPruned"]) == (2, 2)
     assert m.tcp.drop_reasons == {"PROTO_MEM": 2}
     assert sk.recv(10 * MSS) == stream(5)
     # With the queue empty, a segment is always taken (sk_forced_mem_schedule()).
@@ -815,6 +817,7 @@ def test_rcvbuf_limits_the_receive_queue(nic, m):
     sk2 = sock(m, f2)
     assert sk2.info()["rcv_nxt"] == f2.isn + 1 + MSS
     assert m.tcp.mib["TCPRcvQDrop"] == 2
+    assert (m.tcp.mib["PruneCalled"], m.tcp.mib["RcvPruned"]) == (3, 3)
 
 
 def test_rcvbuf_limits_the_ofo_queue(nic, m):

@@ -3,48 +3,7 @@ at given virtual times (``+t <``), the ACKs come out as ``m.tcp.acks()`` records
 ack, window field, SACK blocks), each test naming the kernel functions it follows (6.6 to
 6.12, HZ 1000)."""
 import pytest
-from rxutil import MSS, Flow, Trace, close_all, payload
-
-
-class Drill:
-    """A packetdrill script over one flow: ``syn()`` opens it, ``seg(t_ms, i)`` is segment i
-    (``MSS`` bytes) arriving at ``t_ms`` after the start (the virtual clock moves there first),
-    ``acks()`` the ACKs sent since the last call as ``(t_ms, ack, win, sack)`` with sequence
-    numbers as segment counts from the first data byte."""
-
-    def __init__(self, m, nic, wscale=True, ts=True, sack=True):
-        self.m, self.nic, self.f = m, nic, Flow(tsopt=ts)
-        self.base = self.f.isn + 1
-        self.opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else []) + (
-            [("Timestamp", (1, 0))] if ts else []) + ([("WScale", 7)] if wscale else [])
-        m.advance(1 - (m.clock_ns % 10**9) / 1e9)       # start on a whole second
-        self.t0 = m.clock_ns
-
-    def at(self, t_ms, frames):
-        target = self.t0 + round(t_ms * 1e6)
-        if target > self.m.clock_ns:
-            self.m.advance((target - self.m.clock_ns) / 1e9)
-        self.nic.receive(Trace(frames, gap_ns=0))
-
-    def syn(self, t_ms=0):
-        self.at(t_ms, [self.f.frame("S", self.f.isn, options=self.opts)])
-        self.f.seq += 1
-        return self.m.tcp.lookup(self.f.local, self.f.remote)
-
-    def seg(self, t_ms, i, flags="PA", size=MSS):
-        self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
-                                   seq=self.base + i * MSS)])
-
-    def acks(self, until_ms=None):
-        if until_ms is not None:
-            self.at(until_ms, [])
-        out = []
-        for a in self.m.tcp.acks():
-            sack = [((int(x) - self.base) / MSS, (int(y) - self.base) / MSS)
-                    for x, y in a["sack"][:a["nr_sack"]]]
-            out.append(((int(a["t_ns"]) - self.t0) / 1e6, (int(a["ack"]) - self.base) / MSS,
-                        int(a["win"]), sack))
-        return out
+from rxutil import MSS, Drill, close_all, payload
 
 
 def test_quickack_then_delayed_ack(nic, m):
