@@ -91,10 +91,9 @@ cdef class CoreClosedLoop:
     cdef uint64_t rx_usecs_ns
     cdef uint32_t rx_frames
     cdef int app_cpu
-    cdef uint8_t saddr_hi[3]
     cdef nm_cl_sample smp[CL_SAMPLES]
     cdef uint64_t nsamples, sample_ns, next_sample
-    cdef public uint64_t frames_sent, frames_received, acks_sent, acks_received, link_drops_fwd
+    cdef public uint64_t frames_sent, frames_received, acks_sent, acks_received
     cdef public uint64_t end_ns
 
     def __cinit__(self, CoreMachine machine, CoreNetDevice nic, CoreReceiver rx, uint32_t nconn,
