@@ -908,6 +908,19 @@ cdef class CoreTcpSender:
         self.ctx.nout = 0
         return res
 
+    def scoreboard(self):
+        """The retransmit queue: (seq, end_seq) relative to the ISS and the TCPCB_* bits of
+        each segment, as three arrays."""
+        cdef uint32_t i
+        seq = _np.empty(self.s.q_count, _np.uint32)
+        end = _np.empty(self.s.q_count, _np.uint32)
+        sacked = _np.empty(self.s.q_count, _np.uint8)
+        for i in range(self.s.q_count):
+            seq[i] = <uint32_t>(__seg(&self.s, i).seq - self.s.iss)
+            end[i] = <uint32_t>(__seg(&self.s, i).end_seq - self.s.iss)
+            sacked[i] = __seg(&self.s, i).sacked
+        return seq, end, sacked
+
     @property
     def mib(self):
         return dict(self._mib)
