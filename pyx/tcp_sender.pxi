@@ -265,7 +265,7 @@ cdef void tcp_snd_write_xmit(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) n
         if not before(end, s.write_seq):
             end = s.write_seq
             flags = TCPHDR_FIN | TCPHDR_PSH
-        if after(end, tcp_wnd_end(s)):
+        if after(end + (flags != 0), tcp_wnd_end(s)):      # tcp_snd_wnd_test(): end_seq
             break
         seg = __seg_append(s)
         if seg == NULL:
@@ -615,7 +615,8 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
                   uint32_t ack_seq, uint32_t win, const uint32_t *sack, uint32_t nsack,
                   uint32_t tsval) noexcept nogil:
     """``tcp_ack()`` for an established sender: an ACK below snd_una only has its SACK blocks
-    read, one past snd_nxt is ignored; else the window, SACK tags, the cumulative ACK, the RTT
+    read (then ``tcp_fastretrans_alert()`` and ``tcp_xmit_recovery()``), one past snd_nxt is
+    ignored; else the window, SACK tags, the cumulative ACK, the RTT
     (``tcp_ack_update_rtt()``: the sequence sample, else none: TSecr is in ms), the loss probe,
     ``tcp_fastretrans_alert()``, ``tcp_cong_control()`` (PRR in a reduction, else cong_avoid
     when cwnd was the limit), the timers (``tcp_set_xmit_timer()``: a loss probe or the RTO),
@@ -632,9 +633,11 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
         return
     if after(tsval, s.ts_recent) or s.ts_recent == 0:
         s.ts_recent = tsval
-    if before(ack, prior_snd_una):
+    if before(ack, prior_snd_una):      # an old ACK: its SACK blocks may still tell
         if nsack:
-            tcp_sacktag_write_queue(s, ctx, prior_snd_una, sack, nsack, &newly_sacked)
+            flag = tcp_sacktag_write_queue(s, ctx, prior_snd_una, sack, nsack, &newly_sacked)
+            tcp_fastretrans_alert(s, ctx, conn, flag)
+            tcp_xmit_retransmit_queue(s, ctx, conn)
         return
     if after(ack, tp.snd_nxt):
         return
@@ -735,9 +738,7 @@ cdef void tcp_send_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) 
     if s.tlp_high_seq == 0 and s.tp.packets_out:
         s.tlp_retrans = 0
         if before(s.tp.snd_nxt, s.write_seq + 1):
-            s.tp.snd_cwnd += 1          # push_one = 2 ignores cwnd: one segment over it
             tcp_write_xmit_one(s, ctx, conn)
-            s.tp.snd_cwnd -= 1
         if ctx.nout == before_out:
             seg = __seg(s, s.q_count - 1)
             ctx.mib.RetransSegs += 1
@@ -752,14 +753,15 @@ cdef void tcp_send_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) 
 
 
 cdef void tcp_write_xmit_one(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
-    """``tcp_write_xmit(push_one = 2)``: at most one new segment, no loss probe scheduled."""
+    """``tcp_write_xmit(push_one = 2)``: one new segment whatever cwnd says ("force out a
+    loss probe pkt") if the window takes it; no loss probe scheduled."""
     cdef uint32_t end = s.tp.snd_nxt + s.mss_cache
     cdef uint8_t flags = 0
     cdef nm_tcp_seg *seg
     if not before(end, s.write_seq):
         end = s.write_seq
         flags = TCPHDR_FIN | TCPHDR_PSH
-    if after(end, tcp_wnd_end(s)):
+    if after(end + (flags != 0), tcp_wnd_end(s)):
         return
     seg = __seg_append(s)
     if seg == NULL:
