@@ -1202,7 +1202,6 @@ cdef struct nm_tcp_sender:
     uint8_t snd_wscale          # tp->rx_opt.snd_wscale (the peer's)
     uint8_t icsk_pending        # ICSK_TIME_* armed (0: none)
     uint8_t rack_advanced
-    uint8_t rack_reord
     uint8_t tlp_retrans         # the loss probe was a retransmission
     uint16_t sport
     uint16_t ip_id
@@ -1222,6 +1221,8 @@ cdef struct nm_tcp_sender:
     uint32_t min_rtt_us
     uint32_t ts_recent          # the peer's last TSval (our TSecr)
     uint32_t rtx_hint           # tp->retransmit_skb_hint: no lost, unretransmitted segment below
+    uint32_t reordering         # tp->reordering: the DUPACK threshold, grown by reordering seen
+    uint32_t reord_seen         # tp->reord_seen
     uint64_t rack_mstamp
     uint64_t icsk_timeout       # ns
     uint64_t timer_ev           # ns of the heap event that will look at the timer (0: none)

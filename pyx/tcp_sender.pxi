@@ -7,14 +7,18 @@
 # tcp_process_tlp_ack(), tcp_fastretrans_alert() (the RACK path: tcp_identify_packet_loss(),
 # tcp_time_to_recover()'s "the loss is proven", tcp_try_to_open()), tcp_cwnd_reduction() (PRR,
 # RFC 6937) and tcp_cong_control() (net/ipv4/tcp_input.c); tcp_rack_advance(),
-# tcp_rack_detect_loss(), tcp_rack_mark_lost(), tcp_rack_reo_timeout() (net/ipv4/tcp_recovery.c,
-# the current form: reo_wnd = max(min_rtt / 4, 1 ms)); tcp_rearm_rto(), tcp_retransmit_timer()
+# tcp_rack_reo_wnd(), tcp_rack_detect_loss(), tcp_rack_mark_lost(), tcp_rack_reo_timeout()
+# (net/ipv4/tcp_recovery.c, RFC 8985: no reordering window before reordering is seen once the
+# SACKed segments reach tp->reordering or in recovery, else min_rtt / 4 up to srtt; a 4.x-era
+# copy in the search store has the older 1 ms floor, not followed); tcp_rearm_rto(),
+# tcp_retransmit_timer()
 # and tcp_enter_loss()'s marking, tcp_probe_timer() (net/ipv4/tcp_timer.c). Loss detection is
 # RACK-TLP (net.ipv4.tcp_recovery = 1, tcp_early_retrans = 3, Linux's defaults), not RFC 6675.
 #
 # Every transmission is a record in the context's ``out`` array (the closed loop makes a frame of
 # each); timers are events on the context's heap. Departs: no F-RTO (tcp_frto), no undo (neither
-# D-SACK nor timestamp undo: a D-SACK is counted, TCPDSACKRecv); min_rtt is the minimum over the
+# D-SACK nor timestamp undo: a D-SACK is counted, TCPDSACKRecv), so no reo_wnd_steps growth on
+# D-SACKs (tcp_rack_update_reo_wnd(): the steps stay 1); min_rtt is the minimum over the
 # connection (the kernel's windowed filter keeps 300 s, longer than any closed-loop run); no
 # Nagle, TSO or pacing: one MSS per segment, cwnd-limited; no SACK renege; TSval in ms; RTT
 # samples from cumulative ACKs only (none from SACKed segments: first_sackt).
@@ -32,7 +36,8 @@ DEF ICSK_TIME_PROBE0 = 3
 DEF ICSK_TIME_REO_TIMEOUT = 4
 DEF ICSK_TIME_LOSS_PROBE = 5
 DEF TCP_TIMEOUT_MIN_US = 2000      # TCP_TIMEOUT_MIN, 2 jiffies
-DEF TCP_RACK_REO_MIN_US = 1000     # tcp_rack_detect_loss(): reo_wnd's floor
+DEF TCP_REORDERING = 3             # net.ipv4.tcp_reordering: the initial tp->reordering
+DEF TCP_MAX_REORDERING = 300       # net.ipv4.tcp_max_reordering
 DEF FLAG_DATA_SACKED = 0x20
 DEF FLAG_SND_UNA_ADVANCED = 0x400
 DEF FLAG_SET_XMIT_TIMER = 0x1000
@@ -122,6 +127,7 @@ cdef void tcp_sender_init(nm_tcp_sender *s, const nm_tcp_congestion_ops *ops, ui
     s.sport = sport
     s.slot = NM_NIL
     s.min_rtt_us = NM_NO_RTT
+    s.reordering = TCP_REORDERING
 
 
 # ---- output --------------------------------------------------------------------------------------
@@ -351,19 +357,17 @@ cdef inline bint tcp_rack_sent_after(uint64_t t1, uint64_t t2, uint32_t seq1,
 
 
 cdef void tcp_rack_advance(nm_tcp_sender *s, nm_snd_ctx *ctx, nm_tcp_seg *seg) noexcept nogil:
-    """``tcp_rack_advance()``: the most recently sent of the segments delivered so far; a
-    retransmitted one only when its RTT is not below min_rtt (it may be the original's)."""
-    cdef uint32_t rtt_us
-    if s.rack_mstamp and not tcp_rack_sent_after(seg.xmit_ns, s.rack_mstamp, seg.end_seq,
-                                                 s.rack_end_seq):
+    """``tcp_rack_advance()``: a delivered segment's RTT becomes RACK's (a retransmitted one's
+    only when not below min_rtt: it may be the original's), and RACK's reference moves to it
+    when it was sent after the one before."""
+    cdef uint32_t rtt_us = <uint32_t>((ctx.now_ns - seg.xmit_ns) // 1000)
+    if rtt_us < s.min_rtt_us and seg.sacked & TCPCB_EVER_RETRANS:
         return
-    rtt_us = <uint32_t>((ctx.now_ns - seg.xmit_ns) // 1000)
-    if seg.sacked & TCPCB_EVER_RETRANS and rtt_us < s.min_rtt_us:
-        return
-    s.rack_rtt_us = rtt_us
-    s.rack_mstamp = seg.xmit_ns
-    s.rack_end_seq = seg.end_seq
     s.rack_advanced = 1
+    s.rack_rtt_us = rtt_us
+    if tcp_rack_sent_after(seg.xmit_ns, s.rack_mstamp, seg.end_seq, s.rack_end_seq):
+        s.rack_mstamp = seg.xmit_ns
+        s.rack_end_seq = seg.end_seq
 
 
 cdef void tcp_mark_seg_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, nm_tcp_seg *seg) noexcept nogil:
@@ -382,17 +386,27 @@ cdef void tcp_mark_seg_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, nm_tcp_seg *seg) 
         s.rtx_hint = seg.seq
 
 
+cdef uint32_t tcp_rack_reo_wnd(nm_tcp_sender *s) noexcept nogil:
+    """``tcp_rack_reo_wnd()``: before any reordering was seen, none in Recovery or Loss, nor
+    once the SACKed segments reach tp->reordering (the DUPACK threshold, as RFC 8985 lets a
+    sender start recovery); else min_rtt / 4 (reo_wnd_steps 1), at most srtt."""
+    if not s.reord_seen:
+        if s.tp.icsk_ca_state >= TCP_CA_Recovery or s.sacked_out >= s.reordering:
+            return 0
+    if s.min_rtt_us == NM_NO_RTT:
+        return s.tp.srtt_us >> 3
+    return min(s.min_rtt_us >> 2, s.tp.srtt_us >> 3)
+
+
 cdef uint32_t tcp_rack_detect_loss(nm_tcp_sender *s, nm_snd_ctx *ctx) noexcept nogil:
-    """``tcp_rack_detect_loss()``: a segment sent before the most recently delivered one is
-    lost once RACK's RTT plus the reordering window (min_rtt / 4, at least 1 ms; 1 ms when
-    losses are already marked and no reordering was seen) has passed since it was sent;
-    returns the longest wait still to go (us, 0: none). The kernel walks the segments in send
-    order and stops at the first sent after RACK's; here every unsacked segment is tested."""
-    cdef uint32_t reo_wnd = TCP_RACK_REO_MIN_US, i, timeout = 0
+    """``tcp_rack_detect_loss()`` (RFC 8985): a segment sent before the most recently
+    delivered one is lost once RACK's RTT plus the reordering window has passed since it was
+    sent (``tcp_rack_skb_timeout()`` <= 0); returns the longest wait still to go (us, 0:
+    none). The kernel walks the segments in send order and stops at the first sent after
+    RACK's; here every unSACKed segment is tested (the same outcome)."""
+    cdef uint32_t reo_wnd = tcp_rack_reo_wnd(s), i, timeout = 0
     cdef int64_t remaining
     cdef nm_tcp_seg *seg
-    if (s.rack_reord or not s.lost_out) and s.min_rtt_us != NM_NO_RTT:
-        reo_wnd = max(s.min_rtt_us >> 2, reo_wnd)
     for i in range(s.q_count):
         seg = __seg(s, i)
         if seg.sacked & TCPCB_SACKED_ACKED:
@@ -403,16 +417,16 @@ cdef uint32_t tcp_rack_detect_loss(nm_tcp_sender *s, nm_snd_ctx *ctx) noexcept n
             continue
         remaining = (<int64_t>s.rack_rtt_us + reo_wnd
                      - <int64_t>((ctx.now_ns - seg.xmit_ns) // 1000))
-        if remaining < 0:
+        if remaining <= 0:
             tcp_mark_seg_lost(s, ctx, seg)
         else:
-            timeout = max(timeout, <uint32_t>(1 + remaining))
+            timeout = max(timeout, <uint32_t>remaining)
     return timeout
 
 
 cdef bint tcp_rack_mark_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
     """``tcp_rack_mark_lost()``: detect once RACK advanced; a pending wait is the reorder
-    timer (plus TCP_TIMEOUT_MIN). Returns whether it armed that timer."""
+    timer (plus TCP_TIMEOUT_MIN_US). Returns whether it armed that timer."""
     cdef uint32_t timeout
     if not s.rack_advanced:
         return False
@@ -420,7 +434,7 @@ cdef bint tcp_rack_mark_lost(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) n
     timeout = tcp_rack_detect_loss(s, ctx)
     if timeout:
         inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_REO_TIMEOUT,
-                                  (<uint64_t>usecs_to_jiffies(timeout) + 2) * 1000)
+                                  <uint64_t>usecs_to_jiffies(timeout + TCP_TIMEOUT_MIN_US) * 1000)
     return timeout != 0
 
 
@@ -467,11 +481,10 @@ cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack
     second block, is a D-SACK (``tcp_check_dsack()``: TCPDSACKRecv; FLAG_DSACK_TLP when it
     covers the loss probe's retransmission); every other block tags the segments it covers
     whole (``tcp_sacktag_one()``: SACKED_ACKED, out of lost_out and retrans_out, RACK
-    advanced); a never-retransmitted segment newly SACKed below the highest SACK is reordering
-    (``tcp_check_sack_reordering()``: TCPSACKReorder, RACK's reo_wnd follows min_rtt)."""
-    cdef uint32_t b, i, start, end
+    advanced); a never-retransmitted segment newly SACKed below the highest SACK before this
+    ACK is reordering (``tcp_check_sack_reordering()``)."""
+    cdef uint32_t b, i, start, end, reord = s.tp.snd_nxt, fack = tcp_highest_sack_seq(s)
     cdef int flag = 0
-    cdef bint reord = False
     cdef nm_tcp_seg *seg
     for b in range(nsack):
         start, end = sack[2 * b], sack[2 * b + 1]
@@ -506,15 +519,37 @@ cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack
             newly_sacked[0] += 1
             flag |= FLAG_DATA_SACKED
             tcp_rack_advance(s, ctx, seg)
-            if s.highest_sack and before(seg.end_seq, s.highest_sack) and \
-                    not (seg.sacked & TCPCB_EVER_RETRANS):
-                reord = True
-            if s.highest_sack == 0 or after(seg.end_seq, s.highest_sack):
+            if not (seg.sacked & TCPCB_EVER_RETRANS) and before(seg.seq, fack) and \
+                    before(seg.seq, reord):
+                reord = seg.seq                 # a hole filled without a retransmission
+            if s.sacked_out == 1 or after(seg.end_seq, s.highest_sack):
                 s.highest_sack = seg.end_seq
-    if reord:
-        ctx.mib.TCPSACKReorder += 1
-        s.rack_reord = 1
+    if reord != s.tp.snd_nxt:
+        tcp_check_sack_reordering(s, ctx, reord)
     return flag
+
+
+cdef inline uint32_t tcp_highest_sack_seq(nm_tcp_sender *s) noexcept nogil:
+    """``tcp_highest_sack_seq()``: the end of the highest SACKed segment (snd_una with none)."""
+    return s.highest_sack if s.sacked_out and after(s.highest_sack, s.tp.snd_una) \
+        else s.tp.snd_una
+
+
+cdef void tcp_check_sack_reordering(nm_tcp_sender *s, nm_snd_ctx *ctx,
+                                    uint32_t low_seq) noexcept nogil:
+    """``tcp_check_sack_reordering()``: a segment below the highest SACK delivered without a
+    retransmission: tp->reordering grows to the distance in segments (at most
+    tcp_max_reordering), reord_seen counts it (RACK's reo_wnd applies from now),
+    TCPSACKReorder."""
+    cdef uint32_t fack = tcp_highest_sack_seq(s), metric
+    if not before(low_seq, fack):
+        return
+    metric = fack - low_seq
+    if metric > s.reordering * s.mss_cache and s.mss_cache:
+        s.reordering = min((metric + s.mss_cache - 1) // s.mss_cache,
+                           <uint32_t>TCP_MAX_REORDERING)
+    s.reord_seen += 1
+    ctx.mib.TCPSACKReorder += 1
 
 
 cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack,
@@ -939,5 +974,5 @@ cdef class CoreTcpSender:
                 "icsk_ca_state": s.tp.icsk_ca_state, "icsk_pending": s.icsk_pending,
                 "icsk_timeout": s.icsk_timeout, "icsk_rto": s.tp.icsk_rto,
                 "icsk_backoff": s.tp.icsk_backoff, "srtt_us": s.tp.srtt_us >> 3,
-                "mss_cache": s.mss_cache, "tlp_high_seq": s.tlp_high_seq and
+                "mss_cache": s.mss_cache, "reordering": s.reordering, "tlp_high_seq": s.tlp_high_seq and
                 <uint32_t>(s.tlp_high_seq - s.iss), "done": s.state == NM_SND_DONE}

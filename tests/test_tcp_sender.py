@@ -56,32 +56,62 @@ def test_slow_start_grows_cwnd_by_the_segments_acked():
     assert len(s.out()) == 4                      # 2 acked + 2 of growth
 
 
-def test_sack_hole_then_rack_reorder_timer_then_fast_retransmit_with_prr():
-    """Segment 0 is lost, 1..9 are SACKed 100 us later: RACK waits the reordering window
-    (max(min_rtt / 4, 1 ms), in jiffies) before marking it lost (tcp_rack_reo_timeout()), then
-    Recovery (TCPSackRecovery), the fast retransmit (TCPFastRetrans, RetransSegs), ssthresh
-    halved by Reno; SACKs alone do not grow cwnd."""
+def test_three_sacked_segments_start_recovery_at_once_with_prr():
+    """RFC 8985 / tcp_rack_reo_wnd(): before any reordering is seen, no reordering window once
+    the SACKed segments reach tp->reordering (3): segment 0 is lost on the ACK that SACKs 1..9
+    (Recovery, TCPSackRecovery), retransmitted first (TCPFastRetrans, RetransSegs), ssthresh
+    halved by Reno; SACKs alone do not grow cwnd; PRR sends while delivered."""
     s = sender()
     s.out()
     s.ack(200 * US, seg(0), sacks=[(seg(1), seg(10))])
-    st = s.state
-    assert st["sacked_out"] == 9 and st["icsk_ca_state"] == TCP_CA_Disorder
-    assert st["snd_cwnd"] == 10 and st["lost_out"] == 0
-    assert st["icsk_pending"] == 4                # ICSK_TIME_REO_TIMEOUT
-    assert len(s.out()) == 9                      # the SACKed ones left room in flight
-    s.advance(4 * MS)
-    assert s.out() == []                          # due at 4.2 ms
-    s.advance(5 * MS)
-    assert s.out() == [(seg(0), MSS, ACK, True)]
     st, mib = s.state, s.mib
     assert st["icsk_ca_state"] == TCP_CA_Recovery and st["snd_ssthresh"] == 5
+    assert st["lost_out"] == 1 and st["sacked_out"] == 9
     assert mib["TCPSackRecovery"] == 1 and mib["TCPFastRetrans"] == mib["RetransSegs"] == 1
-    s.ack(5 * MS + 100 * US, seg(19))              # everything out so far
+    out = s.out()
+    assert out[0] == (seg(0), MSS, ACK, True)
+    # PRR: in flight 0 + 1 retransmission, ssthresh 5: cwnd = in flight + min(ssthresh -
+    # in flight, delivered - prr_out) -> one retransmission and new data up to 5 in flight
+    assert len(out) == 5 and st["snd_cwnd"] == 5
+    s.ack(400 * US, seg(14))                      # everything out so far
     st = s.state
-    # recovery ends at ssthresh (5), then the same ACK's 10 segments grow it in congestion
-    # avoidance (tcp_cong_control() after tcp_fastretrans_alert()): 5 + 10 // 5
+    # recovery ends at ssthresh (5), then the same ACK's segments grow it in congestion
+    # avoidance (tcp_cong_control() after tcp_fastretrans_alert()): 5 + 5 // 5
     assert st["icsk_ca_state"] == TCP_CA_Open and st["snd_ssthresh"] == 5
-    assert st["snd_cwnd"] == 7
+    assert st["snd_cwnd"] == 6
+
+
+def test_two_sacked_segments_wait_for_rack_reorder_timer():
+    """Below the DUPACK threshold RACK waits the reordering window, min_rtt / 4 (25 us here),
+    plus TCP_TIMEOUT_MIN (2 ms) in jiffies (tcp_rack_mark_lost() arms ICSK_TIME_REO_TIMEOUT),
+    then tcp_rack_reo_timeout() marks segment 0 lost and enters Recovery."""
+    s = sender()
+    s.out()
+    s.ack(200 * US, seg(0), sacks=[(seg(1), seg(3))])
+    st = s.state
+    assert st["sacked_out"] == 2 and st["icsk_ca_state"] == TCP_CA_Disorder
+    assert st["lost_out"] == 0 and st["icsk_pending"] == 4     # ICSK_TIME_REO_TIMEOUT
+    assert st["icsk_timeout"] == 200 * US + 3 * MS
+    assert st["snd_cwnd"] == 10                   # SACKs alone do not grow cwnd
+    assert len(s.out()) == 2                      # the SACKed ones left room in flight
+    s.advance(3 * MS)
+    assert s.out() == []
+    s.advance(3200 * US)
+    assert s.out()[0] == (seg(0), MSS, ACK, True)
+    assert s.state["icsk_ca_state"] == TCP_CA_Recovery and s.mib["TCPSackRecovery"] == 1
+
+
+def test_reordering_seen_grows_tp_reordering_and_keeps_a_window():
+    """Segment 5 SACKed, then 1..4 SACKed without a retransmission: reordering
+    (tcp_check_sack_reordering(): TCPSACKReorder, tp->reordering to the distance, 5); from
+    then on RACK keeps its window even with three or more SACKed."""
+    s = sender()
+    s.out()
+    s.ack(200 * US, seg(0), sacks=[(seg(5), seg(6))])
+    s.ack(210 * US, seg(0), sacks=[(seg(1), seg(6))])
+    st, mib = s.state, s.mib
+    assert mib["TCPSACKReorder"] == 1 and st["reordering"] == 5
+    assert st["sacked_out"] == 5 and st["lost_out"] == 0 and st["icsk_pending"] == 4
 
 
 def test_tail_loss_probe_then_rto_with_exponential_backoff():
