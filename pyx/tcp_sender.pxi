@@ -974,5 +974,6 @@ cdef class CoreTcpSender:
                 "icsk_ca_state": s.tp.icsk_ca_state, "icsk_pending": s.icsk_pending,
                 "icsk_timeout": s.icsk_timeout, "icsk_rto": s.tp.icsk_rto,
                 "icsk_backoff": s.tp.icsk_backoff, "srtt_us": s.tp.srtt_us >> 3,
-                "mss_cache": s.mss_cache, "reordering": s.reordering, "tlp_high_seq": s.tlp_high_seq and
-                <uint32_t>(s.tlp_high_seq - s.iss), "done": s.state == NM_SND_DONE}
+                "mss_cache": s.mss_cache, "reordering": s.reordering,
+                "tlp_high_seq": s.tlp_high_seq and <uint32_t>(s.tlp_high_seq - s.iss),
+                "done": s.state == NM_SND_DONE}
