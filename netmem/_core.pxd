@@ -1203,11 +1203,12 @@ cdef struct nm_tcp_sender:
     uint8_t icsk_pending        # ICSK_TIME_* armed (0: none)
     uint8_t rack_advanced
     uint8_t tlp_retrans         # the loss probe was a retransmission
+    uint8_t fin                 # the application closed: a FIN follows write_seq
     uint16_t sport
     uint16_t ip_id
     uint32_t slot               # the receiver's socket (NM_NIL until the handshake)
     uint32_t iss
-    uint32_t write_seq          # the end of the data (the FIN's seq)
+    uint32_t write_seq          # tp->write_seq: the end of the data written (the FIN's seq)
     uint32_t snd_wnd
     uint32_t snd_wl1
     uint32_t mss_cache          # the peer's MSS less the timestamp option

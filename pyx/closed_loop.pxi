@@ -133,7 +133,7 @@ cdef class CoreClosedLoop:
         isns = rng.integers(0, 1 << 32, size=nconn, dtype=_np.uint64)
         for c in range(nconn):
             tcp_sender_init(&self.snd[c], ops, <uint32_t>isns[c], payload,
-                            <uint16_t>(32768 + c % CL_EPHEMERAL))
+                            <uint16_t>(32768 + c % CL_EPHEMERAL), True)
         self.ctx.mib = &self.mib
         self.ctx.timers = &self.heap
 

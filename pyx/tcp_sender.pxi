@@ -114,15 +114,17 @@ cdef inline uint32_t tcp_wnd_end(nm_tcp_sender *s) noexcept nogil:
 
 
 cdef void tcp_sender_init(nm_tcp_sender *s, const nm_tcp_congestion_ops *ops, uint32_t iss,
-                          uint64_t payload, uint16_t sport) noexcept nogil:
-    """A socket that will send ``payload`` bytes then a FIN (``tcp_init_sock()``: cwnd 10,
-    RTO 1 s), closed until ``tcp_connect()``."""
+                          uint64_t payload, uint16_t sport, bint fin) noexcept nogil:
+    """A socket that will send ``payload`` bytes, then a FIN with ``fin`` (the application
+    wrote them and closed; ``tcp_init_sock()``: cwnd 10, RTO 1 s), closed until
+    ``tcp_connect()``."""
     free(s.q)
     memset(s, 0, sizeof(nm_tcp_sender))
     tcp_cong_init(&s.tp, ops)
     s.tp.prr = 1
     s.iss = iss
     s.write_seq = iss + 1 + <uint32_t>payload
+    s.fin = fin
     s.tp.snd_una = s.tp.snd_nxt = iss
     s.sport = sport
     s.slot = NM_NIL
@@ -249,6 +251,35 @@ cdef void tcp_finish_connect(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, u
     tcp_snd_write_xmit(s, ctx, conn)
 
 
+cdef inline uint32_t tcp_send_end(nm_tcp_sender *s) noexcept nogil:
+    """Where the application's data ends in sequence space, with its FIN once it closed."""
+    return s.write_seq + s.fin
+
+
+cdef bint __snd_new_seg(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
+    """The next new segment out (``tcp_transmit_skb()`` of one MSS, or what is left, with the
+    FIN when the application closed and PSH on the last), if the peer's window takes it
+    (``tcp_snd_wnd_test()``: its end_seq, the FIN's included); whether it went."""
+    cdef uint32_t end = s.tp.snd_nxt + s.mss_cache
+    cdef uint8_t flags = 0
+    cdef nm_tcp_seg *seg
+    if not before(end, s.write_seq):
+        end = s.write_seq
+        flags = TCPHDR_PSH | (TCPHDR_FIN if s.fin else 0)
+    if after(end + ((flags & TCPHDR_FIN) != 0), tcp_wnd_end(s)):
+        return False
+    seg = __seg_append(s)
+    if seg == NULL:
+        ctx.err = -ENOMEM
+        return False
+    seg.seq, seg.end_seq, seg.sacked = s.tp.snd_nxt, end + ((flags & TCPHDR_FIN) != 0), 0
+    seg.tcp_flags = flags
+    s.tp.snd_nxt = seg.end_seq
+    s.tp.packets_out += 1
+    __snd_emit(ctx, conn, seg, False)
+    return True
+
+
 cdef void tcp_snd_write_xmit(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
     """``tcp_write_xmit()``: new segments of one MSS (the last one shorter, with the FIN) while
     cwnd has room (``tcp_cwnd_test()``) and each fits the peer's window
@@ -256,32 +287,16 @@ cdef void tcp_snd_write_xmit(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) n
     ``tcp_cwnd_validate()`` records whether cwnd was the limit, then one loss probe per tail
     loss episode is scheduled. With nothing out and the window too small, the persist timer
     (``tcp_check_probe_timer()``)."""
-    cdef uint32_t end
-    cdef nm_tcp_seg *seg
-    cdef uint32_t sent = 0, flags
+    cdef uint32_t sent = 0
     cdef bint cwnd_limited = False
     if s.state != NM_SND_ESTABLISHED:
         return
-    while before(s.tp.snd_nxt, s.write_seq + 1):
+    while before(s.tp.snd_nxt, tcp_send_end(s)):
         if tcp_packets_in_flight(s) >= s.tp.snd_cwnd:
             cwnd_limited = True
             break
-        end = s.tp.snd_nxt + s.mss_cache
-        flags = 0
-        if not before(end, s.write_seq):
-            end = s.write_seq
-            flags = TCPHDR_FIN | TCPHDR_PSH
-        if after(end + (flags != 0), tcp_wnd_end(s)):      # tcp_snd_wnd_test(): end_seq
+        if not __snd_new_seg(s, ctx, conn):
             break
-        seg = __seg_append(s)
-        if seg == NULL:
-            ctx.err = -ENOMEM
-            return
-        seg.seq, seg.end_seq, seg.sacked = s.tp.snd_nxt, end + (flags != 0), 0
-        seg.tcp_flags = <uint8_t>flags
-        s.tp.snd_nxt = seg.end_seq
-        s.tp.packets_out += 1
-        __snd_emit(ctx, conn, seg, False)
         sent += 1
         if s.tp.packets_out == 1 or s.icsk_pending == ICSK_TIME_LOSS_PROBE:
             tcp_rearm_rto(s, ctx, conn)         # tcp_event_new_data_sent()
@@ -297,7 +312,7 @@ cdef void tcp_snd_write_xmit(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) n
         if tcp_in_cwnd_reduction(&s.tp):
             s.tp.prr_out += sent
         tcp_schedule_loss_probe(s, ctx, conn, False)
-    elif s.tp.packets_out == 0 and before(s.tp.snd_nxt, s.write_seq + 1) and \
+    elif s.tp.packets_out == 0 and before(s.tp.snd_nxt, tcp_send_end(s)) and \
             s.icsk_pending == 0:
         inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_PROBE0,
                                   inet_csk_rto_backoff(&s.tp, TCP_RTO_MAX) * 1000)
@@ -698,7 +713,7 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
     if (not (flag & FLAG_SND_UNA_ADVANCED) or flag & (FLAG_DATA_SACKED | FLAG_DSACKING_ACK)
             or tp.icsk_ca_state != TCP_CA_Open):       # tcp_ack_is_dubious()
         flag = tcp_fastretrans_alert(s, ctx, conn, flag)
-    if tp.packets_out == 0 and not before(tp.snd_una, s.write_seq + 1):
+    if tp.packets_out == 0 and s.fin and not before(tp.snd_una, s.write_seq + 1):
         s.state = NM_SND_DONE
         s.icsk_pending = 0
         return
@@ -772,8 +787,7 @@ cdef void tcp_send_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) 
     cdef nm_tcp_seg *seg
     if s.tlp_high_seq == 0 and s.tp.packets_out:
         s.tlp_retrans = 0
-        if before(s.tp.snd_nxt, s.write_seq + 1):
-            tcp_write_xmit_one(s, ctx, conn)
+        tcp_write_xmit_one(s, ctx, conn)
         if ctx.nout == before_out:
             seg = __seg(s, s.q_count - 1)
             ctx.mib.RetransSegs += 1
@@ -790,22 +804,8 @@ cdef void tcp_send_loss_probe(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) 
 cdef void tcp_write_xmit_one(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
     """``tcp_write_xmit(push_one = 2)``: one new segment whatever cwnd says ("force out a
     loss probe pkt") if the window takes it; no loss probe scheduled."""
-    cdef uint32_t end = s.tp.snd_nxt + s.mss_cache
-    cdef uint8_t flags = 0
-    cdef nm_tcp_seg *seg
-    if not before(end, s.write_seq):
-        end = s.write_seq
-        flags = TCPHDR_FIN | TCPHDR_PSH
-    if after(end + (flags != 0), tcp_wnd_end(s)):
-        return
-    seg = __seg_append(s)
-    if seg == NULL:
-        ctx.err = -ENOMEM
-        return
-    seg.seq, seg.end_seq, seg.sacked, seg.tcp_flags = s.tp.snd_nxt, end + (flags != 0), 0, flags
-    s.tp.snd_nxt = seg.end_seq
-    s.tp.packets_out += 1
-    __snd_emit(ctx, conn, seg, False)
+    if before(s.tp.snd_nxt, tcp_send_end(s)):
+        __snd_new_seg(s, ctx, conn)
 
 
 cdef void tcp_probe_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
@@ -816,7 +816,7 @@ cdef void tcp_probe_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noex
     cdef nm_tcp_seg probe
     cdef uint64_t n0 = ctx.nout
     s.icsk_pending = 0
-    if s.tp.packets_out or not before(s.tp.snd_nxt, s.write_seq + 1):
+    if s.tp.packets_out or not before(s.tp.snd_nxt, tcp_send_end(s)):
         return
     tcp_snd_write_xmit(s, ctx, conn)
     if ctx.nout != n0:
@@ -846,8 +846,7 @@ cdef void tcp_write_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noex
         s.timer_ev = s.icsk_timeout
         return
     s.tp.tcp_mstamp = ctx.now_ns // 1000
-    if what == ICSK_TIME_REO_TIMEOUT:
-        s.icsk_pending = 0
+    if what == ICSK_TIME_REO_TIMEOUT:             # pending stays: tcp_rearm_rto() reads it
         tcp_rack_reo_timeout(s, ctx, conn)
     elif what == ICSK_TIME_LOSS_PROBE:
         tcp_send_loss_probe(s, ctx, conn)
@@ -876,8 +875,9 @@ cdef void tcp_rack_reo_timeout(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn)
 # ---- the Python boundary (tests) -----------------------------------------------------------------
 
 cdef class CoreTcpSender:
-    """One sender driven by hand (tests): ``connect()``, ``established()``, ``ack()`` and
-    ``advance()`` (its timers due by then) at given virtual times; ``out()`` the segments it
+    """One sender driven by hand (tests): ``connect()``, ``established()``, ``ack()``,
+    ``write()`` (without ``fin``: the application has not closed) and ``advance()`` (its timers
+    due by then) at given virtual times; ``out()`` the segments it
     sent since the last call as (seq, len, flags, retrans) tuples relative to the ISS."""
 
     cdef nm_tcp_sender s
@@ -885,11 +885,12 @@ cdef class CoreTcpSender:
     cdef nm_tcp_snd_mib _mib
     cdef nm_event_heap heap
 
-    def __cinit__(self, str cc="reno", uint64_t payload=1 << 20, uint32_t iss=1000):
+    def __cinit__(self, str cc="reno", uint64_t payload=1 << 20, uint32_t iss=1000,
+                  bint fin=True):
         cdef const nm_tcp_congestion_ops *ops = tcp_ca_find(cc.encode())
         if ops == NULL:
             raise NetmemError(EINVAL, f"sender: unknown congestion control {cc!r}")
-        tcp_sender_init(&self.s, ops, iss, payload, 40000)
+        tcp_sender_init(&self.s, ops, iss, payload, 40000, fin)
         self.ctx.mib = &self._mib
         self.ctx.timers = &self.heap
 
@@ -927,6 +928,15 @@ cdef class CoreTcpSender:
             sk[2 * i], sk[2 * i + 1] = self.s.iss + <uint32_t>a, self.s.iss + <uint32_t>b
             i += 1
         tcp_ack(&self.s, &self.ctx, 0, self.s.iss + ack, 1, win, sk, i, 0)
+
+    def write(self, uint64_t now_ns, uint32_t nbytes):
+        """The application writes ``nbytes`` more (``tcp_sendmsg()`` then
+        ``tcp_push()``): EPIPE once it closed."""
+        self._at(now_ns)
+        if self.s.fin:
+            raise NetmemError(EPIPE, "sender: write() after the FIN")
+        self.s.write_seq += nbytes
+        tcp_snd_write_xmit(&self.s, &self.ctx, 0)
 
     def advance(self, uint64_t now_ns):
         """Fire the timers due by ``now_ns``, each at its own time."""

@@ -181,3 +181,40 @@ def test_time_does_not_go_back():
     s = sender()
     with pytest.raises(NetmemError):
         s.ack(10 * US, seg(1))
+
+
+def test_selftest_tcp_fast_recovery_prr_ss_10pkt_lost_1():
+    """Port of tools/testing/selftests/net/packetdrill/tcp_fast_recovery_prr-ss-10pkt-lost-1.pkt
+    (PRR slow start, CUBIC; defaults.sh: tcp_recovery 1, SACK): the peer's MSS 1000 (our
+    senders always add timestamps, so its SYN-ACK says 1012), window scale 7, RTT 100 ms; 10
+    segments, the first lost, SACKs of 1, 2, 3 segments: the third starts recovery at once
+    (cwnd 7, ssthresh 7); 7000 bytes more written then go one segment per segment SACKed,
+    in-flight == ssthresh throughout; the ACK of 10001 ends recovery with cwnd 7."""
+    K = 1000
+    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
+    s.connect(100 * MS)
+    s.out()
+    s.established(200 * MS, mss=K + 12, wscale=7, win=32792)
+    assert [(o[0], o[1]) for o in s.out()] == [(1 + i * K, K) for i in range(10)]
+    s.ack(310 * MS, 1, win=320, sacks=[(1001, 2001)])
+    s.ack(320 * MS, 1, win=320, sacks=[(1001, 3001)])
+    assert s.out() == []
+    s.ack(330 * MS, 1, win=320, sacks=[(1001, 4001)])
+    assert s.out() == [(1, K, ACK, True)]                 # enter fast recovery
+    st = s.state
+    assert st["icsk_ca_state"] == TCP_CA_Recovery
+    assert st["snd_cwnd"] == 7 and st["snd_ssthresh"] == 7
+    s.write(350 * MS, 7 * K)
+    assert s.out() == []
+    for i, t in enumerate(range(360, 420, 10)):
+        s.advance(t * MS)
+        s.ack(t * MS, 1, win=320, sacks=[(1001, 5001 + i * K)])
+        assert s.out() == [(10001 + i * K, K, ACK, False)]
+    s.ack(430 * MS, 10001, win=320)
+    assert s.out() == [(16001, K, ACK | 0x08, False)]      # P.
+    st = s.state                                           # leave fast recovery
+    assert st["icsk_ca_state"] == TCP_CA_Open
+    assert st["snd_cwnd"] == 7 and st["snd_ssthresh"] == 7
+    for t, ack in ((460, 12001), (480, 14001), (500, 16001), (520, 17001)):
+        s.ack(t * MS, ack, win=320)
+    assert s.state["packets_out"] == 0 and not s.state["done"]     # no FIN: not closed
