@@ -490,14 +490,15 @@ cdef void tcp_ack_update_window(nm_tcp_sender *s, uint32_t ack, uint32_t ack_seq
 
 
 cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack,
-                                 const uint32_t *sack, uint32_t nsack,
+                                 uint32_t prior_snd_una, const uint32_t *sack, uint32_t nsack,
                                  uint32_t *newly_sacked) noexcept nogil:
-    """``tcp_sacktag_write_queue()``: a first block below the cumulative ACK, or inside the
-    second block, is a D-SACK (``tcp_check_dsack()``: TCPDSACKRecv; FLAG_DSACK_TLP when it
-    covers the loss probe's retransmission); every other block tags the segments it covers
-    whole (``tcp_sacktag_one()``: SACKED_ACKED, out of lost_out and retrans_out, RACK
-    advanced); a never-retransmitted segment newly SACKed below the highest SACK before this
-    ACK is reordering (``tcp_check_sack_reordering()``)."""
+    """``tcp_sacktag_write_queue()``: a first block below the ACK's cumulative ``ack``, or
+    inside the second block, is a D-SACK (``tcp_check_dsack()``: TCPDSACKRecv; FLAG_DSACK_TLP
+    when it covers the loss probe's retransmission); blocks at or below ``prior_snd_una`` are
+    old; every other block tags the segments it covers whole (``tcp_sacktag_one()``:
+    SACKED_ACKED, out of lost_out and retrans_out, RACK advanced); a never-retransmitted
+    segment newly SACKed below the highest SACK before this ACK is reordering
+    (``tcp_check_sack_reordering()``)."""
     cdef uint32_t b, i, start, end, reord = s.tp.snd_nxt, fack = tcp_highest_sack_seq(s)
     cdef int flag = 0
     cdef nm_tcp_seg *seg
@@ -513,7 +514,7 @@ cdef int tcp_sacktag_write_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t ack
                     before(start, s.tlp_high_seq):
                 flag |= FLAG_DSACK_TLP
             continue
-        if after(end, s.tp.snd_nxt) or not after(end, ack):
+        if after(end, s.tp.snd_nxt) or not after(end, prior_snd_una):   # old or bogus
             continue
         i = __seg_find(s, start)
         while i < s.q_count:
@@ -572,9 +573,11 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
                                       int64_t *ca_rtt) noexcept nogil:
     """``tcp_clean_rtx_queue()``: the segments the ACK covers leave the queue (and the sacked,
     lost and retransmitted counts); RTT samples from the oldest and newest of them neither
-    retransmitted nor SACKed before, none if a retransmission is acked (Karn); RACK advanced.
-    Returns the segments acked; ``acked_sacked`` gets those not SACKed before."""
-    cdef uint32_t n = 0
+    retransmitted nor SACKed before, none if a retransmission is acked (Karn); RACK advanced by
+    those not SACKed before; a hole below the highest SACK filled without a retransmission is
+    reordering (``tcp_check_sack_reordering()``). Returns the segments acked; ``acked_sacked``
+    gets those not SACKed before. snd_una has moved already, as in ``tcp_ack()``."""
+    cdef uint32_t n = 0, prior_fack = tcp_highest_sack_seq(s), reord = s.tp.snd_nxt
     cdef nm_tcp_seg *seg
     cdef uint64_t first = 0, last = 0
     cdef bint retrans_acked = False
@@ -582,10 +585,6 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
         seg = __seg(s, 0)
         if after(seg.end_seq, ack):
             break
-        if seg.sacked & TCPCB_SACKED_ACKED:
-            s.sacked_out -= 1
-        else:
-            acked_sacked[0] += 1
         if seg.sacked & TCPCB_LOST:
             s.lost_out -= 1
         if seg.sacked & TCPCB_SACKED_RETRANS:
@@ -596,7 +595,13 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
             if first == 0:
                 first = seg.xmit_ns
             last = seg.xmit_ns
-        tcp_rack_advance(s, ctx, seg)
+            if before(seg.seq, reord):
+                reord = seg.seq
+        if seg.sacked & TCPCB_SACKED_ACKED:
+            s.sacked_out -= 1
+        else:
+            acked_sacked[0] += 1
+            tcp_rack_advance(s, ctx, seg)
         s.tp.packets_out -= 1
         s.q_head = (s.q_head + 1) & (s.q_cap - 1)
         s.q_count -= 1
@@ -604,6 +609,8 @@ cdef uint32_t tcp_snd_clean_rtx_queue(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_
     if first and not retrans_acked:
         seq_rtt[0] = <int64_t>((ctx.now_ns - first) // 1000)
         ca_rtt[0] = <int64_t>((ctx.now_ns - last) // 1000)
+    if n and before(reord, prior_fack):     # a hole filled without a retransmission
+        tcp_check_sack_reordering(s, ctx, reord)
     return n
 
 
@@ -665,13 +672,14 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
                   uint32_t ack_seq, uint32_t win, const uint32_t *sack, uint32_t nsack,
                   uint32_t tsval) noexcept nogil:
     """``tcp_ack()`` for an established sender: an ACK below snd_una only has its SACK blocks
-    read (then ``tcp_fastretrans_alert()`` and ``tcp_xmit_recovery()``), one past snd_nxt is
-    ignored; else the window, SACK tags, the cumulative ACK, the RTT
-    (``tcp_ack_update_rtt()``: the sequence sample, else none: TSecr is in ms), the loss probe,
-    ``tcp_fastretrans_alert()``, ``tcp_cong_control()`` (PRR in a reduction, else cong_avoid
-    when cwnd was the limit), the timers (``tcp_set_xmit_timer()``: a loss probe or the RTO),
-    then ``tcp_xmit_recovery()`` and ``tcp_data_snd_check()``. The FIN's ACK ends the
-    connection."""
+    read (then ``tcp_fastretrans_alert()``, ``tcp_xmit_recovery()`` and, as after every
+    segment, ``tcp_data_snd_check()``), one past snd_nxt is ignored; else the window,
+    ``tcp_snd_una_update()``, SACK tags, the cumulative ACK, the RTT (``tcp_ack_update_rtt()``:
+    the sequence sample, else none: TSecr is in ms), the loss probe, ``tcp_fastretrans_alert()``
+    when the ACK is dubious, the timers (``tcp_set_xmit_timer()``: a loss probe or the RTO,
+    unless RACK armed its reorder timer), ``tcp_cong_control()`` (PRR in a reduction, else
+    cong_avoid when snd_una advanced and cwnd was the limit), then ``tcp_xmit_recovery()`` and
+    ``tcp_data_snd_check()``. The FIN's ACK ends the connection."""
     cdef nm_tcp_cc_sock *tp = &s.tp
     cdef uint32_t prior_snd_una = tp.snd_una, acked, acked_sacked = 0, newly_sacked = 0
     cdef uint32_t prior_lost
@@ -685,21 +693,23 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
         s.ts_recent = tsval
     if before(ack, prior_snd_una):      # an old ACK: its SACK blocks may still tell
         if nsack:
-            flag = tcp_sacktag_write_queue(s, ctx, prior_snd_una, sack, nsack, &newly_sacked)
+            flag = tcp_sacktag_write_queue(s, ctx, ack, prior_snd_una, sack, nsack,
+                                           &newly_sacked)
             tcp_fastretrans_alert(s, ctx, conn, flag)
             tcp_xmit_retransmit_queue(s, ctx, conn)
+            tcp_snd_write_xmit(s, ctx, conn)        # tcp_data_snd_check()
         return
     if after(ack, tp.snd_nxt):
         return
     tcp_ack_update_window(s, ack, ack_seq, win)
-    if nsack:
-        flag |= tcp_sacktag_write_queue(s, ctx, ack, sack, nsack, &newly_sacked)
-    acked = tcp_snd_clean_rtx_queue(s, ctx, ack, &acked_sacked, &seq_rtt, &ca_rtt)
-    if after(ack, prior_snd_una):
+    if after(ack, prior_snd_una):           # tcp_snd_una_update()
         flag |= FLAG_SND_UNA_ADVANCED
         tp.snd_una = ack
         if before(s.rtx_hint, ack):
             s.rtx_hint = ack
+    if nsack:
+        flag |= tcp_sacktag_write_queue(s, ctx, ack, prior_snd_una, sack, nsack, &newly_sacked)
+    acked = tcp_snd_clean_rtx_queue(s, ctx, ack, &acked_sacked, &seq_rtt, &ca_rtt)
     if seq_rtt >= 0:
         s.min_rtt_us = min(s.min_rtt_us, <uint32_t>ca_rtt)
         tcp_ack_update_rtt(tp, seq_rtt)

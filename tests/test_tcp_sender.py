@@ -218,3 +218,50 @@ def test_selftest_tcp_fast_recovery_prr_ss_10pkt_lost_1():
     for t, ack in ((460, 12001), (480, 14001), (500, 16001), (520, 17001)):
         s.ack(t * MS, ack, win=320)
     assert s.state["packets_out"] == 0 and not s.state["done"]     # no FIN: not closed
+
+
+def test_selftest_tcp_fast_recovery_prr_ss_30pkt_lost1_4():
+    """Port of packetdrill's tcp_fast_recovery_prr-ss-30pkt-lost1_4.pkt: segments 1 to 4 of
+    10 lost, SACKs of 5.., the third SACK starts recovery and each later one lets one lost
+    segment out again; after everything is acknowledged, 10 more segments written go out
+    ssthresh (7, CUBIC) at once."""
+    K = 1000
+    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
+    s.connect(0)
+    s.out()
+    s.established(10 * MS, mss=K + 12, wscale=7, win=32792)
+    assert len(s.out()) == 10
+    s.ack(20 * MS, 1, win=320, sacks=[(4001, 5001)])
+    s.ack(22 * MS, 1, win=320, sacks=[(4001, 6001)])
+    assert s.out() == []
+    for i, t in enumerate((22, 22, 22, 22)):
+        s.ack(t * MS, 1, win=320, sacks=[(4001, 7001 + i * K)])
+        assert s.out() == [(1 + i * K, K, ACK, True)]
+    for ack in (1001, 2001, 3001):
+        s.ack(32 * MS, ack, win=320, sacks=[(4001, 10001)])
+    s.ack(32 * MS, 10001, win=320)
+    assert s.out() == []
+    s.write(42 * MS, 10 * K)
+    assert [(o[0], o[1]) for o in s.out()] == [(10001 + i * K, K) for i in range(7)]
+
+
+def test_selftest_tcp_fast_recovery_prr_ss_ack_below_snd_una_cubic():
+    """Port of packetdrill's tcp_fast_recovery_prr-ss-ack-below-snd_una-cubic.pkt: an ACK
+    reordered below snd_una still has its SACK blocks read, and the 2 MSS they newly SACK let
+    2 more out: the lost 7001:8001 again and new data."""
+    K = 1000
+    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
+    s.connect(0)
+    s.out()
+    s.established(10 * MS, mss=K + 12, wscale=8, win=32792)
+    assert len(s.out()) == 10
+    s.ack(20 * MS, 1, win=320, sacks=[(1001, 2001)])
+    s.ack(20 * MS, 1, win=320, sacks=[(1001, 3001)])
+    s.ack(20 * MS, 1, win=320, sacks=[(1001, 3001), (8001, 9001)])
+    assert s.out() == [(1, K, ACK, True)]
+    s.ack(32 * MS, 4001, win=320, sacks=[(8001, 9001)])
+    assert [(o[0], o[1], o[3]) for o in s.out()] == [(4001 + i * K, K, True) for i in range(3)]
+    s.write(32 * MS, 10 * K)
+    assert s.out() == []
+    s.ack(34 * MS, 3001, win=320, sacks=[(5001, 7001)])
+    assert s.out() == [(7001, K, ACK, True), (10001, K, ACK, False)]
