@@ -265,3 +265,34 @@ def test_selftest_tcp_fast_recovery_prr_ss_ack_below_snd_una_cubic():
     assert s.out() == []
     s.ack(34 * MS, 3001, win=320, sacks=[(5001, 7001)])
     assert s.out() == [(7001, K, ACK, True), (10001, K, ACK, False)]
+
+
+def test_selftest_tcp_fast_recovery_prr_ss_30pkt_lost_1_4_11_16():
+    """Port of packetdrill's tcp_fast_recovery_prr-ss-30pkt-lost-1_4-11_16.pkt: segments 1-4
+    and 11-16 of 20 lost; PRR through its conservative, reduction-bound and slow-start parts,
+    and a retransmission lost again (RACK: TCPLostRetransmit) sent once more."""
+    K = 1000
+    s = CoreTcpSender("cubic", payload=20 * K, fin=False)
+    s.connect(0)
+    s.out()
+    s.established(10 * MS, mss=K + 12, wscale=7, win=32792)
+    assert len(s.out()) == 10
+    t = 20 * MS
+
+    def step(dt, ack, sacks, want):
+        nonlocal t
+        t += dt
+        s.ack(t, ack, win=320, sacks=sacks)
+        assert [(o[0], o[1]) for o in s.out()] == want
+
+    step(0, 1, [(4001, 5001)], [(10001, K)])
+    step(2 * MS, 1, [(4001, 6001)], [(11001, K)])
+    for i in range(4):                              # segments 1-4 again
+        step(2 * MS, 1, [(4001, 7001 + i * K)], [(1 + i * K, K)])
+    step(2 * MS, 1, [(4001, 11001)], [(12001, K)])   # PRR's reduction bound
+    step(2 * MS, 1, [(4001, 12001)], [(13001, K)])
+    step(10 * MS, 1001, [(4001, 12001)], [(14001, K), (15001, K)])   # PRR slow start
+    step(2 * MS, 1001, [(2001, 12001)], [(1001, K), (16001, K)])
+    assert s.mib["TCPLostRetransmit"] == 1
+    step(2 * MS, 1001, [(2001, 13001)], [(17001, K)])     # in flight at ssthresh
+    step(2 * MS, 1001, [(2001, 14001)], [(18001, K)])
