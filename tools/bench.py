@@ -624,7 +624,8 @@ def run_replay(runs=5, scale=1, variants=True):
     """netmem-replay on its default workload with every provider this netmem has
     (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf
     ``REPLAY_VARIANTS`` of the flatness targets and the 1 GiB capture (``_capture()``; unless
-    ``variants`` is False), and ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
+    ``variants`` is False) and the closed loop (``_closed_loop()``, the same), and
+    ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
     from netmem.provider import builtin_providers
     providers = builtin_providers()
     samples = {}
@@ -638,7 +639,7 @@ def run_replay(runs=5, scale=1, variants=True):
             for suffix, fields in REPLAY_VARIANTS.items():
                 samples.setdefault(f"replay_ns_per_pkt_dmabuf_{suffix}", []).append(
                     _replay("dmabuf", scale, **fields)["ns-per-frame"])
-        if "dmabuf" in providers:
+        if variants and "dmabuf" in providers:
             r = _closed_loop(scale)
             samples.setdefault("closed_loop_ns_per_frame", []).append(r["ns-per-frame"])
             samples.setdefault("closed_loop_mpps", []).append(r["mpps"])
