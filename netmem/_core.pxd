@@ -745,6 +745,14 @@ cdef struct nm_sock:
     uint32_t window_clamp       # tp->window_clamp
     uint32_t snd_nxt            # the receiver's own sequence (ISS + 1: it sends no data)
     uint32_t ts_recent          # tp->rx_opt.ts_recent: TSecr of the next ACK
+    # Receive-buffer autotuning (pyx/tcp_rmem.pxi): tp->rcvq_space and tp->rcv_rtt_est, times in
+    # us of the stack's clock (tp->tcp_mstamp).
+    uint32_t rcvq_space         # rcvq_space.space: bytes the reader took in the last RTT
+    uint32_t rcvq_seq           # rcvq_space.seq: copied_seq when it was measured
+    uint64_t rcvq_time          # rcvq_space.time
+    uint32_t rcv_rtt_us         # rcv_rtt_est.rtt_us (<< 3; 0: none yet)
+    uint32_t rcv_rtt_seq        # rcv_rtt_est.seq: rcv_nxt + rcv_wnd when the measure began
+    uint64_t rcv_rtt_time       # rcv_rtt_est.time (0: no measure yet)
 
 # One ACK the receiver sent (tcp_send_ack()), as m.tcp.acks() returns it (ACK_DTYPE).
 cdef struct nm_ack_rec:
@@ -788,6 +796,8 @@ cdef struct nm_tcp_mib:
     uint64_t RcvPruned
     uint64_t OfoPruned
     uint64_t TCPRcvCollapsed
+    uint64_t BeyondWindow       # LINUX_MIB_BEYOND_WINDOW (6.17): tcp_sequence() past the window
+    uint64_t TCPACKSkippedSeq   # tcp_oow_rate_limited() held a dup ACK back
 
 cdef struct nm_ip_mib:
     uint64_t InReceives
@@ -864,6 +874,9 @@ cdef struct nm_net:
     int open_on_data            # open a socket on the first segment of a flow seen mid-way
     uint64_t rcvbuf
     uint8_t rcvbuf_lock         # m.tcp.rcvbuf was set: new sockets' sk_rcvbuf is locked
+    uint8_t moderate_rcvbuf     # net.ipv4.tcp_moderate_rcvbuf
+    uint32_t tcp_rmem[3]        # net.ipv4.tcp_rmem: min, default (new sockets), max
+    uint32_t rcvbuf_low_rtt     # net.ipv4.tcp_rcvbuf_low_rtt (us)
     uint32_t defer_head[64]     # per-CPU skb defer lists (skb_attempt_defer_free())
     uint32_t defer_count[64]
     uint32_t defer_max          # net.core.skb_defer_max

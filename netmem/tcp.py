@@ -11,8 +11,8 @@ the connection each receive one direction. A socket opens on the SYN (or SYN-ACK
 direction; with ``m.tcp.open_on_data = True`` it also opens on the first segment of a flow the
 capture caught mid-way (its stream then starts at that segment).
 
-Departures from Linux are listed in ``docs/design.md`` (no checksums, no buffer autotuning, no
-TIME_WAIT, no IP reassembly).
+Departures from Linux are listed in ``docs/design.md`` (no checksums, no TIME_WAIT, no IP
+reassembly).
 """
 import ipaddress
 import socket as _socket
@@ -194,16 +194,43 @@ class TcpStack:
 
     @property
     def rcvbuf(self):
-        """sk_rcvbuf of new sockets (default tcp_rmem[2], 6 MiB; no autotuning). Setting it is
-        ``setsockopt(SO_RCVBUF)`` on each new socket: ``SOCK_RCVBUF_LOCK``, so memory pressure
-        (``tcp_clamp_window()``) does not grow it."""
-        return _core._net_config(self.machine)["rcvbuf"]
+        """``setsockopt(SO_RCVBUF)`` as applied to each new socket (the value sk_rcvbuf takes,
+        already doubled), or None (the default): new sockets start at tcp_rmem[1] and
+        autotune. A set value locks the buffer (``SOCK_RCVBUF_LOCK``: no autotuning, and
+        ``tcp_clamp_window()`` leaves it) and clamps the window the socket offers."""
+        cfg = _core._net_config(self.machine)
+        return cfg["rcvbuf"] if cfg["rcvbuf_lock"] else None
 
     @rcvbuf.setter
     def rcvbuf(self, value):
-        if not 0 < value < 1 << 40:
+        if not 0 < value < 1 << 31:
             raise NetmemError(22, f"rcvbuf: {value} out of range")
         _core._net_config(self.machine, rcvbuf=int(value))
+
+    @property
+    def rmem(self):
+        """net.ipv4.tcp_rmem: (min, default, max). A new socket's sk_rcvbuf starts at the
+        default, autotuning grows it up to the max. The model's default is (4096, 6291456,
+        6291456): its traffic is open loop (traces that never see the receiver's window), which
+        a socket starting at the kernel's 131072 would refuse past its first window; set
+        (4096, 131072, 6291456), the kernel's, for a closed loop and autotuning."""
+        return _core._net_config(self.machine)["rmem"]
+
+    @rmem.setter
+    def rmem(self, value):
+        value = tuple(int(v) for v in value)
+        if len(value) != 3 or not all(0 < v < 1 << 31 for v in value):
+            raise NetmemError(22, f"tcp_rmem: {value} must be three values in [1, INT_MAX]")
+        _core._net_config(self.machine, rmem=value)
+
+    @property
+    def moderate_rcvbuf(self):
+        """net.ipv4.tcp_moderate_rcvbuf (on): ``tcp_rcv_space_adjust()`` autotunes sk_rcvbuf."""
+        return _core._net_config(self.machine)["moderate_rcvbuf"]
+
+    @moderate_rcvbuf.setter
+    def moderate_rcvbuf(self, value):
+        _core._net_config(self.machine, moderate_rcvbuf=bool(value))
 
     @property
     def skb_defer_max(self):

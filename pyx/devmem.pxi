@@ -404,12 +404,15 @@ cdef int64_t tcp_recvmsg_devmem(nm_net *n, uint32_t ski, nm_devmem_rx *rx,
         last = unreadable
         sk.copied_seq += used
         copied += used
+        tcp_rcv_space_adjust(n, sk)
         if used + offset < skb.len:
             continue
         if skb.tcp_flags & TCPHDR_FIN:
             __rx_fin(n, sk, si)
             break
         tcp_eat_recv_skb(n, sk, si)
+    if copied > 0:
+        tcp_cleanup_rbuf(n, ski, <uint64_t>copied)
     if copied or found:
         return copied
     return tcp_recvmsg_tail(sk)

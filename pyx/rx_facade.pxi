@@ -13,14 +13,15 @@ TCP_MIB_KEYS = ("InSegs", "InErrs", "OutRsts", "PassiveOpens", "TCPOFOQueue", "T
                 "TCPChallengeACK", "TCPSYNChallenge", "TCPAbortOnClose", "PFMemallocDrop",
                 "TCPACKSkippedChallenge", "OutSegs", "DelayedACKs", "TCPWantZeroWindowAdv",
                 "TCPToZeroWindowAdv", "TCPFromZeroWindowAdv", "PruneCalled", "RcvPruned",
-                "OfoPruned", "TCPRcvCollapsed")
+                "OfoPruned", "TCPRcvCollapsed", "BeyondWindow", "TCPACKSkippedSeq")
 IP_MIB_KEYS = ("InReceives", "InHdrErrors", "InTruncatedPkts", "InUnknownProtos", "InDelivers",
                "ReasmReqds", "ReasmFails")
 DROP_REASONS = ("NOT_SPECIFIED", "NO_SOCKET", "PKT_TOO_SMALL", "TCP_OLD_DATA", "TCP_OFO_DROP",
                 "TCP_OFOMERGE", "PROTO_MEM", "IP_INHDR", "UNHANDLED_PROTO", "TCP_RESET",
                 "TCP_INVALID_SEQUENCE", "SOCKET_CLOSE", "IP_NOPROTO", "TCP_FLAGS",
                 "FRAG_REASM_TIMEOUT", "TCP_CLOSE", "TCP_INVALID_SYN", "TCP_ABORT_ON_DATA",
-                "PFMEMALLOC", "OTHERHOST", "TCP_OFO_QUEUE_PRUNE")
+                "PFMEMALLOC", "OTHERHOST", "TCP_OFO_QUEUE_PRUNE", "TCP_OLD_SEQUENCE",
+                "TCP_INVALID_END_SEQUENCE", "TCP_ZEROWINDOW", "TCP_OVERWINDOW")
 RXQ_STATS_KEYS = ("packets", "bytes", "alloc_fail", "hw_drops", "hw_drop_overruns",
                   "length_errors", "faults", "polls", "hds_split", "skb_alloc_fail")
 GRO_STATS_KEYS = ("merged", "held", "normal", "flushes", "flush_e2big", "flush_toomanyrefs")
@@ -395,7 +396,8 @@ def _tcp_mib(CoreMachine machine):
                                    t.TCPACKSkippedChallenge, t.OutSegs, t.DelayedACKs,
                                    t.TCPWantZeroWindowAdv, t.TCPToZeroWindowAdv,
                                    t.TCPFromZeroWindowAdv, t.PruneCalled, t.RcvPruned,
-                                   t.OfoPruned, t.TCPRcvCollapsed)))
+                                   t.OfoPruned, t.TCPRcvCollapsed, t.BeyondWindow,
+                                   t.TCPACKSkippedSeq)))
 
 
 ACK_DTYPE = _np.dtype([("t_ns", "<u8"), ("slot", "<u4"), ("seq", "<u4"), ("ack", "<u4"),
@@ -473,8 +475,15 @@ def _drop_reasons(CoreMachine machine):
 
 
 def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=None,
-                invalid_ratelimit=None, challenge_ack_limit=None, seed=None):
+                invalid_ratelimit=None, challenge_ack_limit=None, seed=None, rmem=None,
+                moderate_rcvbuf=None, rcvbuf_low_rtt=None):
     cdef nm_net *n = _net(machine)
+    if rmem is not None:
+        n.tcp_rmem[0], n.tcp_rmem[1], n.tcp_rmem[2] = rmem
+    if moderate_rcvbuf is not None:
+        n.moderate_rcvbuf = bool(moderate_rcvbuf)
+    if rcvbuf_low_rtt is not None:
+        n.rcvbuf_low_rtt = rcvbuf_low_rtt
     if invalid_ratelimit is not None:
         n.invalid_ratelimit = invalid_ratelimit
     if challenge_ack_limit is not None:
@@ -489,6 +498,9 @@ def _net_config(CoreMachine machine, open_on_data=None, rcvbuf=None, defer_max=N
     if defer_max is not None:
         n.defer_max = defer_max
     return {"open_on_data": bool(n.open_on_data), "rcvbuf": n.rcvbuf,
+            "rcvbuf_lock": bool(n.rcvbuf_lock),
+            "rmem": (n.tcp_rmem[0], n.tcp_rmem[1], n.tcp_rmem[2]),
+            "moderate_rcvbuf": bool(n.moderate_rcvbuf), "rcvbuf_low_rtt": n.rcvbuf_low_rtt,
             "defer_max": n.defer_max, "defer_kicks": n.defer_kicks,
             "invalid_ratelimit": n.invalid_ratelimit,
             "challenge_ack_limit": n.challenge_ack_limit,
@@ -587,7 +599,8 @@ def _sk_info(CoreMachine machine, uint32_t ski):
     return {"state": TCP_STATES[sk.state], "rcv_nxt": sk.rcv_nxt, "copied_seq": sk.copied_seq,
             "rmem_alloc": sk.rmem_alloc, "rcvbuf": sk.rcvbuf, "queued_truesize": truesize,
             "rcv_wnd": sk.rcv_wnd, "rcv_wup": sk.rcv_wup, "rcv_ssthresh": sk.rcv_ssthresh,
-            "window_clamp": sk.window_clamp,
+            "window_clamp": sk.window_clamp, "rcv_rtt_us": sk.rcv_rtt_us >> 3,
+            "rcvq_space": sk.rcvq_space,
             "bytes_received": sk.bytes_received, "segs_in": sk.segs_in,
             "data_segs_in": sk.data_segs_in, "rcv_queue_skbs": queued, "ofo_skbs": sk.ofo_len,
             "sack_ok": bool(sk.sack_ok), "err": sk.err, "hashed": sk.hnext != NM_NIL - 1,

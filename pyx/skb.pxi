@@ -20,7 +20,10 @@ cdef enum:
     NM_HDR_BUF_SIZE = 1024          # the model driver's header buffers (header split)
     NM_HDS_THRESH_MAX = 512         # ethtool hds-thresh maximum of the model driver
     NM_RX_BUF_SIZE = 2048           # payload buffers without header split: half pages
-    NM_TCP_RMEM_MAX = 6291456       # net.ipv4.tcp_rmem[2] default: the model's sk_rcvbuf
+    NM_TCP_RMEM_MAX = 6291456       # net.ipv4.tcp_rmem[2] default
+    # net.ipv4.tcp_rmem[1], a new socket's sk_rcvbuf: the kernel's default is 131072; the
+    # model's is tcp_rmem[2], as its traffic is open loop (senders that never see the window).
+    NM_TCP_RMEM_DEFAULT = NM_TCP_RMEM_MAX
     NM_ACK_RING = 4096              # ACK records a machine holds until m.tcp.acks() drains
     NM_TCP_INVALID_RATELIMIT = 500  # net.ipv4.tcp_invalid_ratelimit: HZ/2 jiffies, in ms
     NM_INT_MAX = 0x7fffffff         # tcp_challenge_ack_limit default since 6.0: no netns limit
@@ -47,7 +50,11 @@ cdef enum:
     NM_DROP_PFMEMALLOC = 18
     NM_DROP_OTHERHOST = 19
     NM_DROP_TCP_OFO_QUEUE_PRUNE = 20
-    NM_DROP_REASONS = 21
+    NM_DROP_TCP_OLD_SEQUENCE = 21
+    NM_DROP_TCP_INVALID_END_SEQUENCE = 22
+    NM_DROP_TCP_ZEROWINDOW = 23
+    NM_DROP_TCP_OVERWINDOW = 24
+    NM_DROP_REASONS = 25
 
 
 cdef inline uint32_t SKB_TRUESIZE(uint32_t x) noexcept nogil:
@@ -104,6 +111,11 @@ cdef int nm_net_init(nm_machine *m) except -1:
     n.sk_free = NM_NIL
     n.defer_max = NM_DEFER_MAX
     n.rcvbuf = NM_TCP_RMEM_MAX
+    n.tcp_rmem[0] = 4096
+    n.tcp_rmem[1] = NM_TCP_RMEM_DEFAULT
+    n.tcp_rmem[2] = NM_TCP_RMEM_MAX
+    n.moderate_rcvbuf = 1
+    n.rcvbuf_low_rtt = 1000             # USEC_PER_MSEC
     n.invalid_ratelimit = NM_TCP_INVALID_RATELIMIT
     n.challenge_ack_limit = NM_INT_MAX
     n.challenge_rng = 0x9e3779b9        # reseeded from the machine's seed (_net_config)

@@ -20,7 +20,6 @@ cdef enum:
     TCP_MSS_DEFAULT = 536
     TCP_MIN_MSS = 88
     TCP_MAX_WSCALE = 14
-    TCP_RMEM_DEFAULT = 131072       # net.ipv4.tcp_rmem[1]: the listener's sk_rcvbuf
     TCP_SCALING_RATIO = 128         # TCP_DEFAULT_SCALING_RATIO of 6.6: half of the space
     TCP_RMEM_TO_WIN_SCALE = 8
 
@@ -37,38 +36,43 @@ cdef inline uint32_t tcp_receive_window(nm_sock *sk) noexcept nogil:
     return <uint32_t>win if win > 0 else 0
 
 
-cdef void tcp_ack_init(nm_sock *sk, uint8_t wscale_ok) noexcept nogil:
+cdef void tcp_ack_init(nm_net *n, nm_sock *sk, uint8_t wscale_ok) noexcept nogil:
     """The window and ACK state of a passive open: ``tcp_openreq_init_rwin()`` ->
-    ``tcp_select_initial_window()`` over the listener's ``tcp_full_space()`` (tcp_rmem[1]),
-    ``tcp_init_buffer_space()``'s clamp to the socket's ``tcp_full_space()``, and
-    ``tcp_initialize_rcv_mss()``. The MSS is the local one (1460 IPv4, 1440 IPv6, less the
-    timestamps); ``rcv_wscale`` is ilog2(max(tcp_rmem[2], rmem_max)) - 15 when the SYN offered
-    window scaling. Departs: no ISN is drawn (ISS 0)."""
+    ``tcp_select_initial_window()`` over the listener's ``tcp_full_space()`` (its sk_rcvbuf:
+    tcp_rmem[1], or the ``SO_RCVBUF`` of ``m.tcp.rcvbuf``, which also clamps the window:
+    SOCK_RCVBUF_LOCK), ``tcp_init_buffer_space()`` and ``tcp_initialize_rcv_mss()``. The MSS
+    is the local one (1460 IPv4, 1440 IPv6, less the timestamps); ``rcv_wscale`` is
+    ilog2(min(max(tcp_rmem[2], rmem_max), window_clamp)) - 15 when the SYN offered window
+    scaling. Departs: no ISN is drawn (ISS 0)."""
     cdef uint32_t mss, space, wscale = 0, clamp = 0xffff << TCP_MAX_WSCALE
+    cdef uint32_t full = tcp_win_from_space(sk.rcvbuf if sk.rcvbuf_lock else n.tcp_rmem[1])
+    if sk.rcvbuf_lock:
+        clamp = full
     sk.advmss = 1460 if sk.family == 4 else 1440
     mss = sk.advmss - (TCPOLEN_TSTAMP_ALIGNED if sk.tstamp_ok else 0)
-    space = min(tcp_win_from_space(TCP_RMEM_DEFAULT), clamp)
+    space = min(full, clamp)
     if space > mss:
         space -= space % mss
     sk.rcv_wnd = min(space, <uint32_t>0xffff)
     if wscale_ok:
-        space = max(space, <uint32_t>NM_TCP_RMEM_MAX)
+        space = min(max(space, n.tcp_rmem[2]), clamp)
         wscale = min(max(<int>fls_long(space) - 1 - 15, 0), TCP_MAX_WSCALE)   # ilog2
     sk.rcv_wscale = <uint8_t>wscale
-    sk.window_clamp = min(<uint32_t>0xffff << wscale, clamp, tcp_win_from_space(sk.rcvbuf))
-    sk.rcv_ssthresh = min(sk.rcv_wnd, sk.window_clamp)
+    sk.window_clamp = min(<uint32_t>0xffff << wscale, clamp)
+    sk.rcv_ssthresh = sk.rcv_wnd
     sk.rcv_wup = sk.rcv_nxt
     sk.rcv_mss = max(min(sk.advmss, sk.rcv_wnd // 2, <uint32_t>TCP_MSS_DEFAULT),
                      <uint32_t>TCP_MIN_MSS)
     sk.snd_nxt = 1
+    tcp_init_buffer_space(n, sk)
 
 
 cdef uint32_t __tcp_select_window(nm_sock *sk) noexcept nogil:
     """Models ``__tcp_select_window()`` (``net.ipv4.tcp_shrink_window`` off, its default):
     free space from ``tcp_space()``, no shrinking, zero when below 1/16 of the full space or one
     MSS, capped at ``rcv_ssthresh``, aligned to the scale (or a multiple of the MSS without).
-    Departs: ``rcv_ssthresh`` does not grow (``tcp_grow_window()``: pending) and there is no
-    memory pressure (``tcp_adjust_rcv_ssthresh()``)."""
+    Departs: ``tcp_under_memory_pressure()`` is false, so ``tcp_adjust_rcv_ssthresh()``
+    never runs."""
     cdef int64_t mss = sk.rcv_mss, window
     cdef int64_t allowed = tcp_win_from_space(sk.rcvbuf)
     cdef int64_t full = min(<int64_t>sk.window_clamp, allowed)
@@ -149,12 +153,13 @@ cdef void tcp_event_data_recv(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogi
     ``rcv_mss`` and update ``ato`` from the gap since the last arrival. Departs: the
     ``tcp_measure_rcv_mss()`` part keeps only its first branch (a segment at least
     ``rcv_mss`` long sets it, up to ``advmss``; no ``ICSK_ACK_PUSHED`` for short ones), and
-    ``tcp_grow_window()`` is pending."""
+    the RTT is measured without timestamps only (``tcp_rcv_rtt_measure()``)."""
     cdef uint32_t now = tcp_jiffies32(n), m, ln
     inet_csk_schedule_ack(sk)
     ln = skb.gso_size if skb.gso_size else skb.len
     if ln >= sk.rcv_mss:
         sk.rcv_mss = min(ln, sk.advmss)
+    tcp_rcv_rtt_measure(n, sk)
     if not sk.ato:
         tcp_incr_quickack(sk, TCP_MAX_QUICKACKS)
         sk.ato = TCP_ATO_MIN
@@ -167,6 +172,8 @@ cdef void tcp_event_data_recv(nm_net *n, nm_sock *sk, nm_skb *skb) noexcept nogi
         elif m > TCP_TIMEOUT_INIT:
             tcp_incr_quickack(sk, TCP_MAX_QUICKACKS)
     sk.lrcvtime = now
+    if skb.len >= 128:
+        tcp_grow_window(n, sk, skb, True)
 
 
 cdef void tcp_send_ack(nm_net *n, uint32_t ski) noexcept nogil:
@@ -294,3 +301,68 @@ cdef void tcp_ack_snd_check(nm_net *n, uint32_t ski) noexcept nogil:
         tcp_send_ack(n, ski)
     else:
         tcp_send_delayed_ack(n, ski)
+
+
+# ---- segments out of the window (tcp_validate_incoming(), step 1) ------------------------------
+
+cdef int tcp_sequence(nm_sock *sk, nm_skb *skb) noexcept nogil:
+    """Models ``tcp_sequence()`` of 7.x (``tcp: do not accept packets beyond window``, 6.17,
+    with the 2026 fix that lets a FIN reach past the window): an skb ending before ``rcv_wup``
+    is old; one past ``rcv_nxt + tcp_receive_window()`` is refused when it starts past it, or
+    when the receive queue is not empty (an skb the reader has made room for is taken whole).
+    The SKB_DROP_REASON (NM_DROP_*), or -1 to go on."""
+    cdef uint32_t seq_limit
+    if before(skb.end_seq, sk.rcv_wup):
+        return NM_DROP_TCP_OLD_SEQUENCE
+    seq_limit = sk.rcv_nxt + tcp_receive_window(sk)
+    if unlikely(after(skb.end_seq, seq_limit)):
+        if not after(skb.end_seq - ((skb.tcp_flags & TCPHDR_FIN) != 0), seq_limit):
+            return -1
+        if after(skb.seq, seq_limit):
+            return NM_DROP_TCP_INVALID_SEQUENCE
+        if sk.rq_head != NM_NIL:
+            return NM_DROP_TCP_INVALID_END_SEQUENCE
+    return -1
+
+
+cdef bint __tcp_oow_rate_limited(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``__tcp_oow_rate_limited()``: an out-of-window answer at most once per
+    ``net.ipv4.tcp_invalid_ratelimit`` (500 ms) per socket; the caller counts the skip."""
+    cdef uint32_t now = tcp_jiffies32(n)
+    if sk.last_oow_ack_time:
+        if 0 <= <int32_t>(now - sk.last_oow_ack_time) < <int32_t>n.invalid_ratelimit:
+            return True
+    sk.last_oow_ack_time = now
+    return False
+
+
+cdef void tcp_send_dupack(nm_net *n, uint32_t ski, nm_skb *skb) noexcept nogil:
+    """Models ``tcp_send_dupack()``: data that starts below ``rcv_nxt`` is a lost delayed ACK
+    (``DelayedACKLost``, quick-ack mode) and, with SACK, a D-SACK of its part below
+    ``rcv_nxt``; an ACK goes at once."""
+    cdef nm_sock *sk = &n.socks[ski]
+    if skb.end_seq != skb.seq and before(skb.seq, sk.rcv_nxt):
+        n.tcp.DelayedACKLost += 1
+        tcp_enter_quickack_mode(sk, TCP_MAX_QUICKACKS)
+        if sk.sack_ok:
+            tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt if after(skb.end_seq, sk.rcv_nxt)
+                          else skb.end_seq)
+    tcp_send_ack(n, ski)
+
+
+cdef void tcp_cleanup_rbuf(nm_net *n, uint32_t ski, uint64_t copied) noexcept nogil:
+    """Models ``__tcp_cleanup_rbuf()`` after a read of ``copied`` bytes: an ACK when one is
+    scheduled and more than a full frame is unacknowledged, or when the read lets the window
+    open to at least twice what is left of it (and at least half the clamp is free), as long
+    as more data can come. Departs: no ``ICSK_ACK_PUSHED`` (see ``tcp_event_data_recv()``)."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef uint32_t rcv_window_now, new_window
+    cdef bint time_to_ack = (sk.ack_pending & ICSK_ACK_SCHED
+                             and sk.rcv_nxt - sk.rcv_wup > sk.rcv_mss)
+    if copied and not time_to_ack and sk.state == NM_TCP_ESTABLISHED:
+        rcv_window_now = tcp_receive_window(sk)
+        if 2 * rcv_window_now <= sk.window_clamp:
+            new_window = __tcp_select_window(sk)
+            time_to_ack = new_window != 0 and new_window >= 2 * rcv_window_now
+    if time_to_ack:
+        tcp_send_ack(n, ski)

@@ -35,13 +35,13 @@ cdef inline bint tcp_try_rmem_schedule(nm_net *n, nm_sock *sk, nm_skb *skb) noex
     return tcp_prune_queue(n, <uint32_t>(sk - n.socks), skb) >= 0
 
 
-cdef void tcp_clamp_window(nm_sock *sk) noexcept nogil:
+cdef void tcp_clamp_window(nm_net *n, nm_sock *sk) noexcept nogil:
     """Models ``tcp_clamp_window()``: leave quick-ack mode; an unlocked ``sk_rcvbuf`` below
     tcp_rmem[2] grows to what is allocated; when the queues still hold more than
     ``sk_rcvbuf``, ``rcv_ssthresh`` falls to two segments."""
     sk.ack_quick = 0
-    if sk.rcvbuf < NM_TCP_RMEM_MAX and not sk.rcvbuf_lock:
-        sk.rcvbuf = min(sk.rmem_alloc, <uint64_t>NM_TCP_RMEM_MAX)
+    if sk.rcvbuf < n.tcp_rmem[2] and not sk.rcvbuf_lock:
+        sk.rcvbuf = min(sk.rmem_alloc, <uint64_t>n.tcp_rmem[2])
     if sk.rmem_alloc > sk.rcvbuf:
         sk.rcv_ssthresh = min(sk.window_clamp, 2 * sk.advmss)
 
@@ -56,7 +56,7 @@ cdef int tcp_prune_queue(nm_net *n, uint32_t ski, nm_skb *in_skb) noexcept nogil
         return -1
     n.tcp.PruneCalled += 1
     if not tcp_can_ingest(sk, in_skb):
-        tcp_clamp_window(sk)
+        tcp_clamp_window(n, sk)
     if tcp_can_ingest(sk, in_skb):
         return 0
     tcp_collapse_ofo_queue(n, ski)
@@ -277,3 +277,131 @@ cdef void __tcp_rbtree_insert_all(nm_net *n, nm_sock *sk, uint32_t si) noexcept 
                  else &n.skb_rb[parent].rb_right)
         __ofo_insert(n, sk, si, parent, p)
         si = nxt
+
+
+# ---- the window grows (tcp_input.c's buffer and window tuning, 6.12 to 7.x) -------------------
+
+cdef inline int64_t tcp_space(nm_sock *sk) noexcept nogil:
+    """Models ``tcp_space()``: the window the free part of ``sk_rcvbuf`` is worth (negative
+    when it is overdrawn; no backlog)."""
+    cdef int64_t space = <int64_t>sk.rcvbuf - <int64_t>sk.rmem_alloc
+    return tcp_win_from_space(space) if space > 0 else -tcp_win_from_space(-space)
+
+
+cdef inline uint64_t tcp_space_from_win(uint64_t win) noexcept nogil:
+    """Models ``tcp_space_from_win()`` at the default ``scaling_ratio``."""
+    return (win << TCP_RMEM_TO_WIN_SCALE) // TCP_SCALING_RATIO
+
+
+cdef void tcp_init_buffer_space(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``tcp_init_buffer_space()`` (6.12 to 7.x, ``tcp_app_win`` 31): the window clamp
+    falls to ``tcp_full_space()`` less one segment kept for the application; ``rcv_ssthresh``
+    below it; ``rcvq_space`` starts at min(rcv_ssthresh, rcv_wnd, TCP_INIT_CWND * advmss)."""
+    cdef uint32_t maxwin = tcp_win_from_space(sk.rcvbuf)
+    if sk.window_clamp >= maxwin:
+        sk.window_clamp = maxwin                # maxwin - (maxwin >> 31): maxwin
+    if sk.window_clamp > 2 * sk.advmss and sk.window_clamp + sk.advmss > maxwin:
+        sk.window_clamp = max(2 * sk.advmss, maxwin - sk.advmss)   # force one segment's room
+    sk.rcv_ssthresh = min(sk.rcv_ssthresh, sk.window_clamp)
+    sk.rcvq_time = tcp_mstamp(n)
+    sk.rcvq_seq = sk.copied_seq
+    sk.rcvq_space = min(sk.rcv_ssthresh, sk.rcv_wnd, 10 * sk.advmss)      # TCP_INIT_CWND
+
+
+cdef inline uint64_t tcp_mstamp(nm_net *n) noexcept nogil:
+    """``tp->tcp_mstamp``: the stack's clock in us."""
+    return (n.now_ns if n.now_ns else n.m.clock_ns) // 1000
+
+
+cdef uint32_t __tcp_grow_window(nm_net *n, nm_sock *sk, nm_skb *skb,
+                                uint32_t skbtruesize) noexcept nogil:
+    """Models ``__tcp_grow_window()``: two segments when the skb's payload would fit the
+    window its truesize is worth at a smaller ``rcv_ssthresh``, else nothing."""
+    cdef int64_t truesize = tcp_win_from_space(skbtruesize) >> 1
+    cdef int64_t window = tcp_win_from_space(n.tcp_rmem[2]) >> 1
+    while sk.rcv_ssthresh <= window:
+        if truesize <= skb.len:
+            return 2 * sk.rcv_mss
+        truesize >>= 1
+        window >>= 1
+    return 0
+
+
+cdef void tcp_grow_window(nm_net *n, nm_sock *sk, nm_skb *skb, bint adjust) noexcept nogil:
+    """Models ``tcp_grow_window()`` with ``truesize_adjust()``: while ``rcv_ssthresh`` is
+    below the clamp and the free space, an skb whose truesize leaves its payload room (the
+    page frags only when ``adjust`` and the head holds no payload) raises it by
+    max(2 * advmss or ``__tcp_grow_window()``, 2 * len), and asks for a quick ACK. Departs:
+    never under memory pressure (``tcp_adjust_rcv_ssthresh()``)."""
+    cdef int64_t room = min(<int64_t>sk.window_clamp, tcp_space(sk)) - sk.rcv_ssthresh
+    cdef uint32_t truesize = skb.truesize, incr
+    if room <= 0:
+        return
+    if adjust and skb_headlen(skb) == 0:
+        truesize -= SKB_TRUESIZE(skb_end_offset(skb_shinfo(n, skb)))
+        if <int32_t>truesize < <int32_t>skb.len:
+            truesize = skb.truesize
+    if tcp_win_from_space(truesize) <= skb.len:
+        incr = 2 * sk.advmss
+    else:
+        incr = __tcp_grow_window(n, sk, skb, truesize)
+    if incr:
+        incr = max(incr, 2 * skb.len)
+        sk.rcv_ssthresh += <uint32_t>min(<int64_t>incr, room)
+        sk.ack_quick |= 1
+
+
+cdef void tcp_rcv_rtt_measure(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``tcp_rcv_rtt_measure()`` and ``tcp_rcv_rtt_update(win_dep=1)``: the time a
+    window's worth of data takes to arrive, the minimum kept (<< 3). Departs:
+    ``tcp_rcv_rtt_measure_ts()`` (timestamps) is not modelled."""
+    cdef uint64_t now = tcp_mstamp(n)
+    cdef uint64_t m
+    if sk.rcv_rtt_time:
+        if before(sk.rcv_nxt, sk.rcv_rtt_seq):
+            return
+        m = max(now - sk.rcv_rtt_time, <uint64_t>1) << 3
+        if sk.rcv_rtt_us == 0 or m < sk.rcv_rtt_us:
+            sk.rcv_rtt_us = <uint32_t>min(m, <uint64_t>0xffffffff)
+    sk.rcv_rtt_seq = sk.rcv_nxt + sk.rcv_wnd
+    sk.rcv_rtt_time = now
+
+
+cdef void tcp_rcvbuf_grow(nm_net *n, nm_sock *sk, uint32_t newval) noexcept nogil:
+    """Models ``tcp_rcvbuf_grow()`` (6.19 to 7.x): ``rcvq_space`` becomes what the reader
+    took; with ``tcp_moderate_rcvbuf`` and no SO_RCVBUF, ``sk_rcvbuf`` grows to the space of
+    twice that (DRS is one RTT late), plus the sender's slow-start growth (scaled down below
+    ``tcp_rcvbuf_low_rtt``), plus what the out-of-order queue spans, up to tcp_rmem[2]; the
+    window clamp follows."""
+    cdef uint32_t oldval = sk.rcvq_space, rtt_us = sk.rcv_rtt_us >> 3
+    cdef uint64_t rcvwin, grow, rcvbuf
+    sk.rcvq_space = newval
+    if not n.moderate_rcvbuf or sk.rcvbuf_lock:
+        return
+    rcvwin = <uint64_t>newval << 1
+    if rtt_us < n.rcvbuf_low_rtt:
+        grow = rcvwin * rtt_us // n.rcvbuf_low_rtt
+    else:
+        grow = (rcvwin << 1) * (newval - oldval) // oldval
+    rcvwin += grow
+    if sk.ofo_root != NM_NIL:
+        rcvwin += SKB(n, sk.ofo_tail).end_seq - sk.rcv_nxt
+    rcvbuf = min(tcp_space_from_win(rcvwin), <uint64_t>n.tcp_rmem[2])
+    if rcvbuf > sk.rcvbuf:
+        sk.rcvbuf = rcvbuf
+        sk.window_clamp = tcp_win_from_space(rcvbuf)
+
+
+cdef void tcp_rcv_space_adjust(nm_net *n, nm_sock *sk) noexcept nogil:
+    """Models ``tcp_rcv_space_adjust()`` (6.15 to 7.x), called for each skb a read copies:
+    once per measured RTT, the bytes the reader took (less those still queued) that beat
+    ``rcvq_space`` grow the buffer (``tcp_rcvbuf_grow()``). No RTT measured, no tuning."""
+    cdef uint64_t now = tcp_mstamp(n)
+    cdef int64_t copied
+    if sk.rcv_rtt_us == 0 or now - sk.rcvq_time < sk.rcv_rtt_us >> 3:
+        return
+    copied = <int32_t>(sk.copied_seq - sk.rcvq_seq) - <int32_t>(sk.rcv_nxt - sk.copied_seq)
+    if copied > <int64_t>sk.rcvq_space:
+        tcp_rcvbuf_grow(n, sk, <uint32_t>copied)
+    sk.rcvq_seq = sk.copied_seq
+    sk.rcvq_time = now

@@ -207,7 +207,7 @@ cdef uint32_t __sk_create(nm_net *n, uint8_t family, const uint8_t *laddr, const
     sk.copied_seq = rcv_nxt
     sk.rq_head = sk.rq_tail = NM_NIL
     sk.ofo_head = sk.ofo_tail = sk.ofo_root = NM_NIL
-    sk.rcvbuf = n.rcvbuf
+    sk.rcvbuf = n.rcvbuf if n.rcvbuf_lock else n.tcp_rmem[1]
     sk.rcvbuf_lock = n.rcvbuf_lock
     b = __sk_hashfn(family, laddr, raddr, lport, rport) & n.sk_hash_mask
     sk.hnext = n.sk_hash[b]
@@ -532,9 +532,13 @@ cdef void __ofo_insert(nm_net *n, nm_sock *sk, uint32_t si, uint32_t parent,
 
 cdef bint tcp_ooo_try_coalesce(nm_net *n, uint32_t to, uint32_t si) noexcept nogil:
     """Models ``tcp_ooo_try_coalesce()`` of ``si`` into ``to`` and, when it was eaten,
-    coalesce_done's ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
+    coalesce_done: ``tcp_grow_window()`` with SACK (without, the window stays put to force
+    duplicate ACKs), ``kfree_skb_partial()``. Departs: ``to``'s gso_segs is not summed."""
     cdef bint fragstolen
+    cdef nm_sock *sk = &n.socks[SKB(n, to).sk]
     if tcp_try_coalesce(n, SKB(n, to), SKB(n, si), &fragstolen):
+        if sk.sack_ok:
+            tcp_grow_window(n, sk, SKB(n, si), True)
         kfree_skb_partial(n, si, fragstolen)
         return True
     return False
@@ -626,59 +630,90 @@ cdef void tcp_data_queue_ofo(nm_net *n, uint32_t ski, uint32_t si) noexcept nogi
         __drop(n, nxt, NM_DROP_TCP_OFOMERGE)
     if sk.sack_ok and not first:                # add_sack (the first skb built its block)
         tcp_sack_new_ofo_skb(sk, seq, end_seq)
+    if sk.sack_ok:
+        tcp_grow_window(n, sk, skb, False)
     skb_condense(n, skb)
     skb_set_owner_r(n, skb, ski)
 
 
 cdef void tcp_data_queue(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
-    """Models ``tcp_data_queue()``: in order (with coalescing into the tail), old data,
-    partial overlap, or out of order."""
+    """Models ``tcp_data_queue()`` (7.x): in order (into a zero window only a bare FIN:
+    ``TCPZeroWindowDrop``), old data, past the window (``TCP_OVERWINDOW``: a zero-window
+    probe), partial overlap, or out of order. Each drop but memory's enters quick-ack mode
+    (``out_of_window``)."""
     cdef nm_sock *sk = &n.socks[ski]
     cdef nm_skb *skb = SKB(n, si)
-    cdef bint fragstolen = False, eaten, partial
     if skb.seq == skb.end_seq:
         __kfree_skb(n, si)              # a pure ACK: consumed
         return
     sk.dsack = 0                        # tp->rx_opt.dsack = 0
-    partial = before(skb.seq, sk.rcv_nxt) and after(skb.end_seq, sk.rcv_nxt)
-    if skb.seq == sk.rcv_nxt or partial:
-        if skb.seq != sk.rcv_nxt:
-            tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt)   # partial packet, seq < rcv_nxt < end_seq
-        if not tcp_try_rmem_schedule(n, sk, skb):
-            sk.ack_pending |= ICSK_ACK_NOW | ICSK_ACK_SCHED     # ICSK_ACK_NOMEM is not kept
-            ep_poll_callback(n, ski)            # sk->sk_data_ready()
-            if sk.rq_head != NM_NIL and skb.len:
-                n.tcp.TCPRcvQDrop += 1
-                __drop(n, si, NM_DROP_PROTO_MEM)
-                return
-        # Else sk_forced_mem_schedule(): an empty queue (or a bare FIN) always takes it.
-        eaten = (sk.rq_tail != NM_NIL
-                 and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
-        tcp_rcv_nxt_update(sk, skb.end_seq)
-        if skb.len:
-            tcp_event_data_recv(n, sk, skb)
-        if skb.tcp_flags & TCPHDR_FIN:
-            tcp_fin(n, sk)
-        if not eaten:
-            __tcp_queue_tail(n, ski, si)
-        if sk.ofo_head != NM_NIL:
-            tcp_ofo_queue(n, ski)
-            if sk.ofo_root == NM_NIL:
-                sk.ack_pending |= ICSK_ACK_NOW     # the hole is filled: ACK it at once
-        if sk.num_sacks:
-            tcp_sack_remove(sk)
-        if eaten:
-            kfree_skb_partial(n, si, fragstolen)
-        ep_poll_callback(n, ski)        # tcp_data_ready()
+    if skb.seq == sk.rcv_nxt:
+        if tcp_receive_window(sk) == 0 and (skb.len or not (skb.tcp_flags & TCPHDR_FIN)):
+            n.tcp.TCPZeroWindowDrop += 1
+            __tcp_out_of_window(n, sk, si, NM_DROP_TCP_ZEROWINDOW)
+            return
+        __tcp_queue_and_out(n, ski, si)
         return
     if not after(skb.end_seq, sk.rcv_nxt):
-        n.tcp.DelayedACKLost += 1
+        n.tcp.DelayedACKLost += 1       # a retransmit: force an immediate ACK
         tcp_dsack_set(n, sk, skb.seq, skb.end_seq)
-        tcp_enter_quickack_mode(sk, TCP_MAX_QUICKACKS)     # out_of_window: force an ACK
-        inet_csk_schedule_ack(sk)
-        __drop(n, si, NM_DROP_TCP_OLD_DATA)
+        __tcp_out_of_window(n, sk, si, NM_DROP_TCP_OLD_DATA)
+        return
+    if not before(skb.seq, sk.rcv_nxt + tcp_receive_window(sk)):
+        __tcp_out_of_window(n, sk, si, NM_DROP_TCP_OVERWINDOW)
+        return
+    if before(skb.seq, sk.rcv_nxt):
+        tcp_dsack_set(n, sk, skb.seq, sk.rcv_nxt)   # partial packet, seq < rcv_nxt < end_seq
+        if tcp_receive_window(sk) == 0:
+            n.tcp.TCPZeroWindowDrop += 1
+            __tcp_out_of_window(n, sk, si, NM_DROP_TCP_ZEROWINDOW)
+            return
+        __tcp_queue_and_out(n, ski, si)
         return
     tcp_data_queue_ofo(n, ski, si)
+
+
+cdef inline void __tcp_out_of_window(nm_net *n, nm_sock *sk, uint32_t si,
+                                     int reason) noexcept nogil:
+    """``tcp_data_queue()``'s out_of_window: quick-ack mode, an ACK scheduled, the drop."""
+    tcp_enter_quickack_mode(sk, TCP_MAX_QUICKACKS)
+    inet_csk_schedule_ack(sk)
+    __drop(n, si, reason)
+
+
+cdef void __tcp_queue_and_out(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
+    """``tcp_data_queue()``'s queue_and_out: charge the skb (or drop it, ``TCPRcvQDrop``,
+    when memory is short and the queue holds data), coalesce it into the tail or queue it,
+    then move what became in order from the out-of-order queue."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef nm_skb *skb = SKB(n, si)
+    cdef bint fragstolen = False, eaten
+    if not tcp_try_rmem_schedule(n, sk, skb):
+        sk.ack_pending |= ICSK_ACK_NOW | ICSK_ACK_SCHED     # ICSK_ACK_NOMEM is not kept
+        ep_poll_callback(n, ski)            # sk->sk_data_ready()
+        if sk.rq_head != NM_NIL and skb.len:
+            n.tcp.TCPRcvQDrop += 1
+            __drop(n, si, NM_DROP_PROTO_MEM)
+            return
+    # Else sk_forced_mem_schedule(): an empty queue (or a bare FIN) always takes it.
+    eaten = (sk.rq_tail != NM_NIL
+             and tcp_try_coalesce(n, SKB(n, sk.rq_tail), skb, &fragstolen))
+    tcp_rcv_nxt_update(sk, skb.end_seq)
+    if not eaten:
+        __tcp_queue_tail(n, ski, si)            # tcp_queue_rcv(): charged before the window grows
+    if skb.len:
+        tcp_event_data_recv(n, sk, skb)
+    if skb.tcp_flags & TCPHDR_FIN:
+        tcp_fin(n, sk)
+    if sk.ofo_head != NM_NIL:
+        tcp_ofo_queue(n, ski)
+        if sk.ofo_root == NM_NIL:
+            sk.ack_pending |= ICSK_ACK_NOW     # the hole is filled: ACK it at once
+    if sk.num_sacks:
+        tcp_sack_remove(sk)
+    if eaten:
+        kfree_skb_partial(n, si, fragstolen)
+    ep_poll_callback(n, ski)        # tcp_data_ready()
 
 
 # ---- the protocol layers ------------------------------------------------------------------------
@@ -734,12 +769,9 @@ cdef void tcp_send_challenge_ack(nm_net *n, nm_sock *sk) noexcept nogil:
     xorshift32 seeded from the machine's seed). A challenge that passes is TCPChallengeACK;
     nothing is sent."""
     cdef uint32_t now = tcp_jiffies32(n), half, span
-    if sk.last_oow_ack_time:
-        if <int32_t>(now - sk.last_oow_ack_time) >= 0 and \
-                <int32_t>(now - sk.last_oow_ack_time) < <int32_t>n.invalid_ratelimit:
-            n.tcp.TCPACKSkippedChallenge += 1
-            return
-    sk.last_oow_ack_time = now
+    if __tcp_oow_rate_limited(n, sk):
+        n.tcp.TCPACKSkippedChallenge += 1
+        return
     if n.challenge_ack_limit != NM_INT_MAX:
         if now // 1000 != n.challenge_timestamp:                # jiffies / HZ
             half = (n.challenge_ack_limit + 1) >> 1
@@ -816,7 +848,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             # tp->rx_opt.tstamp_ok: the local side answers a SYN's timestamps with its own
             # (net.ipv4.tcp_timestamps is on by default).
             n.socks[ski].tstamp_ok = tcp_parse_options_has(th, doff, 8)
-            tcp_ack_init(&n.socks[ski], tcp_parse_options_has(th, doff, 3))
+            tcp_ack_init(n, &n.socks[ski], tcp_parse_options_has(th, doff, 3))
             n.socks[ski].segs_in += 1
             # tcp_conn_request() takes no data from a SYN without a Fast Open cookie (the
             # server side of net.ipv4.tcp_fastopen is off by default): the sender sends it
@@ -828,7 +860,7 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             if ski == NM_NIL:
                 __drop(n, si, NM_DROP_PROTO_MEM)
                 return
-            tcp_ack_init(&n.socks[ski], True)   # mid-flow: assume the SYN offered scaling
+            tcp_ack_init(n, &n.socks[ski], True)   # mid-flow: assume the SYN offered scaling
         else:
             if not (flags & TCPHDR_RST):
                 n.tcp.OutRsts += 1              # tcp_v4_send_reset()
@@ -839,12 +871,16 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
     sk.segs_in += max(<uint16_t>1, skb.gso_segs)
     if skb.len:
         sk.data_segs_in += max(<uint16_t>1, skb.gso_segs)
+    # tcp_rcv_established() drops a segment without ACK, RST or SYN (TCP_FLAGS, below) before
+    # tcp_validate_incoming() looks at its sequence.
+    if (flags & (TCPHDR_ACK | TCPHDR_RST) and not (flags & TCPHDR_SYN)
+            and not tcp_validate_sequence(n, ski, si)):
+        return
     if flags & TCPHDR_RST:
         # tcp_validate_incoming(), RFC 5961: rcv_nxt resets, and so does rcv_nxt - 1 after a
         # FIN (tcp_reset_check()) and, with SACK, the right-most SACK block's end; any other
-        # sequence draws a challenge ACK. No ACK is ever sent, so rcv_wup is not modelled and
-        # tcp_sequence() passes an old RST too.
-        if (seq == sk.rcv_nxt or (seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT)
+        # sequence in the window draws a challenge ACK.
+        if (seq == sk.rcv_nxt or tcp_reset_check(sk, seq)
                 or tcp_rst_seq_is_max_sack(n, sk, seq)):
             tcp_reset(n, ski)
             __kfree_skb(n, si)
@@ -853,8 +889,8 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
             __drop(n, si, NM_DROP_TCP_RESET)
         return
     if flags & TCPHDR_SYN:
-        # tcp_validate_incoming(): a SYN, old (step 1's syn_challenge) or new (step 4), is
-        # answered with a challenge ACK; tcp_rcv_established() passes syn_inerr, so in
+        # tcp_validate_incoming(): a SYN, out of the window (step 1's syn_challenge) or in it
+        # (step 4), is answered with a challenge ACK; tcp_rcv_established() passes syn_inerr, so in
         # ESTABLISHED it also counts in InErrs.
         if sk.state == NM_TCP_ESTABLISHED:
             n.tcp.InErrs += 1
@@ -885,6 +921,39 @@ cdef void tcp_rcv(nm_net *n, uint32_t si, uint8_t family, const uint8_t *saddr,
         tcp_replace_ts_recent(sk, th, doff, seq)
     tcp_data_queue(n, ski, si)
     tcp_ack_snd_check(n, ski)
+
+
+cdef inline bint tcp_reset_check(nm_sock *sk, uint32_t seq) noexcept nogil:
+    """Models ``tcp_reset_check()``: after the FIN (CLOSE_WAIT here), rcv_nxt - 1."""
+    return seq == sk.rcv_nxt - 1 and sk.state == NM_TCP_CLOSE_WAIT
+
+
+cdef bint tcp_validate_sequence(nm_net *n, uint32_t ski, uint32_t si) noexcept nogil:
+    """Step 1 of ``tcp_validate_incoming()`` (7.x) for a segment without SYN (a SYN draws the
+    challenge ACK of step 4 either way): a segment ``tcp_sequence()`` refuses is dropped with
+    its reason; a RST silently (unless ``tcp_reset_check()``: it resets), anything else after
+    ``BeyondWindow`` (past the window) and ``tcp_send_dupack()``, which
+    ``tcp_oow_rate_limited()`` holds back for a pure ACK (``TCPACKSkippedSeq``). False when
+    the skb is gone."""
+    cdef nm_sock *sk = &n.socks[ski]
+    cdef nm_skb *skb = SKB(n, si)
+    cdef int reason = tcp_sequence(sk, skb)
+    if likely(reason < 0):
+        return True
+    if skb.tcp_flags & TCPHDR_RST:
+        if tcp_reset_check(sk, skb.seq):
+            tcp_reset(n, ski)
+            __kfree_skb(n, si)
+            return False
+    else:
+        if reason != NM_DROP_TCP_OLD_SEQUENCE:
+            n.tcp.BeyondWindow += 1
+        if skb.seq == skb.end_seq and __tcp_oow_rate_limited(n, sk):
+            n.tcp.TCPACKSkippedSeq += 1
+        else:
+            tcp_send_dupack(n, ski, skb)
+    __drop(n, si, reason)
+    return False
 
 
 cdef inline bint tcp_rst_seq_is_max_sack(nm_net *n, nm_sock *sk, uint32_t seq) noexcept nogil:
@@ -1181,6 +1250,7 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
                 break
             sk.copied_seq += used
             copied += used
+            tcp_rcv_space_adjust(n, sk)
             if used + offset < skb.len:
                 break
             if skb.tcp_flags & TCPHDR_FIN:
@@ -1193,6 +1263,7 @@ cdef int64_t tcp_recvmsg_copy(nm_net *n, uint32_t ski, uint8_t *buf, uint64_t le
             break
         tcp_eat_recv_skb(n, sk, si)     # fully read already (an overlap)
     if copied:
+        tcp_cleanup_rbuf(n, ski, copied)
         return <int64_t>copied
     return tcp_recvmsg_tail(sk)
 

@@ -146,10 +146,13 @@ class Drill:
     (``size`` bytes, ``MSS`` unless told) arriving at ``t_ms`` after the start (the virtual
     clock moves there first), ``acks()`` the ACKs sent since the last call as
     ``(t_ms, ack, win, sack)`` with sequence numbers as segment counts (of ``size``) from the
-    first data byte, ``read(n)`` the application's ``read(4, ..., n)``."""
+    first data byte, ``read(n)`` the application's ``read(4, ..., n)``. The machine takes the
+    kernel's ``tcp_rmem`` (the model's default starts sockets at tcp_rmem[2])."""
 
-    def __init__(self, m, nic, wscale=True, ts=True, sack=True, size=MSS):
+    def __init__(self, m, nic, wscale=True, ts=True, sack=True, size=MSS,
+                 rmem=(4096, 131072, 6291456)):
         self.m, self.nic, self.f, self.size = m, nic, Flow(tsopt=ts), size
+        m.tcp.rmem = rmem               # the kernel's net.ipv4.tcp_rmem, as packetdrill runs
         self.base = self.f.isn + 1
         self.opts = [("MSS", MSS)] + ([("SAckOK", b"")] if sack else []) + (
             [("Timestamp", (1, 0))] if ts else []) + ([("WScale", 7)] if wscale else [])
@@ -170,9 +173,19 @@ class Drill:
 
     def seg(self, t_ms, i, flags="PA", size=None, n=1):
         """Segment ``i`` (``n`` segments' worth of bytes in one, as a GRO packet would be)."""
-        size = (size or self.size) * n
+        size = (self.size if size is None else size) * n
         self.at(t_ms, [self.f.data(payload(size, seed=i), flags=flags,
                                    seq=self.base + i * self.size)])
+
+    def burst(self, t_ms, i, count, flags="A"):
+        """Segments ``i`` .. ``i + count - 1`` in one poll, which GRO merges into one skb (a
+        packetdrill packet longer than the MTU)."""
+        self.at(t_ms, [self.f.data(payload(self.size, seed=k), flags=flags,
+                                   seq=self.base + k * self.size) for k in range(i, i + count)])
+
+    def ack(self, t_ms, i=0):
+        """A pure ACK whose seq is segment ``i``'s."""
+        self.at(t_ms, [self.f.frame("A", self.base + i * self.size)])
 
     def read(self, nbytes):
         return len(self.sk.recv(nbytes))

@@ -462,7 +462,10 @@ def test_duplicate_segments(nic, m, sack):
     dsack = {"TCPDSACKOldSent": 2} if sack else {}
     assert m.tcp.mib == mib(m, InSegs=5, PassiveOpens=1, TCPRcvCoalesce=1, DelayedACKLost=2,
                             **dsack)
-    assert m.tcp.drop_reasons == {"TCP_OLD_DATA": 2}
+    # tcp_sequence(): the first duplicate ends before rcv_wup (segment 1 was ACKed at once, in
+    # quick-ack mode), so tcp_validate_incoming() drops it (TCP_OLD_SEQUENCE) after
+    # tcp_send_dupack(); the second ends at rcv_wup and reaches tcp_data_queue() (TCP_OLD_DATA).
+    assert m.tcp.drop_reasons == {"TCP_OLD_SEQUENCE": 1, "TCP_OLD_DATA": 1}
     assert sk.read_all() == stream(2)
 
 
@@ -585,12 +588,12 @@ def test_rst_must_match_rcv_nxt(nic, m):
     receive(nic, [f.rst(seq=nxt + 10)])
     m.advance(1)                                        # past the challenge ACK rate limit
     receive(nic, [f.rst(seq=nxt - 10)])
-    # RFC 5961: anything but rcv_nxt draws a challenge ACK (the model sends no ACK, so rcv_wup
-    # stays behind: an old RST passes tcp_sequence() too).
+    # RFC 5961: anything in the window but rcv_nxt draws a challenge ACK; a RST before
+    # rcv_wup (the segment was ACKed at once) fails tcp_sequence() and is dropped silently.
     sk = sock(m, f)
     assert sk.info()["state"] == "ESTABLISHED"
-    assert m.tcp.mib == mib(m, InSegs=4, PassiveOpens=1, TCPChallengeACK=2)
-    assert m.tcp.drop_reasons == {"TCP_RESET": 2}
+    assert m.tcp.mib == mib(m, InSegs=4, PassiveOpens=1, TCPChallengeACK=1)
+    assert m.tcp.drop_reasons == {"TCP_RESET": 1, "TCP_OLD_SEQUENCE": 1}
 
 
 @pytest.mark.parametrize("sack", [True, False])
@@ -794,41 +797,42 @@ def test_ipv6_with_extension_headers(nic, m):
 
 # -- receive buffer -------------------------------------------------------------------------------
 
-def test_rcvbuf_limits_the_receive_queue(nic, m):
-    """tcp_try_rmem_schedule() fails once sk_rmem_alloc is above sk_rcvbuf and
-    tcp_prune_queue() finds nothing to collapse (each skb's truesize is under twice its
-    payload) or prune (PruneCalled, RcvPruned); in order, the segment is dropped (TCPRcvQDrop)
-    only if the queue holds something; with empty queues tcp_prune_queue() returns at once."""
+def test_rcvbuf_limits_the_window(nic, m):
+    """A locked sk_rcvbuf (m.tcp.rcvbuf: SO_RCVBUF on the listener) bounds the window
+    tcp_select_initial_window() offers (tcp_full_space(): 5000, rounded down to the MSS:
+    4380), so tcp_sequence() refuses what a sender sends past it (BeyondWindow:
+    TCP_INVALID_END_SEQUENCE while the queue holds data, TCP_INVALID_SEQUENCE past the right
+    edge). Memory pressure within the window is tests/test_tcp_rmem.py's."""
     m.tcp.rcvbuf = 10000
     f = Flow()
     receive(nic, [f.syn(), *[seg(f, i) for i in range(7)]])
     sk = sock(m, f)
-    # 2880 + 4 * 2048 = 11072 after five segments: above 10000, the sixth goes, and the
-    # seventh, out of order now, goes too (TCPOFODrop).
-    assert (sk.info()["rmem_alloc"], sk.info()["rcvbuf"]) == (11072, 10000)
-    assert (m.tcp.mib["TCPRcvQDrop"], m.tcp.mib["TCPOFODrop"]) == (1, 1)
-    assert (m.tcp.mib["PruneCalled"], m.tcp.mib["RcvPruned"]) == (2, 2)
-    assert m.tcp.drop_reasons == {"PROTO_MEM": 2}
-    assert sk.recv(10 * MSS) == stream(5)
-    # With the queue empty, a segment is always taken (sk_forced_mem_schedule()).
+    assert (sk.info()["rmem_alloc"], sk.info()["rcvbuf"]) == (6976, 10000)
+    assert sk.info()["rcv_nxt"] == f.isn + 1 + 3 * MSS
+    assert m.tcp.mib["BeyondWindow"] == 4
+    assert m.tcp.drop_reasons == {"TCP_INVALID_END_SEQUENCE": 2, "TCP_INVALID_SEQUENCE": 2}
+    assert sk.recv(10 * MSS) == stream(3)
+    # With the queue empty, a segment past the window is taken whole, and charged whatever
+    # the memory (tcp_prune_queue() returns at once with empty queues:
+    # sk_forced_mem_schedule()).
     m.tcp.rcvbuf = 100
     f2 = Flow(sport=40001)
     receive(nic, [f2.syn(), seg(f2, 0), seg(f2, 1)])
     sk2 = sock(m, f2)
     assert sk2.info()["rcv_nxt"] == f2.isn + 1 + MSS
-    assert m.tcp.mib["TCPRcvQDrop"] == 2
-    assert (m.tcp.mib["PruneCalled"], m.tcp.mib["RcvPruned"]) == (3, 3)
+    assert (m.tcp.mib["PruneCalled"], m.tcp.mib["BeyondWindow"]) == (0, 5)
 
 
 def test_rcvbuf_limits_the_ofo_queue(nic, m):
+    """Out of order too: in a 2920-byte window (tcp_full_space() 3000 rounded down to the
+    MSS) only the first segment fits."""
     m.tcp.rcvbuf = 6000
     f = Flow()
     receive(nic, [f.syn(), *[seg(f, i) for i in (1, 3, 5, 7)]])
     sk = sock(m, f)
-    # 2880 each: the third finds 5760 <= 6000 and goes in, the fourth finds 8640.
-    assert sk.info()["ofo_skbs"] == 3
-    assert m.tcp.mib["TCPOFODrop"] == 1
-    assert m.tcp.drop_reasons == {"PROTO_MEM": 1}
+    assert sk.info()["ofo_skbs"] == 1
+    assert m.tcp.mib["BeyondWindow"] == 3
+    assert m.tcp.drop_reasons == {"TCP_INVALID_SEQUENCE": 3}
 
 
 def test_rcvbuf_setting_is_checked(m):

@@ -10,21 +10,25 @@ def test_quickack_then_delayed_ack(nic, m):
     """``tcp_event_data_recv()`` starts in quick-ack mode (``tcp_incr_quickack()``: min(rcv_wnd
     / (2 * rcv_mss), TCP_MAX_QUICKACKS) = 16 ACKs), so the first 16 segments are ACKed at
     once; then one segment waits for the delayed-ACK timer (``tcp_send_delayed_ack()``: ato =
-    TCP_ATO_MIN, 40 ms; ``tcp_delack_timer_handler()``, DelayedACKs), and a second full frame
-    is ACKed at once (``__tcp_ack_snd_check()``: rcv_nxt - rcv_wup > rcv_mss). The window
-    field is 65160 bytes aligned to the scale, >> 7: 510 (``tcp_select_window()``)."""
+    TCP_ATO_MIN, 40 ms; ``tcp_delack_timer_handler()``, DelayedACKs), and once the reader has
+    caught up a second full frame is ACKed at once (``__tcp_ack_snd_check()``: rcv_nxt -
+    rcv_wup > rcv_mss and the window's right edge moves on). The window field starts at
+    ``rcv_ssthresh``, 64076 (``tcp_init_buffer_space()``: tcp_full_space() of tcp_rmem[1],
+    65536, less one advmss), aligned up to 128 and shifted by 7: 501 (``tcp_select_window()``);
+    unread, each 2 KiB buffer takes 1 KiB of free space (8 units) off it."""
     d = Drill(m, nic)
     d.syn()
     for i in range(16):
         d.seg(1 + i, i)
-    assert d.acks() == [(1 + i, i + 1, 510, []) for i in range(16)]
+    assert d.acks() == [(1 + i, i + 1, 501 - 8 * i, []) for i in range(16)]
     d.seg(20, 16)
     assert d.acks(59.9) == []
-    assert d.acks(70) == [(60, 17, 510, [])]
+    assert d.acks(70) == [(60, 17, 373, [])]
     assert m.tcp.mib["DelayedACKs"] == 1
+    assert d.read(100 * MSS) == 17 * MSS
     d.seg(100, 17)
     d.seg(101, 18)
-    assert d.acks() == [(101, 19, 510, [])]
+    assert d.acks() == [(101, 19, 493, [])]
     assert m.tcp.mib["OutSegs"] == 18
     close_all(m)
 
@@ -43,22 +47,23 @@ def test_out_of_order_and_duplicates_ack_at_once(nic, m):
     d.acks()
     d.seg(20, 17)
     d.seg(21, 19)
-    assert d.acks() == [(20, 16, 510, [(17, 18)]), (21, 16, 510, [(19, 20), (17, 18)])]
+    assert d.acks() == [(20, 16, 381, [(17, 18)]), (21, 16, 381, [(19, 20), (17, 18)])]
     d.seg(22, 3)
-    assert d.acks() == [(22, 16, 510, [(3, 4), (19, 20), (17, 18)])]
+    assert d.acks() == [(22, 16, 381, [(3, 4), (19, 20), (17, 18)])]
     d.seg(23, 16)
-    assert d.acks() == [(23, 18, 510, [(19, 20)])]
+    assert d.acks() == [(23, 18, 359, [(19, 20)])]
     close_all(m)
 
 
-@pytest.mark.parametrize("wscale,ts,win", [(True, True, 510), (False, True, 65160),
-                                           (True, False, 502), (False, False, 64240)])
+@pytest.mark.parametrize("wscale,ts,win", [(True, True, 501), (False, True, 63712),
+                                           (True, False, 501), (False, False, 63712)])
 def test_window_field_follows_tcp_select_window(nic, m, wscale, ts, win):
     """The first ACK's window field: ``tcp_select_initial_window()`` offers tcp_rmem[1] at the
     6.6 scaling ratio (64 KiB) rounded down to the MSS (1448 with timestamps, 1460 without),
-    capped at 65535; with the SYN's window scale, ``rcv_wscale`` 7 (ilog2(tcp_rmem[2]) - 15)
-    and ``__tcp_select_window()`` aligns up to 128 before the shift; without, it keeps the
-    MSS multiple."""
+    capped at 65535; ``tcp_init_buffer_space()`` keeps one advmss of it for the application
+    (``rcv_ssthresh`` 64076). With the SYN's window scale, ``rcv_wscale`` 7 (ilog2(tcp_rmem[2])
+    - 15) and ``__tcp_select_window()`` aligns up to 128 before the shift; without, it keeps
+    the multiple of ``rcv_mss`` (the segments' 1448) below 64076."""
     d = Drill(m, nic, wscale=wscale, ts=ts)
     d.syn()
     d.seg(1, 0)
@@ -74,7 +79,7 @@ def test_fin_ack_is_delayed_in_pingpong_mode(nic, m):
     sk = d.syn()
     d.seg(1, 0, flags="FPA", size=100)
     assert d.acks() == []
-    assert d.acks(50) == [(41, (100 + 1) / MSS, 510, [])]
+    assert d.acks(50) == [(41, (100 + 1) / MSS, 509, [])]
     assert sk.info()["state"] == "CLOSE_WAIT" and m.tcp.mib["DelayedACKs"] == 1
     close_all(m)
 

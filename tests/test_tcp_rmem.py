@@ -4,7 +4,8 @@ the function of net/ipv4/tcp_input.c (mainline 6.17 to 7.x) it follows. Every te
 accounting after each step: ``rmem_alloc`` is the truesize of the queued skbs, and the pool's
 pages in flight are exactly those in its cache and ring, posted on the device's ring, or held
 by the socket's queues."""
-from rxutil import MSS, Drill, close_all, payload
+from devmemutil import read_devmem, setup, teardown
+from rxutil import Drill, close_all, payload
 
 from netmem import _core
 from netmem.netmem import netmem_get_pp
@@ -24,35 +25,58 @@ def check_accounting(m, nic, sk):
 
 
 def test_prune_ofo_queue_drops_from_the_tail(nic, m):
-    """``tcp_prune_ofo_queue()``: with the out-of-order queue over ``sk_rcvbuf``, a segment
-    that would land last finds nothing to prune (``tcp_prune_queue()``: PruneCalled, then
-    RcvPruned, and ``tcp_data_queue_ofo()`` drops it: TCPOFODrop, PROTO_MEM); one below the
-    queue's tail drops skbs from the tail down (TCP_OFO_QUEUE_PRUNE, OfoPruned) until the
-    socket can ingest, resets the SACK blocks (``tcp_sack_reset()``), and is queued: the ACK
-    carries only its block. The pruned skb's buffers go back to the pool."""
+    """``tcp_prune_ofo_queue()``: small segments (300 bytes, a 2 KiB buffer each) fill
+    ``sk_rcvbuf`` (20000, locked) well inside the window. ``tcp_prune_queue()`` collapses the
+    out-of-order queue first (``tcp_collapse_ofo_queue()``: TCPRcvCollapsed), but segments
+    that would land last find nothing to prune (RcvPruned; ``tcp_data_queue_ofo()`` drops them:
+    TCPOFODrop, PROTO_MEM). The segment filling the hole below them prunes from the tail
+    (TCP_OFO_QUEUE_PRUNE, OfoPruned), resets the SACK blocks (``tcp_sack_reset()``) and is
+    queued: the ACK carries only its block. The pruned buffers go back to the pool."""
     m.tcp.rcvbuf = 20000
-    d = Drill(m, nic)
+    d = Drill(m, nic, size=300)
     sk = d.syn()
     d.seg(1, 0)
-    for i in range(10, 36):
+    for i in range(3, 29):
+        d.seg(2, i)
+    held = check_accounting(m, nic, sk)
+    mib = m.tcp.mib
+    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"], mib["TCPRcvCollapsed"]) == (9, 16, 17)
+    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (17, 16, 0)
+    assert (mib["BeyondWindow"], sk.info()["rmem_alloc"]) == (1, 20544)
+    d.acks()
+    d.seg(3, 2)
+    assert d.acks() == [(3, 1, 8388, [(2, 3)])]
+    mib = m.tcp.mib
+    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (18, 16, 1)
+    assert m.tcp.drop_reasons == {"PROTO_MEM": 16, "TCP_OFO_QUEUE_PRUNE": 1,
+                                  "TCP_INVALID_END_SEQUENCE": 1}
+    assert sk.info()["sack_blocks"] == [(d.base + 2 * 300, d.base + 3 * 300)]
+    assert sk.info()["rmem_alloc"] == 4160
+    assert len(held - check_accounting(m, nic, sk)) >= 1
+    assert d.read(10000) == 300
+    close_all(m)
+
+
+def test_collapse_ofo_queue(nic, m):
+    """``tcp_collapse_ofo_queue()``: a run of out-of-order skbs bloated by their 2 KiB
+    buffers (500 bytes each) is copied into one new skb when memory runs short
+    (TCPRcvCollapsed), so the segments fit and nothing is dropped; the SACK block covers the
+    run, and filling the hole delivers every byte."""
+    m.tcp.rcvbuf = 20000
+    d = Drill(m, nic, size=500)
+    sk = d.syn()
+    d.seg(1, 0)
+    for i in range(2, 17):
         d.seg(2, i)
     check_accounting(m, nic, sk)
     mib = m.tcp.mib
-    # Segments 10..17 coalesce into one out-of-order skb of 20096 bytes of truesize in all
-    # (the in-order skb's 2880 with it); the 18 after it find the socket full.
-    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"]) == (8, 18)
-    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (18, 18, 0)
-    assert d.acks()[-1] == (2, 1, 498, [(10, 18)])
-    held = check_accounting(m, nic, sk)
-    d.seg(3, 5)
-    assert d.acks() == [(3, 1, 498, [(5, 6)])]
-    mib = m.tcp.mib
-    assert (mib["PruneCalled"], mib["RcvPruned"], mib["OfoPruned"]) == (19, 18, 1)
-    assert m.tcp.drop_reasons == {"PROTO_MEM": 18, "TCP_OFO_QUEUE_PRUNE": 1}
-    assert sk.info()["sack_blocks"] == [(d.base + 5 * MSS, d.base + 6 * MSS)]
-    # The eight pruned segments' buffers are home: the socket holds segment 0's and 5's.
-    assert len(held - check_accounting(m, nic, sk)) == 4
-    assert d.read(10 * MSS) == MSS
+    assert (mib["PruneCalled"], mib["TCPRcvCollapsed"], mib["TCPOFODrop"]) == (2, 5, 0)
+    assert d.acks()[-1] == (2, 1, 8188, [(2, 17)])
+    d.seg(3, 1)
+    assert d.acks() == [(3, 17, 2144, [])]
+    check_accounting(m, nic, sk)
+    assert sk.recv(100000) == b"".join(payload(500, seed=i) for i in range(17))
+    assert m.tcp.drop_reasons == {}
     close_all(m)
 
 
@@ -80,3 +104,44 @@ def test_collapse_receive_queue(nic, m):
     assert data == b"".join(payload(500, seed=i) for i in range(7))
     check_accounting(m, nic, sk)
     close_all(m)
+
+
+def test_prune_gives_devmem_net_iovs_back():
+    """devmem TCP (header split, payload in 4 KiB net_iovs of a bound dma-buf): 100-byte
+    segments out of order coalesce into an skb that grows by a net_iov's truesize each, so
+    ``sk_rcvbuf`` (40000, locked) fills after nine. ``tcp_collapse()`` never copies unreadable
+    skbs (6.12's ``skb_frags_readable()`` checks: no TCPRcvCollapsed), so the later segments
+    are dropped (RcvPruned, TCPOFODrop); the segment filling the hole prunes the out-of-order
+    skb (OfoPruned), whose eight net_iovs go back to the page pool's cache at once; the
+    delayed ACK (``tcp_clamp_window()`` left quick-ack mode) acknowledges the two in order.
+    Every net_iov the pool has out is in its cache, on the ring or in the socket's queues."""
+    d = setup(ring=64)
+    d.m.tcp.rcvbuf = 40000
+    dr = Drill(d.m, d.nic, size=100)
+    sk = dr.syn()
+    pool = d.nic.rx_queues[0].page_pool
+
+    def held():
+        _core._defer_flush_all(d.m)
+        niovs = {r for r in _core._sk_netmems(d.m, sk._slot) if r & 1}
+        ring = {r for r in d.nic._rxq_ring_netmems(0) if r & 1}
+        assert pool.inflight == pool.alloc_count + pool.ring_count + len(ring | niovs)
+        assert sk.info()["rmem_alloc"] == sk.info()["queued_truesize"]
+        return len(niovs), pool.alloc_count
+
+    dr.seg(1, 0)
+    for k in range(2, 30):
+        dr.seg(2, k)
+    assert held() == (10, 0)
+    mib = d.m.tcp.mib
+    assert (mib["TCPOFOQueue"], mib["TCPOFODrop"], mib["RcvPruned"]) == (9, 19, 19)
+    assert dr.acks()[-1] == (2, 1, 18724, [(2, 11)])
+    dr.seg(3, 1)
+    assert held() == (2, 8)
+    assert dr.acks(50) == [(43, 2, 18624, [])]
+    mib = d.m.tcp.mib
+    assert (mib["OfoPruned"], mib["TCPRcvCollapsed"]) == (1, 0)
+    assert d.m.tcp.drop_reasons == {"PROTO_MEM": 19, "TCP_OFO_QUEUE_PRUNE": 1}
+    got, tokens, _ = read_devmem(sk, d.buf)
+    assert got == payload(100, seed=0) + payload(100, seed=1) and tokens == []
+    teardown(d)
