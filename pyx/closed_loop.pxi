@@ -21,6 +21,8 @@
 # - Events: the two links' deliveries (FIFOs, so in time order), the senders' retransmit
 #   timers and SYN-ACKs (the event heap), the delayed-ACK timers (n.delack_next) and the
 #   application's held tokens, earliest first; ties in that order.
+# - The plot's samples (summed cwnd and packets in flight, page_pool_inflight() of the payload
+#   pools) are taken after a NIC interrupt once per sampling interval.
 
 cdef extern from *:
     """#define CL_NEVER UINT64_MAX"""
@@ -32,7 +34,7 @@ DEF CL_ACK_LEN = 66                # 14 + 20 + 20 + 12 (timestamps)
 DEF CL_SERVER_PORT = 5201          # ncdevmem's port, as netmem.flows
 DEF CL_EPHEMERAL = 28232           # client ports per client address, as netmem.flows
 DEF CL_WSCALE = 7                  # the senders' own window scale (they receive no data)
-DEF CL_SAMPLES = 4096              # the plot's samples (a ring: the last ones are kept)
+DEF CL_SAMPLES = 4096              # the plot's samples (halved, interval doubled, when full)
 
 
 cdef struct nm_ack_wire:           # an ACK on the reverse link
@@ -372,9 +374,17 @@ cdef class CoreClosedLoop:
         self.rx._drain()
 
     cdef void _sample(self) noexcept nogil:
-        cdef nm_cl_sample *p = &self.smp[self.nsamples % CL_SAMPLES]
+        """One point of the plot. When the array is full every other point goes and the
+        interval doubles, so the points cover the whole run."""
+        cdef nm_cl_sample *p
         cdef nm_netdev *nd = self.nic.nd
         cdef uint32_t c, q
+        if self.nsamples == CL_SAMPLES:
+            for c in range(CL_SAMPLES // 2):
+                self.smp[c] = self.smp[2 * c]
+            self.nsamples = CL_SAMPLES // 2
+            self.sample_ns *= 2
+        p = &self.smp[self.nsamples]
         p.t_ns = self.machine.m.clock_ns
         p.cwnd = p.in_flight = 0
         p.pool_inflight = 0
@@ -509,13 +519,12 @@ cdef class CoreClosedLoop:
         return cols
 
     def samples(self):
-        """The plot's samples in time order: (t_ns, cwnd, in_flight, pool_inflight) arrays."""
-        cdef uint64_t k = min(self.nsamples, <uint64_t>CL_SAMPLES), i, j
-        out = _np.empty((4, k), _np.int64)
-        for i in range(k):
-            j = (self.nsamples - k + i) % CL_SAMPLES
-            out[0, i] = self.smp[j].t_ns
-            out[1, i] = self.smp[j].cwnd
-            out[2, i] = self.smp[j].in_flight
-            out[3, i] = self.smp[j].pool_inflight
+        """The plot's samples in time order: (t_ns, cwnd, in_flight, pool_inflight) rows."""
+        cdef uint64_t i
+        out = _np.empty((4, self.nsamples), _np.int64)
+        for i in range(self.nsamples):
+            out[0, i] = self.smp[i].t_ns
+            out[1, i] = self.smp[i].cwnd
+            out[2, i] = self.smp[i].in_flight
+            out[3, i] = self.smp[i].pool_inflight
         return out

@@ -30,7 +30,7 @@ from netmem.replay.report import Report, _document, _validation
 from netmem.replay.rig import Rig
 from netmem.replay.workload import _Mtu
 
-#: The plot's sampling interval in virtual time (the C ring keeps the last 4096 samples).
+#: The plot's first sampling interval in virtual time (doubled each time 4096 samples fill).
 _SAMPLE_S = 100e-6
 #: Virtual time after which an unfinished closed loop is given up (validation fails).
 _LIMIT_S = 600.0

@@ -94,7 +94,8 @@ def _plot_title(c):
 def write_closed_loop_plot(path, samples, doc):
     """``--closed-loop --plot``: over virtual time, the senders' cwnd and packets in flight
     (summed over the connections) and the buffers out of the payload pools
-    (``page_pool_inflight()``: posted on the ring, in the stack, held by the application)."""
+    (``page_pool_inflight()``: posted on the ring, in the stack, held by the application), as
+    steps: a sample holds until the next (none is taken while no frame arrives)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -102,11 +103,12 @@ def write_closed_loop_plot(path, samples, doc):
     t_ns, cwnd, in_flight, pool = samples
     t = (t_ns - (t_ns[0] if len(t_ns) else 0)) / 1e6
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
-    top.plot(t, cwnd, label="cwnd (sum)")
-    top.plot(t, in_flight, label="packets in flight (sum)")
+    top.plot(t, cwnd, label="cwnd (sum)", drawstyle="steps-post")
+    top.plot(t, in_flight, label="packets in flight (sum)", drawstyle="steps-post")
     top.set_ylabel("segments")
     top.legend(fontsize="small")
-    bottom.plot(t, pool, label="payload pools' buffers in flight", color="tab:red")
+    bottom.plot(t, pool, label="payload pools' buffers in flight", color="tab:red",
+                drawstyle="steps-post")
     bottom.set_ylabel("buffers")
     bottom.set_xlabel("virtual time (ms)")
     bottom.legend(fontsize="small")
