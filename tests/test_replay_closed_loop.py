@@ -73,3 +73,23 @@ def test_compare_reads_closed_loop_reports(tmp_path, capsys):
 def test_bad_options_exit_2(capsys, args, why):
     assert main(args) == 2
     assert why in capsys.readouterr().err
+
+
+def test_a_binding_smaller_than_the_rings_starves_the_second_queue(tmp_path):
+    """1 MiB (256 net_iovs) bound to two queues with the default rings of 1024: the first
+    queue's page pool takes every net_iov and recycles them to itself, the second's never gets
+    one, so its connections cannot complete, as on a NIC whose rings exceed its binding; the
+    report says so with the counters (rx-alloc-fail, validation failed, exit 1) and nothing
+    is left after teardown."""
+    path = tmp_path / "r.json"
+    assert main([*SMALL, "--connections", "16", "--dmabuf-size", "1MiB", "--json",
+                 str(path)]) == 1
+    doc = json.loads(path.read_text())
+    jsonschema.validate(doc, REPORT_SCHEMA)
+    assert not doc["closed-loop"]["completed"]
+    assert doc["drops"]["queues"]["rx-alloc-fail"] > 0
+    assert doc["validation"]["result"] == "failed"
+    assert "did not complete" in doc["validation"]["detail"]
+    assert doc["inflight-after-teardown"] == 0 and doc["leaks"] == []
+    pools = {q["id"]: q["page-pool"]["inflight"] for q in doc["queues"]}
+    assert pools == {0: 256, 1: 0}
