@@ -1175,7 +1175,7 @@ cdef struct nm_event_heap:
     uint64_t cap
     uint64_t next_seq
 
-# ---- the closed loop's senders (pyx/tcp_sender.pxi) ------------------------------------------
+# ---- the closed loop's senders (pyx/tcp_output.pxi, tcp_recovery.pxi, tcp_timer.pxi, ...) --
 
 # One segment of the retransmit queue (an skb of tcp_rtx_queue with its TCP_SKB_CB): the sender
 # keeps no payload, which is made from (connection, offset) when the segment goes out.

@@ -1,4 +1,4 @@
-# The closed loop: senders in C (pyx/tcp_sender.pxi) over a two-way link (pyx/link.pxi) into the
+# The closed loop: senders in C (pyx/tcp_output.pxi...) over a two-way link (link.pxi) into the
 # NIC, the receive path and the application, on the machine's virtual clock (issue 18).
 #
 # Not a kernel object: a discrete-event simulation of two hosts and the wire between them. What

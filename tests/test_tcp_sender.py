@@ -1,4 +1,5 @@
-"""The closed loop's TCP sender (pyx/tcp_sender.pxi) driven by hand-built ACKs: window and
+"""The closed loop's TCP sender (pyx/tcp_output.pxi, tcp_recovery.pxi, tcp_timer.pxi,
+tcp_sender.pxi) driven by hand-built ACKs: window and
 cwnd limits, slow start, a SACK hole found by RACK's reorder timer then fast retransmit with
 PRR, the tail loss probe, the RTO with exponential backoff and its MIB names, the
 zero-window probe, D-SACK.
