@@ -6,11 +6,12 @@ and goodput as on a real machine.
 each (congestion control ``cc``: ``"reno"`` or ``"cubic"``; RACK-TLP, PRR, RTO with backoff;
 pyx/tcp_output.pxi and the files it names) behind a link of ``link_gbps`` with ``rtt`` (two
 one-way delays), a drop-tail queue of ``queue_bytes`` and random ``loss`` in both
-directions, into ``nic``; the ``receiver`` (a ``netmem.tcp.Receiver`` checking ncdevmem's ``-v validate`` pattern) reads on
-CPU ``app_cpu`` after each NIC interrupt (``rx_usecs``/``rx_frames``, ethtool -C), and with
-``hold`` (seconds) gives its devmem tokens back that much later. ``run()`` goes until every
-transfer is acknowledged, in slices of virtual time between which the machine's own timers
-fire (``Machine.advance()``). Deterministic under ``seed``. IPv4 only.
+directions, into ``nic``; the ``receiver`` (a ``netmem.tcp.Receiver`` checking ncdevmem's
+``-v validate`` pattern) reads on CPU ``app_cpu`` after each NIC interrupt (``rx_usecs``,
+``rx_frames``: ethtool -C), and with ``hold`` (seconds) gives its devmem tokens back that
+much later. ``run()`` goes until every transfer is acknowledged, in slices of virtual time
+between which the machine's own timers fire (``Machine.advance()``). Deterministic under
+``seed``. IPv4 only.
 """
 import math
 
