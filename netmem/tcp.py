@@ -277,10 +277,13 @@ class Socket:
             raise NetmemError(9, "socket is closed")
 
     def info(self):
-        """tcp_info-like state: ``state``, ``rcv_nxt``, ``copied_seq``, ``rmem_alloc``,
-        ``bytes_received``, ``segs_in``, queue lengths, ...; ``sack_blocks``, the receiver's
-        ``tp->selective_acks`` (most recently touched first, at most 4), and ``dsack_block``,
-        ``tp->duplicate_sack[0]`` while the last data segment set one (else None); and
+        """tcp_info-like state: ``state``, ``rcv_nxt``, ``copied_seq``, ``rmem_alloc`` (and
+        ``queued_truesize``, the truesize of the skbs queued, which it must equal), ``rcvbuf``,
+        the window (``rcv_wnd``, ``rcv_wup``, ``rcv_ssthresh``, ``window_clamp``), autotuning
+        (``rcv_rtt_us``, ``rcvq_space``), ``bytes_received``, ``segs_in``, queue lengths, ...;
+        ``sack_blocks``, the receiver's ``tp->selective_acks`` (most recently touched first, at
+        most 4), and ``dsack_block``, ``tp->duplicate_sack[0]`` while the last data segment set
+        one (else None); and
         ``ack_sack_blocks``, the SACK option the next ACK would carry (D-SACK first, at most 4,
         3 beside timestamps)."""
         self._check()

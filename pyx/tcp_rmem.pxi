@@ -381,8 +381,13 @@ cdef void tcp_rcvbuf_grow(nm_net *n, nm_sock *sk, uint32_t newval) noexcept nogi
     rcvwin = <uint64_t>newval << 1
     if rtt_us < n.rcvbuf_low_rtt:
         grow = rcvwin * rtt_us // n.rcvbuf_low_rtt
-    else:
+    elif oldval:
         grow = (rcvwin << 1) * (newval - oldval) // oldval
+    else:
+        # rcvq_space starts at 0 only when tcp_rmem[1] is worth less than one byte of window
+        # (m.tcp.rmem takes any value from 1, as the sysctl does); the kernel would divide by
+        # zero here.
+        grow = 0
     rcvwin += grow
     if sk.ofo_root != NM_NIL:
         rcvwin += SKB(n, sk.ofo_tail).end_seq - sk.rcv_nxt
