@@ -1137,6 +1137,9 @@ cdef struct nm_tcp_cc_sock:
     uint32_t icsk_rto           # jiffies
     uint8_t icsk_backoff
     uint8_t icsk_ca_state       # TCP_CA_*
+    uint8_t prr                 # the sender does PRR (tcp_cwnd_reduction()); CoreCongestion not
+    uint32_t prr_delivered      # tp->prr_delivered, prr_out: PRR's counts since the reduction began
+    uint32_t prr_out
     const nm_tcp_congestion_ops *icsk_ca_ops
     nm_bictcp ca                # inet_csk_ca()
 
@@ -1171,6 +1174,77 @@ cdef struct nm_event_heap:
     uint64_t n
     uint64_t cap
     uint64_t next_seq
+
+# ---- the closed loop's senders (pyx/tcp_output.pxi, tcp_recovery.pxi, tcp_timer.pxi, ...) --
+
+# One segment of the retransmit queue (an skb of tcp_rtx_queue with its TCP_SKB_CB): the sender
+# keeps no payload, which is made from (connection, offset) when the segment goes out.
+cdef struct nm_tcp_seg:
+    uint32_t seq
+    uint32_t end_seq
+    uint64_t xmit_ns            # skb->skb_mstamp_ns: the last (re)transmission
+    uint8_t sacked              # TCPCB_SACKED_ACKED, _SACKED_RETRANS, _LOST, _EVER_RETRANS
+    uint8_t tcp_flags           # TCPHDR_SYN / TCPHDR_FIN (the payload's flags are added on output)
+
+# The sender's MIB (nstat names), summed over the connections of one loop.
+cdef struct nm_tcp_snd_mib:
+    uint64_t ActiveOpens
+    uint64_t OutSegs
+    uint64_t RetransSegs
+    uint64_t InSegs             # ACKs taken
+    uint64_t TCPFastRetrans     # retransmits outside Loss (recovery, RACK)
+    uint64_t TCPSlowStartRetrans    # retransmits in Loss (after an RTO)
+    uint64_t TCPTimeouts        # RTOs that fired
+    uint64_t TCPLossProbes
+    uint64_t TCPLossProbeRecovery
+    uint64_t TCPSackRecovery    # recoveries entered
+    uint64_t TCPSACKReorder
+    uint64_t TCPDSACKRecv
+    uint64_t TCPLostRetransmit
+    uint64_t TCPSackRecoveryFail    # an RTO during recovery
+    uint64_t TCPWinProbe        # zero-window probes (tcp_send_probe0())
+    uint64_t TCPSynRetrans
+    uint64_t TCPLossFailures    # an RTO in Loss
+    uint64_t TCPSackFailures    # an RTO in Disorder, or with SACKed data
+
+# The sender side of one connection: struct tcp_sock / inet_connection_sock by kernel names.
+# Sequence numbers are bytes (tp.snd_una, tp.snd_nxt, tp.high_seq are the cc sock's).
+cdef struct nm_tcp_sender:
+    nm_tcp_cc_sock tp
+    uint8_t state               # NM_SND_*
+    uint8_t snd_wscale          # tp->rx_opt.snd_wscale (the peer's)
+    uint8_t icsk_pending        # ICSK_TIME_* armed (0: none)
+    uint8_t rack_advanced
+    uint8_t tlp_retrans         # the loss probe was a retransmission
+    uint8_t fin                 # the application closed: a FIN follows write_seq
+    uint16_t sport
+    uint16_t ip_id
+    uint32_t slot               # the receiver's socket (NM_NIL until the handshake)
+    uint32_t iss
+    uint32_t write_seq          # tp->write_seq: the end of the data written (the FIN's seq)
+    uint32_t snd_wnd
+    uint32_t snd_wl1
+    uint32_t mss_cache          # the peer's MSS less the timestamp option
+    uint32_t sacked_out
+    uint32_t lost_out
+    uint32_t retrans_out
+    uint32_t tlp_high_seq
+    uint32_t highest_sack       # end of the highest SACKed segment (0 with none)
+    uint32_t rack_end_seq
+    uint32_t rack_rtt_us
+    uint32_t min_rtt_us
+    uint32_t ts_recent          # the peer's last TSval (our TSecr)
+    uint32_t rtx_hint           # tp->retransmit_skb_hint: no lost, unretransmitted segment below
+    uint32_t reordering         # tp->reordering: the DUPACK threshold, grown by reordering seen
+    uint32_t reord_seen         # tp->reord_seen
+    uint64_t rack_mstamp
+    uint64_t icsk_timeout       # ns
+    uint64_t timer_ev           # ns of the heap event that will look at the timer (0: none)
+    uint64_t retrans            # retransmits of this connection
+    nm_tcp_seg *q               # the retransmit queue: a ring in sequence order
+    uint32_t q_head
+    uint32_t q_count
+    uint32_t q_cap              # a power of two
 
 cdef class CoreCongestion:
     cdef nm_tcp_cc_sock tp

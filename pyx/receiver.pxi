@@ -36,6 +36,12 @@ _RCV_COUNTERS = ("recvmsg-calls", "bytes", "dmabuf-frags", "linear-frags", "toke
                  "read-faults", "linear-mismatch", "zcrx-cqes", "refill-entries")
 
 
+cdef struct nm_held_token:      # a token the application holds (CoreReceiver.hold_ns)
+    uint64_t due                # virtual ns of its SO_DEVMEM_DONTNEED
+    uint32_t slot
+    uint32_t token
+
+
 cdef int _cmp_u32(const void *a, const void *b) noexcept nogil:
     cdef uint32_t x = (<const uint32_t *>a)[0], y = (<const uint32_t *>b)[0]
     return (x > y) - (x < y)
@@ -87,6 +93,11 @@ cdef class CoreReceiver:
     cdef uint64_t *rec_len
     cdef uint64_t nrec, rec_cap
     cdef uint64_t c[RCV_NR_COUNTERS]
+    # The closed loop's "application holding tokens longer": each drained socket's tokens wait
+    # hold_ns of virtual time before SO_DEVMEM_DONTNEED (a FIFO of (due, slot, token)).
+    cdef public uint64_t hold_ns
+    cdef nm_held_token *held
+    cdef uint64_t held_head, held_tail, held_cap
 
     def __cinit__(self, CoreMachine machine, bint devmem, uint64_t bufsize, uint32_t cmsgs=1,
                   object dmabuf_map=None, uint32_t dmabuf_id=0, object pattern=None,
@@ -145,6 +156,7 @@ cdef class CoreReceiver:
         free(self.out)
         free(self.rec_slot)
         free(self.rec_len)
+        free(self.held)
 
     # ---- the drain ---------------------------------------------------------------------------
 
@@ -152,15 +164,9 @@ cdef class CoreReceiver:
         """``epoll_wait()`` and the reads of every ready socket (in the order they woke), in the
         caller's context (``m.on_cpu()``: process context on the application's CPU). Returns
         the sockets read."""
-        cdef uint32_t cap = self.n.cap_socks, visited
-        cdef void *p
-        if cap > self.st_cap:
-            p = realloc(self.st, cap * sizeof(nm_rcv_stream))
-            if p == NULL:
-                raise MemoryError()
-            self.st = <nm_rcv_stream *>p
-            memset(self.st + self.st_cap, 0, (cap - self.st_cap) * sizeof(nm_rcv_stream))
-            self.st_cap = cap
+        cdef uint32_t visited
+        if self._st_reserve() < 0:
+            raise MemoryError()
         with nogil:
             visited = self._drain()
         if self.machine.m.nr_warn:
@@ -169,6 +175,19 @@ cdef class CoreReceiver:
             self.nomem = False
             raise MemoryError("receiver: out of memory for tokens or kept bytes")
         return visited
+
+    cdef int _st_reserve(self) noexcept nogil:
+        """A stream state for every socket slot: 0 or -ENOMEM."""
+        cdef uint32_t cap = self.n.cap_socks
+        cdef void *p
+        if cap > self.st_cap:
+            p = realloc(self.st, cap * sizeof(nm_rcv_stream))
+            if p == NULL:
+                return -ENOMEM
+            self.st = <nm_rcv_stream *>p
+            memset(self.st + self.st_cap, 0, (cap - self.st_cap) * sizeof(nm_rcv_stream))
+            self.st_cap = cap
+        return 0
 
     cdef uint32_t _drain(self) noexcept nogil:
         """The reads; while profiling, recvmsg(), the read of the bytes and SO_DEVMEM_DONTNEED
@@ -252,7 +271,10 @@ cdef class CoreReceiver:
                 self.c[RCV_LINEAR_MISMATCH] += 1
             if self._ended(slot, rc):
                 break
-        self._dontneed(slot)
+        if self.hold_ns:
+            self._hold(slot)
+        else:
+            self._dontneed(slot)
 
     def _set_zcrx(self, CoreIoUring ring, CoreZcrxIfq ifq):
         """Read with io_uring zcrx (iou-zcrx.c): RECV_ZC on ``ring`` through ``ifq``, each
@@ -453,6 +475,40 @@ cdef class CoreReceiver:
             if freed != nfrags:
                 self.c[RCV_DONTNEED_SHORT] += 1
         self.tok_len = 0
+
+    cdef void _hold(self, uint32_t slot) noexcept nogil:
+        """Keep the socket's tokens for ``hold_ns`` (the closed loop's application holding
+        them longer); ``_release_held()`` gives them back when due."""
+        cdef uint64_t i, due = self.n.m.clock_ns + self.hold_ns
+        cdef nm_held_token *h
+        if self.held_head == self.held_tail:
+            self.held_head = self.held_tail = 0
+        if __grow(<void **>&self.held, &self.held_cap, self.held_tail + self.tok_len,
+                  sizeof(nm_held_token)) < 0:
+            self.nomem = True
+            self._dontneed(slot)                # cannot hold them: give them back now
+            return
+        for i in range(self.tok_len):
+            h = &self.held[self.held_tail + i]
+            h.due, h.slot, h.token = due, slot, self.tok[i]
+        self.held_tail += self.tok_len
+        self.tok_len = 0
+
+    cdef uint64_t _held_next(self) noexcept nogil:
+        """When the oldest held token is due (0: none held)."""
+        return self.held[self.held_head].due if self.held_head < self.held_tail else 0
+
+    cdef void _release_held(self, uint64_t now) noexcept nogil:
+        """SO_DEVMEM_DONTNEED of the held tokens due by ``now``, a socket's run per call."""
+        cdef uint32_t slot
+        while self.held_head < self.held_tail and self.held[self.held_head].due <= now:
+            slot = self.held[self.held_head].slot
+            self.tok_len = 0
+            while (self.held_head < self.held_tail and self.held[self.held_head].slot == slot
+                   and self.held[self.held_head].due <= now):
+                self._take_token(self.held[self.held_head].token)
+                self.held_head += 1
+            self._dontneed(slot)
 
     # ---- results -------------------------------------------------------------------------------
 

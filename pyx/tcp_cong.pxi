@@ -324,17 +324,21 @@ cdef void tcp_init_cwnd_reduction(nm_tcp_cc_sock *tp) noexcept nogil:
     tp.high_seq = tp.snd_nxt
     tp.snd_cwnd_cnt = 0
     tp.prior_cwnd = tp.snd_cwnd
+    tp.prr_delivered = tp.prr_out = 0
     tp.snd_ssthresh = tp.icsk_ca_ops.ssthresh(tp)
 
 
 cdef void tcp_enter_recovery(nm_tcp_cc_sock *tp) noexcept nogil:
     """``tcp_enter_recovery()`` (no ECE): fast retransmit starts a cwnd reduction unless one
-    is under way. Without PRR, cwnd drops to the new ssthresh at once (the model's departure)."""
+    is under way. With ``tp.prr`` (the closed loop's senders) cwnd then follows
+    ``tcp_cwnd_reduction()`` (PRR) ACK by ACK, as in Linux; without it (CoreCongestion, which
+    has no packets in flight to count) cwnd drops to the new ssthresh at once."""
     tp.prior_ssthresh = 0
     if not tcp_in_cwnd_reduction(tp):
         tp.prior_ssthresh = tcp_current_ssthresh(tp)
         tcp_init_cwnd_reduction(tp)
-        tp.snd_cwnd = tp.snd_ssthresh
+        if not tp.prr:
+            tp.snd_cwnd = tp.snd_ssthresh
     tcp_set_ca_state(tp, TCP_CA_Recovery)
 
 

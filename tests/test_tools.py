@@ -54,6 +54,14 @@ def test_bench_replay_times_every_provider_it_has_beside_memcpy():
     assert "replay_mpps_host" in bench.format_table("replay", res)
 
 
+def test_bench_closed_loop_figure():
+    """The closed loop's figure (in the replay suite with its variants): its frames are
+    those sent, received and ACKed, and the run validated (else it raises)."""
+    r = bench._closed_loop(0.02)
+    assert r["mpps"] > 0 and r["frames"] > 0
+    assert bench.TARGETS["closed_loop_ns_per_frame"] == (1000.0, "ns")
+
+
 def test_bench_capture_builds_once_and_replays_it_in_a_process_of_its_own(tmp_path):
     path = str(tmp_path / "cap.pcap")
     args = ("-n", "2", "--payload", "64KiB")

@@ -84,6 +84,7 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     "replay_peak_rss_mib": (2048.0, "MiB"),
     # Issue 16: io_uring zcrx end to end (RECV_ZC, the refill ring) within 1.2x of devmem.
     "replay_ns_per_pkt_zcrx": (1.2, "x replay_ns_per_pkt_dmabuf"),
+    "closed_loop_ns_per_frame": (1000.0, "ns"),     # issue 18: 1 Mpps end to end, one core
 }
 DESCRIPTIONS = {
     "floor_lifo_ns": "plain C array push/pop pair (the floor)",
@@ -147,6 +148,11 @@ DESCRIPTIONS = {
                                         "the caches), dmabuf provider, one loop after 1 warm-up, "
                                         "its own process",
     "replay_mpps_dmabuf_capture": "Mpps (not ns) of the same runs",
+    "closed_loop_ns_per_frame": "netmem-replay --closed-loop, 16 connections of 4 MiB over a "
+                                "4 MiB dma-buf (rings of 64, tokens held 1 ms: drops and "
+                                "retransmits), wall ns per frame sent, received or ACKed",
+    "closed_loop_mpps": "Mpps (not ns) of the same runs: frames sent + received + ACKed per "
+                        "second of wall time",
 }
 
 
@@ -518,6 +524,21 @@ def _replay(provider, scale, loops=REPLAY_LOOPS, **fields):
     return r.doc["replay"]
 
 
+def _closed_loop(scale):
+    """``netmem-replay --closed-loop``: 16 connections of 4 MiB (x ``scale``) over a 4 MiB
+    dma-buf, rings of 64, tokens held 1 ms (so the NIC drops and the senders retransmit); its
+    ``replay`` figures, whose frames are those sent, received and ACKed."""
+    from netmem import replay
+    payload = max(1 << 16, int((4 << 20) * scale)) & ~0xfff
+    r = replay.run(replay.Config(closed_loop=True, provider="dmabuf", dmabuf_size=4 << 20,
+                                 pool_size=64, hold_tokens=1e-3, payload=payload,
+                                 progress=False))
+    if r.exit_code:
+        raise RuntimeError(f"closed-loop bench: {r.doc['validation']['detail']} "
+                           f"{r.doc['leaks']}")
+    return r.doc["replay"]
+
+
 def capture_path():
     """Where the bench keeps its 1 GiB capture, outside the repository: ``$NETMEM_BENCH_CACHE``,
     else ``netmem/bench`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
@@ -603,7 +624,8 @@ def run_replay(runs=5, scale=1, variants=True):
     """netmem-replay on its default workload with every provider this netmem has
     (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf
     ``REPLAY_VARIANTS`` of the flatness targets and the 1 GiB capture (``_capture()``; unless
-    ``variants`` is False), and ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
+    ``variants`` is False) and the closed loop (``_closed_loop()``, the same), and
+    ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
     from netmem.provider import builtin_providers
     providers = builtin_providers()
     samples = {}
@@ -617,6 +639,10 @@ def run_replay(runs=5, scale=1, variants=True):
             for suffix, fields in REPLAY_VARIANTS.items():
                 samples.setdefault(f"replay_ns_per_pkt_dmabuf_{suffix}", []).append(
                     _replay("dmabuf", scale, **fields)["ns-per-frame"])
+        if variants and "dmabuf" in providers:
+            r = _closed_loop(scale)
+            samples.setdefault("closed_loop_ns_per_frame", []).append(r["ns-per-frame"])
+            samples.setdefault("closed_loop_mpps", []).append(r["mpps"])
         samples.setdefault("replay_peak_rss_mib", []).append(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if variants and "dmabuf" in providers:

@@ -19,6 +19,7 @@ from netmem.replay.config import (
     _provider_arg,
     _qualname,
     _queue_list,
+    time_arg,
 )
 from netmem.replay.output import _check_output, _check_outputs
 from netmem.replay.runner import run
@@ -115,9 +116,11 @@ def _parser():
     ap.add_argument("--chunk", type=int, default=d.chunk,
                     help="frames per receive before the application drains (default: 1024 "
                          "at MTU 1500, as many bytes at a larger MTU: 170 at 9000)")
-    ap.add_argument("--connections", type=int, help="built-in workload: connections (64)")
+    ap.add_argument("--connections", type=int,
+                    help="built-in workload (or closed loop): connections (64; 16)")
     ap.add_argument("--payload", type=size_arg, metavar="SIZE",
-                    help="built-in workload: bytes per connection (64KiB)")
+                    help="built-in workload (or closed loop): bytes per connection (64KiB; "
+                         "4MiB)")
     ap.add_argument("--validate", type=int, metavar="N",
                     help="ncdevmem -v N pattern: the built-in workload's (7; 0 for random "
                          "bytes) or the one the capture carries")
@@ -140,6 +143,20 @@ def _parser():
                          "the baseline (time figures as median [min-max], counters per 1,000 "
                          "frames)")
     ap.add_argument("--csv", metavar="FILE", help="with --compare: the comparison as CSV")
+    cl = ap.add_argument_group("closed loop (senders in C on virtual time instead of a trace)")
+    cl.add_argument("--closed-loop", action="store_true",
+                    help="--connections senders of --payload bytes each over a link into the "
+                         "NIC; the receiver's ACKs go back; a --dmabuf-size smaller than the "
+                         "traffic is allowed")
+    cl.add_argument("--link-gbps", type=float, metavar="GBPS", help="link rate (100)")
+    cl.add_argument("--rtt", type=time_arg, metavar="TIME",
+                    help="round-trip time, two one-way delays (100us)")
+    cl.add_argument("--loss", type=float, metavar="P",
+                    help="random loss on the wire, each direction (0)")
+    cl.add_argument("--cc", choices=("reno", "cubic"), help="congestion control (cubic)")
+    cl.add_argument("--hold-tokens", type=time_arg, metavar="TIME",
+                    help="devmem: the application gives its tokens back this long after "
+                         "reading (0)")
     ap.add_argument("--profile", action="store_true",
                     help="where the time goes: ns per frame by stage of the data plane, and "
                          "the latency from DMA write to recvmsg (half the timed loops of the "

@@ -55,8 +55,10 @@ def _beyond(doc, base, f):
 
 def _describe_report(doc):
     c, e = doc["config"], doc["environment"]
-    w = c["workload"]
-    src = c["pcap"] or f"workload {w['connections']} x {w['payload']} bytes, seed {w['seed']}"
+    w, cl = c["workload"], doc.get("closed-loop")
+    src = (f"closed loop {cl['connections']} x {cl['payload']} bytes, {cl['cc']}, seed "
+           f"{c['seed']}" if cl is not None else c["pcap"] or
+           f"workload {w['connections']} x {w['payload']} bytes, seed {w['seed']}")
     git = f" git {e['git-commit'][:12]}{'+' if e['git-dirty'] else ''}" if e["git-commit"] else ""
     return (f"{c['provider']}, {c['queues']} queue(s), header split "
             f"{'on' if c['header-split'] else 'off'}, MTU {c['mtu']}, iommu {c['iommu']}, "

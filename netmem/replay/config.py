@@ -111,6 +111,12 @@ class Config:
     seed: int = 0
     progress: bool | None = None
     profile: bool = False
+    closed_loop: bool = False
+    link_gbps: float | None = None
+    rtt: float | None = None
+    loss: float | None = None
+    cc: str | None = None
+    hold_tokens: float | None = None
 
     @property
     def provider_name(self):
@@ -178,7 +184,69 @@ def _check_config(cfg):
     if cfg.pcap_keep and (cfg.pcap is None or cfg.pcap_in_memory):
         raise BadInput("--pcap-keep keeps the head of a streamed --pcap capture: there is "
                        "none (no --pcap, or --pcap-in-memory)")
+    _check_closed_loop(cfg)
     return cls
+
+
+#: ``--closed-loop``'s options when not given.
+CLOSED_LOOP_DEFAULTS = {"connections": 16, "payload": 4 << 20, "link_gbps": 100.0,
+                        "rtt": 100e-6, "loss": 0.0, "cc": "cubic", "hold_tokens": 0.0,
+                        "validate": 7}
+_CLOSED_LOOP_ONLY = ("link_gbps", "rtt", "loss", "cc", "hold_tokens")
+
+
+def _check_closed_loop(cfg):
+    """``--closed-loop`` and its options: none of them without it, no trace with it, each
+    in range."""
+    if not cfg.closed_loop:
+        given = [n for n in _CLOSED_LOOP_ONLY if getattr(cfg, n) is not None]
+        if given:
+            raise BadInput(f"--{given[0].replace('_', '-')}: only with --closed-loop")
+        return
+    for name, why in (("pcap", "a trace"), ("dump_streams", "stream files"),
+                      ("trace_out", "the trace-out tracepoints"), ("profile", "--profile")):
+        if getattr(cfg, name):
+            raise BadInput(f"--closed-loop: --{name.replace('_', '-')} is not supported with "
+                           f"it ({why} of the open-loop replay)")
+    if cfg.loops != 1 or cfg.warmup or cfg.runs != 1:
+        raise BadInput("--closed-loop: one run of one loop (--loops, --warmup, --runs)")
+    if cfg.connections is not None and not 1 <= cfg.connections <= 1 << 16:
+        raise BadInput(f"--connections {cfg.connections}: 1..65536 in the closed loop")
+    if cfg.payload is not None and not 0 <= cfg.payload < 1 << 31:
+        raise BadInput(f"--payload {cfg.payload}: below 2 GiB in the closed loop")
+    if cfg.link_gbps is not None and not 0 < cfg.link_gbps <= 1e4:
+        raise BadInput(f"--link-gbps {cfg.link_gbps}: in (0, 10000]")
+    if cfg.rtt is not None and not 0 <= cfg.rtt <= 10:
+        raise BadInput(f"--rtt {cfg.rtt}: 0 to 10 s")
+    if cfg.loss is not None and not 0 <= cfg.loss < 1:
+        raise BadInput(f"--loss {cfg.loss}: a probability below 1")
+    if cfg.cc is not None and cfg.cc not in ("reno", "cubic"):
+        raise BadInput(f"--cc {cfg.cc}: reno or cubic")
+    if cfg.hold_tokens is not None and not 0 <= cfg.hold_tokens <= 60:
+        raise BadInput(f"--hold-tokens {cfg.hold_tokens}: 0 to 60 s")
+    if cfg.validate == 0:
+        raise BadInput("--closed-loop: the senders send ncdevmem's pattern (--validate 2 or "
+                       "more)")
+    if cfg.mtu is not None and cfg.mtu > ETH_DATA_LEN:
+        raise BadInput(f"--mtu {cfg.mtu}: the closed loop's frames are at most {ETH_DATA_LEN}")
+
+
+def time_arg(text):
+    """``100us``, ``1.5ms``, ``2s``, ``500ns`` or seconds -> seconds (argparse type)."""
+    for suffix, scale in (("ns", 1e-9), ("us", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        if text.endswith(suffix):
+            text, unit = text[:-len(suffix)], scale
+            break
+    else:
+        unit = 1.0
+    try:
+        value = float(text) * unit
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"cannot read time {text!r} (use e.g. 100us, 1ms)") \
+            from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"time {text!r} is not finite")
+    return value
 
 
 def _check_rx_buf_size(cfg, cls):

@@ -89,3 +89,35 @@ def _plot_title(c):
     return (f"netmem-replay: {trace}; {c['provider']} provider, {c['queues']} queue(s), MTU "
             f"{c['mtu']}, iommu {c['iommu']}; {c['loops']} loop(s) after {c['warmup']} "
             "warm-up")
+
+
+def write_closed_loop_plot(path, samples, doc):
+    """``--closed-loop --plot``: over virtual time, the senders' cwnd and packets in flight
+    (summed over the connections) and the buffers out of the payload pools
+    (``page_pool_inflight()``: posted on the ring, in the stack, held by the application), as
+    steps: a sample holds until the next (none is taken while no frame arrives)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_ns, cwnd, in_flight, pool = samples
+    t = (t_ns - (t_ns[0] if len(t_ns) else 0)) / 1e6
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    top.plot(t, cwnd, label="cwnd (sum)", drawstyle="steps-post")
+    top.plot(t, in_flight, label="packets in flight (sum)", drawstyle="steps-post")
+    top.set_ylabel("segments")
+    top.legend(fontsize="small")
+    bottom.plot(t, pool, label="payload pools' buffers in flight", color="tab:red",
+                drawstyle="steps-post")
+    bottom.set_ylabel("buffers")
+    bottom.set_xlabel("virtual time (ms)")
+    bottom.legend(fontsize="small")
+    c, cl = doc["config"], doc["closed-loop"]
+    fig.suptitle(f"netmem-replay --closed-loop: {cl['connections']} x {cl['payload']} bytes, "
+                 f"{c['provider']} provider ({c['dmabuf-size']} bytes), {cl['link-gbps']:g} "
+                 f"Gbit/s, RTT {cl['rtt'] * 1e6:g} us, {cl['cc']}", fontsize="medium")
+    fig.tight_layout()
+    try:
+        _write_atomic(path, lambda f: fig.savefig(f, format="png"))
+    finally:
+        plt.close(fig)

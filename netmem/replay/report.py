@@ -22,7 +22,7 @@ from netmem.profile import STAGES
 from netmem.replay.config import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK
 from netmem.replay.counters import _RECEIVER_COUNTERS, GAUGES, _recycle_split
 from netmem.replay.output import _umask, _write_atomic
-from netmem.replay.plot import write_plot
+from netmem.replay.plot import write_closed_loop_plot, write_plot
 from netmem.replay.traceout import write_trace
 from netmem.replay.workload import _mtu_why
 
@@ -318,7 +318,10 @@ class Report:
     def write_plot(self, path):
         """``--plot``: the figure of the timeline (``plot.write_plot()``), the configuration in
         its title."""
-        write_plot(path, self.timeline, self.doc["config"])
+        if "closed-loop" in self.doc:
+            write_closed_loop_plot(path, self.timeline, self.doc)
+        else:
+            write_plot(path, self.timeline, self.doc["config"])
 
     def write_trace(self, path):
         """``--trace-out``: the Chrome trace-event document (``traceout._TraceOut``)."""
@@ -338,7 +341,9 @@ class Report:
                      f"MTU {c['mtu']} ({_mtu_why(c['mtu-from'], tr['largest-l3-length'])}), "
                      f"iommu {c['iommu']}, application on "
                      f"{'the NAPI CPU' if c['app-cpu'] == 'same' else 'another CPU'}")
-        src = c["pcap"] or _describe_workload(c["workload"])
+        cl = d.get("closed-loop")
+        src = ("closed-loop senders" if cl is not None else
+               c["pcap"] or _describe_workload(c["workload"]))
         lines.append(f"trace: {src}: {tr['frames']} frames, {tr['bytes']} bytes, TCP payload "
                      f"{tr['payload-bytes']} bytes"
                      f"{_streamed(tr)}")
@@ -346,6 +351,8 @@ class Report:
         lines.append("frames skipped: " + (", ".join(f"{v} {k}" for k, v in skipped.items())
                                            if skipped else "none"))
         lines += [f"warning: {w}" for w in d["warnings"]]
+        if cl is not None:
+            lines += _closed_loop_lines(cl)
         lines.append("")
         lines += self._timed_table()
         lines.append("")
@@ -434,3 +441,23 @@ def _describe_workload(w):
             f"{w['duplicate']}, overlap {w['overlap']}"
             + (f", ncdevmem -v {w['validate']}" if w["validate"] else "")
             + f", seed {w['seed']}")
+
+
+def _closed_loop_lines(c):
+    """The text report's lines of the ``closed-loop`` section."""
+    link = (f"{c['link-gbps']:g} Gbit/s, RTT {c['rtt'] * 1e6:g} us, loss {c['loss']:g}, "
+            f"{c['cc']}" + (f", tokens held {c['hold-tokens'] * 1e3:g} ms"
+                           if c["hold-tokens"] else ""))
+    f = c["frames"]
+    out = [f"closed loop: {c['connections']} connection(s) x {c['payload']} bytes over {link}",
+           (f"  {'completed' if c['completed'] else 'NOT completed'} in "
+            f"{c['virtual-seconds'] * 1e3:.3f} ms of virtual time: goodput "
+            f"{c['goodput-gbps']:.3f} Gbit/s"),
+           (f"  frames sent {f['sent']}, received by the NIC {f['received']}, ACKs sent "
+            f"{f['acks-sent']}, taken {f['acks-received']}"),
+           (f"  retransmits {c['retransmits']}, RTOs {c['rtos']}, loss probes "
+            f"{c['loss-probes']}; link drops: forward {c['links']['forward']['dropped_queue']} "
+            f"queue + {c['links']['forward']['dropped_loss']} loss, reverse "
+            f"{c['links']['reverse']['dropped_queue']} + {c['links']['reverse']['dropped_loss']}"),
+           "  senders: " + ", ".join(f"{k} {v}" for k, v in c["sender-mib"].items() if v)]
+    return out

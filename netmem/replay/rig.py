@@ -88,7 +88,8 @@ class Rig:
         except NetmemError as e:
             raise BadInput(f"--provider {cfg.provider_name}: {e.strerror}", e.errno) from None
         self.binding = binding
-        if binding.memory_map is not None:
+        if binding.memory_map is not None and not cfg.closed_loop:
+            # the closed loop takes a dma-buf smaller than the traffic: that is its point
             self.chunk = _provider_chunk(cfg, len(self.queues), binding.size)
 
     def teardown(self):

@@ -12,6 +12,7 @@ import tqdm
 from netmem.errors import NetmemError
 from netmem.profile import StageProfile
 from netmem.replay.app import _App, _stream_files
+from netmem.replay.closedloop import run_closed_loop
 from netmem.replay.config import BadInput, _binds, _check_config, default_dmabuf_size
 from netmem.replay.counters import _counted, _layout, _snapshot
 from netmem.replay.plot import _Timeline
@@ -75,7 +76,10 @@ def run(cfg):
     ``cfg.warmup`` untimed loops then ``cfg.loops`` timed ones. The first run then replays one
     loop more, neither timed nor counted, when ``--dump-streams`` or ``--plot`` needs it. On
     Ctrl-C (KeyboardInterrupt) the report covers the timed loops completed and says it was
-    interrupted; with none completed, KeyboardInterrupt goes on (after teardown)."""
+    interrupted; with none completed, KeyboardInterrupt goes on (after teardown).
+    ``--closed-loop`` runs ``closedloop.run_closed_loop()`` instead."""
+    if cfg.closed_loop:
+        return run_closed_loop(cfg, _Run())
     cls = _check_config(cfg)
     trace, params, expected = _load_trace(cfg)
     cfg, mtu = _choose_mtu(cfg, trace)

@@ -48,6 +48,25 @@ _RUN = {"type": "object", "required": ["loops", "frames", *TIME_FIGURES, "loop-s
         "properties": {"loops": {"type": "integer", "minimum": 1}, "frames": _COUNT,
                        **_TIMES["properties"],
                        "loop-seconds": {"type": "array", "minItems": 1, "items": _NUMBER}}}
+#: ``--closed-loop``'s section (netmem/replay/closedloop.py): the run's link and senders,
+#: goodput in virtual time, frames, retransmits, RTOs, loss probes, the senders' MIB.
+_CLOSED_LOOP = {
+    "type": "object",
+    "required": ["connections", "payload", "link-gbps", "rtt", "loss", "cc", "hold-tokens",
+                 "completed", "virtual-seconds", "goodput-gbps", "frames", "retransmits",
+                 "rtos", "loss-probes", "sender-mib", "links", "cwnd", "srtt-us"],
+    "properties": {
+        "connections": {"type": "integer", "minimum": 1}, "payload": _COUNT,
+        "link-gbps": _NUMBER, "rtt": _NUMBER, "loss": _NUMBER, "cc": {"enum": ["reno", "cubic"]},
+        "hold-tokens": _NUMBER, "completed": {"type": "boolean"}, "virtual-seconds": _NUMBER,
+        "goodput-gbps": _NUMBER,
+        "frames": {**_COUNTS, "required": ["sent", "received", "acks-sent", "acks-received"]},
+        "retransmits": _COUNT, "rtos": _COUNT, "loss-probes": _COUNT, "sender-mib": _COUNTS,
+        "links": {"type": "object", "required": ["forward", "reverse"],
+                  "additionalProperties": _COUNTS},
+        "cwnd": _COUNTS, "srtt-us": _COUNTS,
+    },
+}
 #: The JSON Schema (2020-12) of the ``--json`` document. Stats carry the netdev netlink
 #: family's attribute names (``page-pool-get``, ``page-pool-stats-get``, ``qstats-get``);
 #: every count is the timed loops' own (``counters.scope``), ``counters.gauges`` names what is
@@ -152,5 +171,6 @@ REPORT_SCHEMA = {
         "interrupted": {"type": "boolean"},
         "exit-code": {"enum": [EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED]},
         "profile": {"oneOf": [{"type": "null"}, _PROFILE]},
+        "closed-loop": _CLOSED_LOOP,
     },
 }
