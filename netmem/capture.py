@@ -31,10 +31,27 @@ _KEY_SPAN = 1 << 20        # bytes hashed at each end of a capture for its ident
 _MADV_POPULATE_READ = 22   # Linux 5.14+; an older kernel answers EINVAL and nothing is fetched
 _madvise = ctypes.CDLL(None, use_errno=True).madvise    # ctypes drops the GIL for the call
 _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_HPAGE_SIZE = 2 << 20      # a transparent huge page (x86-64's PMD): 2 MiB
 
 
 def _err(code, msg):
     return NetmemError(code, msg)
+
+
+def huge_zeros(nbytes):
+    """``nbytes`` zero bytes, a ``np.uint8`` array over anonymous memory that starts on a 2 MiB
+    boundary and asks for transparent huge pages (``madvise(MADV_HUGEPAGE)``: THP is often
+    enabled for ``madvise`` only). The arena of a trace that the replay reads frame by frame
+    (the generated workload's, a capture read whole): with 4 KiB pages its reads miss the TLB
+    (0.91x the time of an in-memory capture's replay with, docs/benchmarks.md). Committed as
+    it is written, 2 MiB at a time; the advice is a hint (4 KiB pages where THP is off)."""
+    # Whole huge pages, and one more: room to align the start. Private: shared anonymous
+    # memory is shmem, whose THP setting is another (often never).
+    mm = mmap.mmap(-1, nbytes + (-nbytes % _HPAGE_SIZE) + _HPAGE_SIZE, flags=mmap.MAP_PRIVATE)
+    mm.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(mm, np.uint8)
+    start = -whole.ctypes.data % _HPAGE_SIZE
+    return whole[start:start + nbytes]
 
 
 def _gather_u32(arena, pos, little):
@@ -160,16 +177,16 @@ def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     else:
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                arena = _read_whole(f)
         except FileNotFoundError:
             raise _err(errno.ENOENT, f"{who}: {path}: no such file") from None
         except IsADirectoryError:
             raise _err(errno.EISDIR, f"{who}: {path}: is a directory") from None
-        arena = np.frombuffer(data, np.uint8)
+        data = arena.data.toreadonly()
     if len(data) < 4:
         raise _err(errno.EINVAL, f"{who}: {path}: not a pcap or pcapng file ({len(data)} bytes)")
     release = (lambda lo, hi: cmap.release(lo, hi)) if cmap is not None else None
-    magic = data[:4]
+    magic = bytes(data[:4])
     if magic == _PCAPNG_MAGIC:
         if len(data) < 28:
             raise _err(errno.EINVAL, f"{who}: {path}: truncated pcapng section header")
@@ -184,10 +201,24 @@ def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     return (arena, *index, cmap)
 
 
+def _read_whole(f):
+    """The file ``f`` (open for reading) whole, into a ``huge_zeros()`` arena: what it holds
+    when read to its end (a file that grows or shrinks meanwhile gives what was read)."""
+    arena = huge_zeros(os.fstat(f.fileno()).st_size)
+    got = 0
+    while got < len(arena):
+        n = f.readinto(arena[got:])
+        if not n:
+            return arena[:got]
+        got += n
+    rest = f.read()
+    return np.concatenate([arena, np.frombuffer(rest, np.uint8)]) if rest else arena
+
+
 def _read_pcap(data, arena, path, release=None, window=STREAM_WINDOW):
     """Walk a pcap file: (data offsets, captured lengths, ns timestamps, linktypes, truncated).
     With ``release``, the pages are given back every ``window`` bytes of the walk."""
-    little, nano = _PCAP_MAGICS[data[:4]]
+    little, nano = _PCAP_MAGICS[bytes(data[:4])]
     e = "<" if little else ">"
     if len(data) < 24:
         raise _err(errno.EINVAL, f"from_pcap: {path}: truncated pcap file header "

@@ -17,7 +17,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from netmem.capture import _MAX_SNAPLEN, STREAM_WINDOW
+from netmem.capture import _MAX_SNAPLEN, STREAM_WINDOW, huge_zeros
 from netmem.errors import NetmemError
 from netmem.packet_trace import (
     DLT_EN10MB,
@@ -575,7 +575,7 @@ class _FrameBuilder:
         stride = flen + (flen & 1)  # even offsets: 16-bit words line up for the checksums
         offsets = np.zeros(len(flen), np.int64)
         np.cumsum(stride[:-1], out=offsets[1:])
-        arena = np.zeros(int(stride.sum()) + 2, np.uint8)  # + 2: see _ones_sum
+        arena = huge_zeros(int(stride.sum()) + 2)  # + 2: see _ones_sum
         self._write_packets(arena, offsets, l3, conn_of, dirs, kinds, starts, ends, fam6)
         ip_off = offsets + l3
         tcp_off = ip_off + iphl

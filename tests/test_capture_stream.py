@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from memutil import THP, vma_of
 
 from netmem import flows, packet_trace
+from netmem.capture import huge_zeros
 from netmem.errors import NetmemError
 from netmem.flows import PacketTrace, generate
 from netmem.replay import main
@@ -332,3 +334,29 @@ def test_replay_indexes_a_capture_once(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMEM_CACHE_DIR", str(tmp_path / "mine"))
     replay_workload._open_capture(str(path)).cache_index()
     assert len(walks) == 4 and len(os.listdir(tmp_path / "mine")) == 1
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+@pytest.mark.parametrize("nbytes", [1, (2 << 20) + 3])
+def test_huge_zeros_is_a_private_huge_page_arena(nbytes):
+    # The arena starts on a 2 MiB boundary, in private memory advised MADV_HUGEPAGE (shared
+    # anonymous memory is shmem, whose THP setting is another).
+    a = huge_zeros(nbytes)
+    assert len(a) == nbytes and a.dtype == np.uint8 and not a.any()
+    assert a.ctypes.data % (2 << 20) == 0
+    perms, flags = vma_of(a.ctypes.data)
+    assert perms == "rw-p" and "hg" in flags
+    a[-1] = 1
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+def test_traces_replayed_from_memory_are_huge_page_arenas(tmp_path):
+    # What the replay reads frame by frame: the generated trace, and a capture read whole.
+    flows_ = generate(connections=2, payload=200_000)
+    path = tmp_path / "c.pcap"
+    flows_.write_pcap(path)
+    whole = PacketTrace.from_pcap(path)
+    assert len(whole) == len(flows_.trace)
+    for arena in (flows_.trace.arena, whole.arena):
+        perms, flags = vma_of(arena.ctypes.data)
+        assert perms == "rw-p" and "hg" in flags
