@@ -360,3 +360,30 @@ def test_traces_replayed_from_memory_are_huge_page_arenas(tmp_path):
     for arena in (flows_.trace.arena, whole.arena):
         perms, flags = vma_of(arena.ctypes.data)
         assert perms == "rw-p" and "hg" in flags
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_captures_are_written_in_aligned_huge_pieces(tmp_path, monkeypatch, pcapng):
+    # Every write to the file but the last is whole 2 MiB pieces at a 2 MiB offset, so that
+    # the page cache holds the capture in 2 MiB folios; the bytes are scapy's, unchanged.
+    piece, pieces = flows._HugeChunkFile.PIECE, []
+    write = flows._HugeChunkFile._write
+
+    def record(self, view):
+        pieces.append((self.f.tell(), len(view)))
+        write(self, view)
+
+    monkeypatch.setattr(flows._HugeChunkFile, "_write", record)
+    kw = {"connections": 2, "payload": 3 << 20, "validate": 7}
+    trace = flows.write_generated(tmp_path / "b.pcap", pcapng=pcapng, slice_frames=999, **kw)
+    assert len(pieces) >= 2 and sum(n for _, n in pieces) == os.path.getsize(tmp_path / "b.pcap")
+    assert all(at % piece == 0 and n % piece == 0 for at, n in pieces[:-1])
+    assert trace.frame(len(trace) - 1) == generate(**kw).trace.frame(len(trace) - 1)
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+def test_streamed_capture_mapping_asks_for_huge_pages(capture):
+    # A capture the page cache reads again (readahead) comes back in 2 MiB folios.
+    trace = PacketTrace.from_pcap(capture, stream=True)
+    perms, flags = vma_of(trace._map.arena.ctypes.data)
+    assert perms == "r--s" and "hg" in flags
