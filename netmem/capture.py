@@ -111,10 +111,13 @@ class CaptureMap:
         self._fetching = None   # that thread, and where its bytes start
 
     def release(self, lo, hi):
-        """Give back the pages of ``[lo, hi)`` (whole pages below ``hi``)."""
-        page = mmap.PAGESIZE
-        start = max(self._end if self._end <= lo else lo - lo % page, self.keep)
-        stop = min(hi, self.size) // page * page
+        """Give back the pages of ``[lo, hi)``: the whole 2 MiB below ``hi``, so that where the
+        page cache holds the file in 2 MiB folios each goes back with its one mapping (part of
+        one would split it into 4 KiB entries, and the page table left behind would have later
+        faults map it 64 KiB at a time; 0.98x the streamed replay's time, docs/benchmarks.md).
+        At most 2 MiB more than the window stays resident."""
+        start = max(self._end if self._end <= lo else lo - lo % _HPAGE_SIZE, self.keep)
+        stop = min(hi, self.size) // _HPAGE_SIZE * _HPAGE_SIZE
         if stop > start:
             self._wait_below(stop)
             self.mm.madvise(mmap.MADV_DONTNEED, start, stop - start)

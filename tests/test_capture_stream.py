@@ -387,3 +387,14 @@ def test_streamed_capture_mapping_asks_for_huge_pages(capture):
     trace = PacketTrace.from_pcap(capture, stream=True)
     perms, flags = vma_of(trace._map.arena.ctypes.data)
     assert perms == "r--s" and "hg" in flags
+
+
+def test_release_gives_back_whole_huge_pages(tmp_path):
+    # A 2 MiB folio goes back whole or not at all: a part would split its mapping for good.
+    path = tmp_path / "h.pcap"
+    generate(connections=2, payload=4 << 20, seed=2).write_pcap(path)
+    cmap = PacketTrace.from_pcap(path, stream=True, window=1 << 20)._map
+    cmap.release(0, (3 << 20) + 5)
+    assert cmap._end == 2 << 20
+    cmap.release((3 << 20) + 5, (6 << 20) + 4097)
+    assert cmap._end == 6 << 20
