@@ -31,10 +31,27 @@ _KEY_SPAN = 1 << 20        # bytes hashed at each end of a capture for its ident
 _MADV_POPULATE_READ = 22   # Linux 5.14+; an older kernel answers EINVAL and nothing is fetched
 _madvise = ctypes.CDLL(None, use_errno=True).madvise    # ctypes drops the GIL for the call
 _madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_HPAGE_SIZE = 2 << 20      # a transparent huge page (x86-64's PMD): 2 MiB
 
 
 def _err(code, msg):
     return NetmemError(code, msg)
+
+
+def huge_zeros(nbytes):
+    """``nbytes`` zero bytes, a ``np.uint8`` array over anonymous memory that starts on a 2 MiB
+    boundary and asks for transparent huge pages (``madvise(MADV_HUGEPAGE)``: THP is often
+    enabled for ``madvise`` only). The arena of a trace that the replay reads frame by frame
+    (the generated workload's, a capture read whole): with 4 KiB pages its reads miss the TLB
+    (0.91x the time of an in-memory capture's replay with, docs/benchmarks.md). Committed as
+    it is written, 2 MiB at a time; the advice is a hint (4 KiB pages where THP is off)."""
+    # Whole huge pages, and one more: room to align the start. Private: shared anonymous
+    # memory is shmem, whose THP setting is another (often never).
+    mm = mmap.mmap(-1, nbytes + (-nbytes % _HPAGE_SIZE) + _HPAGE_SIZE, flags=mmap.MAP_PRIVATE)
+    mm.madvise(mmap.MADV_HUGEPAGE)
+    whole = np.frombuffer(mm, np.uint8)
+    start = -whole.ctypes.data % _HPAGE_SIZE
+    return whole[start:start + nbytes]
 
 
 def _gather_u32(arena, pos, little):
@@ -61,7 +78,13 @@ class CaptureMap:
     So that the reader does not take those faults itself, each release also has a thread fault
     in (``madvise(MADV_POPULATE_READ)``, without the GIL) the next ``ahead`` bytes past it,
     while the reader works on what it has (``NetDevice.receive()`` runs in C without the GIL):
-    about ``ahead`` bytes more are resident. ``ahead`` 0: no prefetch."""
+    about ``ahead`` bytes more are resident. ``ahead`` 0: no prefetch.
+
+    The mapping asks for huge pages (``MADV_HUGEPAGE``): what the page cache reads of the file
+    comes in 2 MiB folios, each mapped by one fault and one TLB entry; giving it back and
+    faulting it in again then costs a twentieth of what 4 KiB pages do. A file already cached
+    in small folios stays so: ``netmem-flows`` writes its captures in 2 MiB pieces, which the
+    page cache holds in 2 MiB folios (docs/benchmarks.md)."""
 
     def __init__(self, path, who, keep=0, ahead=0):
         try:
@@ -74,6 +97,8 @@ class CaptureMap:
             raise _err(errno.ENOENT, f"{who}: {path}: no such file") from None
         except IsADirectoryError:
             raise _err(errno.EISDIR, f"{who}: {path}: is a directory") from None
+        if self.mm is not None:
+            self.mm.madvise(mmap.MADV_HUGEPAGE)
         self.path = os.path.abspath(path)
         self.size = st.st_size
         self.arena = np.frombuffer(self.mm, np.uint8) if self.mm is not None else \
@@ -86,10 +111,13 @@ class CaptureMap:
         self._fetching = None   # that thread, and where its bytes start
 
     def release(self, lo, hi):
-        """Give back the pages of ``[lo, hi)`` (whole pages below ``hi``)."""
-        page = mmap.PAGESIZE
-        start = max(self._end if self._end <= lo else lo - lo % page, self.keep)
-        stop = min(hi, self.size) // page * page
+        """Give back the pages of ``[lo, hi)``: the whole 2 MiB below ``hi``, so that where the
+        page cache holds the file in 2 MiB folios each goes back with its one mapping (part of
+        one would split it into 4 KiB entries, and the page table left behind would have later
+        faults map it 64 KiB at a time; 0.98x the streamed replay's time, docs/benchmarks.md).
+        At most 2 MiB more than the window stays resident."""
+        start = max(self._end if self._end <= lo else lo - lo % _HPAGE_SIZE, self.keep)
+        stop = min(hi, self.size) // _HPAGE_SIZE * _HPAGE_SIZE
         if stop > start:
             self._wait_below(stop)
             self.mm.madvise(mmap.MADV_DONTNEED, start, stop - start)
@@ -160,16 +188,16 @@ def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     else:
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                arena = _read_whole(f)
         except FileNotFoundError:
             raise _err(errno.ENOENT, f"{who}: {path}: no such file") from None
         except IsADirectoryError:
             raise _err(errno.EISDIR, f"{who}: {path}: is a directory") from None
-        arena = np.frombuffer(data, np.uint8)
+        data = arena.data.toreadonly()
     if len(data) < 4:
         raise _err(errno.EINVAL, f"{who}: {path}: not a pcap or pcapng file ({len(data)} bytes)")
     release = (lambda lo, hi: cmap.release(lo, hi)) if cmap is not None else None
-    magic = data[:4]
+    magic = bytes(data[:4])
     if magic == _PCAPNG_MAGIC:
         if len(data) < 28:
             raise _err(errno.EINVAL, f"{who}: {path}: truncated pcapng section header")
@@ -184,10 +212,24 @@ def read_capture(path, who, stream=False, window=STREAM_WINDOW, keep=0):
     return (arena, *index, cmap)
 
 
+def _read_whole(f):
+    """The file ``f`` (open for reading) whole, into a ``huge_zeros()`` arena: what it holds
+    when read to its end (a file that grows or shrinks meanwhile gives what was read)."""
+    arena = huge_zeros(os.fstat(f.fileno()).st_size)
+    got = 0
+    while got < len(arena):
+        n = f.readinto(arena[got:])
+        if not n:
+            return arena[:got]
+        got += n
+    rest = f.read()
+    return np.concatenate([arena, np.frombuffer(rest, np.uint8)]) if rest else arena
+
+
 def _read_pcap(data, arena, path, release=None, window=STREAM_WINDOW):
     """Walk a pcap file: (data offsets, captured lengths, ns timestamps, linktypes, truncated).
     With ``release``, the pages are given back every ``window`` bytes of the walk."""
-    little, nano = _PCAP_MAGICS[data[:4]]
+    little, nano = _PCAP_MAGICS[bytes(data[:4])]
     e = "<" if little else ">"
     if len(data) < 24:
         raise _err(errno.EINVAL, f"from_pcap: {path}: truncated pcap file header "

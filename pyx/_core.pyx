@@ -22,8 +22,8 @@ from libc.stdint cimport int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcmp, memcpy, memmove, memset, strcmp
 
-from includes.sys cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE, PROT_READ,
-                           PROT_WRITE, mmap, munmap, nm_now_ns, nm_tsc)
+from includes.sys cimport (MADV_HUGEPAGE, MAP_ANONYMOUS, MAP_FAILED, MAP_NORESERVE, MAP_PRIVATE,
+                           PROT_READ, PROT_WRITE, madvise, mmap, munmap, nm_now_ns, nm_tsc)
 
 cnp.import_array()
 
@@ -216,16 +216,17 @@ cdef class CoreMachine:
         self._pool_ids = {}
         m.npages = npages
         m.mem_bytes = npages << PAGE_SHIFT
-        m.mem = <char *>_map_lazy(m.mem_bytes)
+        m.mem = <char *>_map_lazy(m.mem_bytes, True)
         m.pages = <nm_desc *>_map_lazy(npages * sizeof(nm_desc))
-        nm_cover_table_init(&m.ram_cover, _map_lazy(nm_cover_bytes(m.mem_bytes)), m.mem_bytes)
+        nm_cover_table_init(&m.ram_cover, _map_lazy(nm_cover_bytes(m.mem_bytes), True),
+                            m.mem_bytes)
         m.faults.room = <uint64_t>-1            # every fault is kept
         m.unmapped.room = NM_UNMAPPED_LOG_MAX
         m.max_niovs = 1 << 24           # 64 GiB of 4 KiB net_iovs, reserved, committed on use
-        m.niovs = <nm_desc *>_map_lazy(m.max_niovs * sizeof(nm_desc))
+        m.niovs = <nm_desc *>_map_lazy(m.max_niovs * sizeof(nm_desc), True)
         m.nr_niovs = 1                  # index 0 stays unused: ref 1 would look like NULL | NET_IOV
         m.max_areas = 1 << 22
-        m.areas = <nm_area *>_map_lazy(m.max_areas * sizeof(nm_area))
+        m.areas = <nm_area *>_map_lazy(m.max_areas * sizeof(nm_area), True)
         m.nr_nodes = numa_nodes
         m.nr_cpus = cpus
         for i in range(cpus):
@@ -578,8 +579,8 @@ cdef class CoreMachine:
         cdef int err
         if size == 0 or start + size < start or start < self.m.mem_bytes:
             raise NetmemError(EINVAL, f"pci: BAR at {start:#x}+{size:#x} overlaps RAM or wraps")
-        mem = <char *>_map_lazy(size)
-        cover = _map_lazy(nm_cover_bytes(size))
+        mem = <char *>_map_lazy(size, True)
+        cover = _map_lazy(nm_cover_bytes(size), True)
         err = nm_bar_add(self.m, start, size, mem, cover, dev_id, bar)
         if err:
             munmap(mem, size)
@@ -668,12 +669,23 @@ cdef list _take_dma_log(nm_dma_log *log):
     return out
 
 
-cdef void *_map_lazy(uint64_t size) except NULL:
-    """Anonymous, lazily committed memory: untouched pages cost nothing."""
+cdef void *_map_lazy(uint64_t size, bint huge=False) except NULL:
+    """Anonymous, lazily committed memory: untouched pages cost nothing.
+
+    ``huge``: the arena is touched densely, from its start (memory the buddy allocator hands
+    out low blocks first, tables filled in index order), so it asks for transparent huge pages
+    (``MADV_HUGEPAGE``; THP is often enabled for ``madvise`` only): a frame's accesses spread
+    over the buffers, descriptors, skbs and coverage entries of tens of MiB, which with 4 KiB
+    pages miss the TLB on every frame (0.84x the replay's time with, docs/benchmarks.md). Not
+    for a table touched sparsely, where each touch would commit 2 MiB (the page descriptors:
+    boot writes a free-block head every 64 KiB of them). The advice is a hint: a kernel
+    without THP answers EINVAL and the memory stays in 4 KiB pages, which is only slower."""
     cdef void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
     if p == MAP_FAILED:
         raise MemoryError(f"mmap of {size} bytes failed")
+    if huge:
+        madvise(p, size, MADV_HUGEPAGE)
     return p
 
 

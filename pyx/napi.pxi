@@ -24,6 +24,16 @@ cdef enum:
     NAPI_POLL_WEIGHT = 64           # the NAPI budget
     NM_INDIR_SIZE = 128             # RSS indirection table entries
     NM_RSS_KEY_LEN = 40             # NETDEV_RSS_KEY_LEN
+    # The device's parser prefetches the headers of the frame NM_PARSE_AHEAD frames on (its
+    # first NM_PARSE_REACH bytes: Ethernet, VLAN, IPv6 and TCP up to its options): a capture
+    # larger than the caches comes from DRAM, and nm_parse()'s first loads of each frame
+    # took 12% of its replay (0.93x with, docs/benchmarks.md). Not a kernel mechanism.
+    NM_PARSE_AHEAD = 8
+    NM_PARSE_REACH = 128
+    # The poll prefetches the rest of the frame NM_RX_FRAME_AHEAD on in its queue, for the
+    # DMA write's loads (0.96x a capture's replay with; the default workload's trace is in
+    # the caches: 1.00x, docs/benchmarks.md). Not a kernel mechanism.
+    NM_RX_FRAME_AHEAD = 2
 
     # What the device's parser found (nm_pkt.status).
     NM_PKT_OK = 0                   # Ethernet frame (IP or not)
@@ -488,7 +498,7 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
     (``net_rx_action()``), take up to 64 frames, flush GRO, refill the rings. Returns the work
     done. The caller sets the CPU context. Profiled, each step is a stage (in a sampled poll,
     ``nm_prof``, each frame's too) and each skb carries its frame's arrival."""
-    cdef uint32_t work = 0, fi
+    cdef uint32_t work = 0, fi, nfi
     cdef uint64_t tstamp = 0, traced = 0
     if nm_prof_t is not nm_noprof:
         prof_enter(__prof(pr), NM_PROF_PUTS)
@@ -514,6 +524,11 @@ cdef uint32_t nm_napi_poll(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *a
             tstamp = __rx_arrival(n, nd, fi)
         if unlikely(traced):
             __trace_frame(n, nd, q, fi)
+        if q.pending_pos + NM_RX_FRAME_AHEAD - 1 < q.npending:     # see NM_RX_FRAME_AHEAD
+            nfi = q.pending[q.pending_pos + NM_RX_FRAME_AHEAD - 1]
+            if nd.pkts[nfi - start].len > NM_PARSE_REACH:       # the headers: the parser's
+                prefetch_range(<const char *>arena + offs[nfi] + NM_PARSE_REACH,
+                               nd.pkts[nfi - start].len - NM_PARSE_REACH, False)
         nm_rx_frame(n, nd, q, arena + offs[fi], &nd.pkts[fi - start], nd.hashes[fi - start],
                     tstamp, pr)
         work += 1
@@ -593,6 +608,9 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
         nd.rxq[qi].pending_pos = 0
     for fi in range(start, end):
         p = &nd.pkts[fi - start]
+        if fi + NM_PARSE_AHEAD < end:     # the model's own speed: see NM_PARSE_AHEAD
+            prefetch_range(<const char *>arena + offs[fi + NM_PARSE_AHEAD], NM_PARSE_REACH,
+                           False)
         nm_parse(arena + offs[fi], lens[fi], p)
         qi = nm_steer(nd, arena + offs[fi], p, &nd.hashes[fi - start])
         if qi >= nd.num_rxq or not nd.rxq[qi].started:

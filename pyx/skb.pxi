@@ -102,10 +102,10 @@ cdef int nm_net_init(nm_machine *m) except -1:
     m.net = n
     n.m = m
     n.skb_cap = NM_SKB_CAP
-    n.skbs = <nm_skb *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_skb))
-    n.shinfos = <nm_shinfo *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_shinfo))
-    n.skb_tstamp = <uint64_t *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(uint64_t))
-    n.skb_rb = <nm_rb_node *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_rb_node))
+    n.skbs = <nm_skb *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_skb), True)
+    n.shinfos = <nm_shinfo *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_shinfo), True)
+    n.skb_tstamp = <uint64_t *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(uint64_t), True)
+    n.skb_rb = <nm_rb_node *>_map_lazy(<uint64_t>NM_SKB_CAP * sizeof(nm_rb_node), True)
     n.skb_free = NM_NIL
     n.shinfo_free = NM_NIL
     n.sk_free = NM_NIL

@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+from memutil import THP, vma_of
 
 from netmem import flows, packet_trace
+from netmem.capture import huge_zeros
 from netmem.errors import NetmemError
 from netmem.flows import PacketTrace, generate
 from netmem.replay import main
@@ -332,3 +334,67 @@ def test_replay_indexes_a_capture_once(tmp_path, monkeypatch):
     monkeypatch.setenv("NETMEM_CACHE_DIR", str(tmp_path / "mine"))
     replay_workload._open_capture(str(path)).cache_index()
     assert len(walks) == 4 and len(os.listdir(tmp_path / "mine")) == 1
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+@pytest.mark.parametrize("nbytes", [1, (2 << 20) + 3])
+def test_huge_zeros_is_a_private_huge_page_arena(nbytes):
+    # The arena starts on a 2 MiB boundary, in private memory advised MADV_HUGEPAGE (shared
+    # anonymous memory is shmem, whose THP setting is another).
+    a = huge_zeros(nbytes)
+    assert len(a) == nbytes and a.dtype == np.uint8 and not a.any()
+    assert a.ctypes.data % (2 << 20) == 0
+    perms, flags = vma_of(a.ctypes.data)
+    assert perms == "rw-p" and "hg" in flags
+    a[-1] = 1
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+def test_traces_replayed_from_memory_are_huge_page_arenas(tmp_path):
+    # What the replay reads frame by frame: the generated trace, and a capture read whole.
+    flows_ = generate(connections=2, payload=200_000)
+    path = tmp_path / "c.pcap"
+    flows_.write_pcap(path)
+    whole = PacketTrace.from_pcap(path)
+    assert len(whole) == len(flows_.trace)
+    for arena in (flows_.trace.arena, whole.arena):
+        perms, flags = vma_of(arena.ctypes.data)
+        assert perms == "rw-p" and "hg" in flags
+
+
+@pytest.mark.parametrize("pcapng", [False, True])
+def test_captures_are_written_in_aligned_huge_pieces(tmp_path, monkeypatch, pcapng):
+    # Every write to the file but the last is whole 2 MiB pieces at a 2 MiB offset, so that
+    # the page cache holds the capture in 2 MiB folios; the bytes are scapy's, unchanged.
+    piece, pieces = flows._HugeChunkFile.PIECE, []
+    write = flows._HugeChunkFile._write
+
+    def record(self, view):
+        pieces.append((self.f.tell(), len(view)))
+        write(self, view)
+
+    monkeypatch.setattr(flows._HugeChunkFile, "_write", record)
+    kw = {"connections": 2, "payload": 3 << 20, "validate": 7}
+    trace = flows.write_generated(tmp_path / "b.pcap", pcapng=pcapng, slice_frames=999, **kw)
+    assert len(pieces) >= 2 and sum(n for _, n in pieces) == os.path.getsize(tmp_path / "b.pcap")
+    assert all(at % piece == 0 and n % piece == 0 for at, n in pieces[:-1])
+    assert trace.frame(len(trace) - 1) == generate(**kw).trace.frame(len(trace) - 1)
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+def test_streamed_capture_mapping_asks_for_huge_pages(capture):
+    # A capture the page cache reads again (readahead) comes back in 2 MiB folios.
+    trace = PacketTrace.from_pcap(capture, stream=True)
+    perms, flags = vma_of(trace._map.arena.ctypes.data)
+    assert perms == "r--s" and "hg" in flags
+
+
+def test_release_gives_back_whole_huge_pages(tmp_path):
+    # A 2 MiB folio goes back whole or not at all: a part would split its mapping for good.
+    path = tmp_path / "h.pcap"
+    generate(connections=2, payload=4 << 20, seed=2).write_pcap(path)
+    cmap = PacketTrace.from_pcap(path, stream=True, window=1 << 20)._map
+    cmap.release(0, (3 << 20) + 5)
+    assert cmap._end == 2 << 20
+    cmap.release((3 << 20) + 5, (6 << 20) + 4097)
+    assert cmap._end == 6 << 20

@@ -12,6 +12,7 @@ import errno
 import os
 
 import pytest
+from memutil import THP, vma_of
 
 from netmem import (
     MAX_PAGE_ORDER,
@@ -511,3 +512,16 @@ def test_netmem_view_refuses_bad_refs(machine, bad):
     with pytest.raises(NetmemError) as e:
         machine.netmem(bad)
     assert e.value.errno == errno.EINVAL
+
+
+@pytest.mark.skipif(not THP, reason="the kernel has no transparent huge pages")
+def test_memory_asks_for_huge_pages(machine):
+    # The model's memory is touched densely: it is advised MADV_HUGEPAGE (a frame's accesses
+    # miss the TLB with 4 KiB pages). The page descriptors are not (a 64 GiB machine would
+    # commit them whole: test_lazily_committed_memory).
+    ref = machine.alloc_pages(0)
+    try:
+        perms, flags = vma_of(machine.netmem(ref).address())
+        assert perms == "rw-p" and "hg" in flags
+    finally:
+        machine.put_page(ref)

@@ -12,6 +12,7 @@ cdef extern from "<sys/mman.h>" nogil:
     int MAP_ANONYMOUS
     int MAP_NORESERVE
     int MADV_DONTNEED
+    int MADV_HUGEPAGE
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
