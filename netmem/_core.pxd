@@ -1217,6 +1217,7 @@ cdef struct nm_tcp_sender:
     uint8_t rack_advanced
     uint8_t tlp_retrans         # the loss probe was a retransmission
     uint8_t fin                 # the application closed: a FIN follows write_seq
+    uint8_t icsk_retransmits    # RTOs since snd_una last advanced (tcp_ack() zeroes it)
     uint16_t sport
     uint16_t ip_id
     uint32_t slot               # the receiver's socket (NM_NIL until the handshake)

@@ -229,6 +229,7 @@ cdef void tcp_ack(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn, uint32_t ack
     if after(ack, prior_snd_una):           # tcp_snd_una_update()
         flag |= FLAG_SND_UNA_ADVANCED
         tp.snd_una = ack
+        s.icsk_retransmits = 0
         if before(s.rtx_hint, ack):
             s.rtx_hint = ack
     if nsack:

@@ -22,29 +22,33 @@ cdef void tcp_enter_loss_mark(nm_tcp_sender *s) noexcept nogil:
     s.rack_advanced = 0
 
 cdef void tcp_retransmit_timer(nm_tcp_sender *s, nm_snd_ctx *ctx, uint32_t conn) noexcept nogil:
-    """``tcp_retransmit_timer()``: counted by the state it ends (TCPTimeouts from Open,
-    TCPSackRecoveryFail, TCPLossFailures, TCPSackFailures), ``tcp_enter_loss()`` (cwnd 1,
-    everything out lost), the head retransmitted, the RTO doubled (``icsk_backoff``) and
-    rearmed. A SYN is sent again (TCPSynRetrans) with the same backoff."""
+    """``tcp_retransmit_timer()`` (7.x): every RTO counts TCPTimeouts (a SYN's too); the
+    first of a run (icsk_retransmits 0: snd_una has advanced since the last) also counts the
+    state it ends (TCPSackRecoveryFail, TCPLossFailures, TCPSackFailures);
+    ``tcp_enter_loss()`` (cwnd 1, everything out lost), the head retransmitted,
+    icsk_retransmits counted, the RTO doubled (``icsk_backoff``) and rearmed. A SYN is sent
+    again (TCPSynRetrans) with the same backoff."""
     cdef nm_tcp_cc_sock *tp = &s.tp
     if tp.packets_out == 0:
         return
+    ctx.mib.TCPTimeouts += 1
     if s.state == NM_SND_SYN_SENT:
         ctx.mib.TCPSynRetrans += 1
         ctx.mib.RetransSegs += 1
         __seg(s, 0).sacked |= TCPCB_EVER_RETRANS
         __snd_emit(ctx, conn, __seg(s, 0), True)
     else:
-        if tp.icsk_ca_state == TCP_CA_Recovery:
-            ctx.mib.TCPSackRecoveryFail += 1
-        elif tp.icsk_ca_state == TCP_CA_Loss:
-            ctx.mib.TCPLossFailures += 1
-        elif tp.icsk_ca_state == TCP_CA_Disorder or s.sacked_out:
-            ctx.mib.TCPSackFailures += 1
-        else:
-            ctx.mib.TCPTimeouts += 1
+        if s.icsk_retransmits == 0:
+            if tp.icsk_ca_state == TCP_CA_Recovery:
+                ctx.mib.TCPSackRecoveryFail += 1
+            elif tp.icsk_ca_state == TCP_CA_Loss:
+                ctx.mib.TCPLossFailures += 1
+            elif tp.icsk_ca_state == TCP_CA_Disorder or s.sacked_out:
+                ctx.mib.TCPSackFailures += 1
         tcp_enter_loss(tp)
         tcp_enter_loss_mark(s)
+        if s.icsk_retransmits < 255:
+            s.icsk_retransmits += 1
         tcp_xmit_retransmit_queue(s, ctx, conn)
     tcp_retransmit_timer_backoff(tp)
     inet_csk_reset_xmit_timer(s, ctx, conn, ICSK_TIME_RETRANS, <uint64_t>tp.icsk_rto * 1000)

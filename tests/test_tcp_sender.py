@@ -140,11 +140,16 @@ def test_tail_loss_probe_then_rto_with_exponential_backoff():
     s.advance(t)
     assert s.out() == [(seg(0), MSS, ACK, True)]
     assert s.state["icsk_backoff"] == 2 and s.state["icsk_rto"] == 4 * rto0
-    assert s.mib["TCPLossFailures"] == 1          # an RTO in Loss
+    # 7.x counts every RTO as TCPTimeouts; the state's failure only for the first of a run
+    assert s.mib["TCPTimeouts"] == 2 and s.mib["TCPLossFailures"] == 0
     # the head's ACK: a retransmission acked gives no RTT sample (Karn); slow start from 1
     s.ack(t + 100 * US, seg(1))
     assert s.state["snd_cwnd"] == 2 and s.state["icsk_rto"] == 4 * rto0
     assert [o[0] for o in s.out()] == [seg(1), seg(2)]
+    # snd_una advanced (icsk_retransmits 0): the next RTO, still in Loss, is a TCPLossFailures
+    s.advance(s.state["icsk_timeout"])
+    assert s.out()[0][0] == seg(1)
+    assert s.mib["TCPTimeouts"] == 3 and s.mib["TCPLossFailures"] == 1
 
 
 def test_zero_window_probe():
