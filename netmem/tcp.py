@@ -37,6 +37,9 @@ ETOOSMALL = 525             # include/linux/errno.h (kernel-internal: Python has
 #: ``recvmsg_devmem``'s cmsgs: ``struct dmabuf_cmsg`` with the cmsg type in front.
 DMABUF_CMSG_DTYPE = _core.DMABUF_CMSG_DTYPE
 _EAGAIN = 11
+#: net.ipv4.tcp_rmem as the kernel sets it (min, default, max); the model's default starts
+#: sockets at the max instead (open-loop traffic never sees the window: ``TcpStack.rmem``).
+KERNEL_TCP_RMEM = (4096, 131072, 6291456)
 
 
 class DmabufCmsg(NamedTuple):

@@ -16,6 +16,7 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Raw
 
 from netmem.flows import Flows, PacketTrace
+from netmem.tcp import KERNEL_TCP_RMEM
 from netmem.testing import close_sockets as close_all
 
 MAC_SRC, MAC_DST = "02:00:00:00:00:01", "02:00:00:00:00:02"
@@ -150,7 +151,7 @@ class Drill:
     kernel's ``tcp_rmem`` (the model's default starts sockets at tcp_rmem[2])."""
 
     def __init__(self, m, nic, wscale=True, ts=True, sack=True, size=MSS,
-                 rmem=(4096, 131072, 6291456)):
+                 rmem=KERNEL_TCP_RMEM):
         self.m, self.nic, self.f, self.size = m, nic, Flow(tsopt=ts), size
         m.tcp.rmem = rmem               # the kernel's net.ipv4.tcp_rmem, as packetdrill runs
         self.base = self.f.isn + 1

@@ -29,6 +29,7 @@ from netmem.replay.counters import _counted, _layout, _snapshot
 from netmem.replay.report import Report, _document, _validation
 from netmem.replay.rig import Rig
 from netmem.replay.workload import _Mtu
+from netmem.tcp import KERNEL_TCP_RMEM
 
 #: The plot's first sampling interval in virtual time (doubled each time 4096 samples fill).
 _SAMPLE_S = 100e-6
@@ -63,6 +64,7 @@ def run_closed_loop(cfg, run):
     except NetmemError as e:
         raise BadInput(str(e), e.errno) from None
     try:
+        rig.machine.tcp.rmem = KERNEL_TCP_RMEM     # a closed loop sees the window: autotune
         rig.bind(cls)
         if cfg.hold_tokens and (rig.binding.memory_map is None or rig.binding.zcrx):
             raise BadInput(f"--hold-tokens: the {cfg.provider_name} provider has no devmem "
