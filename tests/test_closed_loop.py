@@ -11,7 +11,7 @@ from netmem import NetmemError
 from netmem.closed_loop import ClosedLoop
 from netmem.machine import Machine
 from netmem.netdev import NetDevice
-from netmem.tcp import Receiver
+from netmem.tcp import KERNEL_TCP_RMEM, Receiver
 
 
 def host_run(seed=3, loss=0.01, connections=4, payload=256 << 10, cc="cubic"):
@@ -56,14 +56,21 @@ def test_same_seed_same_run_other_seed_other_run():
     assert a.links != c.links
 
 
+def devmem_loop(size, hold, connections=16, payload=4 * MiB, seed=1, limit=120):
+    """The loop of ``devmem_run()``, not yet run: the kernel's tcp_rmem, as
+    ``netmem-replay --closed-loop`` sets it."""
+    d = setup(ring=256, size=size, m=Machine(memory="1GiB", cpus=2))
+    d.m.tcp.rmem = KERNEL_TCP_RMEM
+    rx = Receiver(d.m, dmabuf=d.buf, dmabuf_id=d.id, validate=7)
+    return ClosedLoop(d.m, d.nic, rx, connections=connections, payload=payload, seed=seed,
+                      hold=hold, limit=limit), d, rx
+
+
 def devmem_run(size, hold=0.001, connections=16, payload=4 * MiB, seed=1):
     """``connections`` x ``payload`` into a dma-buf of ``size`` (4 KiB net_iovs, a ring of
     256), the application holding its tokens ``hold`` seconds: the run, its streams, and the
     NIC's overrun drops (the pool could not refill the ring)."""
-    d = setup(ring=256, size=size, m=Machine(memory="1GiB", cpus=2))
-    rx = Receiver(d.m, dmabuf=d.buf, dmabuf_id=d.id, validate=7)
-    cl = ClosedLoop(d.m, d.nic, rx, connections=connections, payload=payload, seed=seed,
-                    hold=hold, limit=120)
+    cl, d, rx = devmem_loop(size, hold, connections, payload, seed)
     assert cl.run()
     cols = rx.close_all()
     overruns = d.nic._rxq_stats(0)["hw_drop_overruns"]
@@ -101,3 +108,20 @@ def test_bad_arguments_are_refused():
         ClosedLoop(m, nic, rx, connections=1, payload=1, loss=1.0)
     nic.unregister()
     np.testing.assert_equal(m.leak_report(), [])
+
+
+def test_ofo_queues_holding_the_whole_binding_stall_as_the_kernel_does():
+    """Tokens returned at once over a 1 MiB binding: a few sockets' out-of-order queues come
+    to hold every net_iov, the NIC has no buffer for the holes they wait for, and nothing in
+    the kernel prunes an out-of-order queue because a page_pool is empty
+    (``tcp_prune_ofo_queue()`` runs only when a segment arrives over sk_rcvbuf): the senders
+    back off and the run ends incomplete, every buffer still accounted for."""
+    cl, d, rx = devmem_loop(1 * MiB, 0.0, limit=30)
+    assert not cl.run()
+    payload_pool = max(d.m.page_pools, key=lambda p: p.inflight)
+    assert payload_pool.inflight == 256                  # the binding, all of it out
+    ofo = sum(sk.info()["ofo_skbs"] for sk in d.m.tcp.sockets())
+    assert ofo > 0 and d.nic._rxq_stats(0)["hw_drop_overruns"] > 0
+    assert cl.mib["TCPTimeouts"] > cl.connections       # backed-off RTOs, nothing recovers
+    rx.close_all()
+    teardown(d)                     # closing the sockets gives every net_iov back
