@@ -11,6 +11,7 @@ from netmem._core import CoreTcpSender
 
 US, MS = 1000, 1000000
 MSS = 1448                       # 1460 less the timestamp option
+K = 1000                         # the packetdrill PRR scripts' segment size
 TCP_CA_Open, TCP_CA_Disorder, TCP_CA_CWR, TCP_CA_Recovery, TCP_CA_Loss = range(5)
 FIN, SYN, ACK = 0x01, 0x02, 0x10
 
@@ -22,6 +23,17 @@ def sender(payload=100 * MSS, win=65535, cc="reno"):
     assert s.out() == [(0, 0, SYN, False)]
     s.established(100 * US, mss=1460, wscale=7, win=win)
     return s
+
+
+def prr_sender(payload, wscale=7, t_syn=0, t_est=10 * MS):
+    """The packetdrill PRR scripts' connection (CUBIC, no FIN): the SYN at ``t_syn``, the
+    SYN-ACK at ``t_est`` with MSS 1012 (the scripts' senders add timestamps: 1000 a segment)
+    and window 32792 << ``wscale``; returns it and the initial window's segments."""
+    s = CoreTcpSender("cubic", payload=payload, fin=False)
+    s.connect(t_syn)
+    s.out()
+    s.established(t_est, mss=K + 12, wscale=wscale, win=32792)
+    return s, s.out()
 
 
 def seg(i):
@@ -196,12 +208,8 @@ def test_selftest_tcp_fast_recovery_prr_ss_10pkt_lost_1():
     segments, the first lost, SACKs of 1, 2, 3 segments: the third starts recovery at once
     (cwnd 7, ssthresh 7); 7000 bytes more written then go one segment per segment SACKed,
     in-flight == ssthresh throughout; the ACK of 10001 ends recovery with cwnd 7."""
-    K = 1000
-    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
-    s.connect(100 * MS)
-    s.out()
-    s.established(200 * MS, mss=K + 12, wscale=7, win=32792)
-    assert [(o[0], o[1]) for o in s.out()] == [(1 + i * K, K) for i in range(10)]
+    s, out = prr_sender(10 * K, t_syn=100 * MS, t_est=200 * MS)
+    assert [(o[0], o[1]) for o in out] == [(1 + i * K, K) for i in range(10)]
     s.ack(310 * MS, 1, win=320, sacks=[(1001, 2001)])
     s.ack(320 * MS, 1, win=320, sacks=[(1001, 3001)])
     assert s.out() == []
@@ -231,12 +239,8 @@ def test_selftest_tcp_fast_recovery_prr_ss_30pkt_lost1_4():
     10 lost, SACKs of 5.., the third SACK starts recovery and each later one lets one lost
     segment out again; after everything is acknowledged, 10 more segments written go out
     ssthresh (7, CUBIC) at once."""
-    K = 1000
-    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
-    s.connect(0)
-    s.out()
-    s.established(10 * MS, mss=K + 12, wscale=7, win=32792)
-    assert len(s.out()) == 10
+    s, out = prr_sender(10 * K)
+    assert len(out) == 10
     s.ack(20 * MS, 1, win=320, sacks=[(4001, 5001)])
     s.ack(22 * MS, 1, win=320, sacks=[(4001, 6001)])
     assert s.out() == []
@@ -255,12 +259,8 @@ def test_selftest_tcp_fast_recovery_prr_ss_ack_below_snd_una_cubic():
     """Port of packetdrill's tcp_fast_recovery_prr-ss-ack-below-snd_una-cubic.pkt: an ACK
     reordered below snd_una still has its SACK blocks read, and the 2 MSS they newly SACK let
     2 more out: the lost 7001:8001 again and new data."""
-    K = 1000
-    s = CoreTcpSender("cubic", payload=10 * K, fin=False)
-    s.connect(0)
-    s.out()
-    s.established(10 * MS, mss=K + 12, wscale=8, win=32792)
-    assert len(s.out()) == 10
+    s, out = prr_sender(10 * K, wscale=8)
+    assert len(out) == 10
     s.ack(20 * MS, 1, win=320, sacks=[(1001, 2001)])
     s.ack(20 * MS, 1, win=320, sacks=[(1001, 3001)])
     s.ack(20 * MS, 1, win=320, sacks=[(1001, 3001), (8001, 9001)])
@@ -277,12 +277,8 @@ def test_selftest_tcp_fast_recovery_prr_ss_30pkt_lost_1_4_11_16():
     """Port of packetdrill's tcp_fast_recovery_prr-ss-30pkt-lost-1_4-11_16.pkt: segments 1-4
     and 11-16 of 20 lost; PRR through its conservative, reduction-bound and slow-start parts,
     and a retransmission lost again (RACK: TCPLostRetransmit) sent once more."""
-    K = 1000
-    s = CoreTcpSender("cubic", payload=20 * K, fin=False)
-    s.connect(0)
-    s.out()
-    s.established(10 * MS, mss=K + 12, wscale=7, win=32792)
-    assert len(s.out()) == 10
+    s, out = prr_sender(20 * K)
+    assert len(out) == 10
     t = 20 * MS
 
     def step(dt, ack, sacks, want):
