@@ -13,9 +13,9 @@ from netmem.replay import REPORT_SCHEMA, main
 SMALL = ["--closed-loop", "--connections", "4", "--payload", "256KiB"]
 
 
-def run_json(tmp_path, *args, name="r.json"):
+def run_json(tmp_path, *args, name="r.json", rc=0):
     path = tmp_path / name
-    assert main([*SMALL, *args, "--json", str(path)]) == 0
+    assert main([*SMALL, *args, "--json", str(path)]) == rc
     doc = json.loads(path.read_text())
     jsonschema.validate(doc, REPORT_SCHEMA)
     return doc
@@ -50,6 +50,19 @@ def test_a_small_dmabuf_with_held_tokens_drops_at_the_nic_and_retransmits(tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     out = capsys.readouterr().out
     assert "closed loop: 16 connection(s) x 262144 bytes" in out and "retransmits" in out
+
+
+def test_a_stalled_run_says_where_the_buffers_are(tmp_path, capsys):
+    """Tokens returned at once over 1 MiB (the README's stall): the run does not complete,
+    validation fails (exit 1), and ``receiver-held`` shows the out-of-order queues holding
+    about the whole binding (256 net_iovs of 4 KiB)."""
+    doc = run_json(tmp_path, "--dmabuf-size", "1MiB", "--pool-size", "64", "--payload", "4MiB",
+                   "--connections", "16", rc=1)
+    cl, held = doc["closed-loop"], doc["closed-loop"]["receiver-held"]
+    assert not cl["completed"] and doc["validation"]["result"] != "ok"
+    assert held["ofo-skbs"] > 0 and held["rmem-alloc"] >= 256 * 4096
+    assert doc["inflight-after-teardown"] == 0
+    assert "out-of-order skb(s)" in capsys.readouterr().out
 
 
 def test_compare_reads_closed_loop_reports(tmp_path, capsys):

@@ -80,6 +80,7 @@ def run_closed_loop(cfg, run):
         t0 = time.perf_counter()
         done = loop.run()
         seconds = time.perf_counter() - t0
+        held = _receiver_held(rig.machine)
         run.end, run.pools = _snapshot(rig, app)
         run.loop_seconds = [seconds]
         with rig.machine.on_cpu(rig.app_cpu, softirq=False):
@@ -105,7 +106,7 @@ def run_closed_loop(cfg, run):
         d["mpps"] = moved / seconds / 1e6 if seconds else 0.0
         d["ns-per-frame"] = seconds * 1e9 / moved if moved else 0.0
     doc["replay"]["runs"][0]["frames"] = moved
-    doc["closed-loop"] = _section(cfg, loop, done)
+    doc["closed-loop"] = _section(cfg, loop, done, held)
     return Report(doc, timeline=loop.samples() if cfg.plot is not None else None)
 
 
@@ -120,7 +121,18 @@ def _check_streams(app, loop, done):
                  f"({len(cols['pos'])} socket(s))")
 
 
-def _section(cfg, loop, done):
+def _receiver_held(machine):
+    """What the receiving sockets hold when the loop ends, before the application's last
+    reads and the close: the sockets with out-of-order data, their skbs, and the truesize
+    charged to every socket (``sk_rmem_alloc``). A run that stalled shows here where its
+    buffers went."""
+    info = [sk.info() for sk in machine.tcp.sockets()]
+    return {"ofo-sockets": sum(1 for i in info if i["ofo_skbs"]),
+            "ofo-skbs": sum(i["ofo_skbs"] for i in info),
+            "rmem-alloc": sum(i["rmem_alloc"] for i in info)}
+
+
+def _section(cfg, loop, done, held):
     """The report's ``closed-loop`` section."""
     mib = loop.mib
     s = loop.senders()
@@ -137,4 +149,5 @@ def _section(cfg, loop, done):
         "links": loop.links,
         "cwnd": {"min": int(s["snd_cwnd"].min()), "max": int(s["snd_cwnd"].max())},
         "srtt-us": {"min": int(s["srtt_us"].min()), "max": int(s["srtt_us"].max())},
+        "receiver-held": held,
     }

@@ -460,4 +460,8 @@ def _closed_loop_lines(c):
             f"queue + {c['links']['forward']['dropped_loss']} loss, reverse "
             f"{c['links']['reverse']['dropped_queue']} + {c['links']['reverse']['dropped_loss']}"),
            "  senders: " + ", ".join(f"{k} {v}" for k, v in c["sender-mib"].items() if v)]
+    h = c["receiver-held"]
+    if h["rmem-alloc"]:
+        out.append(f"  at the end the receiving sockets held {h['rmem-alloc']} bytes of truesize,"
+                   f" {h['ofo-skbs']} out-of-order skb(s) in {h['ofo-sockets']} socket(s)")
     return out

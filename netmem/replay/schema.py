@@ -49,12 +49,14 @@ _RUN = {"type": "object", "required": ["loops", "frames", *TIME_FIGURES, "loop-s
                        **_TIMES["properties"],
                        "loop-seconds": {"type": "array", "minItems": 1, "items": _NUMBER}}}
 #: ``--closed-loop``'s section (netmem/replay/closedloop.py): the run's link and senders,
-#: goodput in virtual time, frames, retransmits, RTOs, loss probes, the senders' MIB.
+#: goodput in virtual time, frames, retransmits, RTOs, loss probes, the senders' MIB, and what
+#: the receiving sockets hold when the loop ends (``receiver-held``).
 _CLOSED_LOOP = {
     "type": "object",
     "required": ["connections", "payload", "link-gbps", "rtt", "loss", "cc", "hold-tokens",
                  "completed", "virtual-seconds", "goodput-gbps", "frames", "retransmits",
-                 "rtos", "loss-probes", "sender-mib", "links", "cwnd", "srtt-us"],
+                 "rtos", "loss-probes", "sender-mib", "links", "cwnd", "srtt-us",
+                 "receiver-held"],
     "properties": {
         "connections": {"type": "integer", "minimum": 1}, "payload": _COUNT,
         "link-gbps": _NUMBER, "rtt": _NUMBER, "loss": _NUMBER, "cc": {"enum": ["reno", "cubic"]},
@@ -65,6 +67,7 @@ _CLOSED_LOOP = {
         "links": {"type": "object", "required": ["forward", "reverse"],
                   "additionalProperties": _COUNTS},
         "cwnd": _COUNTS, "srtt-us": _COUNTS,
+        "receiver-held": {**_COUNTS, "required": ["ofo-sockets", "ofo-skbs", "rmem-alloc"]},
     },
 }
 #: The JSON Schema (2020-12) of the ``--json`` document. Stats carry the netdev netlink
