@@ -65,12 +65,16 @@ def test_bench_closed_loop_figure():
 def test_bench_capture_builds_once_and_replays_it_in_a_process_of_its_own(tmp_path):
     path = str(tmp_path / "cap.pcap")
     args = ("-n", "2", "--payload", "64KiB")
-    first = bench._capture(5, path, args)
+    first = bench._capture(5, path, args)["replay"]["runs"]
     stamp = os.path.getmtime(path)
-    assert len(first) == 5 and all(ns > 0 and mpps > 0 for ns, mpps in first)
-    assert len(bench._capture(5, path, args)) == 5
+    assert len(first) == 5 and all(r["ns-per-frame"] > 0 and r["mpps"] > 0 for r in first)
+    again = bench._capture(1, path, args, warmup=0)          # as the 4 GiB capture's RSS run
+    assert len(again["replay"]["runs"]) == 1 and again["max-rss"] > 0
+    assert again["trace"]["streamed"]
     assert os.path.getmtime(path) == stamp                  # reused, not written again
     assert bench.capture_path().endswith(bench.CAPTURE_NAME)
+    assert bench.capture_path(bench.CAPTURE_4G_NAME).endswith("flows-4GiB.pcap")
+    assert bench.TARGETS["replay_peak_rss_mib_4GiB_capture"] == (1024.0, "MiB")
 
 
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):

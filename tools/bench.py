@@ -14,7 +14,8 @@ TX (``tx_devmem_ns_per_pkt``).
 ``netmem-bench replay`` times netmem-replay's loop on its default workload with every provider
 this netmem has (after a warm-up loop: hot data), beside ``memcpy_1500_ns``, and a 1 GiB
 capture built once with ``netmem-flows`` (cached, ``capture_path()``) replayed with
-``netmem-replay --pcap`` (dmabuf provider): a trace larger than the caches.
+``netmem-replay --pcap`` (dmabuf provider): a trace larger than the caches; and the peak RSS
+of one streamed loop of a 4 GiB one (built once too: 4.4 GB of disk beside the 1 GiB one).
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
@@ -50,6 +51,9 @@ REPLAY_VARIANTS = {                 # dmabuf only: the ends of the flatness targ
 # of payload in 735,744 frames (1.1 GB with headers, as much again for its .npz trace cache).
 CAPTURE_ARGS = ("-n", "64", "--payload", "16MiB")
 CAPTURE_NAME = "flows-1GiB.pcap"
+# Issue 17: a capture four times the 1 GiB one, streamed with peak RSS under 1 GiB.
+CAPTURE_4G_ARGS = ("-n", "64", "--payload", "64MiB")
+CAPTURE_4G_NAME = "flows-4GiB.pcap"
 
 
 TARGETS = {  # figure -> (limit, what the limit is measured against)
@@ -82,6 +86,7 @@ TARGETS = {  # figure -> (limit, what the limit is measured against)
     "replay_ns_per_pkt_dmabuf_10000conns": (1.5, "x replay_ns_per_pkt_dmabuf_10conns"),
     "replay_ns_per_pkt_dmabuf_16GiB": (1.5, "x replay_ns_per_pkt_dmabuf"),
     "replay_peak_rss_mib": (2048.0, "MiB"),
+    "replay_peak_rss_mib_4GiB_capture": (1024.0, "MiB"),    # issue 17: bounded by streaming
     # Issue 16: io_uring zcrx end to end (RECV_ZC, the refill ring) within 1.2x of devmem.
     "replay_ns_per_pkt_zcrx": (1.2, "x replay_ns_per_pkt_dmabuf"),
     "closed_loop_ns_per_frame": (1000.0, "ns"),     # issue 18: 1 Mpps end to end, one core
@@ -148,6 +153,10 @@ DESCRIPTIONS = {
                                         "the caches), dmabuf provider, one loop after 1 warm-up, "
                                         "its own process",
     "replay_mpps_dmabuf_capture": "Mpps (not ns) of the same runs",
+    "replay_peak_rss_mib_4GiB_capture": "MiB (not ns): peak resident memory (`max-rss`) of "
+                                        "netmem-replay --pcap streaming a 4.4 GB capture "
+                                        "(netmem-flows -n 64 --payload 64MiB, built once), "
+                                        "one loop, validated, its own process",
     "closed_loop_ns_per_frame": "netmem-replay --closed-loop, 16 connections of 4 MiB over a "
                                 "4 MiB dma-buf (rings of 64, tokens held 1 ms: drops and "
                                 "retransmits), wall ns per frame sent, received or ACKed",
@@ -539,12 +548,12 @@ def _closed_loop(scale):
     return r.doc["replay"]
 
 
-def capture_path():
-    """Where the bench keeps its 1 GiB capture, outside the repository: ``$NETMEM_BENCH_CACHE``,
+def capture_path(name=CAPTURE_NAME):
+    """Where the bench keeps its captures, outside the repository: ``$NETMEM_BENCH_CACHE``,
     else ``netmem/bench`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
     cache = os.environ.get("NETMEM_BENCH_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netmem", "bench")
-    return os.path.join(cache, CAPTURE_NAME)
+    return os.path.join(cache, name)
 
 
 def _drop_page_cache(path):
@@ -560,11 +569,11 @@ def _drop_page_cache(path):
         os.close(fd)
 
 
-def _capture(runs, path=None, args=CAPTURE_ARGS):
+def _capture(runs, path=None, args=CAPTURE_ARGS, warmup=1):
     """``netmem-replay --pcap`` of the capture ``netmem-flows PATH ARGS`` writes (once: a later
     call finds it up to date; its build is not timed), dmabuf provider, ``runs`` runs of one
-    loop after one warm-up in a process of its own (the trace loaded once; the bench process's
-    peak RSS stays its own). Returns each run's (ns per frame, Mpps)."""
+    loop after ``warmup`` in a process of its own (the trace loaded once; the bench process's
+    peak RSS stays its own). Returns the replay's report."""
     from netmem.tools import flows
     path = path or capture_path()
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -575,7 +584,7 @@ def _capture(runs, path=None, args=CAPTURE_ARGS):
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "replay.json")
         subprocess.run([sys.executable, "-m", "netmem.replay", "--pcap", path, "--provider",
-                        "dmabuf", "--loops", "1", "--warmup", "1", "--runs", str(runs),
+                        "dmabuf", "--loops", "1", "--warmup", str(warmup), "--runs", str(runs),
                         "--no-progress", "--json", out], stdout=subprocess.DEVNULL, check=False)
         try:
             with open(out) as f:
@@ -584,7 +593,7 @@ def _capture(runs, path=None, args=CAPTURE_ARGS):
             raise RuntimeError(f"replay bench: netmem-replay --pcap {path}: {e}") from None
     if doc["exit-code"]:
         raise RuntimeError(f"replay bench, --pcap {path}: {doc['validation']} {doc['leaks']}")
-    return [(r["ns-per-frame"], r["mpps"]) for r in doc["replay"]["runs"]]
+    return doc
 
 
 RX_FIGURES = {
@@ -637,8 +646,9 @@ run_devmem = _suite(DEVMEM_FIGURES, "devmem")
 def run_replay(runs=5, scale=1, variants=True):
     """netmem-replay on its default workload with every provider this netmem has
     (``replay_ns_per_pkt_P`` and ``replay_mpps_P`` from the same runs), the dmabuf
-    ``REPLAY_VARIANTS`` of the flatness targets and the 1 GiB capture (``_capture()``; unless
-    ``variants`` is False) and the closed loop (``_closed_loop()``, the same), and
+    ``REPLAY_VARIANTS`` of the flatness targets, the 1 GiB capture and the peak RSS of one
+    streamed loop of the 4 GiB one (``_capture()``; unless ``variants`` is False) and the
+    closed loop (``_closed_loop()``, the same), and
     ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
     from netmem.provider import builtin_providers
     providers = builtin_providers()
@@ -660,9 +670,11 @@ def run_replay(runs=5, scale=1, variants=True):
         samples.setdefault("replay_peak_rss_mib", []).append(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     if variants and "dmabuf" in providers:
-        ns, mpps = zip(*_capture(runs), strict=True)
-        samples["replay_ns_per_pkt_dmabuf_capture"] = list(ns)
-        samples["replay_mpps_dmabuf_capture"] = list(mpps)
+        runs_1g = _capture(runs)["replay"]["runs"]
+        samples["replay_ns_per_pkt_dmabuf_capture"] = [r["ns-per-frame"] for r in runs_1g]
+        samples["replay_mpps_dmabuf_capture"] = [r["mpps"] for r in runs_1g]
+        doc = _capture(1, capture_path(CAPTURE_4G_NAME), CAPTURE_4G_ARGS, warmup=0)
+        samples["replay_peak_rss_mib_4GiB_capture"] = [doc["max-rss"] / 2**20]
     return _with_ratios({k: _summarise(v) for k, v in samples.items()}, FLOORS["replay"])
 
 
