@@ -264,20 +264,23 @@ def _classify_ipv4_rows(r, payload, l3=None, l4=None):
     r.decide((r.u16(r.p + 6) & (IP_MF | IP_OFFSET)) != 0, _IP_FRAGMENT)
     r.decide(r.u8(r.p + 9) != IPPROTO_TCP, _NON_TCP)
     r.decide(r.tot < r.ihl + 20, _MALFORMED)
-    doff = (r.u8(r.p + r.ihl + 12) >> 4) * 4
+    _classify_tcp_rows(r, payload, l3, l4, _TCP4, lambda: r.ihl, lambda: r.tot - r.ihl)
+
+
+def _classify_tcp_rows(r, payload, l3, l4, code, l4_rel, seg_len):
+    """The TCP header of the rows ``r`` (IPv4 or IPv6, ``code``): its data offset checked
+    against the segment, then the rows' class, payload length and header offsets.
+    ``l4_rel()`` and ``seg_len()`` read, for the rows still left, where the TCP header starts
+    past the IP header's and how long the segment is."""
+    doff = (r.u8(r.p + l4_rel() + 12) >> 4) * 4
     r.set(doff=doff)
-    r.decide((doff < 20) | (doff > r.tot - r.ihl), _MALFORMED)
-    r.code[r.rows] = _TCP4
-    payload[r.rows] = r.tot - r.ihl - r.doff
-    _put_offsets(r, l3, l4, r.ihl)
-
-
-def _put_offsets(r, l3, l4, l4_rel):
-    """Store the IP and TCP header offsets of the TCP rows ``r`` (``l4_rel`` past the IP's)."""
+    r.decide((doff < 20) | (doff > seg_len()), _MALFORMED)
+    r.code[r.rows] = code
+    payload[r.rows] = seg_len() - r.doff
     if l3 is not None:
         l3[r.rows] = r.p
     if l4 is not None:
-        l4[r.rows] = r.p + l4_rel
+        l4[r.rows] = r.p + l4_rel()
 
 
 def _classify_ipv6_rows(r, payload, l3=None, l4=None):
@@ -301,12 +304,7 @@ def _classify_ipv6_rows(r, payload, l3=None, l4=None):
     r.decide(r.nh == NEXTHDR_FRAGMENT, _IP_FRAGMENT)
     r.decide(r.nh != IPPROTO_TCP, _NON_TCP)
     r.decide(r.end - r.pos < 20, _MALFORMED)
-    doff = (r.u8(r.p + r.pos + 12) >> 4) * 4
-    r.set(doff=doff)
-    r.decide((doff < 20) | (doff > r.end - r.pos), _MALFORMED)
-    r.code[r.rows] = _TCP6
-    payload[r.rows] = r.end - r.pos - r.doff
-    _put_offsets(r, l3, l4, r.pos)
+    _classify_tcp_rows(r, payload, l3, l4, _TCP6, lambda: r.pos, lambda: r.end - r.pos)
 
 
 # --------------------------------------------------------------------------------------------
