@@ -590,23 +590,18 @@ cdef inline uint64_t __rx_arrival(nm_net *n, nm_netdev *nd, uint32_t fi) noexcep
     return n.m.clock_ns
 
 
-cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, const uint64_t *offs,
-                            const uint32_t *lens, uint32_t start, uint32_t end) noexcept nogil:
-    """Frames [start, end) arrive: the device parses and steers each to a queue, then every
-    queue's NAPI polls (budget 64 each, round robin over the queues) until all are taken. The
-    caller makes ``end - start`` at most ``nd.scratch_cap`` (``_nd_reserve()``). While
-    profiling, the profiled build of the poll runs (one in NM_PROF_SAMPLE a sample)."""
-    cdef nm_machine *m = n.m
-    cdef uint32_t fi, qi, busy
+cdef uint32_t __steer_until(nm_net *n, nm_netdev *nd, nm_rxq *q, const uint8_t *arena,
+                            const uint64_t *offs, const uint32_t *lens, uint32_t fi,
+                            uint32_t start, uint32_t end) noexcept nogil:
+    """The device's parser and steering, frame by frame from ``fi``, until queue ``q`` has a
+    NAPI budget of frames waiting (``q`` NULL: until the end); returns the next frame. A frame
+    for a queue that is not running is dropped."""
+    cdef uint32_t qi
     cdef nm_pkt *p
-    cdef nm_rxq *q
-    cdef int cpu = m.cpu, softirq = m.in_softirq
-    if unlikely(n.prof.on):
+    cdef nm_rxq *to
+    if unlikely(n.prof.on) and fi < end:
         prof_enter(&n.prof, NM_PROF_STEER)
-    for qi in range(nd.num_rxq):
-        nd.rxq[qi].npending = 0
-        nd.rxq[qi].pending_pos = 0
-    for fi in range(start, end):
+    while fi < end and (q == NULL or q.npending - q.pending_pos < NAPI_POLL_WEIGHT):
         p = &nd.pkts[fi - start]
         if fi + NM_PARSE_AHEAD < end:     # the model's own speed: see NM_PARSE_AHEAD
             prefetch_range(<const char *>arena + offs[fi + NM_PARSE_AHEAD], NM_PARSE_REACH,
@@ -616,15 +611,40 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
         if qi >= nd.num_rxq or not nd.rxq[qi].started:
             # A rule (or table) naming a queue that is not running: the device drops.
             nd.rx_dropped += 1
-            continue
-        q = &nd.rxq[qi]
-        q.pending[q.npending] = fi
-        q.npending += 1
+        else:
+            to = &nd.rxq[qi]
+            to.pending[to.npending] = fi
+            to.npending += 1
+        fi += 1
+    return fi
+
+
+cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, const uint64_t *offs,
+                            const uint32_t *lens, uint32_t start, uint32_t end) noexcept nogil:
+    """Frames [start, end) arrive: the device parses and steers each to a queue, then every
+    queue's NAPI polls (budget 64 each, round robin over the queues) until all are taken. The
+    caller makes ``end - start`` at most ``nd.scratch_cap`` (``_nd_reserve()``). While
+    profiling, the profiled build of the poll runs (one in NM_PROF_SAMPLE a sample).
+
+    The polls are those of steering every frame first, but the model steers a queue's frames
+    only as its poll needs them (``__steer_until()``: a poll takes its queue's next 64, so the
+    frames steered beyond them change nothing): the device's parser reads a frame shortly
+    before the poll's DMA write reads it again, while its lines are in the caches, not a
+    whole chunk earlier (docs/benchmarks.md)."""
+    cdef nm_machine *m = n.m
+    cdef uint32_t fi = start, qi, busy
+    cdef nm_rxq *q
+    cdef int cpu = m.cpu, softirq = m.in_softirq
+    for qi in range(nd.num_rxq):
+        nd.rxq[qi].npending = 0
+        nd.rxq[qi].pending_pos = 0
     busy = 1
     while busy:
         busy = 0
         for qi in range(nd.num_rxq):
             q = &nd.rxq[qi]
+            if q.started:
+                fi = __steer_until(n, nd, q, arena, offs, lens, fi, start, end)
             if q.pending_pos < q.npending:
                 m.cpu = q.cpu
                 m.in_softirq = 1
@@ -635,6 +655,8 @@ cdef void nm_netdev_receive(nm_net *n, nm_netdev *nd, const uint8_t *arena, cons
                 else:
                     nm_napi_poll(n, nd, q, arena, offs, start, <nm_prof_rx *>&n.prof)
                 busy = 1
+    # With no queue running, nothing was steered: every frame is dropped.
+    __steer_until(n, nd, NULL, arena, offs, lens, fi, start, end)
     for qi in range(nd.num_rxq):
         if nd.rxq[qi].napi != NULL:
             nd.rxq[qi].napi.list_owner = -1

@@ -8,6 +8,7 @@ net/core/netdev_rx_queue.c and a provider whose net_iovs make the skbs unreadabl
 consumed skbs are freed (``skb_attempt_defer_free()``) as the page_pool stats show it.
 """
 import errno
+import random
 
 import pytest
 from rxutil import MSS, Dot1Q, Ether, Flow, Trace, close_all, payload, receive
@@ -285,6 +286,50 @@ def test_rings_are_posted_and_refilled_at_the_end_of_each_poll(nic):
     sk.close()
     # 101 frags were taken and posted again: 51 more pages (the last one half used).
     assert pool.stats["alloc_fast"] + pool.stats["alloc_slow"] == 512 + 51
+
+
+def _round_robin_polls(queues, nq, budget=64):
+    """The NAPI polls of one receive() call as the model defines them, a pure-Python
+    reference: every frame steered first (``queues``: each frame's queue), then the queues
+    polled round robin, each poll taking the next ``budget`` frames of its queue. A list of
+    (queue, work)."""
+    pending = [sum(1 for q in queues if q == k) for k in range(nq)]
+    polls = []
+    while any(pending):
+        for k in range(nq):
+            if pending[k]:
+                work = min(budget, pending[k])
+                pending[k] -= work
+                polls.append((k, work))
+    return polls
+
+
+def test_polls_are_those_of_steering_every_frame_first(make_nic, m):
+    """The device steers a queue's frames only as its poll needs them
+    (``__steer_until()``); the polls are still those of steering the whole call first.
+    Uneven queues: 300 frames for queue 2 come first, then flows for queues 0 and 1 (by
+    ntuple rules) and eight more (by RSS), mixed; the napi_poll tracepoint gives each poll's
+    queue and work."""
+    nic = make_nic(num_rx_queues=3)
+    rng = random.Random(7)
+    lines = []
+    for sport, queue, segs in ((1999, 2, 299), (2000, 0, 199), (2001, 1, 129)):
+        nic.ethtool.add_ntuple("tcp4", src_port=sport, queue=queue)
+        f = Flow(sport=sport)
+        lines.append([f.syn(), *f.segments(payload(segs * MSS), flags="PA")])
+    frames = lines.pop(0)
+    lines += [[f.syn(), *f.segments(payload(rng.randrange(5, 60) * MSS), flags="PA")]
+              for f in (Flow(sport=3000 + i) for i in range(8))]
+    while any(lines):
+        frames.append(rng.choice([ln for ln in lines if ln]).pop(0))
+    queues = [nic._rss_hash(fr)[0] for fr in frames]
+    assert queues[:300] == [2] * 300 and len(set(queues[300:])) == 3
+    m.trace.enable("napi:napi_poll")
+    receive(nic, frames)
+    polls = [(e["queue"], e["work"]) for e in m.trace.events if e["event"] == "napi:napi_poll"]
+    assert polls == _round_robin_polls(queues, 3)
+    assert [q.stats()["packets"] for q in nic.rx_queues] == [queues.count(k) for k in range(3)]
+    close_all(m)
 
 
 def _exhaust(m, keep):
