@@ -365,3 +365,94 @@ cdef void __bench_devmem_drain(nm_net *n, uint32_t s, uint8_t *scratch, uint32_t
             tokens[2 * nt + 1] = 1
             nt += 1
         sock_devmem_dontneed(n, &n.socks[s], tokens, nt)
+
+
+# ---- the floor of the replay's data movement ----------------------------------------------------
+
+cdef inline uint64_t __xor_words(const uint8_t *p, uint32_t n) noexcept nogil:
+    """The XOR of the 8-byte words of ``n`` bytes at ``p`` (the last one zero-padded): a read of
+    every byte as fast as ``memcmp()``, whose result a test can check."""
+    cdef uint64_t x = 0, w
+    cdef uint32_t j
+    for j in range(n // 8):
+        memcpy(&w, p + 8 * j, 8)
+        x ^= w
+    w = 0
+    memcpy(&w, p + n // 8 * 8, n % 8)
+    return x ^ w
+
+
+cdef uint64_t __bytes_floor_pass(const uint8_t *arena, const uint64_t *offs,
+                                 const uint32_t *lens, uint32_t n, uint32_t chunk,
+                                 uint8_t *bufs, uint32_t nbufs, uint32_t buf_size,
+                                 uint32_t *next) noexcept nogil:
+    """One pass of ``bench_bytes_floor()`` over ``n`` frames; returns the sum of the pieces'
+    ``__xor_words()`` as read back."""
+    cdef uint32_t s = 0, e, f, b, c, done
+    cdef uint64_t check = 0
+    while s < n:
+        e = min(s + chunk, n)
+        b = next[0]
+        for f in range(s, e):           # the device's writes, a buffer per buf_size bytes
+            done = 0
+            while done < lens[f]:
+                c = min(lens[f] - done, buf_size)
+                memcpy(bufs + <uint64_t>b * buf_size, arena + offs[f] + done, c)
+                done += c
+                b = b + 1 if b + 1 < nbufs else 0
+        b = next[0]
+        for f in range(s, e):           # the application's reads of what they wrote
+            done = 0
+            while done < lens[f]:
+                c = min(lens[f] - done, buf_size)
+                check += __xor_words(bufs + <uint64_t>b * buf_size, c)
+                done += c
+                b = b + 1 if b + 1 < nbufs else 0
+        next[0] = b
+        s = e
+    return check
+
+
+def bench_bytes_floor(const uint8_t[::1] arena, const uint64_t[::1] offs,
+                      const uint32_t[::1] lens, uint32_t chunk, uint32_t nbufs,
+                      uint32_t buf_size, uint64_t loops):
+    """The floor of a replay's data movement, with no stack: ``loops`` passes over the frames
+    of a trace as the replay moves their bytes. Each frame is copied (``memcpy()``: the
+    device's DMA write) into the next buffers of a ring of ``nbufs`` of ``buf_size`` bytes (the
+    posted buffers, taken in turn as a page_pool's ptr_ring hands them back), ``chunk`` frames
+    at a time, and each chunk's buffers are read back whole (``__xor_words()``: the
+    application's read and check) before the next. Returns the monotonic ns of the loops;
+    raises ``RuntimeError`` when what was read back is not what the trace holds (the sum of
+    each piece's ``__xor_words()``, taken from the trace beforehand, untimed)."""
+    cdef uint32_t n = offs.shape[0], f, done, c, next = 0
+    cdef uint64_t i, t0, t1, want = 0, got = 0, used = 0, size = <uint64_t>nbufs * buf_size
+    cdef uint8_t *bufs
+    if lens.shape[0] != n or chunk == 0 or nbufs == 0 or buf_size == 0:
+        raise ValueError("bench_bytes_floor: lens must match offs; chunk, nbufs, buf_size > 0")
+    for f in range(n):
+        if offs[f] + lens[f] > <uint64_t>arena.shape[0]:
+            raise ValueError(f"bench_bytes_floor: frame {f} runs past the arena")
+        used = (used if f % chunk else 0) + (lens[f] + buf_size - 1) // buf_size
+        if used > nbufs:
+            raise ValueError(f"bench_bytes_floor: the chunk of frame {f} needs more than the "
+                             f"{nbufs} buffers of the ring")
+        done = 0
+        while done < lens[f]:
+            c = min(lens[f] - done, buf_size)
+            want += __xor_words(&arena[offs[f] + done], c)
+            done += c
+    bufs = <uint8_t *>_map_lazy(size, True)
+    memset(bufs, 0, size)
+    if n:
+        with nogil:
+            t0 = nm_now_ns()
+            for i in range(loops):
+                got += __bytes_floor_pass(&arena[0], &offs[0], &lens[0], n, chunk, bufs,
+                                          nbufs, buf_size, &next)
+            t1 = nm_now_ns()
+    else:
+        t0 = t1 = 0
+    munmap(bufs, size)
+    if got != want * loops:
+        raise RuntimeError("bench_bytes_floor: the bytes read back are not the trace's")
+    return t1 - t0

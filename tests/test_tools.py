@@ -5,7 +5,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 from netmem.tools import bench
+
+from netmem import _core
 
 
 def test_bench_pool_reports_every_figure():
@@ -43,7 +47,7 @@ def test_bench_replay_times_every_provider_it_has_beside_memcpy():
     res = bench.run_replay(runs=5, scale=0.01, variants=False)      # variants: seconds each
     have = builtin_providers()
     assert have == ["dmabuf", "host", "p2pdma", "zcrx"]
-    assert set(res) == {"memcpy_1500_ns", "replay_peak_rss_mib",
+    assert set(res) == {"memcpy_1500_ns", "replay_peak_rss_mib", "replay_bytes_floor_ns",
                         *(f"replay_{f}_{p}" for p in have for f in ("ns_per_pkt", "mpps"))}
     assert set(bench.TARGETS) >= {f"replay_ns_per_pkt_dmabuf_{v}"
                                   for v in bench.REPLAY_VARIANTS if v != "10conns"}
@@ -51,7 +55,28 @@ def test_bench_replay_times_every_provider_it_has_beside_memcpy():
     assert host["runs"] == 5 and host["median"] > 0
     assert res["replay_mpps_host"]["ratio_to_floor"] is None          # not a time
     assert res["memcpy_1500_ns"]["ratio_to_floor"] == 1.0
+    assert res["replay_bytes_floor_ns"]["median"] > 0
     assert "replay_mpps_host" in bench.format_table("replay", res)
+
+
+def test_bytes_floor_moves_and_checks_every_byte():
+    """``bench_bytes_floor()``: frames longer than a buffer span several, the ring of buffers
+    wraps between chunks, the last chunk is short, a frame may be empty; what it reads back is
+    checked against the trace (a wrong read-back raises RuntimeError). Bad arguments are
+    ValueError, a ring too small for a chunk among them (it would overwrite what is not read
+    yet)."""
+    rng = np.random.default_rng(3)
+    lens = np.array([1, 7, 8, 9, 1500, 3000, 4096, 64, 0, 777] * 3, np.uint32)
+    offs = np.concatenate(([0], np.cumsum(lens[:-1], dtype=np.uint64) + 3)).astype(np.uint64)
+    arena = rng.integers(0, 256, int(offs[-1] + lens[-1]), dtype=np.uint8)
+    assert _core.bench_bytes_floor(arena, offs, lens, 2, 11, 1024, 3) > 0
+    assert _core.bench_bytes_floor(arena, offs, lens, 1024, 2048, 4096, 1) > 0
+    with pytest.raises(ValueError, match="runs past the arena"):
+        _core.bench_bytes_floor(arena[:-1], offs, lens, 2, 11, 1024, 1)
+    with pytest.raises(ValueError, match="needs more than the 4 buffers"):
+        _core.bench_bytes_floor(arena, offs, lens, 2, 4, 1024, 1)
+    with pytest.raises(ValueError):
+        _core.bench_bytes_floor(arena, offs, lens, 0, 5, 1024, 1)
 
 
 def test_bench_closed_loop_figure():
@@ -75,6 +100,8 @@ def test_bench_capture_builds_once_and_replays_it_in_a_process_of_its_own(tmp_pa
     assert bench.capture_path().endswith(bench.CAPTURE_NAME)
     assert bench.capture_path(bench.CAPTURE_4G_NAME).endswith("flows-4GiB.pcap")
     assert bench.TARGETS["replay_peak_rss_mib_4GiB_capture"] == (1024.0, "MiB")
+    floor = bench._capture_floor(2, path)
+    assert len(floor) == 2 and all(x > 0 for x in floor)
 
 
 def test_bench_json_and_markdown(tmp_path, capsys, monkeypatch):

@@ -16,6 +16,8 @@ this netmem has (after a warm-up loop: hot data), beside ``memcpy_1500_ns``, and
 capture built once with ``netmem-flows`` (cached, ``capture_path()``) replayed with
 ``netmem-replay --pcap`` (dmabuf provider): a trace larger than the caches; and the peak RSS
 of one streamed loop of a 4 GiB one (built once too: 4.4 GB of disk beside the 1 GiB one).
+Beside each trace's figure, the floor of its data movement (``_bytes_floor()``): its bytes
+copied and read back as the replay moves them, with no stack.
 ``netmem-bench all --markdown FILE`` runs every suite and rewrites the benchmark report.
 """
 import argparse
@@ -153,6 +155,12 @@ DESCRIPTIONS = {
                                         "the caches), dmabuf provider, one loop after 1 warm-up, "
                                         "its own process",
     "replay_mpps_dmabuf_capture": "Mpps (not ns) of the same runs",
+    "replay_bytes_floor_ns": "the floor of the default workload's data movement, no stack: "
+                             "each frame copied from the trace into 4 KiB buffers of a ring "
+                             "of 2 x 1024, 1024 frames a chunk, each chunk read back whole "
+                             "(and checked) before the next; 20 passes after 1",
+    "replay_bytes_floor_ns_capture": "the same over the 1 GiB capture, mapped from the page "
+                                     "cache (one pass after 1)",
     "replay_peak_rss_mib_4GiB_capture": "MiB (not ns): peak resident memory (`max-rss`) of "
                                         "netmem-replay --pcap streaming a 4.4 GB capture "
                                         "(netmem-flows -n 64 --payload 64MiB, built once), "
@@ -548,12 +556,44 @@ def _closed_loop(scale):
     return r.doc["replay"]
 
 
+def _bytes_floor(trace, loops):
+    """ns per frame of ``_core.bench_bytes_floor()``: the bytes of ``trace`` moved as the
+    replay's default configuration moves them, with no stack (each frame copied into 4 KiB
+    buffers of a ring as large as its two queues' pools, ``DEFAULT_CHUNK`` frames a chunk,
+    each chunk read back whole before the next), ``loops`` passes after one untimed one."""
+    from netmem.replay.config import DEFAULT_CHUNK, Config
+    cfg = Config()
+    args = (trace.arena, trace.offsets, trace.lengths, DEFAULT_CHUNK,
+            cfg.queues * cfg.pool_size, 4096)
+    _core.bench_bytes_floor(*args, 1)
+    return _core.bench_bytes_floor(*args, loops) / (loops * len(trace))
+
+
+def _default_trace():
+    """The trace of netmem-replay's built-in workload."""
+    from netmem.flows import generate
+    from netmem.replay.config import DEFAULT_WORKLOAD
+    return generate(DEFAULT_WORKLOAD).trace
+
+
 def capture_path(name=CAPTURE_NAME):
     """Where the bench keeps its captures, outside the repository: ``$NETMEM_BENCH_CACHE``,
     else ``netmem/bench`` under ``$XDG_CACHE_HOME`` (default ``~/.cache``)."""
     cache = os.environ.get("NETMEM_BENCH_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "netmem", "bench")
     return os.path.join(cache, name)
+
+
+def _capture_floor(runs, path=None):
+    """``runs`` samples of ``_bytes_floor()`` over the 1 GiB capture (one pass each, after one
+    that reads the file back into the page cache), mapped as the streamed replay maps it (but
+    whole: the floor gives back no window as it goes); its pages are given back after."""
+    from netmem.flows import PacketTrace
+    trace = PacketTrace.from_index_cache(path or capture_path())
+    try:
+        return [_bytes_floor(trace, 1) for _ in range(runs)]
+    finally:
+        trace.release(0, len(trace))
 
 
 def _drop_page_cache(path):
@@ -653,8 +693,11 @@ def run_replay(runs=5, scale=1, variants=True):
     from netmem.provider import builtin_providers
     providers = builtin_providers()
     samples = {}
+    trace = _default_trace()
     for _ in range(runs):
         samples.setdefault("memcpy_1500_ns", []).append(RX_FIGURES["memcpy_1500_ns"](scale))
+        samples.setdefault("replay_bytes_floor_ns", []).append(
+            _bytes_floor(trace, max(1, round(REPLAY_LOOPS * scale))))
         for p in providers:
             r = _replay(p, scale)
             samples.setdefault(f"replay_ns_per_pkt_{p}", []).append(r["ns-per-frame"])
@@ -673,6 +716,7 @@ def run_replay(runs=5, scale=1, variants=True):
         runs_1g = _capture(runs)["replay"]["runs"]
         samples["replay_ns_per_pkt_dmabuf_capture"] = [r["ns-per-frame"] for r in runs_1g]
         samples["replay_mpps_dmabuf_capture"] = [r["mpps"] for r in runs_1g]
+        samples["replay_bytes_floor_ns_capture"] = _capture_floor(runs)
         doc = _capture(1, capture_path(CAPTURE_4G_NAME), CAPTURE_4G_ARGS, warmup=0)
         samples["replay_peak_rss_mib_4GiB_capture"] = [doc["max-rss"] / 2**20]
     return _with_ratios({k: _summarise(v) for k, v in samples.items()}, FLOORS["replay"])
