@@ -193,10 +193,7 @@ import json, sys
 import scapy.utils
 from netmem.flows import PacketTrace, write_generated
 from netmem.replay import main, workload
-
-def peak():
-    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
-    return int(status["VmHWM"].split()[0]) * 1024
+from netmem.replay.report import peak_rss as peak
 
 mode, path = sys.argv[1], sys.argv[2]
 before = peak()

@@ -96,6 +96,19 @@ def test_host_replays_validates_and_reports(tmp_path, capsys, extra):
         assert line in out
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="VmHWM is Linux's")
+def test_max_rss_is_the_replays_own_not_its_parents(tmp_path):
+    """``max-rss`` is the replay's peak (VmHWM): run from a process holding 768 MiB, as
+    ``netmem-bench`` runs it, it is not the parent's (``ru_maxrss`` carries a parent's peak
+    across ``exec``)."""
+    held = np.ones(768 << 20, np.uint8)
+    out = tmp_path / "r.json"
+    subprocess.run([sys.executable, "-m", "netmem.replay", "--provider", "host", *SMALL,
+                    "--no-progress", "--json", str(out)], stdout=subprocess.DEVNULL, check=True)
+    rss = json.loads(out.read_text())["max-rss"]
+    assert 0 < rss < held.nbytes // 2
+
+
 def test_the_app_cpu_decides_direct_or_ring_recycling(tmp_path):
     """On another CPU the application's frees are deferred to the NAPI CPU, whose next poll
     recycles them straight into the alloc cache; on the NAPI CPU itself they go to the ring."""

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -691,6 +690,7 @@ def run_replay(runs=5, scale=1, variants=True):
     closed loop (``_closed_loop()``, the same), and
     ``memcpy_1500_ns`` interleaved with them: ratios are to it."""
     from netmem.provider import builtin_providers
+    from netmem.replay.report import peak_rss
     providers = builtin_providers()
     samples = {}
     trace = _default_trace()
@@ -711,7 +711,7 @@ def run_replay(runs=5, scale=1, variants=True):
             samples.setdefault("closed_loop_ns_per_frame", []).append(r["ns-per-frame"])
             samples.setdefault("closed_loop_mpps", []).append(r["mpps"])
         samples.setdefault("replay_peak_rss_mib", []).append(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            peak_rss() / 2**20)
     if variants and "dmabuf" in providers:
         runs_1g = _capture(runs)["replay"]["runs"]
         samples["replay_ns_per_pkt_dmabuf_capture"] = [r["ns-per-frame"] for r in runs_1g]
