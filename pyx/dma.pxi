@@ -414,19 +414,23 @@ cdef int nm_dev_access(nm_device *dev, uint64_t addr, char *buf, uint64_t n,
     return 0
 
 
-cdef void nm_dev_prefetchw(nm_device *dev, uint64_t addr, uint64_t n) noexcept nogil:
-    """Warm for writing the lines a device write of ``n`` bytes at ``addr`` lands in, where
-    ``nm_dev_access()`` would copy them without an IOMMU (nothing under dma-iommu, nothing for
-    an access it would refuse). Not a kernel mechanism, and it changes no state: the model's
-    own speed (the device's writes go to recycled buffers whose lines went cold)."""
+cdef char *nm_dev_prefetchw(nm_device *dev, uint64_t addr, uint64_t n,
+                            uint64_t first) noexcept nogil:
+    """Warm for writing the first ``first`` bytes of the lines a device write of ``n`` bytes at
+    ``addr`` lands in, where ``nm_dev_access()`` would copy them without an IOMMU (nothing
+    under dma-iommu, nothing for an access it would refuse); returns where the write lands, for
+    the caller to warm the rest later, or NULL when it warmed nothing. Not a kernel mechanism,
+    and it changes no state: the model's own speed (the device's writes go to recycled buffers
+    whose lines went cold)."""
     cdef nm_cover_table *t
     cdef uint64_t off
-    cdef char *p
+    cdef char *p = NULL
     if dev.m.iommu_mode != NM_IOMMU_DMA and dma_capable(dev, addr, n):
         p = __phys_target(dev.m, addr, n, &t, &off)
         if p != NULL:
-            prefetch_range(p, n, True)
+            prefetch_range(p, min(first, n), True)
     barrier()       # prefetches are no side effect to GCC: without it, the call goes
+    return p
 
 
 cdef int nm_dev_write(nm_device *dev, uint64_t dma_addr, const char *buf,
